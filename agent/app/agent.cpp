@@ -1,0 +1,229 @@
+#include "agent/app/agent.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "agent/capabilities/capability_probe.h"
+#include "agent/conn/connection_table.h"
+#include "agent/discovery/proc_socket_resolver.h"
+#include "agent/discovery/process_info.h"
+#include "agent/discovery/selector.h"
+#include "agent/ingest/ring_consumer.h"
+#include "agent/kernel/bpf_env.h"
+#include "agent/kernel/capture_program.h"
+#include "agent/output/event_printer.h"
+
+namespace threadline {
+
+namespace {
+constexpr uint64_t kSecond = 1'000'000'000ull;
+
+bool ProcessGone(uint32_t tgid) {
+  struct stat st {};
+  return ::stat(("/proc/" + std::to_string(tgid)).c_str(), &st) != 0 && errno == ENOENT;
+}
+
+// --output=none still runs the whole pipeline (connection table, gaps, counters).
+class NullConsumer : public StreamConsumer {};
+}  // namespace
+
+Agent::Agent(const AgentOptions& options, MetricsRegistry& metrics)
+    : options_(options), metrics_(metrics) {}
+
+Agent::~Agent() {
+  ring_.reset();
+  capture_.reset();  // detaches every hook
+  if (out_ && owns_out_) std::fclose(out_);
+}
+
+Result<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& options, MetricsRegistry& metrics) {
+  std::unique_ptr<Agent> agent(new Agent(options, metrics));  // private constructor
+  RETURN_IF_ERROR(agent->Start());
+  return agent;
+}
+
+Status Agent::Start() {
+  RETURN_IF_ERROR(PrepareBpfEnvironment());
+  const CapabilityReport& caps = ProbeCapabilities();
+  LogReport(caps);
+  if (!caps.can_run) return Error{"this kernel cannot run threadline: " + caps.cannot_run_reason};
+
+  if (options_.output_file.empty()) {
+    out_ = stdout;
+  } else {
+    out_ = std::fopen(options_.output_file.c_str(), "w");
+    if (!out_) return Error::FromErrno("open " + options_.output_file, errno);
+    owns_out_ = true;
+  }
+
+  SelectionConfig sel;
+  sel.pids = options_.pids;
+  sel.exe_globs = options_.exe_globs;
+  sel.ports = options_.ports;
+  sel.agent_pid = static_cast<uint32_t>(getpid());
+  selector_ = std::make_unique<Selector>(sel);
+  processes_ = std::make_unique<ProcessCache>(8192, "/proc", metrics_);
+  resolver_ = std::make_unique<ProcSocketResolver>(metrics_);
+
+  StreamConsumer* consumer;
+  if (options_.output == OutputMode::kEvents) {
+    printer_ = std::make_unique<EventPrinter>(out_, clock_, options_.print_payload_bytes);
+    consumer = printer_.get();
+  } else {
+    null_consumer_ = std::make_unique<NullConsumer>();
+    consumer = null_consumer_.get();
+  }
+  ConnectionTable::Config table_config;
+  table_config.max_connections = options_.max_connections;
+  table_ = std::make_unique<ConnectionTable>(table_config, *consumer, metrics_, resolver_.get());
+
+  CaptureConfig cc;
+  cc.agent_tgid = sel.agent_pid;
+  cc.trace_all = selector_->trace_all_processes();
+  cc.ports = options_.ports;
+  cc.capture_bytes = options_.capture_bytes;
+  cc.ring_buffer_bytes = options_.ring_buffer_mb << 20;
+  cc.max_connections = options_.max_connections;
+  ASSIGN_OR_RETURN(capture_, CaptureProgram::Create(cc));
+  size_t attached = 0;
+  for (const auto& h : capture_->hooks()) attached += h.attached;
+
+  size_t selected = 0;
+  if (!cc.trace_all) {
+    for (uint32_t pid : selector_->InitialMatches("/proc")) {
+      auto info = processes_->Get(pid);
+      uint32_t flags = info.ok() ? selector_->SelectionFlags(*info) : (TL_SEL_TRACE | TL_SEL_INHERIT);
+      if (flags == 0) flags = TL_SEL_TRACE | TL_SEL_INHERIT;  // a descendant of a match
+      if (capture_->Select(pid, flags).ok()) ++selected;
+    }
+  }
+  ASSIGN_OR_RETURN(ring_, RingConsumer::Create(capture_->ring_buffer_fd(), *this, metrics_));
+
+  std::string scope = cc.trace_all ? "all processes" : std::to_string(selected) + " selected processes";
+  if (!cc.ports.empty()) scope += ", ports filtered";
+  spdlog::info("threadline ready: {} hooks attached on syscall/sched/sock tracepoints, tracing {}, "
+               "capture {} bytes per syscall, ring buffer {} MiB",
+               attached, scope, cc.capture_bytes, options_.ring_buffer_mb);
+  return OkStatus();
+}
+
+Status Agent::Run(const std::atomic<bool>& stop) {
+  const uint64_t start = BootClock::NowBootNs();
+  const uint64_t deadline =
+      options_.duration_s > 0 ? start + static_cast<uint64_t>(options_.duration_s * 1e9) : 0;
+  last_sweep_ns_ = last_stats_ns_ = last_clock_refresh_ns_ = start;
+  while (!stop.load(std::memory_order_relaxed)) {
+    auto polled = ring_->Poll(100);
+    if (!polled.ok()) return polled.error();
+    uint64_t now = BootClock::NowBootNs();
+    Upkeep(now);
+    if (printer_) printer_->Flush();
+    if (deadline && now >= deadline) break;
+  }
+  ring_->Drain();
+  if (printer_) printer_->Flush();
+  return OkStatus();
+}
+
+void Agent::Upkeep(uint64_t now) {
+  table_->Tick(now);
+  if (now - last_clock_refresh_ns_ >= 10 * kSecond) {
+    clock_.Refresh();
+    last_clock_refresh_ns_ = now;
+  }
+  // Sockets of processes that exited were closed by the kernel without a close() we could see:
+  // drop them from the kernel table in batches.
+  if (exits_since_sweep_ && now - last_sweep_ns_ >= 2 * kSecond) {
+    size_t n = capture_->SweepConnections(ProcessGone);
+    if (n) metrics_.GetCounter("threadline_kernel_conns_swept_total", {}, "Kernel connection entries of exited processes removed").Add(n);
+    exits_since_sweep_ = false;
+    last_sweep_ns_ = now;
+  }
+  if (options_.stats_interval_s > 0 &&
+      now - last_stats_ns_ >= static_cast<uint64_t>(options_.stats_interval_s * 1e9)) {
+    LogStats(false);
+    last_stats_ns_ = now;
+  }
+}
+
+void Agent::PublishKernelDrops() {
+  KernelDrops drops = capture_->ReadDrops();
+  for (int reason = 0; reason < TL_DROP__COUNT; ++reason) {
+    for (size_t cpu = 0; cpu < drops.per_cpu.size(); ++cpu) {
+      uint64_t v = drops.per_cpu[cpu][reason];
+      if (!v) continue;
+      metrics_
+          .GetGauge("threadline_kernel_events_lost_total",
+                    {{"reason", std::string(DropReasonName(reason))}, {"cpu", std::to_string(cpu)}},
+                    "Kernel events dropped or not produced, by reason and CPU")
+          .Set(static_cast<int64_t>(v));
+    }
+  }
+}
+
+void Agent::LogStats(bool final_report) {
+  PublishKernelDrops();
+  std::string line;
+  for (const auto& s : metrics_.Snapshot()) {
+    if (s.value == 0) continue;
+    line += "\n  " + s.name;
+    if (!s.labels.empty()) {
+      line += "{";
+      for (size_t i = 0; i < s.labels.size(); ++i)
+        line += (i ? "," : "") + s.labels[i].first + "=" + s.labels[i].second;
+      line += "}";
+    }
+    line += " " + std::to_string(s.value);
+  }
+  KernelDrops drops = capture_->ReadDrops();
+  uint64_t lost = 0;
+  std::string by_reason;
+  for (int r = 0; r < TL_DROP__COUNT; ++r) {
+    uint64_t v = drops.Total(r);
+    lost += v;
+    by_reason += std::string(by_reason.empty() ? "" : ", ") + std::string(DropReasonName(r)) + "=" + std::to_string(v);
+  }
+  spdlog::info("{}: events received {}, lost {} ({}), connections tracked {}{}",
+               final_report ? "final stats" : "stats", ring_->records(), lost, by_reason,
+               table_->size(), line);
+}
+
+void Agent::OnConnOpen(const ConnOpenEvent& e) { table_->OnConnOpen(e); }
+void Agent::OnConnClose(const ConnCloseEvent& e) { table_->OnConnClose(e); }
+void Agent::OnData(const DataEvent& e) { table_->OnData(e); }
+void Agent::OnConnState(const ConnStateEvent& e) { table_->OnConnState(e); }
+
+void Agent::OnProcExec(const ProcExecEvent& e) {
+  processes_->OnExec(e.pid);
+  bool traced = selector_->trace_all_processes();
+  if (!traced) {
+    // Selection by executable is decided now that the new image is known. A pid listed with
+    // --pid stays selected whatever it execs.
+    auto info = processes_->Get(e.pid);
+    uint32_t flags = info.ok() ? selector_->SelectionFlags(*info) : 0;
+    if (flags & TL_SEL_TRACE) {
+      traced = capture_->Select(e.pid, flags).ok();
+    } else if (std::find(options_.pids.begin(), options_.pids.end(), e.pid) == options_.pids.end() &&
+               !options_.exe_globs.empty()) {
+      (void)capture_->Unselect(e.pid);
+    }
+  }
+  if (traced && printer_ && e.pid != static_cast<uint32_t>(getpid())) printer_->PrintExec(e);
+}
+
+void Agent::OnProcFork(const ProcForkEvent&) {}
+
+void Agent::OnProcExit(const ProcExitEvent& e) {
+  table_->OnProcExit(e);
+  processes_->OnExit(e.pid);
+  exits_since_sweep_ = true;
+  if (printer_) printer_->PrintExit(e);
+}
+
+}  // namespace threadline

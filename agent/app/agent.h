@@ -1,0 +1,71 @@
+// The running agent: kernel capture -> ring consumer -> connection table -> output, on one
+// thread (the consumer thread), plus the upkeep a long-running agent needs (clock refresh,
+// idle eviction, kernel-table sweeps, stats).
+#pragma once
+
+#include <atomic>
+#include <cstdio>
+#include <memory>
+
+#include "agent/app/options.h"
+#include "agent/common/clock.h"
+#include "agent/common/metrics.h"
+#include "agent/common/result.h"
+#include "agent/ingest/event_types.h"
+
+namespace threadline {
+
+class CaptureProgram;
+class RingConsumer;
+class ConnectionTable;
+class EventPrinter;
+class Selector;
+class ProcessCache;
+class ProcSocketResolver;
+class StreamConsumer;
+
+class Agent : public EventSink {
+ public:
+  static Result<std::unique_ptr<Agent>> Create(const AgentOptions& options, MetricsRegistry& metrics);
+  ~Agent() override;
+
+  // Runs until `stop` becomes true or the configured duration passes.
+  Status Run(const std::atomic<bool>& stop);
+  // Logs the agent's own counters (events, drops by reason, connections, gaps).
+  void LogStats(bool final_report);
+
+  // EventSink: fans kernel events out to the connection table, discovery and the printer.
+  void OnConnOpen(const ConnOpenEvent& e) override;
+  void OnConnClose(const ConnCloseEvent& e) override;
+  void OnData(const DataEvent& e) override;
+  void OnConnState(const ConnStateEvent& e) override;
+  void OnProcExec(const ProcExecEvent& e) override;
+  void OnProcFork(const ProcForkEvent& e) override;
+  void OnProcExit(const ProcExitEvent& e) override;
+
+ private:
+  Agent(const AgentOptions& options, MetricsRegistry& metrics);
+  Status Start();
+  void Upkeep(uint64_t now_boot_ns);
+  void PublishKernelDrops();
+
+  AgentOptions options_;
+  MetricsRegistry& metrics_;
+  BootClock clock_;
+  std::FILE* out_ = nullptr;
+  bool owns_out_ = false;
+  std::unique_ptr<Selector> selector_;
+  std::unique_ptr<ProcessCache> processes_;
+  std::unique_ptr<ProcSocketResolver> resolver_;
+  std::unique_ptr<EventPrinter> printer_;
+  std::unique_ptr<StreamConsumer> null_consumer_;
+  std::unique_ptr<ConnectionTable> table_;
+  std::unique_ptr<CaptureProgram> capture_;
+  std::unique_ptr<RingConsumer> ring_;
+  bool exits_since_sweep_ = false;
+  uint64_t last_sweep_ns_ = 0;
+  uint64_t last_stats_ns_ = 0;
+  uint64_t last_clock_refresh_ns_ = 0;
+};
+
+}  // namespace threadline

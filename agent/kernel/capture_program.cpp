@@ -1,0 +1,205 @@
+#include "agent/kernel/capture_program.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "capture.skel.h"
+
+namespace threadline {
+
+namespace {
+
+struct HookSpec {
+  const char* program;
+  bool required;  // the agent refuses to start without it
+};
+
+// Every program of capture.bpf.c and whether the agent can do its job without it. The syscall
+// set is the base path; dup2/dup3 only speed up noticing fd reuse (conn__get notices it anyway),
+// and TCP state only enriches close reasons.
+constexpr HookSpec kHookSpecs[] = {
+    {"tl_enter_read", true},      {"tl_exit_read", true},
+    {"tl_enter_write", true},     {"tl_exit_write", true},
+    {"tl_enter_readv", true},     {"tl_exit_readv", true},
+    {"tl_enter_writev", true},    {"tl_exit_writev", true},
+    {"tl_enter_sendto", true},    {"tl_exit_sendto", true},
+    {"tl_enter_recvfrom", true},  {"tl_exit_recvfrom", true},
+    {"tl_enter_sendmsg", true},   {"tl_exit_sendmsg", true},
+    {"tl_enter_recvmsg", true},   {"tl_exit_recvmsg", true},
+    {"tl_enter_sendmmsg", true},  {"tl_exit_sendmmsg", true},
+    {"tl_enter_recvmmsg", true},  {"tl_exit_recvmmsg", true},
+    {"tl_enter_sendfile64", true}, {"tl_exit_sendfile64", true},
+    {"tl_enter_connect", true},   {"tl_exit_connect", true},
+    {"tl_enter_accept", true},    {"tl_exit_accept", true},
+    {"tl_enter_accept4", true},   {"tl_exit_accept4", true},
+    {"tl_enter_close", true},
+    {"tl_enter_dup2", false},     {"tl_enter_dup3", false},
+    {"tl_inet_sock_set_state", false},
+    {"tl_sched_process_exec", true},
+    {"tl_sched_process_fork", true},
+    {"tl_sched_process_exit", true},
+};
+
+bool IsPowerOfTwo(uint64_t v) { return v && !(v & (v - 1)); }
+
+}  // namespace
+
+uint64_t KernelDrops::Total(int reason) const {
+  uint64_t total = 0;
+  for (const auto& cpu : per_cpu) total += cpu[reason];
+  return total;
+}
+
+std::string_view DropReasonName(int reason) {
+  switch (reason) {
+    case TL_DROP_DATA_RING_FULL: return "data_ring_full";
+    case TL_DROP_CTRL_RING_FULL: return "lifecycle_ring_full";
+    case TL_DROP_CONN_MAP_FULL: return "conn_map_full";
+    case TL_DROP_ARGS_MAP_FULL: return "args_map_full";
+    case TL_DROP_READ_FAULT: return "read_fault";
+    case TL_DROP_MMSG_LIMIT: return "mmsg_limit";
+    case TL_DROP_SELECT_MAP_FULL: return "select_map_full";
+    default: return "unknown";
+  }
+}
+
+void CaptureProgram::SkelDeleter::operator()(capture_bpf* s) const { capture_bpf__destroy(s); }
+
+CaptureProgram::CaptureProgram(const CaptureConfig& config) : config_(config) {}
+CaptureProgram::~CaptureProgram() {
+  links_.clear();  // detach before the programs and maps go
+  skel_.reset();
+}
+
+Result<std::unique_ptr<CaptureProgram>> CaptureProgram::Create(const CaptureConfig& config) {
+  if (!IsPowerOfTwo(config.capture_bytes) || config.capture_bytes > TL_MAX_CAPTURE)
+    return Error{"capture bytes must be a power of two <= " + std::to_string(TL_MAX_CAPTURE)};
+  if (!IsPowerOfTwo(config.ring_buffer_bytes) || config.ring_buffer_bytes < 4096)
+    return Error{"ring buffer size must be a power of two >= 4096"};
+  std::unique_ptr<CaptureProgram> p(new CaptureProgram(config));  // private constructor
+  RETURN_IF_ERROR(p->Open());
+  RETURN_IF_ERROR(p->Load());
+  RETURN_IF_ERROR(p->Attach());
+  return p;
+}
+
+Status CaptureProgram::Open() {
+  skel_.reset(capture_bpf__open());
+  if (!skel_) return Error::FromErrno("open capture BPF object", errno);
+  auto* ro = skel_->rodata;
+  ro->agent_tgid = config_.agent_tgid;
+  ro->trace_all = config_.trace_all;
+  ro->port_filter = !config_.ports.empty();
+  ro->capture_bytes = config_.capture_bytes;
+  // Data events stop at 3/4 full so lifecycle events (open/close/exit) still find room.
+  ro->ring_data_limit = static_cast<uint64_t>(config_.ring_buffer_bytes) * 3 / 4;
+
+  ncpus_ = libbpf_num_possible_cpus();
+  if (ncpus_ <= 0) return Error::FromErrno("count possible CPUs", -ncpus_);
+  int err = bpf_map__set_max_entries(skel_->maps.events, config_.ring_buffer_bytes);
+  if (!err) err = bpf_map__set_max_entries(skel_->maps.data_scratch, ncpus_);
+  if (!err) err = bpf_map__set_max_entries(skel_->maps.conns, config_.max_connections);
+  if (!err) err = bpf_map__set_max_entries(skel_->maps.sock_conns, config_.max_connections);
+  if (err) return Error::FromErrno("size capture maps", err);
+  return OkStatus();
+}
+
+Status CaptureProgram::Load() {
+  int err = capture_bpf__load(skel_.get());
+  if (err) return Error::FromErrno("load capture BPF programs (run with --log-level=debug for the verifier log)", err);
+  for (uint16_t port : config_.ports) {
+    uint8_t one = 1;
+    if (bpf_map__update_elem(skel_->maps.ports, &port, sizeof(port), &one, sizeof(one), BPF_ANY))
+      return Error::FromErrno("set port filter", errno);
+  }
+  return OkStatus();
+}
+
+Status CaptureProgram::Attach() {
+  for (const HookSpec& spec : kHookSpecs) {
+    AttachedHook hook;
+    hook.program = spec.program;
+    hook.required = spec.required;
+    bpf_program* prog = bpf_object__find_program_by_name(skel_->obj, spec.program);
+    if (!prog) return Error{std::string("capture object has no program ") + spec.program};
+    hook.target = bpf_program__section_name(prog);
+    bpf_link* link = bpf_program__attach(prog);
+    if (!link) {
+      hook.error = std::strerror(errno);
+      if (spec.required)
+        return Error::FromErrno(std::string("attach ") + spec.program + " (" + hook.target + ")", errno);
+      spdlog::warn("optional hook {} ({}) not attached: {}", spec.program, hook.target, hook.error);
+    } else {
+      hook.attached = true;
+      links_.emplace_back(link);
+    }
+    hooks_.push_back(std::move(hook));
+  }
+  return OkStatus();
+}
+
+int CaptureProgram::ring_buffer_fd() const { return bpf_map__fd(skel_->maps.events); }
+
+Status CaptureProgram::Select(uint32_t tgid, uint32_t flags) {
+  tl_selection sel{flags, 0};
+  if (bpf_map__update_elem(skel_->maps.selected, &tgid, sizeof(tgid), &sel, sizeof(sel), BPF_ANY))
+    return Error::FromErrno("select pid " + std::to_string(tgid), errno);
+  return OkStatus();
+}
+
+Status CaptureProgram::Unselect(uint32_t tgid) {
+  if (bpf_map__delete_elem(skel_->maps.selected, &tgid, sizeof(tgid), 0) && errno != ENOENT)
+    return Error::FromErrno("unselect pid " + std::to_string(tgid), errno);
+  return OkStatus();
+}
+
+void CaptureProgram::ForgetConnection(uint32_t tgid, int32_t fd) {
+  tl_fd_key key{tgid, fd};
+  bpf_map__delete_elem(skel_->maps.conns, &key, sizeof(key), 0);
+}
+
+size_t CaptureProgram::SweepConnections(const std::function<bool(uint32_t)>& is_gone) {
+  std::vector<tl_fd_key> doomed;
+  tl_fd_key key{}, next{};
+  const void* prev = nullptr;
+  int fd = bpf_map__fd(skel_->maps.conns);
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    if (is_gone(next.tgid)) doomed.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  for (const auto& k : doomed) bpf_map_delete_elem(fd, &k);
+  return doomed.size();
+}
+
+size_t CaptureProgram::TrackedConnections() const {
+  size_t n = 0;
+  tl_fd_key key{}, next{};
+  const void* prev = nullptr;
+  int fd = bpf_map__fd(skel_->maps.conns);
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    ++n;
+    key = next;
+    prev = &key;
+  }
+  return n;
+}
+
+KernelDrops CaptureProgram::ReadDrops() const {
+  KernelDrops out;
+  out.per_cpu.assign(ncpus_, {});
+  std::vector<uint64_t> values(ncpus_);
+  for (uint32_t reason = 0; reason < TL_DROP__COUNT; ++reason) {
+    if (bpf_map__lookup_elem(skel_->maps.drops, &reason, sizeof(reason), values.data(),
+                             values.size() * sizeof(uint64_t), 0))
+      continue;
+    for (int cpu = 0; cpu < ncpus_; ++cpu) out.per_cpu[cpu][reason] = values[cpu];
+  }
+  return out;
+}
+
+}  // namespace threadline

@@ -1,0 +1,86 @@
+// The capture BPF object (bpf/capture.bpf.c) loaded, configured and attached.
+//
+// Owns the skeleton and every link; destroying it detaches everything. Hooks are a data table
+// (hook_specs in the .cpp): each names its program, whether the agent can run without it, and
+// what it is for, so the attach code is one loop and the log says exactly what was chosen.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/common/bpf_handles.h"
+#include "agent/common/result.h"
+#include "threadline/events.h"
+
+struct capture_bpf;
+
+namespace threadline {
+
+struct CaptureConfig {
+  uint32_t agent_tgid = 0;          // never traced
+  bool trace_all = true;            // false: only tgids added with Select()
+  std::vector<uint16_t> ports;      // non-empty: only connections with one of these ports
+  uint32_t capture_bytes = 4096;    // payload prefix per data event; power of two, <= 16384
+  uint32_t ring_buffer_bytes = 16u << 20;  // power of two, >= page size
+  uint32_t max_connections = 65536; // kernel connection table size
+};
+
+struct AttachedHook {
+  std::string program;
+  std::string target;  // e.g. "tracepoint/syscalls/sys_enter_read"
+  bool required = false;
+  bool attached = false;
+  std::string error;
+};
+
+// Per-CPU, per-reason counts of what the kernel side dropped (enum tl_drop_reason).
+struct KernelDrops {
+  std::vector<std::array<uint64_t, TL_DROP__COUNT>> per_cpu;
+  uint64_t Total(int reason) const;
+};
+
+std::string_view DropReasonName(int reason);
+
+class CaptureProgram {
+ public:
+  static Result<std::unique_ptr<CaptureProgram>> Create(const CaptureConfig& config);
+  ~CaptureProgram();
+  CaptureProgram(const CaptureProgram&) = delete;
+  CaptureProgram& operator=(const CaptureProgram&) = delete;
+
+  int ring_buffer_fd() const;
+  const std::vector<AttachedHook>& hooks() const { return hooks_; }
+  const CaptureConfig& config() const { return config_; }
+
+  // Selection map: which processes produce events (flags TL_SEL_*).
+  Status Select(uint32_t tgid, uint32_t flags = TL_SEL_TRACE | TL_SEL_INHERIT);
+  Status Unselect(uint32_t tgid);
+  // Kernel connection table upkeep, for sockets that went away without a close() we saw.
+  void ForgetConnection(uint32_t tgid, int32_t fd);
+  // Deletes every tracked fd of processes for which `is_gone(tgid)` is true; returns how many.
+  size_t SweepConnections(const std::function<bool(uint32_t)>& is_gone);
+  size_t TrackedConnections() const;
+
+  KernelDrops ReadDrops() const;
+
+ private:
+  explicit CaptureProgram(const CaptureConfig& config);
+  Status Open();
+  Status Load();
+  Status Attach();
+
+  CaptureConfig config_;
+  struct SkelDeleter {
+    void operator()(capture_bpf* s) const;
+  };
+  std::unique_ptr<capture_bpf, SkelDeleter> skel_;
+  std::vector<BpfLink> links_;
+  std::vector<AttachedHook> hooks_;
+  int ncpus_ = 1;
+};
+
+}  // namespace threadline

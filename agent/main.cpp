@@ -1,0 +1,62 @@
+// threadline: zero-code distributed tracing with eBPF. See README.md.
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cstdio>
+
+#include "agent/app/agent.h"
+#include "agent/app/options.h"
+#include "agent/capabilities/capability_probe.h"
+#include "agent/kernel/bpf_env.h"
+
+namespace {
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace threadline;
+  // stdout carries the output (events, later spans); logs go to stderr.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("threadline"));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  auto parsed = ParseOptions(argc, argv);
+  if (!parsed.ok()) {
+    std::fputs(parsed.error().message.c_str(), parsed.error().code == 0 ? stdout : stderr);
+    if (parsed.error().code != 0) std::fputc('\n', stderr);
+    return parsed.error().code;
+  }
+  const AgentOptions& options = *parsed;
+  spdlog::set_level(spdlog::level::from_str(options.log_level));
+
+  if (options.probe_only) {
+    if (auto st = PrepareBpfEnvironment(); !st.ok())
+      spdlog::warn("BPF environment incomplete: {}", st.error().message);
+    std::fputs(FormatReport(ProbeCapabilities()).c_str(), stdout);
+    return 0;
+  }
+
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto agent = Agent::Create(options, MetricsRegistry::Global());
+  if (!agent.ok()) {
+    spdlog::error("cannot start: {}", agent.error().message);
+    return 1;
+  }
+  Status run = (*agent)->Run(g_stop);
+  (*agent)->LogStats(true);
+  agent->reset();  // detach before reporting the stop
+  if (!run.ok()) {
+    spdlog::error("stopped on error: {}", run.error().message);
+    return 1;
+  }
+  spdlog::info("threadline stopped; all hooks detached");
+  return 0;
+}

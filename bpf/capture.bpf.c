@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * threadline kernel capture: TCP socket I/O, connection lifecycle and process lifecycle, on
+ * syscall tracepoints and sched/sock tracepoints only (no kprobe, no fentry: both are missing
+ * or forbidden on many production kernels).
+ *
+ * These concerns share the connection and selection maps, so they live in one object; each
+ * concern is its own header (conn.bpf.h, data.bpf.h, proc.bpf.h) and this file holds only the
+ * program entry points, so a reader sees every hook in one place.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "threadline/events.h"
+
+#include "capture/maps.bpf.h"
+#include "capture/conn.bpf.h"
+#include "capture/data.bpf.h"
+#include "capture/proc.bpf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* ------------------------------------------------------------------------------------------
+ * Argument stashing: entry programs record the arguments by pid_tgid, exit programs (which
+ * alone know the byte count) do the work.
+ */
+static __always_inline void args__stash(__u8 syscall, __s64 fd, __u64 buf, __u64 count,
+					__u64 flags)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!proc__selected(pid_tgid >> 32))
+		return;
+	struct tl_io_args a = {
+		.enter_ts = bpf_ktime_get_boot_ns(),
+		.buf = buf,
+		.fd = (__s32)fd,
+		.count = (__u32)count,
+		.flags = (__u32)flags,
+		.syscall = syscall,
+	};
+	if (bpf_map_update_elem(&io_args, &pid_tgid, &a, BPF_ANY))
+		drops__count(TL_DROP_ARGS_MAP_FULL);
+}
+
+/* Returns the stashed arguments (a copy) and forgets them. */
+static __always_inline bool args__take(struct tl_io_args *out)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct tl_io_args *a = bpf_map_lookup_elem(&io_args, &pid_tgid);
+	if (!a)
+		return false;
+	*out = *a;
+	bpf_map_delete_elem(&io_args, &pid_tgid);
+	return true;
+}
+
+#define SYS_ENTER(name) SEC("tracepoint/syscalls/sys_enter_" #name) int tl_enter_##name(struct trace_event_raw_sys_enter *ctx)
+#define SYS_EXIT(name) SEC("tracepoint/syscalls/sys_exit_" #name) int tl_exit_##name(struct trace_event_raw_sys_exit *ctx)
+
+/* --- single-buffer I/O: read, write, sendto, recvfrom ------------------------------------- */
+
+SYS_ENTER(read) { args__stash(TL_SYS_READ, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
+SYS_ENTER(write) { args__stash(TL_SYS_WRITE, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
+SYS_ENTER(sendto) { args__stash(TL_SYS_SENDTO, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
+SYS_ENTER(recvfrom) { args__stash(TL_SYS_RECVFROM, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
+
+static __always_inline int exit__buffer(void *ctx, long ret, __u8 direction)
+{
+	struct tl_io_args a;
+	if (!args__take(&a) || ret <= 0)
+		return 0;
+	data__from_buffer(ctx, &a, direction, (__u64)ret);
+	return 0;
+}
+
+SYS_EXIT(read) { return exit__buffer(ctx, ctx->ret, TL_DIR_INGRESS); }
+SYS_EXIT(write) { return exit__buffer(ctx, ctx->ret, TL_DIR_EGRESS); }
+SYS_EXIT(sendto) { return exit__buffer(ctx, ctx->ret, TL_DIR_EGRESS); }
+SYS_EXIT(recvfrom) { return exit__buffer(ctx, ctx->ret, TL_DIR_INGRESS); }
+
+/* --- iovec I/O: readv, writev, sendmsg, recvmsg -------------------------------------------- */
+
+SYS_ENTER(readv) { args__stash(TL_SYS_READV, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
+SYS_ENTER(writev) { args__stash(TL_SYS_WRITEV, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
+SYS_ENTER(sendmsg) { args__stash(TL_SYS_SENDMSG, ctx->args[0], ctx->args[1], 0, ctx->args[2]); return 0; }
+SYS_ENTER(recvmsg) { args__stash(TL_SYS_RECVMSG, ctx->args[0], ctx->args[1], 0, ctx->args[2]); return 0; }
+
+static __always_inline int exit__iov(void *ctx, long ret, __u8 direction)
+{
+	struct tl_io_args a;
+	if (!args__take(&a) || ret <= 0)
+		return 0;
+	data__from_iovec(ctx, &a, direction, (__u64)ret);
+	return 0;
+}
+
+static __always_inline int exit__msg(void *ctx, long ret, __u8 direction)
+{
+	struct tl_io_args a;
+	if (!args__take(&a) || ret <= 0)
+		return 0;
+	struct user_msghdr msg;
+	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)a.buf)) {
+		drops__count(TL_DROP_READ_FAULT);
+		a.buf = 0;
+		a.count = 0;
+	} else {
+		a.buf = (__u64)msg.msg_iov;
+		a.count = (__u32)msg.msg_iovlen;
+	}
+	data__from_iovec(ctx, &a, direction, (__u64)ret);
+	return 0;
+}
+
+SYS_EXIT(readv) { return exit__iov(ctx, ctx->ret, TL_DIR_INGRESS); }
+SYS_EXIT(writev) { return exit__iov(ctx, ctx->ret, TL_DIR_EGRESS); }
+SYS_EXIT(sendmsg) { return exit__msg(ctx, ctx->ret, TL_DIR_EGRESS); }
+SYS_EXIT(recvmsg) { return exit__msg(ctx, ctx->ret, TL_DIR_INGRESS); }
+
+/* --- multi-message I/O: sendmmsg, recvmmsg (ret = number of messages) ---------------------- */
+
+SYS_ENTER(sendmmsg) { args__stash(TL_SYS_SENDMMSG, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
+SYS_ENTER(recvmmsg) { args__stash(TL_SYS_RECVMMSG, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
+
+static __always_inline int exit__mmsg(void *ctx, long ret, __u8 direction)
+{
+	struct tl_io_args a;
+	if (!args__take(&a) || ret <= 0)
+		return 0;
+	data__from_mmsg(ctx, &a, direction, (__u32)ret);
+	return 0;
+}
+
+SYS_EXIT(sendmmsg) { return exit__mmsg(ctx, ctx->ret, TL_DIR_EGRESS); }
+SYS_EXIT(recvmmsg) { return exit__mmsg(ctx, ctx->ret, TL_DIR_INGRESS); }
+
+/* --- sendfile: bytes move from a file to the socket; size known, payload not ---------------- */
+
+SYS_ENTER(sendfile64) { args__stash(TL_SYS_SENDFILE, ctx->args[0], 0, ctx->args[3], 0); return 0; }
+SYS_EXIT(sendfile64)
+{
+	struct tl_io_args a;
+	if (!args__take(&a) || ctx->ret <= 0)
+		return 0;
+	data__without_payload(ctx, &a, TL_DIR_EGRESS, (__u64)ctx->ret);
+	return 0;
+}
+
+/* --- connection lifecycle ------------------------------------------------------------------ */
+
+SYS_ENTER(connect) { args__stash(TL_SYS_CONNECT, ctx->args[0], ctx->args[1], 0, 0); return 0; }
+SYS_EXIT(connect)
+{
+	struct tl_io_args a;
+	/* A non-blocking connect returns -EINPROGRESS with the tuple already chosen. */
+	if (!args__take(&a) || (ctx->ret != 0 && ctx->ret != -TL_EINPROGRESS))
+		return 0;
+	conn__get(a.fd, TL_SRC_CONNECT, TL_ROLE_CLIENT);
+	return 0;
+}
+
+SYS_ENTER(accept) { args__stash(TL_SYS_ACCEPT, ctx->args[0], 0, 0, 0); return 0; }
+SYS_ENTER(accept4) { args__stash(TL_SYS_ACCEPT4, ctx->args[0], 0, 0, 0); return 0; }
+
+static __always_inline int exit__accept(long ret)
+{
+	struct tl_io_args a;
+	if (!args__take(&a) || ret < 0)
+		return 0;
+	conn__get((__s32)ret, TL_SRC_ACCEPT, TL_ROLE_SERVER);
+	return 0;
+}
+
+SYS_EXIT(accept) { return exit__accept(ctx->ret); }
+SYS_EXIT(accept4) { return exit__accept(ctx->ret); }
+
+SYS_ENTER(close)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!proc__selected(tgid))
+		return 0;
+	conn__forget(tgid, (__s32)ctx->args[0], TL_CLOSE_SYSCALL);
+	return 0;
+}
+
+/* dup2/dup3 onto a tracked fd end that connection (the kernel closes the old file). */
+SYS_ENTER(dup2)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!proc__selected(tgid) || ctx->args[0] == ctx->args[1])
+		return 0;
+	conn__forget(tgid, (__s32)ctx->args[1], TL_CLOSE_FD_REPLACED);
+	return 0;
+}
+
+SYS_ENTER(dup3)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!proc__selected(tgid) || ctx->args[0] == ctx->args[1])
+		return 0;
+	conn__forget(tgid, (__s32)ctx->args[1], TL_CLOSE_FD_REPLACED);
+	return 0;
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int tl_inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	conn__state_change((__u64)ctx->skaddr, ctx->oldstate, ctx->newstate);
+	return 0;
+}
+
+/* --- process lifecycle --------------------------------------------------------------------- */
+
+SEC("tracepoint/sched/sched_process_exec")
+int tl_sched_process_exec(struct trace_event_raw_sched_process_exec *ctx)
+{
+	proc__on_exec(ctx);
+	return 0;
+}
+
+/* raw tracepoint: the classic one gives only thread ids, and we need to know whether the
+ * child is a new process (tgid) or a thread. */
+SEC("raw_tracepoint/sched_process_fork")
+int tl_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	proc__on_fork((struct task_struct *)ctx->args[0], (struct task_struct *)ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int tl_sched_process_exit(void *ctx)
+{
+	proc__on_exit();
+	return 0;
+}

@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/* Connection identity: fd -> struct file -> socket -> sock -> tuple, by walking task->files
+ * (falco's way; works on every kernel with BTF, needs no kprobe). */
+#pragma once
+
+static __always_inline struct file *fd__file(__s32 fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return NULL;
+	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned int)fd >= max_fds)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* The TCP sock behind a file, or NULL for anything else (files, pipes, UDP, unix...). */
+static __always_inline struct sock *file__tcp_sock(struct file *f)
+{
+	if (!f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & TL_S_IFMT) != TL_S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != TL_AF_INET && family != TL_AF_INET6)
+		return NULL;
+	if (BPF_CORE_READ(sk, sk_type) != TL_SOCK_STREAM || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
+static __always_inline void sock__tuple(struct sock *sk, struct tl_tuple *t)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	t->family = family;
+	if (family == TL_AF_INET) {
+		BPF_CORE_READ_INTO(t->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(t->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(t->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(t->daddr, sk, __sk_common.skc_v6_daddr);
+	}
+	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+static __always_inline bool conn__port_selected(const struct tl_tuple *t)
+{
+	if (!port_filter)
+		return true;
+	__u16 p = t->sport;
+	if (bpf_map_lookup_elem(&ports, &p))
+		return true;
+	p = t->dport;
+	return bpf_map_lookup_elem(&ports, &p) != NULL;
+}
+
+static __always_inline void conn__emit(__u32 type, const struct tl_fd_key *key,
+				       const struct tl_conn_state *st, __u8 source, __u8 reason)
+{
+	struct tl_conn_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		drops__count(TL_DROP_CTRL_RING_FULL);
+		return;
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	event__header(&e->hdr, type, pid_tgid);
+	/* Lifecycle events can be raised on behalf of another process (none yet), so the owner
+	 * comes from the key, not the current task. */
+	e->hdr.tgid = key->tgid;
+	e->id.tgid = key->tgid;
+	e->id.fd = key->fd;
+	e->id.gen = st->gen;
+	e->tuple = st->tuple;
+	e->bytes[0] = st->bytes[0];
+	e->bytes[1] = st->bytes[1];
+	e->role = st->role;
+	e->source = source;
+	e->close_reason = reason;
+	e->ignored = st->ignored;
+	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Stops tracking (tgid, fd), telling userspace why. */
+static __always_inline void conn__forget(__u32 tgid, __s32 fd, __u8 reason)
+{
+	struct tl_fd_key key = {.tgid = tgid, .fd = fd};
+	struct tl_conn_state *st = bpf_map_lookup_elem(&conns, &key);
+	if (!st)
+		return;
+	conn__emit(TL_EV_CONN_CLOSE, &key, st, 0, reason);
+	bpf_map_delete_elem(&conns, &key);
+}
+
+/* The tracked state of fd in the current process, creating it (and announcing the connection)
+ * the first time a TCP socket is seen there. NULL when fd is not a TCP socket or the table is
+ * full. A cached entry is trusted only while the same struct file sits behind the fd: any
+ * reuse we did not see (close_range, SCM_RIGHTS, exit races) becomes a new connection. */
+static __always_inline struct tl_conn_state *conn__get(__s32 fd, __u8 source, __u8 role)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct tl_fd_key key = {.tgid = pid_tgid >> 32, .fd = fd};
+	struct file *f = fd__file(fd);
+	struct tl_conn_state *st = bpf_map_lookup_elem(&conns, &key);
+	if (st) {
+		if (f && st->file == (__u64)f)
+			return st;
+		conn__emit(TL_EV_CONN_CLOSE, &key, st, 0, TL_CLOSE_FD_REPLACED);
+		bpf_map_delete_elem(&conns, &key);
+	}
+	struct sock *sk = file__tcp_sock(f);
+	if (!sk)
+		return NULL;
+
+	struct tl_conn_state fresh = {};
+	__u32 zero = 0;
+	__u64 *gen = bpf_map_lookup_elem(&gen_counter, &zero);
+	if (!gen)
+		return NULL;
+	fresh.gen = __sync_fetch_and_add(gen, 1) + 1;
+	fresh.file = (__u64)f;
+	fresh.sk = (__u64)sk;
+	fresh.role = role;
+	sock__tuple(sk, &fresh.tuple);
+	fresh.ignored = !conn__port_selected(&fresh.tuple);
+	if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST)) {
+		drops__count(TL_DROP_CONN_MAP_FULL);
+		return NULL;
+	}
+	struct tl_sock_owner owner = {.id = {.tgid = key.tgid, .fd = fd, .gen = fresh.gen}};
+	bpf_map_update_elem(&sock_conns, &fresh.sk, &owner, BPF_ANY);
+	conn__emit(TL_EV_CONN_OPEN, &key, &fresh, source, 0);
+	return bpf_map_lookup_elem(&conns, &key);
+}
+
+static __always_inline void conn__state_change(__u64 sk, int old_state, int new_state)
+{
+	struct tl_sock_owner *owner = bpf_map_lookup_elem(&sock_conns, &sk);
+	if (!owner)
+		return;
+	struct tl_state_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (e) {
+		event__header(&e->hdr, TL_EV_CONN_STATE, bpf_get_current_pid_tgid());
+		e->hdr.tgid = owner->id.tgid;
+		e->id = owner->id;
+		e->old_state = old_state;
+		e->new_state = new_state;
+		bpf_ringbuf_submit(e, 0);
+	} else {
+		drops__count(TL_DROP_CTRL_RING_FULL);
+	}
+	if (new_state == TL_TCP_CLOSE)
+		bpf_map_delete_elem(&sock_conns, &sk);
+}

@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/* Data events: the bytes a syscall moved on a tracked TCP socket, as (position, full size,
+ * captured prefix). Positions advance by the full size even when an event cannot be sent, so
+ * userspace always sees a loss as a gap of known size, never as joined bytes. */
+#pragma once
+
+/* Scratch for one event under construction, one slot per CPU (an ARRAY indexed by CPU: a
+ * PERCPU_ARRAY value may not exceed 32 KiB). The payload area is twice the capture bound so the
+ * verifier can prove `offset < MAX && len <= MAX` stays inside it. */
+struct tl_data_scratch {
+	struct tl_data_event ev;
+	__u8 buf[2 * TL_MAX_CAPTURE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* set to the number of possible CPUs before load */
+	__type(key, __u32);
+	__type(value, struct tl_data_scratch);
+} data_scratch SEC(".maps");
+
+/* User-space layouts (stable ABI), read with bpf_probe_read_user. */
+struct tl_user_iovec {
+	__u64 base;
+	__u64 len;
+};
+
+struct tl_user_mmsghdr {
+	struct user_msghdr hdr;
+	__u32 len;
+	__u32 _pad;
+};
+
+static __always_inline __u32 data__capture_limit(__u64 size)
+{
+	__u32 cap = capture_bytes;
+	if (cap > TL_MAX_CAPTURE)
+		cap = TL_MAX_CAPTURE;
+	if (size < cap)
+		cap = (__u32)size;
+	return cap;
+}
+
+/* Claims [pos, pos+size) of the stream for this event and returns the connection, or NULL when
+ * the fd is not a traced TCP connection. */
+static __always_inline struct tl_conn_state *data__begin(const struct tl_io_args *a, __u8 dir,
+							  __u64 size, __u64 *pos)
+{
+	struct tl_conn_state *st = conn__get(a->fd, TL_SRC_FIRST_IO, TL_ROLE_UNKNOWN);
+	if (!st)
+		return NULL;
+	*pos = __sync_fetch_and_add(&st->bytes[dir & 1], size);
+	if (st->ignored)
+		return NULL;
+	return st;
+}
+
+static __always_inline struct tl_data_scratch *data__scratch(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	return bpf_map_lookup_elem(&data_scratch, &cpu);
+}
+
+static __always_inline void data__submit(struct tl_data_scratch *s, const struct tl_io_args *a,
+					 const struct tl_conn_state *st, __u8 dir, __u64 pos,
+					 __u64 size, __u32 captured, __u8 flags)
+{
+	if (ring_data_limit && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= ring_data_limit) {
+		drops__count(TL_DROP_DATA_RING_FULL);
+		return;
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	event__header(&s->ev.hdr, TL_EV_DATA, pid_tgid);
+	s->ev.id.tgid = pid_tgid >> 32;
+	s->ev.id.fd = a->fd;
+	s->ev.id.gen = st->gen;
+	s->ev.pos = pos;
+	s->ev.enter_ts_ns = a->enter_ts;
+	s->ev.size = (__u32)size;
+	s->ev.direction = dir;
+	s->ev.syscall = a->syscall;
+	s->ev.role = st->role;
+	s->ev.flags = flags;
+	s->ev._pad = 0;
+	if (captured > TL_MAX_CAPTURE)
+		captured = TL_MAX_CAPTURE;
+	barrier_var(captured);
+	s->ev.captured = captured;
+	__u64 len = sizeof(struct tl_data_event) + (captured & (2 * TL_MAX_CAPTURE - 1));
+	if (len > sizeof(*s))
+		return;
+	if (bpf_ringbuf_output(&events, s, len, 0))
+		drops__count(TL_DROP_DATA_RING_FULL);
+}
+
+/* read/write/sendto/recvfrom */
+static __always_inline void data__from_buffer(void *ctx, const struct tl_io_args *a, __u8 dir,
+					      __u64 size)
+{
+	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_PEEK))
+		return; /* peeked bytes will be read again */
+	__u64 pos;
+	struct tl_conn_state *st = data__begin(a, dir, size, &pos);
+	if (!st)
+		return;
+	struct tl_data_scratch *s = data__scratch();
+	if (!s)
+		return;
+	__u8 flags = 0;
+	__u32 n = data__capture_limit(size);
+	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_TRUNC)) {
+		n = 0; /* TCP MSG_TRUNC discards the bytes without filling the buffer */
+		flags |= TL_DATA_F_NO_PAYLOAD;
+	}
+	barrier_var(n);
+	if (n > TL_MAX_CAPTURE)
+		n = TL_MAX_CAPTURE;
+	if (n && bpf_probe_read_user(s->buf, n, (void *)a->buf)) {
+		drops__count(TL_DROP_READ_FAULT);
+		flags |= TL_DATA_F_READ_FAULT;
+		n = 0;
+	}
+	data__submit(s, a, st, dir, pos, size, n, flags);
+}
+
+/* Copies up to the capture limit from an iovec array into the scratch payload. */
+static __always_inline __u32 data__copy_iov(struct tl_data_scratch *s, __u64 iov_addr,
+					    __u32 iovcnt, __u64 size, __u8 *flags)
+{
+	const struct tl_user_iovec *iov = (const struct tl_user_iovec *)iov_addr;
+	__u32 limit = data__capture_limit(size);
+	__u32 off = 0;
+	for (int i = 0; i < TL_MAX_IOV; i++) {
+		if (i >= iovcnt || off >= limit)
+			break;
+		struct tl_user_iovec v;
+		if (bpf_probe_read_user(&v, sizeof(v), &iov[i])) {
+			*flags |= TL_DATA_F_READ_FAULT;
+			drops__count(TL_DROP_READ_FAULT);
+			break;
+		}
+		__u64 len = v.len;
+		__u32 room = limit - off;
+		if (len > room)
+			len = room;
+		barrier_var(off);
+		if (off >= TL_MAX_CAPTURE)
+			break;
+		barrier_var(len);
+		if (len > TL_MAX_CAPTURE)
+			len = TL_MAX_CAPTURE;
+		if (len && bpf_probe_read_user(&s->buf[off], len, (void *)v.base)) {
+			*flags |= TL_DATA_F_READ_FAULT;
+			drops__count(TL_DROP_READ_FAULT);
+			break;
+		}
+		off += len;
+	}
+	if (iovcnt > TL_MAX_IOV && off < limit)
+		*flags |= TL_DATA_F_IOV_LIMIT;
+	return off;
+}
+
+/* readv/writev/sendmsg/recvmsg: a->buf is the iovec array, a->count its length. */
+static __always_inline void data__from_iovec(void *ctx, const struct tl_io_args *a, __u8 dir,
+					     __u64 size)
+{
+	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_PEEK))
+		return;
+	__u64 pos;
+	struct tl_conn_state *st = data__begin(a, dir, size, &pos);
+	if (!st)
+		return;
+	struct tl_data_scratch *s = data__scratch();
+	if (!s)
+		return;
+	__u8 flags = 0;
+	__u32 n = 0;
+	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_TRUNC))
+		flags |= TL_DATA_F_NO_PAYLOAD;
+	else
+		n = data__copy_iov(s, a->buf, a->count, size, &flags);
+	data__submit(s, a, st, dir, pos, size, n, flags);
+}
+
+/* sendmmsg/recvmmsg: one data event per message, each with its own position. */
+static __always_inline void data__from_mmsg(void *ctx, const struct tl_io_args *a, __u8 dir,
+					    __u32 nmsgs)
+{
+	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_PEEK))
+		return;
+	const struct tl_user_mmsghdr *vec = (const struct tl_user_mmsghdr *)a->buf;
+	for (int i = 0; i < TL_MAX_MMSG; i++) {
+		if (i >= nmsgs)
+			return;
+		struct tl_user_mmsghdr m;
+		if (bpf_probe_read_user(&m, sizeof(m), &vec[i])) {
+			drops__count(TL_DROP_READ_FAULT);
+			return;
+		}
+		if (m.len == 0)
+			continue;
+		struct tl_io_args one = *a;
+		one.buf = (__u64)m.hdr.msg_iov;
+		one.count = (__u32)m.hdr.msg_iovlen;
+		data__from_iovec(ctx, &one, dir, m.len);
+	}
+	/* Messages past the loop bound: claim their bytes so userspace sees a gap, and count. */
+	struct tl_conn_state *st = NULL;
+	for (int i = TL_MAX_MMSG; i < 64; i++) {
+		if (i >= nmsgs)
+			break;
+		__u32 len = 0;
+		if (bpf_probe_read_user(&len, sizeof(len), &vec[i].len))
+			break;
+		if (!st)
+			st = conn__get(a->fd, TL_SRC_FIRST_IO, TL_ROLE_UNKNOWN);
+		if (!st)
+			break;
+		__sync_fetch_and_add(&st->bytes[dir & 1], len);
+		drops__count(TL_DROP_MMSG_LIMIT);
+	}
+}
+
+/* sendfile: the bytes come from a file, so only their count is known. */
+static __always_inline void data__without_payload(void *ctx, const struct tl_io_args *a,
+						  __u8 dir, __u64 size)
+{
+	__u64 pos;
+	struct tl_conn_state *st = data__begin(a, dir, size, &pos);
+	if (!st)
+		return;
+	struct tl_data_scratch *s = data__scratch();
+	if (!s)
+		return;
+	data__submit(s, a, st, dir, pos, size, 0, TL_DATA_F_NO_PAYLOAD);
+}

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/* Maps and load-time settings of the capture object, and the small helpers every concern uses. */
+#pragma once
+
+#define TL_AF_INET 2
+#define TL_AF_INET6 10
+#define TL_SOCK_STREAM 1
+#define TL_S_IFMT 00170000
+#define TL_S_IFSOCK 0140000
+#define TL_EINPROGRESS 115
+#define TL_MSG_PEEK 0x2
+#define TL_MSG_TRUNC 0x20
+#define TL_TCP_CLOSE 7
+
+#ifndef barrier_var
+#define barrier_var(var) asm volatile("" : "+r"(var))
+#endif
+
+/* Load-time settings (rodata): fixed before load, read as constants by the verifier. */
+const volatile __u32 agent_tgid = 0;
+const volatile bool trace_all = true;       /* false: only tgids marked in "selected" */
+const volatile bool port_filter = false;    /* true: only connections with a port in "ports" */
+const volatile __u32 capture_bytes = 4096;  /* payload prefix per event, power of two */
+const volatile __u64 ring_data_limit = 0;   /* data events stop when the ring holds this much */
+
+struct tl_io_args {
+	__u64 enter_ts;
+	__u64 buf;   /* user buffer, iovec array, msghdr or mmsghdr array */
+	__s32 fd;
+	__u32 count; /* buffer length, iovcnt or vlen */
+	__u32 flags; /* recv/send flags */
+	__u8 syscall;
+	__u8 _pad[3];
+};
+
+/* Single ring for every event: one ring keeps open/data/close in order across CPUs. Data
+ * events leave headroom (ring_data_limit) so lifecycle events still fit when data floods. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by the agent before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct tl_io_args);
+} io_args SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct tl_fd_key);
+	__type(value, struct tl_conn_state);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct tl_sock_owner);
+} sock_conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32); /* tgid */
+	__type(value, struct tl_selection);
+} selected SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u16); /* port, host order */
+	__type(value, __u8);
+} ports SEC(".maps");
+
+/* Connection generations: one global counter, so (tgid, fd, gen) never repeats. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} gen_counter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TL_DROP__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+static __always_inline void drops__count(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&drops, &reason);
+	if (c)
+		*c += 1; /* per-CPU slot: no atomics needed */
+}
+
+/* Is this process traced? The agent never traces itself. */
+static __always_inline bool proc__selected(__u32 tgid)
+{
+	if (tgid == agent_tgid)
+		return false;
+	struct tl_selection *s = bpf_map_lookup_elem(&selected, &tgid);
+	if (s)
+		return (s->flags & TL_SEL_TRACE) && !(s->flags & TL_SEL_EXCLUDE);
+	return trace_all;
+}
+
+static __always_inline void event__header(struct tl_event_header *h, __u32 type, __u64 pid_tgid)
+{
+	h->type = type;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->tgid = pid_tgid >> 32;
+	h->tid = (__u32)pid_tgid;
+}

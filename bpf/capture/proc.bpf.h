@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/* Process lifecycle: exec (for selection by executable), fork (children inherit selection),
+ * exit (userspace closes the process's connections and forgets it). */
+#pragma once
+
+static __always_inline void proc__emit(__u32 type, __u64 pid_tgid, __u32 tgid, __u32 ppid,
+				       __s32 exit_code, void *filename_src)
+{
+	struct tl_proc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		drops__count(TL_DROP_CTRL_RING_FULL);
+		return;
+	}
+	event__header(&e->hdr, type, pid_tgid);
+	e->hdr.tgid = tgid;
+	e->ppid = ppid;
+	e->exit_code = exit_code;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->filename[0] = 0;
+	if (filename_src)
+		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename_src);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Every exec is reported (not only traced ones): selection by executable is decided in
+ * userspace when the new image is known. Execs are rare next to socket I/O. */
+static __always_inline void proc__on_exec(struct trace_event_raw_sched_process_exec *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (tgid == agent_tgid)
+		return;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 ppid = BPF_CORE_READ(task, real_parent, tgid);
+	__u32 off = ctx->__data_loc_filename & 0xFFFF;
+	proc__emit(TL_EV_PROC_EXEC, pid_tgid, tgid, ppid, 0, (void *)ctx + off);
+}
+
+static __always_inline void proc__on_fork(struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	if (ptgid == ctgid)
+		return; /* a new thread, not a new process */
+	struct tl_selection *s = bpf_map_lookup_elem(&selected, &ptgid);
+	if (s && (s->flags & TL_SEL_INHERIT)) {
+		struct tl_selection copy = *s;
+		if (bpf_map_update_elem(&selected, &ctgid, &copy, BPF_ANY))
+			drops__count(TL_DROP_SELECT_MAP_FULL);
+	}
+	if (!proc__selected(ptgid))
+		return;
+	proc__emit(TL_EV_PROC_FORK, bpf_get_current_pid_tgid(), ctgid, ptgid, 0, NULL);
+}
+
+static __always_inline void proc__on_exit(void)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&io_args, &pid_tgid); /* a thread killed inside a syscall */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return; /* other threads of the process still run */
+	__u32 tgid = pid_tgid >> 32;
+	bool traced = proc__selected(tgid);
+	bpf_map_delete_elem(&selected, &tgid);
+	if (!traced)
+		return;
+	proc__emit(TL_EV_PROC_EXIT, pid_tgid, tgid, 0, BPF_CORE_READ(task, exit_code), NULL);
+}

@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one header shared by the BPF programs (bpf/) and the C++ agent.
+ *
+ * Rules: fixed-width types only, explicit padding so both compilers agree on every offset,
+ * enums written as fixed numbers (never reorder, only append), and every struct's size is
+ * checked by a static assertion on the C++ side (agent/ingest/event_types.h).
+ * Bump TL_EVENT_ABI_VERSION when a layout changes.
+ */
+#ifndef THREADLINE_EVENTS_H
+#define THREADLINE_EVENTS_H
+
+#if defined(__bpf__) || defined(__BPF__)
+/* vmlinux.h provides __u8 ... __u64 */
+#else
+#include <linux/types.h>
+#endif
+
+#define TL_EVENT_ABI_VERSION 1
+
+/* Upper bound of the payload prefix one data event carries. The effective bound is set at load
+ * time (rodata capture_bytes, <= this) and must be a power of two for the verifier masks. */
+#define TL_MAX_CAPTURE 16384
+/* iovec entries walked per readv/writev/sendmsg/recvmsg; bytes in later entries are counted in
+ * the full size but not captured (the event is then marked TL_DATA_F_IOV_LIMIT). */
+#define TL_MAX_IOV 16
+/* messages of one sendmmsg/recvmmsg turned into events; later ones advance the stream position
+ * (userspace sees a gap) and are counted as TL_DROP_MMSG_LIMIT. */
+#define TL_MAX_MMSG 8
+#define TL_COMM_LEN 16
+#define TL_FILENAME_LEN 128
+
+enum tl_event_type {
+	TL_EV_CONN_OPEN = 1,
+	TL_EV_CONN_CLOSE = 2,
+	TL_EV_DATA = 3,
+	TL_EV_PROC_EXEC = 4,
+	TL_EV_PROC_EXIT = 5,
+	TL_EV_CONN_STATE = 6,
+	TL_EV_PROC_FORK = 7,
+};
+
+enum tl_direction {
+	TL_DIR_EGRESS = 0,  /* the traced process sent these bytes */
+	TL_DIR_INGRESS = 1, /* the traced process received these bytes */
+};
+
+enum tl_role {
+	TL_ROLE_UNKNOWN = 0, /* first seen on data; userspace resolves it from listening sockets */
+	TL_ROLE_CLIENT = 1,  /* connect() */
+	TL_ROLE_SERVER = 2,  /* accept()/accept4() */
+};
+
+/* How the kernel side learned about a connection. */
+enum tl_conn_source {
+	TL_SRC_CONNECT = 1,
+	TL_SRC_ACCEPT = 2,
+	TL_SRC_FIRST_IO = 3, /* opened before the agent started, or via an fd we did not see made */
+};
+
+enum tl_close_reason {
+	TL_CLOSE_SYSCALL = 1,     /* close() */
+	TL_CLOSE_FD_REPLACED = 2, /* dup2/dup3 over it, or a new socket found behind the same fd */
+	TL_CLOSE_PROC_EXIT = 3,   /* reported by userspace when the process exits */
+	TL_CLOSE_EVICTED = 4,     /* userspace table limit (never sent by the kernel) */
+};
+
+enum tl_syscall {
+	TL_SYS_READ = 1,
+	TL_SYS_WRITE = 2,
+	TL_SYS_READV = 3,
+	TL_SYS_WRITEV = 4,
+	TL_SYS_SENDTO = 5,
+	TL_SYS_RECVFROM = 6,
+	TL_SYS_SENDMSG = 7,
+	TL_SYS_RECVMSG = 8,
+	TL_SYS_SENDMMSG = 9,
+	TL_SYS_RECVMMSG = 10,
+	TL_SYS_SENDFILE = 11,
+	TL_SYS_CONNECT = 12,
+	TL_SYS_ACCEPT = 13,
+	TL_SYS_ACCEPT4 = 14,
+	TL_SYS_CLOSE = 15,
+};
+
+/* Data event flags. */
+#define TL_DATA_F_IOV_LIMIT 0x1u   /* more iovecs than TL_MAX_IOV: capture stopped early */
+#define TL_DATA_F_READ_FAULT 0x2u  /* bpf_probe_read_user failed: captured bytes are zeros */
+#define TL_DATA_F_NO_PAYLOAD 0x4u  /* sendfile: the bytes come from a file, none captured */
+
+/* Reasons the kernel side dropped or could not produce something. A per-CPU array indexed by
+ * these (map "drops") counts them; the agent reports them by CPU and reason. */
+enum tl_drop_reason {
+	TL_DROP_DATA_RING_FULL = 0,
+	TL_DROP_CTRL_RING_FULL = 1,
+	TL_DROP_CONN_MAP_FULL = 2,
+	TL_DROP_ARGS_MAP_FULL = 3,
+	TL_DROP_READ_FAULT = 4,
+	TL_DROP_MMSG_LIMIT = 5,
+	TL_DROP_SELECT_MAP_FULL = 6,
+	TL_DROP__COUNT = 7,
+};
+
+struct tl_conn_id {
+	__u32 tgid;
+	__s32 fd;
+	__u64 gen; /* unique per socket seen on (tgid, fd): fd reuse never merges two connections */
+};
+
+/* Addresses in network byte order. AF_INET uses the first 4 bytes of each address. An AF_INET6
+ * socket talking IPv4 keeps family AF_INET6 and a v4-mapped address (::ffff:a.b.c.d). */
+struct tl_tuple {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host byte order; the local port of the traced process */
+	__u16 dport; /* host byte order; the peer's port */
+	__u16 family;
+	__u16 _pad;
+};
+
+struct tl_event_header {
+	__u32 type;   /* enum tl_event_type */
+	__u32 cpu;
+	__u64 ts_ns;  /* bpf_ktime_get_boot_ns() */
+	__u32 tgid;
+	__u32 tid;
+};
+
+struct tl_conn_event {
+	struct tl_event_header hdr;
+	struct tl_conn_id id;
+	struct tl_tuple tuple;
+	__u64 bytes[2];    /* per enum tl_direction; final counts on close */
+	__u8 role;         /* enum tl_role */
+	__u8 source;       /* enum tl_conn_source (open) */
+	__u8 close_reason; /* enum tl_close_reason (close) */
+	__u8 ignored;      /* open: filtered out by --port; tracked for cleanup only */
+	__u8 _pad[4];
+	char comm[TL_COMM_LEN];
+};
+
+struct tl_data_event {
+	struct tl_event_header hdr;
+	struct tl_conn_id id;
+	__u64 pos;          /* stream position of the first byte, per connection and direction */
+	__u64 enter_ts_ns;  /* syscall entry (boot clock) */
+	__u32 size;         /* bytes the syscall moved */
+	__u32 captured;     /* bytes of payload that follow this header (<= size) */
+	__u8 direction;     /* enum tl_direction */
+	__u8 syscall;       /* enum tl_syscall */
+	__u8 role;          /* enum tl_role, as known to the kernel */
+	__u8 flags;         /* TL_DATA_F_* */
+	__u32 _pad;
+	/* followed by `captured` bytes of payload */
+};
+
+struct tl_state_event {
+	struct tl_event_header hdr;
+	struct tl_conn_id id;
+	__s32 old_state; /* TCP_* */
+	__s32 new_state;
+};
+
+struct tl_proc_event {
+	struct tl_event_header hdr;
+	__u32 ppid;       /* exec: parent tgid; fork: parent tgid; exit: 0 */
+	__s32 exit_code;  /* exit only */
+	char comm[TL_COMM_LEN];
+	char filename[TL_FILENAME_LEN]; /* exec only: the path as passed to exec */
+};
+
+/* --- maps shared with userspace (keys and values) --- */
+
+struct tl_fd_key {
+	__u32 tgid;
+	__s32 fd;
+};
+
+/* Value of the "conns" map: what the kernel knows of a tracked socket fd. */
+struct tl_conn_state {
+	__u64 gen;
+	__u64 file;  /* struct file * behind the fd: a different one means the fd was reused */
+	__u64 sk;    /* struct sock * */
+	__u64 bytes[2];
+	struct tl_tuple tuple;
+	__u8 role;
+	__u8 ignored; /* filtered out by the port selection: tracked only to stay quiet */
+	__u8 _pad[6];
+};
+
+/* Value of the "sock_conns" map (key: struct sock *), for TCP state changes, which arrive in
+ * softirq context where the current task says nothing about the owner. */
+struct tl_sock_owner {
+	struct tl_conn_id id;
+};
+
+/* Value of the "selected" map (keys: tgid). */
+struct tl_selection {
+	__u32 flags; /* TL_SEL_* */
+	__u32 _pad;
+};
+#define TL_SEL_TRACE 0x1u    /* produce events for this process */
+#define TL_SEL_EXCLUDE 0x2u  /* never trace (the agent itself, user exclusions) */
+#define TL_SEL_INHERIT 0x4u  /* children (fork) get the same selection */
+
+#endif /* THREADLINE_EVENTS_H */

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs the Debian packages threadline needs, and only the missing ones.
+#
+#   scripts/deps.sh                    build + run/test packages
+#   scripts/deps.sh --with-test-peers  also the third-party peers the e2e tests run against
+#
+# Idempotent: every package is checked with dpkg-query first; `apt-get update` and
+# `apt-get install` run only when something is missing. Needs root only in that case.
+set -euo pipefail
+
+# ---- The one list. Later issues add packages here, to the group that needs them. ----------
+# Compilers, BPF toolchain and the libraries the agent links.
+DEPS_BUILD=(
+  cmake ninja-build g++ clang llvm pkg-config
+  libbpf-dev bpftool libelf-dev zlib1g-dev
+  libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
+  libspdlog-dev libcli11-dev
+  googletest libgtest-dev libgmock-dev
+)
+# What scripts/run.sh and the test suite call at run time.
+DEPS_RUN=(
+  iproute2 curl python3 procps
+)
+# Third-party servers/clients the e2e tests trace (see /work/shared/TEST-PEERS.md).
+# Empty for now; add e.g. nginx, nodejs here when a test starts using them.
+DEPS_TEST_PEERS=(
+)
+# ---------------------------------------------------------------------------------------------
+
+with_test_peers=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-test-peers) with_test_peers=1 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "deps.sh: unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+wanted=("${DEPS_BUILD[@]}" "${DEPS_RUN[@]}")
+if (( with_test_peers )) && (( ${#DEPS_TEST_PEERS[@]} )); then
+  wanted+=("${DEPS_TEST_PEERS[@]}")
+fi
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+  if [[ "$status" != "install ok installed" ]]; then
+    missing+=("$pkg")
+  fi
+done
+
+if (( ${#missing[@]} == 0 )); then
+  exit 0
+fi
+
+echo "deps.sh: missing Debian packages: ${missing[*]}" >&2
+if [[ "$(id -u)" != 0 ]]; then
+  echo "deps.sh: error: installing them needs root. Run as root (sudo $0 $*) or install them:" >&2
+  echo "  sudo apt-get install --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "deps.sh: installed: ${missing[*]}" >&2

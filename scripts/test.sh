@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds threadline if needed and runs the whole test suite (labels unit, kernel, e2e) with
+# ctest. Extra arguments go to ctest (e.g. -L unit, -R e2e.test_cli). Exits with ctest's code.
+# The last line printed is ctest's summary ("N% tests passed, F tests failed out of T").
+#
+# Kernel and e2e tests need root. With CI=true they fail when they can't load BPF; without CI
+# they skip with a reason.
+#
+#   sudo scripts/test.sh [ctest args...]
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build_dir="${THREADLINE_BUILD_DIR:-$repo/build}"
+
+# The tests read CI to decide between failing and skipping; ctest passes the environment on.
+if [[ -n "${CI:-}" ]]; then
+  export CI
+fi
+if [[ "$(id -u)" != 0 ]]; then
+  echo "test.sh: warning: not root; kernel and e2e tests will $([[ "${CI:-}" == true ]] && echo fail || echo skip)." >&2
+fi
+
+"$repo/scripts/build.sh"
+
+log="$build_dir/ctest.log"
+set +e
+ctest --test-dir "$build_dir" --output-on-failure --no-tests=error \
+  --parallel "$(nproc)" "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+
+# ctest prints its summary line, then label times and the list of failed tests; repeat the
+# summary so it is the last line and the count of tests run is visible at the end.
+summary="$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1 || true)"
+echo
+if [[ -n "$summary" ]]; then
+  echo "$summary"
+else
+  echo "test.sh: ctest printed no summary (exit code $rc); see $log"
+fi
+exit "$rc"

@@ -1,0 +1,460 @@
+"""Shared helpers for threadline's end-to-end tests.
+
+The tests run the built agent (THREADLINE_BIN, else <repo>/build/threadline) against real
+programs on 127.0.0.1 and assert what a user would see on its stdout. Python 3.11 stdlib only.
+
+Every wait here is bounded in time. Tests that need root or BPF call require_root(): with
+CI=true they fail, otherwise they skip with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+REPO = os.environ.get("THREADLINE_SOURCE_DIR") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+IN_CI = os.environ.get("CI") == "true"
+LOOPBACK = "127.0.0.1"
+
+READY_MARKER = "threadline ready"
+READY_TIMEOUT = 60.0     # loading and attaching every probe
+STOP_TIMEOUT = 10.0      # SIGINT/SIGTERM to exit
+EVENT_TIMEOUT = 10.0     # an expected event line to show up
+
+
+def agent_bin() -> str:
+    return os.environ.get("THREADLINE_BIN") or os.path.join(REPO, "build", "threadline")
+
+
+def require_root(test: unittest.TestCase) -> None:
+    """Fails (CI) or skips (elsewhere) a test that needs root/BPF when not root."""
+    if os.geteuid() != 0:
+        reason = "needs root to load BPF programs (run: sudo scripts/test.sh)"
+        if IN_CI:
+            test.fail(f"CI=true: {reason}; tests that need root must not skip in CI")
+        test.skipTest(reason)
+    require_agent_binary(test)
+
+
+def require_agent_binary(test: unittest.TestCase) -> None:
+    path = agent_bin()
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        test.fail(f"agent binary not found at {path} (build it: scripts/build.sh)")
+
+
+def deadline_loop(timeout: float, interval: float = 0.05) -> Iterable[float]:
+    """Yields the remaining time until `timeout` seconds have passed, sleeping in between."""
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        yield left
+        time.sleep(min(interval, max(left, 0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Event lines
+# ---------------------------------------------------------------------------------------------
+
+_LINE_RE = re.compile(r"^(\d\d:\d\d:\d\d\.\d{6})\s+([A-Z]+)\s*(.*)$")
+_FIELD_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+_ESCAPES = {"n": 0x0A, "r": 0x0D, "t": 0x09, "0": 0x00, "\\": 0x5C, '"': 0x22, "'": 0x27,
+            "a": 0x07, "b": 0x08, "f": 0x0C, "v": 0x0B, "e": 0x1B}
+
+
+def c_unescape(s: str) -> bytes:
+    """Decodes a C-escaped string body (no surrounding quotes) into bytes."""
+    out = bytearray()
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c != "\\" or i + 1 >= len(s):
+            out += c.encode("utf-8", "surrogateescape")
+            i += 1
+            continue
+        n = s[i + 1]
+        if n in "xX" and re.match(r"[0-9a-fA-F]{1,2}", s[i + 2:i + 4]):
+            h = re.match(r"[0-9a-fA-F]{1,2}", s[i + 2:i + 4]).group(0)
+            out.append(int(h, 16))
+            i += 2 + len(h)
+        elif n in "01234567":
+            o = re.match(r"[0-7]{1,3}", s[i + 1:i + 4]).group(0)
+            out.append(int(o, 8) & 0xFF)
+            i += 1 + len(o)
+        elif n in _ESCAPES:
+            out.append(_ESCAPES[n])
+            i += 2
+        else:
+            out += n.encode()
+            i += 2
+    return bytes(out)
+
+
+def split_endpoint(ep: str) -> tuple[str, int]:
+    """'127.0.0.1:8000' -> ('127.0.0.1', 8000); '[::1]:8000' -> ('::1', 8000)."""
+    host, _, port = ep.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+@dataclass
+class Event:
+    raw: str
+    ts: str
+    kind: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.fields.get(key, default)
+
+    def int(self, key: str) -> int:
+        return int(self.fields[key])
+
+    @property
+    def pid(self) -> int | None:
+        v = self.fields.get("pid")
+        return int(v) if v is not None and v.lstrip("-").isdigit() else None
+
+    @property
+    def data(self) -> bytes:
+        return c_unescape(self.fields.get("data", ""))
+
+    def endpoint(self, key: str) -> tuple[str, int]:
+        return split_endpoint(self.fields[key])
+
+    def local_port(self) -> int | None:
+        return self.endpoint("local")[1] if "local" in self.fields else None
+
+    def remote_port(self) -> int | None:
+        return self.endpoint("remote")[1] if "remote" in self.fields else None
+
+
+def parse_event(line: str) -> Event | None:
+    m = _LINE_RE.match(line.rstrip("\n"))
+    if not m:
+        return None
+    fields = {}
+    for fm in _FIELD_RE.finditer(m.group(3)):
+        v = fm.group(2)
+        if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+            v = v[1:-1]
+        fields[fm.group(1)] = v
+    return Event(raw=line.rstrip("\n"), ts=m.group(1), kind=m.group(2), fields=fields)
+
+
+def conn_key(ev: Event) -> str | None:
+    return ev.get("conn")
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent
+# ---------------------------------------------------------------------------------------------
+
+class Agent:
+    """The threadline binary as a subprocess, its stdout and stderr collected by threads."""
+
+    def __init__(self, args: list[str], test: unittest.TestCase | None = None,
+                 wait_ready: bool = True, ready_timeout: float = READY_TIMEOUT):
+        self.args = [agent_bin(), *args]
+        self._lock = threading.Lock()
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        self._ready = threading.Event()
+        self.returncode: int | None = None
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, errors="replace",
+                                     bufsize=1)
+        self.pid = self.proc.pid
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self._stdout, False),
+                             daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr, True),
+                             daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        if test is not None:
+            test.addCleanup(self.kill)
+        if wait_ready:
+            self.wait_ready(ready_timeout)
+
+    def _pump(self, stream, sink: list[str], is_stderr: bool) -> None:
+        for line in stream:
+            with self._lock:
+                sink.append(line.rstrip("\n"))
+            if is_stderr and READY_MARKER in line:
+                self._ready.set()
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def stdout_lines(self) -> list[str]:
+        with self._lock:
+            return list(self._stdout)
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        with self._lock:
+            return list(self._stderr)
+
+    def events(self, kind: str | None = None) -> list[Event]:
+        evs = [e for e in (parse_event(l) for l in self.stdout_lines) if e is not None]
+        return [e for e in evs if kind is None or e.kind == kind]
+
+    def stderr_tail(self, n: int = 40) -> str:
+        return "\n".join(self.stderr_lines[-n:])
+
+    def describe(self) -> str:
+        return (f"agent {' '.join(self.args)} (pid {self.pid}, rc {self.proc.poll()})\n"
+                f"--- stderr (tail) ---\n{self.stderr_tail()}\n"
+                f"--- stdout: {len(self.stdout_lines)} lines (tail) ---\n"
+                + "\n".join(self.stdout_lines[-30:]))
+
+    # -- waiting ----------------------------------------------------------------------------
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        for _ in deadline_loop(timeout, 0.05):
+            if self._ready.is_set():
+                return
+            if self.proc.poll() is not None:
+                self._join_pumps()
+                if self._ready.is_set():
+                    return
+                raise AssertionError(f"agent exited before '{READY_MARKER}'\n{self.describe()}")
+        if not self._ready.is_set():
+            self.kill()
+            raise AssertionError(f"no '{READY_MARKER}' on stderr within {timeout:.0f}s\n"
+                                 f"{self.describe()}")
+
+    def wait_for(self, pred: Callable[[list[Event]], bool],
+                 timeout: float = EVENT_TIMEOUT) -> bool:
+        """Polls the parsed events until pred(events) is true; False on timeout or exit."""
+        for _ in deadline_loop(timeout, 0.1):
+            if pred(self.events()):
+                return True
+            if self.proc.poll() is not None:
+                break
+        return pred(self.events())
+
+    def wait_exit(self, timeout: float) -> int | None:
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._join_pumps()
+        return self.returncode
+
+    def _join_pumps(self) -> None:
+        for t in self._threads:
+            t.join(timeout=5)
+
+    # -- stopping ---------------------------------------------------------------------------
+    def stop(self, sig: int = signal.SIGINT, timeout: float = STOP_TIMEOUT) -> int:
+        """Sends `sig` and waits; fails the test when the agent does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.wait_exit(timeout)
+        if rc is None:
+            self.kill()
+            raise AssertionError(f"agent did not exit within {timeout:.0f}s of "
+                                 f"{signal.Signals(sig).name}\n{self.describe()}")
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._join_pumps()
+        for s in (self.proc.stdout, self.proc.stderr):
+            try:
+                s.close()
+            except Exception:
+                pass
+
+
+def run_agent_once(args: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Runs the agent to completion (e.g. --probe) with a time limit."""
+    return subprocess.run([agent_bin(), *args], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, errors="replace", timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Peers on loopback
+# ---------------------------------------------------------------------------------------------
+
+def free_port(host: str = LOOPBACK) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_accepting(host: str, port: int, timeout: float = 10.0) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in deadline_loop(timeout, 0.05):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.settimeout(1.0)
+                s.connect((host, port))
+                return
+        except OSError:
+            pass
+    raise AssertionError(f"nothing accepting on {host}:{port} after {timeout:.0f}s")
+
+
+class HttpServer:
+    """`python3 -m http.server PORT --bind HOST` serving a temp dir with index.html and extras."""
+
+    INDEX = b"<html><body>threadline e2e</body></html>\n"
+
+    def __init__(self, test: unittest.TestCase | None = None, host: str = LOOPBACK,
+                 files: dict[str, bytes] | None = None):
+        self.host = host
+        self.port = free_port(host)
+        self.dir = tempfile.mkdtemp(prefix="tl-e2e-www-")
+        with open(os.path.join(self.dir, "index.html"), "wb") as f:
+            f.write(self.INDEX)
+        for name, body in (files or {}).items():
+            with open(os.path.join(self.dir, name), "wb") as f:
+                f.write(body)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(self.port), "--bind", host],
+            cwd=self.dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        if test is not None:
+            test.addCleanup(self.stop)
+        try:
+            wait_accepting(host, self.port)
+        except AssertionError:
+            self.stop()
+            raise
+
+    def url(self, path: str = "/") -> str:
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{h}:{self.port}{path}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class CurlResult:
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def curl(url: str, *extra: str, timeout: float = 15.0) -> CurlResult:
+    """Runs curl once (no proxy, bounded time); returns its pid and output."""
+    cmd = ["curl", "-sS", "--noproxy", "*", "--max-time", "10", "-o", "/dev/null",
+           "-w", "%{http_code}", *extra, url]
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    return CurlResult(pid=p.pid, returncode=p.returncode, stdout=out, stderr=err)
+
+
+# ---------------------------------------------------------------------------------------------
+# BPF programs left in the kernel
+# ---------------------------------------------------------------------------------------------
+
+TL_PROG_PREFIX = "tl_"
+
+
+def bpf_progs() -> list[dict]:
+    """`bpftool prog show -j`: id, name, and (when bpftool can tell) the pids holding each."""
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    return json.loads(out or "[]")
+
+
+def tl_progs() -> list[dict]:
+    return [p for p in bpf_progs() if str(p.get("name", "")).startswith(TL_PROG_PREFIX)]
+
+
+def prog_pids(p: dict) -> set[int]:
+    return {int(x["pid"]) for x in p.get("pids", []) if "pid" in x}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def leaked_tl_progs(baseline_ids: set[int], owned_ids: set[int],
+                    timeout: float = 5.0) -> list[dict]:
+    """tl_ programs still loaded after our agents exited.
+
+    A leak is a program the agents held while running (owned_ids), or a tl_ program that is
+    new since the baseline and that no live process holds (e.g. attached to a cgroup and
+    orphaned). Programs held by other live processes belong to agents other tests run.
+    The kernel frees programs a moment after the last reference goes; poll for a bit.
+    """
+    leaked: list[dict] = []
+    for _ in deadline_loop(timeout, 0.2):
+        leaked = []
+        for p in tl_progs():
+            pid_set = prog_pids(p)
+            if p["id"] in owned_ids:
+                leaked.append(p)
+            elif p["id"] not in baseline_ids and not any(pid_alive(x) for x in pid_set):
+                leaked.append(p)
+        if not leaked:
+            return []
+    return leaked
+
+
+def describe_progs(progs: list[dict]) -> str:
+    return "\n".join(f"  id={p.get('id')} type={p.get('type')} name={p.get('name')} "
+                     f"pids={sorted(prog_pids(p))}" for p in progs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Assertions
+# ---------------------------------------------------------------------------------------------
+
+def format_events(evs: list[Event], limit: int = 40) -> str:
+    lines = [e.raw for e in evs[-limit:]]
+    more = f"... ({len(evs) - limit} earlier lines not shown)\n" if len(evs) > limit else ""
+    return more + "\n".join(lines)
+
+
+CONN_KINDS = ("OPEN", "DATA", "GAP", "CLOSE")
+
+
+def main() -> None:
+    unittest.main(verbosity=2)

@@ -1,0 +1,53 @@
+// Shared preconditions for kernel tests: they load real BPF programs, so they need root and a
+// kernel that accepts BPF. Where that is missing a developer's run skips with the reason, but
+// CI (CI=true) fails: a CI job whose kernel tests silently skip would prove nothing.
+//
+//   TEST(Foo, Bar) { REQUIRE_BPF(); ... }          // in a test body
+//   void SetUp() override { RequireBpfOrSkip(); }  // in a fixture
+#pragma once
+
+#include <bpf/libbpf.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+namespace threadline::testing {
+
+inline bool InCi() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && std::string_view(ci) == "true";
+}
+
+// Empty when BPF programs can be loaded here; else why not. Checked by loading a trivial
+// program (libbpf's own probe), not by looking at capabilities or config.
+inline std::string BpfUnavailableReason() {
+  if (::geteuid() != 0) return "not running as root (kernel tests load BPF programs)";
+  const int ok = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SOCKET_FILTER, nullptr);
+  if (ok < 0) return std::string("cannot load a BPF program: ") + std::strerror(-ok);
+  if (ok == 0) return "this kernel does not load BPF socket filter programs";
+  return "";
+}
+
+// Records a skip (or, under CI=true, a fatal failure) when BPF is unusable. From a fixture's
+// SetUp() that stops the test body; in a test body use REQUIRE_BPF(), which also returns.
+inline void RequireBpfOrSkip() {
+  const std::string reason = BpfUnavailableReason();
+  if (reason.empty()) return;
+  if (InCi()) {
+    GTEST_FAIL() << "BPF unavailable under CI=true (kernel tests must run in CI): " << reason;
+  }
+  GTEST_SKIP() << "BPF unavailable: " << reason << " (set CI=true to make this a failure)";
+}
+
+}  // namespace threadline::testing
+
+#define REQUIRE_BPF()                                                              \
+  do {                                                                             \
+    ::threadline::testing::RequireBpfOrSkip();                                     \
+    if (::testing::Test::IsSkipped() || ::testing::Test::HasFatalFailure()) return; \
+  } while (0)
