@@ -79,7 +79,7 @@ Status Agent::Start() {
     null_consumer_ = std::make_unique<NullConsumer>();
     consumer = null_consumer_.get();
   }
-  ConnectionTable::Config table_config;
+  ConnectionTableConfig table_config;
   table_config.max_connections = options_.max_connections;
   table_ = std::make_unique<ConnectionTable>(table_config, *consumer, metrics_, resolver_.get());
 

@@ -16,9 +16,12 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <system_error>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -87,9 +90,9 @@ const std::vector<ProbeSpec>& ProbeSpecs() {
        Trigger::kGetppid},
       {ProbeKind::kRawTracepoint, "raw_tracepoint/sys_enter", {"probe_raw_tp"}, {},
        Attach::kAuto, Trigger::kGetppid},
-      {ProbeKind::kUprobe, "own binary", {"probe_uprobe"}, {}, Attach::kUprobe,
+      {ProbeKind::kUprobe, "own binary, own pid", {"probe_uprobe"}, {}, Attach::kUprobe,
        Trigger::kUprobeCall},
-      {ProbeKind::kUretprobe, "own binary", {"probe_uretprobe"}, {}, Attach::kUretprobe,
+      {ProbeKind::kUretprobe, "own binary, own pid", {"probe_uretprobe"}, {}, Attach::kUretprobe,
        Trigger::kUretprobeCall},
       {ProbeKind::kKprobe, "hrtimer_nanosleep", {"probe_kprobe"}, {}, Attach::kAuto,
        Trigger::kNanosleep},
@@ -110,7 +113,7 @@ const std::vector<ProbeSpec>& ProbeSpecs() {
 // What every probe program is told before load (its rodata).
 struct ProbeSettings {
   uint32_t tgid = 0;
-  uint32_t tid = 0;  // the probing thread: triggers run on it, programs count only it
+  uint32_t tid = 0;  // the probing thread (set by RunOne): triggers run on it, programs count only it
   uint64_t pidns_dev = 0;
   uint64_t pidns_ino = 0;
   uint64_t cookie = 0;  // ring-buffer record, uprobe argument, write-user value
@@ -152,11 +155,6 @@ struct ProbeSession {
   UniqueFd server;
 };
 
-// A failed step: which one, and the errno-style error.
-struct StepError {
-  std::string step;
-  Error error;
-};
 using Step = Result<std::string>;  // on success, what was observed
 
 // The skeleton's bss is the program's memory, mmapped: read it the way the program writes it.
@@ -171,47 +169,9 @@ std::string Hex(uint64_t v) {
   return buffer;
 }
 
-// The verifier's or libbpf's own words for a load failure: the last meaningful line of the
-// program load log, else the first libbpf line that reports the failure.
-std::string LoadFailureHint(const std::string& log) {
-  std::vector<std::string_view> lines;
-  std::string_view rest = log;
-  while (!rest.empty()) {
-    const size_t nl = rest.find('\n');
-    lines.push_back(rest.substr(0, nl));
-    if (nl == std::string_view::npos) break;
-    rest.remove_prefix(nl + 1);
-  }
-  auto begin = std::find_if(lines.begin(), lines.end(), [](std::string_view l) {
-    return l.find("-- BEGIN PROG LOAD LOG --") != std::string_view::npos;
-  });
-  auto end = std::find_if(begin, lines.end(), [](std::string_view l) {
-    return l.find("-- END PROG LOAD LOG --") != std::string_view::npos;
-  });
-  if (begin != lines.end() && end != lines.end()) {
-    for (auto it = end; it != begin + 1;) {
-      --it;
-      std::string_view l = *it;
-      if (l.empty() || l.starts_with("processed ") || l.starts_with("verification time") ||
-          l.starts_with("stack depth")) {
-        continue;
-      }
-      return "verifier: " + std::string(l);
-    }
-  }
-  for (std::string_view l : lines) {
-    if (l.find("failed") != std::string_view::npos || l.find("error") != std::string_view::npos) {
-      if (l.starts_with("libbpf: ")) l.remove_prefix(8);
-      return std::string(l);
-    }
-  }
-  return "";
-}
-
 Result<ProbeSettings> MakeSettings(const std::optional<std::string>& cgroup2_root) {
   ProbeSettings settings;
   settings.tgid = static_cast<uint32_t>(::getpid());
-  settings.tid = static_cast<uint32_t>(::gettid());
   struct stat ns {};
   if (::stat("/proc/self/ns/pid", &ns) != 0) {
     return Error::FromErrno("stat /proc/self/ns/pid (needed to recognise our own process)", errno);
@@ -232,11 +192,9 @@ bool Contains(const std::vector<std::string_view>& names, std::string_view name)
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 
-Status OpenAndLoad(const ProbeSpec& spec, const ProbeSettings& settings, ProbeSession& s,
-                   const LibbpfMessageCapture& capture, std::string& step) {
-  step = "open";
+Status Open(const ProbeSpec& spec, const ProbeSettings& settings, ProbeSession& s) {
   s.skel.reset(probe_bpf__open());
-  if (!s.skel) return Error{"probe_bpf__open failed", errno};
+  if (!s.skel) return Error{"probe_bpf__open failed", errno != 0 ? errno : EINVAL};
 
   s.skel->rodata->self_tgid = settings.tgid;
   s.skel->rodata->self_tid = settings.tid;
@@ -256,12 +214,11 @@ Status OpenAndLoad(const ProbeSpec& spec, const ProbeSettings& settings, ProbeSe
     bpf_map* map = bpf_object__find_map_by_name(s.skel->obj, std::string(optional_map).c_str());
     if (map != nullptr) bpf_map__set_autocreate(map, Contains(spec.maps, optional_map));
   }
+  return OkStatus();
+}
 
-  step = "load";
-  if (const int err = probe_bpf__load(s.skel.get()); err != 0) {
-    std::string hint = LoadFailureHint(capture.text());
-    return Error{hint, -err};
-  }
+Status Load(ProbeSession& s) {
+  if (const int err = probe_bpf__load(s.skel.get()); err != 0) return Error{"", -err};
   return OkStatus();
 }
 
@@ -274,7 +231,7 @@ Status AttachProbe(const ProbeSpec& spec, const ProbeSettings& settings, ProbeSe
     case Attach::kAuto:
       for (std::string_view name : spec.programs) {
         BpfLink link(bpf_program__attach(Program(s, name)));
-        if (!link) return Error{std::string(name), errno};
+        if (!link) return Error{"", errno};  // libbpf's messages say what it tried
         s.links.push_back(std::move(link));
       }
       return OkStatus();
@@ -434,8 +391,18 @@ Step TriggerAndVerify(const ProbeSpec& spec, const ProbeSettings& settings, Prob
   return Error{"unknown trigger", EINVAL};
 }
 
-ProbeResult RunOne(const ProbeSpec& spec, const ProbeSettings& settings) {
+const ProbeSpec* FindSpec(ProbeKind kind) {
+  const auto& specs = ProbeSpecs();
+  auto it = std::find_if(specs.begin(), specs.end(),
+                         [kind](const ProbeSpec& s) { return s.kind == kind; });
+  return it == specs.end() ? nullptr : &*it;
+}
+
+// Runs on its own thread: the programs are told this thread's id, and triggers run here.
+ProbeResult RunOne(const ProbeSpec& spec, const ProbeSettings& shared_settings) {
   const auto started = Clock::now();
+  ProbeSettings settings = shared_settings;
+  settings.tid = static_cast<uint32_t>(::gettid());
   ProbeResult result;
   result.kind = spec.kind;
   result.name = ProbeKindName(spec.kind);
@@ -445,27 +412,34 @@ ProbeResult RunOne(const ProbeSpec& spec, const ProbeSettings& settings) {
     // warnings: keep libbpf's messages for the detail and log them at debug only.
     LibbpfMessageCapture capture;
     ProbeSession session;
-    std::string step;
-    auto fail = [&](const Error& e) {
-      result.error_code = e.code;
-      result.detail = step + " failed: " + ErrnoText(e.code);
-      if (!e.message.empty()) result.detail += ": " + e.message;
+    struct Stage {
+      const char* name;
+      std::function<Status()> run;
     };
-    auto T=[&](const char* w){ fprintf(stderr, "%s %s %.1f\n", result.name.c_str(), w, std::chrono::duration<double, std::milli>(Clock::now() - started).count()); };
-    Status st = OpenAndLoad(spec, settings, session, capture, step);
-    T("loaded");
-    if (st.ok()) {
-      step = "attach";
-      st = AttachProbe(spec, settings, session);
-    T("attached");
+    const Stage stages[] = {
+        {"open", [&] { return Open(spec, settings, session); }},
+        {"load", [&] { return Load(session); }},
+        {"attach", [&] { return AttachProbe(spec, settings, session); }},
+    };
+    bool ready = true;
+    for (const Stage& stage : stages) {
+      const size_t mark = capture.text().size();
+      Status st = stage.run();
+      if (st.ok()) continue;
+      // Our own words (if any), then libbpf's or the verifier's for this stage.
+      result.error_code = st.error().code;
+      result.detail = std::string(stage.name) + " failed: " + ErrnoText(st.error().code);
+      std::string hint = LibbpfFailureHint(
+          std::string_view(capture.text()).substr(mark), st.error().code);
+      for (const std::string& part : {st.error().message, hint}) {
+        if (!part.empty()) result.detail += "; " + part;
+      }
+      ready = false;
+      break;
     }
-    if (!st.ok()) {
-      fail(st.error());
-    } else {
+    if (ready) {
       result.available = true;
-      step = "trigger";
       Step fired = TriggerAndVerify(spec, settings, session);
-    T("triggered");
       if (fired.ok()) {
         result.fired = true;
         result.detail = fired.value();
@@ -494,21 +468,35 @@ CapabilityReport RunCapabilityProbe() {
   report.tracefs_root = TracefsRoot();
 
   Result<ProbeSettings> settings = MakeSettings(report.cgroup2_root);
-  for (ProbeKind kind : AllProbeKinds()) {
-    const auto& specs = ProbeSpecs();
-    auto spec = std::find_if(specs.begin(), specs.end(),
-                             [kind](const ProbeSpec& s) { return s.kind == kind; });
-    if (!settings.ok() || spec == specs.end()) {
-      ProbeResult missing;
-      missing.kind = kind;
-      missing.name = ProbeKindName(kind);
-      missing.detail = settings.ok() ? "no probe defined" : "not probed: " + settings.error().message;
-      missing.error_code = settings.ok() ? ENOSYS : settings.error().code;
-      report.results.push_back(std::move(missing));
-      continue;
+  const std::vector<ProbeKind>& kinds = AllProbeKinds();
+  report.results.resize(kinds.size());
+  {
+    // Kinds run concurrently, one thread each: most of a probe's time is the kernel waiting
+    // for RCU grace periods when a tracepoint or uprobe is detached, and kernel BTF parsing
+    // for tp_btf/fentry; overlapping them keeps agent start fast. Programs count only the
+    // thread that probes them, so concurrent triggers cannot be mistaken for each other.
+    std::vector<std::jthread> workers;
+    for (size_t i = 0; i < kinds.size(); ++i) {
+      const ProbeSpec* spec = FindSpec(kinds[i]);
+      if (!settings.ok() || spec == nullptr) {
+        ProbeResult& missing = report.results[i];
+        missing.kind = kinds[i];
+        missing.name = ProbeKindName(kinds[i]);
+        missing.detail =
+            settings.ok() ? "no probe defined" : "not probed: " + settings.error().message;
+        missing.error_code = settings.ok() ? ENOSYS : settings.error().code;
+        continue;
+      }
+      ProbeResult* slot = &report.results[i];
+      const ProbeSettings* shared = &settings.value();
+      try {
+        workers.emplace_back([slot, spec, shared] { *slot = RunOne(*spec, *shared); });
+      } catch (const std::system_error&) {
+        // Out of threads: probe on this one instead.
+        *slot = RunOne(*spec, *shared);
+      }
     }
-    report.results.push_back(RunOne(*spec, settings.value()));
-  }
+  }  // joins every worker
 
   report.choices = ChooseHooks(report.results);
   report.can_run = true;
@@ -517,6 +505,10 @@ CapabilityReport RunCapabilityProbe() {
     report.can_run = false;
     if (!report.cannot_run_reason.empty()) report.cannot_run_reason += "; ";
     report.cannot_run_reason += choice.hook + " (" + choice.reason + ")";
+  }
+  if (!report.can_run && ::geteuid() != 0) {
+    report.cannot_run_reason = "not running as root (the agent needs root, or CAP_BPF, "
+                               "CAP_PERFMON and CAP_SYS_ADMIN); " + report.cannot_run_reason;
   }
   report.elapsed_ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
   return report;

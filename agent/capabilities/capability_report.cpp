@@ -79,9 +79,11 @@ std::string FormatReport(const CapabilityReport& report) {
   std::string out = "threadline capability report\n";
   out += "  kernel     " + report.kernel_release + "\n";
   out += "  BTF        " + std::string(report.btf ? "yes" : "no") + "\n";
-  out += "  lockdown   " + report.lockdown + "\n";
+  out += "  lockdown   " + report.lockdown +
+         (report.lockdown == "unknown" ? " (/sys/kernel/security/lockdown not readable)" : "") +
+         "\n";
   out += "  cgroup v2  " + report.cgroup2_root.value_or("not mounted") + "\n";
-  out += "  tracefs    " + report.tracefs_root.value_or("not mounted") + "\n";
+  out += "  tracefs    " + report.tracefs_root.value_or("unavailable") + "\n";
   if (!report.environment_error.empty()) {
     out += "  setup      " + report.environment_error + "\n";
   }
@@ -91,7 +93,7 @@ std::string FormatReport(const CapabilityReport& report) {
     name_width = std::max(name_width, r.name.size());
     target_width = std::max(target_width, r.target.size());
   }
-  out += "\nprobes (each loaded, attached and triggered alone)\n";
+  out += "\nprobes (each loaded, attached, triggered and removed alone; kinds run concurrently)\n";
   out += "  " + Pad("KIND", name_width) + "  " + Pad("TARGET", target_width) + "  " +
          Pad("RESULT", 11) + "  " + Pad("TIME", 8) + "  DETAIL\n";
   for (const ProbeResult& r : report.results) {
@@ -108,7 +110,7 @@ std::string FormatReport(const CapabilityReport& report) {
   out += "  " + Pad("HOOK", hook_width) + "  " + Pad("CHOSEN", chosen_width) + "  WHY\n";
   for (const HookChoice& c : report.choices) {
     std::string why = c.reason;
-    if (!c.active) why = std::string(c.required ? "REQUIRED, " : "") + "no mechanism works: " + why;
+    if (!c.active) why = std::string(c.required ? "REQUIRED; " : "") + "unusable: " + why;
     out += "  " + Pad(c.hook, hook_width) + "  " + Pad(c.chosen, chosen_width) + "  " + why + "\n";
     if (!c.alternatives.empty()) {
       out += "  " + Pad("", hook_width) + "  " + Pad("", chosen_width) +
@@ -140,8 +142,10 @@ void LogReport(const CapabilityReport& report) {
       spdlog::info("hook '{}': {} ({}){}", c.hook, c.chosen, c.reason, alternatives);
     } else if (c.required) {
       spdlog::error("hook '{}': no working mechanism ({}){}", c.hook, c.reason, alternatives);
-    } else {
+    } else if (c.degraded) {
       spdlog::warn("hook '{}': {} ({}){}", c.hook, c.chosen, c.reason, alternatives);
+    } else {
+      spdlog::info("hook '{}': {} ({}){}", c.hook, c.chosen, c.reason, alternatives);
     }
   }
   std::string works, missing;

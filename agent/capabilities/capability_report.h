@@ -51,6 +51,7 @@ struct HookChoice {
   std::string chosen;        // the mechanism in use, or the fallback when none works
   bool active = false;       // false: no mechanism works and `chosen` is the fallback
   bool required = false;     // the agent cannot run without this hook
+  bool degraded = false;     // not active, and the fallback loses something users would miss
   std::string alternatives;  // other mechanisms and whether this kernel has them
   std::string reason;
 };

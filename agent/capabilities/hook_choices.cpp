@@ -22,6 +22,7 @@ struct HookSpec {
   std::string_view alternatives_note;
   bool required;
   std::string_view fallback;  // what happens when no mechanism works
+  bool fallback_loses_function = true;  // false: the fallback is a fine way to run
 };
 
 const std::vector<HookSpec>& HookSpecs() {
@@ -88,7 +89,8 @@ const std::vector<HookSpec>& HookSpecs() {
        {},
        "",
        false,
-       "none (tracepoints only)"},
+       "none (tracepoints only)",
+       false},
   };
   return specs;
 }
@@ -109,14 +111,17 @@ std::string Availability(const std::vector<ProbeResult>& results, ProbeKind kind
 }
 
 // Why a mechanism cannot be used: each kind it needs that does not work, with the probe's
-// own explanation.
-std::string MissingNeeds(const std::vector<ProbeResult>& results, const Mechanism& m) {
-  std::string out;
+// own explanation ("sk_msg + sockops: sockops: attach failed: ...", "kprobe: attach failed").
+std::string WhyUnusable(const std::vector<ProbeResult>& results, const Mechanism& m) {
+  std::string out(m.name);
+  bool first = true;
   for (ProbeKind kind : m.needs) {
     if (KindWorks(results, kind)) continue;
     const ProbeResult* r = FindResult(results, kind);
-    if (!out.empty()) out += "; ";
-    out += std::string(ProbeKindName(kind)) + ": " + (r ? r->detail : "not probed");
+    out += first ? ": " : "; ";
+    first = false;
+    if (ProbeKindName(kind) != m.name) out += std::string(ProbeKindName(kind)) + ": ";
+    out += r ? r->detail : "not probed";
   }
   return out;
 }
@@ -144,8 +149,9 @@ std::vector<HookChoice> ChooseHooks(const std::vector<ProbeResult>& results) {
       if (!alternatives.empty()) alternatives += ", ";
       alternatives += text;
     };
+    // With nothing chosen, every mechanism and why it fails is already in the reason.
     for (const Mechanism& m : spec.mechanisms) {
-      if (&m == chosen) continue;
+      if (chosen == nullptr || &m == chosen) continue;
       bool works = std::all_of(m.needs.begin(), m.needs.end(),
                                [&](ProbeKind k) { return KindWorks(results, k); });
       add_alternative(std::string(m.name) + (works ? " yes" : " no"));
@@ -163,10 +169,11 @@ std::vector<HookChoice> ChooseHooks(const std::vector<ProbeResult>& results) {
     } else {
       choice.chosen = spec.fallback;
       choice.active = false;
+      choice.degraded = spec.fallback_loses_function;
       std::string missing;
       for (const Mechanism& m : spec.mechanisms) {
         if (!missing.empty()) missing += " | ";
-        missing += std::string(m.name) + " needs " + MissingNeeds(results, m);
+        missing += WhyUnusable(results, m);
       }
       choice.reason = missing;
     }

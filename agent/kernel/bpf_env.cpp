@@ -5,6 +5,7 @@
 
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <sstream>
 #include <string_view>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -43,10 +45,11 @@ int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args)
 
   std::string_view line = message;
   while (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  // libbpf starts its own messages with "libbpf: "; verifier logs arrive without it.
   if (level == LIBBPF_WARN && t_capture == nullptr) {
-    spdlog::warn("libbpf: {}", line);
+    spdlog::warn("{}", line);
   } else {
-    spdlog::debug("libbpf: {}", line);
+    spdlog::debug("{}", line);
   }
   return 0;
 }
@@ -125,5 +128,53 @@ std::string LockdownMode() {
 }
 
 bool HasKernelBtf() { return ::access("/sys/kernel/btf/vmlinux", R_OK) == 0; }
+
+std::string LibbpfFailureHint(std::string_view messages, int err) {
+  std::vector<std::string_view> lines;
+  while (!messages.empty()) {
+    const size_t nl = messages.find('\n');
+    std::string_view line = messages.substr(0, nl);
+    if (!line.empty()) lines.push_back(line);
+    if (nl == std::string_view::npos) break;
+    messages.remove_prefix(nl + 1);
+  }
+
+  // The verifier states its reason last, before the statistics it always appends.
+  auto begin = std::find_if(lines.begin(), lines.end(), [](std::string_view l) {
+    return l.find("-- BEGIN PROG LOAD LOG --") != std::string_view::npos;
+  });
+  auto end = std::find_if(begin, lines.end(), [](std::string_view l) {
+    return l.find("-- END PROG LOAD LOG --") != std::string_view::npos;
+  });
+  if (begin != lines.end() && end != lines.end()) {
+    for (auto it = end; it != begin + 1;) {
+      std::string_view l = *--it;
+      if (l.starts_with("processed ") || l.starts_with("verification time") ||
+          l.starts_with("stack depth")) {
+        continue;
+      }
+      return "verifier: " + std::string(l);
+    }
+  }
+
+  const std::string restated = std::string(": ") + std::strerror(err < 0 ? -err : err);
+  for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
+    std::string_view l = *it;
+    if (!l.starts_with("libbpf: prog '")) continue;
+    l.remove_prefix(std::string_view("libbpf: prog '").size());
+    if (const size_t close = l.find("': "); close != std::string_view::npos) {
+      l.remove_prefix(close + 3);
+    }
+    if (l.ends_with(restated)) l.remove_suffix(restated.size());
+    // "failed to load: -1" and "BPF program load failed" only restate the errno; "skipped
+    // loading" is about programs that were not part of the operation.
+    if (l.starts_with("failed to load") || l == "BPF program load failed" ||
+        l == "skipped loading") {
+      continue;
+    }
+    return std::string(l);
+  }
+  return "";
+}
 
 }  // namespace threadline

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "agent/common/result.h"
 
@@ -49,5 +50,11 @@ class LibbpfMessageCapture {
   std::string text_;
   LibbpfMessageCapture* previous_;
 };
+
+// The most telling line of what libbpf printed while one operation failed with `err`: the
+// verifier's reason when there is a program load log, else libbpf's last per-program message
+// ("failed to create kprobe 'x+0x0' perf event: ..."), minus whatever only restates err.
+// Empty when libbpf said nothing useful.
+std::string LibbpfFailureHint(std::string_view messages, int err);
 
 }  // namespace threadline

@@ -20,10 +20,14 @@ constexpr std::string_view kTracefsMountPoint = "/sys/kernel/tracing";
 constexpr std::array<std::string_view, 2> kTracefsRoots = {"/sys/kernel/tracing",
                                                           "/sys/kernel/debug/tracing"};
 
-bool HasEvents(std::string_view root) {
+// 0 when root/events exists, else the errno of looking for it (ENOENT: not mounted there;
+// EACCES: tracefs is root-only, so we are not privileged enough to use it anyway).
+int EventsErrno(std::string_view root) {
   const std::string events = std::string(root) + "/events";
-  return ::access(events.c_str(), F_OK) == 0;
+  return ::access(events.c_str(), F_OK) == 0 ? 0 : errno;
 }
+
+bool HasEvents(std::string_view root) { return EventsErrno(root) == 0; }
 
 }  // namespace
 
@@ -36,6 +40,11 @@ std::optional<std::string> TracefsRoot() {
 
 Status EnsureTracefs() {
   if (TracefsRoot()) return OkStatus();
+  for (std::string_view root : kTracefsRoots) {
+    if (const int err = EventsErrno(root); err == EACCES || err == EPERM) {
+      return Error::FromErrno("tracefs at " + std::string(root) + " is not accessible", err);
+    }
+  }
   const std::string target(kTracefsMountPoint);
   if (::mount("tracefs", target.c_str(), "tracefs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
     const int err = errno;

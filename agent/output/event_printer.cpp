@@ -48,7 +48,7 @@ std::string EventPrinter::Stamp(uint64_t boot_ns) const {
   localtime_r(&secs, &local);
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%02d:%02d:%02d.%06" PRIu64, local.tm_hour, local.tm_min,
-                local.tm_sec, (epoch % 1'000'000'000ull) / 1000);
+                local.tm_sec, static_cast<uint64_t>((epoch % 1'000'000'000ull) / 1000));
   return buf;
 }
 
@@ -90,7 +90,7 @@ void EventPrinter::OnConnectionClosed(const ConnectionInfo& c, CloseReason reaso
   std::fprintf(out_, "%s CLOSE pid=%u comm=%.*s conn=%s reason=%.*s sent=%" PRIu64 " recv=%" PRIu64 "\n",
                Stamp(c.last_activity_ns).c_str(), c.id.tgid, static_cast<int>(Comm(c).size()),
                Comm(c).data(), c.id.ToString().c_str(), static_cast<int>(ToString(reason).size()),
-               ToString(reason).data(), c.bytes[0], c.bytes[1]);
+               ToString(reason).data(), static_cast<uint64_t>(c.bytes[0]), static_cast<uint64_t>(c.bytes[1]));
 }
 
 void EventPrinter::PrintExec(const ProcExecEvent& e) {

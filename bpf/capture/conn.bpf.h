@@ -44,12 +44,13 @@ static __always_inline void sock__tuple(struct sock *sk, struct tl_tuple *t)
 {
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	t->family = family;
+	/* Explicit sizes: BPF_CORE_READ_INTO would size the copy by the array's first element. */
 	if (family == TL_AF_INET) {
-		BPF_CORE_READ_INTO(t->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(t->daddr, sk, __sk_common.skc_daddr);
+		bpf_core_read(t->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(t->daddr, 4, &sk->__sk_common.skc_daddr);
 	} else {
-		BPF_CORE_READ_INTO(t->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(t->daddr, sk, __sk_common.skc_v6_daddr);
+		bpf_core_read(t->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(t->daddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
 	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));

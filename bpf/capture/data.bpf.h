@@ -125,12 +125,12 @@ static __always_inline void data__from_buffer(void *ctx, const struct tl_io_args
 
 /* Copies up to the capture limit from an iovec array into the scratch payload. */
 static __always_inline __u32 data__copy_iov(struct tl_data_scratch *s, __u64 iov_addr,
-					    __u32 iovcnt, __u64 size, __u8 *flags)
+					    __u32 iovcnt, __u64 size, __u8 *flags, const int max_iov)
 {
 	const struct tl_user_iovec *iov = (const struct tl_user_iovec *)iov_addr;
 	__u32 limit = data__capture_limit(size);
 	__u32 off = 0;
-	for (int i = 0; i < TL_MAX_IOV; i++) {
+	for (int i = 0; i < max_iov; i++) {
 		if (i >= iovcnt || off >= limit)
 			break;
 		struct tl_user_iovec v;
@@ -143,27 +143,30 @@ static __always_inline __u32 data__copy_iov(struct tl_data_scratch *s, __u64 iov
 		__u32 room = limit - off;
 		if (len > room)
 			len = room;
-		barrier_var(off);
-		if (off >= TL_MAX_CAPTURE)
-			break;
+		/* off < limit <= TL_MAX_CAPTURE already; the mask (which the barrier keeps the
+		 * compiler from dropping) is what lets the verifier see it. */
+		__u32 at = off;
+		barrier_var(at);
+		at &= TL_MAX_CAPTURE - 1;
 		barrier_var(len);
 		if (len > TL_MAX_CAPTURE)
 			len = TL_MAX_CAPTURE;
-		if (len && bpf_probe_read_user(&s->buf[off], len, (void *)v.base)) {
+		if (len && bpf_probe_read_user(&s->buf[at], len, (void *)v.base)) {
 			*flags |= TL_DATA_F_READ_FAULT;
 			drops__count(TL_DROP_READ_FAULT);
 			break;
 		}
 		off += len;
 	}
-	if (iovcnt > TL_MAX_IOV && off < limit)
+	if (iovcnt > max_iov && off < limit)
 		*flags |= TL_DATA_F_IOV_LIMIT;
 	return off;
 }
 
-/* readv/writev/sendmsg/recvmsg: a->buf is the iovec array, a->count its length. */
-static __always_inline void data__from_iovec(void *ctx, const struct tl_io_args *a, __u8 dir,
-					     __u64 size)
+/* readv/writev/sendmsg/recvmsg: a->buf is the iovec array, a->count its length. max_iov bounds
+ * the iovecs walked (a constant: it is the verifier's loop bound). */
+static __always_inline void data__from_iovec_n(void *ctx, const struct tl_io_args *a, __u8 dir,
+					       __u64 size, const int max_iov)
 {
 	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_PEEK))
 		return;
@@ -179,11 +182,20 @@ static __always_inline void data__from_iovec(void *ctx, const struct tl_io_args 
 	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_TRUNC))
 		flags |= TL_DATA_F_NO_PAYLOAD;
 	else
-		n = data__copy_iov(s, a->buf, a->count, size, &flags);
+		n = data__copy_iov(s, a->buf, a->count, size, &flags, max_iov);
 	data__submit(s, a, st, dir, pos, size, n, flags);
 }
 
-/* sendmmsg/recvmmsg: one data event per message, each with its own position. */
+static __always_inline void data__from_iovec(void *ctx, const struct tl_io_args *a, __u8 dir,
+					     __u64 size)
+{
+	data__from_iovec_n(ctx, a, dir, size, TL_MAX_IOV);
+}
+
+/* sendmmsg/recvmmsg: one data event per message, each with its own position. Only the first
+ * TL_MAX_MMSG_IOV iovecs of each message are captured (TL_DATA_F_IOV_LIMIT says when more were
+ * skipped): TL_MAX_IOV per message for TL_MAX_MMSG messages is more than the verifier accepts,
+ * and multi-message I/O on TCP is rare. */
 static __always_inline void data__from_mmsg(void *ctx, const struct tl_io_args *a, __u8 dir,
 					    __u32 nmsgs)
 {
@@ -203,7 +215,7 @@ static __always_inline void data__from_mmsg(void *ctx, const struct tl_io_args *
 		struct tl_io_args one = *a;
 		one.buf = (__u64)m.hdr.msg_iov;
 		one.count = (__u32)m.hdr.msg_iovlen;
-		data__from_iovec(ctx, &one, dir, m.len);
+		data__from_iovec_n(ctx, &one, dir, m.len, TL_MAX_MMSG_IOV);
 	}
 	/* Messages past the loop bound: claim their bytes so userspace sees a gap, and count. */
 	struct tl_conn_state *st = NULL;

@@ -69,14 +69,22 @@ TEST_F(CapabilitiesTest, BaseKindsAreAvailableAndFire) {
   EXPECT_TRUE(report.tracefs_root.has_value());
 }
 
-// Under lockdown the verifier must refuse bpf_probe_write_user. Hosts with kprobes compiled
-// out and fentry refused (like the project's dev VM) set THREADLINE_EXPECT_RESTRICTED_KERNEL=1
-// to also pin those answers down.
+// What the kernel's own configuration says must be refused, is. The kernel config is only the
+// test's oracle; the probe never reads it. fentry's EPERM has no config switch to predict it,
+// so hosts where it is refused (like the project's dev VM) set
+// THREADLINE_EXPECT_RESTRICTED_KERNEL=1 to pin kprobe, fentry and write_user down.
 TEST_F(CapabilitiesTest, RestrictedKindsAreReportedUnavailable) {
   const CapabilityReport& report = ProbeCapabilities();
   const std::string lockdown = LockdownMode();
-  if (lockdown == "integrity" || lockdown == "confidentiality") {
-    EXPECT_FALSE(ResultFor(report, ProbeKind::kProbeWriteUser).available);
+  if (lockdown == "integrity" || lockdown == "confidentiality" ||
+      testing::KernelConfigValue("CONFIG_LOCK_DOWN_KERNEL_FORCE_INTEGRITY") == "y" ||
+      testing::KernelConfigValue("CONFIG_LOCK_DOWN_KERNEL_FORCE_CONFIDENTIALITY") == "y") {
+    const ProbeResult& r = ResultFor(report, ProbeKind::kProbeWriteUser);
+    EXPECT_FALSE(r.available) << "kernel lockdown must refuse it: " << r.detail;
+  }
+  if (testing::KernelConfigValue("CONFIG_KPROBES") == "n") {
+    const ProbeResult& r = ResultFor(report, ProbeKind::kKprobe);
+    EXPECT_FALSE(r.available) << "kernel built without kprobes: " << r.detail;
   }
   if (EnvIs("THREADLINE_EXPECT_RESTRICTED_KERNEL", "1")) {
     for (ProbeKind kind : {ProbeKind::kKprobe, ProbeKind::kFentry, ProbeKind::kProbeWriteUser}) {

@@ -8,11 +8,16 @@
 
 #include <bpf/libbpf.h>
 #include <gtest/gtest.h>
+#include <sys/utsname.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 
@@ -42,6 +47,40 @@ inline void RequireBpfOrSkip() {
     GTEST_FAIL() << "BPF unavailable under CI=true (kernel tests must run in CI): " << reason;
   }
   GTEST_SKIP() << "BPF unavailable: " << reason << " (set CI=true to make this a failure)";
+}
+
+// The running kernel's build configuration (/proc/config.gz, else /boot/config-<release>), or
+// empty when neither is readable. A test oracle only: the agent itself decides by attaching.
+inline std::string KernelConfigText() {
+  if (gzFile gz = gzopen("/proc/config.gz", "rb")) {
+    std::string text;
+    char buffer[16384];
+    int n = 0;
+    while ((n = gzread(gz, buffer, sizeof(buffer))) > 0) text.append(buffer, static_cast<size_t>(n));
+    gzclose(gz);
+    if (!text.empty()) return text;
+  }
+  utsname uts{};
+  if (::uname(&uts) != 0) return "";
+  std::ifstream file(std::string("/boot/config-") + uts.release);
+  std::ostringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+// "y", "m", a value, or "n" for "# CONFIG_X is not set"; nullopt when the config is unknown
+// or does not mention the option.
+inline std::optional<std::string> KernelConfigValue(std::string_view option) {
+  static const std::string config = KernelConfigText();
+  if (config.empty()) return std::nullopt;
+  std::istringstream lines(config);
+  const std::string set_prefix = std::string(option) + "=";
+  const std::string unset_line = "# " + std::string(option) + " is not set";
+  for (std::string line; std::getline(lines, line);) {
+    if (line == unset_line) return "n";
+    if (line.rfind(set_prefix, 0) == 0) return line.substr(set_prefix.size());
+  }
+  return std::nullopt;
 }
 
 }  // namespace threadline::testing

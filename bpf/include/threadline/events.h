@@ -27,6 +27,8 @@
 /* messages of one sendmmsg/recvmmsg turned into events; later ones advance the stream position
  * (userspace sees a gap) and are counted as TL_DROP_MMSG_LIMIT. */
 #define TL_MAX_MMSG 8
+/* iovec entries walked per message of sendmmsg/recvmmsg (the verifier bounds the product). */
+#define TL_MAX_MMSG_IOV 4
 #define TL_COMM_LEN 16
 #define TL_FILENAME_LEN 128
 

@@ -1,0 +1,515 @@
+// The real capture programs against real syscalls in this process and in children: every
+// send-family x receive-family pair, IPv4/IPv6/v4-mapped, large payloads, fd reuse, sendfile,
+// MSG_PEEK, processes exiting mid-connection, connections older than the agent.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <thread>
+
+#include "capture_harness.h"
+#include "socket_util.h"
+
+namespace threadline::testing {
+namespace {
+
+enum class Send { kWrite, kSend, kSendto, kSendmsg, kWritev, kSendmmsg };
+enum class Recv { kRead, kRecv, kRecvfrom, kRecvmsg, kReadv, kRecvmmsg };
+
+const char* Name(Send s) {
+  switch (s) {
+    case Send::kWrite: return "write";
+    case Send::kSend: return "send";
+    case Send::kSendto: return "sendto";
+    case Send::kSendmsg: return "sendmsg";
+    case Send::kWritev: return "writev";
+    case Send::kSendmmsg: return "sendmmsg";
+  }
+  return "?";
+}
+const char* Name(Recv r) {
+  switch (r) {
+    case Recv::kRead: return "read";
+    case Recv::kRecv: return "recv";
+    case Recv::kRecvfrom: return "recvfrom";
+    case Recv::kRecvmsg: return "recvmsg";
+    case Recv::kReadv: return "readv";
+    case Recv::kRecvmmsg: return "recvmmsg";
+  }
+  return "?";
+}
+// send() is sendto() and recv() is recvfrom() in the kernel's syscall table on x86_64.
+uint8_t Syscall(Send s) {
+  switch (s) {
+    case Send::kWrite: return TL_SYS_WRITE;
+    case Send::kSend:
+    case Send::kSendto: return TL_SYS_SENDTO;
+    case Send::kSendmsg: return TL_SYS_SENDMSG;
+    case Send::kWritev: return TL_SYS_WRITEV;
+    case Send::kSendmmsg: return TL_SYS_SENDMMSG;
+  }
+  return 0;
+}
+uint8_t Syscall(Recv r) {
+  switch (r) {
+    case Recv::kRead: return TL_SYS_READ;
+    case Recv::kRecv:
+    case Recv::kRecvfrom: return TL_SYS_RECVFROM;
+    case Recv::kRecvmsg: return TL_SYS_RECVMSG;
+    case Recv::kReadv: return TL_SYS_READV;
+    case Recv::kRecvmmsg: return TL_SYS_RECVMMSG;
+  }
+  return 0;
+}
+
+// Sends `msg` in one syscall of the given family (two iovecs / two messages where the family
+// allows it, to exercise the gathering paths). Returns the bytes sent.
+ssize_t DoSend(Send how, int fd, const std::string& msg) {
+  size_t half = msg.size() / 2;
+  iovec iov[2] = {{const_cast<char*>(msg.data()), half},
+                  {const_cast<char*>(msg.data()) + half, msg.size() - half}};
+  switch (how) {
+    case Send::kWrite: return write(fd, msg.data(), msg.size());
+    case Send::kSend: return send(fd, msg.data(), msg.size(), 0);
+    case Send::kSendto: return sendto(fd, msg.data(), msg.size(), 0, nullptr, 0);
+    case Send::kSendmsg: {
+      msghdr m{};
+      m.msg_iov = iov;
+      m.msg_iovlen = 2;
+      return sendmsg(fd, &m, 0);
+    }
+    case Send::kWritev: return writev(fd, iov, 2);
+    case Send::kSendmmsg: {
+      mmsghdr mm[2]{};
+      mm[0].msg_hdr.msg_iov = &iov[0];
+      mm[0].msg_hdr.msg_iovlen = 1;
+      mm[1].msg_hdr.msg_iov = &iov[1];
+      mm[1].msg_hdr.msg_iovlen = 1;
+      int n = sendmmsg(fd, mm, 2, 0);
+      return n == 2 ? static_cast<ssize_t>(mm[0].msg_len + mm[1].msg_len) : -1;
+    }
+  }
+  return -1;
+}
+
+// Receives exactly `n` bytes with the given family (looping on short reads).
+std::string DoRecv(Recv how, int fd, size_t n) {
+  std::string out;
+  char buf[8192];
+  while (out.size() < n) {
+    size_t want = std::min(sizeof(buf), n - out.size());
+    ssize_t got = -1;
+    iovec iov[2] = {{buf, want / 2}, {buf + want / 2, want - want / 2}};
+    switch (how) {
+      case Recv::kRead: got = read(fd, buf, want); break;
+      case Recv::kRecv: got = recv(fd, buf, want, 0); break;
+      case Recv::kRecvfrom: got = recvfrom(fd, buf, want, 0, nullptr, nullptr); break;
+      case Recv::kRecvmsg: {
+        msghdr m{};
+        m.msg_iov = iov;
+        m.msg_iovlen = 2;
+        got = recvmsg(fd, &m, 0);
+        break;
+      }
+      case Recv::kReadv: got = readv(fd, iov, 2); break;
+      case Recv::kRecvmmsg: {
+        mmsghdr mm[1]{};
+        mm[0].msg_hdr.msg_iov = iov;
+        mm[0].msg_hdr.msg_iovlen = 2;
+        int m = recvmmsg(fd, mm, 1, 0, nullptr);
+        got = m == 1 ? mm[0].msg_len : -1;
+        break;
+      }
+    }
+    if (got <= 0) break;
+    // The two-iovec receivers fill buf contiguously, so buf[0..got) is the data either way.
+    out.append(buf, static_cast<size_t>(got));
+  }
+  return out;
+}
+
+struct PairCase {
+  Send send;
+  Recv recv;
+};
+
+class SyscallPairTest : public CaptureTest, public ::testing::WithParamInterface<PairCase> {};
+
+TEST_P(SyscallPairTest, BytesPositionsTuplesAndRoles) {
+  Load();
+  if (HasFatalFailure()) return;
+  const auto [send_how, recv_how] = GetParam();
+  SocketPair p;
+  MakePair(p, Family::kV4);
+  const std::string request = std::string("GET /") + Name(send_how) + "/" + Name(recv_how) +
+                              " HTTP/1.1\r\nHost: test\r\n\r\n" + std::string(300, 'a');
+  ASSERT_EQ(DoSend(send_how, p.client, request), static_cast<ssize_t>(request.size()));
+  ASSERT_EQ(DoRecv(recv_how, p.server, request.size()), request);
+  // And the reply the other way, to check both directions of both ends.
+  const std::string reply = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  ASSERT_EQ(DoSend(send_how, p.server, reply), static_cast<ssize_t>(reply.size()));
+  ASSERT_EQ(DoRecv(recv_how, p.client, reply.size()), reply);
+  const int client_fd = p.client, server_fd = p.server;
+  close(p.client);
+  close(p.server);
+  p.client = p.server = -1;
+  Drain();
+
+  const ConnOpenEvent* c = rec_.OpenFor(self(), client_fd);
+  const ConnOpenEvent* s = rec_.OpenFor(self(), server_fd);
+  ASSERT_NE(c, nullptr) << "no open event for the client socket";
+  ASSERT_NE(s, nullptr) << "no open event for the accepted socket";
+  EXPECT_EQ(c->role, Role::kClient);
+  EXPECT_EQ(c->source, ConnSource::kConnect);
+  EXPECT_EQ(s->role, Role::kServer);
+  EXPECT_EQ(s->source, ConnSource::kAccept);
+  EXPECT_NE(c->id.gen, s->id.gen);
+  EXPECT_EQ(c->tuple.ToString(), "127.0.0.1:" + std::to_string(p.client_port) + " -> 127.0.0.1:" +
+                                      std::to_string(p.server_port));
+  EXPECT_EQ(s->tuple.ToString(), "127.0.0.1:" + std::to_string(p.server_port) + " -> 127.0.0.1:" +
+                                      std::to_string(p.client_port));
+  EXPECT_EQ(c->tid, static_cast<uint32_t>(gettid()));
+
+  EXPECT_EQ(rec_.StreamFor(c->id, Direction::kEgress), request);
+  EXPECT_EQ(rec_.StreamFor(s->id, Direction::kIngress), request);
+  EXPECT_EQ(rec_.StreamFor(s->id, Direction::kEgress), reply);
+  EXPECT_EQ(rec_.StreamFor(c->id, Direction::kIngress), reply);
+  for (const auto& d : rec_.DataFor(c->id, Direction::kEgress)) {
+    EXPECT_EQ(d.ev.syscall, Syscall(send_how));
+    EXPECT_EQ(d.ev.size, d.payload.size());
+    EXPECT_EQ(d.ev.role, Role::kClient);
+    EXPECT_EQ(d.ev.tid, static_cast<uint32_t>(gettid()));
+    EXPECT_LE(d.ev.enter_ts_ns, d.ev.ts_ns);
+  }
+  for (const auto& d : rec_.DataFor(s->id, Direction::kIngress)) {
+    EXPECT_EQ(d.ev.syscall, Syscall(recv_how));
+    EXPECT_EQ(d.ev.role, Role::kServer);
+  }
+  const ConnCloseEvent* cc = rec_.CloseFor(c->id);
+  ASSERT_NE(cc, nullptr);
+  EXPECT_EQ(cc->reason, CloseReason::kSyscall);
+  EXPECT_EQ(cc->bytes[TL_DIR_EGRESS], request.size());
+  EXPECT_EQ(cc->bytes[TL_DIR_INGRESS], reply.size());
+  ASSERT_NE(rec_.CloseFor(s->id), nullptr);
+}
+
+std::vector<PairCase> AllPairs() {
+  std::vector<PairCase> out;
+  for (Send s : {Send::kWrite, Send::kSend, Send::kSendto, Send::kSendmsg, Send::kWritev, Send::kSendmmsg})
+    for (Recv r : {Recv::kRead, Recv::kRecv, Recv::kRecvfrom, Recv::kRecvmsg, Recv::kReadv, Recv::kRecvmmsg})
+      out.push_back({s, r});
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllFamilies, SyscallPairTest, ::testing::ValuesIn(AllPairs()),
+                         [](const auto& info) {
+                           return std::string(Name(info.param.send)) + "_" + Name(info.param.recv);
+                         });
+
+class FamilyTest : public CaptureTest, public ::testing::WithParamInterface<Family> {};
+
+TEST_P(FamilyTest, TupleNormalisedAndDataCaptured) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair p;
+  MakePair(p, GetParam(), /*use_accept4=*/false);
+  ASSERT_EQ(write(p.client, "ping", 4), 4);
+  ASSERT_EQ(DoRecv(Recv::kRead, p.server, 4), "ping");
+  Drain();
+  const ConnOpenEvent* c = rec_.OpenFor(self(), p.client);
+  const ConnOpenEvent* s = rec_.OpenFor(self(), p.server);
+  ASSERT_NE(c, nullptr);
+  ASSERT_NE(s, nullptr);
+  const std::string host = GetParam() == Family::kV6 ? "[::1]" : "127.0.0.1";
+  EXPECT_EQ(c->tuple.ToString(), host + ":" + std::to_string(p.client_port) + " -> " + host + ":" +
+                                      std::to_string(p.server_port));
+  EXPECT_EQ(c->tuple.family, GetParam() == Family::kV4 ? AF_INET : AF_INET6);
+  EXPECT_EQ(s->source, ConnSource::kAccept);
+  EXPECT_EQ(rec_.StreamFor(s->id, Direction::kIngress), "ping");
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, FamilyTest,
+                         ::testing::Values(Family::kV4, Family::kV6, Family::kV4Mapped),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case Family::kV4: return std::string("IPv4");
+                             case Family::kV6: return std::string("IPv6");
+                             default: return std::string("IPv4MappedIPv6");
+                           }
+                         });
+
+TEST_F(CaptureTest, OneMebibyteWritePrefixCapturedFullSizeRight) {
+  CaptureConfig config;
+  config.capture_bytes = 4096;
+  Load(config);
+  if (HasFatalFailure()) return;
+  SocketPair p;
+  MakePair(p);
+  std::string big(1 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('A' + i % 26);
+  std::string received;
+  std::thread reader([&] { received = DoRecv(Recv::kRead, p.server, big.size()); });
+  size_t sent = 0;
+  while (sent < big.size()) {
+    ssize_t n = write(p.client, big.data() + sent, big.size() - sent);
+    ASSERT_GT(n, 0);
+    sent += static_cast<size_t>(n);
+  }
+  reader.join();
+  ASSERT_EQ(received, big);
+  Drain();
+  const ConnOpenEvent* c = rec_.OpenFor(self(), p.client);
+  ASSERT_NE(c, nullptr);
+  auto sends = rec_.DataFor(c->id, Direction::kEgress);
+  ASSERT_FALSE(sends.empty());
+  uint64_t expect_pos = 0;
+  for (const auto& d : sends) {
+    EXPECT_EQ(d.ev.pos, expect_pos) << "positions must be contiguous";
+    EXPECT_LE(d.payload.size(), 4096u);
+    EXPECT_EQ(d.payload, big.substr(d.ev.pos, d.payload.size()));
+    expect_pos += d.ev.size;
+  }
+  EXPECT_EQ(expect_pos, big.size());
+  EXPECT_EQ(sends.front().ev.size, sends.size() == 1 ? big.size() : sends.front().ev.size);
+  EXPECT_EQ(sends.front().payload.size(), 4096u);
+  // Reads on the other side add up to the same total.
+  const ConnOpenEvent* s = rec_.OpenFor(self(), p.server);
+  ASSERT_NE(s, nullptr);
+  uint64_t total = 0;
+  for (const auto& d : rec_.DataFor(s->id, Direction::kIngress)) total += d.ev.size;
+  EXPECT_EQ(total, big.size());
+}
+
+TEST_F(CaptureTest, FdReuseGivesANewConnectionId) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair first;
+  MakePair(first);
+  ASSERT_EQ(write(first.client, "one", 3), 3);
+  const int fd = first.client;
+  close(first.client);
+  first.client = -1;
+  // The lowest free fd is reused by the next socket.
+  int again = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(first.server_port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(again, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(write(again, "two", 3), 3);
+  Drain();
+  std::vector<ConnOpenEvent> on_fd;
+  for (const auto& o : rec_.opens)
+    if (o.id.tgid == self() && o.id.fd == fd) on_fd.push_back(o);
+  ASSERT_EQ(again, fd) << "test premise: the fd number was reused";
+  ASSERT_EQ(on_fd.size(), 2u);
+  EXPECT_NE(on_fd[0].id.gen, on_fd[1].id.gen);
+  EXPECT_EQ(rec_.StreamFor(on_fd[0].id, Direction::kEgress), "one");
+  EXPECT_EQ(rec_.StreamFor(on_fd[1].id, Direction::kEgress), "two");
+  ASSERT_NE(rec_.CloseFor(on_fd[0].id), nullptr);
+  EXPECT_EQ(rec_.CloseFor(on_fd[0].id)->reason, CloseReason::kSyscall);
+  EXPECT_EQ(rec_.CloseFor(on_fd[1].id), nullptr);
+  close(again);
+}
+
+TEST_F(CaptureTest, Dup2OverATrackedSocketEndsIt) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair a, b;
+  MakePair(a);
+  MakePair(b);
+  ASSERT_EQ(write(a.client, "x", 1), 1);
+  const ConnId before = [&] { Drain(); return rec_.OpenFor(self(), a.client)->id; }();
+  ASSERT_EQ(dup2(b.client, a.client), a.client);
+  ASSERT_EQ(write(a.client, "y", 1), 1);  // now goes to b's socket
+  Drain();
+  const ConnCloseEvent* closed = rec_.CloseFor(before);
+  ASSERT_NE(closed, nullptr);
+  EXPECT_EQ(closed->reason, CloseReason::kFdReplaced);
+  const ConnOpenEvent* now = rec_.OpenFor(self(), a.client);
+  ASSERT_NE(now, nullptr);
+  EXPECT_NE(now->id.gen, before.gen);
+  EXPECT_EQ(now->source, ConnSource::kFirstIo);
+}
+
+TEST_F(CaptureTest, ConnectionOpenedBeforeTheAgentIsPickedUpOnItsNextIo) {
+  SocketPair p;
+  MakePair(p);  // before Load(): no connect/accept was seen
+  Load();
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(write(p.client, "late", 4), 4);
+  ASSERT_EQ(DoRecv(Recv::kRead, p.server, 4), "late");
+  Drain();
+  const ConnOpenEvent* c = rec_.OpenFor(self(), p.client);
+  const ConnOpenEvent* s = rec_.OpenFor(self(), p.server);
+  ASSERT_NE(c, nullptr);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(c->source, ConnSource::kFirstIo);
+  EXPECT_EQ(c->role, Role::kUnknown);  // resolved in userspace from listening sockets
+  EXPECT_EQ(c->tuple.local_port, p.client_port);
+  EXPECT_EQ(c->tuple.remote_port, p.server_port);
+  EXPECT_EQ(s->tuple.local_port, p.server_port);
+  EXPECT_EQ(rec_.StreamFor(c->id, Direction::kEgress), "late");
+  EXPECT_EQ(rec_.StreamFor(s->id, Direction::kIngress), "late");
+}
+
+TEST_F(CaptureTest, SendfileCountsBytesWithoutPayload) {
+  Load();
+  if (HasFatalFailure()) return;
+  char path[] = "/tmp/threadline-sendfile-XXXXXX";
+  int file = mkstemp(path);
+  ASSERT_GE(file, 0);
+  unlink(path);
+  std::string content(10000, 'f');
+  ASSERT_EQ(write(file, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  lseek(file, 0, SEEK_SET);
+  SocketPair p;
+  MakePair(p);
+  ASSERT_EQ(write(p.client, "HDR", 3), 3);
+  off_t off = 0;
+  ASSERT_EQ(sendfile(p.client, file, &off, content.size()), static_cast<ssize_t>(content.size()));
+  close(file);
+  ASSERT_EQ(DoRecv(Recv::kRead, p.server, 3 + content.size()).size(), 3 + content.size());
+  Drain();
+  const ConnOpenEvent* c = rec_.OpenFor(self(), p.client);
+  ASSERT_NE(c, nullptr);
+  auto sends = rec_.DataFor(c->id, Direction::kEgress);
+  ASSERT_EQ(sends.size(), 2u);
+  EXPECT_EQ(sends[1].ev.syscall, TL_SYS_SENDFILE);
+  EXPECT_EQ(sends[1].ev.pos, 3u);
+  EXPECT_EQ(sends[1].ev.size, content.size());
+  EXPECT_TRUE(sends[1].payload.empty());
+  EXPECT_TRUE(sends[1].ev.flags & TL_DATA_F_NO_PAYLOAD);
+}
+
+TEST_F(CaptureTest, PeekedBytesAreReportedOnce) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair p;
+  MakePair(p);
+  ASSERT_EQ(write(p.client, "peekaboo", 8), 8);
+  char buf[16];
+  ASSERT_EQ(recv(p.server, buf, sizeof(buf), MSG_PEEK), 8);
+  ASSERT_EQ(read(p.server, buf, sizeof(buf)), 8);
+  Drain();
+  const ConnOpenEvent* s = rec_.OpenFor(self(), p.server);
+  ASSERT_NE(s, nullptr);
+  auto reads = rec_.DataFor(s->id, Direction::kIngress);
+  ASSERT_EQ(reads.size(), 1u);
+  EXPECT_EQ(reads[0].ev.syscall, TL_SYS_READ);
+  EXPECT_EQ(reads[0].payload, "peekaboo");
+}
+
+TEST_F(CaptureTest, NonBlockingConnectReportsTheTuple) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair p;
+  MakePair(p);  // for the listener
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(p.server_port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int rc = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  ASSERT_TRUE(rc == 0 || errno == EINPROGRESS);
+  Drain();
+  const ConnOpenEvent* c = rec_.OpenFor(self(), fd);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->role, Role::kClient);
+  EXPECT_EQ(c->tuple.local_port, LocalPort(fd));
+  EXPECT_EQ(c->tuple.remote_port, p.server_port);
+  close(fd);
+}
+
+TEST_F(CaptureTest, ChildExitingMidConnectionIsReported) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair p;
+  MakePair(p);  // listener for the child
+  pid_t child = fork();
+  if (child == 0) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(p.server_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0)
+      (void)!write(fd, "GET /half", 9);  // half a request, then die without close()
+    _exit(3);
+  }
+  ASSERT_GT(child, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  Drain();
+  const uint32_t cpid = static_cast<uint32_t>(child);
+  const ConnOpenEvent* open = nullptr;
+  for (const auto& o : rec_.opens)
+    if (o.id.tgid == cpid) open = &o;
+  ASSERT_NE(open, nullptr) << "the forked child inherits the selection";
+  EXPECT_EQ(open->role, Role::kClient);
+  EXPECT_EQ(rec_.StreamFor(open->id, Direction::kEgress), "GET /half");
+  bool forked = false, exited = false;
+  for (const auto& f : rec_.forks) forked |= f.pid == cpid && f.ppid == self();
+  for (const auto& e : rec_.exits)
+    if (e.pid == cpid) {
+      exited = true;
+      EXPECT_EQ(e.exit_code, 3 << 8);
+    }
+  EXPECT_TRUE(forked);
+  EXPECT_TRUE(exited);
+}
+
+TEST_F(CaptureTest, PortFilterKeepsOtherConnectionsQuiet) {
+  SocketPair wanted, other;
+  MakePair(wanted);
+  MakePair(other);
+  CaptureConfig config;
+  config.ports = {wanted.server_port};
+  Load(config);
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(write(wanted.client, "in", 2), 2);
+  ASSERT_EQ(write(other.client, "out", 3), 3);
+  Drain();
+  const ConnOpenEvent* w = rec_.OpenFor(self(), wanted.client);
+  ASSERT_NE(w, nullptr);
+  EXPECT_FALSE(w->ignored);
+  EXPECT_EQ(rec_.StreamFor(w->id, Direction::kEgress), "in");
+  const ConnOpenEvent* o = rec_.OpenFor(self(), other.client);
+  ASSERT_NE(o, nullptr) << "ignored connections are announced once, for cleanup";
+  EXPECT_TRUE(o->ignored);
+  EXPECT_TRUE(rec_.DataFor(o->id, Direction::kEgress).empty());
+}
+
+TEST_F(CaptureTest, UnselectedProcessesProduceNothing) {
+  Load();
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(capture_->Unselect(self()).ok());
+  SocketPair p;
+  MakePair(p);
+  ASSERT_EQ(write(p.client, "quiet", 5), 5);
+  Drain();
+  EXPECT_EQ(rec_.OpenFor(self(), p.client), nullptr);
+  EXPECT_TRUE(rec_.data.empty());
+}
+
+TEST_F(CaptureTest, NoDropsInNormalOperation) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair p;
+  MakePair(p);
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(write(p.client, "0123456789", 10), 10);
+  ASSERT_EQ(DoRecv(Recv::kRead, p.server, 2000).size(), 2000u);
+  Drain();
+  KernelDrops drops = capture_->ReadDrops();
+  for (int r = 0; r < TL_DROP__COUNT; ++r) EXPECT_EQ(drops.Total(r), 0u) << DropReasonName(r);
+  EXPECT_GE(metrics_.CounterTotal("threadline_kernel_events_received_total"), 202u);
+}
+
+}  // namespace
+}  // namespace threadline::testing
