@@ -2,12 +2,15 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "agent/capabilities/capability_probe.h"
 #include "agent/conn/connection_table.h"
@@ -23,6 +26,15 @@ namespace threadline {
 
 namespace {
 constexpr uint64_t kSecond = 1'000'000'000ull;
+
+// The file behind /proc/<pid>/exe as (inode, kernel dev_t), the identity the kernel compares at
+// exec. nullopt for kernel threads and processes we may not inspect.
+std::optional<std::pair<uint64_t, uint32_t>> ExeIdentity(const std::string& pid) {
+  struct stat st {};
+  if (::stat(("/proc/" + pid + "/exe").c_str(), &st) != 0) return std::nullopt;
+  uint32_t kdev = (static_cast<uint32_t>(major(st.st_dev)) << 20) | static_cast<uint32_t>(minor(st.st_dev));
+  return std::pair{static_cast<uint64_t>(st.st_ino), kdev};
+}
 
 bool ProcessGone(uint32_t tgid) {
   struct stat st {};
@@ -90,6 +102,8 @@ Status Agent::Start() {
   cc.capture_bytes = options_.capture_bytes;
   cc.ring_buffer_bytes = options_.ring_buffer_mb << 20;
   cc.max_connections = options_.max_connections;
+  const auto own_exe = ExeIdentity("self");
+  if (own_exe) std::tie(cc.agent_exe_ino, cc.agent_exe_dev) = *own_exe;
   ASSIGN_OR_RETURN(capture_, CaptureProgram::Create(cc));
   size_t attached = 0;
   for (const auto& h : capture_->hooks()) attached += h.attached;
@@ -103,6 +117,17 @@ Status Agent::Start() {
       if (capture_->Select(pid, flags).ok()) ++selected;
     }
   }
+  // Never trace agents: this one's children (probe helpers) nor other threadline instances that
+  // were already running when we loaded (later ones are excluded by the kernel at exec).
+  (void)capture_->Select(sel.agent_pid, TL_SEL_EXCLUDE | TL_SEL_INHERIT);
+  size_t other_agents = 0;
+  if (own_exe) {
+    for (uint32_t pid : ListPids("/proc")) {
+      if (pid == sel.agent_pid || ExeIdentity(std::to_string(pid)) != own_exe) continue;
+      if (capture_->Select(pid, TL_SEL_EXCLUDE | TL_SEL_INHERIT).ok()) ++other_agents;
+    }
+  }
+  if (other_agents) spdlog::info("{} other threadline agent(s) running; excluded from tracing", other_agents);
   ASSIGN_OR_RETURN(ring_, RingConsumer::Create(capture_->ring_buffer_fd(), *this, metrics_));
 
   std::string scope = cc.trace_all ? "all processes" : std::to_string(selected) + " selected processes";

@@ -28,8 +28,8 @@ Result<AgentOptions> ParseOptions(int argc, char** argv) {
                  "repeatable");
   app.add_option("--port", o.ports, "Trace only connections with this local or remote port; repeatable");
   app.add_option("--capture-bytes", o.capture_bytes,
-                 "Payload bytes captured per syscall (power of two, 64..16384)")
-      ->check(CLI::Range(64u, 16384u));
+                 "Payload bytes captured per syscall (power of two, 16..16384)")
+      ->check(CLI::Range(16u, 16384u));
   app.add_option("--ring-buffer-mb", o.ring_buffer_mb, "Kernel ring buffer size in MiB (power of two)")
       ->check(CLI::Range(1u, 1024u));
   app.add_option("--max-connections", o.max_connections,

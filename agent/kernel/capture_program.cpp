@@ -92,6 +92,8 @@ Status CaptureProgram::Open() {
   if (!skel_) return Error::FromErrno("open capture BPF object", errno);
   auto* ro = skel_->rodata;
   ro->agent_tgid = config_.agent_tgid;
+  ro->agent_exe_ino = config_.agent_exe_ino;
+  ro->agent_exe_dev = config_.agent_exe_dev;
   ro->trace_all = config_.trace_all;
   ro->port_filter = !config_.ports.empty();
   ro->capture_bytes = config_.capture_bytes;

@@ -22,6 +22,10 @@ namespace threadline {
 
 struct CaptureConfig {
   uint32_t agent_tgid = 0;          // never traced
+  // The agent's executable: other processes that exec it (other agents) are excluded in the
+  // kernel at exec. 0: no such exclusion. Kernel dev_t encoding (major << 20 | minor).
+  uint64_t agent_exe_ino = 0;
+  uint32_t agent_exe_dev = 0;
   bool trace_all = true;            // false: only tgids added with Select()
   std::vector<uint16_t> ports;      // non-empty: only connections with one of these ports
   uint32_t capture_bytes = 4096;    // payload prefix per data event; power of two, <= 16384

@@ -7,7 +7,9 @@
 namespace threadline {
 
 namespace {
-std::string_view Comm(const ConnectionInfo& c) { return c.comm.empty() ? "?" : c.comm; }
+std::string_view Comm(const ConnectionInfo& c) {
+  return c.comm.empty() ? std::string_view("?") : std::string_view(c.comm);
+}
 
 std::string Endpoint(const IpAddress& a, uint16_t port) {
   return a.is_v4 ? a.ToString() + ":" + std::to_string(port)
@@ -37,7 +39,6 @@ std::string EventPrinter::Escape(std::span<const uint8_t> bytes, size_t max) {
         }
     }
   }
-  if (bytes.size() > max) out += "...";
   return out;
 }
 
@@ -53,6 +54,7 @@ std::string EventPrinter::Stamp(uint64_t boot_ns) const {
 }
 
 void EventPrinter::OnConnectionOpened(const ConnectionInfo& c) {
+  FlushPending();
   std::string local = c.tuple_known ? Endpoint(c.tuple.local, c.tuple.local_port) : "?";
   std::string remote = c.tuple_known ? Endpoint(c.tuple.remote, c.tuple.remote_port) : "?";
   std::fprintf(out_, "%s OPEN  pid=%u comm=%.*s conn=%s role=%.*s src=%.*s local=%s remote=%s\n",
@@ -64,19 +66,38 @@ void EventPrinter::OnConnectionOpened(const ConnectionInfo& c) {
 
 void EventPrinter::OnStreamData(const ConnectionInfo& c, Direction dir, uint64_t pos,
                                 std::span<const uint8_t> bytes, const ChunkMeta& meta) {
-  std::string payload = Escape(bytes, payload_bytes_);
-  std::fprintf(out_,
-               "%s DATA  pid=%u tid=%u comm=%.*s conn=%s dir=%.*s pos=%" PRIu64
-               " size=%zu syscall=%.*s data=\"%s\"\n",
-               Stamp(meta.ts_ns).c_str(), c.id.tgid, meta.tid, static_cast<int>(Comm(c).size()),
-               Comm(c).data(), c.id.ToString().c_str(), static_cast<int>(ToString(dir).size()),
-               ToString(dir).data(), pos, bytes.size(),
-               static_cast<int>(SyscallName(meta.syscall).size()), SyscallName(meta.syscall).data(),
-               payload.c_str());
+  FlushPending();
+  pending_.active = true;
+  pending_.conn = c.id;
+  pending_.dir = dir;
+  pending_.pos = pos;
+  pending_.captured = bytes.size();
+  pending_.meta = meta;
+  pending_.prefix = Stamp(meta.ts_ns) + " DATA  pid=" + std::to_string(c.id.tgid) +
+                    " tid=" + std::to_string(meta.tid) + " comm=" + std::string(Comm(c)) +
+                    " conn=" + c.id.ToString() + " dir=" + std::string(ToString(dir)) +
+                    " pos=" + std::to_string(pos);
+  pending_.suffix = " syscall=" + std::string(SyscallName(meta.syscall)) + " data=\"" +
+                    Escape(bytes, payload_bytes_) + "\"";
+}
+
+void EventPrinter::FlushPending(uint64_t not_captured) {
+  if (!pending_.active) return;
+  pending_.active = false;
+  std::fprintf(out_, "%s size=%" PRIu64 " captured=%" PRIu64 "%s\n", pending_.prefix.c_str(),
+               pending_.captured + not_captured, pending_.captured, pending_.suffix.c_str());
 }
 
 void EventPrinter::OnStreamGap(const ConnectionInfo& c, Direction dir, uint64_t pos, uint64_t len,
                                GapReason reason, const ChunkMeta& meta) {
+  // The uncaptured tail of the syscall just printed: one DATA line with size > captured.
+  if (reason == GapReason::kNotCaptured && pending_.active && pending_.conn == c.id &&
+      pending_.dir == dir && pending_.pos + pending_.captured == pos &&
+      pending_.meta.ts_ns == meta.ts_ns && pending_.meta.tid == meta.tid) {
+    FlushPending(len);
+    return;
+  }
+  FlushPending();
   std::fprintf(out_,
                "%s GAP   pid=%u comm=%.*s conn=%s dir=%.*s pos=%" PRIu64 " len=%" PRIu64
                " reason=%.*s\n",
@@ -87,6 +108,7 @@ void EventPrinter::OnStreamGap(const ConnectionInfo& c, Direction dir, uint64_t 
 }
 
 void EventPrinter::OnConnectionClosed(const ConnectionInfo& c, CloseReason reason) {
+  FlushPending();
   std::fprintf(out_, "%s CLOSE pid=%u comm=%.*s conn=%s reason=%.*s sent=%" PRIu64 " recv=%" PRIu64 "\n",
                Stamp(c.last_activity_ns).c_str(), c.id.tgid, static_cast<int>(Comm(c).size()),
                Comm(c).data(), c.id.ToString().c_str(), static_cast<int>(ToString(reason).size()),
@@ -94,12 +116,14 @@ void EventPrinter::OnConnectionClosed(const ConnectionInfo& c, CloseReason reaso
 }
 
 void EventPrinter::PrintExec(const ProcExecEvent& e) {
+  FlushPending();
   std::fprintf(out_, "%s EXEC  pid=%u ppid=%u comm=%.*s file=%.*s\n", Stamp(e.ts_ns).c_str(),
                e.pid, e.ppid, static_cast<int>(e.comm.size()), e.comm.data(),
                static_cast<int>(e.filename.size()), e.filename.data());
 }
 
 void EventPrinter::PrintExit(const ProcExitEvent& e) {
+  FlushPending();
   std::fprintf(out_, "%s EXIT  pid=%u comm=%.*s status=%d\n", Stamp(e.ts_ns).c_str(), e.pid,
                static_cast<int>(e.comm.size()), e.comm.data(), e.exit_code);
 }

@@ -26,9 +26,13 @@ class EventPrinter : public StreamConsumer {
 
   void PrintExec(const ProcExecEvent& e);
   void PrintExit(const ProcExitEvent& e);
-  void Flush() { std::fflush(out_); }
+  void Flush() {
+    FlushPending();
+    std::fflush(out_);
+  }
 
-  // "GET / HTTP/1.1\r\n" -> GET / HTTP/1.1\r\n (quotes, backslashes, non-printables escaped)
+  // The first `max` bytes C-escaped: "GET / HTTP/1.1\r\n" -> GET / HTTP/1.1\\r\\n. No truncation
+  // marker: DATA lines say size= and captured=, and data= is min(captured, max) bytes.
   static std::string Escape(std::span<const uint8_t> bytes, size_t max);
 
  private:
@@ -37,8 +41,21 @@ class EventPrinter : public StreamConsumer {
   std::FILE* out_;
   const BootClock& clock_;
   uint32_t payload_bytes_;
-  // Chunks of one syscall may arrive as data + gap; the gap line reuses the data's fields.
-  std::string line_;
+  // Prints the held DATA line; `not_captured` bytes of the same syscall followed it as a gap.
+  void FlushPending(uint64_t not_captured = 0);
+
+  // One syscall that moved more bytes than were captured arrives as data + a not_captured gap;
+  // the DATA line is held until we know, so it can say size (moved) and captured (kept).
+  struct PendingData {
+    bool active = false;
+    ConnId conn;
+    Direction dir = Direction::kEgress;
+    uint64_t pos = 0;
+    uint64_t captured = 0;
+    ChunkMeta meta;
+    std::string prefix;  // up to pos=
+    std::string suffix;  // syscall= and data=
+  } pending_;
 };
 
 }  // namespace threadline

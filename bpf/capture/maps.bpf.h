@@ -18,6 +18,11 @@
 
 /* Load-time settings (rodata): fixed before load, read as constants by the verifier. */
 const volatile __u32 agent_tgid = 0;
+/* The agent's executable (inode number and kernel dev_t of its filesystem): processes that exec
+ * it are other threadline agents (a second instance, a restart overlapping the old one) and are
+ * excluded with their children the moment they exec, so agents never trace each other. */
+const volatile __u64 agent_exe_ino = 0;
+const volatile __u32 agent_exe_dev = 0;
 const volatile bool trace_all = true;       /* false: only tgids marked in "selected" */
 const volatile bool port_filter = false;    /* true: only connections with a port in "ports" */
 const volatile __u32 capture_bytes = 4096;  /* payload prefix per event, power of two */

@@ -31,6 +31,17 @@ static __always_inline void proc__on_exec(struct trace_event_raw_sched_process_e
 	if (tgid == agent_tgid)
 		return;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (agent_exe_ino) {
+		/* At sched_process_exec the new image is committed: mm->exe_file is the new file. */
+		struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+		if (exe && BPF_CORE_READ(exe, f_inode, i_ino) == agent_exe_ino &&
+		    BPF_CORE_READ(exe, f_inode, i_sb, s_dev) == agent_exe_dev) {
+			struct tl_selection s = {.flags = TL_SEL_EXCLUDE | TL_SEL_INHERIT};
+			if (bpf_map_update_elem(&selected, &tgid, &s, BPF_ANY))
+				drops__count(TL_DROP_SELECT_MAP_FULL);
+			return;
+		}
+	}
 	__u32 ppid = BPF_CORE_READ(task, real_parent, tgid);
 	__u32 off = ctx->__data_loc_filename & 0xFFFF;
 	proc__emit(TL_EV_PROC_EXEC, pid_tgid, tgid, ppid, 0, (void *)ctx + off);

@@ -401,8 +401,38 @@ def tl_progs() -> list[dict]:
     return [p for p in bpf_progs() if str(p.get("name", "")).startswith(TL_PROG_PREFIX)]
 
 
-def prog_pids(p: dict) -> set[int]:
-    return {int(x["pid"]) for x in p.get("pids", []) if "pid" in x}
+def _prog_holders() -> dict[int, set[int]]:
+    """prog id -> pids holding an fd to it (a program fd or a link fd), read from
+    /proc/<pid>/fdinfo. bpftool only fills in "pids" when it was built with its own BPF
+    iterator skeleton, which Debian's is not, so we ask procfs directly."""
+    holders: dict[int, set[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fdinfo = f"/proc/{entry}/fdinfo"
+        try:
+            names = os.listdir(fdinfo)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                with open(f"{fdinfo}/{name}") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            for m in re.finditer(r"^prog_id:\s*(\d+)", text, re.M):
+                holders.setdefault(int(m.group(1)), set()).add(int(entry))
+    return holders
+
+
+def prog_pids(p: dict, holders: dict[int, set[int]] | None = None) -> set[int]:
+    """Pids holding program p: bpftool's own field when present, else procfs fdinfo."""
+    pids = {int(x["pid"]) for x in p.get("pids", []) if "pid" in x}
+    if pids:
+        return pids
+    if holders is None:
+        holders = _prog_holders()
+    return set(holders.get(int(p["id"]), set()))
 
 
 def pid_alive(pid: int) -> bool:
@@ -427,8 +457,9 @@ def leaked_tl_progs(baseline_ids: set[int], owned_ids: set[int],
     leaked: list[dict] = []
     for _ in deadline_loop(timeout, 0.2):
         leaked = []
+        holders = _prog_holders()
         for p in tl_progs():
-            pid_set = prog_pids(p)
+            pid_set = prog_pids(p, holders)
             if p["id"] in owned_ids:
                 leaked.append(p)
             elif p["id"] not in baseline_ids and not any(pid_alive(x) for x in pid_set):
@@ -439,8 +470,9 @@ def leaked_tl_progs(baseline_ids: set[int], owned_ids: set[int],
 
 
 def describe_progs(progs: list[dict]) -> str:
+    holders = _prog_holders()
     return "\n".join(f"  id={p.get('id')} type={p.get('type')} name={p.get('name')} "
-                     f"pids={sorted(prog_pids(p))}" for p in progs)
+                     f"pids={sorted(prog_pids(p, holders))}" for p in progs)
 
 
 # ---------------------------------------------------------------------------------------------

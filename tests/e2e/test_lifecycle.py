@@ -10,14 +10,15 @@ import time
 import unittest
 
 from e2e_util import (STOP_TIMEOUT, Agent, HttpServer, curl, deadline_loop, describe_progs,
-                      format_events, leaked_tl_progs, main, prog_pids, require_root, tl_progs)
+                      format_events, leaked_tl_progs, main, prog_pids, _prog_holders, require_root, tl_progs)
 
 
 def owned_tl_prog_ids(pids: set[int], timeout: float = 5.0) -> set[int]:
-    """ids of the tl_ programs the given processes hold (bpftool reports holders' pids)."""
+    """ids of the tl_ programs the given processes hold (fds to the program or its links)."""
     ids: set[int] = set()
     for _ in deadline_loop(timeout, 0.2):
-        ids = {p["id"] for p in tl_progs() if prog_pids(p) & pids}
+        holders = _prog_holders()
+        ids = {p["id"] for p in tl_progs() if prog_pids(p, holders) & pids}
         if ids:
             break
     return ids
