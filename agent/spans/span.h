@@ -1,0 +1,115 @@
+// The span model: what the spans stage builds and every output (console, OTLP JSON lines, OTLP
+// gRPC/HTTP) consumes. Plain values shaped after the OTLP trace data model (opentelemetry/proto/
+// trace/v1/trace.proto) so conversion to the wire is a field-by-field copy; numbering of enums
+// follows OTLP.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace threadline {
+
+// 16 bytes; all-zero is invalid (W3C trace-context).
+struct TraceId {
+  std::array<uint8_t, 16> bytes{};
+  bool valid() const;
+  std::string Hex() const;  // 32 lowercase hex digits
+  static TraceId Random();  // never all-zero
+  bool operator==(const TraceId&) const = default;
+};
+
+// 8 bytes; all-zero is invalid (and means "no parent" in parent_span_id).
+struct SpanId {
+  std::array<uint8_t, 8> bytes{};
+  bool valid() const;
+  std::string Hex() const;  // 16 lowercase hex digits
+  static SpanId Random();   // never all-zero
+  bool operator==(const SpanId&) const = default;
+};
+
+// OTLP Span.SpanKind numbering.
+enum class SpanKind : uint8_t { kUnspecified = 0, kInternal = 1, kServer = 2, kClient = 3, kProducer = 4, kConsumer = 5 };
+// OTLP Status.StatusCode numbering.
+enum class StatusCode : uint8_t { kUnset = 0, kOk = 1, kError = 2 };
+
+std::string_view ToString(SpanKind k);    // "SERVER", "CLIENT", ...
+std::string_view ToString(StatusCode c);  // "UNSET", "OK", "ERROR"
+
+using AttributeValue = std::variant<std::string, int64_t, double, bool>;
+
+struct Attribute {
+  std::string key;
+  AttributeValue value;
+  bool operator==(const Attribute&) const = default;
+};
+using Attributes = std::vector<Attribute>;
+
+// The value of `key` in `attrs`, or nullptr.
+const AttributeValue* FindAttribute(const Attributes& attrs, std::string_view key);
+
+struct SpanEvent {
+  std::string name;           // e.g. "exception"
+  uint64_t time_unix_ns = 0;
+  Attributes attributes;
+};
+
+struct SpanLink {
+  TraceId trace_id;
+  SpanId span_id;
+  std::string trace_state;
+  uint32_t flags = 0;
+  Attributes attributes;
+};
+
+// One per traced process (service.name, process.pid, host.name, ...). Shared by its spans.
+struct Resource {
+  Attributes attributes;
+};
+
+// W3C trace-flags bit.
+inline constexpr uint32_t kTraceFlagSampled = 0x01;
+
+struct Span {
+  TraceId trace_id;
+  SpanId span_id;
+  SpanId parent_span_id;       // invalid (all-zero) for a root span
+  std::string trace_state;     // W3C tracestate, passed on unchanged
+  uint32_t flags = kTraceFlagSampled;  // W3C trace-flags (low 8 bits), OTLP Span.flags
+  bool parent_is_remote = false;       // parent came from another process (a header)
+
+  std::string name;
+  SpanKind kind = SpanKind::kUnspecified;
+  uint64_t start_unix_ns = 0;
+  uint64_t end_unix_ns = 0;
+
+  Attributes attributes;
+  std::vector<SpanEvent> events;
+  std::vector<SpanLink> links;
+  StatusCode status = StatusCode::kUnset;
+  std::string status_message;
+
+  std::shared_ptr<const Resource> resource;  // never null once built
+  uint32_t pid = 0;                           // process that served or sent the request
+
+  bool sampled() const { return flags & kTraceFlagSampled; }
+};
+
+// The instrumentation scope every span carries.
+inline constexpr std::string_view kScopeName = "threadline";
+inline constexpr std::string_view kScopeVersion = "0.1.0";
+
+// Where finished spans go (pipeline, console, JSON, OTLP). Called on the consumer thread.
+class SpanSink {
+ public:
+  virtual ~SpanSink() = default;
+  virtual void OnSpan(Span span) = 0;
+  // Called periodically and at shutdown: write out anything held.
+  virtual void Flush() {}
+};
+
+}  // namespace threadline
