@@ -57,6 +57,48 @@ static __always_inline bool args__take(struct tl_io_args *out)
 	return true;
 }
 
+/* The syscall's i-th argument from the user registers the kernel saved at syscall entry. The
+ * argument registers are not written back while the syscall runs (only ax gets the result),
+ * so at exit they still hold what the caller passed. */
+static __always_inline __u64 regs__arg(struct pt_regs *r, int i)
+{
+#if defined(__TARGET_ARCH_x86)
+	switch (i) {
+	case 0: return BPF_CORE_READ(r, di);
+	case 1: return BPF_CORE_READ(r, si);
+	case 2: return BPF_CORE_READ(r, dx);
+	case 3: return BPF_CORE_READ(r, r10);
+	case 4: return BPF_CORE_READ(r, r8);
+	case 5: return BPF_CORE_READ(r, r9);
+	}
+#endif
+	return 0;
+}
+
+/* Like args__take, but when the entry was never seen, rebuilds the arguments from the saved
+ * user registers. That happens to every syscall already in flight when the hooks attached: a
+ * thread-per-connection server blocked in read() on a keep-alive connection would otherwise
+ * lose the first request it gets after the agent starts. Argument indices < 0 read as 0. */
+static __always_inline bool args__take_or_recover(struct tl_io_args *out, __u8 syscall, int i_fd,
+						  int i_buf, int i_count, int i_flags)
+{
+	if (args__take(out))
+		return true;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!proc__selected(pid_tgid >> 32))
+		return false;
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!r)
+		return false;
+	out->enter_ts = bpf_ktime_get_boot_ns(); /* the real entry predates us; exit time is our best */
+	out->fd = i_fd >= 0 ? (__s32)regs__arg(r, i_fd) : -1;
+	out->buf = i_buf >= 0 ? regs__arg(r, i_buf) : 0;
+	out->count = i_count >= 0 ? (__u32)regs__arg(r, i_count) : 0;
+	out->flags = i_flags >= 0 ? (__u32)regs__arg(r, i_flags) : 0;
+	out->syscall = syscall;
+	return true;
+}
+
 #define SYS_ENTER(name) SEC("tracepoint/syscalls/sys_enter_" #name) int tl_enter_##name(struct trace_event_raw_sys_enter *ctx)
 #define SYS_EXIT(name) SEC("tracepoint/syscalls/sys_exit_" #name) int tl_exit_##name(struct trace_event_raw_sys_exit *ctx)
 
@@ -67,19 +109,23 @@ SYS_ENTER(write) { args__stash(TL_SYS_WRITE, ctx->args[0], ctx->args[1], ctx->ar
 SYS_ENTER(sendto) { args__stash(TL_SYS_SENDTO, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
 SYS_ENTER(recvfrom) { args__stash(TL_SYS_RECVFROM, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
 
-static __always_inline int exit__buffer(void *ctx, long ret, __u8 direction)
+static __always_inline int exit__buffer(void *ctx, long ret, __u8 direction, __u8 sys, int i_flags)
 {
 	struct tl_io_args a;
-	if (!args__take(&a) || ret <= 0)
+	if (ret <= 0) {
+		args__take(&a);
+		return 0;
+	}
+	if (!args__take_or_recover(&a, sys, 0, 1, 2, i_flags))
 		return 0;
 	data__from_buffer(ctx, &a, direction, (__u64)ret);
 	return 0;
 }
 
-SYS_EXIT(read) { return exit__buffer(ctx, ctx->ret, TL_DIR_INGRESS); }
-SYS_EXIT(write) { return exit__buffer(ctx, ctx->ret, TL_DIR_EGRESS); }
-SYS_EXIT(sendto) { return exit__buffer(ctx, ctx->ret, TL_DIR_EGRESS); }
-SYS_EXIT(recvfrom) { return exit__buffer(ctx, ctx->ret, TL_DIR_INGRESS); }
+SYS_EXIT(read) { return exit__buffer(ctx, ctx->ret, TL_DIR_INGRESS, TL_SYS_READ, -1); }
+SYS_EXIT(write) { return exit__buffer(ctx, ctx->ret, TL_DIR_EGRESS, TL_SYS_WRITE, -1); }
+SYS_EXIT(sendto) { return exit__buffer(ctx, ctx->ret, TL_DIR_EGRESS, TL_SYS_SENDTO, 3); }
+SYS_EXIT(recvfrom) { return exit__buffer(ctx, ctx->ret, TL_DIR_INGRESS, TL_SYS_RECVFROM, 3); }
 
 /* --- iovec I/O: readv, writev, sendmsg, recvmsg -------------------------------------------- */
 
@@ -88,19 +134,27 @@ SYS_ENTER(writev) { args__stash(TL_SYS_WRITEV, ctx->args[0], ctx->args[1], ctx->
 SYS_ENTER(sendmsg) { args__stash(TL_SYS_SENDMSG, ctx->args[0], ctx->args[1], 0, ctx->args[2]); return 0; }
 SYS_ENTER(recvmsg) { args__stash(TL_SYS_RECVMSG, ctx->args[0], ctx->args[1], 0, ctx->args[2]); return 0; }
 
-static __always_inline int exit__iov(void *ctx, long ret, __u8 direction)
+static __always_inline int exit__iov(void *ctx, long ret, __u8 direction, __u8 sys)
 {
 	struct tl_io_args a;
-	if (!args__take(&a) || ret <= 0)
+	if (ret <= 0) {
+		args__take(&a);
+		return 0;
+	}
+	if (!args__take_or_recover(&a, sys, 0, 1, 2, -1))
 		return 0;
 	data__from_iovec(ctx, &a, direction, (__u64)ret);
 	return 0;
 }
 
-static __always_inline int exit__msg(void *ctx, long ret, __u8 direction)
+static __always_inline int exit__msg(void *ctx, long ret, __u8 direction, __u8 sys)
 {
 	struct tl_io_args a;
-	if (!args__take(&a) || ret <= 0)
+	if (ret <= 0) {
+		args__take(&a);
+		return 0;
+	}
+	if (!args__take_or_recover(&a, sys, 0, 1, -1, 2))
 		return 0;
 	struct user_msghdr msg;
 	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)a.buf)) {
@@ -115,27 +169,31 @@ static __always_inline int exit__msg(void *ctx, long ret, __u8 direction)
 	return 0;
 }
 
-SYS_EXIT(readv) { return exit__iov(ctx, ctx->ret, TL_DIR_INGRESS); }
-SYS_EXIT(writev) { return exit__iov(ctx, ctx->ret, TL_DIR_EGRESS); }
-SYS_EXIT(sendmsg) { return exit__msg(ctx, ctx->ret, TL_DIR_EGRESS); }
-SYS_EXIT(recvmsg) { return exit__msg(ctx, ctx->ret, TL_DIR_INGRESS); }
+SYS_EXIT(readv) { return exit__iov(ctx, ctx->ret, TL_DIR_INGRESS, TL_SYS_READV); }
+SYS_EXIT(writev) { return exit__iov(ctx, ctx->ret, TL_DIR_EGRESS, TL_SYS_WRITEV); }
+SYS_EXIT(sendmsg) { return exit__msg(ctx, ctx->ret, TL_DIR_EGRESS, TL_SYS_SENDMSG); }
+SYS_EXIT(recvmsg) { return exit__msg(ctx, ctx->ret, TL_DIR_INGRESS, TL_SYS_RECVMSG); }
 
 /* --- multi-message I/O: sendmmsg, recvmmsg (ret = number of messages) ---------------------- */
 
 SYS_ENTER(sendmmsg) { args__stash(TL_SYS_SENDMMSG, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
 SYS_ENTER(recvmmsg) { args__stash(TL_SYS_RECVMMSG, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
 
-static __always_inline int exit__mmsg(void *ctx, long ret, __u8 direction)
+static __always_inline int exit__mmsg(void *ctx, long ret, __u8 direction, __u8 sys)
 {
 	struct tl_io_args a;
-	if (!args__take(&a) || ret <= 0)
+	if (ret <= 0) {
+		args__take(&a);
+		return 0;
+	}
+	if (!args__take_or_recover(&a, sys, 0, 1, 2, 3))
 		return 0;
 	data__from_mmsg(ctx, &a, direction, (__u32)ret);
 	return 0;
 }
 
-SYS_EXIT(sendmmsg) { return exit__mmsg(ctx, ctx->ret, TL_DIR_EGRESS); }
-SYS_EXIT(recvmmsg) { return exit__mmsg(ctx, ctx->ret, TL_DIR_INGRESS); }
+SYS_EXIT(sendmmsg) { return exit__mmsg(ctx, ctx->ret, TL_DIR_EGRESS, TL_SYS_SENDMMSG); }
+SYS_EXIT(recvmmsg) { return exit__mmsg(ctx, ctx->ret, TL_DIR_INGRESS, TL_SYS_RECVMMSG); }
 
 /* --- sendfile: bytes move from a file to the socket; size known, payload not ---------------- */
 
@@ -143,7 +201,11 @@ SYS_ENTER(sendfile64) { args__stash(TL_SYS_SENDFILE, ctx->args[0], 0, ctx->args[
 SYS_EXIT(sendfile64)
 {
 	struct tl_io_args a;
-	if (!args__take(&a) || ctx->ret <= 0)
+	if (ctx->ret <= 0) {
+		args__take(&a);
+		return 0;
+	}
+	if (!args__take_or_recover(&a, TL_SYS_SENDFILE, 0, -1, 3, -1))
 		return 0;
 	data__without_payload(ctx, &a, TL_DIR_EGRESS, (__u64)ctx->ret);
 	return 0;

@@ -164,10 +164,10 @@ Result<std::vector<TcpSocketEntry>> DumpInetDiag(uint16_t family) {
 }  // namespace discovery
 
 ProcSocketResolver::ProcSocketResolver(MetricsRegistry& metrics, std::string proc_root,
-                                       uint64_t cache_ttl_ns)
+                                       uint64_t cache_ttl_ns, Source source)
     : proc_root_(std::move(proc_root)),
       cache_ttl_ns_(cache_ttl_ns),
-      own_netns_(proc_root_ == "/proc" ? OwnNetns() : 0),
+      own_netns_(proc_root_ == "/proc" && source == Source::kAuto ? OwnNetns() : 0),
       resolved_(metrics.GetCounter("threadline_socket_lookups_total", {{"result", "resolved"}},
                                    "Late-seen sockets looked up in /proc or inet_diag")),
       unresolved_(metrics.GetCounter("threadline_socket_lookups_total", {{"result", "unresolved"}})),
@@ -245,8 +245,6 @@ std::optional<Tuple> ProcSocketResolver::TupleOf(uint32_t tgid, int32_t fd) {
       resolved_.Add(1);
       return it->second;
     }
-    // A listing fetched just now cannot get any fresher.
-    if (BootClock::NowBootNs() - listing->fetched_ns < 1'000'000) break;
   }
   unresolved_.Add(1);
   return std::nullopt;

@@ -46,8 +46,11 @@ Result<std::vector<TcpSocketEntry>> DumpInetDiag(uint16_t family);
 
 class ProcSocketResolver : public SocketResolver {
  public:
+  // kAuto: inet_diag for the agent's own namespace, procfs for others. kProcOnly: always procfs
+  // (tests; hosts where NETLINK_SOCK_DIAG is filtered).
+  enum class Source { kAuto, kProcOnly };
   explicit ProcSocketResolver(MetricsRegistry& metrics, std::string proc_root = "/proc",
-                              uint64_t cache_ttl_ns = 1'000'000'000ull);
+                              uint64_t cache_ttl_ns = 1'000'000'000ull, Source source = Source::kAuto);
 
   std::optional<Role> RoleOf(uint32_t tgid, const Tuple& tuple) override;
   std::optional<Tuple> TupleOf(uint32_t tgid, int32_t fd) override;

@@ -7,6 +7,8 @@ directions with consistent stream positions, CLOSE), and nothing of the agent it
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import unittest
 
 from e2e_util import (CONN_KINDS, Agent, Event, HttpServer, curl, format_events, main,
@@ -232,6 +234,77 @@ class EventsTest(unittest.TestCase):
         self.assertEqual(agent.stop(), 0, agent.describe())
         self.assertTrue(any(e.kind in CONN_KINDS for e in agent.events()), agent.describe())
         assert_not_self(self, agent)
+
+    def test_connection_opened_before_the_agent(self):
+        """A keep-alive connection established before the agent started is picked up on its
+        next I/O: OPEN src=first-io with the right tuple and role (server role found from the
+        listening sockets), then the second request's bytes on both ends."""
+        server = subprocess.Popen([sys.executable, "-c", KEEPALIVE_SERVER],
+                                  stdout=subprocess.PIPE, text=True)
+        self.addCleanup(server.kill)
+        port = int(server.stdout.readline())
+        client = subprocess.Popen([sys.executable, "-c", KEEPALIVE_CLIENT, str(port)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(client.kill)
+        self.assertEqual(client.stdout.readline().strip(), "first 200")
+        agent = Agent(["--output=events"], self)  # the connection already exists
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        self.assertEqual(client.stdout.readline().strip(), "second 200")
+        agent.wait_for(lambda evs: sum(1 for e in evs if e.kind == "DATA" and
+                                       e.pid in (client.pid, server.pid)) >= 4)
+        self.assertEqual(agent.stop(), 0, agent.describe())
+        evs = agent.events()
+        ctx = "\n" + agent.describe()
+        copen = [e for e in evs if e.kind == "OPEN" and e.pid == client.pid]
+        sopen = [e for e in evs if e.kind == "OPEN" and e.pid == server.pid]
+        self.assertEqual(len(copen), 1, ctx)
+        self.assertEqual(len(sopen), 1, ctx)
+        self.assertEqual(copen[0].get("src"), "first-io", copen[0].raw)
+        self.assertEqual(sopen[0].get("src"), "first-io", sopen[0].raw)
+        self.assertEqual(copen[0].get("role"), "client", copen[0].raw)
+        self.assertEqual(sopen[0].get("role"), "server", sopen[0].raw)
+        self.assertEqual(copen[0].get("remote"), f"127.0.0.1:{port}", copen[0].raw)
+        self.assertEqual(sopen[0].get("local"), f"127.0.0.1:{port}", sopen[0].raw)
+        self.assertEqual(copen[0].get("local"), sopen[0].get("remote"), ctx)
+        creq = data_events(evs, copen[0].get("conn"), "egress")
+        sreq = data_events(evs, sopen[0].get("conn"), "ingress")
+        self.assertTrue(creq and creq[0].data.startswith(b"GET /second HTTP/1.1\r\n"), ctx)
+        self.assertTrue(sreq and sreq[0].data.startswith(b"GET /second HTTP/1.1\r\n"), ctx)
+        # Positions count from the first byte the agent saw.
+        self.assertEqual(creq[0].int("pos"), 0, creq[0].raw)
+        self.assertEqual(sreq[0].int("pos"), 0, sreq[0].raw)
+        sresp = data_events(evs, sopen[0].get("conn"), "egress")
+        self.assertTrue(sresp and sresp[0].data.startswith(b"HTTP/1.1 200"), ctx)
+
+
+KEEPALIVE_SERVER = r"""
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = b"ok " + self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+KEEPALIVE_CLIENT = r"""
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+c.request("GET", "/first"); r = c.getresponse(); r.read()
+print("first", r.status, flush=True)
+sys.stdin.readline()
+c.request("GET", "/second"); r = c.getresponse(); r.read()
+print("second", r.status, flush=True)
+sys.stdin.readline()
+"""
 
 
 if __name__ == "__main__":

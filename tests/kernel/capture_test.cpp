@@ -359,6 +359,31 @@ TEST_F(CaptureTest, ConnectionOpenedBeforeTheAgentIsPickedUpOnItsNextIo) {
   EXPECT_EQ(rec_.StreamFor(s->id, Direction::kIngress), "late");
 }
 
+// A thread already blocked in recvfrom() when the hooks attach: its entry was never seen, yet
+// the bytes it returns are captured (arguments rebuilt from the saved user registers).
+TEST_F(CaptureTest, ReadInFlightWhenTheAgentAttachesIsCaptured) {
+  SocketPair p;
+  MakePair(p);
+  std::string got;
+  std::thread reader([&] { got = DoRecv(Recv::kRecvfrom, p.server, 9); });
+  usleep(200 * 1000);  // the reader is now inside recvfrom
+  Load();
+  if (HasFatalFailure()) {
+    (void)!write(p.client, "in-flight", 9);
+    reader.join();
+    return;
+  }
+  ASSERT_EQ(write(p.client, "in-flight", 9), 9);
+  reader.join();
+  ASSERT_EQ(got, "in-flight");
+  Drain();
+  const ConnOpenEvent* s = rec_.OpenFor(self(), p.server);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->source, ConnSource::kFirstIo);
+  EXPECT_EQ(s->tuple.local_port, p.server_port);
+  EXPECT_EQ(rec_.StreamFor(s->id, Direction::kIngress), "in-flight");
+}
+
 TEST_F(CaptureTest, SendfileCountsBytesWithoutPayload) {
   Load();
   if (HasFatalFailure()) return;
