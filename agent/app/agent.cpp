@@ -20,7 +20,12 @@
 #include "agent/ingest/ring_consumer.h"
 #include "agent/kernel/bpf_env.h"
 #include "agent/kernel/capture_program.h"
+#include "agent/discovery/resource.h"
+#include "agent/output/console_tree.h"
 #include "agent/output/event_printer.h"
+#include "agent/protocols/dispatcher.h"
+#include "agent/spans/http_spans.h"
+#include "exporter/json_lines.h"
 
 namespace threadline {
 
@@ -41,8 +46,14 @@ bool ProcessGone(uint32_t tgid) {
   return ::stat(("/proc/" + std::to_string(tgid)).c_str(), &st) != 0 && errno == ENOENT;
 }
 
-// --output=none still runs the whole pipeline (connection table, gaps, counters).
+// Only for the events view's absence; every other mode runs the span pipeline.
 class NullConsumer : public StreamConsumer {};
+
+// --output=none still runs the whole pipeline (connections, parsing, spans, counters).
+class NullSpanSink : public SpanSink {
+ public:
+  void OnSpan(Span) override {}
+};
 }  // namespace
 
 Agent::Agent(const AgentOptions& options, MetricsRegistry& metrics)
@@ -51,6 +62,11 @@ Agent::Agent(const AgentOptions& options, MetricsRegistry& metrics)
 Agent::~Agent() {
   ring_.reset();
   capture_.reset();  // detaches every hook
+  table_.reset();
+  dispatcher_.reset();
+  span_builder_.reset();
+  if (span_sink_) span_sink_->Flush();
+  span_sink_.reset();
   if (out_ && owns_out_) std::fclose(out_);
 }
 
@@ -88,8 +104,24 @@ Status Agent::Start() {
     printer_ = std::make_unique<EventPrinter>(out_, clock_, options_.print_payload_bytes);
     consumer = printer_.get();
   } else {
-    null_consumer_ = std::make_unique<NullConsumer>();
-    consumer = null_consumer_.get();
+    HttpSpanConfig span_config;
+    ASSIGN_OR_RETURN(span_config.routes, RouteTable::Create(options_.routes));
+    span_config.redaction.extra_query_keys = options_.redact_query_keys;
+    resources_ = std::make_unique<ResourceCache>(ResourceCacheOptions{}, metrics_);
+    if (options_.output == OutputMode::kConsole) {
+      auto console = std::make_unique<ConsoleTreeSink>(out_, ConsoleTreeOptions{},
+                                                       &ConsoleTreeSink::SteadyNowNs, metrics_);
+      console_ = console.get();
+      span_sink_ = std::move(console);
+    } else if (options_.output == OutputMode::kJson) {
+      span_sink_ = std::make_unique<JsonLinesSink>(out_, JsonLinesSink::kDefaultMaxBatchSpans, metrics_);
+    } else {
+      span_sink_ = std::make_unique<NullSpanSink>();
+    }
+    span_builder_ = std::make_unique<HttpSpanBuilder>(std::move(span_config), *resources_, clock_,
+                                                      *span_sink_, metrics_);
+    dispatcher_ = std::make_unique<ProtocolDispatcher>(DispatcherConfig{}, *span_builder_, metrics_);
+    consumer = dispatcher_.get();
   }
   ConnectionTableConfig table_config;
   table_config.max_connections = options_.max_connections;
@@ -153,11 +185,17 @@ Status Agent::Run(const std::atomic<bool>& stop) {
   }
   ring_->Drain();
   if (printer_) printer_->Flush();
+  if (span_sink_) span_sink_->Flush();
   return OkStatus();
 }
 
 void Agent::Upkeep(uint64_t now) {
   table_->Tick(now);
+  if (console_) console_->Poll();
+  if (span_sink_ && !console_ && now - last_span_flush_ns_ >= kSecond) {
+    span_sink_->Flush();
+    last_span_flush_ns_ = now;
+  }
   if (now - last_clock_refresh_ns_ >= 10 * kSecond) {
     clock_.Refresh();
     last_clock_refresh_ns_ = now;
@@ -226,6 +264,7 @@ void Agent::OnConnState(const ConnStateEvent& e) { table_->OnConnState(e); }
 
 void Agent::OnProcExec(const ProcExecEvent& e) {
   processes_->OnExec(e.pid);
+  if (resources_) resources_->OnExec(e.pid);
   bool traced = selector_->trace_all_processes();
   if (!traced) {
     // Selection by executable is decided now that the new image is known. A pid listed with
@@ -247,6 +286,7 @@ void Agent::OnProcFork(const ProcForkEvent&) {}
 void Agent::OnProcExit(const ProcExitEvent& e) {
   table_->OnProcExit(e);
   processes_->OnExit(e.pid);
+  if (resources_) resources_->OnExit(e.pid);
   exits_since_sweep_ = true;
   if (printer_) printer_->PrintExit(e);
 }

@@ -23,6 +23,11 @@ class Selector;
 class ProcessCache;
 class ProcSocketResolver;
 class StreamConsumer;
+class ResourceCache;
+class SpanSink;
+class ConsoleTreeSink;
+class HttpSpanBuilder;
+class ProtocolDispatcher;
 
 class Agent : public EventSink {
  public:
@@ -59,6 +64,13 @@ class Agent : public EventSink {
   std::unique_ptr<ProcSocketResolver> resolver_;
   std::unique_ptr<EventPrinter> printer_;
   std::unique_ptr<StreamConsumer> null_consumer_;
+  // Spans: conn -> protocols (dispatcher) -> spans (builder) -> sink (console / JSON lines).
+  std::unique_ptr<ResourceCache> resources_;
+  std::unique_ptr<SpanSink> span_sink_;
+  ConsoleTreeSink* console_ = nullptr;  // span_sink_ when --output=console
+  std::unique_ptr<HttpSpanBuilder> span_builder_;
+  std::unique_ptr<ProtocolDispatcher> dispatcher_;
+  uint64_t last_span_flush_ns_ = 0;
   std::unique_ptr<ConnectionTable> table_;
   std::unique_ptr<CaptureProgram> capture_;
   std::unique_ptr<RingConsumer> ring_;

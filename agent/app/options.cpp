@@ -16,8 +16,13 @@ Result<AgentOptions> ParseOptions(int argc, char** argv) {
   app.add_flag("--probe", o.probe_only,
                "Load and attach one probe of each kind, print what this kernel supports and "
                "which hook each feature uses, then exit");
-  std::map<std::string, OutputMode> outputs{{"events", OutputMode::kEvents}, {"none", OutputMode::kNone}};
-  app.add_option("--output", o.output, "What to print: events (connections, data, processes) or none")
+  std::map<std::string, OutputMode> outputs{{"console", OutputMode::kConsole},
+                                            {"json", OutputMode::kJson},
+                                            {"events", OutputMode::kEvents},
+                                            {"none", OutputMode::kNone}};
+  app.add_option("--output", o.output,
+                 "console: a tree per trace (default); json: OTLP JSON, one request per line; "
+                 "events: raw connections and data; none")
       ->transform(CLI::CheckedTransformer(outputs, CLI::ignore_case));
   app.add_option("--output-file", o.output_file, "Write output there instead of stdout");
   app.add_option("--duration", o.duration_s, "Stop by itself after this many seconds")
@@ -40,6 +45,11 @@ Result<AgentOptions> ParseOptions(int argc, char** argv) {
   app.add_option("--stats-interval", o.stats_interval_s,
                  "Log the agent's own counters every N seconds (0: only at exit)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--route", o.routes,
+                 "URL path pattern naming spans, e.g. /items/{id} or /static/*; first match wins; "
+                 "repeatable (unmatched paths get ids replaced by placeholders)");
+  app.add_option("--redact-query-key", o.redact_query_keys,
+                 "Extra query parameter whose value is replaced by REDACTED; repeatable");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error (env THREADLINE_LOG_LEVEL)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 

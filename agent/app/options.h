@@ -10,11 +10,13 @@
 
 namespace threadline {
 
-enum class OutputMode { kEvents, kNone };
+// console: a tree per trace on stdout (the default); json: one OTLP JSON ExportTraceServiceRequest
+// per line; events: the raw connection/data view (no spans); none: run everything, print nothing.
+enum class OutputMode { kConsole, kJson, kEvents, kNone };
 
 struct AgentOptions {
   bool probe_only = false;
-  OutputMode output = OutputMode::kEvents;
+  OutputMode output = OutputMode::kConsole;
   std::string output_file;  // empty: stdout
   double duration_s = 0;    // 0: run until SIGINT/SIGTERM
   std::vector<uint32_t> pids;
@@ -25,6 +27,8 @@ struct AgentOptions {
   uint32_t max_connections = 65536;
   uint32_t print_payload_bytes = 256;
   double stats_interval_s = 0;  // 0: stats only at exit
+  std::vector<std::string> routes;           // --route: URL path patterns for span names
+  std::vector<std::string> redact_query_keys;  // --redact-query-key: extra sensitive keys
   std::string log_level = "info";
 };
 

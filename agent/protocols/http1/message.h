@@ -1,0 +1,126 @@
+// HTTP/1.x messages and request/response exchanges as the protocols stage hands them to spans.
+//
+// Plain value types: what was on the wire (start line, headers, sizes, framing) and when (the
+// ChunkMeta of the syscalls that carried the first and the last byte). Memory per message is
+// bounded: header count and value sizes are capped; the body is measured, never stored.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/conn/stream_consumer.h"
+
+namespace threadline::http1 {
+
+struct Header {
+  std::string name;   // as sent (case kept); compare with EqualsIgnoreCase
+  std::string value;  // OWS trimmed, obs-fold replaced by one SP, capped at kMaxValueBytes
+};
+
+// Header fields (or trailer fields) of one message, bounded: fields past kMaxHeaders and value
+// bytes past kMaxValueBytes are dropped and only counted. Framing-relevant fields are read by
+// the parser while parsing, so dropping a stored field never changes how a message is framed.
+class HeaderList {
+ public:
+  static constexpr size_t kMaxHeaders = 64;
+  static constexpr size_t kMaxNameBytes = 256;
+  static constexpr size_t kMaxValueBytes = 8 * 1024;
+
+  void Add(std::string_view name, std::string_view value);
+  // obs-fold: a continuation line joins the last stored field's value with one SP.
+  void AppendToLast(std::string_view continuation);
+
+  // The first field named `name` (ASCII case-insensitive), or nullptr.
+  const Header* Find(std::string_view name) const;
+  // Its value, or nullopt.
+  std::optional<std::string_view> Get(std::string_view name) const;
+
+  const std::vector<Header>& fields() const { return fields_; }
+  size_t size() const { return fields_.size(); }
+  bool empty() const { return fields_.empty(); }
+  uint32_t dropped_fields() const { return dropped_fields_; }  // past kMaxHeaders
+  bool values_truncated() const { return values_truncated_; }  // some value or name was capped
+
+ private:
+  std::vector<Header> fields_;
+  uint32_t dropped_fields_ = 0;
+  bool values_truncated_ = false;
+  bool last_dropped_ = false;  // an obs-fold after a dropped field is dropped too
+};
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+
+enum class MessageKind : uint8_t { kRequest, kResponse };
+
+// How the end of the body was found (RFC 9112 §6.3).
+enum class Framing : uint8_t {
+  kNone,           // no body: HEAD response, 1xx/204/304, request without length, tunnel
+  kContentLength,  // Content-Length
+  kChunked,        // Transfer-Encoding: ..., chunked
+  kUntilClose,     // response without length (HTTP/1.0 style): ends when the connection closes
+};
+
+struct Message {
+  MessageKind kind = MessageKind::kRequest;
+  uint8_t version_minor = 1;  // HTTP/1.<minor>
+
+  // Request line (kind == kRequest).
+  std::string method;  // case-sensitive token, e.g. "GET"
+  std::string target;  // request-target as sent, capped at the start-line limit
+  // Status line (kind == kResponse).
+  uint16_t status_code = 0;
+  std::string reason;  // reason phrase, capped at 256 bytes
+
+  HeaderList headers;
+  uint64_t header_bytes = 0;  // start line + header fields + the empty line, on the wire
+
+  Framing framing = Framing::kNone;
+  uint64_t body_bytes = 0;       // content bytes (decoded length for chunked)
+  uint64_t body_wire_bytes = 0;  // bytes after the header block: chunk lines and trailers included
+  uint64_t body_bytes_not_captured = 0;  // part of body_wire_bytes we only know the size of (gaps)
+  // The end of the message was never seen: chunk framing lost in a gap, a bad chunk line, or
+  // the connection closed before the declared length. Sizes are then lower bounds.
+  bool truncated = false;
+  HeaderList trailers;  // chunked trailer fields
+
+  // Derived from headers while parsing (all fields are scanned, even ones not stored).
+  bool connection_close = false;    // "Connection: close", or HTTP/1.0 without keep-alive
+  bool upgrade_requested = false;   // request with "Connection: upgrade" and an Upgrade field
+  bool expect_continue = false;     // request with "Expect: 100-continue"
+  bool te_and_cl = false;           // both Transfer-Encoding and Content-Length (TE wins)
+
+  // Syscalls that carried the first byte of the start line and the last byte of the message
+  // (a gap's meta when the message ended inside bytes that were not captured).
+  ChunkMeta first_chunk;
+  ChunkMeta last_chunk;
+
+  bool is_request() const { return kind == MessageKind::kRequest; }
+  bool is_interim() const { return kind == MessageKind::kResponse && status_code / 100 == 1; }
+  // Any byte of this message was not seen (size known or not).
+  bool missing_bytes() const { return truncated || body_bytes_not_captured > 0; }
+};
+
+enum class Outcome : uint8_t {
+  kComplete,                // request and its final response
+  kClosedBeforeResponse,    // the connection closed (or the agent gave it up) unanswered
+  kResponseWithoutRequest,  // the request was never seen: joined mid-stream or lost in a gap
+  kResponseLost,            // a response was there but could not be parsed (e.g. gap in headers)
+  kUpgraded,                // 101 Switching Protocols: the connection stopped being HTTP/1
+  kTunnel,                  // CONNECT answered 2xx: the connection became a tunnel
+};
+std::string_view ToString(Outcome o);
+std::string_view ToString(Framing f);
+
+struct Exchange {
+  std::optional<Message> request;   // empty for kResponseWithoutRequest
+  std::optional<Message> response;  // the final (non-1xx) response; empty when none was seen
+  uint32_t interim_responses = 0;   // 1xx responses before the final one (100 Continue, 103)
+  Outcome outcome = Outcome::kComplete;
+  uint64_t closed_ts_ns = 0;  // kClosedBeforeResponse: when the connection was closed
+};
+
+}  // namespace threadline::http1

@@ -1,0 +1,138 @@
+// One HTTP/1.x connection: both directions' parsers, and the pairing of requests with their
+// responses in order (keep-alive, pipelining), emitted as Exchanges.
+//
+// Server connections carry requests on ingress and responses on egress; client connections
+// the reverse; Role::kUnknown decides from the first bytes (detect.h). Memory is bounded: one
+// unfinished line per direction (<= the header-block limit) and at most max_pending_requests
+// requests waiting for responses (more are counted and dropped, their responses skipped so
+// pairing stays aligned).
+//
+// Not thread-safe; the callback must not call back into the connection.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <span>
+
+#include "agent/common/metrics.h"
+#include "agent/conn/stream_consumer.h"
+#include "agent/protocols/http1/message.h"
+#include "agent/protocols/http1/parser.h"
+
+namespace threadline::http1 {
+
+struct Http1Limits {
+  ParserLimits parser;
+  size_t max_pending_requests = 64;
+  // Failures in a row with no valid message in between before the connection is given up.
+  uint32_t max_consecutive_failures = 8;
+};
+
+class Http1Connection {
+ public:
+  using ExchangeCallback = std::function<void(Exchange&&)>;
+  using RequestCallback = std::function<void(const Message&)>;
+
+  Http1Connection(Role role, const Http1Limits& limits, MetricsRegistry& metrics,
+                  ExchangeCallback on_exchange);
+  Http1Connection(const Http1Connection&) = delete;
+  Http1Connection& operator=(const Http1Connection&) = delete;
+
+  // Optional: told of each whole request as soon as it is parsed, before its response (a
+  // span in progress). The same Message comes back later inside its Exchange.
+  void set_on_request(RequestCallback on_request) { on_request_ = std::move(on_request); }
+
+  void OnData(Direction dir, std::span<const uint8_t> bytes, const ChunkMeta& meta);
+  void OnGap(Direction dir, uint64_t len, GapReason reason, const ChunkMeta& meta);
+  // Ends until-close bodies, then emits every request still waiting as kClosedBeforeResponse
+  // (Exchange::closed_ts_ns = ts_ns). Later calls are ignored.
+  void OnClose(uint64_t ts_ns);
+
+  bool gave_up() const { return gave_up_; }
+  bool upgraded() const { return upgraded_; }  // after 101 or a CONNECT tunnel
+  bool closed() const { return closed_; }
+  // No more parsing will happen on this connection (given up, upgraded, tunnel or closed).
+  bool done() const { return gave_up_ || upgraded_ || closed_; }
+  size_t pending_requests() const { return pending_.size(); }
+  size_t buffered_bytes() const {
+    return request_parser_.buffered_bytes() + response_parser_.buffered_bytes();
+  }
+  const MessageParser& request_parser() const { return request_parser_; }
+  const MessageParser& response_parser() const { return response_parser_; }
+  std::optional<Direction> request_direction() const { return request_dir_; }
+
+ private:
+  struct Pending {
+    enum class Kind : uint8_t { kRequest, kLost, kDropped } kind = Kind::kRequest;
+    RequestContext context;           // kRequest: known from its header block
+    std::optional<Message> request;   // kRequest: set when the whole request was parsed
+    std::optional<Message> response;  // the final response
+    bool answered = false;            // a final response (or a lost one) was assigned
+    uint32_t interim = 0;
+    uint32_t dropped = 0;   // kDropped: requests folded into this entry
+    uint32_t answers = 0;   // kDropped: responses consumed by it
+    Outcome outcome = Outcome::kComplete;
+  };
+
+  class RequestSide : public MessageParser::Listener {
+   public:
+    explicit RequestSide(Http1Connection& c) : c_(c) {}
+    void OnRequestHeaders(const Message& m) override { c_.OnRequestHeaders(m); }
+    void OnMessage(Message&& m) override { c_.OnRequest(std::move(m)); }
+    void OnFailure(FailureReason r, bool lost) override { c_.OnRequestFailure(r, lost); }
+
+   private:
+    Http1Connection& c_;
+  };
+  class ResponseSide : public MessageParser::Listener {
+   public:
+    explicit ResponseSide(Http1Connection& c) : c_(c) {}
+    RequestContext ContextForResponse() override { return c_.ContextForResponse(); }
+    void OnMessage(Message&& m) override { c_.OnResponse(std::move(m)); }
+    void OnFailure(FailureReason r, bool lost) override { c_.OnResponseFailure(r, lost); }
+
+   private:
+    Http1Connection& c_;
+  };
+
+  void OnRequestHeaders(const Message& m);
+  void OnRequest(Message&& m);
+  void OnRequestFailure(FailureReason r, bool lost);
+  RequestContext ContextForResponse() const;
+  void OnResponse(Message&& m);
+  void OnResponseFailure(FailureReason r, bool lost);
+
+  MessageParser* ParserFor(Direction dir, std::span<const uint8_t> first_bytes);
+  Pending* Unanswered();
+  size_t CountRequests() const;
+  bool AddPlaceholder(Pending::Kind kind);
+  void CountFailure(FailureReason r);
+  void Emit(Exchange&& e);
+  void EmitReady();
+  void SwitchProtocols();
+
+  Http1Limits limits_;
+  ExchangeCallback on_exchange_;
+  RequestCallback on_request_;
+  std::array<Counter*, kFailureReasonCount> failures_{};
+  std::array<Counter*, 6> exchanges_{};
+
+  RequestSide request_side_{*this};
+  ResponseSide response_side_{*this};
+  MessageParser request_parser_;
+  MessageParser response_parser_;
+  std::optional<Direction> request_dir_;
+
+  std::deque<Pending> pending_;
+  bool dropping_request_ = false;  // the request being parsed did not fit in pending_
+  uint32_t consecutive_failures_ = 0;
+  bool gave_up_ = false;
+  bool upgraded_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace threadline::http1

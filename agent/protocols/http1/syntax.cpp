@@ -1,0 +1,267 @@
+#include "agent/protocols/http1/syntax.h"
+
+#include <array>
+
+namespace threadline::http1::syntax {
+
+namespace {
+
+constexpr std::string_view kVersionPrefix = "HTTP/1.";
+
+bool IsDigit(uint8_t c) { return c >= '0' && c <= '9'; }
+bool IsCtl(uint8_t c) { return c < 0x20 || c == 0x7f; }
+bool IsOws(char c) { return c == ' ' || c == '\t'; }
+
+int HexValue(uint8_t c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Methods of RFC 9110 plus the registered extension methods seen in practice (WebDAV,
+// CalDAV, UPnP, cache purges). Any other token is still accepted at the start of a line.
+constexpr std::array<std::string_view, 36> kKnownMethods = {
+    "GET",      "HEAD",      "POST",        "PUT",        "DELETE",    "CONNECT",
+    "OPTIONS",  "TRACE",     "PATCH",       "PROPFIND",   "PROPPATCH", "MKCOL",
+    "COPY",     "MOVE",      "LOCK",        "UNLOCK",     "SEARCH",    "REPORT",
+    "MKACTIVITY", "CHECKOUT", "MERGE",      "M-SEARCH",   "NOTIFY",    "SUBSCRIBE",
+    "UNSUBSCRIBE", "PURGE",  "LINK",        "UNLINK",     "ACL",       "BIND",
+    "REBIND",   "UNBIND",    "MKCALENDAR",  "QUERY",      "SOURCE",    "VERSION-CONTROL"};
+
+// "HTTP/1.D" exactly.
+bool IsHttp1Version(std::string_view v, uint8_t* minor) {
+  if (v.size() != 8 || v.substr(0, 7) != kVersionPrefix || !IsDigit(v[7])) return false;
+  if (minor != nullptr) *minor = static_cast<uint8_t>(v[7] - '0');
+  return true;
+}
+
+bool IsValidTarget(std::string_view t) {
+  if (t.empty()) return false;
+  for (char c : t)
+    if (c == ' ' || IsCtl(static_cast<uint8_t>(c))) return false;
+  return true;
+}
+
+bool IsToken(std::string_view t, size_t max) {
+  if (t.empty() || t.size() > max) return false;
+  for (char c : t)
+    if (!IsTchar(static_cast<uint8_t>(c))) return false;
+  return true;
+}
+
+}  // namespace
+
+bool IsTchar(uint8_t c) {
+  if (c >= '0' && c <= '9') return true;
+  if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool IsKnownMethod(std::string_view method) {
+  for (std::string_view m : kKnownMethods)
+    if (m == method) return true;
+  return false;
+}
+
+std::string_view StripCr(std::string_view line) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  return line;
+}
+
+std::string_view TrimOws(std::string_view s) {
+  while (!s.empty() && IsOws(s.front())) s.remove_prefix(1);
+  while (!s.empty() && IsOws(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+bool ParseRequestLine(std::string_view line, Message& out) {
+  size_t sp1 = line.find(' ');
+  size_t sp2 = line.rfind(' ');
+  if (sp1 == std::string_view::npos || sp2 == sp1) return false;
+  std::string_view method = line.substr(0, sp1);
+  std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  uint8_t minor = 0;
+  if (!IsToken(method, kMaxMethodBytes) || !IsValidTarget(target) ||
+      !IsHttp1Version(line.substr(sp2 + 1), &minor))
+    return false;
+  out.kind = MessageKind::kRequest;
+  out.method.assign(method);
+  out.target.assign(target);
+  out.version_minor = minor;
+  return true;
+}
+
+bool ParseStatusLine(std::string_view line, Message& out) {
+  uint8_t minor = 0;
+  if (line.size() < 12 || !IsHttp1Version(line.substr(0, 8), &minor) || line[8] != ' ') return false;
+  uint16_t code = 0;
+  for (size_t i = 9; i < 12; ++i) {
+    if (!IsDigit(static_cast<uint8_t>(line[i]))) return false;
+    code = static_cast<uint16_t>(code * 10 + (line[i] - '0'));
+  }
+  if (code < 100) return false;
+  std::string_view reason;
+  if (line.size() > 12) {
+    if (line[12] != ' ') return false;
+    reason = line.substr(13);
+    for (char c : reason)
+      if (c != '\t' && IsCtl(static_cast<uint8_t>(c))) return false;
+  }
+  out.kind = MessageKind::kResponse;
+  out.version_minor = minor;
+  out.status_code = code;
+  out.reason.assign(reason.substr(0, kMaxReasonBytes));
+  return true;
+}
+
+bool ParseHeaderLine(std::string_view line, HeaderLine& out) {
+  for (char c : line)
+    if (c == '\r' || c == '\0' || c == '\n') return false;  // bare CR or NUL: invalid element
+  if (!line.empty() && IsOws(line.front())) {
+    out = HeaderLine{{}, TrimOws(line), true};
+    return true;
+  }
+  size_t colon = line.find(':');
+  if (colon == std::string_view::npos) return false;
+  std::string_view name = line.substr(0, colon);
+  // No whitespace is allowed between the field name and the colon (RFC 9112 §5.1).
+  if (!IsToken(name, 1 << 16)) return false;
+  out = HeaderLine{name, TrimOws(line.substr(colon + 1)), false};
+  return true;
+}
+
+std::optional<uint64_t> ParseChunkSizeLine(std::string_view line) {
+  size_t i = 0;
+  uint64_t size = 0;
+  while (i < line.size()) {
+    int h = HexValue(static_cast<uint8_t>(line[i]));
+    if (h < 0) break;
+    if (size >> 56) return std::nullopt;  // would pass 2^60
+    size = size * 16 + static_cast<uint64_t>(h);
+    ++i;
+  }
+  if (i == 0) return std::nullopt;
+  while (i < line.size() && IsOws(line[i])) ++i;  // BWS before a chunk-ext
+  if (i == line.size()) return size;
+  if (line[i] != ';') return std::nullopt;
+  for (; i < line.size(); ++i)
+    if (line[i] != '\t' && IsCtl(static_cast<uint8_t>(line[i]))) return std::nullopt;
+  return size;
+}
+
+std::optional<uint64_t> ParseContentLength(std::string_view value) {
+  std::optional<uint64_t> result;
+  while (true) {
+    size_t comma = value.find(',');
+    std::string_view item = TrimOws(value.substr(0, comma));
+    if (item.empty() || item.size() > 18) return std::nullopt;
+    uint64_t n = 0;
+    for (char c : item) {
+      if (!IsDigit(static_cast<uint8_t>(c))) return std::nullopt;
+      n = n * 10 + static_cast<uint64_t>(c - '0');
+    }
+    if (result && *result != n) return std::nullopt;
+    result = n;
+    if (comma == std::string_view::npos) return result;
+    value.remove_prefix(comma + 1);
+  }
+}
+
+bool ListHasToken(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view item = TrimOws(list.substr(0, comma));
+    size_t semi = item.find(';');  // parameters (e.g. "100-continue;x=1") do not change the token
+    if (EqualsIgnoreCase(TrimOws(item.substr(0, semi)), token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+std::string_view LastListElement(std::string_view list) {
+  list = TrimOws(list);
+  while (!list.empty() && list.back() == ',') list = TrimOws(list.substr(0, list.size() - 1));
+  size_t comma = list.rfind(',');
+  std::string_view last = comma == std::string_view::npos ? list : list.substr(comma + 1);
+  size_t semi = last.find(';');
+  return TrimOws(last.substr(0, semi));
+}
+
+size_t FindRequestStart(std::string_view line) {
+  constexpr size_t npos = std::string_view::npos;
+  if (line.size() < 14 || !IsHttp1Version(line.substr(line.size() - 8), nullptr)) return npos;
+  size_t sp2 = line.size() - 9;
+  if (line[sp2] != ' ') return npos;
+  size_t sp1 = line.rfind(' ', sp2 - 1);
+  if (sp1 == npos || sp1 == 0 || !IsValidTarget(line.substr(sp1 + 1, sp2 - sp1 - 1))) return npos;
+  size_t t0 = sp1;
+  while (t0 > 0 && IsTchar(static_cast<uint8_t>(line[t0 - 1]))) --t0;
+  if (t0 == sp1) return npos;
+  std::string_view token = line.substr(t0, sp1 - t0);
+  if (IsKnownMethod(token)) return t0;
+  for (size_t i = 1; i < token.size(); ++i)
+    if (IsKnownMethod(token.substr(i))) return t0 + i;
+  if (t0 == 0 && token.size() <= kMaxMethodBytes) return 0;
+  return npos;
+}
+
+size_t FindResponseStart(std::string_view line) {
+  size_t pos = 0;
+  while ((pos = line.find(kVersionPrefix, pos)) != std::string_view::npos) {
+    Message scratch;
+    std::string_view rest = line.substr(pos);
+    // Validate without copying the reason: only the first 12 bytes decide.
+    if (rest.size() >= 12 && ParseStatusLine(rest.substr(0, 12), scratch) &&
+        (rest.size() == 12 || rest[12] == ' '))
+      return pos;
+    ++pos;
+  }
+  return std::string_view::npos;
+}
+
+bool PlausibleRequestPrefix(std::string_view p) {
+  size_t n = p.size();
+  size_t i = 0;
+  while (i < n && IsTchar(static_cast<uint8_t>(p[i]))) ++i;
+  if (i == n) return i <= kMaxMethodBytes;
+  if (i == 0 || i > kMaxMethodBytes || p[i] != ' ') return false;
+  size_t target_start = ++i;
+  while (i < n && p[i] != ' ') {
+    if (p[i] != '\r' && IsCtl(static_cast<uint8_t>(p[i]))) return false;
+    ++i;
+  }
+  if (i == n) return true;
+  if (i == target_start) return false;
+  std::string_view version = p.substr(i + 1);
+  std::string_view want = kVersionPrefix;
+  for (size_t k = 0; k < version.size(); ++k) {
+    char c = version[k];
+    if (k < want.size() ? c != want[k]
+                        : (k == 7 ? !IsDigit(static_cast<uint8_t>(c)) : !(k == 8 && c == '\r')))
+      return false;
+  }
+  return true;
+}
+
+bool PlausibleResponsePrefix(std::string_view p) {
+  constexpr std::string_view kShape = "HTTP/1.D DDD";
+  for (size_t k = 0; k < p.size() && k < kShape.size(); ++k) {
+    uint8_t c = static_cast<uint8_t>(p[k]);
+    if (kShape[k] == 'D' ? !IsDigit(c) : c != static_cast<uint8_t>(kShape[k])) return false;
+  }
+  if (p.size() > kShape.size()) {
+    char c = p[kShape.size()];
+    if (c != ' ' && c != '\r' && c != '\n') return false;
+  }
+  return true;
+}
+
+}  // namespace threadline::http1::syntax

@@ -1,0 +1,112 @@
+// The spans stage for HTTP/1.x: one SERVER span per request a traced process serves, one CLIENT
+// span per request it sends, built from the protocols stage's Exchanges.
+//
+// Parent choice, in order; the span records the rule in `threadline.parent.source`:
+//   header  a valid `traceparent` in the request (W3C rules; malformed = absent). For a server
+//           span the caller is the parent; for a client span the header means the application
+//           is instrumented and already made its own span for this call: ours joins that trace
+//           as its child and links to it rather than inventing a conflicting parent.
+//   thread  a client request written by a thread that is handling a server request of the same
+//           process (read the request, response not written yet): thread-per-request servers.
+//   root    none of the above: a new random trace id.
+// A span's identity is fixed when its request is complete (OnHttp1Request), not when its
+// response ends, so a client call made while a server request is in progress can name it as
+// parent even though the server span finishes last.
+//
+// Timestamps: server spans run from the read that returned the request's first byte to the
+// write that sent the response's last byte; client spans from the entry of the write that sent
+// the request's first byte to the read that returned the response's last byte. Boot-clock ns
+// from the kernel, converted to epoch ns with BootClock.
+//
+// Single-threaded (the consumer thread). Bounded: per-connection state is dropped with the
+// connection; the thread table is capped.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "agent/common/clock.h"
+#include "agent/common/metrics.h"
+#include "agent/discovery/resource.h"
+#include "agent/protocols/dispatcher.h"
+#include "agent/spans/redaction.h"
+#include "agent/spans/route.h"
+#include "agent/spans/span.h"
+
+namespace threadline {
+
+struct HttpSpanConfig {
+  RouteTable routes;           // user route patterns; unmatched paths get an inferred route
+  RedactionOptions redaction;  // extra sensitive query keys
+  size_t max_active_threads = 65536;
+};
+
+class HttpSpanBuilder : public ExchangeSink {
+ public:
+  // `resources`, `clock`, `out` and `metrics` must outlive the builder.
+  HttpSpanBuilder(HttpSpanConfig config, ResourceCache& resources, const BootClock& clock,
+                  SpanSink& out, MetricsRegistry& metrics);
+
+  void OnHttp1Request(const ConnectionInfo& c, Role role, const http1::Message& request) override;
+  void OnHttp1Exchange(const ConnectionInfo& c, Role role, http1::Exchange&& e) override;
+  void OnConnectionDone(const ConnectionInfo& c) override;
+
+  size_t active_threads() const { return active_by_thread_.size(); }
+
+ private:
+  // Who a span is, decided when its request completes.
+  struct Identity {
+    uint64_t request_ts = 0;  // request.first_chunk.ts_ns: matches the Exchange later
+    uint32_t request_tid = 0;
+    TraceId trace_id;
+    SpanId span_id;
+    SpanId parent_span_id;
+    uint32_t flags = kTraceFlagSampled;
+    std::string trace_state;
+    bool parent_is_remote = false;
+    std::string_view parent_source = "root";
+    std::optional<SpanLink> link;
+  };
+  struct ActiveServer {
+    ConnId conn;
+    TraceId trace_id;
+    SpanId span_id;
+    uint32_t flags = 0;
+    std::string trace_state;
+    uint64_t since_ts = 0;
+  };
+  struct ConnState {
+    std::deque<Identity> pending;  // requests complete, exchange not emitted yet (FIFO)
+  };
+
+  Identity Decide(const ConnectionInfo& c, Role role, const http1::Message& request) const;
+  // The identity decided for this exchange's request, or one decided now (request seen only
+  // at exchange time, e.g. after a gap).
+  Identity TakeIdentity(const ConnectionInfo& c, Role role, const http1::Message& request);
+  Span Build(const ConnectionInfo& c, Role role, const http1::Exchange& e, Identity id) const;
+  void FillAttributes(const ConnectionInfo& c, Role role, const http1::Exchange& e,
+                      Span& span) const;
+  uint64_t Epoch(uint64_t boot_ns) const { return clock_.ToEpochNs(boot_ns); }
+  static uint64_t ThreadKey(uint32_t tgid, uint32_t tid) {
+    return (static_cast<uint64_t>(tgid) << 32) | tid;
+  }
+
+  HttpSpanConfig config_;
+  ResourceCache& resources_;
+  const BootClock& clock_;
+  SpanSink& out_;
+  std::unordered_map<ConnId, ConnState, ConnIdHash> conns_;
+  std::unordered_map<uint64_t, ActiveServer> active_by_thread_;
+
+  Counter& server_spans_;
+  Counter& client_spans_;
+  Counter& sampled_out_;
+  Counter& no_request_;
+  Counter& thread_table_full_;
+  Counter& unknown_role_;
+};
+
+}  // namespace threadline

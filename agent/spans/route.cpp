@@ -1,0 +1,253 @@
+#include "agent/spans/route.h"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+
+namespace threadline {
+
+namespace {
+
+constexpr std::string_view kEllipsis = "\xE2\x80\xA6";  // U+2026, marks a cut route
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+bool IsAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool IsHexDigit(char c) {
+  return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+std::vector<std::string_view> SplitSegments(std::string_view path) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t slash = path.find('/', i);
+    if (slash == std::string_view::npos) slash = path.size();
+    if (slash > i) out.push_back(path.substr(i, slash - i));
+    i = slash + 1;
+  }
+  return out;
+}
+
+bool AllDigits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), IsDigit);
+}
+
+// Dates, versions, phone numbers: digits held together by punctuation, no letters.
+bool DigitsWithSeparators(std::string_view s) {
+  bool any_digit = false;
+  for (char c : s) {
+    if (IsDigit(c)) {
+      any_digit = true;
+    } else if (std::string_view("-._:,+").find(c) == std::string_view::npos) {
+      return false;
+    }
+  }
+  return any_digit;
+}
+
+bool IsUuid(std::string_view s) {
+  if (s.size() != 36) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    bool dash_pos = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash_pos ? s[i] != '-' : !IsHexDigit(s[i])) return false;
+  }
+  return true;
+}
+
+// Long hex strings are hashes and ids; short ones only when they mix digits and letters, so
+// words spelled in a-f ("deadbeef", "facade") stay.
+bool IsHexId(std::string_view s) {
+  if (s.size() < 8 || !std::all_of(s.begin(), s.end(), IsHexDigit)) return false;
+  if (s.size() >= 16) return true;
+  bool digit = std::any_of(s.begin(), s.end(), IsDigit);
+  bool letter = std::any_of(s.begin(), s.end(), IsAlpha);
+  return digit && letter;
+}
+
+bool IsEmailLike(std::string_view s) {
+  size_t at = s.find('@');
+  size_t at_len = 1;
+  if (at == std::string_view::npos) {
+    at = s.find("%40");
+    at_len = 3;
+  }
+  if (at == std::string_view::npos || at == 0) return false;
+  std::string_view domain = s.substr(at + at_len);
+  size_t dot = domain.find('.');
+  return dot != std::string_view::npos && dot > 0 && dot + 1 < domain.size();
+}
+
+bool IsTokenChar(char c) {
+  return IsDigit(c) || IsAlpha(c) || std::string_view("-_.~+=%").find(c) != std::string_view::npos;
+}
+
+// Generated identifiers that are not hex: base64/base64url, slugs with numbers, prefixed ids.
+bool IsGeneratedToken(std::string_view s) {
+  if (!std::all_of(s.begin(), s.end(), IsTokenChar)) return false;
+  size_t digits = static_cast<size_t>(std::count_if(s.begin(), s.end(), IsDigit));
+  bool letter = std::any_of(s.begin(), s.end(), IsAlpha);
+  if (!letter || digits == 0) return false;
+  if (s.size() >= 16) return true;
+  return s.size() >= 8 && digits * 2 >= s.size();
+}
+
+// "app.3f2a9c1b.js" -> "app.{hex}.js": hashed asset names keep their readable parts.
+std::string ReplaceDottedParts(std::string_view s) {
+  std::string out;
+  size_t i = 0;
+  while (true) {
+    size_t dot = s.find('.', i);
+    std::string_view part = s.substr(i, dot == std::string_view::npos ? std::string_view::npos : dot - i);
+    if (IsUuid(part)) {
+      out += "{uuid}";
+    } else if (IsHexId(part)) {
+      out += "{hex}";
+    } else {
+      out += part;
+    }
+    if (dot == std::string_view::npos) break;
+    out += '.';
+    i = dot + 1;
+  }
+  return out;
+}
+
+// "name.js", "archive.tar.gz", "clip.mp4": a file name, whose parts are judged one by one
+// rather than as a token (a JWT also has dots, but its last part is long).
+bool HasFileExtension(std::string_view s) {
+  size_t dot = s.rfind('.');
+  if (dot == std::string_view::npos || dot == 0) return false;
+  std::string_view ext = s.substr(dot + 1);
+  return !ext.empty() && ext.size() <= 5 && IsAlpha(ext[0]) &&
+         std::all_of(ext.begin(), ext.end(), [](char c) { return IsAlpha(c) || IsDigit(c); });
+}
+
+std::string TemplateSegment(std::string_view seg) {
+  if (AllDigits(seg) || DigitsWithSeparators(seg)) return "{id}";
+  if (IsUuid(seg)) return "{uuid}";
+  if (IsHexId(seg)) return "{hex}";
+  if (IsEmailLike(seg)) return "{email}";
+  if (seg.size() > kMaxRouteSegmentLength) return "{token}";
+  if (HasFileExtension(seg)) return ReplaceDottedParts(seg);
+  if (IsGeneratedToken(seg)) return "{token}";
+  if (seg.find('.') != std::string_view::npos) return ReplaceDottedParts(seg);
+  return std::string(seg);
+}
+
+// A pattern segment "{name}" (name non-empty, no braces inside).
+bool IsPlaceholder(std::string_view seg) {
+  return seg.size() >= 3 && seg.front() == '{' && seg.back() == '}' &&
+         seg.substr(1, seg.size() - 2).find_first_of("{}") == std::string_view::npos;
+}
+
+// Callers pass paths without a query, but a stray one would leak values into span names and
+// blow up their cardinality, so it is cut here too.
+std::string_view PathOnly(std::string_view target) {
+  return target.substr(0, target.find_first_of("?#"));
+}
+
+constexpr std::array<std::string_view, 9> kKnownMethods = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+
+}  // namespace
+
+std::string InferRoute(std::string_view path) {
+  path = PathOnly(path);
+  if (path == "*") return "*";
+  // Absolute-form request targets ("http://host/x", sent to proxies) carry the route after the
+  // authority.
+  if (size_t scheme = path.find("://"); scheme != std::string_view::npos && path[0] != '/') {
+    size_t slash = path.find('/', scheme + 3);
+    path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+  }
+  std::vector<std::string_view> segments = SplitSegments(path);
+  std::string route;
+  bool cut = false;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (i == kMaxRouteSegments) {
+      cut = true;
+      break;
+    }
+    std::string seg = TemplateSegment(segments[i]);
+    if (route.size() + 1 + seg.size() > kMaxRouteLength) {
+      cut = true;
+      break;
+    }
+    route += '/';
+    route += seg;
+  }
+  if (cut) {
+    route += '/';
+    route += kEllipsis;
+  } else if (route.empty() || path.back() == '/') {
+    route += '/';
+  }
+  return route;
+}
+
+Result<RouteTable> RouteTable::Create(const std::vector<std::string>& patterns) {
+  RouteTable table;
+  for (const auto& p : patterns) RETURN_IF_ERROR(table.Add(p));
+  return table;
+}
+
+Status RouteTable::Add(std::string_view pattern) {
+  if (pattern.empty() || pattern[0] != '/')
+    return Error{"route pattern must start with '/': " + std::string(pattern), EINVAL};
+  Pattern p;
+  p.text = std::string(pattern);
+  std::vector<std::string_view> segments = SplitSegments(pattern);
+  for (size_t i = 0; i < segments.size(); ++i) {
+    std::string_view seg = segments[i];
+    if (IsPlaceholder(seg)) {
+      p.segments.emplace_back("{}");
+    } else if (seg.find_first_of("{}") != std::string_view::npos) {
+      return Error{"malformed placeholder in route pattern: " + std::string(pattern), EINVAL};
+    } else {
+      p.segments.emplace_back(seg);
+      if (seg == "*" && i + 1 == segments.size()) p.trailing_wildcard = true;
+    }
+  }
+  routes_.push_back(std::move(p));
+  return OkStatus();
+}
+
+std::optional<std::string> RouteTable::Match(std::string_view path) const {
+  std::vector<std::string_view> segments = SplitSegments(PathOnly(path));
+  for (const auto& p : routes_) {
+    size_t fixed = p.segments.size() - (p.trailing_wildcard ? 1 : 0);
+    if (p.trailing_wildcard ? segments.size() < fixed : segments.size() != fixed) continue;
+    bool ok = true;
+    for (size_t i = 0; i < fixed && ok; ++i) {
+      const std::string& want = p.segments[i];
+      ok = want == "{}" || want == "*" || want == segments[i];
+    }
+    if (ok) return p.text;
+  }
+  return std::nullopt;
+}
+
+ResolvedRoute ResolveRoute(const RouteTable& table, std::string_view path) {
+  if (auto configured = table.Match(path)) return {std::move(*configured), true};
+  return {InferRoute(path), false};
+}
+
+bool IsKnownHttpMethod(std::string_view method) {
+  return std::find(kKnownMethods.begin(), kKnownMethods.end(), method) != kKnownMethods.end();
+}
+
+std::string_view NormalizeHttpMethod(std::string_view method) {
+  auto it = std::find(kKnownMethods.begin(), kKnownMethods.end(), method);
+  return it != kKnownMethods.end() ? *it : std::string_view("_OTHER");
+}
+
+std::string HttpSpanName(std::string_view method, std::string_view route) {
+  std::string name(IsKnownHttpMethod(method) ? method : std::string_view("HTTP"));
+  if (!route.empty()) {
+    name += ' ';
+    name += route;
+  }
+  return name;
+}
+
+}  // namespace threadline

@@ -1,0 +1,99 @@
+// libFuzzer target: drives Http1Connection with bytes, gaps and a close, split the way the
+// fuzzer's input says, and checks the bounds the parser promises.
+//
+// Input: byte 0 picks the role and the limits; then records of
+//   op (1 byte), len (2 bytes, little endian), then for data ops `len` payload bytes.
+//   op & 3: 0 = data ingress, 1 = data egress, 2 = gap (direction op>>2 & 1, reason op>>3 % 3,
+//   len << 12 when op & 0x80), 3 = close (then the input ends).
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <span>
+
+#include "agent/common/metrics.h"
+#include "agent/protocols/http1/detect.h"
+#include "agent/protocols/http1/stitcher.h"
+
+using namespace threadline;
+using namespace threadline::http1;
+
+namespace {
+
+void Check(bool ok) {
+  if (!ok) std::abort();
+}
+
+void CheckMessage(const Message& m) {
+  Check(m.headers.size() <= HeaderList::kMaxHeaders);
+  Check(m.trailers.size() <= HeaderList::kMaxHeaders);
+  for (const Header& h : m.headers.fields()) Check(h.value.size() <= HeaderList::kMaxValueBytes);
+  Check(m.body_bytes_not_captured <= m.body_wire_bytes);
+  Check(m.body_bytes <= m.body_wire_bytes);
+  Check(m.header_bytes > 0);
+  Check(m.last_chunk.ts_ns >= m.first_chunk.ts_ns);
+  Check(m.is_request() ? !m.method.empty() : m.status_code >= 100);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static MetricsRegistry& metrics = *new MetricsRegistry();
+  if (size < 1) return 0;
+  (void)LooksLikeHttp1Request({data, size});
+  (void)LooksLikeHttp1Response({data, size});
+
+  uint8_t config = data[0];
+  Role role = config % 3 == 0 ? Role::kServer : config % 3 == 1 ? Role::kClient : Role::kUnknown;
+  Http1Limits limits;
+  if (config & 0x10) {  // small limits reach the overflow paths with small inputs
+    limits.parser.max_header_bytes = 200;
+    limits.parser.max_start_line = 64;
+    limits.parser.max_chunk_line = 16;
+    limits.parser.max_resync_line = 32;
+    limits.parser.resync_failure_bytes = 512;
+    limits.max_pending_requests = 3;
+    limits.max_consecutive_failures = 3;
+  }
+  size_t exchanges = 0;
+  Http1Connection conn(role, limits, metrics, [&](Exchange&& e) {
+    ++exchanges;
+    if (e.request) CheckMessage(*e.request);
+    if (e.response) CheckMessage(*e.response);
+    Check(e.request.has_value() || e.response.has_value());
+  });
+
+  uint64_t ts = 1000;
+  size_t i = 1;
+  while (i + 3 <= size) {
+    uint8_t op = data[i];
+    uint64_t len = data[i + 1] | (static_cast<uint64_t>(data[i + 2]) << 8);
+    i += 3;
+    ChunkMeta meta{ts, ts - 1, static_cast<uint32_t>(op), 0};
+    ts += 10;
+    Direction dir = (op & 4) ? Direction::kEgress : Direction::kIngress;
+    switch (op & 3) {
+      case 0:
+      case 1: {
+        dir = (op & 3) == 0 ? Direction::kIngress : Direction::kEgress;
+        size_t n = std::min<size_t>(len, size - i);
+        conn.OnData(dir, {data + i, n}, meta);
+        i += n;
+        break;
+      }
+      case 2:
+        conn.OnGap(dir, (op & 0x80) ? (len << 12) + 1 : len + 1,
+                   static_cast<GapReason>((op >> 3) % 3), meta);
+        break;
+      case 3:
+        conn.OnClose(ts);
+        i = size;
+        break;
+    }
+    Check(conn.buffered_bytes() <= 2 * limits.parser.max_header_bytes +
+                                       2 * limits.parser.max_resync_line);
+    Check(conn.pending_requests() <= 2 * limits.max_pending_requests + 1);  // + dropped runs
+  }
+  conn.OnClose(ts);
+  Check(conn.pending_requests() == 0);
+  return 0;
+}

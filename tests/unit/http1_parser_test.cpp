@@ -1,0 +1,393 @@
+// MessageParser (one direction) and detection, fed literal byte streams from real peers and
+// RFC 9112 corner cases.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "agent/protocols/http1/detect.h"
+#include "agent/protocols/http1/parser.h"
+#include "agent/protocols/http1/syntax.h"
+#include "tests/unit/http1_test_util.h"
+
+namespace threadline::http1 {
+namespace {
+
+using test::Bytes;
+using test::Meta;
+using test::RecordingListener;
+
+struct ParserHarness {
+  explicit ParserHarness(MessageKind kind, ParserLimits limits = {})
+      : parser(kind, limits, listener) {}
+  void Feed(std::string_view s, uint64_t ts = 1000, uint32_t tid = 100) {
+    parser.Feed(Bytes(s), Meta(ts, tid));
+  }
+  RecordingListener listener;
+  MessageParser parser;
+};
+
+TEST(Http1Parser, CurlRequest) {
+  ParserHarness h(MessageKind::kRequest);
+  h.Feed(test::kCurlGet, 5000, 42);
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  const Message& m = h.listener.messages[0];
+  EXPECT_EQ(m.method, "GET");
+  EXPECT_EQ(m.target, "/index.html");
+  EXPECT_EQ(m.version_minor, 1);
+  EXPECT_EQ(m.headers.size(), 3u);
+  EXPECT_EQ(m.headers.Get("user-agent"), "curl/7.88.1");
+  EXPECT_EQ(m.headers.Get("HOST"), "localhost:8080");
+  EXPECT_EQ(m.header_bytes, test::kCurlGet.size());
+  EXPECT_EQ(m.framing, Framing::kNone);
+  EXPECT_EQ(m.body_bytes, 0u);
+  EXPECT_FALSE(m.connection_close);
+  EXPECT_EQ(m.first_chunk.ts_ns, 5000u);
+  EXPECT_EQ(m.first_chunk.enter_ts_ns, 4990u);
+  EXPECT_EQ(m.first_chunk.tid, 42u);
+  EXPECT_EQ(m.last_chunk.ts_ns, 5000u);
+  EXPECT_EQ(h.listener.headers_seen, std::vector<std::string>{"GET"});
+  EXPECT_TRUE(h.listener.failures.empty());
+}
+
+TEST(Http1Parser, PythonHttp10ResponseWithLength) {
+  ParserHarness h(MessageKind::kResponse);
+  std::string r = test::PythonOk(42);
+  h.Feed(std::string_view(r).substr(0, 100), 1000, 7);
+  h.Feed(std::string_view(r).substr(100), 2000, 8);
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  const Message& m = h.listener.messages[0];
+  EXPECT_EQ(m.status_code, 200);
+  EXPECT_EQ(m.reason, "OK");
+  EXPECT_EQ(m.version_minor, 0);
+  EXPECT_EQ(m.headers.Get("server"), "SimpleHTTP/0.6 Python/3.11.7");
+  EXPECT_TRUE(m.connection_close);  // HTTP/1.0 without keep-alive
+  EXPECT_EQ(m.framing, Framing::kContentLength);
+  EXPECT_EQ(m.body_bytes, 42u);
+  EXPECT_EQ(m.header_bytes + m.body_bytes, r.size());
+  EXPECT_EQ(m.first_chunk.tid, 7u);
+  EXPECT_EQ(m.last_chunk.tid, 8u);
+  EXPECT_EQ(m.last_chunk.ts_ns, 2000u);
+}
+
+TEST(Http1Parser, UntilCloseEndsAtClose) {
+  ParserHarness h(MessageKind::kResponse);
+  h.Feed(test::kPythonUntilClose, 1000);
+  EXPECT_TRUE(h.listener.messages.empty());
+  h.parser.Close();
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  EXPECT_EQ(h.listener.messages[0].framing, Framing::kUntilClose);
+  EXPECT_EQ(h.listener.messages[0].body_bytes, std::string_view("streamed until close\n").size());
+  EXPECT_FALSE(h.listener.messages[0].truncated);
+}
+
+TEST(Http1Parser, NodeChunked) {
+  ParserHarness h(MessageKind::kResponse);
+  h.Feed(test::kNodeChunked);
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  const Message& m = h.listener.messages[0];
+  EXPECT_EQ(m.framing, Framing::kChunked);
+  EXPECT_EQ(m.body_bytes, 11u);
+  EXPECT_EQ(m.header_bytes + m.body_wire_bytes, test::kNodeChunked.size());
+  EXPECT_FALSE(m.truncated);
+}
+
+TEST(Http1Parser, ChunkExtensionsAndTrailers) {
+  ParserHarness h(MessageKind::kRequest);
+  std::string req =
+      "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nTrailer: Digest\r\n\r\n"
+      "4;name=value;flag\r\nabcd\r\n"
+      "A ; quoted=\"x;y\"\r\n0123456789\r\n"
+      "0;last\r\nDigest: sha-256=xyz\r\nX-Other: 1\r\n\r\n"
+      "GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+  h.Feed(req);
+  ASSERT_EQ(h.listener.messages.size(), 2u);
+  const Message& m = h.listener.messages[0];
+  EXPECT_EQ(m.framing, Framing::kChunked);
+  EXPECT_EQ(m.body_bytes, 14u);
+  EXPECT_EQ(m.trailers.size(), 2u);
+  EXPECT_EQ(m.trailers.Get("digest"), "sha-256=xyz");
+  EXPECT_EQ(h.listener.messages[1].target, "/next");
+  EXPECT_EQ(m.header_bytes + m.body_wire_bytes + h.listener.messages[1].header_bytes, req.size());
+}
+
+TEST(Http1Parser, SplitAtEveryOffsetGivesSameMessages) {
+  std::string stream = test::NginxOk(615) + std::string(test::kNodeChunked) +
+                       std::string(test::kNginxNotModified) +
+                       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "3;x=1\r\nabc\r\n0\r\nT: v\r\n\r\n" +
+                       "HTTP/1.1 204 No Content\r\n\n" + test::PythonOk(10);
+  ParserHarness whole(MessageKind::kResponse);
+  whole.Feed(stream);
+  ASSERT_EQ(whole.listener.messages.size(), 6u);
+  EXPECT_TRUE(whole.listener.failures.empty());
+  std::string expected = test::Summary(whole.listener.messages);
+
+  ParserHarness bytewise(MessageKind::kResponse);
+  for (size_t i = 0; i < stream.size(); ++i) bytewise.Feed(std::string_view(stream).substr(i, 1));
+  EXPECT_EQ(test::Summary(bytewise.listener.messages), expected);
+
+  for (size_t cut = 1; cut < stream.size(); ++cut) {
+    ParserHarness two(MessageKind::kResponse);
+    two.Feed(std::string_view(stream).substr(0, cut));
+    two.Feed(std::string_view(stream).substr(cut));
+    ASSERT_EQ(test::Summary(two.listener.messages), expected) << "cut at " << cut;
+  }
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    ParserHarness random(MessageKind::kResponse);
+    size_t off = 0;
+    for (size_t piece : test::RandomPieces(stream.size(), seed)) {
+      random.Feed(std::string_view(stream).substr(off, piece));
+      off += piece;
+    }
+    ASSERT_EQ(test::Summary(random.listener.messages), expected) << "seed " << seed;
+  }
+}
+
+TEST(Http1Parser, HeadResponseHasNoBodyDespiteContentLength) {
+  ParserHarness h(MessageKind::kResponse);
+  h.listener.context.head = true;
+  std::string head_response = test::NginxOk(615).substr(0, test::NginxOk(615).size() - 615);
+  h.Feed(head_response);
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  EXPECT_EQ(h.listener.messages[0].framing, Framing::kNone);
+  EXPECT_EQ(h.listener.messages[0].body_bytes, 0u);
+  EXPECT_EQ(h.listener.messages[0].headers.Get("content-length"), "615");
+}
+
+TEST(Http1Parser, NoBodyFor204And304And1xx) {
+  ParserHarness h(MessageKind::kResponse);
+  h.Feed("HTTP/1.1 100 Continue\r\n\r\n");
+  h.Feed("HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n");
+  h.Feed(test::kNginxNotModified);
+  h.Feed("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  ASSERT_EQ(h.listener.messages.size(), 4u);
+  EXPECT_TRUE(h.listener.messages[0].is_interim());
+  EXPECT_EQ(h.listener.messages[1].body_bytes, 0u);
+  EXPECT_EQ(h.listener.messages[2].status_code, 304);
+  EXPECT_EQ(h.listener.messages[3].body_bytes, 2u);
+}
+
+TEST(Http1Parser, TransferEncodingOverridesContentLength) {
+  ParserHarness h(MessageKind::kRequest);
+  h.Feed("POST /x HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "2\r\nhi\r\n0\r\n\r\nGET /y HTTP/1.1\r\n\r\n");
+  ASSERT_EQ(h.listener.messages.size(), 2u);
+  EXPECT_TRUE(h.listener.messages[0].te_and_cl);
+  EXPECT_EQ(h.listener.messages[0].framing, Framing::kChunked);
+  EXPECT_EQ(h.listener.messages[0].body_bytes, 2u);
+  EXPECT_EQ(h.listener.messages[1].target, "/y");
+}
+
+TEST(Http1Parser, RequestTransferEncodingNotChunkedIsBadFraming) {
+  ParserHarness h(MessageKind::kRequest);
+  h.Feed("POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nzzzz\r\nGET /y HTTP/1.1\r\n\r\n");
+  ASSERT_EQ(h.listener.failures.size(), 1u);
+  EXPECT_EQ(h.listener.failures[0], FailureReason::kBadFraming);
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  EXPECT_EQ(h.listener.messages[0].target, "/y");
+}
+
+TEST(Http1Parser, ConflictingContentLengthsAreBadFraming) {
+  ParserHarness h(MessageKind::kResponse);
+  h.Feed("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello");
+  h.Feed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!");
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  EXPECT_EQ(h.listener.messages[0].body_bytes, 5u);
+  ASSERT_EQ(h.listener.failures.size(), 1u);
+  EXPECT_EQ(h.listener.failures[0], FailureReason::kBadFraming);
+}
+
+TEST(Http1Parser, GapInLargeBodyKeepsSizes) {
+  ParserHarness h(MessageKind::kResponse);
+  std::string head = test::NginxOk(1'000'000).substr(0, test::NginxOk(1'000'000).size() - 1'000'000);
+  h.Feed(head + std::string(4000, 'x'), 1000, 1);
+  h.parser.Gap(1'000'000 - 4000 - 100, GapReason::kNotCaptured, Meta(1000, 1));
+  h.Feed(std::string(100, 'y') + test::NginxOk(3), 3000, 2);
+  ASSERT_EQ(h.listener.messages.size(), 2u);
+  const Message& m = h.listener.messages[0];
+  EXPECT_EQ(m.body_bytes, 1'000'000u);
+  EXPECT_EQ(m.body_bytes_not_captured, 1'000'000u - 4100u);
+  EXPECT_TRUE(m.missing_bytes());
+  EXPECT_FALSE(m.truncated);
+  EXPECT_EQ(m.last_chunk.ts_ns, 3000u);
+  EXPECT_EQ(h.listener.messages[1].body_bytes, 3u);
+  EXPECT_TRUE(h.listener.failures.empty());
+}
+
+TEST(Http1Parser, GapEndingTheBodyUsesGapMeta) {
+  ParserHarness h(MessageKind::kResponse);
+  std::string r = test::NginxOk(5000);
+  h.Feed(std::string_view(r).substr(0, 4096), 1000, 1);
+  h.parser.Gap(r.size() - 4096, GapReason::kNotCaptured, Meta(1000, 1));
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  EXPECT_EQ(h.listener.messages[0].last_chunk.ts_ns, 1000u);
+  EXPECT_EQ(h.listener.messages[0].body_bytes, 5000u);
+}
+
+TEST(Http1Parser, GapInHeadersThenResyncOnNextRequest) {
+  ParserHarness h(MessageKind::kRequest);
+  h.Feed("POST /first HTTP/1.1\r\nHost: a\r\nContent-Le", 1000);
+  h.parser.Gap(30, GapReason::kLost, Meta(1500));
+  h.Feed("ngth: 5\r\n\r\nhelloGET /second HTTP/1.1\r\nHost: a\r\n\r\n", 2000, 9);
+  h.Feed("GET /third HTTP/1.1\r\nHost: a\r\n\r\n", 3000);
+  ASSERT_EQ(h.listener.failures.size(), 1u);
+  EXPECT_EQ(h.listener.failures[0], FailureReason::kGapInHeaders);
+  EXPECT_EQ(h.listener.lost_messages, 1);
+  ASSERT_EQ(h.listener.messages.size(), 2u);
+  EXPECT_EQ(h.listener.messages[0].target, "/second");
+  EXPECT_EQ(h.listener.messages[0].first_chunk.tid, 9u);
+  EXPECT_EQ(h.listener.messages[1].target, "/third");
+}
+
+TEST(Http1Parser, GapSwallowingChunkFramingTruncatesAndResyncs) {
+  ParserHarness h(MessageKind::kResponse);
+  h.Feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + std::string(100, 'a'), 1000);
+  // The rest of the chunk, the next chunk line and more were not captured.
+  h.parser.Gap(0x1000 - 100 + 50, GapReason::kNotCaptured, Meta(1000));
+  h.Feed("tail of something\r\n0\r\n\r\n" + test::NginxOk(3), 2000);
+  ASSERT_EQ(h.listener.messages.size(), 2u);
+  EXPECT_TRUE(h.listener.messages[0].truncated);
+  EXPECT_EQ(h.listener.messages[0].body_bytes, 0x1000u);
+  EXPECT_EQ(h.listener.messages[1].status_code, 200);
+  EXPECT_EQ(h.listener.messages[1].body_bytes, 3u);
+  ASSERT_EQ(h.listener.failures.size(), 1u);
+  EXPECT_EQ(h.listener.failures[0], FailureReason::kChunkFramingLost);
+}
+
+TEST(Http1Parser, HugeHeaderBlockFailsWithBoundedMemory) {
+  ParserLimits limits;
+  ParserHarness h(MessageKind::kRequest, limits);
+  h.Feed("GET /big HTTP/1.1\r\nHost: a\r\n");
+  std::string line = "X-Filler: " + std::string(1000, 'f') + "\r\n";
+  size_t max_buffered = 0;
+  for (int i = 0; i < 1000; ++i) {  // ~1 MB of header fields
+    h.Feed(line);
+    max_buffered = std::max(max_buffered, h.parser.buffered_bytes());
+  }
+  std::string giant = "X-Giant: " + std::string(200'000, 'g');  // one line over the limit
+  for (size_t off = 0; off < giant.size(); off += 3000) {
+    h.Feed(std::string_view(giant).substr(off, 3000));
+    max_buffered = std::max(max_buffered, h.parser.buffered_bytes());
+    EXPECT_LE(h.parser.buffer_capacity(), 2 * limits.max_header_bytes);
+  }
+  h.Feed("\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_LE(max_buffered, limits.max_header_bytes);
+  ASSERT_GE(h.listener.failures.size(), 1u);
+  EXPECT_EQ(h.listener.failures[0], FailureReason::kHeaderTooLarge);
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  EXPECT_EQ(h.listener.messages[0].target, "/after");
+  h.Feed(test::kCurlGet);
+  EXPECT_LE(h.parser.buffer_capacity(), 4096u);  // the big line's buffer is not kept
+}
+
+TEST(Http1Parser, ObsFoldBareLfAndBadHeaders) {
+  ParserHarness h(MessageKind::kResponse);
+  h.Feed("HTTP/1.1 200 OK\nX-Folded: first\n   second\n\tthird\nContent-Length: 0\n\n");
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  EXPECT_EQ(h.listener.messages[0].headers.Get("x-folded"), "first second third");
+  h.Feed("HTTP/1.1 200 OK\r\nBad Name : x\r\nContent-Length: 0\r\n\r\n");
+  ASSERT_EQ(h.listener.failures.size(), 1u);
+  EXPECT_EQ(h.listener.failures[0], FailureReason::kBadHeader);
+  h.Feed("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+  ASSERT_EQ(h.listener.messages.size(), 2u);
+  EXPECT_EQ(h.listener.messages[1].status_code, 404);
+}
+
+TEST(Http1Parser, HeaderStorageIsBoundedButFramingSeesEveryField) {
+  ParserHarness h(MessageKind::kResponse);
+  std::string r = "HTTP/1.1 200 OK\r\n";
+  for (int i = 0; i < 100; ++i) r += "X-H" + std::to_string(i) + ": " + std::string(10, 'v') + "\r\n";
+  r += "X-Long: " + std::string(20'000, 'l') + "\r\n";
+  r += "Content-Length: 4\r\n\r\nbody";
+  h.Feed(r);
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  const Message& m = h.listener.messages[0];
+  EXPECT_EQ(m.headers.size(), HeaderList::kMaxHeaders);
+  EXPECT_EQ(m.headers.dropped_fields(), 102u - HeaderList::kMaxHeaders);
+  EXPECT_EQ(m.body_bytes, 4u);
+  EXPECT_EQ(m.header_bytes, r.size() - 4);
+}
+
+TEST(Http1Parser, LongValueIsCapped) {
+  ParserHarness h(MessageKind::kRequest);
+  h.Feed("GET / HTTP/1.1\r\nCookie: " + std::string(20'000, 'c') + "\r\n\r\n");
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  EXPECT_EQ(h.listener.messages[0].headers.Get("cookie")->size(), HeaderList::kMaxValueBytes);
+  EXPECT_TRUE(h.listener.messages[0].headers.values_truncated());
+}
+
+TEST(Http1Parser, GarbageIsRejectedWithoutBuffering) {
+  ParserHarness h(MessageKind::kRequest);
+  std::string tls("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11);
+  tls += std::string(500, '\x7f');
+  h.Feed(tls);
+  EXPECT_TRUE(h.listener.messages.empty());
+  ASSERT_EQ(h.listener.failures.size(), 1u);
+  EXPECT_EQ(h.listener.failures[0], FailureReason::kBadStartLine);
+  EXPECT_EQ(h.listener.lost_messages, 0);
+  // Endless garbage: every resync_failure_bytes skipped count once more.
+  std::string junk(64 * 1024, '\x01');
+  for (int i = 0; i < 8; ++i) h.Feed(junk);
+  EXPECT_EQ(h.listener.failures.size(), 3u);
+  EXPECT_LE(h.parser.buffered_bytes(), 2 * ParserLimits{}.max_resync_line);
+}
+
+TEST(Http1Parser, Http2PrefaceIsNotARequest) {
+  ParserHarness h(MessageKind::kRequest);
+  h.Feed("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+  EXPECT_TRUE(h.listener.messages.empty());
+  EXPECT_FALSE(h.listener.failures.empty());
+}
+
+TEST(Http1Parser, ExtensionMethodAndLeadingEmptyLines) {
+  ParserHarness h(MessageKind::kRequest);
+  h.Feed("\r\nPROPFIND /dav HTTP/1.1\r\nDepth: 1\r\n\r\n\r\nFROBNICATE * HTTP/1.0\r\n\r\n");
+  ASSERT_EQ(h.listener.messages.size(), 2u);
+  EXPECT_EQ(h.listener.messages[0].method, "PROPFIND");
+  EXPECT_EQ(h.listener.messages[1].method, "FROBNICATE");
+  EXPECT_EQ(h.listener.messages[1].version_minor, 0);
+}
+
+TEST(Http1Parser, ConnectRequestPausesUntilResumed) {
+  ParserHarness h(MessageKind::kRequest);
+  h.Feed("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+  h.Feed(std::string("\x16\x03\x01\x00\x10", 5));
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  EXPECT_TRUE(h.listener.failures.empty());
+  h.parser.Resume();
+  h.Feed("\r\nGET / HTTP/1.1\r\n\r\n");
+  ASSERT_EQ(h.listener.messages.size(), 2u);
+}
+
+TEST(Http1Syntax, FindRequestStartAfterBody) {
+  EXPECT_EQ(syntax::FindRequestStart("{\"a\":1}GET /x HTTP/1.1"), 7u);
+  EXPECT_EQ(syntax::FindRequestStart("abcdefPOST /x HTTP/1.1"), 6u);
+  EXPECT_EQ(syntax::FindRequestStart("MKCOL /x HTTP/1.1"), 0u);
+  EXPECT_EQ(syntax::FindRequestStart("xx {PATCHY /x HTTP/1.1"), std::string_view::npos);
+  EXPECT_EQ(syntax::FindRequestStart("GET /x HTTP/2.0"), std::string_view::npos);
+  EXPECT_EQ(syntax::FindResponseStart("garbageHTTP/1.1 200 OK"), 7u);
+  EXPECT_EQ(syntax::FindResponseStart("HTTP/1.1 20x OK"), std::string_view::npos);
+  EXPECT_EQ(syntax::ParseChunkSizeLine("1a ; ext=1"), 26u);
+  EXPECT_FALSE(syntax::ParseChunkSizeLine("zz").has_value());
+  EXPECT_FALSE(syntax::ParseChunkSizeLine("ffffffffffffffffff").has_value());
+}
+
+TEST(Http1Detect, RequestsAndResponses) {
+  EXPECT_TRUE(LooksLikeHttp1Request(Bytes(test::kCurlGet)));
+  EXPECT_TRUE(LooksLikeHttp1Request(Bytes("POST /api")));
+  EXPECT_TRUE(LooksLikeHttp1Request(Bytes("BREW /pot HTTP/1.1\r\n")));
+  EXPECT_FALSE(LooksLikeHttp1Request(Bytes("BREW /pot")));  // extension method: needs the line
+  EXPECT_FALSE(LooksLikeHttp1Request(Bytes("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")));
+  EXPECT_FALSE(LooksLikeHttp1Request(Bytes("PRI * HTTP/2.0")));
+  EXPECT_FALSE(LooksLikeHttp1Request(Bytes(std::string_view("\x16\x03\x01\x02\x00", 5))));
+  EXPECT_FALSE(LooksLikeHttp1Request(Bytes("GE")));
+  EXPECT_FALSE(LooksLikeHttp1Request(Bytes("GET\x01/")));
+  EXPECT_TRUE(LooksLikeHttp1Response(Bytes("HTTP/1.1 200 OK\r\n")));
+  EXPECT_TRUE(LooksLikeHttp1Response(Bytes("HTTP/1.0 404")));
+  EXPECT_FALSE(LooksLikeHttp1Response(Bytes("HTTP/2 200")));
+  EXPECT_FALSE(LooksLikeHttp1Response(Bytes("HTTP/1.1 2")));
+  EXPECT_FALSE(LooksLikeHttp1Response(Bytes(test::kCurlGet)));
+}
+
+}  // namespace
+}  // namespace threadline::http1

@@ -1,0 +1,373 @@
+// Http1Connection: both directions of real conversations (curl, nginx, python3 http.server,
+// Node 20), pairing, pipelining, interim responses, upgrades, gaps, limits and garbage.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "agent/common/metrics.h"
+#include "agent/protocols/http1/stitcher.h"
+#include "tests/unit/http1_test_util.h"
+
+namespace threadline::http1 {
+namespace {
+
+using test::Bytes;
+using test::Meta;
+
+constexpr Direction kIn = Direction::kIngress;
+constexpr Direction kOut = Direction::kEgress;
+
+struct ConnHarness {
+  explicit ConnHarness(Role role = Role::kServer, Http1Limits limits = {})
+      : conn(role, limits, metrics, [this](Exchange&& e) { exchanges.push_back(std::move(e)); }) {}
+  void Data(Direction d, std::string_view s, uint64_t ts, uint32_t tid = 100) {
+    conn.OnData(d, Bytes(s), Meta(ts, tid));
+  }
+  uint64_t Failures(std::string_view reason) {
+    return metrics
+        .GetCounter("threadline_parse_failures_total",
+                    {{"protocol", "http1"}, {"reason", std::string(reason)}})
+        .Value();
+  }
+  uint64_t Outcomes(std::string_view outcome) {
+    return metrics.GetCounter("threadline_http1_exchanges_total", {{"outcome", std::string(outcome)}})
+        .Value();
+  }
+  uint64_t TotalFailures() { return metrics.CounterTotal("threadline_parse_failures_total"); }
+
+  MetricsRegistry metrics;
+  std::vector<Exchange> exchanges;
+  Http1Connection conn;
+};
+
+TEST(Http1Stitcher, CurlAgainstNginxKeepAlive) {
+  ConnHarness h(Role::kServer);
+  h.Data(kIn, test::kCurlGet, 1000, 11);
+  std::string ok = test::NginxOk(615);
+  h.Data(kOut, std::string_view(ok).substr(0, 200), 2000, 12);
+  h.Data(kOut, std::string_view(ok).substr(200), 3000, 13);
+  h.Data(kIn, test::kCurlGet, 4000, 11);
+  h.Data(kOut, test::kNginxNotModified, 5000, 12);
+  ASSERT_EQ(h.exchanges.size(), 2u);
+  const Exchange& e = h.exchanges[0];
+  EXPECT_EQ(e.outcome, Outcome::kComplete);
+  ASSERT_TRUE(e.request && e.response);
+  EXPECT_EQ(e.request->method, "GET");
+  EXPECT_EQ(e.request->target, "/index.html");
+  EXPECT_EQ(e.request->first_chunk.ts_ns, 1000u);
+  EXPECT_EQ(e.request->first_chunk.tid, 11u);
+  EXPECT_EQ(e.response->status_code, 200);
+  EXPECT_EQ(e.response->body_bytes, 615u);
+  EXPECT_EQ(e.response->first_chunk.ts_ns, 2000u);
+  EXPECT_EQ(e.response->first_chunk.enter_ts_ns, 1990u);
+  EXPECT_EQ(e.response->last_chunk.ts_ns, 3000u);
+  EXPECT_EQ(e.response->last_chunk.tid, 13u);
+  EXPECT_EQ(h.exchanges[1].response->status_code, 304);
+  EXPECT_EQ(h.Outcomes("complete"), 2u);
+  EXPECT_EQ(h.TotalFailures(), 0u);
+  EXPECT_EQ(h.conn.pending_requests(), 0u);
+}
+
+TEST(Http1Stitcher, ClientRoleRequestsOnEgress) {
+  ConnHarness h(Role::kClient);
+  h.Data(kOut, test::kCurlGet, 1000);
+  h.Data(kIn, test::kNodeChunked, 2000);
+  ASSERT_EQ(h.exchanges.size(), 1u);
+  EXPECT_EQ(h.exchanges[0].response->framing, Framing::kChunked);
+  EXPECT_EQ(h.exchanges[0].response->body_bytes, 11u);
+}
+
+TEST(Http1Stitcher, UnknownRoleDecidedFromFirstBytes) {
+  ConnHarness h(Role::kUnknown);
+  h.Data(kOut, test::kCurlGet, 1000);
+  h.Data(kIn, test::NginxOk(1), 2000);
+  ASSERT_EQ(h.exchanges.size(), 1u);
+  EXPECT_EQ(h.conn.request_direction(), kOut);
+}
+
+TEST(Http1Stitcher, PipelinedRequestsInOneChunk) {
+  ConnHarness h;
+  std::vector<std::string> seen;
+  h.conn.set_on_request([&](const Message& m) { seen.push_back(m.target); });
+  h.Data(kIn,
+         "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+         "HEAD /b HTTP/1.1\r\nHost: x\r\n\r\n"
+         "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+         1000);
+  EXPECT_EQ(seen, (std::vector<std::string>{"/a", "/b", "/c"}));
+  EXPECT_EQ(h.conn.pending_requests(), 3u);
+  std::string head_reply = test::NginxOk(615).substr(0, test::NginxOk(615).size() - 615);
+  h.Data(kOut, test::NginxOk(5) + head_reply + test::NginxOk(7), 2000);
+  ASSERT_EQ(h.exchanges.size(), 3u);
+  EXPECT_EQ(h.exchanges[0].request->target, "/a");
+  EXPECT_EQ(h.exchanges[0].response->body_bytes, 5u);
+  EXPECT_EQ(h.exchanges[1].request->method, "HEAD");
+  EXPECT_EQ(h.exchanges[1].response->body_bytes, 0u);  // Content-Length: 615, but HEAD
+  EXPECT_EQ(h.exchanges[2].request->body_bytes, 3u);
+  EXPECT_EQ(h.exchanges[2].response->body_bytes, 7u);
+}
+
+TEST(Http1Stitcher, HundredKeepAliveRequests) {
+  ConnHarness h;
+  for (int i = 0; i < 100; ++i) {
+    std::string req = "GET /item/" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    h.Data(kIn, req, 1000 + 10 * i, 1);
+    h.Data(kOut, i % 2 ? std::string(test::kNodeChunked) : test::NginxOk(i), 1005 + 10 * i, 2);
+  }
+  ASSERT_EQ(h.exchanges.size(), 100u);
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(h.exchanges[i].request->target, "/item/" + std::to_string(i));
+    EXPECT_EQ(h.exchanges[i].response->last_chunk.ts_ns, 1005u + 10 * i);
+  }
+}
+
+TEST(Http1Stitcher, ExpectContinueCountsInterim) {
+  ConnHarness h;
+  h.Data(kIn,
+         "PUT /upload HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/7.88.1\r\nContent-Length: 10\r\n"
+         "Expect: 100-continue\r\n\r\n",
+         1000);
+  h.Data(kOut, "HTTP/1.1 100 Continue\r\n\r\n", 2000);
+  h.Data(kIn, "0123456789", 3000, 7);
+  h.Data(kOut, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", 4000);
+  ASSERT_EQ(h.exchanges.size(), 1u);
+  EXPECT_EQ(h.exchanges[0].interim_responses, 1u);
+  EXPECT_TRUE(h.exchanges[0].request->expect_continue);
+  EXPECT_EQ(h.exchanges[0].request->last_chunk.tid, 7u);
+  EXPECT_EQ(h.exchanges[0].response->status_code, 201);
+}
+
+TEST(Http1Stitcher, UpgradeStopsParsing) {
+  ConnHarness h;
+  h.Data(kIn,
+         "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+         1000);
+  h.Data(kOut,
+         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x05hello",
+         2000);
+  h.Data(kIn, std::string("\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58", 11), 3000);
+  h.Data(kOut, std::string(5000, '\x02'), 4000);
+  h.conn.OnClose(5000);
+  ASSERT_EQ(h.exchanges.size(), 1u);
+  EXPECT_EQ(h.exchanges[0].outcome, Outcome::kUpgraded);
+  EXPECT_TRUE(h.exchanges[0].request->upgrade_requested);
+  EXPECT_TRUE(h.conn.upgraded());
+  EXPECT_EQ(h.TotalFailures(), 0u);
+  EXPECT_EQ(h.Outcomes("upgraded"), 1u);
+}
+
+TEST(Http1Stitcher, ConnectTunnelAndRefusal) {
+  ConnHarness refused(Role::kClient);
+  refused.Data(kOut, "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 1000);
+  refused.Data(kIn, "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n", 2000);
+  refused.Data(kOut, "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 3000);
+  refused.Data(kIn, test::NginxOk(2), 4000);
+  ASSERT_EQ(refused.exchanges.size(), 2u);
+  EXPECT_EQ(refused.exchanges[0].response->status_code, 407);
+  EXPECT_EQ(refused.exchanges[1].request->target, "http://a/");
+
+  ConnHarness tunnel(Role::kClient);
+  tunnel.Data(kOut, "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 1000);
+  tunnel.Data(kIn, "HTTP/1.1 200 Connection established\r\n\r\n", 2000);
+  tunnel.Data(kOut, std::string("\x16\x03\x01\x02\x00\x01", 6), 3000);
+  ASSERT_EQ(tunnel.exchanges.size(), 1u);
+  EXPECT_EQ(tunnel.exchanges[0].outcome, Outcome::kTunnel);
+  EXPECT_EQ(tunnel.TotalFailures(), 0u);
+}
+
+TEST(Http1Stitcher, RequestWithoutResponseThenClose) {
+  ConnHarness h;
+  h.Data(kIn, test::kCurlGet, 1000);
+  EXPECT_TRUE(h.exchanges.empty());
+  h.conn.OnClose(9000);
+  ASSERT_EQ(h.exchanges.size(), 1u);
+  EXPECT_EQ(h.exchanges[0].outcome, Outcome::kClosedBeforeResponse);
+  EXPECT_EQ(h.exchanges[0].closed_ts_ns, 9000u);
+  EXPECT_FALSE(h.exchanges[0].response);
+  EXPECT_EQ(h.Outcomes("closed_before_response"), 1u);
+}
+
+TEST(Http1Stitcher, PythonHttp10UntilClose) {
+  ConnHarness h;
+  h.Data(kIn, "GET /stream HTTP/1.0\r\nHost: x\r\n\r\n", 1000);
+  h.Data(kOut, test::kPythonUntilClose, 2000, 5);
+  EXPECT_TRUE(h.exchanges.empty());
+  h.conn.OnClose(3000);
+  ASSERT_EQ(h.exchanges.size(), 1u);
+  EXPECT_EQ(h.exchanges[0].outcome, Outcome::kComplete);
+  EXPECT_EQ(h.exchanges[0].response->framing, Framing::kUntilClose);
+  EXPECT_EQ(h.exchanges[0].response->last_chunk.ts_ns, 2000u);
+  EXPECT_EQ(h.exchanges[0].response->headers.Get("Server"), "BaseHTTP/0.6 Python/3.11.7");
+}
+
+TEST(Http1Stitcher, ResponseWithoutRequestWhenJoinedMidStream) {
+  ConnHarness h;
+  h.Data(kIn, "rest of an upload body we joined in the middle of", 1000);
+  h.Data(kOut, test::PythonOk(3), 2000);
+  h.Data(kIn, test::kCurlGet, 3000);
+  h.Data(kOut, test::PythonOk(4), 4000);
+  ASSERT_EQ(h.exchanges.size(), 2u);
+  EXPECT_EQ(h.exchanges[0].outcome, Outcome::kResponseWithoutRequest);
+  EXPECT_FALSE(h.exchanges[0].request);
+  EXPECT_EQ(h.exchanges[1].outcome, Outcome::kComplete);
+  EXPECT_EQ(h.exchanges[1].response->body_bytes, 4u);
+}
+
+TEST(Http1Stitcher, GapInRequestHeadersKeepsPairingAligned) {
+  ConnHarness h;
+  h.Data(kIn, "GET /lost HTTP/1.1\r\nHo", 1000);
+  h.conn.OnGap(kIn, 40, GapReason::kLost, Meta(1000));
+  h.Data(kIn, "ept: */*\r\n\r\nGET /found HTTP/1.1\r\nHost: x\r\n\r\n", 1100);
+  h.Data(kOut, test::NginxOk(1) + test::NginxOk(2), 2000);
+  ASSERT_EQ(h.exchanges.size(), 2u);
+  EXPECT_EQ(h.exchanges[0].outcome, Outcome::kResponseWithoutRequest);
+  EXPECT_EQ(h.exchanges[0].response->body_bytes, 1u);
+  EXPECT_EQ(h.exchanges[1].request->target, "/found");
+  EXPECT_EQ(h.exchanges[1].response->body_bytes, 2u);
+  EXPECT_EQ(h.Failures("gap_in_headers"), 1u);
+}
+
+TEST(Http1Stitcher, GapInResponseHeadersMarksResponseLost) {
+  ConnHarness h;
+  h.Data(kIn, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n", 1000);
+  h.Data(kOut, "HTTP/1.1 200 OK\r\nCont", 2000);
+  h.conn.OnGap(kOut, 100, GapReason::kLost, Meta(2000));
+  h.Data(kOut, "xx\r\n\r\n" + test::NginxOk(9), 3000);
+  ASSERT_EQ(h.exchanges.size(), 2u);
+  EXPECT_EQ(h.exchanges[0].outcome, Outcome::kResponseLost);
+  EXPECT_EQ(h.exchanges[0].request->target, "/a");
+  EXPECT_EQ(h.exchanges[1].request->target, "/b");
+  EXPECT_EQ(h.exchanges[1].response->body_bytes, 9u);
+}
+
+TEST(Http1Stitcher, NotCapturedGapInLargeBody) {
+  ConnHarness h;
+  h.Data(kIn, "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + std::string(4000, 'b'), 1000);
+  h.conn.OnGap(kIn, 1'000'000 - 4000, GapReason::kNotCaptured, Meta(1000, 3));
+  h.Data(kOut, "HTTP/1.1 204 No Content\r\n\r\n", 2000);
+  ASSERT_EQ(h.exchanges.size(), 1u);
+  EXPECT_EQ(h.exchanges[0].request->body_bytes, 1'000'000u);
+  EXPECT_EQ(h.exchanges[0].request->body_bytes_not_captured, 996'000u);
+  EXPECT_EQ(h.exchanges[0].request->last_chunk.tid, 3u);
+}
+
+TEST(Http1Stitcher, MegabyteHeaderBlockIsBoundedAndCounted) {
+  ConnHarness h;
+  h.Data(kIn, "GET /huge HTTP/1.1\r\nHost: x\r\n", 1000);
+  std::string filler = "X-Filler: " + std::string(990, 'z') + "\r\n";
+  for (int i = 0; i < 1024; ++i) {
+    h.Data(kIn, filler, 1000);
+    ASSERT_LE(h.conn.buffered_bytes(), Http1Limits{}.parser.max_header_bytes);
+  }
+  h.Data(kIn, "\r\n", 1000);
+  h.Data(kOut, "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n", 2000);
+  h.Data(kIn, test::kCurlGet, 3000);
+  h.Data(kOut, test::NginxOk(1), 4000);
+  EXPECT_EQ(h.Failures("header_too_large"), 1u);
+  EXPECT_FALSE(h.conn.gave_up());
+  ASSERT_EQ(h.exchanges.size(), 2u);
+  EXPECT_EQ(h.exchanges[0].outcome, Outcome::kResponseWithoutRequest);  // the 431
+  EXPECT_EQ(h.exchanges[1].request->target, "/index.html");
+}
+
+TEST(Http1Stitcher, TooManyPipelinedRequestsAreDroppedAndPairingHolds) {
+  Http1Limits limits;
+  limits.max_pending_requests = 4;
+  ConnHarness h(Role::kServer, limits);
+  std::string reqs, resps;
+  for (int i = 0; i < 6; ++i) {
+    reqs += "GET /" + std::to_string(i) + " HTTP/1.1\r\n\r\n";
+    resps += test::NginxOk(i);
+  }
+  h.Data(kIn, reqs, 1000);
+  EXPECT_EQ(h.Failures("too_many_pipelined"), 2u);
+  h.Data(kOut, resps, 2000);
+  h.Data(kIn, "GET /after HTTP/1.1\r\n\r\n", 3000);
+  h.Data(kOut, test::NginxOk(77), 4000);
+  ASSERT_EQ(h.exchanges.size(), 5u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(h.exchanges[i].response->body_bytes, static_cast<uint64_t>(i));
+  EXPECT_EQ(h.exchanges[4].request->target, "/after");
+  EXPECT_EQ(h.exchanges[4].response->body_bytes, 77u);
+  EXPECT_FALSE(h.conn.gave_up());
+}
+
+TEST(Http1Stitcher, GarbageTlsAndHttp2GiveUp) {
+  ConnHarness tls;
+  std::string hello("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11);
+  for (int i = 0; i < 40; ++i) tls.Data(kIn, hello + std::string(64 * 1024, '\xaa'), 1000);
+  EXPECT_TRUE(tls.exchanges.empty());
+  EXPECT_TRUE(tls.conn.gave_up());
+  EXPECT_EQ(tls.Failures("gave_up"), 1u);
+  EXPECT_GE(tls.TotalFailures(), 8u);
+
+  ConnHarness h2;
+  h2.Data(kIn, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1000);
+  h2.Data(kIn, std::string("\x00\x00\x12\x04\x00\x00\x00\x00\x00", 9), 1000);
+  h2.conn.OnClose(2000);
+  EXPECT_TRUE(h2.exchanges.empty());
+  EXPECT_GE(h2.Failures("bad_start_line"), 1u);
+
+  // Text lines are scanned cheaply for a message start; only a long run of them gives up.
+  ConnHarness lines;
+  for (int i = 0; i < 20; ++i) lines.Data(kIn, "hello there, not http\r\n", 1000);
+  EXPECT_EQ(lines.TotalFailures(), 1u);
+  EXPECT_FALSE(lines.conn.gave_up());
+  std::string text;
+  for (int i = 0; i < 10'000; ++i) text += "hello there, not http\r\n";
+  for (int i = 0; i < 10; ++i) lines.Data(kIn, text, 1000);
+  EXPECT_TRUE(lines.conn.gave_up());
+  EXPECT_TRUE(lines.exchanges.empty());
+}
+
+// Interleaved conversation fed whole, one byte at a time, and in random pieces.
+TEST(Http1Stitcher, SplitsDoNotChangeExchanges) {
+  struct Step {
+    Direction dir;
+    std::string bytes;
+  };
+  std::vector<Step> steps = {
+      {kIn, std::string(test::kCurlGet) + "POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                          "3;e=1\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"},
+      {kOut, test::NginxOk(615) + std::string(test::kNodeChunked)},
+      {kIn, "PUT /u HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"},
+      {kOut, "HTTP/1.1 100 Continue\r\n\r\n"},
+      {kIn, std::string("data") + std::string(test::kCurlHead)},
+      {kOut, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" +
+                 test::NginxOk(615).substr(0, test::NginxOk(615).size() - 615)},
+      {kIn, "GET /last HTTP/1.0\r\n\r\n"},
+      {kOut, std::string(test::kPythonUntilClose)},
+  };
+  auto run = [&](auto&& split) {
+    ConnHarness h;
+    uint64_t ts = 1000;
+    for (const Step& s : steps) split(h, s.dir, s.bytes, ts += 1000);
+    h.conn.OnClose(ts + 1);
+    std::string out;
+    for (const Exchange& e : h.exchanges) out += test::Summary(e);
+    return out;
+  };
+  std::string whole = run([](ConnHarness& h, Direction d, const std::string& b, uint64_t ts) {
+    h.Data(d, b, ts);
+  });
+  EXPECT_EQ(std::count(whole.begin(), whole.end(), '\n'), 5 * 3 + 1 * 0);
+  std::string bytewise = run([](ConnHarness& h, Direction d, const std::string& b, uint64_t ts) {
+    for (size_t i = 0; i < b.size(); ++i) h.Data(d, std::string_view(b).substr(i, 1), ts);
+  });
+  EXPECT_EQ(bytewise, whole);
+  for (uint32_t seed = 1; seed <= 10; ++seed) {
+    std::string random = run([seed](ConnHarness& h, Direction d, const std::string& b, uint64_t ts) {
+      size_t off = 0;
+      for (size_t piece : test::RandomPieces(b.size(), seed * 7919 + static_cast<uint32_t>(b.size()), 40)) {
+        h.Data(d, std::string_view(b).substr(off, piece), ts);
+        off += piece;
+      }
+    });
+    EXPECT_EQ(random, whole) << "seed " << seed;
+  }
+}
+
+}  // namespace
+}  // namespace threadline::http1
