@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds threadline if needed and runs it. Arguments go to the agent unchanged; with none it
-# runs with --output=events (one line per captured event on stdout). Needs root for BPF.
+# prints each trace as a tree on stdout (--output=console). Needs root for BPF.
 #
 #   sudo scripts/run.sh [threadline flags...]      e.g. scripts/run.sh --exe '*curl*'
 set -euo pipefail
@@ -17,7 +17,4 @@ fi
 
 "$repo/scripts/build.sh" >&2
 
-if (( $# == 0 )); then
-  set -- --output=events
-fi
 exec "${THREADLINE_BUILD_DIR:-$repo/build}/threadline" "$@"
