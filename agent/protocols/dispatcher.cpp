@@ -37,7 +37,10 @@ Role ProtocolDispatcher::RoleOf(const State& s) const {
   return *dir == Direction::kIngress ? Role::kServer : Role::kClient;
 }
 
-void ProtocolDispatcher::OnConnectionOpened(const ConnectionInfo& c) { StateFor(c); }
+void ProtocolDispatcher::OnConnectionOpened(const ConnectionInfo& c) {
+  StateFor(c);
+  out_.OnConnectionOpened(c);
+}
 
 void ProtocolDispatcher::Decide(State& s, const ConnectionInfo& c, Direction dir,
                                 std::span<const uint8_t> bytes) {

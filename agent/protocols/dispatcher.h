@@ -29,6 +29,8 @@ class ExchangeSink {
   virtual void OnHttp1Request(const ConnectionInfo&, Role /*role*/,
                               const http1::Message& /*request*/) {}
   virtual void OnHttp1Exchange(const ConnectionInfo&, Role role, http1::Exchange&&) = 0;
+  // A connection the protocols stage will see bytes of.
+  virtual void OnConnectionOpened(const ConnectionInfo&) {}
   // The connection is gone; no more calls for it.
   virtual void OnConnectionDone(const ConnectionInfo&) {}
 };

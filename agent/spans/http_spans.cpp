@@ -111,7 +111,8 @@ HttpSpanBuilder::HttpSpanBuilder(HttpSpanConfig config, ResourceCache& resources
       thread_table_full_(metrics.GetCounter("threadline_span_thread_table_full_total", {},
                                             "Server requests not registered for thread parenting")),
       unknown_role_(metrics.GetCounter("threadline_spans_dropped_total",
-                                       {{"reason", "unknown_role"}})) {}
+                                       {{"reason", "unknown_role"}})),
+      peers_(metrics) {}
 
 HttpSpanBuilder::Identity HttpSpanBuilder::Decide(const ConnectionInfo& c, Role role,
                                                   const http1::Message& request) const {
@@ -172,6 +173,24 @@ void HttpSpanBuilder::OnHttp1Request(const ConnectionInfo& c, Role role,
                                      const http1::Message& request) {
   if (role == Role::kUnknown) return;
   Identity id = Decide(c, role, request);
+  PeerLinker::Token wait = 0;
+  if (role == Role::kServer && id.parent_source == std::string_view("root") && c.tuple_known) {
+    if (auto call = peers_.OnServerRequest(c.tuple, request.first_chunk.ts_ns, &wait)) {
+      id.trace_id = call->trace_id;
+      id.parent_span_id = call->span_id;
+      id.flags = call->flags;
+      id.trace_state = call->trace_state;
+      id.parent_source = "tuple";
+    }
+  }
+  if (role == Role::kClient && c.tuple_known) {
+    PeerLinker::Call call{id.trace_id, id.span_id, id.flags, id.trace_state,
+                          request.first_chunk.enter_ts_ns ? request.first_chunk.enter_ts_ns
+                                                          : request.first_chunk.ts_ns};
+    if (auto token = peers_.OnClientCall(c.tuple, call)) ApplyPeer(*token, call);
+  }
+  if (wait != 0)
+    waiting_servers_[wait] = WaitingServer{c.id, id.span_id, ThreadKey(c.id.tgid, request.last_chunk.tid)};
   if (role == Role::kServer) {
     // The thread that read the end of the request handles it until the response is written.
     const uint64_t key = ThreadKey(c.id.tgid, request.last_chunk.tid);
@@ -185,6 +204,31 @@ void HttpSpanBuilder::OnHttp1Request(const ConnectionInfo& c, Role role,
   auto& pending = conns_[c.id].pending;
   if (pending.size() >= 256) pending.pop_front();  // the stitcher bounds pipelining far lower
   pending.push_back(std::move(id));
+}
+
+void HttpSpanBuilder::ApplyPeer(PeerLinker::Token token, const PeerLinker::Call& call) {
+  auto w = waiting_servers_.find(token);
+  if (w == waiting_servers_.end()) return;
+  WaitingServer ws = w->second;
+  waiting_servers_.erase(w);
+  auto conn = conns_.find(ws.conn);
+  if (conn == conns_.end()) return;
+  for (Identity& id : conn->second.pending) {
+    if (id.span_id != ws.span_id) continue;
+    id.trace_id = call.trace_id;
+    id.parent_span_id = call.span_id;
+    id.flags = call.flags;
+    id.trace_state = call.trace_state;
+    id.parent_source = "tuple";
+    // Calls this server makes from now on join the adopted trace.
+    auto active = active_by_thread_.find(ws.thread_key);
+    if (active != active_by_thread_.end() && active->second.span_id == ws.span_id) {
+      active->second.trace_id = call.trace_id;
+      active->second.flags = call.flags;
+      active->second.trace_state = call.trace_state;
+    }
+    return;
+  }
 }
 
 HttpSpanBuilder::Identity HttpSpanBuilder::TakeIdentity(const ConnectionInfo& c, Role role,
@@ -214,6 +258,14 @@ void HttpSpanBuilder::OnHttp1Exchange(const ConnectionInfo& c, Role role, http1:
   }
   Identity id = TakeIdentity(c, role, *e.request);
   if (role == Role::kServer) {
+    // Still waiting for the client call: the span ends now, with what it has.
+    for (auto it = waiting_servers_.begin(); it != waiting_servers_.end(); ++it) {
+      if (it->second.span_id == id.span_id) {
+        peers_.Abandon(it->first);
+        waiting_servers_.erase(it);
+        break;
+      }
+    }
     auto it = active_by_thread_.find(ThreadKey(c.id.tgid, e.request->last_chunk.tid));
     if (it != active_by_thread_.end() && it->second.span_id == id.span_id)
       active_by_thread_.erase(it);
@@ -226,7 +278,23 @@ void HttpSpanBuilder::OnHttp1Exchange(const ConnectionInfo& c, Role role, http1:
   out_.OnSpan(Build(c, role, e, std::move(id)));
 }
 
+void HttpSpanBuilder::OnConnectionOpened(const ConnectionInfo& c) {
+  if (c.role == Role::kClient && c.tuple_known) peers_.OnClientOpened(c.tuple);
+}
+
 void HttpSpanBuilder::OnConnectionDone(const ConnectionInfo& c) {
+  if (c.tuple_known) {
+    if (c.role == Role::kClient) peers_.OnClientClosed(c.tuple);
+    if (c.role == Role::kServer) peers_.OnServerClosed(c.tuple);
+  }
+  for (auto it = waiting_servers_.begin(); it != waiting_servers_.end();) {
+    if (it->second.conn == c.id) {
+      peers_.Abandon(it->first);
+      it = waiting_servers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   conns_.erase(c.id);
   for (auto it = active_by_thread_.begin(); it != active_by_thread_.end();) {
     if (it->second.conn == c.id) it = active_by_thread_.erase(it);

@@ -6,6 +6,8 @@
 //           span the caller is the parent; for a client span the header means the application
 //           is instrumented and already made its own span for this call: ours joins that trace
 //           as its child and links to it rather than inventing a conflicting parent.
+//   tuple   the server end of a connection whose client end is a traced process on this node:
+//           the client span is the parent (agent/spans/peer_linker.h), when no header said so.
 //   thread  a client request written by a thread that is handling a server request of the same
 //           process (read the request, response not written yet): thread-per-request servers.
 //   root    none of the above: a new random trace id.
@@ -32,6 +34,7 @@
 #include "agent/common/metrics.h"
 #include "agent/discovery/resource.h"
 #include "agent/protocols/dispatcher.h"
+#include "agent/spans/peer_linker.h"
 #include "agent/spans/redaction.h"
 #include "agent/spans/route.h"
 #include "agent/spans/span.h"
@@ -52,6 +55,7 @@ class HttpSpanBuilder : public ExchangeSink {
 
   void OnHttp1Request(const ConnectionInfo& c, Role role, const http1::Message& request) override;
   void OnHttp1Exchange(const ConnectionInfo& c, Role role, http1::Exchange&& e) override;
+  void OnConnectionOpened(const ConnectionInfo& c) override;
   void OnConnectionDone(const ConnectionInfo& c) override;
 
   size_t active_threads() const { return active_by_thread_.size(); }
@@ -81,6 +85,14 @@ class HttpSpanBuilder : public ExchangeSink {
   struct ConnState {
     std::deque<Identity> pending;  // requests complete, exchange not emitted yet (FIFO)
   };
+  // A server request whose client end is traced here but whose client call was not seen yet.
+  struct WaitingServer {
+    ConnId conn;
+    SpanId span_id;
+    uint64_t thread_key = 0;
+  };
+  // The client call arrived for a waiting server request: adopt its context.
+  void ApplyPeer(PeerLinker::Token token, const PeerLinker::Call& call);
 
   Identity Decide(const ConnectionInfo& c, Role role, const http1::Message& request) const;
   // The identity decided for this exchange's request, or one decided now (request seen only
@@ -107,6 +119,8 @@ class HttpSpanBuilder : public ExchangeSink {
   Counter& no_request_;
   Counter& thread_table_full_;
   Counter& unknown_role_;
+  PeerLinker peers_;
+  std::unordered_map<PeerLinker::Token, WaitingServer> waiting_servers_;
 };
 
 }  // namespace threadline
