@@ -3,6 +3,7 @@
 #
 #   scripts/deps.sh                    build + run/test packages
 #   scripts/deps.sh --with-test-peers  also the third-party peers the e2e tests run against
+#   scripts/deps.sh --with-bench       also the servers and load generators bench/ drives
 #
 # Idempotent: every package is checked with dpkg-query first; `apt-get update` and
 # `apt-get install` run only when something is missing. Needs root only in that case.
@@ -15,6 +16,8 @@ DEPS_BUILD=(
   libbpf-dev bpftool libelf-dev zlib1g-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libspdlog-dev libcli11-dev
+  libcurl4-openssl-dev libmicrohttpd-dev
+  libssl-dev
   googletest libgtest-dev libgmock-dev
 )
 # What scripts/run.sh and the test suite call at run time.
@@ -22,16 +25,25 @@ DEPS_RUN=(
   iproute2 curl python3 procps
 )
 # Third-party servers/clients the e2e tests trace (see /work/shared/TEST-PEERS.md).
-# Empty for now; add e.g. nginx, nodejs here when a test starts using them.
+# nodejs (with npm): tests/e2e/test_otlp_export.py installs @elastic/mockotlpserver with it.
+# nginx, openssl: tests/e2e/test_tls.py (HTTPS with a self-signed certificate made by openssl).
 DEPS_TEST_PEERS=(
+  nodejs nginx openssl
+)
+# What bench/overhead.py drives: nginx (HTTP and HTTPS with a self-signed cert made by openssl),
+# wrk (max throughput), hey (fixed-rate latency), perf (profiles of bench/pipeline_bench).
+DEPS_BENCH=(
+  nginx wrk hey openssl linux-perf
 )
 # ---------------------------------------------------------------------------------------------
 
 with_test_peers=0
+with_bench=0
 for arg in "$@"; do
   case "$arg" in
     --with-test-peers) with_test_peers=1 ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --with-bench) with_bench=1 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "deps.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +51,9 @@ done
 wanted=("${DEPS_BUILD[@]}" "${DEPS_RUN[@]}")
 if (( with_test_peers )) && (( ${#DEPS_TEST_PEERS[@]} )); then
   wanted+=("${DEPS_TEST_PEERS[@]}")
+fi
+if (( with_bench )); then
+  wanted+=("${DEPS_BENCH[@]}")
 fi
 
 missing=()

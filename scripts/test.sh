@@ -20,6 +20,9 @@ if [[ "$(id -u)" != 0 ]]; then
   echo "test.sh: warning: not root; kernel and e2e tests will $([[ "${CI:-}" == true ]] && echo fail || echo skip)." >&2
 fi
 
+# Build packages plus the third-party peers the e2e tests run (node/npm for the OTel JS SDK).
+# Not root: the e2e tests skip anyway, so missing peers are no reason to stop here.
+"$repo/scripts/deps.sh" --with-test-peers || [[ "$(id -u)" != 0 ]]
 "$repo/scripts/build.sh"
 
 log="$build_dir/ctest.log"

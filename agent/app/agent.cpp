@@ -20,12 +20,17 @@
 #include "agent/ingest/ring_consumer.h"
 #include "agent/kernel/bpf_env.h"
 #include "agent/kernel/capture_program.h"
+#include "agent/discovery/own_sockets.h"
 #include "agent/discovery/resource.h"
 #include "agent/output/console_tree.h"
 #include "agent/output/event_printer.h"
 #include "agent/protocols/dispatcher.h"
 #include "agent/spans/http_spans.h"
+#include "agent/pipeline/red_metrics.h"
+#include "exporter/batch_exporter.h"
 #include "exporter/json_lines.h"
+#include "exporter/metrics_server.h"
+#include "exporter/otlp_config.h"
 
 namespace threadline {
 
@@ -65,8 +70,16 @@ Agent::~Agent() {
   table_.reset();
   dispatcher_.reset();
   span_builder_.reset();
-  if (span_sink_) span_sink_->Flush();
+  red_metrics_.reset();
+  if (exporter_) {
+    auto report = exporter_->Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    spdlog::info("OTLP exporter stopped: {} spans exported, {} dropped ({} at shutdown)",
+                 report.exported, report.dropped, report.dropped_at_shutdown);
+  } else if (span_sink_) {
+    span_sink_->Flush();
+  }
   span_sink_.reset();
+  metrics_server_.reset();
   if (out_ && owns_out_) std::fclose(out_);
 }
 
@@ -80,6 +93,17 @@ Status Agent::Start() {
   RETURN_IF_ERROR(PrepareBpfEnvironment());
   const CapabilityReport& caps = ProbeCapabilities();
   LogReport(caps);
+  PublishCapabilities(caps);
+  if (!options_.metrics_address.empty()) {
+    // Not fatal: a second agent on the node, or a busy port, must not stop tracing.
+    auto server = MetricsServer::Start(options_.metrics_address, metrics_);
+    if (server.ok()) {
+      metrics_server_ = std::move(*server);
+    } else {
+      spdlog::warn("no /metrics endpoint: cannot serve on {}: {}", options_.metrics_address,
+                   server.error().message);
+    }
+  }
   if (!caps.can_run) return Error{"this kernel cannot run threadline: " + caps.cannot_run_reason};
 
   if (options_.output_file.empty()) {
@@ -108,7 +132,19 @@ Status Agent::Start() {
     ASSIGN_OR_RETURN(span_config.routes, RouteTable::Create(options_.routes));
     span_config.redaction.extra_query_keys = options_.redact_query_keys;
     resources_ = std::make_unique<ResourceCache>(ResourceCacheOptions{}, metrics_);
-    if (options_.output == OutputMode::kConsole) {
+    if (options_.output == OutputMode::kOtlp) {
+      std::map<std::string, std::string> overrides;
+      if (!options_.otlp_endpoint.empty()) overrides["OTEL_EXPORTER_OTLP_ENDPOINT"] = options_.otlp_endpoint;
+      if (!options_.otlp_protocol.empty()) overrides["OTEL_EXPORTER_OTLP_PROTOCOL"] = options_.otlp_protocol;
+      ASSIGN_OR_RETURN(auto config, OtlpExporterConfigFromEnv(WithOverrides(overrides, ProcessEnv())));
+      ASSIGN_OR_RETURN(auto exporter, CreateOtlpSpanExporter(config, metrics_));
+      exporter_ = exporter.get();
+      span_sink_ = std::move(exporter);
+      spdlog::info("exporting spans over OTLP {} to {} (compression {}, queue {}, batch {})",
+                   config.protocol == OtlpProtocol::kGrpc ? "gRPC" : "HTTP/protobuf", config.endpoint,
+                   config.compression == OtlpCompression::kGzip ? "gzip" : "none",
+                   config.batch.max_queue_size, config.batch.max_export_batch_size);
+    } else if (options_.output == OutputMode::kConsole) {
       auto console = std::make_unique<ConsoleTreeSink>(out_, ConsoleTreeOptions{},
                                                        &ConsoleTreeSink::SteadyNowNs, metrics_);
       console_ = console.get();
@@ -118,9 +154,15 @@ Status Agent::Start() {
     } else {
       span_sink_ = std::make_unique<NullSpanSink>();
     }
+    red_metrics_ = std::make_unique<RedMetricsSink>(*span_sink_, metrics_);
     span_builder_ = std::make_unique<HttpSpanBuilder>(std::move(span_config), *resources_, clock_,
-                                                      *span_sink_, metrics_);
-    dispatcher_ = std::make_unique<ProtocolDispatcher>(DispatcherConfig{}, *span_builder_, metrics_);
+                                                      *red_metrics_, metrics_);
+    own_sockets_ = std::make_unique<OwnSockets>(metrics_);
+    DispatcherConfig dispatch;
+    dispatch.ignore = [this](const ConnectionInfo& c) {
+      return c.tuple_known && c.role != Role::kClient && own_sockets_->IsPeerOfAgent(c.tuple);
+    };
+    dispatcher_ = std::make_unique<ProtocolDispatcher>(dispatch, *span_builder_, metrics_);
     consumer = dispatcher_.get();
   }
   ConnectionTableConfig table_config;
@@ -168,6 +210,17 @@ Status Agent::Start() {
                "capture {} bytes per syscall, ring buffer {} MiB",
                attached, scope, cc.capture_bytes, options_.ring_buffer_mb);
   return OkStatus();
+}
+
+void Agent::PublishCapabilities(const CapabilityReport& caps) {
+  for (const auto& r : caps.results)
+    metrics_.GetGauge("threadline_probe_kind_available", {{"kind", r.name}},
+                      "1 when this kind of BPF hook loads, attaches and fires on this kernel")
+        .Set(r.works() ? 1 : 0);
+  for (const auto& c : caps.choices)
+    metrics_.GetGauge("threadline_hook_choice", {{"hook", c.hook}, {"chosen", c.chosen}},
+                      "The mechanism chosen for each hook (1 when active)")
+        .Set(c.active ? 1 : 0);
 }
 
 Status Agent::Run(const std::atomic<bool>& stop) {

@@ -28,6 +28,9 @@ class SpanSink;
 class ConsoleTreeSink;
 class HttpSpanBuilder;
 class ProtocolDispatcher;
+class BatchSpanExporter;
+class MetricsServer;
+class OwnSockets;
 
 class Agent : public EventSink {
  public:
@@ -53,6 +56,7 @@ class Agent : public EventSink {
   Status Start();
   void Upkeep(uint64_t now_boot_ns);
   void PublishKernelDrops();
+  void PublishCapabilities(const struct CapabilityReport& caps);
 
   AgentOptions options_;
   MetricsRegistry& metrics_;
@@ -68,6 +72,10 @@ class Agent : public EventSink {
   std::unique_ptr<ResourceCache> resources_;
   std::unique_ptr<SpanSink> span_sink_;
   ConsoleTreeSink* console_ = nullptr;  // span_sink_ when --output=console
+  BatchSpanExporter* exporter_ = nullptr;  // span_sink_ when --output=otlp
+  std::unique_ptr<SpanSink> red_metrics_;   // RED histograms, in front of span_sink_
+  std::unique_ptr<MetricsServer> metrics_server_;
+  std::unique_ptr<OwnSockets> own_sockets_;  // the agent's endpoints: their peers are not traced
   std::unique_ptr<HttpSpanBuilder> span_builder_;
   std::unique_ptr<ProtocolDispatcher> dispatcher_;
   uint64_t last_span_flush_ns_ = 0;

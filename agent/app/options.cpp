@@ -16,13 +16,15 @@ Result<AgentOptions> ParseOptions(int argc, char** argv) {
   app.add_flag("--probe", o.probe_only,
                "Load and attach one probe of each kind, print what this kernel supports and "
                "which hook each feature uses, then exit");
-  std::map<std::string, OutputMode> outputs{{"console", OutputMode::kConsole},
+  std::map<std::string, OutputMode> outputs{{"otlp", OutputMode::kOtlp},
+                                            {"console", OutputMode::kConsole},
                                             {"json", OutputMode::kJson},
                                             {"events", OutputMode::kEvents},
                                             {"none", OutputMode::kNone}};
   app.add_option("--output", o.output,
-                 "console: a tree per trace (default); json: OTLP JSON, one request per line; "
-                 "events: raw connections and data; none")
+                 "otlp: export to the OTLP endpoint (default when one is set); console: a tree "
+                 "per trace (default otherwise); json: OTLP JSON, one request per line; events: "
+                 "raw connections and data; none")
       ->transform(CLI::CheckedTransformer(outputs, CLI::ignore_case));
   app.add_option("--output-file", o.output_file, "Write output there instead of stdout");
   app.add_option("--duration", o.duration_s, "Stop by itself after this many seconds")
@@ -50,6 +52,13 @@ Result<AgentOptions> ParseOptions(int argc, char** argv) {
                  "repeatable (unmatched paths get ids replaced by placeholders)");
   app.add_option("--redact-query-key", o.redact_query_keys,
                  "Extra query parameter whose value is replaced by REDACTED; repeatable");
+  app.add_option("--otlp-endpoint", o.otlp_endpoint,
+                 "OTLP collector, e.g. http://127.0.0.1:4317 (grpc) or http://127.0.0.1:4318 "
+                 "(http/protobuf); overrides OTEL_EXPORTER_OTLP_ENDPOINT");
+  app.add_option("--otlp-protocol", o.otlp_protocol, "grpc or http/protobuf; overrides OTEL_EXPORTER_OTLP_PROTOCOL")
+      ->check(CLI::IsMember({"grpc", "http/protobuf"}));
+  app.add_option("--metrics-address", o.metrics_address,
+                 "Serve Prometheus /metrics and /healthz here (default 127.0.0.1:9464; 'off' to disable)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error (env THREADLINE_LOG_LEVEL)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 
@@ -59,6 +68,16 @@ Result<AgentOptions> ParseOptions(int argc, char** argv) {
     std::string msg = e.get_exit_code() == 0 ? app.help() : e.what();
     if (e.get_name() == "CallForVersion") msg = "threadline 0.1.0\n";
     return Error{msg, e.get_exit_code()};
+  }
+  if (o.metrics_address == "off") o.metrics_address.clear();
+  if (app.count("--output") == 0) {
+    auto set = [](const char* name) {
+      const char* v = std::getenv(name);
+      return v != nullptr && *v != '\0';
+    };
+    if (!o.otlp_endpoint.empty() || set("OTEL_EXPORTER_OTLP_ENDPOINT") ||
+        set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+      o.output = OutputMode::kOtlp;
   }
   auto is_pow2 = [](uint32_t v) { return v && !(v & (v - 1)); };
   if (!is_pow2(o.capture_bytes)) return Error{"--capture-bytes must be a power of two", 2};

@@ -10,9 +10,10 @@
 
 namespace threadline {
 
-// console: a tree per trace on stdout (the default); json: one OTLP JSON ExportTraceServiceRequest
-// per line; events: the raw connection/data view (no spans); none: run everything, print nothing.
-enum class OutputMode { kConsole, kJson, kEvents, kNone };
+// otlp: export to an OTLP collector (the default when an endpoint is configured); console: a tree
+// per trace on stdout (the default otherwise); json: one OTLP JSON ExportTraceServiceRequest per
+// line; events: the raw connection/data view (no spans); none: run everything, print nothing.
+enum class OutputMode { kOtlp, kConsole, kJson, kEvents, kNone };
 
 struct AgentOptions {
   bool probe_only = false;
@@ -29,6 +30,11 @@ struct AgentOptions {
   double stats_interval_s = 0;  // 0: stats only at exit
   std::vector<std::string> routes;           // --route: URL path patterns for span names
   std::vector<std::string> redact_query_keys;  // --redact-query-key: extra sensitive keys
+  // OTLP: flags override the standard OTEL_EXPORTER_OTLP_* variables they stand for.
+  std::string otlp_endpoint;  // --otlp-endpoint (OTEL_EXPORTER_OTLP_ENDPOINT)
+  std::string otlp_protocol;  // --otlp-protocol (OTEL_EXPORTER_OTLP_PROTOCOL)
+  // Prometheus /metrics and /healthz; empty: off.
+  std::string metrics_address = "127.0.0.1:9464";
   std::string log_level = "info";
 };
 

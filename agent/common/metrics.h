@@ -1,4 +1,4 @@
-// The agent's own counters and gauges. Every drop, eviction and loss in the agent is counted
+// The agent's own counters, gauges and histograms. Every drop, eviction and loss in the agent is counted
 // here under a name and labels, so `--stats` lines and (later) /metrics show them.
 //
 // Hot paths look a counter up once and keep the reference: references stay valid for the
@@ -10,6 +10,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -38,6 +39,38 @@ class Gauge {
   std::atomic<int64_t> v_{0};
 };
 
+// Fixed-bucket histogram (Prometheus semantics: bucket i counts observations <= bounds[i], and
+// an implicit +Inf bucket takes the rest). Observe() is lock-free: a short scan of the bounds
+// and two relaxed atomic adds, so hot paths can call it.
+class Histogram {
+ public:
+  // `upper_bounds` strictly increasing, finite; it need not list +Inf.
+  explicit Histogram(std::vector<double> upper_bounds);
+  Histogram(const Histogram&) = delete;
+  Histogram& operator=(const Histogram&) = delete;
+
+  void Observe(double v);
+
+  struct Data {
+    std::vector<double> upper_bounds;  // without +Inf
+    std::vector<uint64_t> cumulative;  // size upper_bounds.size() + 1; the last is +Inf
+    double sum = 0;
+    uint64_t count = 0;                // == cumulative.back()
+  };
+  Data Read() const;
+  const std::vector<double>& upper_bounds() const { return bounds_; }
+
+ private:
+  std::vector<double> bounds_;
+  std::unique_ptr<std::atomic<uint64_t>[]> buckets_;  // bounds_.size() + 1, not cumulative
+  std::atomic<double> sum_{0};
+};
+
+// Bucket bounds start, start*factor, ... (count of them).
+std::vector<double> ExponentialBuckets(double start, double factor, size_t count);
+// Seconds, 1 ms .. 30 s: latencies of network calls (up to the usual export timeouts).
+std::vector<double> DefaultLatencyBuckets();
+
 class MetricsRegistry {
  public:
   // Returns the counter for (name, labels), creating it on first use. Thread-safe.
@@ -55,6 +88,25 @@ class MetricsRegistry {
   };
   // A consistent-enough snapshot (each value read atomically), sorted by name then labels.
   std::vector<Sample> Snapshot() const;
+  // Returns the histogram for (name, labels), creating it with `upper_bounds` on first use (a
+  // later call's bounds are ignored). Thread-safe; the reference stays valid.
+  Histogram& GetHistogram(const std::string& name, const Labels& labels,
+                          std::vector<double> upper_bounds, const std::string& help = "");
+
+  struct HistogramSample {
+    std::string name;
+    Labels labels;
+    std::string help;
+    Histogram::Data data;
+  };
+  // Everything the registry holds, for renderers such as Prometheus' /metrics. Each list is
+  // sorted by name then labels.
+  struct FullSnapshot {
+    std::vector<Sample> scalars;  // counters and gauges, as Snapshot() returns them
+    std::vector<HistogramSample> histograms;
+  };
+  FullSnapshot SnapshotAll() const;
+
   // Sum of a counter over all label sets.
   uint64_t CounterTotal(const std::string& name) const;
 
@@ -72,8 +124,10 @@ class MetricsRegistry {
   mutable std::mutex mu_;
   std::map<Key, std::pair<std::string, Counter*>> counters_;
   std::map<Key, std::pair<std::string, Gauge*>> gauges_;
+  std::map<Key, std::pair<std::string, Histogram*>> histograms_;
   std::deque<Counter> counter_storage_;
   std::deque<Gauge> gauge_storage_;
+  std::deque<Histogram> histogram_storage_;
 };
 
 }  // namespace threadline

@@ -21,6 +21,8 @@ ProtocolDispatcher::ProtocolDispatcher(const DispatcherConfig& config, ExchangeS
                                          "Connections by the protocol detected on them")),
       detected_other_(metrics.GetCounter("threadline_protocol_connections_total",
                                          {{"protocol", "other"}})),
+      ignored_(metrics.GetCounter("threadline_protocol_connections_ignored_total", {},
+                                  "Connections not parsed by rule (the agent's own traffic)")),
       abandoned_(metrics.GetCounter("threadline_http1_requests_abandoned_total", {},
                                     "Requests whose connection the agent evicted before the response")) {}
 
@@ -38,7 +40,12 @@ Role ProtocolDispatcher::RoleOf(const State& s) const {
 }
 
 void ProtocolDispatcher::OnConnectionOpened(const ConnectionInfo& c) {
-  StateFor(c);
+  State& s = StateFor(c);
+  if (config_.ignore && config_.ignore(c)) {
+    s.protocol = Protocol::kOther;
+    ignored_.Add(1);
+    return;
+  }
   out_.OnConnectionOpened(c);
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <unordered_map>
 
@@ -39,6 +40,9 @@ struct DispatcherConfig {
   http1::Http1Limits http1;
   // Bytes of a stream inspected before it is declared "not a protocol we parse".
   uint32_t detect_bytes = 16;
+  // Connections to leave alone whatever they carry (e.g. the agent's own exports arriving at a
+  // traced collector on this node: tracing them would make spans of span exports, forever).
+  std::function<bool(const ConnectionInfo&)> ignore;
 };
 
 class ProtocolDispatcher : public StreamConsumer {
@@ -77,6 +81,7 @@ class ProtocolDispatcher : public StreamConsumer {
   const State* current_state_ = nullptr;
   Counter& detected_http1_;
   Counter& detected_other_;
+  Counter& ignored_;
   Counter& abandoned_;
 };
 

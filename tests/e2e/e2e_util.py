@@ -169,16 +169,21 @@ class Agent:
     """The threadline binary as a subprocess, its stdout and stderr collected by threads."""
 
     def __init__(self, args: list[str], test: unittest.TestCase | None = None,
-                 wait_ready: bool = True, ready_timeout: float = READY_TIMEOUT):
+                 wait_ready: bool = True, ready_timeout: float = READY_TIMEOUT,
+                 env: dict[str, str] | None = None):
         self.args = [agent_bin(), *args]
         self._lock = threading.Lock()
         self._stdout: list[str] = []
         self._stderr: list[str] = []
         self._ready = threading.Event()
         self.returncode: int | None = None
+        # The agent's environment: ours minus OTEL_* (so a developer's shell settings do not leak
+        # into tests), plus what the test gives.
+        agent_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        agent_env.update(env or {})
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, errors="replace",
-                                     bufsize=1)
+                                     bufsize=1, env=agent_env)
         self.pid = self.proc.pid
         self._threads = [
             threading.Thread(target=self._pump, args=(self.proc.stdout, self._stdout, False),
@@ -486,6 +491,301 @@ def format_events(evs: list[Event], limit: int = 40) -> str:
 
 
 CONN_KINDS = ("OPEN", "DATA", "GAP", "CLOSE")
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Spans (--output=json: one OTLP JSON ExportTraceServiceRequest per line)
+# ---------------------------------------------------------------------------------------------
+
+SPAN_KIND_SERVER = 2
+SPAN_KIND_CLIENT = 3
+STATUS_ERROR = 2
+SPAN_TIMEOUT = 15.0      # a span to show up (the JSON sink writes at least once a second)
+
+
+def otlp_value(v: dict):
+    """An OTLP JSON AnyValue as a Python value (intValue arrives as a string)."""
+    if "stringValue" in v:
+        return v["stringValue"]
+    if "intValue" in v:
+        return int(v["intValue"])
+    if "boolValue" in v:
+        return bool(v["boolValue"])
+    if "doubleValue" in v:
+        return float(v["doubleValue"])
+    if "arrayValue" in v:
+        return [otlp_value(x) for x in v["arrayValue"].get("values", [])]
+    if "kvlistValue" in v:
+        return otlp_attributes(v["kvlistValue"].get("values", []))
+    if "bytesValue" in v:
+        return v["bytesValue"]
+    return None
+
+
+def otlp_attributes(kvs: list[dict] | None) -> dict:
+    return {kv["key"]: otlp_value(kv.get("value", {})) for kv in (kvs or [])}
+
+
+@dataclass
+class SpanRecord:
+    """One exported span, flattened with its resource's attributes."""
+    trace_id: str
+    span_id: str
+    parent_span_id: str      # "" for a root
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    attrs: dict
+    resource: dict
+    status_code: int         # 0 unset, 1 ok, 2 error
+    status_message: str
+    events: list[dict]
+    links: list[dict]
+    raw: dict
+
+    @property
+    def service(self) -> str | None:
+        return self.resource.get("service.name")
+
+    @property
+    def pid(self) -> int | None:
+        return self.resource.get("process.pid")
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    @property
+    def is_server(self) -> bool:
+        return self.kind == SPAN_KIND_SERVER
+
+    @property
+    def is_client(self) -> bool:
+        return self.kind == SPAN_KIND_CLIENT
+
+    @property
+    def is_error(self) -> bool:
+        return self.status_code == STATUS_ERROR
+
+    def brief(self) -> str:
+        kind = {SPAN_KIND_SERVER: "SERVER", SPAN_KIND_CLIENT: "CLIENT"}.get(self.kind, self.kind)
+        return (f"{kind} {self.name!r} svc={self.service} pid={self.pid} trace={self.trace_id} "
+                f"span={self.span_id} parent={self.parent_span_id or '-'} "
+                f"status={self.status_code} dur={self.duration_ns}ns "
+                f"path={self.attrs.get('url.path')} code={self.attrs.get('http.response.status_code')} "
+                f"src={self.attrs.get('threadline.parent.source')}")
+
+
+def parse_otlp_json_line(line: str) -> list[SpanRecord]:
+    """The spans of one ExportTraceServiceRequest line; [] for a line that is not one."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return []
+    try:
+        req = json.loads(line)
+    except ValueError:
+        return []
+    out = []
+    for rs in req.get("resourceSpans", []):
+        resource = otlp_attributes(rs.get("resource", {}).get("attributes"))
+        for ss in rs.get("scopeSpans", []):
+            for s in ss.get("spans", []):
+                status = s.get("status") or {}
+                out.append(SpanRecord(
+                    trace_id=s.get("traceId", ""), span_id=s.get("spanId", ""),
+                    parent_span_id=s.get("parentSpanId", "") or "", name=s.get("name", ""),
+                    kind=int(s.get("kind", 0)), start_ns=int(s.get("startTimeUnixNano", 0)),
+                    end_ns=int(s.get("endTimeUnixNano", 0)),
+                    attrs=otlp_attributes(s.get("attributes")), resource=resource,
+                    status_code=int(status.get("code", 0)),
+                    status_message=status.get("message", ""),
+                    events=s.get("events", []), links=s.get("links", []), raw=s))
+    return out
+
+
+def agent_spans(agent: Agent) -> list[SpanRecord]:
+    """Every span the agent has written to stdout so far (--output=json)."""
+    return [s for line in agent.stdout_lines for s in parse_otlp_json_line(line)]
+
+
+def wait_for_spans(agent: Agent, pred: Callable[[list[SpanRecord]], bool],
+                   timeout: float = SPAN_TIMEOUT) -> list[SpanRecord]:
+    """Polls the agent's spans until pred(spans) is true; returns them. Fails the test with
+    what was seen on timeout or when the agent exits."""
+    for _ in deadline_loop(timeout, 0.2):
+        spans = agent_spans(agent)
+        if pred(spans):
+            return spans
+        if agent.proc.poll() is not None:
+            break
+    spans = agent_spans(agent)
+    if pred(spans):
+        return spans
+    raise AssertionError(f"the expected spans did not show up within {timeout:.0f}s; "
+                         f"{len(spans)} spans seen:\n{format_spans(spans)}\n{agent.describe()}")
+
+
+def format_spans(spans: list[SpanRecord], limit: int = 40) -> str:
+    more = f"... ({len(spans) - limit} earlier spans not shown)\n" if len(spans) > limit else ""
+    return more + "\n".join("  " + s.brief() for s in spans[-limit:])
+
+
+_METRIC_RE = re.compile(r"^\s+([a-z_][a-z0-9_]*)(\{[^}]*\})?\s+(\d+)\s*$")
+
+
+def agent_metrics(lines: list[str]) -> dict[str, int]:
+    """The counters the agent logs on stderr ("  name{label=value} N" lines of its stats),
+    keyed 'name' or 'name{label=value}'; later lines (the final stats) win."""
+    out: dict[str, int] = {}
+    for line in lines:
+        m = _METRIC_RE.match(line)
+        if m:
+            out[m.group(1) + (m.group(2) or "")] = int(m.group(3))
+    return out
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Long-running peers (servers) with their output, and npm-installed peers
+# ---------------------------------------------------------------------------------------------
+
+class PeerProcess:
+    """A program run for a test (usually a server on 127.0.0.1:port), its stdout and stderr
+    collected line by line, stopped (SIGTERM, then SIGKILL) at cleanup. `env` is added to the
+    test's environment (less its OTEL_* variables); with `port`, waits until something accepts
+    there."""
+
+    def __init__(self, argv: list[str], test: unittest.TestCase | None = None,
+                 port: int | None = None, env: dict[str, str] | None = None,
+                 cwd: str | None = None, ready_timeout: float = 15.0):
+        self.argv = argv
+        self.port = port
+        self._lock = threading.Lock()
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        # OTEL_* from the developer's shell would rename the peer's service: only `env`'s count.
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        self.proc = subprocess.Popen(argv, cwd=cwd, env={**base_env, **(env or {})},
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, errors="replace",
+                                     bufsize=1)
+        self.pid = self.proc.pid
+        self._threads = [threading.Thread(target=self._pump, args=(s, sink), daemon=True)
+                         for s, sink in ((self.proc.stdout, self._stdout),
+                                         (self.proc.stderr, self._stderr))]
+        for t in self._threads:
+            t.start()
+        if test is not None:
+            test.addCleanup(self.stop)
+        if port is not None:
+            try:
+                for _ in deadline_loop(ready_timeout, 0.05):
+                    if self.proc.poll() is not None:
+                        break
+                    try:
+                        wait_accepting(LOOPBACK, port, timeout=0.2)
+                        return
+                    except AssertionError:
+                        pass
+                raise AssertionError(f"{' '.join(argv)} is not accepting on port {port}\n"
+                                     f"{self.describe()}")
+            except AssertionError:
+                self.stop()
+                raise
+
+    def _pump(self, stream, sink: list[str]) -> None:
+        for line in stream:
+            with self._lock:
+                sink.append(line.rstrip("\n"))
+
+    @property
+    def stdout_lines(self) -> list[str]:
+        with self._lock:
+            return list(self._stdout)
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        with self._lock:
+            return list(self._stderr)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{LOOPBACK}:{self.port}{path}"
+
+    def describe(self) -> str:
+        return (f"peer {' '.join(self.argv)} (pid {self.pid}, rc {self.proc.poll()})\n"
+                "--- stdout (tail) ---\n" + "\n".join(self.stdout_lines[-20:]) +
+                "\n--- stderr (tail) ---\n" + "\n".join(self.stderr_lines[-20:]))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
+        for s in (self.proc.stdout, self.proc.stderr):
+            try:
+                s.close()
+            except Exception:
+                pass
+
+
+def build_dir() -> str:
+    """The build tree: THREADLINE_BUILD_DIR, else the folder holding the agent binary."""
+    return os.environ.get("THREADLINE_BUILD_DIR") or os.path.dirname(os.path.abspath(agent_bin()))
+
+
+def npm_peer(name: str, test: unittest.TestCase, timeout: float = 180.0) -> str:
+    """Installs the npm peer tests/e2e/peers/<name> (its package.json, exact versions) into
+    <build>/npm-peers/<name> and returns that folder. Idempotent: nothing is fetched when every
+    dependency in node_modules already has the pinned version. The peer's other files (*.js)
+    are copied next to node_modules so that `require` finds the packages. A missing node/npm
+    or a failed install fails the test under CI=true and skips it elsewhere."""
+    src = os.path.join(REPO, "tests", "e2e", "peers", name)
+    dest = os.path.join(build_dir(), "npm-peers", name)
+    with open(os.path.join(src, "package.json")) as f:
+        pinned = json.load(f).get("dependencies", {})
+
+    def give_up(reason: str) -> None:
+        if IN_CI:
+            test.fail(f"CI=true: {reason}")
+        test.skipTest(reason)
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        give_up("node and npm are needed (scripts/deps.sh --with-test-peers installs nodejs)")
+    node_version = subprocess.run(["node", "--version"], capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+    m = re.match(r"v(\d+)\.", node_version)
+    if not m or int(m.group(1)) < 20:
+        give_up(f"node {node_version or '?'}: the npm peers are pinned for Node 20 or later")
+
+    def installed_matches() -> bool:
+        for pkg, version in pinned.items():
+            try:
+                with open(os.path.join(dest, "node_modules", pkg, "package.json")) as f:
+                    if json.load(f).get("version") != version:
+                        return False
+            except (OSError, ValueError):
+                return False
+        return True
+
+    os.makedirs(dest, exist_ok=True)
+    for entry in os.listdir(src):
+        if os.path.isfile(os.path.join(src, entry)):
+            shutil.copyfile(os.path.join(src, entry), os.path.join(dest, entry))
+    if not installed_matches():
+        p = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock",
+                            "--loglevel=error"], cwd=dest, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=timeout)
+        if p.returncode != 0 or not installed_matches():
+            give_up(f"npm install in {dest} failed (rc {p.returncode}):\n{p.stdout[-2000:]}"
+                    f"\n{p.stderr[-2000:]}")
+    return dest
 
 
 def main() -> None:

@@ -1,0 +1,84 @@
+#include "agent/discovery/own_sockets.h"
+
+#include <dirent.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <memory>
+#include <string>
+#include <unordered_set>
+
+#include "agent/common/clock.h"
+#include "agent/discovery/proc_fs.h"
+#include "agent/discovery/proc_socket_resolver.h"
+
+namespace threadline {
+
+bool OwnSockets::SameHost(const IpAddress& a, uint64_t now_ns) {
+  if (a.is_v4 && a.bytes[0] == 127) return true;
+  static constexpr std::array<uint8_t, 16> kV6Loopback = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  if (!a.is_v4 && a.bytes == kV6Loopback) return true;
+  if (now_ns - addresses_read_ns_ > 10'000'000'000ull || addresses_read_ns_ == 0) {
+    addresses_read_ns_ = now_ns;
+    local_addresses_.clear();
+    ifaddrs* list = nullptr;
+    if (::getifaddrs(&list) == 0) {
+      for (ifaddrs* i = list; i; i = i->ifa_next) {
+        if (!i->ifa_addr) continue;
+        if (i->ifa_addr->sa_family == AF_INET) {
+          auto* in = reinterpret_cast<sockaddr_in*>(i->ifa_addr);
+          local_addresses_.insert(IpAddress::V4(reinterpret_cast<const uint8_t*>(&in->sin_addr)).bytes);
+        } else if (i->ifa_addr->sa_family == AF_INET6) {
+          auto* in6 = reinterpret_cast<sockaddr_in6*>(i->ifa_addr);
+          local_addresses_.insert(IpAddress::V6(reinterpret_cast<const uint8_t*>(&in6->sin6_addr)).bytes);
+        }
+      }
+      ::freeifaddrs(list);
+    }
+  }
+  return local_addresses_.count(a.bytes) > 0;
+}
+
+OwnSockets::OwnSockets(MetricsRegistry& metrics, uint64_t min_refresh_interval_ns)
+    : min_refresh_interval_ns_(min_refresh_interval_ns),
+      refreshes_(metrics.GetCounter("threadline_own_socket_listings_total", {},
+                                    "Listings of the agent's own sockets (to skip its exports)")) {}
+
+OwnSockets::Endpoint OwnSockets::Key(const IpAddress& a, uint16_t port) {
+  return {a.bytes, port};
+}
+
+void OwnSockets::Refresh(uint64_t now_ns) {
+  last_refresh_ns_ = now_ns;
+  refreshes_.Add(1);
+  std::unordered_set<uint64_t> inodes;
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/proc/self/fd"), &::closedir);
+  if (!dir) return;
+  while (dirent* e = ::readdir(dir.get())) {
+    if (e->d_name[0] == '.') continue;
+    auto link = discovery::ReadLink(std::string("/proc/self/fd/") + e->d_name);
+    if (!link.ok()) continue;
+    if (auto inode = discovery::ParseBracketedInode(*link, "socket")) inodes.insert(*inode);
+  }
+  std::set<Endpoint> found;
+  for (uint16_t family : {AF_INET, AF_INET6}) {
+    auto entries = discovery::DumpInetDiag(family);
+    if (!entries.ok()) continue;
+    for (const auto& s : *entries)
+      if (inodes.count(s.inode)) found.insert(Key(s.tuple.local, s.tuple.local_port));
+  }
+  ours_ = std::move(found);
+}
+
+bool OwnSockets::IsPeerOfAgent(const Tuple& t) {
+  uint64_t now = BootClock::NowBootNs();
+  if (!SameHost(t.remote, now)) return false;
+  Endpoint k = Key(t.remote, t.remote_port);
+  if (ours_.count(k)) return true;
+  if (now - last_refresh_ns_ < min_refresh_interval_ns_) return false;
+  Refresh(now);
+  return ours_.count(k) > 0;
+}
+
+}  // namespace threadline

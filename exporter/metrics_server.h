@@ -1,0 +1,53 @@
+// The agent's /metrics endpoint: Prometheus text (prometheus_text.h) of a MetricsRegistry on
+// GET /metrics, and GET /healthz answering "ok". libmicrohttpd serves it from its own thread, so
+// a scrape never touches the data path (it reads atomics under the registry's mutex).
+//
+// The address is host:port or [v6-host]:port; port 0 picks a free port (see port()). Default
+// 127.0.0.1:9464 (the port the OpenTelemetry Prometheus exporters use). Any address is
+// accepted; the one bound is logged, since 0.0.0.0 exposes the agent's metrics to the network.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "agent/common/metrics.h"
+#include "agent/common/result.h"
+
+namespace threadline {
+
+inline constexpr char kDefaultMetricsAddress[] = "127.0.0.1:9464";
+
+class MetricsServer {
+ public:
+  // Binds, listens and starts serving. Fails with the OS's reason (address in use, ...).
+  static Result<std::unique_ptr<MetricsServer>> Start(const std::string& address,
+                                                      MetricsRegistry& registry = MetricsRegistry::Global());
+  ~MetricsServer();  // Stop()
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+
+  // Stops serving and closes the socket; idempotent.
+  void Stop();
+  uint16_t port() const { return port_; }
+  // "127.0.0.1:9464", "[::1]:9464": what was bound, with the real port.
+  const std::string& bound_address() const { return bound_address_; }
+
+  struct Daemon;  // libmicrohttpd handle (RAII), defined in the .cpp
+  struct PassKey {
+   private:
+    friend class MetricsServer;
+    PassKey() = default;
+  };
+  explicit MetricsServer(PassKey, MetricsRegistry& registry);
+
+ private:
+  MetricsRegistry& registry_;
+  std::unique_ptr<Daemon> daemon_;
+  uint16_t port_ = 0;
+  std::string bound_address_;
+
+  friend struct MetricsServerAccess;  // the request handler
+};
+
+}  // namespace threadline
