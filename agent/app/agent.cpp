@@ -331,6 +331,9 @@ void Agent::OnProcExec(const ProcExecEvent& e) {
       (void)capture_->Unselect(e.pid);
     }
   }
+  // Read the new image's resource now, while the process surely lives: a short-lived client
+  // (curl) can be gone and reaped by the time its span is built, and /proc with it.
+  if (traced && resources_) (void)resources_->Get(e.pid);
   if (traced && printer_ && e.pid != static_cast<uint32_t>(getpid())) printer_->PrintExec(e);
 }
 

@@ -280,6 +280,9 @@ void HttpSpanBuilder::OnHttp1Exchange(const ConnectionInfo& c, Role role, http1:
 
 void HttpSpanBuilder::OnConnectionOpened(const ConnectionInfo& c) {
   if (c.role == Role::kClient && c.tuple_known) peers_.OnClientOpened(c.tuple);
+  // Cache the process's resource while it is alive (processes started before the agent, or
+  // whose exec we did not see); spans built after it exited still get it.
+  (void)resources_.Get(c.id.tgid);
 }
 
 void HttpSpanBuilder::OnConnectionDone(const ConnectionInfo& c) {
@@ -330,6 +333,7 @@ Span HttpSpanBuilder::Build(const ConnectionInfo& c, Role role, const http1::Exc
 
   Target target = SplitTarget(req.target, req.method);
   ResolvedRoute route = ResolveRoute(config_.routes, target.path.empty() ? req.target : target.path);
+  span.attributes.reserve(28);
   span.name = req.method == "CONNECT" ? std::string("CONNECT") : HttpSpanName(req.method, route.route);
   if (route.configured) AddString(span, "http.route", route.route);
 

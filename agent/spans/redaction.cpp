@@ -205,6 +205,25 @@ std::vector<std::string> RedactCommandLine(const std::vector<std::string>& argv)
         continue;
       }
     }
+    // A header given on the command line (curl -H 'Authorization: Bearer x'): its value when
+    // the header is sensitive.
+    if (size_t colon = arg.find(':'); colon != std::string_view::npos && colon > 0 &&
+                                      arg.find("://") == std::string_view::npos) {
+      std::string_view name = arg.substr(0, colon);
+      if (std::all_of(name.begin(), name.end(), [](char c) { return IsAlnum(c) || c == '-' || c == '_'; }) &&
+          IsSensitiveHeader(name)) {
+        std::string redacted(arg.substr(0, colon + 1));
+        redacted += " ";
+        redacted += kRedacted;
+        out.push_back(std::move(redacted));
+        continue;
+      }
+    }
+    // A URL anywhere in the arguments: user:password@ and sensitive query values.
+    if (arg.find("://") != std::string_view::npos) {
+      out.push_back(RedactUrl(arg));
+      continue;
+    }
     size_t eq = arg.find('=');
     if (eq != std::string_view::npos && eq > 0) {
       std::string_view name = FlagName(arg.substr(0, eq));

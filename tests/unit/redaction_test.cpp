@@ -142,3 +142,19 @@ TEST(IsSensitiveHeader, KnownAndPattern) {
 
 }  // namespace
 }  // namespace threadline
+
+namespace threadline {
+namespace {
+TEST(RedactCommandLineClients, UrlsAndHeaderArgumentsAreRedacted) {
+  std::vector<std::string> argv = {"curl", "-H", "Authorization: Bearer abc.def", "-H",
+                                   "Accept: text/html", "https://u:pw@example.com/x?token=s3cret&page=2"};
+  auto out = RedactCommandLine(argv);
+  ASSERT_EQ(out.size(), argv.size());
+  EXPECT_EQ(out[2], "Authorization: REDACTED");
+  EXPECT_EQ(out[4], "Accept: text/html");
+  EXPECT_EQ(out[5].find("s3cret"), std::string::npos) << out[5];
+  EXPECT_EQ(out[5].find("pw@"), std::string::npos) << out[5];
+  EXPECT_NE(out[5].find("page=2"), std::string::npos) << out[5];
+}
+}  // namespace
+}  // namespace threadline

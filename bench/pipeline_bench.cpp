@@ -1,0 +1,591 @@
+// bench/pipeline: how much the userspace pipeline carries on one core, without the kernel.
+//
+// Generated kernel records (byte-for-byte what bpf/capture writes into the ring buffer: the
+// structs of bpf/include/threadline/events.h followed by the captured payload, 8-byte aligned)
+// are replayed through exactly the agent's stages:
+//
+//   DecodeEvent (ingest) -> ConnectionTable (conn) -> ProtocolDispatcher (protocols/http1)
+//     -> HttpSpanBuilder (spans) -> an encoding sink (none | OTLP JSON lines | OTLP protobuf)
+//
+// Reported per encoding: kernel events/s and spans/s on one pinned core, ns per event, and heap
+// bytes and allocations per span (a global operator new/delete counter, alloc_counter.cpp).
+// Then a memory run: N concurrent open connections (default 10k), RSS and live heap before and
+// after, per connection.
+//
+// Workloads: `keepalive` (nginx under wrk: many connections, each round one request read and
+// one response written per connection: 2 events per span) and `close` (a new connection per
+// request: open, request, response, close: 4 events per span).
+//
+// Only the pipeline's time is measured: the per-round rewrite of positions and timestamps (the
+// part the kernel would do) happens before the round's clock starts.
+#include <malloc.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/common/clock.h"
+#include "agent/common/metrics.h"
+#include "agent/conn/connection_table.h"
+#include "agent/discovery/resource.h"
+#include "agent/ingest/decoder.h"
+#include "agent/protocols/dispatcher.h"
+#include "agent/spans/http_spans.h"
+#include "bench/alloc_counter.h"
+#include "exporter/json_lines.h"
+#include "exporter/otlp_convert.h"
+#include "threadline/events.h"
+
+namespace threadline::bench {
+namespace {
+
+constexpr uint16_t kServerPort = 8080;
+constexpr uint64_t kEventStepNs = 1000;  // event time advances 1 us per event
+
+// ---- Kernel records ------------------------------------------------------------------------
+
+// Records laid out as the ring buffer holds them: each starts 8-byte aligned, its size is
+// exactly what the BPF program reserved or output (header + captured bytes for data events).
+class RecordArena {
+ public:
+  struct Ref {
+    size_t word = 0;  // offset in 8-byte words
+    uint32_t size = 0;
+  };
+
+  template <typename T>
+  T& Add(std::span<const uint8_t> payload = {}) {
+    const size_t size = sizeof(T) + payload.size();
+    const size_t word = words_.size();
+    words_.resize(word + (size + 7) / 8, 0);
+    auto* base = reinterpret_cast<uint8_t*>(words_.data() + word);
+    if (!payload.empty()) std::memcpy(base + sizeof(T), payload.data(), payload.size());
+    refs_.push_back(Ref{word, static_cast<uint32_t>(size)});
+    return *reinterpret_cast<T*>(base);
+  }
+
+  template <typename T>
+  T& At(size_t i) {
+    return *reinterpret_cast<T*>(words_.data() + refs_[i].word);
+  }
+  std::span<const uint8_t> Record(size_t i) const {
+    return {reinterpret_cast<const uint8_t*>(words_.data() + refs_[i].word), refs_[i].size};
+  }
+  size_t size() const { return refs_.size(); }
+  void Clear() {
+    words_.clear();
+    refs_.clear();
+  }
+
+ private:
+  std::vector<uint64_t> words_;
+  std::vector<Ref> refs_;
+};
+
+std::span<const uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+void FillHeader(tl_event_header& h, uint32_t type, uint32_t tgid, uint32_t tid, uint64_t ts) {
+  h.type = type;
+  h.cpu = 0;
+  h.ts_ns = ts;
+  h.tgid = tgid;
+  h.tid = tid;
+}
+
+void FillId(tl_conn_id& id, uint32_t tgid, int32_t fd, uint64_t gen) {
+  id.tgid = tgid;
+  id.fd = fd;
+  id.gen = gen;
+}
+
+void AddOpen(RecordArena& a, uint32_t tgid, int32_t fd, uint64_t gen, uint16_t peer_port,
+             uint64_t ts) {
+  auto& e = a.Add<tl_conn_event>();
+  FillHeader(e.hdr, TL_EV_CONN_OPEN, tgid, tgid, ts);
+  FillId(e.id, tgid, fd, gen);
+  const uint8_t loopback[4] = {127, 0, 0, 1};
+  std::memcpy(e.tuple.saddr, loopback, 4);
+  std::memcpy(e.tuple.daddr, loopback, 4);
+  e.tuple.sport = kServerPort;
+  e.tuple.dport = peer_port;
+  e.tuple.family = 2;  // AF_INET
+  e.role = TL_ROLE_SERVER;
+  e.source = TL_SRC_ACCEPT;
+  std::strncpy(e.comm, "nginx", TL_COMM_LEN);
+}
+
+void AddClose(RecordArena& a, uint32_t tgid, int32_t fd, uint64_t gen, uint64_t sent,
+              uint64_t received, uint64_t ts) {
+  auto& e = a.Add<tl_conn_event>();
+  FillHeader(e.hdr, TL_EV_CONN_CLOSE, tgid, tgid, ts);
+  FillId(e.id, tgid, fd, gen);
+  e.bytes[TL_DIR_EGRESS] = sent;
+  e.bytes[TL_DIR_INGRESS] = received;
+  e.role = TL_ROLE_SERVER;
+  e.close_reason = TL_CLOSE_SYSCALL;
+}
+
+void AddData(RecordArena& a, uint32_t tgid, int32_t fd, uint64_t gen, uint8_t direction,
+             uint64_t pos, const std::string& payload, uint64_t ts) {
+  auto& e = a.Add<tl_data_event>(Bytes(payload));
+  FillHeader(e.hdr, TL_EV_DATA, tgid, tgid, ts);
+  FillId(e.id, tgid, fd, gen);
+  e.pos = pos;
+  e.enter_ts_ns = ts - kEventStepNs / 2;
+  e.size = static_cast<uint32_t>(payload.size());
+  e.captured = e.size;
+  e.direction = direction;
+  e.syscall = direction == TL_DIR_INGRESS ? TL_SYS_RECVFROM : TL_SYS_WRITEV;
+  e.role = TL_ROLE_SERVER;
+}
+
+// What wrk sends and nginx answers for its default page (same sizes and header shapes).
+std::string Request(size_t conn) {
+  return "GET /api/v1/items/" + std::to_string(100000 + conn) +
+         "?page=2 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk/4.1.0\r\n"
+         "Accept: */*\r\n\r\n";
+}
+
+std::string Response() {
+  std::string body(612, 'x');
+  return "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 10:00:00 GMT\r\n"
+         "Content-Type: text/html\r\nContent-Length: 612\r\n"
+         "Last-Modified: Mon, 23 Nov 2026 09:00:00 GMT\r\nConnection: keep-alive\r\n"
+         "ETag: \"6560a1b0-264\"\r\nAccept-Ranges: bytes\r\n\r\n" +
+         body;
+}
+
+// ---- Sinks ---------------------------------------------------------------------------------
+
+class NullSpanSink : public SpanSink {
+ public:
+  void OnSpan(Span) override {}
+};
+
+// What the OTLP exporters do before the network: batches of spans -> ExportTraceServiceRequest
+// -> protobuf bytes. TODO(exporter): once exporter/batch_exporter is wired into the agent, drive
+// the real BatchExporter with a transport that discards (and, for the collector-down memory
+// case, one that always fails) instead of this stand-in.
+class ProtobufSink : public SpanSink {
+ public:
+  explicit ProtobufSink(size_t max_batch) : max_batch_(max_batch) { batch_.reserve(max_batch); }
+  void OnSpan(Span span) override {
+    batch_.push_back(std::move(span));
+    if (batch_.size() >= max_batch_) Flush();
+  }
+  void Flush() override {
+    if (batch_.empty()) return;
+    auto request = ToExportRequest(batch_);
+    request.SerializeToString(&wire_);
+    bytes_out_ += wire_.size();
+    batch_.clear();
+  }
+  uint64_t bytes_out() const { return bytes_out_; }
+
+ private:
+  size_t max_batch_;
+  std::vector<Span> batch_;
+  std::string wire_;
+  uint64_t bytes_out_ = 0;
+};
+
+enum class Encoding { kNone, kJson, kProtobuf };
+std::string_view Name(Encoding e) {
+  switch (e) {
+    case Encoding::kNone: return "none";
+    case Encoding::kJson: return "otlp-json";
+    case Encoding::kProtobuf: return "otlp-proto";
+  }
+  return "?";
+}
+
+// The agent's pipeline, wired as Agent::Start wires it (agent/app/agent.cpp).
+struct Pipeline {
+  Pipeline(Encoding encoding, size_t max_connections) {
+    if (encoding == Encoding::kJson) {
+      devnull.reset(std::fopen("/dev/null", "w"));
+      sink = std::make_unique<JsonLinesSink>(devnull.get(), JsonLinesSink::kDefaultMaxBatchSpans,
+                                             metrics);
+    } else if (encoding == Encoding::kProtobuf) {
+      auto pb = std::make_unique<ProtobufSink>(JsonLinesSink::kDefaultMaxBatchSpans);
+      protobuf = pb.get();
+      sink = std::move(pb);
+    } else {
+      sink = std::make_unique<NullSpanSink>();
+    }
+    resources = std::make_unique<ResourceCache>(ResourceCacheOptions{}, metrics);
+    builder = std::make_unique<HttpSpanBuilder>(HttpSpanConfig{}, *resources, clock, *sink, metrics);
+    dispatcher = std::make_unique<ProtocolDispatcher>(DispatcherConfig{}, *builder, metrics);
+    ConnectionTableConfig tc;
+    tc.max_connections = max_connections;
+    table = std::make_unique<ConnectionTable>(tc, *dispatcher, metrics, nullptr);
+  }
+  ~Pipeline() {
+    table.reset();
+    dispatcher.reset();
+    builder.reset();
+    if (sink) sink->Flush();
+  }
+
+  uint64_t Spans() const {
+    return metrics.CounterTotal("threadline_spans_created_total");
+  }
+
+  struct FileCloser {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
+  MetricsRegistry metrics;
+  BootClock clock;
+  std::unique_ptr<std::FILE, FileCloser> devnull;
+  std::unique_ptr<SpanSink> sink;
+  ProtobufSink* protobuf = nullptr;
+  std::unique_ptr<ResourceCache> resources;
+  std::unique_ptr<HttpSpanBuilder> builder;
+  std::unique_ptr<ProtocolDispatcher> dispatcher;
+  std::unique_ptr<ConnectionTable> table;
+};
+
+// ---- Throughput run ------------------------------------------------------------------------
+
+struct ThroughputResult {
+  Encoding encoding;
+  uint64_t events = 0;
+  uint64_t spans = 0;
+  double seconds = 0;
+  AllocStats alloc;  // delta over the timed rounds
+  uint64_t bytes_out = 0;
+  uint64_t decode_errors = 0;
+};
+
+enum class Workload { kKeepAlive, kClose };
+
+class Replayer {
+ public:
+  Replayer(Workload workload, size_t connections) : workload_(workload), conns_(connections) {
+    tgid_ = static_cast<uint32_t>(getpid());  // a real process: resources come from /proc
+    response_ = Response();
+    for (size_t i = 0; i < conns_; ++i) requests_.push_back(Request(i));
+    base_ts_ = BootClock::NowBootNs();
+    BuildRound();
+  }
+
+  size_t events_per_round() const { return round_.size(); }
+  size_t spans_per_round() const { return conns_; }
+  const std::string& response() const { return response_; }
+  const std::string& request(size_t i) const { return requests_[i]; }
+
+  // Keep-alive connections are opened once, before the timed rounds.
+  void Open(Pipeline& p) {
+    if (workload_ != Workload::kKeepAlive) return;
+    RecordArena opens;
+    for (size_t i = 0; i < conns_; ++i)
+      AddOpen(opens, tgid_, Fd(i), i + 1, static_cast<uint16_t>(20000 + i), NextTs());
+    for (size_t i = 0; i < opens.size(); ++i) (void)DecodeEvent(opens.Record(i), *p.table);
+  }
+
+  // Rewrites positions, generations and timestamps for round `r` (the kernel's part).
+  void Prepare(uint64_t r) {
+    size_t k = 0;
+    for (size_t i = 0; i < conns_; ++i) {
+      if (workload_ == Workload::kKeepAlive) {
+        auto& req = round_.At<tl_data_event>(k++);
+        auto& resp = round_.At<tl_data_event>(k++);
+        req.pos = r * requests_[i].size();
+        resp.pos = r * response_.size();
+        Stamp(req.hdr, &req.enter_ts_ns);
+        Stamp(resp.hdr, &resp.enter_ts_ns);
+      } else {
+        const uint64_t gen = r * conns_ + i + 1;
+        auto& open = round_.At<tl_conn_event>(k++);
+        auto& req = round_.At<tl_data_event>(k++);
+        auto& resp = round_.At<tl_data_event>(k++);
+        auto& close = round_.At<tl_conn_event>(k++);
+        open.id.gen = req.id.gen = resp.id.gen = close.id.gen = gen;
+        Stamp(open.hdr, nullptr);
+        Stamp(req.hdr, &req.enter_ts_ns);
+        Stamp(resp.hdr, &resp.enter_ts_ns);
+        Stamp(close.hdr, nullptr);
+      }
+    }
+  }
+
+  // The timed part: every record of the round through the pipeline. Returns decode errors.
+  uint64_t Replay(Pipeline& p) {
+    uint64_t errors = 0;
+    for (size_t i = 0; i < round_.size(); ++i)
+      errors += DecodeEvent(round_.Record(i), *p.table) != DecodeStatus::kOk;
+    p.table->Tick(ts_);  // the agent ticks after every ring poll
+    return errors;
+  }
+
+ private:
+  int32_t Fd(size_t i) const { return static_cast<int32_t>(10 + i); }
+  uint64_t NextTs() { return ts_ += kEventStepNs; }
+  void Stamp(tl_event_header& h, __u64* enter) {
+    h.ts_ns = NextTs();
+    if (enter) *enter = h.ts_ns - kEventStepNs / 2;
+  }
+
+  void BuildRound() {
+    ts_ = base_ts_;
+    for (size_t i = 0; i < conns_; ++i) {
+      const int32_t fd = Fd(i);
+      if (workload_ == Workload::kKeepAlive) {
+        AddData(round_, tgid_, fd, i + 1, TL_DIR_INGRESS, 0, requests_[i], 0);
+        AddData(round_, tgid_, fd, i + 1, TL_DIR_EGRESS, 0, response_, 0);
+      } else {
+        AddOpen(round_, tgid_, fd, 0, static_cast<uint16_t>(20000 + i), 0);
+        AddData(round_, tgid_, fd, 0, TL_DIR_INGRESS, 0, requests_[i], 0);
+        AddData(round_, tgid_, fd, 0, TL_DIR_EGRESS, 0, response_, 0);
+        AddClose(round_, tgid_, fd, 0, response_.size(), requests_[i].size(), 0);
+      }
+    }
+  }
+
+  Workload workload_;
+  size_t conns_;
+  uint32_t tgid_;
+  std::string response_;
+  std::vector<std::string> requests_;
+  uint64_t base_ts_ = 0;
+  uint64_t ts_ = 0;
+  RecordArena round_;
+};
+
+ThroughputResult RunThroughput(Workload workload, Encoding encoding, size_t connections,
+                               uint64_t target_events) {
+  Pipeline p(encoding, 65536);
+  Replayer replay(workload, connections);
+  replay.Open(p);
+  // Warm-up: hash tables, resource cache and parser buffers reach their steady size.
+  const uint64_t warm_rounds = std::max<uint64_t>(2, 20000 / replay.events_per_round());
+  uint64_t r = 0;
+  for (; r < warm_rounds; ++r) {
+    replay.Prepare(r);
+    replay.Replay(p);
+  }
+  const uint64_t rounds = std::max<uint64_t>(1, target_events / replay.events_per_round());
+  ThroughputResult res;
+  res.encoding = encoding;
+  const uint64_t spans_before = p.Spans();
+  const AllocStats a0 = CurrentAllocStats();
+  std::chrono::nanoseconds busy{0};
+  for (uint64_t i = 0; i < rounds; ++i, ++r) {
+    replay.Prepare(r);
+    const auto t0 = std::chrono::steady_clock::now();
+    res.decode_errors += replay.Replay(p);
+    busy += std::chrono::steady_clock::now() - t0;
+  }
+  {
+    // Spans still batched in the sink are encoded in the timed part too.
+    const auto t0 = std::chrono::steady_clock::now();
+    p.sink->Flush();
+    busy += std::chrono::steady_clock::now() - t0;
+  }
+  const AllocStats a1 = CurrentAllocStats();
+  res.events = rounds * replay.events_per_round();
+  res.spans = p.Spans() - spans_before;
+  res.seconds = std::chrono::duration<double>(busy).count();
+  res.alloc = AllocStats{a1.allocations - a0.allocations, a1.bytes - a0.bytes,
+                         a1.live_bytes - a0.live_bytes};
+  if (p.protobuf) res.bytes_out = p.protobuf->bytes_out();
+  if (encoding == Encoding::kJson)
+    res.bytes_out = 0;  // written to /dev/null; the line count is in the sink's counters
+  return res;
+}
+
+// ---- Memory run ----------------------------------------------------------------------------
+
+uint64_t StatusKb(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const size_t n = std::strlen(field);
+  while (std::getline(in, line)) {
+    if (line.compare(0, n, field) == 0 && line.size() > n && line[n] == ':')
+      return std::stoull(line.substr(n + 1));
+  }
+  return 0;
+}
+
+struct MemoryResult {
+  size_t connections = 0;
+  size_t tracked = 0;
+  uint64_t rss_before_kb = 0;
+  uint64_t rss_after_kb = 0;
+  int64_t heap_before = 0;
+  int64_t heap_after = 0;
+};
+
+// `n` keep-alive connections, each with one exchange done and a second request read whose
+// response is not written yet (the state a busy server's connections are in), all left open.
+// TODO(exporter): the collector-down case: run the same with the agent's OTLP exporter pointed
+// at a port nobody listens on (127.0.0.1:1), feed spans for a while, and report that RSS stays
+// flat (the export queue is bounded and counts what it drops).
+MemoryResult RunMemory(size_t n) {
+  MemoryResult m;
+  m.connections = n;
+  malloc_trim(0);
+  Pipeline p(Encoding::kNone, 65536);
+  Replayer shapes(Workload::kKeepAlive, 1);
+  const uint32_t tgid = static_cast<uint32_t>(getpid());
+  RecordArena a;
+  // One connection through first, so lazily built state (resource cache) is not charged per
+  // connection.
+  uint64_t ts = BootClock::NowBootNs();
+  auto feed = [&](size_t conn_index, bool first_exchange_only) {
+    const int32_t fd = static_cast<int32_t>(100 + conn_index);
+    const uint64_t gen = conn_index + 1;
+    const std::string req = Request(conn_index);
+    a.Clear();
+    AddOpen(a, tgid, fd, gen, static_cast<uint16_t>(1024 + conn_index % 60000), ts += kEventStepNs);
+    AddData(a, tgid, fd, gen, TL_DIR_INGRESS, 0, req, ts += kEventStepNs);
+    AddData(a, tgid, fd, gen, TL_DIR_EGRESS, 0, shapes.response(), ts += kEventStepNs);
+    if (!first_exchange_only)
+      AddData(a, tgid, fd, gen, TL_DIR_INGRESS, req.size(), req, ts += kEventStepNs);
+    for (size_t i = 0; i < a.size(); ++i) (void)DecodeEvent(a.Record(i), *p.table);
+  };
+  feed(n + 1, true);
+  m.rss_before_kb = StatusKb("VmRSS");
+  m.heap_before = CurrentAllocStats().live_bytes;
+  for (size_t i = 0; i < n; ++i) feed(i, false);
+  p.table->Tick(ts);
+  m.rss_after_kb = StatusKb("VmRSS");
+  m.heap_after = CurrentAllocStats().live_bytes;
+  m.tracked = p.table->size() - 1;  // not the warm-up connection
+  return m;
+}
+
+// ---- Main ----------------------------------------------------------------------------------
+
+std::string Thousands(double v) {
+  std::string s = std::to_string(static_cast<uint64_t>(v + 0.5));
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return s;
+}
+
+int Main(int argc, char** argv) {
+  std::string workload_name = "keepalive";
+  std::string encode = "all";
+  size_t connections = 1000;
+  uint64_t events = 2'000'000;
+  size_t memory_connections = 10000;
+  int cpu = -1;
+  bool smoke = false;
+  CLI::App app{"threadline pipeline benchmark: generated kernel events through ingest -> conn -> "
+               "protocols -> spans -> OTLP encoding, on one core"};
+  app.add_option("--workload", workload_name, "keepalive | close")
+      ->check(CLI::IsMember({"keepalive", "close"}));
+  app.add_option("--encode", encode, "none | json | proto | all")
+      ->check(CLI::IsMember({"none", "json", "proto", "all"}));
+  app.add_option("--connections", connections, "Connections the events are spread over")
+      ->check(CLI::Range(1, 60000));
+  app.add_option("--events", events, "Kernel events per encoding (timed)");
+  app.add_option("--memory-connections", memory_connections,
+                 "Concurrent open connections for the memory run (0: skip)");
+  app.add_option("--cpu", cpu, "CPU to pin to (-1: the last one)");
+  app.add_flag("--smoke", smoke, "Small counts: checks that it runs and produces numbers");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (smoke) {
+    events = std::min<uint64_t>(events, 50'000);
+    memory_connections = std::min<size_t>(memory_connections, 1000);
+    connections = std::min<size_t>(connections, 100);
+  }
+  spdlog::set_level(spdlog::level::warn);
+
+  const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpu < 0) cpu = static_cast<int>(ncpu - 1);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+    std::fprintf(stderr, "pipeline_bench: cannot pin to CPU %d: %s\n", cpu, std::strerror(errno));
+    return 1;
+  }
+
+  const Workload workload = workload_name == "close" ? Workload::kClose : Workload::kKeepAlive;
+  std::vector<Encoding> encodings;
+  if (encode == "none" || encode == "all") encodings.push_back(Encoding::kNone);
+  if (encode == "json" || encode == "all") encodings.push_back(Encoding::kJson);
+  if (encode == "proto" || encode == "all") encodings.push_back(Encoding::kProtobuf);
+
+  Replayer shape(workload, 1);
+  std::printf("pipeline_bench: workload %s, %zu connections, %s per span; request %zu B, "
+              "response %zu B; pinned to CPU %d of %ld\n",
+              workload_name.c_str(), connections,
+              workload == Workload::kKeepAlive ? "2 kernel events (request read, response write)"
+                                               : "4 kernel events (open, request, response, close)",
+              shape.request(0).size(), shape.response().size(), cpu, ncpu);
+  std::printf("%-11s %12s %10s %9s %12s %11s %11s\n", "encoding", "events/s", "spans/s",
+              "ns/event", "alloc B/span", "allocs/span", "wire B/span");
+  bool ok = true;
+  for (Encoding enc : encodings) {
+    ThroughputResult r = RunThroughput(workload, enc, connections, events);
+    const double eps = r.events / r.seconds;
+    const double sps = r.spans / r.seconds;
+    const double spans = std::max<double>(1, static_cast<double>(r.spans));
+    std::printf("%-11s %12s %10s %9.0f %12.0f %11.1f %11s\n", std::string(Name(enc)).c_str(),
+                Thousands(eps).c_str(), Thousands(sps).c_str(), 1e9 * r.seconds / r.events,
+                r.alloc.bytes / spans, r.alloc.allocations / spans,
+                r.bytes_out ? Thousands(r.bytes_out / spans).c_str() : "-");
+    std::printf("RESULT {\"bench\":\"pipeline\",\"workload\":\"%s\",\"encoding\":\"%s\",\"events\":%llu,"
+                "\"spans\":%llu,\"seconds\":%.6f,\"events_per_s\":%.0f,\"spans_per_s\":%.0f,"
+                "\"alloc_bytes_per_span\":%.1f,\"allocs_per_span\":%.2f,\"decode_errors\":%llu}\n",
+                workload_name.c_str(), std::string(Name(enc)).c_str(),
+                static_cast<unsigned long long>(r.events), static_cast<unsigned long long>(r.spans),
+                r.seconds, eps, sps, r.alloc.bytes / spans, r.alloc.allocations / spans,
+                static_cast<unsigned long long>(r.decode_errors));
+    const uint64_t expected_spans = r.events / shape.events_per_round();
+    if (r.spans == 0 || r.events == 0 || r.decode_errors || r.spans < expected_spans * 9 / 10) {
+      std::fprintf(stderr, "pipeline_bench: %s: %llu spans from %llu events (expected ~%llu), "
+                   "%llu decode errors\n", std::string(Name(enc)).c_str(),
+                   static_cast<unsigned long long>(r.spans), static_cast<unsigned long long>(r.events),
+                   static_cast<unsigned long long>(expected_spans),
+                   static_cast<unsigned long long>(r.decode_errors));
+      ok = false;
+    }
+  }
+
+  if (memory_connections) {
+    MemoryResult m = RunMemory(memory_connections);
+    const double n = static_cast<double>(m.connections);
+    std::printf("memory: %zu concurrent keep-alive connections (one exchange done, one request "
+                "waiting for its response): tracked %zu; RSS %.1f -> %.1f MiB (+%.0f B/conn); "
+                "live heap +%.1f MiB (%.0f B/conn)\n",
+                m.connections, m.tracked, m.rss_before_kb / 1024.0, m.rss_after_kb / 1024.0,
+                (static_cast<double>(m.rss_after_kb) - static_cast<double>(m.rss_before_kb)) * 1024 / n,
+                static_cast<double>(m.heap_after - m.heap_before) / (1 << 20),
+                static_cast<double>(m.heap_after - m.heap_before) / n);
+    std::printf("RESULT {\"bench\":\"memory\",\"connections\":%zu,\"tracked\":%zu,"
+                "\"rss_before_kb\":%llu,\"rss_after_kb\":%llu,\"heap_bytes_per_conn\":%.0f}\n",
+                m.connections, m.tracked, static_cast<unsigned long long>(m.rss_before_kb),
+                static_cast<unsigned long long>(m.rss_after_kb),
+                static_cast<double>(m.heap_after - m.heap_before) / n);
+    if (m.tracked != m.connections) {
+      std::fprintf(stderr, "pipeline_bench: memory run tracks %zu of %zu connections\n", m.tracked,
+                   m.connections);
+      ok = false;
+    }
+  }
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace threadline::bench
+
+int main(int argc, char** argv) { return threadline::bench::Main(argc, argv); }
