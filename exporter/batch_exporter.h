@@ -51,8 +51,10 @@ struct BatchExporterOptions {
   size_t max_queue_size = 2048;                         // OTEL_BSP_MAX_QUEUE_SIZE
   std::chrono::milliseconds schedule_delay{5000};       // OTEL_BSP_SCHEDULE_DELAY
   size_t max_export_batch_size = 512;                   // OTEL_BSP_MAX_EXPORT_BATCH_SIZE
-  std::chrono::milliseconds export_timeout{30000};      // OTEL_BSP_EXPORT_TIMEOUT: per batch,
-                                                        // all attempts and waits included
+  // OTEL_BSP_EXPORT_TIMEOUT: per batch, all attempts and waits included. 300 s by default,
+  // not the spec's 30 s: a collector restart or a short outage must lose nothing that fits in
+  // the queue; meanwhile new spans queue up and only past max_queue_size are dropped (counted).
+  std::chrono::milliseconds export_timeout{300000};
   std::chrono::milliseconds request_timeout{10000};     // OTEL_EXPORTER_OTLP_TIMEOUT: per attempt
   RetryPolicy retry;
   // Log one line for the first partial success and then one per this many.

@@ -18,7 +18,7 @@
 //   OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE   PEM file of CAs to trust (default: system CAs)
 //   OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY / _CLIENT_CERTIFICATE   mTLS, PEM files, both or none
 //   OTEL_BSP_MAX_QUEUE_SIZE (2048), OTEL_BSP_SCHEDULE_DELAY (5000 ms),
-//   OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512, <= queue size), OTEL_BSP_EXPORT_TIMEOUT (30000 ms)
+//   OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512, <= queue size), OTEL_BSP_EXPORT_TIMEOUT (300000 ms: see batch_exporter.h)
 //
 // The signal-specific (TRACES_) variable wins over the generic one. An empty variable counts as
 // unset (specification). Anything unparsable is an error naming the variable and the value.

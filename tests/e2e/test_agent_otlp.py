@@ -125,6 +125,38 @@ class AgentOtlpTest(unittest.TestCase):
         self.assertEqual(metric(values, "threadline_spans_dropped_total{reason=\"queue_full\""), 0, values)
         self.assertEqual(agent.stop(), 0, agent.describe())
 
+    def test_receiver_stopped_mid_run_loses_nothing_that_fit(self):
+        """The issue's outage: spans flow, the receiver stops (here 12 s, the mechanism is the
+        same for 30 s: a batch retries for up to OTEL_BSP_EXPORT_TIMEOUT, 300 s by default),
+        traffic continues, the receiver comes back on the same port: every span arrives."""
+        grpc_port, http_port = free_port(), free_port()
+        receiver = Receiver(self.modules, grpc_port=grpc_port, http_port=http_port)
+        server = HttpServer(self)
+        mport = free_port()
+        agent = self.start_agent(f"http://127.0.0.1:{grpc_port}", "grpc", mport)
+        self.exchange(server, "/items/42", "00-0000000000000000000000000000beef-00f067aa0ba902b7-01")
+        self.assertEqual(len(receiver.wait_for(
+            lambda e: e["event"] == "span" and e["trace_id"].endswith("beef"), 2, timeout=30)), 2)
+        receiver.stop()
+        during = [f"{i:032x}" for i in range(0xdead0, 0xdead4)]
+        for t in during:
+            self.exchange(server, "/items/42", f"00-{t}-00f067aa0ba902b7-01")
+            time.sleep(1)
+        time.sleep(8)
+        values = scrape(mport)
+        self.assertGreaterEqual(metric(values, 'threadline_export_requests_total{result="retryable_error"}'), 1,
+                                values)
+        receiver = Receiver(self.modules, grpc_port=grpc_port, http_port=http_port)
+        self.addCleanup(receiver.stop)
+        for t in during:
+            got = receiver.wait_for(lambda e, t=t: e["event"] == "span" and e["trace_id"] == t, 2, timeout=60)
+            self.assertEqual(len(got), 2, f"trace {t} lost in the outage")
+        values = scrape(mport)
+        lost = sum(metric(values, f'threadline_spans_dropped_total{{reason="{r}"}}')
+                   for r in ("queue_full", "retries_exhausted", "export_failed"))
+        self.assertEqual(lost, 0, values)
+        self.assertEqual(agent.stop(), 0, agent.describe())
+
 
 if __name__ == "__main__":
     e2e_util.main()

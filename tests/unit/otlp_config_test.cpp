@@ -39,7 +39,7 @@ TEST(OtlpConfig, DefaultsFollowTheSpecification) {
   EXPECT_EQ(c.batch.max_queue_size, 2048u);
   EXPECT_EQ(c.batch.schedule_delay, std::chrono::milliseconds(5000));
   EXPECT_EQ(c.batch.max_export_batch_size, 512u);
-  EXPECT_EQ(c.batch.export_timeout, std::chrono::milliseconds(30000));
+  EXPECT_EQ(c.batch.export_timeout, std::chrono::milliseconds(300000));
   EXPECT_EQ(c.batch.request_timeout, std::chrono::milliseconds(10000));
 
   OtlpExporterConfig g = Load({{"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"}});
