@@ -182,7 +182,8 @@ TEST(OtlpConvertTest, InvalidIdsAreEmptyBytes) {
   s.name = "no ids";
   s.resource = MakeResource("x");
   const std::vector<Span> spans = {s};
-  const auto& out = ToExportRequest(spans).resource_spans(0).scope_spans(0).spans(0);
+  const auto req = ToExportRequest(spans);  // kept: `out` refers into it
+  const auto& out = req.resource_spans(0).scope_spans(0).spans(0);
   EXPECT_TRUE(out.trace_id().empty());
   EXPECT_TRUE(out.span_id().empty());
   EXPECT_TRUE(out.parent_span_id().empty());
