@@ -5,8 +5,12 @@
  * or forbidden on many production kernels).
  *
  * These concerns share the connection and selection maps, so they live in one object; each
- * concern is its own header (conn.bpf.h, data.bpf.h, proc.bpf.h) and this file holds only the
- * program entry points, so a reader sees every hook in one place.
+ * concern is its own header (conn.bpf.h, data.bpf.h, proc.bpf.h, tls.bpf.h) and this file holds
+ * only the program entry points, so a reader sees every hook in one place.
+ *
+ * TLS uprobes live here too (not in an object of their own): the syscalls made under an SSL_*
+ * call must see that call, and its plaintext must land on the same connection state. They are
+ * attached per library file by userspace (agent/kernel/tls_attacher), never automatically.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -20,6 +24,7 @@
 #include "capture/conn.bpf.h"
 #include "capture/data.bpf.h"
 #include "capture/proc.bpf.h"
+#include "capture/tls.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -119,6 +124,10 @@ static __always_inline int exit__buffer(void *ctx, long ret, __u8 direction, __u
 	if (!args__take_or_recover(&a, sys, 0, 1, 2, i_flags))
 		return 0;
 	data__from_buffer(ctx, &a, direction, (__u64)ret);
+	/* OpenSSL's socket BIO writes with write(); other write paths fall back to the return
+	 * probe (tls.bpf.h). */
+	if (direction == TL_DIR_EGRESS)
+		tls__on_socket_write(a.fd);
 	return 0;
 }
 
@@ -300,3 +309,16 @@ int tl_sched_process_exit(void *ctx)
 	proc__on_exit();
 	return 0;
 }
+
+/* --- TLS libraries (uprobes, attached per file by agent/kernel/tls_attacher) --------------- */
+
+/* int SSL_write(SSL *s, const void *buf, int num) */
+SEC("uprobe") int tl_ssl_write_enter(struct pt_regs *ctx) { return tls__enter(ctx, TL_DIR_EGRESS, 0); }
+/* int SSL_read(SSL *s, void *buf, int num) */
+SEC("uprobe") int tl_ssl_read_enter(struct pt_regs *ctx) { return tls__enter(ctx, TL_DIR_INGRESS, 0); }
+/* int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written) */
+SEC("uprobe") int tl_ssl_write_ex_enter(struct pt_regs *ctx) { return tls__enter(ctx, TL_DIR_EGRESS, 1); }
+/* int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes) */
+SEC("uprobe") int tl_ssl_read_ex_enter(struct pt_regs *ctx) { return tls__enter(ctx, TL_DIR_INGRESS, 1); }
+/* One return program for all four: the stash says which call it was. */
+SEC("uretprobe") int tl_ssl_return(struct pt_regs *ctx) { return tls__exit(ctx); }

@@ -20,6 +20,7 @@
 #include "agent/ingest/ring_consumer.h"
 #include "agent/kernel/bpf_env.h"
 #include "agent/kernel/capture_program.h"
+#include "agent/kernel/tls_attacher.h"
 #include "agent/discovery/own_sockets.h"
 #include "agent/discovery/resource.h"
 #include "agent/output/console_tree.h"
@@ -66,6 +67,7 @@ Agent::Agent(const AgentOptions& options, MetricsRegistry& metrics)
 
 Agent::~Agent() {
   ring_.reset();
+  tls_.reset();      // its uprobes use capture_'s programs
   capture_.reset();  // detaches every hook
   table_.reset();
   dispatcher_.reset();
@@ -181,6 +183,11 @@ Status Agent::Start() {
   ASSIGN_OR_RETURN(capture_, CaptureProgram::Create(cc));
   size_t attached = 0;
   for (const auto& h : capture_->hooks()) attached += h.attached;
+  if (options_.tls) {
+    ASSIGN_OR_RETURN(tls_, TlsAttacher::Create(*capture_, TlsAttacherOptions{.agent_pid = sel.agent_pid}, metrics_));
+  } else {
+    spdlog::info("TLS capture off (--tls off): HTTPS is seen as ciphertext only");
+  }
 
   size_t selected = 0;
   if (!cc.trace_all) {
@@ -316,6 +323,7 @@ void Agent::OnData(const DataEvent& e) { table_->OnData(e); }
 void Agent::OnConnState(const ConnStateEvent& e) { table_->OnConnState(e); }
 
 void Agent::OnProcExec(const ProcExecEvent& e) {
+  if (tls_) tls_->OnExec(e.pid);
   processes_->OnExec(e.pid);
   if (resources_) resources_->OnExec(e.pid);
   bool traced = selector_->trace_all_processes();

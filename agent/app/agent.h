@@ -16,6 +16,7 @@
 namespace threadline {
 
 class CaptureProgram;
+class TlsAttacher;
 class RingConsumer;
 class ConnectionTable;
 class EventPrinter;
@@ -81,6 +82,7 @@ class Agent : public EventSink {
   uint64_t last_span_flush_ns_ = 0;
   std::unique_ptr<ConnectionTable> table_;
   std::unique_ptr<CaptureProgram> capture_;
+  std::unique_ptr<TlsAttacher> tls_;  // TLS uprobes on capture_'s programs
   std::unique_ptr<RingConsumer> ring_;
   bool exits_since_sweep_ = false;
   uint64_t last_sweep_ns_ = 0;

@@ -57,6 +57,11 @@ Result<AgentOptions> ParseOptions(int argc, char** argv) {
                  "(http/protobuf); overrides OTEL_EXPORTER_OTLP_ENDPOINT");
   app.add_option("--otlp-protocol", o.otlp_protocol, "grpc or http/protobuf; overrides OTEL_EXPORTER_OTLP_PROTOCOL")
       ->check(CLI::IsMember({"grpc", "http/protobuf"}));
+  std::map<std::string, bool> on_off{{"on", true}, {"off", false}};
+  app.add_option("--tls", o.tls,
+                 "on (default): read HTTPS plaintext with uprobes on OpenSSL in every process that "
+                 "maps it; off: sockets only")
+      ->transform(CLI::CheckedTransformer(on_off, CLI::ignore_case));
   app.add_option("--metrics-address", o.metrics_address,
                  "Serve Prometheus /metrics and /healthz here (default 127.0.0.1:9464; 'off' to disable)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error (env THREADLINE_LOG_LEVEL)")

@@ -33,6 +33,9 @@ struct AgentOptions {
   // OTLP: flags override the standard OTEL_EXPORTER_OTLP_* variables they stand for.
   std::string otlp_endpoint;  // --otlp-endpoint (OTEL_EXPORTER_OTLP_ENDPOINT)
   std::string otlp_protocol;  // --otlp-protocol (OTEL_EXPORTER_OTLP_PROTOCOL)
+  // TLS plaintext capture with uprobes on TLS libraries (--tls off: sockets only; uprobes cost
+  // every process that uses the library, traced or not; see README "TLS").
+  bool tls = true;
   // Prometheus /metrics and /healthz; empty: off.
   std::string metrics_address = "127.0.0.1:9464";
   std::string log_level = "info";

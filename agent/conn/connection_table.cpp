@@ -76,6 +76,8 @@ ConnectionTable::ConnectionTable(const ConnectionTableConfig& config, StreamCons
                               "Closes of connections not in the table (evicted, ignored)")),
       late_data_(Named(metrics, "late_data_events",
                        "Data events that arrived after their connection was closed")),
+      tls_restarts_(Named(metrics, "tls_restarts",
+                          "Connections restarted as TLS after bytes of them were delivered")),
       held_bytes_(metrics.GetGauge("threadline_conn_held_bytes", {},
                                    "Out-of-order bytes held for reassembly, with overhead")),
       tracked_(metrics.GetGauge("threadline_conn_tracked", {}, "Connections in the table")) {
@@ -192,6 +194,7 @@ void ConnectionTable::OnData(const DataEvent& ev) {
     }
     it = CreateProvisional(ev, meta);
   }
+  if ((ev.flags & TL_DATA_F_TLS) != 0 && !it->info.tls) it = SwitchToTls(it, meta);
   Touch(it, ev.ts_ns);
   // A faulted read leaves zeros in the payload: those must become a gap, never data.
   const bool payload_valid = (ev.flags & TL_DATA_F_READ_FAULT) == 0;
@@ -282,6 +285,30 @@ ConnectionTable::Lru::iterator ConnectionTable::CreateProvisional(const DataEven
   opened_[static_cast<size_t>(ConnSource::kFirstIo)]->Add();
   out_.OnConnectionOpened(info);
   return it;
+}
+
+ConnectionTable::Lru::iterator ConnectionTable::SwitchToTls(Lru::iterator it, const ChunkMeta& meta) {
+  Entry& e = *it;
+  if (e.info.bytes[0] == 0 && e.info.bytes[1] == 0 && !e.egress.holding() && !e.ingress.holding()) {
+    e.info.tls = true;  // the usual case: the kernel never sent this connection's ciphertext
+    return it;
+  }
+  // Bytes of it went out as plain data before the kernel knew it was TLS (a handshake it could
+  // not recognise, data racing the first SSL_* call). Those streams and the plaintext streams
+  // have different positions and contents: end the first as a connection of its own and start
+  // the plaintext one from position 0, so nothing downstream ever joins the two.
+  ConnectionInfo info = e.info;
+  const bool provisional = e.provisional;
+  Close(it, CloseReason::kFdReplaced, nullptr, meta);
+  std::replace(recently_closed_.begin(), recently_closed_.end(), info.id, ConnId{});
+  auto fresh = Insert(info.id, StreamReassembler::Origin::kZero, meta);
+  fresh->provisional = provisional;
+  info.bytes[0] = info.bytes[1] = 0;
+  info.tls = true;
+  fresh->info = std::move(info);
+  tls_restarts_.Add();
+  out_.OnConnectionOpened(fresh->info);
+  return fresh;
 }
 
 ConnectionTable::Lru::iterator ConnectionTable::Insert(const ConnId& id,

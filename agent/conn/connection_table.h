@@ -109,6 +109,9 @@ class ConnectionTable : public EventSink {
 
   // An entry for data of an id we never saw opened (open lost, or opened before the agent).
   Lru::iterator CreateProvisional(const DataEvent& ev, const ChunkMeta& meta);
+  // First TLS plaintext of a connection: marks it TLS, restarting it if non-TLS bytes of it
+  // were already delivered. Returns the (possibly new) entry.
+  Lru::iterator SwitchToTls(Lru::iterator it, const ChunkMeta& meta);
   // Makes room (evicting the least recently active) and adds a blank entry at the front.
   Lru::iterator Insert(const ConnId& id, StreamReassembler::Origin origin, const ChunkMeta& meta);
   void Touch(Lru::iterator it, uint64_t ts_ns);
@@ -150,6 +153,7 @@ class ConnectionTable : public EventSink {
   Counter& stale_events_;
   Counter& unmatched_closes_;
   Counter& late_data_;
+  Counter& tls_restarts_;
   Gauge& held_bytes_;
   Gauge& tracked_;
 

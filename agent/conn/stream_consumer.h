@@ -20,6 +20,9 @@ struct ConnectionInfo {
   uint64_t open_ts_ns = 0;  // boot clock
   uint64_t last_activity_ns = 0;
   uint64_t bytes[2] = {0, 0};  // stream bytes delivered or skipped, by Direction
+  // The streams are TLS plaintext taken at the TLS library (uprobes): the bytes on the wire
+  // were encrypted (url.scheme https).
+  bool tls = false;
 };
 
 // Metadata of the syscall that produced a chunk of stream bytes.

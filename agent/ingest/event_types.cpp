@@ -94,6 +94,8 @@ std::string_view SyscallName(uint8_t s) {
     case TL_SYS_ACCEPT: return "accept";
     case TL_SYS_ACCEPT4: return "accept4";
     case TL_SYS_CLOSE: return "close";
+    case TL_SYS_SSL_READ: return "SSL_read";
+    case TL_SYS_SSL_WRITE: return "SSL_write";
     default: return "?";
   }
 }

@@ -98,7 +98,7 @@ struct DataEvent {
   Direction direction = Direction::kEgress;
   Role role = Role::kUnknown;
   uint8_t syscall = 0;  // enum tl_syscall
-  uint8_t flags = 0;    // TL_DATA_F_*
+  uint8_t flags = 0;    // TL_DATA_F_* (TL_DATA_F_TLS: TLS plaintext, pos in the plaintext stream)
   uint64_t pos = 0;     // stream position of payload[0]
   uint32_t size = 0;    // bytes the syscall moved; size - payload.size() were not captured
   std::span<const uint8_t> payload;
@@ -154,6 +154,8 @@ static_assert(sizeof(tl_conn_event) == 24 + 16 + 40 + 16 + 8 + 16);
 static_assert(sizeof(tl_data_event) == 24 + 16 + 8 + 8 + 4 + 4 + 4 + 4);
 static_assert(sizeof(tl_state_event) == 24 + 16 + 8);
 static_assert(sizeof(tl_proc_event) == 24 + 8 + 16 + 128);
-static_assert(sizeof(tl_conn_state) == 8 + 8 + 8 + 16 + 40 + 8);
+static_assert(sizeof(tl_conn_state) == 8 + 8 + 8 + 16 + 40 + 8 + 16);
+static_assert(sizeof(tl_tls_call) == 8 * 4 + 4 + 4 + 8);
+static_assert(sizeof(tl_tls_key) == 16);
 
 }  // namespace threadline

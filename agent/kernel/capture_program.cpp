@@ -18,7 +18,8 @@ struct HookSpec {
   bool required;  // the agent refuses to start without it
 };
 
-// Every program of capture.bpf.c and whether the agent can do its job without it. The syscall
+// Every tracepoint program of capture.bpf.c and whether the agent can do its job without it
+// (the TLS uprobes are not here: they attach per library file, see tls_attacher.h). The syscall
 // set is the base path; dup2/dup3 only speed up noticing fd reuse (conn__get notices it anyway),
 // and TCP state only enriches close reasons.
 constexpr HookSpec kHookSpecs[] = {
@@ -63,6 +64,8 @@ std::string_view DropReasonName(int reason) {
     case TL_DROP_READ_FAULT: return "read_fault";
     case TL_DROP_MMSG_LIMIT: return "mmsg_limit";
     case TL_DROP_SELECT_MAP_FULL: return "select_map_full";
+    case TL_DROP_TLS_CALLS_FULL: return "tls_calls_full";
+    case TL_DROP_TLS_NO_CONN: return "tls_no_conn";
     default: return "unknown";
   }
 }
@@ -145,6 +148,10 @@ Status CaptureProgram::Attach() {
 }
 
 int CaptureProgram::ring_buffer_fd() const { return bpf_map__fd(skel_->maps.events); }
+
+bpf_program* CaptureProgram::FindProgram(const char* name) const {
+  return bpf_object__find_program_by_name(skel_->obj, name);
+}
 
 Status CaptureProgram::Select(uint32_t tgid, uint32_t flags) {
   tl_selection sel{flags, 0};

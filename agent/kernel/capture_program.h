@@ -17,6 +17,7 @@
 #include "threadline/events.h"
 
 struct capture_bpf;
+struct bpf_program;
 
 namespace threadline {
 
@@ -57,6 +58,9 @@ class CaptureProgram {
   CaptureProgram& operator=(const CaptureProgram&) = delete;
 
   int ring_buffer_fd() const;
+  // A program of the object, for hooks attached outside the table above (the TLS uprobes,
+  // attached per library file by TlsAttacher). Null if there is none by that name.
+  bpf_program* FindProgram(const char* name) const;
   const std::vector<AttachedHook>& hooks() const { return hooks_; }
   const CaptureConfig& config() const { return config_; }
 

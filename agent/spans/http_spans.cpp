@@ -353,7 +353,7 @@ void HttpSpanBuilder::FillAttributes(const ConnectionInfo& c, Role role, const h
 
   Target target = SplitTarget(req.target, req.method);
   std::string query = target.has_query ? RedactQuery(target.query, config_.redaction) : std::string();
-  std::string_view scheme = "http";  // plaintext; TLS capture sets https
+  std::string_view scheme = c.tls ? "https" : "http";  // tls: plaintext taken at the TLS library
   if (!target.path.empty()) AddString(span, "url.path", target.path);
   if (target.has_query && !query.empty()) AddString(span, "url.query", query);
   AddString(span, "url.scheme", scheme);
@@ -364,13 +364,13 @@ void HttpSpanBuilder::FillAttributes(const ConnectionInfo& c, Role role, const h
   const IpAddress& server_ip = server ? c.tuple.local : c.tuple.remote;
   const uint16_t server_port = server ? c.tuple.local_port : c.tuple.remote_port;
   std::string server_address = host ? std::string(host->host) : server_ip.ToString();
-  uint16_t port = host && host->port ? *host->port : (host ? 80 : server_port);
+  uint16_t port = host && host->port ? *host->port : (host ? (c.tls ? 443 : 80) : server_port);
   AddString(span, "server.address", server_address);
   AddInt(span, "server.port", port);
 
   if (!server) {
     std::string authority = IsIpv6Literal(server_address) ? "[" + server_address + "]" : server_address;
-    if (port != 80) authority += ":" + std::to_string(port);
+    if (port != (c.tls ? 443 : 80)) authority += ":" + std::to_string(port);
     std::string full = std::string(scheme) + "://" + authority + std::string(target.path);
     if (target.has_query) full += "?" + query;
     AddString(span, "url.full", req.method == "CONNECT" ? req.target : full);

@@ -84,8 +84,9 @@ static __always_inline void conn__emit(__u32 type, const struct tl_fd_key *key,
 	e->id.fd = key->fd;
 	e->id.gen = st->gen;
 	e->tuple = st->tuple;
-	e->bytes[0] = st->bytes[0];
-	e->bytes[1] = st->bytes[1];
+	/* A TLS connection's stream, for userspace, is its plaintext: report where that ends. */
+	e->bytes[0] = st->tls ? st->tls_bytes[0] : st->bytes[0];
+	e->bytes[1] = st->tls ? st->tls_bytes[1] : st->bytes[1];
 	e->role = st->role;
 	e->source = source;
 	e->close_reason = reason;

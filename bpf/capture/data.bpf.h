@@ -41,8 +41,26 @@ static __always_inline __u32 data__capture_limit(__u64 size)
 	return cap;
 }
 
+/* Is this socket I/O TLS ciphertext? True when the thread is inside an SSL_* call (the library
+ * is moving its records: the call learns its fd and the connection becomes TLS), or when the
+ * connection is already known to be TLS. Ciphertext is never emitted: the plaintext comes from
+ * the uprobes (tls.bpf.h), and no parser could read it anyway. */
+static __always_inline bool data__is_ciphertext(struct tl_conn_state *st, __s32 fd)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct tl_tls_call *call = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+	if (call) {
+		call->fd = fd;
+		st->tls = 1;
+	}
+	if (!st->tls)
+		return false;
+	bpf_map_update_elem(&tls_thread_fd, &pid_tgid, &fd, BPF_ANY);
+	return true;
+}
+
 /* Claims [pos, pos+size) of the stream for this event and returns the connection, or NULL when
- * the fd is not a traced TCP connection. */
+ * the fd is not a traced TCP connection (or the bytes are TLS ciphertext). */
 static __always_inline struct tl_conn_state *data__begin(const struct tl_io_args *a, __u8 dir,
 							  __u64 size, __u64 *pos)
 {
@@ -52,7 +70,29 @@ static __always_inline struct tl_conn_state *data__begin(const struct tl_io_args
 	*pos = __sync_fetch_and_add(&st->bytes[dir & 1], size);
 	if (st->ignored)
 		return NULL;
+	if (data__is_ciphertext(st, a->fd))
+		return NULL;
 	return st;
+}
+
+/* The first bytes of a stream are a TLS record header (content type handshake, alert, change
+ * cipher spec or application data; version 3.x): the handshake a library makes in SSL_connect,
+ * SSL_accept or SSL_do_handshake (not hooked: one uprobe less on every connection), a
+ * connection opened before the agent, or a process whose TLS library has no probes. Seen at
+ * position 0 only, where a plaintext protocol starting with these bytes is not plausible. */
+static __always_inline bool data__starts_tls_record(struct tl_conn_state *st, __s32 fd,
+						    const struct tl_data_scratch *s, __u64 pos,
+						    __u32 captured)
+{
+	if (pos != 0 || captured < 3)
+		return false;
+	__u8 type = s->buf[0];
+	if (type < 0x14 || type > 0x17 || s->buf[1] != 0x03 || s->buf[2] > 0x04)
+		return false;
+	st->tls = 1;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&tls_thread_fd, &pid_tgid, &fd, BPF_ANY);
+	return true;
 }
 
 static __always_inline struct tl_data_scratch *data__scratch(void)
@@ -120,6 +160,8 @@ static __always_inline void data__from_buffer(void *ctx, const struct tl_io_args
 		flags |= TL_DATA_F_READ_FAULT;
 		n = 0;
 	}
+	if (data__starts_tls_record(st, a->fd, s, pos, n))
+		return;
 	data__submit(s, a, st, dir, pos, size, n, flags);
 }
 
@@ -183,6 +225,8 @@ static __always_inline void data__from_iovec_n(void *ctx, const struct tl_io_arg
 		flags |= TL_DATA_F_NO_PAYLOAD;
 	else
 		n = data__copy_iov(s, a->buf, a->count, size, &flags, max_iov);
+	if (data__starts_tls_record(st, a->fd, s, pos, n))
+		return;
 	data__submit(s, a, st, dir, pos, size, n, flags);
 }
 

@@ -88,6 +88,48 @@ struct {
 	__type(value, __u64);
 } gen_counter SEC(".maps");
 
+/* TLS (tls.bpf.h): SSL_* calls in progress, by thread. An entry lives from the entry uprobe to
+ * the return uprobe (or the thread's exit), so the map holds at most one per thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct tl_tls_call);
+} tls_calls SEC(".maps");
+
+/* Which socket fd each SSL object uses, learned from the syscall made under an SSL_* call, so an
+ * SSL_read served from OpenSSL's own buffer (no syscall underneath) still finds its connection.
+ * LRU: SSL_free is not hooked, stale entries age out; a live SSL object refreshes its entry on
+ * every call that does I/O. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct tl_tls_key);
+	__type(value, __s32); /* fd */
+} tls_conns SEC(".maps");
+
+/* Plaintext bytes of SSL_write calls that were emitted (at their first socket write) but not
+ * reported written by the call (WANT_WRITE after a partial write, or partial-write mode): the
+ * library's next SSL_write on that object passes them again, and must not emit them twice. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct tl_tls_key);
+	__type(value, __u64); /* bytes */
+} tls_write_credit SEC(".maps");
+
+/* The TLS connection each thread last moved ciphertext on. Libraries that drive OpenSSL through
+ * memory BIOs (Node's TLSWrap) never make a syscall under SSL_read/SSL_write: the event loop
+ * reads the ciphertext from the socket, feeds it to the SSL object and calls SSL_read right
+ * after, on the same thread. That socket is the SSL object's connection; it is learned once per
+ * SSL object (tls_conns) and reused for its writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, __s32); /* fd */
+} tls_thread_fd SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, TL_DROP__COUNT);

@@ -16,7 +16,7 @@
 #include <linux/types.h>
 #endif
 
-#define TL_EVENT_ABI_VERSION 1
+#define TL_EVENT_ABI_VERSION 2
 
 /* Upper bound of the payload prefix one data event carries. The effective bound is set at load
  * time (rodata capture_bytes, <= this) and must be a power of two for the verifier masks. */
@@ -83,12 +83,19 @@ enum tl_syscall {
 	TL_SYS_ACCEPT = 13,
 	TL_SYS_ACCEPT4 = 14,
 	TL_SYS_CLOSE = 15,
+	/* TLS plaintext, seen at the library boundary (uprobes), not at a syscall. */
+	TL_SYS_SSL_READ = 16,  /* OpenSSL family SSL_read / SSL_read_ex */
+	TL_SYS_SSL_WRITE = 17, /* OpenSSL family SSL_write / SSL_write_ex */
 };
 
 /* Data event flags. */
 #define TL_DATA_F_IOV_LIMIT 0x1u   /* more iovecs than TL_MAX_IOV: capture stopped early */
 #define TL_DATA_F_READ_FAULT 0x2u  /* bpf_probe_read_user failed: captured bytes are zeros */
 #define TL_DATA_F_NO_PAYLOAD 0x4u  /* sendfile: the bytes come from a file, none captured */
+/* TLS plaintext (syscall TL_SYS_SSL_*): `pos` is a position in the connection's plaintext
+ * stream, which is the only stream of a TLS connection userspace ever sees (its ciphertext is
+ * never sent as data, and its close event reports plaintext totals). */
+#define TL_DATA_F_TLS 0x8u
 
 /* Reasons the kernel side dropped or could not produce something. A per-CPU array indexed by
  * these (map "drops") counts them; the agent reports them by CPU and reason. */
@@ -100,7 +107,9 @@ enum tl_drop_reason {
 	TL_DROP_READ_FAULT = 4,
 	TL_DROP_MMSG_LIMIT = 5,
 	TL_DROP_SELECT_MAP_FULL = 6,
-	TL_DROP__COUNT = 7,
+	TL_DROP_TLS_CALLS_FULL = 7, /* an SSL_* call not followed: too many threads inside one */
+	TL_DROP_TLS_NO_CONN = 8,    /* TLS plaintext with no TCP connection found for it */
+	TL_DROP__COUNT = 9,
 };
 
 struct tl_conn_id {
@@ -132,7 +141,7 @@ struct tl_conn_event {
 	struct tl_event_header hdr;
 	struct tl_conn_id id;
 	struct tl_tuple tuple;
-	__u64 bytes[2];    /* per enum tl_direction; final counts on close */
+	__u64 bytes[2];    /* per enum tl_direction; final counts on close (plaintext for TLS) */
 	__u8 role;         /* enum tl_role */
 	__u8 source;       /* enum tl_conn_source (open) */
 	__u8 close_reason; /* enum tl_close_reason (close) */
@@ -183,17 +192,41 @@ struct tl_conn_state {
 	__u64 gen;
 	__u64 file;  /* struct file * behind the fd: a different one means the fd was reused */
 	__u64 sk;    /* struct sock * */
-	__u64 bytes[2];
+	__u64 bytes[2];     /* socket (for TLS: ciphertext) stream positions, by direction */
 	struct tl_tuple tuple;
 	__u8 role;
 	__u8 ignored; /* filtered out by the port selection: tracked only to stay quiet */
-	__u8 _pad[6];
+	__u8 tls;     /* TLS seen on it: ciphertext is never emitted, plaintext comes from uprobes */
+	__u8 _pad[5];
+	__u64 tls_bytes[2]; /* plaintext stream positions, by direction */
 };
 
 /* Value of the "sock_conns" map (key: struct sock *), for TCP state changes, which arrive in
  * softirq context where the current task says nothing about the owner. */
 struct tl_sock_owner {
 	struct tl_conn_id id;
+};
+
+/* TLS (bpf/capture/tls.bpf.h): an SSL_* call in progress on a thread (map "tls_calls", key
+ * pid_tgid), stashed by the entry uprobe for the return uprobe. */
+struct tl_tls_call {
+	__u64 ssl;      /* SSL * */
+	__u64 buf;      /* plaintext buffer */
+	__u64 out_len;  /* size_t * (readbytes/written) of the _ex variants, 0 otherwise */
+	__u64 enter_ts; /* boot clock */
+	__u32 num;      /* buffer length */
+	__s32 fd;       /* socket the library did I/O on during this call; -1 until seen */
+	__u8 direction; /* enum tl_direction: write = egress, read = ingress */
+	__u8 ex;        /* 1: SSL_read_ex/SSL_write_ex (returns 1/0, size via out_len) */
+	__u8 emitted;   /* the plaintext went out already, at the first write underneath */
+	__u8 _pad[5];
+};
+
+/* Key of the "tls_conns" map: which socket fd an SSL object was last seen using. */
+struct tl_tls_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 ssl;
 };
 
 /* Value of the "selected" map (keys: tgid). */

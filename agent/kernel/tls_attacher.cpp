@@ -1,0 +1,285 @@
+#include "agent/kernel/tls_attacher.h"
+
+#include <bpf/libbpf.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+
+#include "agent/kernel/capture_program.h"
+#include "symbolizer/elf_file.h"
+
+namespace threadline {
+
+namespace {
+
+// The OpenSSL family's plaintext calls (OpenSSL 1.1/3.x, BoringSSL, LibreSSL export the same
+// names). A file is a TLS library when it has the required ones; the _ex variants (OpenSSL
+// 1.1.1+, used by python's _ssl) are probed where present. Each function gets an entry probe
+// (arguments) and a return probe (the byte count exists only at return; one shared program,
+// the entry's stash says which call it was).
+struct TlsProbeSpec {
+  const char* function;
+  const char* entry_program;
+  bool required;
+};
+constexpr TlsProbeSpec kOpenSslProbes[] = {
+    {"SSL_write", "tl_ssl_write_enter", true},
+    {"SSL_read", "tl_ssl_read_enter", true},
+    {"SSL_write_ex", "tl_ssl_write_ex_enter", false},
+    {"SSL_read_ex", "tl_ssl_read_ex_enter", false},
+};
+constexpr const char* kReturnProgram = "tl_ssl_return";
+
+// When an exec'd process is looked at again: its libraries are mapped by the loader right after
+// exec, and an early dlopen (python's `import ssl`) soon after.
+constexpr std::chrono::milliseconds kRescanDelays[] = {std::chrono::milliseconds(0),
+                                                       std::chrono::milliseconds(100),
+                                                       std::chrono::milliseconds(1000)};
+
+uint64_t MonotonicNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+std::optional<symbolizer::FileKey> KeyOf(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return symbolizer::FileKey{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+}
+
+std::string ReadLink(const std::string& path) {
+  char buf[4096];
+  ssize_t n = ::readlink(path.c_str(), buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : path;
+}
+
+bool LooksLikeTlsLibrary(const std::string& path) {
+  std::string_view base = path;
+  if (size_t slash = base.rfind('/'); slash != std::string_view::npos) base.remove_prefix(slash + 1);
+  return base.find("ssl") != std::string_view::npos;  // libssl.so.3, libboringssl.so, ...
+}
+
+}  // namespace
+
+TlsAttacher::TlsAttacher(CaptureProgram& capture, const TlsAttacherOptions& options,
+                         MetricsRegistry& metrics)
+    : capture_(capture),
+      options_(options),
+      files_attached_(metrics.GetCounter("threadline_tls_files_attached_total", {},
+                                         "Files (libssl, binaries with OpenSSL) given TLS uprobes")),
+      files_failed_(metrics.GetCounter("threadline_tls_files_failed_total", {},
+                                       "Files with TLS functions whose uprobes could not be attached")),
+      probes_attached_(metrics.GetCounter("threadline_tls_uprobes_attached_total", {},
+                                          "TLS uprobes attached (entry and return count apart)")) {}
+
+TlsAttacher::~TlsAttacher() {
+  {
+    std::lock_guard lock(queue_mu_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  std::lock_guard lock(mu_);
+  files_.clear();  // detaches
+}
+
+Result<std::unique_ptr<TlsAttacher>> TlsAttacher::Create(CaptureProgram& capture,
+                                                         const TlsAttacherOptions& options,
+                                                         MetricsRegistry& metrics) {
+  for (const auto& spec : kOpenSslProbes) {
+    if (!capture.FindProgram(spec.entry_program))
+      return Error{std::string("capture object has no program ") + spec.entry_program};
+  }
+  if (!capture.FindProgram(kReturnProgram))
+    return Error{std::string("capture object has no program ") + kReturnProgram};
+  std::unique_ptr<TlsAttacher> a(new TlsAttacher(capture, options, metrics));
+  a->agent_exe_ = KeyOf(options.proc_root + "/" + std::to_string(options.agent_pid) + "/exe");
+  if (options.scan_at_start) {
+    std::lock_guard lock(a->mu_);
+    a->ScanLibraryDirsLocked();
+    size_t processes = 0;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(options.proc_root, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+      const uint32_t pid = static_cast<uint32_t>(std::stoul(name));
+      if (pid == options.agent_pid) continue;
+      a->ScanProcessLocked(pid);
+      ++processes;
+    }
+    size_t attached = 0;
+    for (const auto& [key, f] : a->files_) attached += f.attached;
+    spdlog::info("TLS: uprobes on {} file(s) after scanning the library directories and {} "
+                 "processes; new processes are looked at when they exec",
+                 attached, processes);
+  }
+  a->worker_ = std::thread([p = a.get()] { p->Run(); });
+  return a;
+}
+
+void TlsAttacher::OnExec(uint32_t pid) {
+  if (pid == options_.agent_pid) return;
+  const uint64_t now = MonotonicNs();
+  {
+    std::lock_guard lock(queue_mu_);
+    // Thousands of short-lived processes: bound the queue; a process missed here is still
+    // covered when its library is the system's (attached at start) or was seen before.
+    if (due_.size() >= 3 * 4096) return;
+    for (auto d : kRescanDelays)
+      due_.emplace(now + static_cast<uint64_t>(std::chrono::nanoseconds(d).count()), pid);
+  }
+  queue_cv_.notify_one();
+}
+
+void TlsAttacher::Run() {
+  std::unique_lock lock(queue_mu_);
+  while (!stopping_) {
+    if (due_.empty()) {
+      queue_cv_.wait(lock);
+      continue;
+    }
+    const uint64_t now = MonotonicNs();
+    auto first = due_.begin();
+    if (first->first > now) {
+      queue_cv_.wait_for(lock, std::chrono::nanoseconds(first->first - now));
+      continue;
+    }
+    const uint32_t pid = first->second;
+    due_.erase(first);
+    lock.unlock();
+    ScanProcess(pid);
+    lock.lock();
+  }
+}
+
+size_t TlsAttacher::ScanProcess(uint32_t pid) {
+  std::lock_guard lock(mu_);
+  return ScanProcessLocked(pid);
+}
+
+size_t TlsAttacher::ScanProcessLocked(uint32_t pid) {
+  if (pid == options_.agent_pid) return 0;
+  size_t attached = 0;
+  const std::string proc = options_.proc_root + "/" + std::to_string(pid);
+  // The executable first: OpenSSL linked in statically (node). Through /proc/<pid>/exe, so a
+  // binary in another mount namespace, or replaced on disk since, is still the right inode.
+  if (auto exe = KeyOf(proc + "/exe")) attached += ConsiderLocked(*exe, proc + "/exe", false);
+  for (const auto& m : symbolizer::MappedFiles(options_.proc_root, pid)) {
+    if (!m.executable || !LooksLikeTlsLibrary(m.path)) continue;
+    attached += ConsiderLocked(m.key, m.open_path, true);
+  }
+  return attached;
+}
+
+void TlsAttacher::ScanLibraryDirsLocked() {
+  for (const auto& dir : options_.library_dirs) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (!name.starts_with("libssl.so")) continue;
+      const std::string path = entry.path().string();
+      std::error_code canon_ec;
+      const auto canonical = std::filesystem::canonical(entry.path(), canon_ec);
+      if (auto key = KeyOf(path))  // symlinks and merged /usr: same inode, looked at once
+        ConsiderLocked(*key, canon_ec ? path : canonical.string(), true);
+    }
+  }
+}
+
+bool TlsAttacher::ConsiderLocked(const symbolizer::FileKey& key, const std::string& open_path,
+                                 bool log_skip) {
+  if (agent_exe_ && key == *agent_exe_) return false;
+  if (files_.count(key)) return false;
+  auto report = AttachLocked(key, open_path);
+  if (!report.ok()) {
+    // Not ELF, unreadable, no SSL functions: remembered, so never looked at again.
+    if (log_skip) spdlog::debug("TLS: {} skipped: {}", open_path, report.error().message);
+    return false;
+  }
+  return report->error.empty();
+}
+
+Result<TlsFileReport> TlsAttacher::AttachFile(const std::string& open_path) {
+  auto key = KeyOf(open_path);
+  if (!key) return Error::FromErrno("stat " + open_path, errno);
+  std::lock_guard lock(mu_);
+  if (auto it = files_.find(*key); it != files_.end()) {
+    if (it->second.attached) return TlsFileReport{open_path, {}, {}, {}};
+    return Error{open_path + ": already looked at, not a TLS library"};
+  }
+  return AttachLocked(*key, open_path);
+}
+
+Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
+                                                const std::string& open_path) {
+  FileState& state = files_[key];  // remembered whatever happens below
+  std::vector<std::string> wanted;
+  for (const auto& spec : kOpenSslProbes) wanted.emplace_back(spec.function);
+  auto elf = symbolizer::ElfFile::Open(open_path, wanted);
+  if (!elf.ok()) return elf.error();
+  for (const auto& spec : kOpenSslProbes) {
+    if (spec.required && !elf->Find(spec.function))
+      return Error{std::string("no ") + spec.function};
+  }
+
+  TlsFileReport report;
+  report.path = open_path.ends_with("/exe") ? ReadLink(open_path) : open_path;
+  report.build_id = elf->build_id();
+  std::vector<BpfLink> links;
+  std::string failure;
+  for (const auto& spec : kOpenSslProbes) {
+    auto fn = elf->Find(spec.function);
+    if (!fn) continue;
+    for (bool ret : {false, true}) {
+      bpf_program* prog = capture_.FindProgram(ret ? kReturnProgram : spec.entry_program);
+      LIBBPF_OPTS(bpf_uprobe_opts, opts, .retprobe = ret);
+      bpf_link* link = bpf_program__attach_uprobe_opts(prog, -1, open_path.c_str(),
+                                                       fn->file_offset, &opts);
+      if (!link) {
+        failure = std::string(ret ? "uretprobe " : "uprobe ") + spec.function + ": " +
+                  std::strerror(errno);
+        break;
+      }
+      links.emplace_back(link);
+    }
+    if (!failure.empty()) {
+      if (spec.required) break;
+      spdlog::warn("TLS: {}: optional {} not probed ({})", report.path, spec.function, failure);
+      failure.clear();
+      continue;
+    }
+    report.functions.emplace_back(spec.function);
+  }
+  const bool have_required = report.functions.size() >= 2;  // the two required come first
+  if (!failure.empty() || !have_required) {
+    report.error = failure.empty() ? "required functions not probed" : failure;
+    files_failed_.Add();
+    spdlog::warn("TLS: could not attach to {}: {}; its TLS traffic is not decrypted", report.path,
+                 report.error);
+    return report;  // links go: a half-probed library would see reads without writes
+  }
+  probes_attached_.Add(links.size());
+  files_attached_.Add();
+  state.attached = true;
+  state.links = std::move(links);
+  std::string fns;
+  for (const auto& f : report.functions) fns += (fns.empty() ? "" : ", ") + f;
+  spdlog::info("TLS: uprobes attached to {} ({}; build id {})", report.path, fns,
+               report.build_id.empty() ? "none" : report.build_id);
+  return report;
+}
+
+size_t TlsAttacher::attached_files() const {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (const auto& [key, f] : files_) n += f.attached;
+  return n;
+}
+
+}  // namespace threadline

@@ -1,0 +1,240 @@
+"""HTTPS without keys: plaintext taken from OpenSSL with uprobes, on real peers.
+
+Each test runs a real HTTPS server (nginx and python3 link the system libssl.so.3; node carries
+OpenSSL inside its own binary) with a self-signed certificate made here, fetches a path with
+curl (libcurl, libssl.so.3), and asserts the trace a user would see: a SERVER span from the
+server and a CLIENT span from curl, url.scheme https, the right path and status, in one trace.
+curl starts after the agent and exits right after its one request; the node server starts after
+the agent too (its binary is found at exec).
+
+The events view is checked too: every DATA line of a TLS connection is plaintext from SSL_*
+(no ciphertext ever shows up as data), with contiguous positions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+
+from e2e_util import (IN_CI, LOOPBACK, Agent, curl, format_events, format_spans, free_port,
+                      main, require_root, wait_accepting, wait_for_spans)
+
+
+def require_peer(test: unittest.TestCase, *programs: str) -> None:
+    """Fails (CI) or skips a test whose third-party peer is not installed."""
+    for prog in programs:
+        if shutil.which(prog) is None and not os.path.exists(prog):
+            reason = f"{prog} not installed (scripts/deps.sh --with-test-peers)"
+            if IN_CI:
+                test.fail(f"CI=true: {reason}")
+            test.skipTest(reason)
+
+
+def make_cert(directory: str) -> tuple[str, str]:
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+class Peer:
+    """A server process started by a test, stopped at cleanup."""
+
+    def __init__(self, test: unittest.TestCase, cmd: list[str], port: int, cwd: str):
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+        test.addCleanup(self.stop)
+        try:
+            wait_accepting(LOOPBACK, port, timeout=20)
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"{cmd[0]} did not listen on {port}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+def nginx_server(test: unittest.TestCase, tmp: str, cert: str, key: str, port: int) -> Peer:
+    for d in ("logs", "tmp"):
+        os.makedirs(os.path.join(tmp, d), exist_ok=True)
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(textwrap.dedent(f"""\
+            daemon off;
+            master_process on;
+            worker_processes 1;
+            user root;
+            pid {tmp}/nginx.pid;
+            error_log {tmp}/logs/error.log warn;
+            events {{ worker_connections 64; }}
+            http {{
+              access_log off;
+              client_body_temp_path {tmp}/tmp/body;
+              proxy_temp_path {tmp}/tmp/proxy;
+              fastcgi_temp_path {tmp}/tmp/fastcgi;
+              uwsgi_temp_path {tmp}/tmp/uwsgi;
+              scgi_temp_path {tmp}/tmp/scgi;
+              server {{
+                listen 127.0.0.1:{port} ssl;
+                ssl_certificate {cert};
+                ssl_certificate_key {key};
+                location / {{ return 200 "nginx $uri\\n"; }}
+                location /missing {{ return 404; }}
+              }}
+            }}
+            """))
+    return Peer(test, ["nginx", "-p", tmp, "-c", conf], port, tmp)
+
+
+PYTHON_SERVER = textwrap.dedent("""\
+    import http.server, ssl, sys
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def do_GET(self):
+            code = 404 if self.path.startswith("/missing") else 200
+            body = ("python " + self.path + "\\n").encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a):
+            pass
+    srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.serve_forever()
+    """)
+
+NODE_SERVER = textwrap.dedent("""\
+    const https = require('https'), fs = require('fs');
+    const [port, cert, key] = process.argv.slice(2);
+    https.createServer({cert: fs.readFileSync(cert), key: fs.readFileSync(key)}, (req, res) => {
+      res.statusCode = req.url.startsWith('/missing') ? 404 : 200;
+      res.end('node ' + req.url + '\\n');
+    }).listen(+port, '127.0.0.1');
+    """)
+
+
+class TlsSpansTest(unittest.TestCase):
+    def setUp(self) -> None:
+        require_root(self)
+        require_peer(self, "curl", "openssl")
+        self.tmp = tempfile.mkdtemp(prefix="tl-e2e-tls-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.cert, self.key = make_cert(self.tmp)
+        self.port = free_port()
+
+    def start_agent(self, output: str = "json") -> Agent:
+        return Agent(["--output", output, "--port", str(self.port)], test=self)
+
+    def assert_https_exchange(self, agent: Agent, server_pid: int | None, path: str,
+                              status: int) -> None:
+        r = curl(f"https://{LOOPBACK}:{self.port}{path}", "-k")
+        self.assertEqual(r.stdout, str(status), f"curl: {r.stderr}")
+        url_path = path.split("?")[0]
+
+        def server_span(spans):
+            return [s for s in spans if s.is_server and s.attrs.get("url.path") == url_path
+                    and (server_pid is None or s.pid == server_pid)]
+
+        def client_span(spans):
+            return [s for s in spans if s.is_client and s.pid == r.pid
+                    and s.attrs.get("url.path") == url_path]
+
+        spans = wait_for_spans(agent, lambda sp: server_span(sp) and client_span(sp))
+        server, client = server_span(spans)[0], client_span(spans)[0]
+        for s in (server, client):
+            self.assertEqual(s.attrs.get("url.scheme"), "https", s.brief())
+            self.assertEqual(s.attrs.get("http.request.method"), "GET", s.brief())
+            self.assertEqual(s.attrs.get("http.response.status_code"), status, s.brief())
+        self.assertEqual(client.attrs.get("url.full"), f"https://{LOOPBACK}:{self.port}{path}")
+        # Same node, both ends traced: the server span continues curl's trace (tuple match).
+        self.assertEqual(server.trace_id, client.trace_id, format_spans(spans))
+        self.assertEqual(server.parent_span_id, client.span_id, format_spans(spans))
+
+    def test_curl_to_nginx(self) -> None:
+        require_peer(self, "nginx")
+        agent = self.start_agent()
+        nginx = nginx_server(self, self.tmp, self.cert, self.key, self.port)
+        self.assert_https_exchange(agent, None, "/x", 200)
+        self.assert_https_exchange(agent, None, "/missing/y", 404)
+        self.assertTrue(nginx.proc.poll() is None)
+
+    def test_curl_to_python(self) -> None:
+        agent = self.start_agent()
+        script = os.path.join(self.tmp, "server.py")
+        with open(script, "w") as f:
+            f.write(PYTHON_SERVER)
+        srv = Peer(self, [sys.executable, script, str(self.port), self.cert, self.key],
+                   self.port, self.tmp)
+        self.assert_https_exchange(agent, srv.pid, "/py/a?b=1", 200)
+
+    def test_curl_to_node_started_after_the_agent(self) -> None:
+        require_peer(self, "node")
+        agent = self.start_agent()
+        script = os.path.join(self.tmp, "server.js")
+        with open(script, "w") as f:
+            f.write(NODE_SERVER)
+        srv = Peer(self, ["node", script, str(self.port), self.cert, self.key], self.port, self.tmp)
+        self.assert_https_exchange(agent, srv.pid, "/node/1", 200)
+        self.assert_https_exchange(agent, srv.pid, "/missing", 404)
+        self.assertTrue(any("TLS: uprobes attached to" in l and "node" in l
+                            for l in agent.stderr_lines), agent.stderr_tail())
+
+    def test_events_show_plaintext_only(self) -> None:
+        agent = self.start_agent("events")
+        script = os.path.join(self.tmp, "server.py")
+        with open(script, "w") as f:
+            f.write(PYTHON_SERVER)
+        srv = Peer(self, [sys.executable, script, str(self.port), self.cert, self.key],
+                   self.port, self.tmp)
+        r = curl(f"https://{LOOPBACK}:{self.port}/plain", "-k")
+        self.assertEqual(r.stdout, "200", r.stderr)
+
+        def both_closed(evs):
+            conns = {e.get("conn") for e in evs if e.kind == "DATA" and e.pid in (r.pid, srv.pid)}
+            return len([e for e in evs if e.kind == "CLOSE" and e.get("conn") in conns]) >= 2
+
+        self.assertTrue(agent.wait_for(both_closed), agent.describe())
+        evs = [e for e in agent.events() if e.pid in (r.pid, srv.pid)]
+        data = [e for e in evs if e.kind == "DATA"]
+        self.assertTrue(data, format_events(evs))
+        for e in data:
+            self.assertIn(e.get("syscall"), ("SSL_read", "SSL_write"), format_events(evs))
+        for pid, sent, received in ((r.pid, "GET /plain", "HTTP/1.1 200"),
+                                    (srv.pid, "HTTP/1.1 200", "GET /plain")):
+            for direction, start in (("egress", sent), ("ingress", received)):
+                mine = sorted((e for e in data if e.pid == pid and e.get("dir") == direction),
+                              key=lambda e: e.int("pos"))
+                self.assertTrue(mine, format_events(evs))
+                self.assertTrue(mine[0].data.startswith(start.encode()), format_events(evs))
+                pos = 0
+                for e in mine:
+                    self.assertEqual(e.int("pos"), pos, format_events(evs))
+                    self.assertEqual(e.int("captured"), e.int("size"))
+                    pos += e.int("size")
+                # The close reports the plaintext totals: no trailing gap.
+                close = [e for e in evs if e.kind == "CLOSE" and e.get("conn") == mine[0].get("conn")][0]
+                key = "sent" if direction == "egress" else "recv"
+                self.assertEqual(close.int(key), pos, format_events(evs))
+
+
+if __name__ == "__main__":
+    main()
