@@ -19,16 +19,29 @@
 //                              (compared with untraced AF_UNIX)
 // and untraced once more at the end (drift check). Each case is the median of R runs.
 //
-// TODO(tls): uprobe sites. When the TLS capture lands, add cases (a table entry each, below):
-//   "uprobe SSL_write", "uprobe+uretprobe SSL_read", "SSL_read_ex/SSL_write_ex", and Go
-//   crypto/tls (uprobes on each RET). Plan: in a child process, drive SSL_write/SSL_read over
-//   an in-memory BIO pair (no sockets, so only the uprobe costs show) with libssl.so.3 loaded;
-//   attach the agent's TLS probe specs to that libssl through the symbolizer's site lookup;
-//   report ns per SSL_write+SSL_read pair untraced, attached-not-selected and selected, next
-//   to the syscall rows. ARCHITECTURE.md expects ~1 us per uprobe hit on a nop on this VM.
+//
+// Then the uprobes (--no-uprobes skips them):
+//   uprobe kinds               a uprobe (the agent's TLS entry program, process not selected) on
+//                              tiny functions whose first instruction is a 5-byte nop, a push,
+//                              a direct call, or `sub $0x18,%rsp`, and a uretprobe on the push and
+//                              sub ones: what one hit costs by the kind of instruction probed
+//                              (the kernel emulates push/call/jmp/jcc/nop, optimizes a 5-byte nop
+//                              into a call, and single-steps everything else)
+//   OpenSSL                    SSL_write(64 B) + SSL_read(64 B) over a loopback TLS 1.3
+//                              connection in this process, untraced; sockets traced only (the
+//                              agent with --tls off); and the agent's TLS probes on the system
+//                              libssl placed at the exported SSL_read/SSL_write entries (single-
+//                              stepped on Debian's build) or where the agent places them (their
+//                              internal callee, emulated: agent/kernel/tls_attacher.cpp), each
+//                              with this process not selected and selected.
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -54,6 +67,30 @@
 #include "agent/ingest/ring_consumer.h"
 #include "agent/kernel/bpf_env.h"
 #include "agent/kernel/capture_program.h"
+#include "agent/kernel/tls_attacher.h"
+#include "symbolizer/elf_file.h"
+#include "symbolizer/proc_maps.h"
+
+// Probe targets for the "uprobe kinds" cases: each starts with the instruction kind named and
+// returns at once. Top-level asm so the compiler cannot change their first instruction.
+__asm__(
+    ".text\n"
+    ".globl tl_bench_site_nop5\n.type tl_bench_site_nop5,@function\n"
+    "tl_bench_site_nop5:\n .byte 0x0f,0x1f,0x44,0x00,0x00\n ret\n"
+    ".globl tl_bench_site_push\n.type tl_bench_site_push,@function\n"
+    "tl_bench_site_push:\n push %rbp\n pop %rbp\n ret\n"
+    ".globl tl_bench_site_call\n.type tl_bench_site_call,@function\n"
+    "tl_bench_site_call:\n call tl_bench_site_leaf\n ret\n"
+    ".globl tl_bench_site_sub\n.type tl_bench_site_sub,@function\n"
+    "tl_bench_site_sub:\n sub $0x18,%rsp\n add $0x18,%rsp\n ret\n"
+    ".globl tl_bench_site_leaf\n.type tl_bench_site_leaf,@function\n"
+    "tl_bench_site_leaf:\n ret\n");
+extern "C" {
+void tl_bench_site_nop5();
+void tl_bench_site_push();
+void tl_bench_site_call();
+void tl_bench_site_sub();
+}
 
 namespace threadline::bench {
 namespace {
@@ -187,6 +224,7 @@ class Tracer {
     }
   }
   uint64_t data_events() const { return sink_.data_events.load(); }
+  CaptureProgram& capture() { return *capture_; }
   uint64_t lost() const {
     KernelDrops d = capture_->ReadDrops();
     uint64_t n = 0;
@@ -211,6 +249,7 @@ struct CaseResult {
   double max_ns = 0;
   uint64_t events = 0;  // data events the reader got during this case
   uint64_t lost = 0;
+  int base = -1;  // index of the case the delta is against; -1: the untraced case of its transport
 };
 
 CaseResult RunCase(const std::string& name, const SocketPair& p, size_t iterations, int repeats,
@@ -238,6 +277,199 @@ CaseResult RunCase(const std::string& name, const SocketPair& p, size_t iteratio
   return c;
 }
 
+// ---- uprobes ----
+
+// ns per call of `fn` over `iterations`.
+double TimeCalls(void (*fn)(), size_t iterations) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < iterations; ++i) fn();
+  const auto t1 = std::chrono::steady_clock::now();
+  return std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(iterations);
+}
+
+CaseResult MedianOf(const std::string& name, int repeats, const std::function<double()>& run,
+                    Tracer* tracer) {
+  (void)run();  // warm-up
+  const uint64_t events0 = tracer ? tracer->data_events() : 0;
+  std::vector<double> runs;
+  for (int r = 0; r < repeats; ++r) runs.push_back(run());
+  std::sort(runs.begin(), runs.end());
+  CaseResult c;
+  c.name = name;
+  c.median_ns = runs[runs.size() / 2];
+  c.min_ns = runs.front();
+  c.max_ns = runs.back();
+  if (tracer) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    c.events = tracer->data_events() - events0;
+  }
+  return c;
+}
+
+// A uprobe (or uretprobe) of the capture object on a function of this executable.
+BpfLink AttachToSelf(CaptureProgram& capture, const char* program, const char* symbol, bool ret,
+                     std::string* error) {
+  auto elf = symbolizer::ElfFile::Open("/proc/self/exe", {symbol});
+  if (!elf.ok() || !elf->Find(symbol)) {
+    *error = std::string("symbol not found in /proc/self/exe: ") + symbol;
+    return BpfLink();
+  }
+  LIBBPF_OPTS(bpf_uprobe_opts, opts, .retprobe = ret);
+  bpf_link* link = bpf_program__attach_uprobe_opts(capture.FindProgram(program), -1, "/proc/self/exe",
+                                                   elf->Find(symbol)->file_offset, &opts);
+  if (!link) *error = std::string("attach to ") + symbol + ": " + std::strerror(errno);
+  return BpfLink(link);
+}
+
+// A client and a server SSL over a loopback TCP pair, handshake done (TLS 1.3, P-256 self-signed).
+struct TlsPair {
+  SocketPair sockets;
+  SSL_CTX* server_ctx = nullptr;
+  SSL_CTX* client_ctx = nullptr;
+  SSL* client = nullptr;
+  SSL* server = nullptr;
+  ~TlsPair() {
+    SSL_free(client);
+    SSL_free(server);
+    SSL_CTX_free(client_ctx);
+    SSL_CTX_free(server_ctx);
+  }
+};
+
+std::unique_ptr<TlsPair> MakeTlsPair() {
+  auto t = std::make_unique<TlsPair>();
+  t->sockets = LoopbackTcp();
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  X509* cert = X509_new();
+  ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+  X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+  X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+  X509_set_pubkey(cert, key);
+  X509_set_issuer_name(cert, X509_get_subject_name(cert));
+  X509_sign(cert, key, EVP_sha256());
+  t->server_ctx = SSL_CTX_new(TLS_server_method());
+  SSL_CTX_use_certificate(t->server_ctx, cert);
+  SSL_CTX_use_PrivateKey(t->server_ctx, key);
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  t->client_ctx = SSL_CTX_new(TLS_client_method());
+  t->client = SSL_new(t->client_ctx);
+  t->server = SSL_new(t->server_ctx);
+  SSL_set_fd(t->client, t->sockets.writer.get());
+  SSL_set_fd(t->server, t->sockets.reader.get());
+  int accepted = 0;
+  std::thread acceptor([&] { accepted = SSL_accept(t->server); });
+  const int connected = SSL_connect(t->client);
+  acceptor.join();
+  if (connected != 1 || accepted != 1) {
+    std::fprintf(stderr, "probes_bench: TLS handshake failed\n");
+    ERR_print_errors_fp(stderr);
+    std::exit(1);
+  }
+  return t;
+}
+
+// TLS pairs per run: a pair costs ~4-10x a plain write+read pair.
+size_t TlsIterations(size_t iterations) { return std::max<size_t>(iterations / 8, 1); }
+
+// ns per SSL_write(64 B) + SSL_read(64 B) pair.
+double TimeTlsPairs(const TlsPair& t, size_t iterations) {
+  char buf[64];
+  std::memset(buf, 'x', sizeof(buf));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < iterations; ++i) {
+    if (SSL_write(t.client, buf, sizeof(buf)) != static_cast<int>(sizeof(buf)) ||
+        SSL_read(t.server, buf, sizeof(buf)) != static_cast<int>(sizeof(buf))) {
+      std::fprintf(stderr, "probes_bench: SSL_write/SSL_read failed\n");
+      std::exit(1);
+    }
+  }
+  const auto t1 = std::chrono::steady_clock::now();
+  return std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(iterations);
+}
+
+// The system libssl this process runs (the one OpenSSL's symbols resolve to).
+std::string LoadedLibssl() {
+  for (const auto& m : symbolizer::MappedFiles("/proc", static_cast<uint32_t>(getpid()))) {
+    if (m.path.find("libssl.so") != std::string::npos) return m.path;
+  }
+  return {};
+}
+
+// Appends the uprobe cases to `results`; false on a setup failure (`error` says which).
+// `tls` is the connection "TLS untraced" (results[tls_untraced]) was measured on, before any
+// program was loaded.
+bool RunUprobeCases(Tracer& tracer, const TlsPair& tls, int tls_untraced, size_t iterations,
+                    int repeats, std::vector<CaseResult>* results, std::string* error) {
+  tracer.Select(false);
+  CaptureProgram& capture = tracer.capture();
+  struct Kind {
+    const char* label;
+    const char* symbol;
+    void (*fn)();
+    bool ret;
+  };
+  const Kind kinds[] = {
+      {"uprobe on a 5-byte nop (optimized)", "tl_bench_site_nop5", tl_bench_site_nop5, false},
+      {"uprobe on push %rbp (emulated)", "tl_bench_site_push", tl_bench_site_push, false},
+      {"uprobe on call rel32 (emulated)", "tl_bench_site_call", tl_bench_site_call, false},
+      {"uprobe on sub $0x18,%rsp (single-stepped)", "tl_bench_site_sub", tl_bench_site_sub, false},
+      {"uretprobe, entry push %rbp", "tl_bench_site_push", tl_bench_site_push, true},
+      {"uretprobe, entry sub $0x18,%rsp", "tl_bench_site_sub", tl_bench_site_sub, true},
+  };
+  for (const Kind& k : kinds) {
+    const int base_index = static_cast<int>(results->size());
+    results->push_back(MedianOf(std::string("call untraced: ") + k.symbol, repeats,
+                                [&] { return TimeCalls(k.fn, iterations); }, nullptr));
+    BpfLink link = AttachToSelf(capture, k.ret ? "tl_ssl_return" : "tl_ssl_write_enter", k.symbol,
+                                k.ret, error);
+    if (!link) return false;
+    results->push_back(MedianOf(k.label, repeats, [&] { return TimeCalls(k.fn, iterations); },
+                                nullptr));
+    results->back().base = base_index;
+  }
+
+  // OpenSSL, on the connection measured untraced before.
+  const std::string libssl = LoadedLibssl();
+  if (libssl.empty()) {
+    *error = "libssl.so not found in this process's maps";
+    return false;
+  }
+  const size_t pairs = TlsIterations(iterations);
+  auto run = [&] { return TimeTlsPairs(tls, pairs); };
+  tracer.Select(true);
+  results->push_back(MedianOf("TLS, sockets traced, no uprobes (--tls off)", repeats, run, &tracer));
+  results->back().base = tls_untraced;
+  for (bool cheap : {false, true}) {
+    TlsAttacherOptions options;
+    options.scan_at_start = false;
+    options.cheap_openssl_sites = cheap;
+    MetricsRegistry metrics;
+    auto attacher = TlsAttacher::Create(tracer.capture(), options, metrics);
+    if (!attacher.ok()) {
+      *error = attacher.error().message;
+      return false;
+    }
+    auto report = (*attacher)->AttachFile(libssl);
+    if (!report.ok() || !report->error.empty()) {
+      *error = "attach to " + libssl + ": " + (report.ok() ? report->error : report.error().message);
+      return false;
+    }
+    std::string where = cheap ? "agent's sites" : "exported entries";
+    tracer.Select(false);
+    results->push_back(MedianOf("TLS uprobes at " + where + ", not selected", repeats, run, &tracer));
+    results->back().base = tls_untraced;
+    tracer.Select(true);
+    results->push_back(MedianOf("TLS uprobes at " + where + ", selected", repeats, run, &tracer));
+    results->back().base = tls_untraced;
+    std::string sites;
+    for (const auto& f : report->functions) sites += (sites.empty() ? "" : "; ") + f;
+    std::printf("probes_bench: %s: %s\n", where.c_str(), sites.c_str());
+  }
+  tracer.Select(false);
+  return true;
+}
+
 int Main(int argc, char** argv) {
   size_t iterations = 200'000;
   int repeats = 5;
@@ -250,6 +482,8 @@ int Main(int argc, char** argv) {
   app.add_option("--cpu", cpu, "CPU the loop is pinned to");
   app.add_option("--drain-cpu", drain_cpu, "CPU of the ring reader (-1: another one than --cpu)");
   app.add_flag("--smoke", smoke, "Few iterations: checks that it runs and produces numbers");
+  bool no_uprobes = false;
+  app.add_flag("--no-uprobes", no_uprobes, "Skip the uprobe cases (kinds and OpenSSL)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -309,8 +543,24 @@ int Main(int argc, char** argv) {
   tracer.reset();
   results.push_back(RunCase("untraced again (drift check), TCP", tcp, iterations, repeats, nullptr));
 
-  // Deltas against the untraced case of the same transport.
+  const size_t first_uprobe_case = results.size();
+  if (!no_uprobes) {
+    // No program is loaded at this point: the TLS baseline.
+    auto tls = MakeTlsPair();
+    const int tls_untraced = static_cast<int>(results.size());
+    results.push_back(MedianOf("TLS untraced (no program loaded)", repeats,
+                               [&] { return TimeTlsPairs(*tls, TlsIterations(iterations)); }, nullptr));
+    tracer = Tracer::Start(drain_cpu, /*spin=*/false, &error);
+    if (!tracer || !RunUprobeCases(*tracer, *tls, tls_untraced, iterations, repeats, &results, &error)) {
+      std::fprintf(stderr, "probes_bench: uprobe cases: %s\n", error.c_str());
+      return 1;
+    }
+    tracer.reset();
+  }
+
+  // Deltas against the case named by `base`, else the untraced case of the same transport.
   auto base_of = [&](const CaseResult& c) {
+    if (c.base >= 0) return results[static_cast<size_t>(c.base)].median_ns;
     return c.name.find("AF_UNIX") != std::string::npos ? results[1].median_ns : results[0].median_ns;
   };
   std::printf("%-40s %9s %17s %14s %12s %6s\n", "case", "ns/pair", "spread (min-max)", "delta ns/pair",
@@ -324,7 +574,7 @@ int Main(int argc, char** argv) {
     std::snprintf(delta, sizeof(delta), "%+.0f (%+.0f%%)", c.median_ns - base,
                   100.0 * (c.median_ns - base) / base);
     std::printf("%-40s %9.0f %17s %14s %12llu %6llu\n", c.name.c_str(), c.median_ns, spread,
-                c.name.rfind("untraced (", 0) == 0 ? "-" : delta, static_cast<unsigned long long>(c.events),
+                c.name.find("untraced") != std::string::npos ? "-" : delta, static_cast<unsigned long long>(c.events),
                 static_cast<unsigned long long>(c.lost));
     std::printf("RESULT {\"bench\":\"probes\",\"case\":\"%s\",\"ns_per_pair\":%.1f,\"min\":%.1f,"
                 "\"max\":%.1f,\"data_events\":%llu,\"lost\":%llu}\n",
@@ -342,6 +592,20 @@ int Main(int argc, char** argv) {
                  static_cast<unsigned long long>(selected.lost),
                  static_cast<unsigned long long>(expected));
     ok = false;
+  }
+  // Every uprobe case must really have been probed (slower than its untraced base), and the
+  // selected TLS cases traced: two plaintext data events per SSL_write+SSL_read pair.
+  for (size_t i = first_uprobe_case; i < results.size(); ++i) {
+    const CaseResult& c = results[i];
+    if (c.name.find("TLS uprobes") != std::string::npos && c.name.ends_with(", selected")) {
+      const uint64_t want = 2ull * TlsIterations(iterations) * static_cast<uint64_t>(repeats);
+      if (c.events < want) {
+        std::fprintf(stderr, "probes_bench: %s produced %llu data events, expected >= %llu\n",
+                     c.name.c_str(), static_cast<unsigned long long>(c.events),
+                     static_cast<unsigned long long>(want));
+        ok = false;
+      }
+    }
   }
   if (results[2].events != 0) {
     std::fprintf(stderr, "probes_bench: the unselected case produced %llu data events\n",

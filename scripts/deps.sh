@@ -17,7 +17,7 @@ DEPS_BUILD=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libspdlog-dev libcli11-dev
   libcurl4-openssl-dev libmicrohttpd-dev
-  libssl-dev
+  libssl-dev libcapstone-dev
   googletest libgtest-dev libgmock-dev
 )
 # What scripts/run.sh and the test suite call at run time.

@@ -3,8 +3,10 @@
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -12,6 +14,7 @@
 
 #include "agent/kernel/capture_program.h"
 #include "symbolizer/elf_file.h"
+#include "symbolizer/probe_site.h"
 
 namespace threadline {
 
@@ -21,7 +24,7 @@ namespace {
 // names). A file is a TLS library when it has the required ones; the _ex variants (OpenSSL
 // 1.1.1+, used by python's _ssl) are probed where present. Each function gets an entry probe
 // (arguments) and a return probe (the byte count exists only at return; one shared program,
-// the entry's stash says which call it was).
+// the entry's stash says which call it was). Where exactly they go is PlanOpenSslSites' choice.
 struct TlsProbeSpec {
   const char* function;
   const char* entry_program;
@@ -57,6 +60,74 @@ std::string ReadLink(const std::string& path) {
   char buf[4096];
   ssize_t n = ::readlink(path.c_str(), buf, sizeof(buf) - 1);
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : path;
+}
+
+// Up to `n` bytes of `path` at `offset` (fewer at the end of the file, none on error).
+std::vector<uint8_t> ReadAt(const std::string& path, uint64_t offset, size_t n) {
+  std::vector<uint8_t> bytes(n);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  const ssize_t got = ::pread(fd, bytes.data(), n, static_cast<off_t>(offset));
+  ::close(fd);
+  bytes.resize(got > 0 ? static_cast<size_t>(got) : 0);
+  return bytes;
+}
+
+// One uprobe + uretprobe pair to attach.
+struct OpenSslSite {
+  uint64_t file_offset = 0;
+  const char* entry_program = nullptr;
+  std::string label;  // for logs and the report
+  bool required = false;
+};
+
+// Where to probe a file's OpenSSL calls, per direction. A uretprobe costs what the function's
+// first instruction costs (symbolizer/probe_site.h): when SSL_read (SSL_write) starts with an
+// instruction the kernel must single-step, and it and SSL_read_ex (SSL_write_ex) both call the
+// same function straight away, that common callee is OpenSSL's internal read (write) function,
+// with SSL_read_ex's arguments and return convention (ssl, buf, num, size_t *done -> 1 on
+// success); when its first instruction is emulated, one pair of probes there serves both entry
+// points for a fraction of the cost. Otherwise each function is probed at its own entry.
+std::vector<OpenSslSite> PlanOpenSslSites(const symbolizer::ElfFile& elf, const std::string& path,
+                                          bool prefer_cheap) {
+  struct Direction {
+    const char* plain;
+    const char* ex;
+    const char* plain_program;
+    const char* ex_program;
+  };
+  constexpr Direction kDirections[] = {
+      {"SSL_write", "SSL_write_ex", "tl_ssl_write_enter", "tl_ssl_write_ex_enter"},
+      {"SSL_read", "SSL_read_ex", "tl_ssl_read_enter", "tl_ssl_read_ex_enter"},
+  };
+  std::vector<OpenSslSite> sites;
+  for (const auto& d : kDirections) {
+    const auto plain = elf.Find(d.plain);
+    if (!plain) continue;  // required: the caller has checked
+    const auto ex = elf.Find(d.ex);
+    const std::vector<uint8_t> code = ReadAt(path, plain->file_offset, 96);
+    bool chosen = false;
+    if (prefer_cheap && ex && !symbolizer::UprobeEmulatesFirstInstruction(code)) {
+      const std::vector<uint8_t> ex_code = ReadAt(path, ex->file_offset, 96);
+      const auto plain_calls = symbolizer::LeadingCallTargets(code, plain->address);
+      const auto ex_calls = symbolizer::LeadingCallTargets(ex_code, ex->address);
+      for (uint64_t target : plain_calls) {
+        if (std::find(ex_calls.begin(), ex_calls.end(), target) == ex_calls.end()) continue;
+        const auto offset = elf.FileOffsetOf(target);
+        if (!offset || !symbolizer::UprobeEmulatesFirstInstruction(ReadAt(path, *offset, 16)))
+          break;
+        sites.push_back({*offset, d.ex_program,
+                         fmt::format("{}+{} at their common callee {:#x}", d.plain, d.ex, target),
+                         true});
+        chosen = true;
+        break;
+      }
+    }
+    if (chosen) continue;
+    sites.push_back({plain->file_offset, d.plain_program, d.plain, true});
+    if (ex) sites.push_back({ex->file_offset, d.ex_program, d.ex, false});
+  }
+  return sites;
 }
 
 bool LooksLikeTlsLibrary(const std::string& path) {
@@ -231,32 +302,34 @@ Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
   TlsFileReport report;
   report.path = open_path.ends_with("/exe") ? ReadLink(open_path) : open_path;
   report.build_id = elf->build_id();
+  const std::vector<OpenSslSite> sites =
+      PlanOpenSslSites(*elf, open_path, options_.cheap_openssl_sites);
   std::vector<BpfLink> links;
   std::string failure;
-  for (const auto& spec : kOpenSslProbes) {
-    auto fn = elf->Find(spec.function);
-    if (!fn) continue;
+  size_t required_probed = 0;
+  for (const auto& site : sites) {
     for (bool ret : {false, true}) {
-      bpf_program* prog = capture_.FindProgram(ret ? kReturnProgram : spec.entry_program);
+      bpf_program* prog = capture_.FindProgram(ret ? kReturnProgram : site.entry_program);
       LIBBPF_OPTS(bpf_uprobe_opts, opts, .retprobe = ret);
       bpf_link* link = bpf_program__attach_uprobe_opts(prog, -1, open_path.c_str(),
-                                                       fn->file_offset, &opts);
+                                                       site.file_offset, &opts);
       if (!link) {
-        failure = std::string(ret ? "uretprobe " : "uprobe ") + spec.function + ": " +
+        failure = std::string(ret ? "uretprobe " : "uprobe ") + site.label + ": " +
                   std::strerror(errno);
         break;
       }
       links.emplace_back(link);
     }
     if (!failure.empty()) {
-      if (spec.required) break;
-      spdlog::warn("TLS: {}: optional {} not probed ({})", report.path, spec.function, failure);
+      if (site.required) break;
+      spdlog::warn("TLS: {}: optional {} not probed ({})", report.path, site.label, failure);
       failure.clear();
       continue;
     }
-    report.functions.emplace_back(spec.function);
+    if (site.required) ++required_probed;
+    report.functions.emplace_back(site.label);
   }
-  const bool have_required = report.functions.size() >= 2;  // the two required come first
+  const bool have_required = required_probed >= 2;  // a read site and a write site
   if (!failure.empty() || !have_required) {
     report.error = failure.empty() ? "required functions not probed" : failure;
     files_failed_.Add();

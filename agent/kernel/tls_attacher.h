@@ -47,6 +47,10 @@ struct TlsAttacherOptions {
   std::vector<std::string> library_dirs = {"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
                                            "/lib64", "/usr/lib64", "/usr/lib", "/usr/local/lib"};
   bool scan_at_start = true;  // false: only explicit AttachFile/ScanProcess calls (tests)
+  // Probe OpenSSL's internal read/write function instead of the exported SSL_read/SSL_write
+  // entries when that is cheaper (symbolizer/probe_site.h). false: always the exported
+  // functions' entries (bench/probes_bench compares the two).
+  bool cheap_openssl_sites = true;
 };
 
 // What was done with one file, for logs and tests.
