@@ -8,8 +8,9 @@ same run and interleaved:
   bpf       the capture programs attached and the ring drained, nothing else (bench/bpf_only)
   pipeline  the agent with --output none: kernel + decode + connections + HTTP parsing + spans,
             no output
-  full      the agent as deployed: spans encoded and written out. Today OTLP JSON lines into
-            /dev/null; see full_agent_args() for the switch to OTLP export into a local receiver
+  full      the agent as deployed: spans exported over OTLP/HTTP (protobuf, batched) into a
+            local receiver that accepts and discards them (started by this script, on the load
+            generator's CPU)
 
 it measures: max requests/s (wrk), p50/p99 latency at a fixed rate (hey -q), application CPU
 per request (/proc/<pid>/stat of the server's processes, which includes the time the BPF
@@ -51,7 +52,7 @@ MODE_HELP = {
     "off": "no agent",
     "bpf": "capture programs + ring drained, no userspace work (bench/bpf_only)",
     "pipeline": "agent --output none (parse + spans, no output)",
-    "full": "agent, spans written as OTLP JSON to /dev/null",
+    "full": "agent --output otlp (OTLP/HTTP protobuf export into a local discarding receiver)",
 }
 
 
@@ -81,10 +82,10 @@ def scenarios(ports):
         Scenario("nginx-keepalive", "nginx", http, False, 32, 2000, 10),
         Scenario("nginx-close", "nginx", http, True, 32, 1000, 10,
                  "new connection per request (Connection: close)"),
-        # TODO(tls): once TLS capture lands, the agent sees plaintext here and makes spans; the
-        # scenario stays the same, only this note goes.
+        # bpf (bench/bpf_only) attaches no TLS uprobes: it shows the socket programs only; the
+        # pipeline and full modes include the uprobes on libssl and make https spans.
         Scenario("nginx-https", "nginx", https, False, 32, 2000, 10,
-                 "agent sees ciphertext only (no TLS capture yet): kernel cost, no spans"),
+                 "TLS uprobes on libssl in pipeline/full (not in bpf)"),
         Scenario("python-threads", "python", py, True, 16, 200, 4,
                  "python3 ThreadingHTTPServer, a thread per request (Connection: close)"),
     ]
@@ -93,17 +94,59 @@ def scenarios(ports):
 # ---- The agent configurations -----------------------------------------------------------------
 
 def full_agent_args(args):
-    """Arguments of the "full agent" configuration.
-
-    TODO(exporter): when the agent exports OTLP (exporter/ is being written), start a local
-    receiver here (e.g. @elastic/mockotlpserver, see /work/shared/TEST-PEERS.md, or a sink that
-    accepts and discards) and return the agent's OTLP flags pointing at it, so "full" measures
-    encoding + export. Until then spans are encoded as OTLP JSON lines and written to /dev/null.
-    --full-agent-args overrides this without editing the script.
-    """
+    """Arguments of the "full agent" configuration: OTLP/HTTP export into the local sink
+    (OtlpSink). --full-agent-args overrides this without editing the script."""
     if args.full_agent_args:
         return shlex.split(args.full_agent_args)
-    return ["--output", "json", "--output-file", "/dev/null"]
+    return ["--output", "otlp", "--otlp-endpoint", f"http://127.0.0.1:{args.sink_port}",
+            "--otlp-protocol", "http/protobuf"]
+
+
+# An OTLP/HTTP receiver that accepts every export and discards it, counting requests and bytes
+# (printed on SIGTERM). Python's http.server is plenty: the agent batches spans (hundreds per
+# request), so a few dozen requests per second arrive.
+SINK_CODE = r"""
+import signal, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+counts = {"requests": 0, "bytes": 0}
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(n)
+        counts["requests"] += 1
+        counts["bytes"] += n
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+srv = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+def stop(*_):
+    print(f"sink: {counts['requests']} export requests, {counts['bytes']} bytes", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("sink ready", flush=True)
+srv.serve_forever()
+"""
+
+
+class OtlpSink:
+    def __init__(self, port, cpu):
+        self.proc = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-c", SINK_CODE,
+                                      str(port)], stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "sink ready":
+            raise RuntimeError("the OTLP sink did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out = ""
+        return out.strip()
 
 
 def agent_command(args, mode, server_pids):
@@ -599,6 +642,7 @@ def main(argv):
     if "off" not in modes:
         modes.insert(0, "off")
     ports = {"http": free_port(), "https": free_port(), "python": free_port()}
+    args.sink_port = free_port()
     all_sc = scenarios(ports)
     wanted = None if args.scenarios == "all" else set(args.scenarios.split(","))
     scenario_list = [s for s in all_sc if wanted is None or s.name in wanted]
@@ -621,6 +665,7 @@ def main(argv):
 
     results = {}
     failures = []
+    sink = OtlpSink(args.sink_port, args.load_cpu) if "full" in modes and not args.full_agent_args else None
     tmp = tempfile.mkdtemp(prefix="tl-bench-")
     os.chmod(tmp, 0o755)
     try:
@@ -650,6 +695,8 @@ def main(argv):
                 server.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if sink:
+            print(sink.stop())
 
     rows = build_rows(results, scenario_list, modes)
     print(f"\nload average at end: {loadavg()}; took {time.time() - started:.0f}s")
