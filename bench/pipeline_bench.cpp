@@ -10,7 +10,10 @@
 // Reported per encoding: kernel events/s and spans/s on one pinned core, ns per event, and heap
 // bytes and allocations per span (a global operator new/delete counter, alloc_counter.cpp).
 // Then a memory run: N concurrent open connections (default 10k), RSS and live heap before and
-// after, per connection.
+// after, per connection. Then a collector-down run: the agent's real OTLP exporter (the
+// BatchSpanExporter behind the OTLP/HTTP transport) pointed at a port nobody listens on, fed
+// spans for a few seconds: RSS must stay flat (the export queue is bounded) and every span that
+// cannot be queued is counted as dropped.
 //
 // Workloads: `keepalive` (nginx under wrk: many connections, each round one request read and
 // one response written per connection: 2 events per span) and `close` (a new connection per
@@ -41,6 +44,7 @@
 #include "agent/ingest/decoder.h"
 #include "agent/protocols/dispatcher.h"
 #include "agent/spans/http_spans.h"
+#include "exporter/otlp_config.h"
 #include "bench/alloc_counter.h"
 #include "exporter/json_lines.h"
 #include "exporter/otlp_convert.h"
@@ -201,12 +205,13 @@ class ProtobufSink : public SpanSink {
   uint64_t bytes_out_ = 0;
 };
 
-enum class Encoding { kNone, kJson, kProtobuf };
+enum class Encoding { kNone, kJson, kProtobuf, kOtlpDown };
 std::string_view Name(Encoding e) {
   switch (e) {
     case Encoding::kNone: return "none";
     case Encoding::kJson: return "otlp-json";
     case Encoding::kProtobuf: return "otlp-proto";
+    case Encoding::kOtlpDown: return "otlp-down";
   }
   return "?";
 }
@@ -222,6 +227,19 @@ struct Pipeline {
       auto pb = std::make_unique<ProtobufSink>(JsonLinesSink::kDefaultMaxBatchSpans);
       protobuf = pb.get();
       sink = std::move(pb);
+    } else if (encoding == Encoding::kOtlpDown) {
+      // The agent's exporter with its defaults (queue 2048 spans, batches of 512, retries for
+      // up to 300 s), towards a port where every connection is refused.
+      OtlpExporterConfig config;
+      config.protocol = OtlpProtocol::kHttpProtobuf;
+      config.endpoint = "http://127.0.0.1:1/v1/traces";
+      auto exporter = CreateOtlpSpanExporter(config, metrics);
+      if (!exporter.ok()) {
+        std::fprintf(stderr, "pipeline_bench: exporter: %s\n", exporter.error().message.c_str());
+        std::exit(1);
+      }
+      otlp = exporter->get();
+      sink = std::move(exporter).value();
     } else {
       sink = std::make_unique<NullSpanSink>();
     }
@@ -236,7 +254,11 @@ struct Pipeline {
     table.reset();
     dispatcher.reset();
     builder.reset();
-    if (sink) sink->Flush();
+    if (otlp) {
+      otlp->Shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
+    } else if (sink) {
+      sink->Flush();
+    }
   }
 
   uint64_t Spans() const {
@@ -251,6 +273,7 @@ struct Pipeline {
   std::unique_ptr<std::FILE, FileCloser> devnull;
   std::unique_ptr<SpanSink> sink;
   ProtobufSink* protobuf = nullptr;
+  BatchSpanExporter* otlp = nullptr;
   std::unique_ptr<ResourceCache> resources;
   std::unique_ptr<HttpSpanBuilder> builder;
   std::unique_ptr<ProtocolDispatcher> dispatcher;
@@ -467,6 +490,48 @@ MemoryResult RunMemory(size_t n) {
   return m;
 }
 
+// ---- Collector down -----------------------------------------------------------------------
+
+struct CollectorDownResult {
+  double seconds = 0;
+  uint64_t spans = 0;
+  uint64_t dropped_queue_full = 0;
+  uint64_t failed_requests = 0;
+  uint64_t rss_start_kb = 0;  // after the first second (queue full, steady state)
+  uint64_t rss_max_kb = 0;
+  uint64_t rss_end_kb = 0;
+};
+
+// Keep-alive spans into the OTLP exporter while its collector is down, for `seconds`.
+CollectorDownResult RunCollectorDown(size_t connections, double seconds) {
+  CollectorDownResult res;
+  Pipeline p(Encoding::kOtlpDown, 65536);
+  Replayer replay(Workload::kKeepAlive, connections);
+  replay.Open(p);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  for (uint64_t r = 0; elapsed() < seconds; ++r) {
+    replay.Prepare(r);
+    replay.Replay(p);
+    if (r % 16 == 0) {
+      const uint64_t rss = StatusKb("VmRSS");
+      if (!res.rss_start_kb && elapsed() >= std::min(1.0, seconds / 4)) res.rss_start_kb = rss;
+      res.rss_max_kb = std::max(res.rss_max_kb, rss);
+    }
+  }
+  res.seconds = elapsed();
+  res.rss_end_kb = StatusKb("VmRSS");
+  res.spans = p.Spans();
+  res.dropped_queue_full =
+      p.metrics.GetCounter("threadline_spans_dropped_total", {{"reason", "queue_full"}}).Value();
+  res.failed_requests =
+      p.metrics.GetCounter("threadline_export_requests_total", {{"result", "retryable_error"}})
+          .Value();
+  return res;
+}
+
 // ---- Main ----------------------------------------------------------------------------------
 
 std::string Thousands(double v) {
@@ -494,6 +559,9 @@ int Main(int argc, char** argv) {
   app.add_option("--events", events, "Kernel events per encoding (timed)");
   app.add_option("--memory-connections", memory_connections,
                  "Concurrent open connections for the memory run (0: skip)");
+  double collector_down_s = 5;
+  app.add_option("--collector-down-seconds", collector_down_s,
+                 "Seconds of spans into an exporter whose collector is down (0: skip)");
   app.add_option("--cpu", cpu, "CPU to pin to (-1: the last one)");
   app.add_flag("--smoke", smoke, "Small counts: checks that it runs and produces numbers");
   try {
@@ -505,6 +573,7 @@ int Main(int argc, char** argv) {
     events = std::min<uint64_t>(events, 50'000);
     memory_connections = std::min<size_t>(memory_connections, 1000);
     connections = std::min<size_t>(connections, 100);
+    collector_down_s = std::min(collector_down_s, 2.0);
   }
   spdlog::set_level(spdlog::level::warn);
 
@@ -579,6 +648,38 @@ int Main(int argc, char** argv) {
     if (m.tracked != m.connections) {
       std::fprintf(stderr, "pipeline_bench: memory run tracks %zu of %zu connections\n", m.tracked,
                    m.connections);
+      ok = false;
+    }
+  }
+  if (collector_down_s > 0) {
+    CollectorDownResult d = RunCollectorDown(connections, collector_down_s);
+    std::printf("collector down: %.1f s, %s spans made (%s/s), %s dropped (queue full), %llu "
+                "export requests failed; RSS %.1f MiB after the first second, max %.1f, end %.1f\n",
+                d.seconds, Thousands(static_cast<double>(d.spans)).c_str(),
+                Thousands(static_cast<double>(d.spans) / d.seconds).c_str(),
+                Thousands(static_cast<double>(d.dropped_queue_full)).c_str(),
+                static_cast<unsigned long long>(d.failed_requests), d.rss_start_kb / 1024.0,
+                d.rss_max_kb / 1024.0, d.rss_end_kb / 1024.0);
+    std::printf("RESULT {\"bench\":\"collector_down\",\"seconds\":%.2f,\"spans\":%llu,"
+                "\"dropped_queue_full\":%llu,\"failed_requests\":%llu,\"rss_start_kb\":%llu,"
+                "\"rss_max_kb\":%llu,\"rss_end_kb\":%llu}\n",
+                d.seconds, static_cast<unsigned long long>(d.spans),
+                static_cast<unsigned long long>(d.dropped_queue_full),
+                static_cast<unsigned long long>(d.failed_requests),
+                static_cast<unsigned long long>(d.rss_start_kb),
+                static_cast<unsigned long long>(d.rss_max_kb),
+                static_cast<unsigned long long>(d.rss_end_kb));
+    // Bounded: whatever could not be queued is counted, and memory does not follow the span
+    // count (2048 queued spans are a few MiB; allow for allocator slack).
+    const uint64_t queue_capacity = 2048 + 512;
+    if (d.spans > queue_capacity && d.dropped_queue_full + queue_capacity < d.spans) {
+      std::fprintf(stderr, "pipeline_bench: collector down: %llu spans, only %llu counted as "
+                   "dropped\n", static_cast<unsigned long long>(d.spans),
+                   static_cast<unsigned long long>(d.dropped_queue_full));
+      ok = false;
+    }
+    if (d.rss_max_kb > d.rss_start_kb + 64 * 1024) {
+      std::fprintf(stderr, "pipeline_bench: collector down: RSS grew by more than 64 MiB\n");
       ok = false;
     }
   }
