@@ -29,6 +29,10 @@ int main(int argc, char** argv) {
     return parsed.error().code;
   }
   const AgentOptions& options = *parsed;
+  if (options.print_config) {
+    std::fputs(FormatEffectiveConfig(options).c_str(), stdout);
+    return 0;
+  }
   spdlog::set_level(spdlog::level::from_str(options.log_level));
 
   if (options.probe_only) {

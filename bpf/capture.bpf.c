@@ -11,6 +11,10 @@
  * TLS uprobes live here too (not in an object of their own): the syscalls made under an SSL_*
  * call must see that call, and its plaintext must land on the same connection state. They are
  * attached per library file by userspace (agent/kernel/tls_attacher), never automatically.
+ *
+ * trace_ctx.bpf.h reports the trace ids the kernel chooses for traceparent injection (off until
+ * userspace switches it on; the injection programs are bpf/inject.bpf.c, a separate object that
+ * shares some of these maps).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -22,9 +26,11 @@
 
 #include "capture/maps.bpf.h"
 #include "capture/conn.bpf.h"
+#include "capture/trace_ctx.bpf.h"
 #include "capture/data.bpf.h"
 #include "capture/proc.bpf.h"
 #include "capture/tls.bpf.h"
+#include "capture/go_tls.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -322,3 +328,11 @@ SEC("uprobe") int tl_ssl_write_ex_enter(struct pt_regs *ctx) { return tls__enter
 SEC("uprobe") int tl_ssl_read_ex_enter(struct pt_regs *ctx) { return tls__enter(ctx, TL_DIR_INGRESS, 1); }
 /* One return program for all four: the stash says which call it was. */
 SEC("uretprobe") int tl_ssl_return(struct pt_regs *ctx) { return tls__exit(ctx); }
+
+/* Go crypto/tls (go_tls.bpf.h), attached per Go executable with the Conn layout in the cookie. */
+/* func (c *Conn) Write(b []byte) (int, error): plaintext emitted at entry, no return probe */
+SEC("uprobe") int tl_go_tls_write_enter(struct pt_regs *ctx) { return go_tls__write_enter(ctx); }
+/* func (c *Conn) Read(b []byte) (int, error) */
+SEC("uprobe") int tl_go_tls_read_enter(struct pt_regs *ctx) { return go_tls__read_enter(ctx); }
+/* On each RET instruction of Read (a plain uprobe: never a uretprobe in Go code). */
+SEC("uprobe") int tl_go_tls_read_return(struct pt_regs *ctx) { return go_tls__read_return(ctx); }

@@ -101,8 +101,17 @@ struct MetricsServerAccess {
     if (path == "/metrics") {
       return Reply(connection, MHD_HTTP_OK, RenderPrometheusText(server->registry_), kPrometheusContentType);
     }
-    if (path == "/healthz") return Reply(connection, MHD_HTTP_OK, "ok\n", "text/plain; charset=utf-8");
-    return Reply(connection, MHD_HTTP_NOT_FOUND, "not found; try /metrics or /healthz\n", "text/plain; charset=utf-8");
+    constexpr std::string_view kText = "text/plain; charset=utf-8";
+    const MetricsServerHandlers& h = server->handlers_;
+    auto probe = [&](const std::function<ProbeAnswer()>& check) {
+      ProbeAnswer a = check();
+      return Reply(connection, a.ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, a.reason + "\n", kText);
+    };
+    if (path == "/healthz") return h.liveness ? probe(h.liveness) : Reply(connection, MHD_HTTP_OK, "ok\n", kText);
+    if (path == "/readyz" && h.readiness) return probe(h.readiness);
+    if (path == "/capabilities" && h.capabilities_json)
+      return Reply(connection, MHD_HTTP_OK, h.capabilities_json() + "\n", "application/json");
+    return Reply(connection, MHD_HTTP_NOT_FOUND, "not found; try /metrics, /healthz, /readyz or /capabilities\n", kText);
   }
 };
 
@@ -117,7 +126,8 @@ void MetricsServer::Stop() {
   }
 }
 
-Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& address, MetricsRegistry& registry) {
+Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& address, MetricsRegistry& registry,
+                                                            MetricsServerHandlers handlers) {
   ASSIGN_OR_RETURN(ParsedAddress parsed, SplitHostPort(address));
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -145,6 +155,7 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& a
   }
 
   auto server = std::make_unique<MetricsServer>(PassKey(), registry);
+  server->handlers_ = std::move(handlers);
   server->bound_address_ = FormatSockaddr(bound);
   server->port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                                     : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
@@ -157,7 +168,7 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& a
       MHD_OPTION_CONNECTION_TIMEOUT, 10U, MHD_OPTION_END));
   if (server->daemon_->handle == nullptr) return Error{"metrics endpoint: libmicrohttpd did not start on " + address};
   (void)fd.release();  // the daemon owns and closes it now
-  spdlog::info("metrics endpoint: http://{}/metrics (and /healthz)", server->bound_address_);
+  spdlog::info("metrics endpoint: http://{}/metrics (and /healthz, /readyz, /capabilities)", server->bound_address_);
   return server;
 }
 

@@ -1,6 +1,10 @@
 // The agent's /metrics endpoint: Prometheus text (prometheus_text.h) of a MetricsRegistry on
-// GET /metrics, and GET /healthz answering "ok". libmicrohttpd serves it from its own thread, so
-// a scrape never touches the data path (it reads atomics under the registry's mutex).
+// GET /metrics, and the probes a Kubernetes kubelet and an operator use:
+//   GET /healthz       liveness:  200 "ok: <why>" or 503 "<why not>" (plain "ok" without a handler)
+//   GET /readyz        readiness: 200 "ready: <what runs>" or 503 "<why not>" (404 without a handler)
+//   GET /capabilities  the capability report as JSON (404 without a handler)
+// libmicrohttpd serves it from its own thread, so a scrape never touches the data path (it reads
+// atomics under the registry's mutex); the handlers must be thread-safe for the same reason.
 //
 // The address is host:port or [v6-host]:port; port 0 picks a free port (see port()). Default
 // 127.0.0.1:9464 (the port the OpenTelemetry Prometheus exporters use). Any address is
@@ -8,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -18,11 +23,24 @@ namespace threadline {
 
 inline constexpr char kDefaultMetricsAddress[] = "127.0.0.1:9464";
 
+struct ProbeAnswer {
+  bool ok = false;
+  std::string reason;
+};
+
+// Optional: what /healthz, /readyz and /capabilities answer. Called on the server's thread.
+struct MetricsServerHandlers {
+  std::function<ProbeAnswer()> liveness;
+  std::function<ProbeAnswer()> readiness;
+  std::function<std::string()> capabilities_json;
+};
+
 class MetricsServer {
  public:
   // Binds, listens and starts serving. Fails with the OS's reason (address in use, ...).
   static Result<std::unique_ptr<MetricsServer>> Start(const std::string& address,
-                                                      MetricsRegistry& registry = MetricsRegistry::Global());
+                                                      MetricsRegistry& registry = MetricsRegistry::Global(),
+                                                      MetricsServerHandlers handlers = {});
   ~MetricsServer();  // Stop()
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
@@ -43,6 +61,7 @@ class MetricsServer {
 
  private:
   MetricsRegistry& registry_;
+  MetricsServerHandlers handlers_;
   std::unique_ptr<Daemon> daemon_;
   uint16_t port_ = 0;
   std::string bound_address_;

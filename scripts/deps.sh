@@ -18,6 +18,8 @@ DEPS_BUILD=(
   libspdlog-dev libcli11-dev
   libcurl4-openssl-dev libmicrohttpd-dev
   libssl-dev libcapstone-dev
+  libyaml-cpp-dev
+  nlohmann-json3-dev
   googletest libgtest-dev libgmock-dev
 )
 # What scripts/run.sh and the test suite call at run time.
@@ -27,8 +29,12 @@ DEPS_RUN=(
 # Third-party servers/clients the e2e tests trace (see /work/shared/TEST-PEERS.md).
 # nodejs (with npm): tests/e2e/test_otlp_export.py installs @elastic/mockotlpserver with it.
 # nginx, openssl: tests/e2e/test_tls.py (HTTPS with a self-signed certificate made by openssl).
+# yamllint: tests/deploy/test_manifests.py lints the Kubernetes manifests in deploy/.
+# golang-go: Go https peers (tests/e2e/test_go_tls.py), the Go service of the injection chain
+# (tests/e2e/test_inject.py, with iproute2's `ip netns`) and the symbolizer's Go test binaries,
+# built at test time.
 DEPS_TEST_PEERS=(
-  nodejs nginx openssl
+  nodejs nginx openssl golang-go yamllint
 )
 # What bench/overhead.py drives: nginx (HTTP and HTTPS with a self-signed cert made by openssl),
 # wrk (max throughput), hey (fixed-rate latency), perf (profiles of bench/pipeline_bench).

@@ -7,12 +7,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <utility>
 
+#include "agent/capabilities/capability_json.h"
 #include "agent/capabilities/capability_probe.h"
+#include "agent/capabilities/injection_outcome.h"
 #include "agent/conn/connection_table.h"
 #include "agent/discovery/proc_socket_resolver.h"
 #include "agent/discovery/process_info.h"
@@ -20,7 +23,10 @@
 #include "agent/ingest/ring_consumer.h"
 #include "agent/kernel/bpf_env.h"
 #include "agent/kernel/capture_program.h"
+#include "agent/kernel/inject_canary.h"
+#include "agent/kernel/injector.h"
 #include "agent/kernel/tls_attacher.h"
+#include "agent/discovery/k8s_watcher.h"
 #include "agent/discovery/own_sockets.h"
 #include "agent/discovery/resource.h"
 #include "agent/output/console_tree.h"
@@ -40,16 +46,16 @@ constexpr uint64_t kSecond = 1'000'000'000ull;
 
 // The file behind /proc/<pid>/exe as (inode, kernel dev_t), the identity the kernel compares at
 // exec. nullopt for kernel threads and processes we may not inspect.
-std::optional<std::pair<uint64_t, uint32_t>> ExeIdentity(const std::string& pid) {
+std::optional<std::pair<uint64_t, uint32_t>> ExeIdentity(const std::string& proc_root, const std::string& pid) {
   struct stat st {};
-  if (::stat(("/proc/" + pid + "/exe").c_str(), &st) != 0) return std::nullopt;
+  if (::stat((proc_root + "/" + pid + "/exe").c_str(), &st) != 0) return std::nullopt;
   uint32_t kdev = (static_cast<uint32_t>(major(st.st_dev)) << 20) | static_cast<uint32_t>(minor(st.st_dev));
   return std::pair{static_cast<uint64_t>(st.st_ino), kdev};
 }
 
-bool ProcessGone(uint32_t tgid) {
+bool ProcessGone(const std::string& proc_root, uint32_t tgid) {
   struct stat st {};
-  return ::stat(("/proc/" + std::to_string(tgid)).c_str(), &st) != 0 && errno == ENOENT;
+  return ::stat((proc_root + "/" + std::to_string(tgid)).c_str(), &st) != 0 && errno == ENOENT;
 }
 
 // Only for the events view's absence; every other mode runs the span pipeline.
@@ -67,6 +73,7 @@ Agent::Agent(const AgentOptions& options, MetricsRegistry& metrics)
 
 Agent::~Agent() {
   ring_.reset();
+  injector_.reset();  // uses capture_'s maps; detaching it leaves enrolled sockets untouched
   tls_.reset();      // its uprobes use capture_'s programs
   capture_.reset();  // detaches every hook
   table_.reset();
@@ -92,13 +99,26 @@ Result<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& options, Metric
 }
 
 Status Agent::Start() {
+  health_.SetStarting("probing the kernel's BPF capabilities");
   RETURN_IF_ERROR(PrepareBpfEnvironment());
   const CapabilityReport& caps = ProbeCapabilities();
   LogReport(caps);
   PublishCapabilities(caps);
+  health_.SetStarting("loading and attaching BPF programs");
   if (!options_.metrics_address.empty()) {
+    MetricsServerHandlers handlers;
+    handlers.liveness = [this] {
+      HealthStatus h = health_.Liveness(BootClock::NowBootNs());
+      return ProbeAnswer{h.ok, h.reason};
+    };
+    handlers.readiness = [this] {
+      HealthStatus h = health_.Readiness(BootClock::NowBootNs());
+      return ProbeAnswer{h.ok, h.reason};
+    };
+    SetCapabilitiesJson(CapabilityReportJson(caps));
+    handlers.capabilities_json = [this] { return CapabilitiesJson(); };  // updated after the injection canary
     // Not fatal: a second agent on the node, or a busy port, must not stop tracing.
-    auto server = MetricsServer::Start(options_.metrics_address, metrics_);
+    auto server = MetricsServer::Start(options_.metrics_address, metrics_, std::move(handlers));
     if (server.ok()) {
       metrics_server_ = std::move(*server);
     } else {
@@ -106,7 +126,10 @@ Status Agent::Start() {
                    server.error().message);
     }
   }
-  if (!caps.can_run) return Error{"this kernel cannot run threadline: " + caps.cannot_run_reason};
+  if (!caps.can_run) {
+    health_.SetFailed("this kernel cannot run threadline: " + caps.cannot_run_reason);
+    return Error{"this kernel cannot run threadline: " + caps.cannot_run_reason};
+  }
 
   if (options_.output_file.empty()) {
     out_ = stdout;
@@ -122,8 +145,8 @@ Status Agent::Start() {
   sel.ports = options_.ports;
   sel.agent_pid = static_cast<uint32_t>(getpid());
   selector_ = std::make_unique<Selector>(sel);
-  processes_ = std::make_unique<ProcessCache>(8192, "/proc", metrics_);
-  resolver_ = std::make_unique<ProcSocketResolver>(metrics_);
+  processes_ = std::make_unique<ProcessCache>(8192, options_.proc_root, metrics_);
+  resolver_ = std::make_unique<ProcSocketResolver>(metrics_, options_.proc_root);
 
   StreamConsumer* consumer;
   if (options_.output == OutputMode::kEvents) {
@@ -133,12 +156,30 @@ Status Agent::Start() {
     HttpSpanConfig span_config;
     ASSIGN_OR_RETURN(span_config.routes, RouteTable::Create(options_.routes));
     span_config.redaction.extra_query_keys = options_.redact_query_keys;
-    resources_ = std::make_unique<ResourceCache>(ResourceCacheOptions{}, metrics_);
+    span_config.same_node_linking = options_.same_node_linking;
+    span_config.redaction.extra_header_names = options_.redact_header_names;
+    ResourceCacheOptions resource_options{.proc_root = options_.proc_root};
+    if (options_.kubernetes.active) {
+      auto k8s = K8sMetadataService::Start({.api_server = options_.kubernetes.api_server,
+                                            .node_name = options_.kubernetes.node_name,
+                                            .cache_max_pods = options_.kubernetes.cache_max_pods},
+                                           metrics_);
+      // Asked for explicitly: a configuration error stops the agent; found by itself (auto):
+      // tracing goes on without pod metadata.
+      if (!k8s.ok() && options_.kubernetes.enabled == Toggle::kOn) return k8s.error();
+      if (k8s.ok()) {
+        k8s_ = std::move(k8s).value();
+        resource_options.kubernetes = &k8s_->store();
+      } else {
+        spdlog::warn("kubernetes metadata off: {}", k8s.error().message);
+      }
+    }
+    resources_ = std::make_unique<ResourceCache>(std::move(resource_options), metrics_);
     if (options_.output == OutputMode::kOtlp) {
-      std::map<std::string, std::string> overrides;
-      if (!options_.otlp_endpoint.empty()) overrides["OTEL_EXPORTER_OTLP_ENDPOINT"] = options_.otlp_endpoint;
-      if (!options_.otlp_protocol.empty()) overrides["OTEL_EXPORTER_OTLP_PROTOCOL"] = options_.otlp_protocol;
-      ASSIGN_OR_RETURN(auto config, OtlpExporterConfigFromEnv(WithOverrides(overrides, ProcessEnv())));
+      // The resolved exporters.otlp.* settings (flags > env > file) stand in for their
+      // OTEL_EXPORTER_OTLP_* variables; the rest (compression, certificates, OTEL_BSP_*) is read
+      // from the environment.
+      ASSIGN_OR_RETURN(auto config, OtlpExporterConfigFromEnv(OtlpEnvironment(options_, ProcessEnv())));
       ASSIGN_OR_RETURN(auto exporter, CreateOtlpSpanExporter(config, metrics_));
       exporter_ = exporter.get();
       span_sink_ = std::move(exporter);
@@ -178,20 +219,20 @@ Status Agent::Start() {
   cc.capture_bytes = options_.capture_bytes;
   cc.ring_buffer_bytes = options_.ring_buffer_mb << 20;
   cc.max_connections = options_.max_connections;
-  const auto own_exe = ExeIdentity("self");
+  const auto own_exe = ExeIdentity(options_.proc_root, "self");
   if (own_exe) std::tie(cc.agent_exe_ino, cc.agent_exe_dev) = *own_exe;
   ASSIGN_OR_RETURN(capture_, CaptureProgram::Create(cc));
   size_t attached = 0;
   for (const auto& h : capture_->hooks()) attached += h.attached;
   if (options_.tls) {
-    ASSIGN_OR_RETURN(tls_, TlsAttacher::Create(*capture_, TlsAttacherOptions{.agent_pid = sel.agent_pid}, metrics_));
+    ASSIGN_OR_RETURN(tls_, TlsAttacher::Create(*capture_, TlsAttacherOptions{.proc_root = options_.proc_root, .agent_pid = sel.agent_pid}, metrics_));
   } else {
     spdlog::info("TLS capture off (--tls off): HTTPS is seen as ciphertext only");
   }
 
   size_t selected = 0;
   if (!cc.trace_all) {
-    for (uint32_t pid : selector_->InitialMatches("/proc")) {
+    for (uint32_t pid : selector_->InitialMatches(options_.proc_root)) {
       auto info = processes_->Get(pid);
       uint32_t flags = info.ok() ? selector_->SelectionFlags(*info) : (TL_SEL_TRACE | TL_SEL_INHERIT);
       if (flags == 0) flags = TL_SEL_TRACE | TL_SEL_INHERIT;  // a descendant of a match
@@ -203,12 +244,13 @@ Status Agent::Start() {
   (void)capture_->Select(sel.agent_pid, TL_SEL_EXCLUDE | TL_SEL_INHERIT);
   size_t other_agents = 0;
   if (own_exe) {
-    for (uint32_t pid : ListPids("/proc")) {
-      if (pid == sel.agent_pid || ExeIdentity(std::to_string(pid)) != own_exe) continue;
+    for (uint32_t pid : ListPids(options_.proc_root)) {
+      if (pid == sel.agent_pid || ExeIdentity(options_.proc_root, std::to_string(pid)) != own_exe) continue;
       if (capture_->Select(pid, TL_SEL_EXCLUDE | TL_SEL_INHERIT).ok()) ++other_agents;
     }
   }
   if (other_agents) spdlog::info("{} other threadline agent(s) running; excluded from tracing", other_agents);
+  StartInjection(caps);
   ASSIGN_OR_RETURN(ring_, RingConsumer::Create(capture_->ring_buffer_fd(), *this, metrics_));
 
   std::string scope = cc.trace_all ? "all processes" : std::to_string(selected) + " selected processes";
@@ -216,6 +258,8 @@ Status Agent::Start() {
   spdlog::info("threadline ready: {} hooks attached on syscall/sched/sock tracepoints, tracing {}, "
                "capture {} bytes per syscall, ring buffer {} MiB",
                attached, scope, cc.capture_bytes, options_.ring_buffer_mb);
+  health_.SetRunning(BootClock::NowBootNs(),
+                     std::to_string(attached) + " BPF hooks attached, ring consumer running, tracing " + scope);
   return OkStatus();
 }
 
@@ -237,12 +281,17 @@ Status Agent::Run(const std::atomic<bool>& stop) {
   last_sweep_ns_ = last_stats_ns_ = last_clock_refresh_ns_ = start;
   while (!stop.load(std::memory_order_relaxed)) {
     auto polled = ring_->Poll(100);
-    if (!polled.ok()) return polled.error();
+    if (!polled.ok()) {
+      health_.SetFailed("ring buffer poll: " + polled.error().message);
+      return polled.error();
+    }
     uint64_t now = BootClock::NowBootNs();
+    health_.Heartbeat(now);
     Upkeep(now);
     if (printer_) printer_->Flush();
     if (deadline && now >= deadline) break;
   }
+  health_.SetStopping();
   ring_->Drain();
   if (printer_) printer_->Flush();
   if (span_sink_) span_sink_->Flush();
@@ -256,6 +305,10 @@ void Agent::Upkeep(uint64_t now) {
     span_sink_->Flush();
     last_span_flush_ns_ = now;
   }
+  if (injector_ && now - last_inject_stats_ns_ >= kSecond) {
+    PublishInjectStats();
+    last_inject_stats_ns_ = now;
+  }
   if (now - last_clock_refresh_ns_ >= 10 * kSecond) {
     clock_.Refresh();
     last_clock_refresh_ns_ = now;
@@ -263,7 +316,8 @@ void Agent::Upkeep(uint64_t now) {
   // Sockets of processes that exited were closed by the kernel without a close() we could see:
   // drop them from the kernel table in batches.
   if (exits_since_sweep_ && now - last_sweep_ns_ >= 2 * kSecond) {
-    size_t n = capture_->SweepConnections(ProcessGone);
+    size_t n = capture_->SweepConnections(
+        [this](uint32_t tgid) { return ProcessGone(options_.proc_root, tgid); });
     if (n) metrics_.GetCounter("threadline_kernel_conns_swept_total", {}, "Kernel connection entries of exited processes removed").Add(n);
     exits_since_sweep_ = false;
     last_sweep_ns_ = now;
@@ -292,6 +346,7 @@ void Agent::PublishKernelDrops() {
 
 void Agent::LogStats(bool final_report) {
   PublishKernelDrops();
+  PublishInjectStats();
   std::string line;
   for (const auto& s : metrics_.Snapshot()) {
     if (s.value == 0) continue;
@@ -346,6 +401,91 @@ void Agent::OnProcExec(const ProcExecEvent& e) {
 }
 
 void Agent::OnProcFork(const ProcForkEvent&) {}
+
+void Agent::OnTraceContext(const TraceCtxEvent& e) {
+  if (span_builder_) span_builder_->OnKernelTraceContext(e);
+}
+
+void Agent::StartInjection(const CapabilityReport& probed) {
+  CapabilityReport caps = probed;
+  auto& enabled = metrics_.GetGauge("threadline_inject_enabled", {},
+                                    "1 when traceparent injection is on (sk_msg + sockops, canary passed)");
+  // loud: an error (something failed that should have worked); else info. A kernel defect the
+  // canary identified is a warning: expected on that kernel, and said with how to override.
+  enum Level { kQuiet, kWarn, kLoud };
+  auto conclude = [&](bool on, const std::string& why, int loud) {
+    enabled.Set(on ? 1 : 0);
+    const std::string before = RecordInjectionOutcome(caps, on, why);
+    if (!on && !before.empty())
+      metrics_.GetGauge("threadline_hook_choice", {{"hook", kInjectionHook}, {"chosen", before}}).Set(0);
+    PublishCapabilities(caps);
+    SetCapabilitiesJson(CapabilityReportJson(caps));
+    if (on) spdlog::info("traceparent injection ON: {}", why);
+    else if (loud == kLoud) spdlog::error("traceparent injection DISABLED: {}", why);
+    else if (loud == kWarn) spdlog::warn("traceparent injection DISABLED: {}", why);
+    else spdlog::info("traceparent injection off: {}", why);
+  };
+  if (options_.inject == Toggle::kOff) return conclude(false, "switched off by configuration (inject: off)", kQuiet);
+  if (options_.output == OutputMode::kEvents)
+    return conclude(false, "no spans in --output=events, so nothing would use the ids", kQuiet);
+  const bool asked = options_.inject == Toggle::kOn;
+  if (!caps.Works(ProbeKind::kSkMsg) || !caps.Works(ProbeKind::kSockops))
+    return conclude(false, "this kernel cannot run sk_msg and sockops programs (see --probe)", asked ? kLoud : kWarn);
+  InjectorConfig ic;
+  ic.agent_tgid = static_cast<uint32_t>(getpid());
+  ic.trace_all = selector_->trace_all_processes();
+  ic.cgroup2_root = CgroupV2Root().value_or("");
+  auto injector = Injector::Create(*capture_, ic);
+  if (!injector.ok()) return conclude(false, "cannot load or attach: " + injector.error().message, kLoud);
+  injector_ = std::move(*injector);
+
+  CanaryOptions canary_options;
+  if (const char* f = std::getenv("THREADLINE_INJECT_CANARY_FAIL"); f && *f && std::string(f) != "0")
+    canary_options.force_failure = true;  // test hook (inject_canary.h)
+  CanaryResult canary = RunInjectionCanary(*injector_, canary_options);
+  metrics_.GetGauge("threadline_inject_canary_passed", {}, "1 when the injection canary passed at start")
+      .Set(canary.passed ? 1 : 0);
+  metrics_.GetGauge("threadline_inject_kernel_fionread_defect", {},
+                    "1 when FIONREAD under-reports on sockets enrolled for injection (kernel tcp_bpf)")
+      .Set(canary.fionread_defect ? 1 : 0);
+  const std::string took = std::to_string(static_cast<int>(canary.elapsed_ms)) + " ms";
+  if (!canary.passed && !(canary.fionread_defect && asked)) {
+    injector_.reset();  // nothing enrolled from now on
+    return conclude(false, "canary failed after " + took + ": " + canary.detail +
+                               (canary.fionread_defect ? " (inject: on accepts this defect)" : ""),
+                    canary.fionread_defect ? kWarn : kLoud);
+  }
+  injector_->SetMode(Injector::Mode::kOn);
+  if (canary.passed) {
+    conclude(true, "canary passed in " + took + " (" + canary.detail +
+                       "); client sockets of traced processes are enrolled from now on (" + ic.cgroup2_root + ")",
+             kQuiet);
+  } else {
+    spdlog::warn("traceparent injection forced on (inject: on) despite a kernel defect the canary found: {}",
+                 canary.detail);
+    conclude(true, "on by configuration (inject: on) after a " + took + " canary, with a known kernel defect: " +
+                       canary.detail, kQuiet);
+  }
+}
+
+void Agent::SetCapabilitiesJson(std::string json) {
+  std::lock_guard lock(caps_json_mu_);
+  caps_json_ = std::move(json);
+}
+
+std::string Agent::CapabilitiesJson() const {
+  std::lock_guard lock(caps_json_mu_);
+  return caps_json_;
+}
+
+void Agent::PublishInjectStats() {
+  if (!injector_) return;
+  const InjectStats stats = injector_->ReadStats();
+  for (int i = 0; i < TL_INJ__COUNT; ++i)
+    metrics_.GetGauge("threadline_inject_total", {{"result", std::string(InjectStatName(i))}},
+                      "Traceparent injection by outcome: injected, enrolled, and every reason a request or socket was left alone")
+        .Set(static_cast<int64_t>(stats[i]));
+}
 
 void Agent::OnProcExit(const ProcExitEvent& e) {
   table_->OnProcExit(e);

@@ -6,7 +6,10 @@
 #include <atomic>
 #include <cstdio>
 #include <memory>
+#include <mutex>
+#include <string>
 
+#include "agent/app/health.h"
 #include "agent/app/options.h"
 #include "agent/common/clock.h"
 #include "agent/common/metrics.h"
@@ -17,6 +20,7 @@ namespace threadline {
 
 class CaptureProgram;
 class TlsAttacher;
+class Injector;
 class RingConsumer;
 class ConnectionTable;
 class EventPrinter;
@@ -25,6 +29,7 @@ class ProcessCache;
 class ProcSocketResolver;
 class StreamConsumer;
 class ResourceCache;
+class K8sMetadataService;
 class SpanSink;
 class ConsoleTreeSink;
 class HttpSpanBuilder;
@@ -42,6 +47,8 @@ class Agent : public EventSink {
   Status Run(const std::atomic<bool>& stop);
   // Logs the agent's own counters (events, drops by reason, connections, gaps).
   void LogStats(bool final_report);
+  // Liveness and readiness as /healthz and /readyz report them.
+  const HealthState& health() const { return health_; }
 
   // EventSink: fans kernel events out to the connection table, discovery and the printer.
   void OnConnOpen(const ConnOpenEvent& e) override;
@@ -51,16 +58,24 @@ class Agent : public EventSink {
   void OnProcExec(const ProcExecEvent& e) override;
   void OnProcFork(const ProcForkEvent& e) override;
   void OnProcExit(const ProcExitEvent& e) override;
+  void OnTraceContext(const TraceCtxEvent& e) override;
 
  private:
   Agent(const AgentOptions& options, MetricsRegistry& metrics);
   Status Start();
   void Upkeep(uint64_t now_boot_ns);
   void PublishKernelDrops();
+  // Traceparent injection: load, canary, switch on (or say loudly why not). Never fatal.
+  void StartInjection(const struct CapabilityReport& caps);
+  void PublishInjectStats();
+  // GET /capabilities (metrics server thread): the probe report, with the injection outcome.
+  void SetCapabilitiesJson(std::string json);
+  std::string CapabilitiesJson() const;
   void PublishCapabilities(const struct CapabilityReport& caps);
 
   AgentOptions options_;
   MetricsRegistry& metrics_;
+  HealthState health_;
   BootClock clock_;
   std::FILE* out_ = nullptr;
   bool owns_out_ = false;
@@ -70,6 +85,7 @@ class Agent : public EventSink {
   std::unique_ptr<EventPrinter> printer_;
   std::unique_ptr<StreamConsumer> null_consumer_;
   // Spans: conn -> protocols (dispatcher) -> spans (builder) -> sink (console / JSON lines).
+  std::unique_ptr<K8sMetadataService> k8s_;  // pod metadata for resources_; outlives it
   std::unique_ptr<ResourceCache> resources_;
   std::unique_ptr<SpanSink> span_sink_;
   ConsoleTreeSink* console_ = nullptr;  // span_sink_ when --output=console
@@ -82,12 +98,16 @@ class Agent : public EventSink {
   uint64_t last_span_flush_ns_ = 0;
   std::unique_ptr<ConnectionTable> table_;
   std::unique_ptr<CaptureProgram> capture_;
+  std::unique_ptr<Injector> injector_;  // sk_msg + sockops; shares capture_'s maps
   std::unique_ptr<TlsAttacher> tls_;  // TLS uprobes on capture_'s programs
   std::unique_ptr<RingConsumer> ring_;
   bool exits_since_sweep_ = false;
   uint64_t last_sweep_ns_ = 0;
   uint64_t last_stats_ns_ = 0;
   uint64_t last_clock_refresh_ns_ = 0;
+  uint64_t last_inject_stats_ns_ = 0;
+  mutable std::mutex caps_json_mu_;
+  std::string caps_json_;
 };
 
 }  // namespace threadline

@@ -364,7 +364,8 @@ std::string ServiceInstanceId(const HostIdentity& host, uint32_t pid, uint64_t s
 }  // namespace discovery
 
 std::shared_ptr<const Resource> BuildResource(const ProcessInfo& info, std::string_view environ,
-                                              const HostIdentity& host) {
+                                              const HostIdentity& host, const ContainerCgroup* container,
+                                              const K8sContainerMetadata* k8s) {
   Attributes user;
   if (auto raw = discovery::EnvironValue(environ, "OTEL_RESOURCE_ATTRIBUTES")) {
     // A malformed value is dropped whole (SDK spec); the process still gets a detected resource.
@@ -377,6 +378,12 @@ std::shared_ptr<const Resource> BuildResource(const ProcessInfo& info, std::stri
   } else if (const auto* v = FindAttribute(user, "service.name");
              v && std::holds_alternative<std::string>(*v) && !std::get<std::string>(*v).empty()) {
     service_name = std::get<std::string>(*v);
+  } else if (const K8sWorkload* w = k8s && k8s->pod ? k8s->pod->TopWorkload() : nullptr) {
+    // In a pod, the command is usually a generic runtime ("python", "java"); the workload is
+    // what the team calls the service.
+    service_name = w->name;
+  } else if (k8s && !k8s->container_name.empty()) {
+    service_name = k8s->container_name;
   } else {
     service_name = discovery::ServiceNameFromCommand(info.exe_path, info.cmdline, info.comm);
   }
@@ -394,6 +401,9 @@ std::shared_ptr<const Resource> BuildResource(const ProcessInfo& info, std::stri
   if (!info.cmdline.empty())
     attrs.push_back({"process.command_line", JoinArgs(RedactCommandLine(info.cmdline))});
   AddDistro(attrs);
+  if (container) attrs.push_back({"container.id", container->container_id});
+  if (k8s)
+    for (auto& [key, value] : k8s::ResourceAttributes(*k8s)) attrs.push_back({std::move(key), std::move(value)});
 
   for (auto& a : user) {
     if (a.key == "service.name" || a.key.starts_with("process.") || a.key.starts_with("telemetry."))
@@ -427,9 +437,15 @@ ResourceCache::ResourceCache(ResourceCacheOptions options, MetricsRegistry& metr
       environ_unreadable_(metrics.GetCounter(
           "threadline_resource_environ_unreadable_total", {},
           "Processes whose /proc/<pid>/environ could not be read (needs ptrace-read access); "
-          "named from their command instead of OTEL_SERVICE_NAME")) {}
+          "named from their command instead of OTEL_SERVICE_NAME")),
+      k8s_misses_(metrics.GetCounter(
+          "threadline_k8s_metadata_misses_total", {},
+          "Resources of containerised processes built before the Kubernetes metadata of their "
+          "container was known (built without k8s.* attributes, upgraded when it arrives)")),
+      k8s_upgrades_(metrics.GetCounter("threadline_k8s_resource_upgrades_total", {},
+                                       "Resources rebuilt with Kubernetes metadata that arrived after them")) {}
 
-std::shared_ptr<const Resource> ResourceCache::Build(const ProcessInfo& info) {
+ResourceCache::Built ResourceCache::Build(const ProcessInfo& info) {
   builds_.Add();
   std::string environ;
   auto raw = discovery::ReadProcFile(PidDir(options_.proc_root, info.pid) + "/environ", kMaxEnvironBytes);
@@ -441,12 +457,47 @@ std::shared_ptr<const Resource> ResourceCache::Build(const ProcessInfo& info) {
     // says it all.
     environ_unreadable_.Add();
   }
-  return BuildResource(info, environ, host_);
+  // No cgroup file (gone, or a fake /proc in tests): no container attributes, nothing to wait for.
+  std::optional<ContainerCgroup> container;
+  if (auto cg = ReadContainerCgroup(info.pid, options_.proc_root); cg.ok()) container = std::move(*cg);
+  if (!container) return Built{BuildResource(info, environ, host_), nullptr};
+  if (!options_.kubernetes) return Built{BuildResource(info, environ, host_, &*container), nullptr};
+
+  const uint64_t generation = options_.kubernetes->generation();
+  if (auto meta = options_.kubernetes->Lookup(container->container_id))
+    return Built{BuildResource(info, environ, host_, &*container, &*meta), nullptr};
+  k8s_misses_.Add();
+  auto pending = std::make_shared<Entry::PendingK8s>();
+  pending->info = info;
+  for (const char* name : {"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"}) {
+    if (auto v = discovery::EnvironValue(environ, name)) {
+      pending->environ += name;
+      pending->environ += '=';
+      pending->environ += *v;
+      pending->environ += '\0';
+    }
+  }
+  pending->container = *container;
+  pending->source_generation = generation;
+  return Built{BuildResource(info, environ, host_, &pending->container), std::move(pending)};
 }
 
-std::shared_ptr<const Resource> ResourceCache::Insert(uint32_t pid, uint64_t start_time_ticks,
-                                                      std::shared_ptr<const Resource> resource,
+void ResourceCache::UpgradeIfKnownLocked(Entry& e) {
+  if (!e.pending_k8s || !options_.kubernetes) return;
+  const uint64_t generation = options_.kubernetes->generation();
+  if (generation == e.pending_k8s->source_generation) return;  // nothing new: one atomic load
+  e.pending_k8s->source_generation = generation;
+  auto meta = options_.kubernetes->Lookup(e.pending_k8s->container.container_id);
+  if (!meta) return;
+  const auto& p = *e.pending_k8s;
+  e.resource = BuildResource(p.info, p.environ, host_, &p.container, &*meta);
+  e.pending_k8s.reset();
+  k8s_upgrades_.Add();
+}
+
+std::shared_ptr<const Resource> ResourceCache::Insert(uint32_t pid, uint64_t start_time_ticks, Built built,
                                                       uint64_t epoch_before) {
+  std::shared_ptr<const Resource> resource = std::move(built.resource);
   std::lock_guard lock(mu_);
   // An exec or exit notified while /proc was being read may have come after the read; caching
   // it could pin the old program's resource to the pid.
@@ -462,6 +513,7 @@ std::shared_ptr<const Resource> ResourceCache::Insert(uint32_t pid, uint64_t sta
   Entry& e = it->second;
   e.start_time_ticks = start_time_ticks;
   e.resource = resource;
+  e.pending_k8s = std::move(built.pending_k8s);
   e.verified_at = Clock::now();
   // A minimal resource stands for a pid we could not read: recheck it every time so that the
   // next process to get the pid is read properly.
@@ -485,6 +537,7 @@ std::shared_ptr<const Resource> ResourceCache::Get(uint32_t pid) {
     if (it != entries_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second.lru_pos);
       Entry& e = it->second;
+      UpgradeIfKnownLocked(e);
       if (!e.exited && now - e.verified_at < options_.revalidate_after) return e.resource;
       cached = e.resource;
       cached_start = e.start_time_ticks;
@@ -498,7 +551,7 @@ std::shared_ptr<const Resource> ResourceCache::Get(uint32_t pid) {
   if (!brief.ok()) {
     // Gone: the last resource known for the pid is the best answer for its late spans.
     if (cached) return cached;
-    return Insert(pid, 0, MinimalResource(pid, "", host_), epoch_before);
+    return Insert(pid, 0, Built{MinimalResource(pid, "", host_), nullptr}, epoch_before);
   }
   if (cached && cached_start == brief->start_time_ticks) {
     std::lock_guard lock(mu_);
@@ -519,6 +572,7 @@ std::shared_ptr<const Resource> ResourceCache::Get(const ProcessInfo& info) {
     if (it != entries_.end() && it->second.start_time_ticks == info.start_time_ticks &&
         info.start_time_ticks != 0) {
       lru_.splice(lru_.begin(), lru_, it->second.lru_pos);
+      UpgradeIfKnownLocked(it->second);
       return it->second.resource;
     }
     epoch_before = invalidation_epoch_;

@@ -15,6 +15,12 @@
 //   process.executable.path  /proc/<pid>/exe (omitted when unreadable)
 //   process.command_line     argv joined by ' ', after RedactCommandLine (omitted when empty)
 //   telemetry.distro.name    "threadline", telemetry.distro.version kScopeVersion
+//   container.id             from the process's cgroup (cgroup_id.h), when it is in a container
+//   k8s.*                    the pod, namespace, container, node and workload of that container
+//                            when the Kubernetes API named it (k8s_metadata.h); service.name
+//                            then defaults to the workload's name (Deployment, StatefulSet,
+//                            DaemonSet, CronJob, else Job/ReplicaSet), else the container's name,
+//                            instead of the command (OTEL_* settings of the process still win)
 //   ...then every other key of OTEL_RESOURCE_ATTRIBUTES, in order. Those keys also override the
 //   detected ones above (the user said so), except process.* and telemetry.*, which record what
 //   the agent observed.
@@ -35,6 +41,8 @@
 
 #include "agent/common/metrics.h"
 #include "agent/common/result.h"
+#include "agent/discovery/cgroup_id.h"
+#include "agent/discovery/k8s_metadata.h"
 #include "agent/discovery/process_info.h"
 #include "agent/spans/span.h"
 
@@ -89,9 +97,13 @@ std::string ServiceInstanceId(const HostIdentity& host, uint32_t pid, uint64_t s
 
 }  // namespace discovery
 
-// The resource of a process from what was read about it and its environ (may be empty).
+// The resource of a process from what was read about it and its environ (may be empty), and
+// the container it runs in (nullptr: none, or unknown) and that container's Kubernetes
+// metadata (nullptr: not known).
 std::shared_ptr<const Resource> BuildResource(const ProcessInfo& info, std::string_view environ,
-                                              const HostIdentity& host);
+                                              const HostIdentity& host,
+                                              const ContainerCgroup* container = nullptr,
+                                              const K8sContainerMetadata* k8s = nullptr);
 
 // For a process that is gone before it could be read: service.name "unknown_service:<comm>" (or
 // "unknown_service:<pid>" without a comm), process.pid, host.name, telemetry.distro.*.
@@ -105,6 +117,9 @@ struct ResourceCacheOptions {
   // Get(pid) trusts a cached entry this long before re-reading /proc/<pid>/stat to check that
   // the pid still names the same process (in case an exit notification was lost).
   std::chrono::milliseconds revalidate_after{5000};
+  // Kubernetes metadata of containers (the pod store); nullptr: container.id only. Must outlive
+  // the cache.
+  const ContainerMetadataSource* kubernetes = nullptr;
 };
 
 // (pid, start_time_ticks) -> Resource, built lazily from /proc. Never fails: a process that
@@ -114,6 +129,12 @@ struct ResourceCacheOptions {
 // Counters: threadline_resource_builds_total, threadline_resource_cache_evictions_total,
 // threadline_resource_environ_unreadable_total (environ needs ptrace-read access, i.e. root or
 // the same user; without it the process is named by its command).
+//
+// A containerised process whose pod the metadata source does not know yet (a pod that just
+// started, the first list still running) gets a resource without k8s.* attributes at once
+// (threadline_k8s_metadata_misses_total): span building never waits for the API. The entry
+// remembers what it was built from, and the first Get after the source learns the container
+// rebuilds it with the pod's metadata (threadline_k8s_resource_upgrades_total).
 class ResourceCache {
  public:
   explicit ResourceCache(ResourceCacheOptions options = {},
@@ -142,19 +163,35 @@ class ResourceCache {
     Clock::time_point verified_at;
     bool exited = false;
     std::list<uint32_t>::iterator lru_pos;
+    // Set while the resource lacks the Kubernetes metadata of its container: what it was built
+    // from, to rebuild it when the metadata arrives.
+    struct PendingK8s {
+      ProcessInfo info;
+      std::string environ;  // only the OTEL_* entries BuildResource reads
+      ContainerCgroup container;
+      uint64_t source_generation = 0;  // of options_.kubernetes when last looked up
+    };
+    std::shared_ptr<PendingK8s> pending_k8s;
+  };
+  struct Built {
+    std::shared_ptr<const Resource> resource;
+    std::shared_ptr<Entry::PendingK8s> pending_k8s;
   };
 
-  std::shared_ptr<const Resource> Build(const ProcessInfo& info);
-  // Stores and returns `resource` unless an OnExec/OnExit arrived since `epoch_before`.
-  std::shared_ptr<const Resource> Insert(uint32_t pid, uint64_t start_time_ticks,
-                                         std::shared_ptr<const Resource> resource,
+  Built Build(const ProcessInfo& info);
+  // Stores and returns `built.resource` unless an OnExec/OnExit arrived since `epoch_before`.
+  std::shared_ptr<const Resource> Insert(uint32_t pid, uint64_t start_time_ticks, Built built,
                                          uint64_t epoch_before);
+  // Rebuilds a pending entry's resource if its container's metadata is known now. mu_ held.
+  void UpgradeIfKnownLocked(Entry& e);
 
   const ResourceCacheOptions options_;
   const HostIdentity host_;
   Counter& builds_;
   Counter& evictions_;
   Counter& environ_unreadable_;
+  Counter& k8s_misses_;
+  Counter& k8s_upgrades_;
   mutable std::mutex mu_;
   uint64_t invalidation_epoch_ = 0;
   std::list<uint32_t> lru_;  // front = most recently used

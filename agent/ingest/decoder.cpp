@@ -111,6 +111,25 @@ DecodeStatus DecodeEvent(std::span<const uint8_t> record, EventSink& sink) {
       }
       return DecodeStatus::kOk;
     }
+    case TL_EV_TRACE_CTX: {
+      if (record.size() < sizeof(tl_trace_ctx_event)) return DecodeStatus::kTooShort;
+      const auto* e = As<tl_trace_ctx_event>(record);
+      TraceCtxEvent t;
+      t.id = IdOf(e->id);
+      t.ts_ns = hdr->ts_ns;
+      t.tid = hdr->tid;
+      t.pos = e->pos;
+      t.enter_ts_ns = e->enter_ts_ns;
+      std::memcpy(t.trace_id.data(), e->trace_id, 16);
+      std::memcpy(t.span_id.data(), e->span_id, 8);
+      std::memcpy(t.parent_span_id.data(), e->parent_span_id, 8);
+      t.kind = e->kind;
+      t.direction = e->direction == TL_DIR_INGRESS ? Direction::kIngress : Direction::kEgress;
+      t.flags = e->flags;
+      t.trace_flags = e->trace_flags;
+      sink.OnTraceContext(t);
+      return DecodeStatus::kOk;
+    }
     default:
       return DecodeStatus::kUnknownType;
   }

@@ -96,6 +96,8 @@ std::string_view SyscallName(uint8_t s) {
     case TL_SYS_CLOSE: return "close";
     case TL_SYS_SSL_READ: return "SSL_read";
     case TL_SYS_SSL_WRITE: return "SSL_write";
+    case TL_SYS_GO_TLS_READ: return "go_tls_read";
+    case TL_SYS_GO_TLS_WRITE: return "go_tls_write";
     default: return "?";
   }
 }

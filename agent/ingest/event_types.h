@@ -133,6 +133,23 @@ struct ProcExitEvent {
   std::string_view comm;
 };
 
+// Trace ids the kernel chose for a request (injection: see tl_trace_ctx_event in events.h).
+// Arrives right before the data event it belongs to: same connection, enter_ts_ns and tid.
+struct TraceCtxEvent {
+  ConnId id;
+  uint64_t ts_ns = 0;
+  uint32_t tid = 0;
+  uint64_t pos = 0;
+  uint64_t enter_ts_ns = 0;
+  std::array<uint8_t, 16> trace_id{};
+  std::array<uint8_t, 8> span_id{};
+  std::array<uint8_t, 8> parent_span_id{};
+  uint8_t kind = 0;  // enum tl_ctx_kind
+  Direction direction = Direction::kEgress;
+  uint8_t flags = 0;  // TL_CTX_F_*
+  uint8_t trace_flags = 0;
+};
+
 // Receives decoded events. Implementations must not block: they run on the ring-buffer
 // consumer thread.
 class EventSink {
@@ -145,6 +162,7 @@ class EventSink {
   virtual void OnProcExec(const ProcExecEvent&) {}
   virtual void OnProcFork(const ProcForkEvent&) {}
   virtual void OnProcExit(const ProcExitEvent&) {}
+  virtual void OnTraceContext(const TraceCtxEvent&) {}
 };
 
 static_assert(sizeof(tl_event_header) == 24);
@@ -157,5 +175,8 @@ static_assert(sizeof(tl_proc_event) == 24 + 8 + 16 + 128);
 static_assert(sizeof(tl_conn_state) == 8 + 8 + 8 + 16 + 40 + 8 + 16);
 static_assert(sizeof(tl_tls_call) == 8 * 4 + 4 + 4 + 8);
 static_assert(sizeof(tl_tls_key) == 16);
+static_assert(sizeof(tl_trace_ctx_event) == 24 + 16 + 8 + 8 + 16 + 8 + 8 + 8);
+static_assert(sizeof(tl_thread_ctx) == 16 + 8 + 16 + 8 + 8);
+static_assert(sizeof(tl_inject_out) == 16 + 8 + 8 + 8 + 8);
 
 }  // namespace threadline

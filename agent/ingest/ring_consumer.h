@@ -35,7 +35,7 @@ class RingConsumer {
   EventSink& sink_;
   ring_buffer* ring_ = nullptr;
   uint64_t records_ = 0;
-  Counter* by_type_[8] = {};
+  Counter* by_type_[9] = {};  // by enum tl_event_type, 0 = unknown
   Counter* decode_errors_[4] = {};
 };
 

@@ -153,6 +153,15 @@ bpf_program* CaptureProgram::FindProgram(const char* name) const {
   return bpf_object__find_program_by_name(skel_->obj, name);
 }
 
+int CaptureProgram::MapFd(const char* name) const {
+  bpf_map* map = bpf_object__find_map_by_name(skel_->obj, name);
+  return map ? bpf_map__fd(map) : -1;
+}
+
+void CaptureProgram::SetTraceContextOn(bool on) {
+  __atomic_store_n(&skel_->bss->tl_inject_on, on ? 1u : 0u, __ATOMIC_RELEASE);
+}
+
 Status CaptureProgram::Select(uint32_t tgid, uint32_t flags) {
   tl_selection sel{flags, 0};
   if (bpf_map__update_elem(skel_->maps.selected, &tgid, sizeof(tgid), &sel, sizeof(sel), BPF_ANY))

@@ -61,6 +61,11 @@ class CaptureProgram {
   // A program of the object, for hooks attached outside the table above (the TLS uprobes,
   // attached per library file by TlsAttacher). Null if there is none by that name.
   bpf_program* FindProgram(const char* name) const;
+  // Traceparent injection (agent/kernel/injector.h): the fd of a map of this object it shares
+  // (-1 if none by that name), and the switch of the trace ids the capture path reports for it
+  // (bpf/capture/trace_ctx.bpf.h; off until injection passed its canary).
+  int MapFd(const char* name) const;
+  void SetTraceContextOn(bool on);
   const std::vector<AttachedHook>& hooks() const { return hooks_; }
   const CaptureConfig& config() const { return config_; }
 

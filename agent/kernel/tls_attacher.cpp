@@ -147,7 +147,8 @@ TlsAttacher::TlsAttacher(CaptureProgram& capture, const TlsAttacherOptions& opti
       files_failed_(metrics.GetCounter("threadline_tls_files_failed_total", {},
                                        "Files with TLS functions whose uprobes could not be attached")),
       probes_attached_(metrics.GetCounter("threadline_tls_uprobes_attached_total", {},
-                                          "TLS uprobes attached (entry and return count apart)")) {}
+                                          "TLS uprobes attached (entry and return count apart)")),
+      go_probes_(capture, metrics) {}
 
 TlsAttacher::~TlsAttacher() {
   {
@@ -169,6 +170,7 @@ Result<std::unique_ptr<TlsAttacher>> TlsAttacher::Create(CaptureProgram& capture
   }
   if (!capture.FindProgram(kReturnProgram))
     return Error{std::string("capture object has no program ") + kReturnProgram};
+  if (auto go = GoTlsProbes::CheckPrograms(capture); !go.ok()) return go.error();
   std::unique_ptr<TlsAttacher> a(new TlsAttacher(capture, options, metrics));
   a->agent_exe_ = KeyOf(options.proc_root + "/" + std::to_string(options.agent_pid) + "/exe");
   if (options.scan_at_start) {
@@ -290,6 +292,7 @@ Result<TlsFileReport> TlsAttacher::AttachFile(const std::string& open_path) {
 Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
                                                 const std::string& open_path) {
   FileState& state = files_[key];  // remembered whatever happens below
+  if (auto go = AttachGoLocked(key, state, open_path)) return std::move(*go);
   std::vector<std::string> wanted;
   for (const auto& spec : kOpenSslProbes) wanted.emplace_back(spec.function);
   auto elf = symbolizer::ElfFile::Open(open_path, wanted);
@@ -346,6 +349,25 @@ Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
   spdlog::info("TLS: uprobes attached to {} ({}; build id {})", report.path, fns,
                report.build_id.empty() ? "none" : report.build_id);
   return report;
+}
+
+std::optional<Result<TlsFileReport>> TlsAttacher::AttachGoLocked(const symbolizer::FileKey& key,
+                                                                 FileState& state,
+                                                                 const std::string& open_path) {
+  const std::string shown = open_path.ends_with("/exe") ? ReadLink(open_path) : open_path;
+  auto go = go_probes_.Attach(open_path, shown);
+  if (!go) return std::nullopt;
+  if (!go->attached) {
+    // A process gone before we could open its binary: the binary may live on, so the next
+    // process running it is looked at again.
+    if (go->skip_reason == "vanished") files_.erase(key);
+    return Result<TlsFileReport>(Error{go->error});
+  }
+  probes_attached_.Add(go->links.size());
+  files_attached_.Add();
+  state.attached = true;
+  state.links = std::move(go->links);
+  return Result<TlsFileReport>(TlsFileReport{shown, std::move(go->functions), go->build_id, {}});
 }
 
 size_t TlsAttacher::attached_files() const {

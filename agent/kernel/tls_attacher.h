@@ -1,6 +1,6 @@
 // Puts the TLS uprobes of the capture object (bpf/capture/tls.bpf.h) on every file that carries
 // the OpenSSL family's SSL_read/SSL_write: dynamic libssl.so* and binaries with OpenSSL linked
-// in (node).
+// in (node); and Go executables, whose crypto/tls gets its own probes (go_tls_probes.h).
 //
 // A uprobe belongs to a file (its inode), not to a process: attached once with pid -1, it fires
 // in every process that maps the file, today's and tomorrow's. So the attacher keeps one entry
@@ -34,6 +34,7 @@
 #include "agent/common/bpf_handles.h"
 #include "agent/common/metrics.h"
 #include "agent/common/result.h"
+#include "agent/kernel/go_tls_probes.h"
 #include "symbolizer/proc_maps.h"
 
 namespace threadline {
@@ -90,6 +91,10 @@ class TlsAttacher {
   size_t ScanProcessLocked(uint32_t pid);
   bool ConsiderLocked(const symbolizer::FileKey& key, const std::string& open_path, bool log_skip);
   Result<TlsFileReport> AttachLocked(const symbolizer::FileKey& key, const std::string& open_path);
+  // Go executables (go_tls_probes.h): nullopt when the file is not one.
+  std::optional<Result<TlsFileReport>> AttachGoLocked(const symbolizer::FileKey& key,
+                                                      FileState& state,
+                                                      const std::string& open_path);
   void ScanLibraryDirsLocked();
   void Run();
 
@@ -99,6 +104,7 @@ class TlsAttacher {
   Counter& files_attached_;
   Counter& files_failed_;
   Counter& probes_attached_;
+  GoTlsProbes go_probes_;
 
   mutable std::mutex mu_;  // files_ and the links
   std::map<symbolizer::FileKey, FileState> files_;

@@ -112,14 +112,76 @@ HttpSpanBuilder::HttpSpanBuilder(HttpSpanConfig config, ResourceCache& resources
                                             "Server requests not registered for thread parenting")),
       unknown_role_(metrics.GetCounter("threadline_spans_dropped_total",
                                        {{"reason", "unknown_role"}})),
+      kernel_ids_used_(metrics.GetCounter("threadline_kernel_trace_ids_total", {{"result", "used"}},
+                                          "Trace ids chosen by the kernel (injection), by fate")),
+      kernel_ids_unmatched_(metrics.GetCounter("threadline_kernel_trace_ids_total", {{"result", "unmatched"}})),
+      kernel_trace_mismatch_(metrics.GetCounter(
+          "threadline_kernel_trace_ids_total", {{"result", "header_trace_differs"}})),
       peers_(metrics) {}
 
+void HttpSpanBuilder::OnKernelTraceContext(const TraceCtxEvent& e) {
+  KernelIds k;
+  k.enter_ts_ns = e.enter_ts_ns;
+  k.tid = e.tid;
+  k.kind = e.kind;
+  k.flags = e.flags;
+  k.trace_flags = e.trace_flags;
+  k.trace_id.bytes = e.trace_id;
+  k.span_id.bytes = e.span_id;
+  k.parent_span_id.bytes = e.parent_span_id;
+  auto& ids = conns_[e.id].kernel_ids;
+  if (ids.size() >= 64) {  // requests the parser never produced (gaps, non-HTTP after all)
+    ids.pop_front();
+    kernel_ids_unmatched_.Add(1);
+  }
+  ids.push_back(k);
+}
+
+std::optional<HttpSpanBuilder::KernelIds> HttpSpanBuilder::TakeKernelIds(
+    const ConnectionInfo& c, Role role, const http1::Message& request) {
+  auto it = conns_.find(c.id);
+  if (it == conns_.end() || it->second.kernel_ids.empty()) return std::nullopt;
+  const uint8_t want = role == Role::kServer ? TL_CTX_SERVER : TL_CTX_CLIENT;
+  auto& ids = it->second.kernel_ids;
+  for (auto k = ids.begin(); k != ids.end(); ++k) {
+    if (k->kind == want && k->enter_ts_ns == request.first_chunk.enter_ts_ns &&
+        k->tid == request.first_chunk.tid) {
+      KernelIds out = *k;
+      // Older entries were for requests that will not come (a gap swallowed them).
+      kernel_ids_unmatched_.Add(static_cast<uint64_t>(k - ids.begin()));
+      ids.erase(ids.begin(), k + 1);
+      kernel_ids_used_.Add(1);
+      return out;
+    }
+  }
+  return std::nullopt;
+}
+
 HttpSpanBuilder::Identity HttpSpanBuilder::Decide(const ConnectionInfo& c, Role role,
-                                                  const http1::Message& request) const {
+                                                  const http1::Message& request,
+                                                  const KernelIds* kernel) const {
   Identity id;
   id.request_ts = request.first_chunk.ts_ns;
   id.request_tid = request.first_chunk.tid;
   id.span_id = SpanId::Random();
+  if (kernel && kernel->kind == TL_CTX_CLIENT) {
+    // The kernel wrote these ids into the request: the span must be exactly that.
+    id.trace_id = kernel->trace_id;
+    id.span_id = kernel->span_id;
+    id.flags = kernel->trace_flags;
+    id.injected = true;
+    if (kernel->flags & TL_CTX_F_HAS_PARENT) {
+      id.parent_span_id = kernel->parent_span_id;
+      id.parent_source = "thread";
+    } else {
+      id.parent_source = "root";
+    }
+    return id;
+  }
+  if (kernel && kernel->kind == TL_CTX_SERVER) {
+    // Requests this server sends were (or will be) injected naming this span id.
+    id.span_id = kernel->span_id;
+  }
 
   auto parents = HeaderValues(request.headers, "traceparent");
   auto states = HeaderValues(request.headers, "tracestate");
@@ -134,6 +196,12 @@ HttpSpanBuilder::Identity HttpSpanBuilder::Decide(const ConnectionInfo& c, Role 
       id.trace_state = header->trace_state;
       id.parent_is_remote = true;
       id.parent_source = "header";
+      return id;
+    }
+    if (kernel) {
+      id.trace_id = kernel->trace_id;
+      id.flags = kernel->trace_flags;
+      id.parent_source = "root";
       return id;
     }
   } else {
@@ -172,9 +240,14 @@ HttpSpanBuilder::Identity HttpSpanBuilder::Decide(const ConnectionInfo& c, Role 
 void HttpSpanBuilder::OnHttp1Request(const ConnectionInfo& c, Role role,
                                      const http1::Message& request) {
   if (role == Role::kUnknown) return;
-  Identity id = Decide(c, role, request);
+  const std::optional<KernelIds> kernel = TakeKernelIds(c, role, request);
+  Identity id = Decide(c, role, request, kernel ? &*kernel : nullptr);
+  if (kernel && kernel->kind == TL_CTX_SERVER && id.parent_source == std::string_view("header") &&
+      id.trace_id != kernel->trace_id)
+    kernel_trace_mismatch_.Add(1);  // the kernel missed the header: downstream gets its trace
   PeerLinker::Token wait = 0;
-  if (role == Role::kServer && id.parent_source == std::string_view("root") && c.tuple_known) {
+  if (role == Role::kServer && id.parent_source == std::string_view("root") && c.tuple_known &&
+      config_.same_node_linking) {
     if (auto call = peers_.OnServerRequest(c.tuple, request.first_chunk.ts_ns, &wait)) {
       id.trace_id = call->trace_id;
       id.parent_span_id = call->span_id;
@@ -183,7 +256,7 @@ void HttpSpanBuilder::OnHttp1Request(const ConnectionInfo& c, Role role,
       id.parent_source = "tuple";
     }
   }
-  if (role == Role::kClient && c.tuple_known) {
+  if (role == Role::kClient && c.tuple_known && config_.same_node_linking) {
     PeerLinker::Call call{id.trace_id, id.span_id, id.flags, id.trace_state,
                           request.first_chunk.enter_ts_ns ? request.first_chunk.enter_ts_ns
                                                           : request.first_chunk.ts_ns};
@@ -339,6 +412,7 @@ Span HttpSpanBuilder::Build(const ConnectionInfo& c, Role role, const http1::Exc
 
   FillAttributes(c, role, e, span);
   AddString(span, "threadline.parent.source", id.parent_source);
+  if (id.injected) span.attributes.push_back({"threadline.traceparent.injected", true});
   return span;
 }
 

@@ -11,6 +11,14 @@
 //   thread  a client request written by a thread that is handling a server request of the same
 //           process (read the request, response not written yet): thread-per-request servers.
 //   root    none of the above: a new random trace id.
+// Kernel-chosen ids (traceparent injection, bpf/inject.bpf.c): when the kernel reported ids for
+// a request (OnKernelTraceContext, before its bytes), the span uses exactly those: a server
+// span takes the kernel's span id (downstream requests the kernel rewrote name it as parent)
+// and, without a header, its trace id; a client span into which the kernel injected a
+// traceparent takes the injected trace id and span id, its parent is the thread's server span
+// the kernel named ("thread"; none: "root"), and it records threadline.traceparent.injected.
+// The receiving side sees an ordinary header ("header"): injected and application headers look
+// the same on the wire.
 // A span's identity is fixed when its request is complete (OnHttp1Request), not when its
 // response ends, so a client call made while a server request is in progress can name it as
 // parent even though the server span finishes last.
@@ -45,6 +53,9 @@ struct HttpSpanConfig {
   RouteTable routes;           // user route patterns; unmatched paths get an inferred route
   RedactionOptions redaction;  // extra sensitive query keys
   size_t max_active_threads = 65536;
+  // Same-node tuple linking (--same-node-linking off: e.g. processes in separate network
+  // namespaces of one node that should be linked only by the header, as across nodes).
+  bool same_node_linking = true;
 };
 
 class HttpSpanBuilder : public ExchangeSink {
@@ -57,6 +68,8 @@ class HttpSpanBuilder : public ExchangeSink {
   void OnHttp1Exchange(const ConnectionInfo& c, Role role, http1::Exchange&& e) override;
   void OnConnectionOpened(const ConnectionInfo& c) override;
   void OnConnectionDone(const ConnectionInfo& c) override;
+  // Ids the kernel chose for the request whose bytes come next on that connection.
+  void OnKernelTraceContext(const TraceCtxEvent& e);
 
   size_t active_threads() const { return active_by_thread_.size(); }
 
@@ -73,6 +86,18 @@ class HttpSpanBuilder : public ExchangeSink {
     bool parent_is_remote = false;
     std::string_view parent_source = "root";
     std::optional<SpanLink> link;
+    bool injected = false;  // the kernel wrote traceparent with these ids into the request
+  };
+  // Ids reported by the kernel, until the request they belong to is parsed.
+  struct KernelIds {
+    uint64_t enter_ts_ns = 0;
+    uint32_t tid = 0;
+    uint8_t kind = 0;  // enum tl_ctx_kind
+    uint8_t flags = 0;
+    uint8_t trace_flags = 0;
+    TraceId trace_id;
+    SpanId span_id;
+    SpanId parent_span_id;
   };
   struct ActiveServer {
     ConnId conn;
@@ -84,6 +109,7 @@ class HttpSpanBuilder : public ExchangeSink {
   };
   struct ConnState {
     std::deque<Identity> pending;  // requests complete, exchange not emitted yet (FIFO)
+    std::deque<KernelIds> kernel_ids;  // bounded; consumed by the request they name
   };
   // A server request whose client end is traced here but whose client call was not seen yet.
   struct WaitingServer {
@@ -94,7 +120,10 @@ class HttpSpanBuilder : public ExchangeSink {
   // The client call arrived for a waiting server request: adopt its context.
   void ApplyPeer(PeerLinker::Token token, const PeerLinker::Call& call);
 
-  Identity Decide(const ConnectionInfo& c, Role role, const http1::Message& request) const;
+  Identity Decide(const ConnectionInfo& c, Role role, const http1::Message& request,
+                  const KernelIds* kernel = nullptr) const;
+  std::optional<KernelIds> TakeKernelIds(const ConnectionInfo& c, Role role,
+                                         const http1::Message& request);
   // The identity decided for this exchange's request, or one decided now (request seen only
   // at exchange time, e.g. after a gap).
   Identity TakeIdentity(const ConnectionInfo& c, Role role, const http1::Message& request);
@@ -119,6 +148,9 @@ class HttpSpanBuilder : public ExchangeSink {
   Counter& no_request_;
   Counter& thread_table_full_;
   Counter& unknown_role_;
+  Counter& kernel_ids_used_;
+  Counter& kernel_ids_unmatched_;
+  Counter& kernel_trace_mismatch_;
   PeerLinker peers_;
   std::unordered_map<PeerLinker::Token, WaitingServer> waiting_servers_;
 };

@@ -105,6 +105,8 @@ static __always_inline void data__submit(struct tl_data_scratch *s, const struct
 					 const struct tl_conn_state *st, __u8 dir, __u64 pos,
 					 __u64 size, __u32 captured, __u8 flags)
 {
+	/* Trace ids for injection go out first, even when the data event below cannot. */
+	ctx__on_data_event(s->buf, a, st, dir, pos, captured);
 	if (ring_data_limit && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= ring_data_limit) {
 		drops__count(TL_DROP_DATA_RING_FULL);
 		return;

@@ -57,8 +57,11 @@ static __always_inline __s32 tls__conn_fd(__u64 pid_tgid, const struct tl_tls_ca
 	return fd;
 }
 
-/* Emits `size` bytes of the call's buffer as plaintext of connection `fd`. */
-static __always_inline void tls__emit(const struct tl_tls_call *call, __s32 fd, __u64 size)
+/* Emits `size` bytes of the call's buffer as plaintext of connection `fd`. `syscall` names the
+ * library call in the event (0: the OpenSSL one of the call's direction). Go's crypto/tls probes
+ * (go_tls.bpf.h) emit through here too: same flags, same plaintext stream positions. */
+static __always_inline void tls__emit(const struct tl_tls_call *call, __s32 fd, __u64 size,
+				      __u8 syscall)
 {
 	struct tl_conn_state *st = conn__get(fd, TL_SRC_FIRST_IO, TL_ROLE_UNKNOWN);
 	if (!st) {
@@ -78,7 +81,7 @@ static __always_inline void tls__emit(const struct tl_tls_call *call, __s32 fd, 
 		.buf = call->buf,
 		.fd = fd,
 		.count = (__u32)size,
-		.syscall = dir == TL_DIR_EGRESS ? TL_SYS_SSL_WRITE : TL_SYS_SSL_READ,
+		.syscall = syscall ? syscall : dir == TL_DIR_EGRESS ? TL_SYS_SSL_WRITE : TL_SYS_SSL_READ,
 	};
 	__u8 flags = TL_DATA_F_TLS;
 	__u32 n = data__capture_limit(size);
@@ -120,7 +123,7 @@ static __always_inline void tls__on_socket_write(__s32 fd)
 		bpf_map_delete_elem(&tls_write_credit, &key);
 	}
 	struct tl_tls_call copy = *call;
-	tls__emit(&copy, fd, copy.num);
+	tls__emit(&copy, fd, copy.num, 0);
 }
 
 static __always_inline int tls__exit(struct pt_regs *ctx)
@@ -163,6 +166,6 @@ static __always_inline int tls__exit(struct pt_regs *ctx)
 		drops__count(TL_DROP_TLS_NO_CONN);
 		return 0;
 	}
-	tls__emit(&call, fd, size);
+	tls__emit(&call, fd, size, 0);
 	return 0;
 }

@@ -169,7 +169,9 @@ class HttpSpansTest(unittest.TestCase):
     # -- helpers ----------------------------------------------------------------------------
     def start_agent(self, *args: str, exe: tuple[str, ...] = (PYTHON_EXE, "curl"),
                     ports: tuple[int, ...] = (), output: str = "json") -> Agent:
-        argv = [f"--output={output}"]
+        # Injection off: these tests pin same-node (tuple) and thread linking; with injection on
+        # the same edges arrive as `header` (tests/e2e/test_inject.py covers that).
+        argv = [f"--output={output}", "--inject", "off"]
         for e in exe:
             argv += ["--exe", e]
         for p in ports:

@@ -16,7 +16,7 @@
 #include <linux/types.h>
 #endif
 
-#define TL_EVENT_ABI_VERSION 2
+#define TL_EVENT_ABI_VERSION 3 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only) */
 
 /* Upper bound of the payload prefix one data event carries. The effective bound is set at load
  * time (rodata capture_bytes, <= this) and must be a power of two for the verifier masks. */
@@ -40,6 +40,7 @@ enum tl_event_type {
 	TL_EV_PROC_EXIT = 5,
 	TL_EV_CONN_STATE = 6,
 	TL_EV_PROC_FORK = 7,
+	TL_EV_TRACE_CTX = 8, /* ABI 3: trace ids the kernel chose for a request (struct tl_trace_ctx_event) */
 };
 
 enum tl_direction {
@@ -86,6 +87,8 @@ enum tl_syscall {
 	/* TLS plaintext, seen at the library boundary (uprobes), not at a syscall. */
 	TL_SYS_SSL_READ = 16,  /* OpenSSL family SSL_read / SSL_read_ex */
 	TL_SYS_SSL_WRITE = 17, /* OpenSSL family SSL_write / SSL_write_ex */
+	TL_SYS_GO_TLS_READ = 18,  /* Go crypto/tls (*Conn).Read */
+	TL_SYS_GO_TLS_WRITE = 19, /* Go crypto/tls (*Conn).Write */
 };
 
 /* Data event flags. */
@@ -227,6 +230,116 @@ struct tl_tls_key {
 	__u32 tgid;
 	__u32 _pad;
 	__u64 ssl;
+};
+
+/* --- traceparent injection (ABI 3; bpf/capture/trace_ctx.bpf.h and bpf/inject.bpf.c) ---
+ *
+ * The kernel chooses the ids of the spans whose context travels on the wire, because it writes
+ * them into outgoing requests before userspace sees anything:
+ *   server: the read that returns the start of an HTTP/1.x request on a server connection gets
+ *           a server span id and a trace id (taken from a traceparent in the captured bytes,
+ *           else new); they become the reading thread's context ("thread_ctx").
+ *   client: the sk_msg program that inserts a traceparent into an outgoing request makes the
+ *           client span id, takes the trace id from the thread's context (else new) and leaves
+ *           the ids for the write syscall's exit ("inject_out").
+ * Both are reported as a TL_EV_TRACE_CTX event right before the data event they belong to,
+ * tied to it by (connection, syscall entry time, thread); userspace builds those spans with
+ * exactly these ids. */
+/* The line inserted after the request line: "traceparent: 00-" 32 hex "-" 16 hex "-" 2 hex CRLF. */
+#define TL_TRACEPARENT_LINE_LEN 70
+
+enum tl_ctx_kind {
+	TL_CTX_SERVER = 1, /* ids of the server span whose request starts in this read */
+	TL_CTX_CLIENT = 2, /* ids the kernel injected into the request this write sent */
+};
+#define TL_CTX_F_FROM_HEADER 0x1u /* trace id (and parent_span_id) from a traceparent in the bytes */
+#define TL_CTX_F_HAS_PARENT 0x2u  /* parent_span_id is set */
+
+struct tl_trace_ctx_event {
+	struct tl_event_header hdr;
+	struct tl_conn_id id;
+	__u64 pos;         /* stream position of the data event's first byte */
+	__u64 enter_ts_ns; /* the data event's enter_ts_ns (the matching key, with hdr.tid) */
+	__u8 trace_id[16];
+	__u8 span_id[8];
+	__u8 parent_span_id[8];
+	__u8 kind;        /* enum tl_ctx_kind */
+	__u8 direction;   /* enum tl_direction of the data event */
+	__u8 flags;       /* TL_CTX_F_* */
+	__u8 trace_flags; /* W3C trace-flags (bit 0: sampled) */
+	__u32 _pad;
+};
+
+/* Value of "thread_ctx" (key: pid_tgid): the server request the thread is handling. */
+struct tl_thread_ctx {
+	__u8 trace_id[16];
+	__u8 span_id[8]; /* the server span */
+	struct tl_conn_id conn;
+	__u64 ts_ns;
+	__u8 trace_flags;
+	__u8 _pad[7];
+};
+
+/* Value of "inject_out" (key: pid_tgid): ids the sk_msg program wrote, for the write's exit. */
+struct tl_inject_out {
+	__u8 trace_id[16];
+	__u8 span_id[8];        /* the client span */
+	__u8 parent_span_id[8]; /* the thread's server span, when it had one */
+	__u64 enter_ts_ns;      /* entry of the syscall that sent it: stale entries never match */
+	__u8 trace_flags;
+	__u8 has_parent;
+	__u8 _pad[6];
+};
+
+/* Per-CPU counters of the injection object ("inject_stats"), indexed by these. */
+enum tl_inject_stat {
+	TL_INJ_INJECTED = 0,
+	TL_INJ_ENROLLED = 1,           /* sockets put in the sockhash */
+	TL_INJ_ENROLL_FAILED = 2,
+	TL_INJ_NOT_SELECTED = 3,       /* connect() by a process not traced or excluded */
+	TL_INJ_SKIP_NOT_HTTP1 = 4,     /* bytes are not the start of an HTTP/1.x request (TLS, h2, other) */
+	TL_INJ_SKIP_HAS_HEADER = 5,    /* the request already carries traceparent */
+	TL_INJ_SKIP_PARTIAL = 6,       /* header block not complete in this message */
+	TL_INJ_SKIP_CONTINUATION = 7,  /* not the first message of the syscall */
+	TL_INJ_SKIP_TLS = 8,           /* connection known as TLS, or inside an SSL_* call */
+	TL_INJ_SKIP_NO_SYSCALL = 9,    /* no traced syscall in progress on this thread */
+	TL_INJ_FAIL_PUSH = 10,         /* bpf_msg_push_data failed */
+	TL_INJ_FAIL_PULL = 11,         /* bpf_msg_pull_data failed */
+	TL_INJ_SKIP_OFF = 12,          /* enrolled socket while injection is switched off */
+	TL_INJ_SKIP_EXCLUDED = 13,     /* sending process no longer traced (excluded since) */
+	TL_INJ__COUNT = 14,
+};
+
+/* Go crypto/tls (bpf/capture/go_tls.bpf.h): where a *tls.Conn keeps its socket fd, for a range
+ * of Go versions. Userspace picks it from its table by the binary's Go version and passes it, as
+ * 8 bytes, in the BPF cookie of each Go TLS uprobe: the probe of a binary whose version is not in
+ * the table is never attached, so the BPF side never guesses a layout. */
+struct tl_go_tls_layout {
+	__u16 conn_iface_data; /* tls.Conn: offset of the data word of its net.Conn interface */
+	__u16 netconn_fd;      /* *net.TCPConn (net.conn): offset of fd *netFD */
+	__u16 netfd_sysfd;     /* netFD: offset of pfd.Sysfd */
+	__u16 flags;           /* TL_GO_* below; a cookie without TL_GO_LAYOUT_VALID is refused */
+};
+#define TL_GO_LAYOUT_VALID 0x1u
+/* The probe sits on the `jbe` of the function's stack-bound check, not on its entry: taken (CF
+ * or ZF set), the stack grows and the function restarts from its entry, so that pass is ignored
+ * and each call is seen once. */
+#define TL_GO_SITE_STACK_CHECK 0x2u
+
+/* A Go (*tls.Conn).Read in progress (map "go_tls_calls"), keyed by goroutine: a goroutine that
+ * blocks in Read is parked and may resume on another thread, and the thread meanwhile runs other
+ * goroutines, so the thread id would mix calls up. */
+struct tl_go_tls_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 g; /* runtime.g of the goroutine (register R14 in Go's register ABI) */
+};
+struct tl_go_tls_call {
+	__u64 buf;
+	__u64 len;
+	__u64 enter_ts;
+	__s32 fd;
+	__u32 _pad;
 };
 
 /* Value of the "selected" map (keys: tgid). */

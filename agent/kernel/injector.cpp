@@ -1,0 +1,143 @@
+#include "agent/kernel/injector.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "agent/common/unique_fd.h"
+#include "agent/kernel/capture_program.h"
+#include "inject.skel.h"
+
+namespace threadline {
+
+std::string_view InjectStatName(int stat) {
+  switch (stat) {
+    case TL_INJ_INJECTED: return "injected";
+    case TL_INJ_ENROLLED: return "enrolled";
+    case TL_INJ_ENROLL_FAILED: return "enroll_failed";
+    case TL_INJ_NOT_SELECTED: return "connect_not_traced";
+    case TL_INJ_SKIP_NOT_HTTP1: return "skip_not_http1";
+    case TL_INJ_SKIP_HAS_HEADER: return "skip_has_traceparent";
+    case TL_INJ_SKIP_PARTIAL: return "skip_partial_head";
+    case TL_INJ_SKIP_CONTINUATION: return "skip_continuation";
+    case TL_INJ_SKIP_TLS: return "skip_tls";
+    case TL_INJ_SKIP_NO_SYSCALL: return "skip_no_syscall";
+    case TL_INJ_FAIL_PUSH: return "fail_push";
+    case TL_INJ_FAIL_PULL: return "fail_pull";
+    case TL_INJ_SKIP_OFF: return "skip_off";
+    case TL_INJ_SKIP_EXCLUDED: return "skip_excluded";
+    default: return "unknown";
+  }
+}
+
+void Injector::SkelDeleter::operator()(inject_bpf* s) const { inject_bpf__destroy(s); }
+
+Injector::Injector(CaptureProgram& capture, const InjectorConfig& config)
+    : capture_(capture), config_(config) {}
+
+Injector::~Injector() {
+  SetMode(Mode::kOff);
+  if (msg_prog_fd_ >= 0 && sockhash_fd_ >= 0)
+    bpf_prog_detach2(msg_prog_fd_, sockhash_fd_, BPF_SK_MSG_VERDICT);
+  sockops_link_.reset();
+  skel_.reset();
+}
+
+Result<std::unique_ptr<Injector>> Injector::Create(CaptureProgram& capture, const InjectorConfig& config) {
+  if (config.cgroup2_root.empty()) return Error{"no cgroup v2 hierarchy mounted: sockops cannot attach"};
+  std::unique_ptr<Injector> p(new Injector(capture, config));  // private constructor
+  RETURN_IF_ERROR(p->Open());
+  RETURN_IF_ERROR(p->Load());
+  RETURN_IF_ERROR(p->Attach());
+  return p;
+}
+
+Status Injector::Open() {
+  skel_.reset(inject_bpf__open());
+  if (!skel_) return Error::FromErrno("open inject BPF object", errno);
+  skel_->rodata->agent_tgid = config_.agent_tgid;
+  skel_->rodata->trace_all = config_.trace_all;
+  ncpus_ = libbpf_num_possible_cpus();
+  if (ncpus_ <= 0) return Error::FromErrno("count possible CPUs", -ncpus_);
+  // One instance of each shared map: the capture object's.
+  struct Shared {
+    bpf_map* map;
+    const char* name;
+  };
+  const Shared shared[] = {
+      {skel_->maps.selected, "selected"},     {skel_->maps.io_args, "io_args"},
+      {skel_->maps.conns, "conns"},           {skel_->maps.tls_calls, "tls_calls"},
+      {skel_->maps.thread_ctx, "thread_ctx"}, {skel_->maps.inject_out, "inject_out"},
+  };
+  for (const Shared& s : shared) {
+    int fd = capture_.MapFd(s.name);
+    if (fd < 0) return Error{std::string("capture object has no map ") + s.name};
+    if (int err = bpf_map__reuse_fd(s.map, fd))
+      return Error::FromErrno(std::string("share capture map ") + s.name, -err);
+  }
+  return OkStatus();
+}
+
+Status Injector::Load() {
+  if (int err = inject_bpf__load(skel_.get()))
+    return Error::FromErrno("load inject BPF programs (run with --log-level=debug for the verifier log)", -err);
+  return OkStatus();
+}
+
+Status Injector::Attach() {
+  UniqueFd cgroup(::open(config_.cgroup2_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cgroup.valid()) return Error::FromErrno("open cgroup v2 root " + config_.cgroup2_root, errno);
+  bpf_link* link = bpf_program__attach_cgroup(skel_->progs.tl_inject_sockops, cgroup.get());
+  if (!link) return Error::FromErrno("attach sockops to " + config_.cgroup2_root, errno);
+  sockops_link_ = BpfLink(link);
+  msg_prog_fd_ = bpf_program__fd(skel_->progs.tl_inject_msg);
+  sockhash_fd_ = bpf_map__fd(skel_->maps.inj_sockets);
+  if (bpf_prog_attach(msg_prog_fd_, sockhash_fd_, BPF_SK_MSG_VERDICT, 0)) {
+    int err = errno;
+    msg_prog_fd_ = -1;
+    return Error::FromErrno("attach sk_msg to the sockhash", err);
+  }
+  return OkStatus();
+}
+
+void Injector::SetMode(Mode mode) {
+  if (!skel_) return;
+  // The capture path must report injected ids before any request is rewritten, and keep doing
+  // so until none can be rewritten any more.
+  if (mode == Mode::kOn) capture_.SetTraceContextOn(true);
+  __atomic_store_n(&skel_->bss->inject_mode, static_cast<uint32_t>(mode), __ATOMIC_RELEASE);
+  if (mode != Mode::kOn) capture_.SetTraceContextOn(false);
+  mode_ = mode;
+}
+
+void Injector::SetCanaryTgid(uint32_t tgid) {
+  __atomic_store_n(&skel_->bss->canary_tgid, tgid, __ATOMIC_RELEASE);
+}
+
+bool Injector::IsEnrolled(int fd) const {
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (::getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0) return false;
+  uint64_t value = 0;
+  return bpf_map_lookup_elem(sockhash_fd_, &cookie, &value) == 0;
+}
+
+InjectStats Injector::ReadStats() const {
+  InjectStats out{};
+  std::vector<uint64_t> values(ncpus_);
+  for (uint32_t i = 0; i < TL_INJ__COUNT; ++i) {
+    if (bpf_map__lookup_elem(skel_->maps.inject_stats, &i, sizeof(i), values.data(),
+                             values.size() * sizeof(uint64_t), 0))
+      continue;
+    for (uint64_t v : values) out[i] += v;
+  }
+  return out;
+}
+
+}  // namespace threadline

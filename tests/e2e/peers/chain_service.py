@@ -1,0 +1,39 @@
+"""One hop of the injection chain (tests/e2e/test_inject.py), an untouched Python service.
+
+    python3 chain_service.py PORT DOWNSTREAM_BASE_URL
+
+Serves GET on 0.0.0.0:PORT, one thread per request (http.server's ThreadingHTTPServer): each
+request is forwarded as a GET of DOWNSTREAM_BASE_URL + path with urllib (no tracing code, no
+headers of its own), and the downstream body is returned as is. Prints {"listening": PORT}.
+"""
+import json
+import sys
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PORT = int(sys.argv[1])
+DOWNSTREAM = sys.argv[2]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        try:
+            with urllib.request.urlopen(DOWNSTREAM + self.path, timeout=10) as r:
+                body, status = r.read(), 200
+        except Exception as e:  # the test reads the message
+            body, status = f"python: downstream failed: {e}".encode(), 502
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
+print(json.dumps({"listening": PORT}), flush=True)
+server.serve_forever()

@@ -1,0 +1,221 @@
+"""HTTPS in Go programs: plaintext taken from crypto/tls with uprobes placed through Go's own
+symbol table, on real Go peers built here with Debian's Go.
+
+The server (tests/e2e/peers/go_https_server.go) is built stripped (-ldflags="-s -w": no ELF
+symbol table, so only the pclntab can find crypto/tls), the client (go_https_client.go) is not.
+Both speak HTTP/1.1 only (HTTP/2 is switched off in them: the agent parses HTTP/1.x). Each test
+asserts the trace a user would see: a SERVER span from the Go server and a CLIENT span from the
+client (curl or the Go client), url.scheme https, method, path and status, in one trace.
+
+Every Go process starts after the agent, so its binary is found at exec (asynchronously: the
+agent looks at the new executable on its attacher thread). A Go client that sends its request
+within the first milliseconds of a binary never seen before can beat that attach: the first run
+of the client binary waits (-delay) until the agent has logged the attach; later runs of the
+same binary (same inode, probes already there) exit right after their one request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+from e2e_util import (IN_CI, LOOPBACK, REPO, Agent, agent_metrics, agent_spans, build_dir,
+                      curl, deadline_loop, format_events, format_spans, free_port, main,
+                      require_root, wait_for_spans)
+from test_tls import Peer, make_cert, require_peer
+
+PEERS = os.path.join(REPO, "tests", "e2e", "peers")
+
+
+def go_build(test: unittest.TestCase, source: str, out: str, stripped: bool) -> str:
+    """Builds a std-lib-only Go program offline into the build tree; returns the binary."""
+    go = shutil.which("go")
+    if go is None:
+        reason = "go not installed (scripts/deps.sh --with-test-peers installs golang-go)"
+        if IN_CI:
+            test.fail(f"CI=true: {reason}")
+        test.skipTest(reason)
+    dest_dir = os.path.join(build_dir(), "go-peers")
+    os.makedirs(dest_dir, exist_ok=True)
+    dest = os.path.join(dest_dir, out)
+    env = dict(os.environ, GO111MODULE="off", GOPROXY="off", GOFLAGS="", CGO_ENABLED="0")
+    env.setdefault("GOCACHE", os.path.join(dest_dir, "gocache"))
+    cmd = [go, "build", "-o", dest]
+    if stripped:
+        cmd.append("-ldflags=-s -w")
+    r = subprocess.run([*cmd, os.path.join(PEERS, source)], env=env, capture_output=True,
+                       text=True, timeout=300)
+    test.assertEqual(r.returncode, 0, f"go build {source}: {r.stderr}")
+    return dest
+
+
+class GoTlsSpansTest(unittest.TestCase):
+    def setUp(self) -> None:
+        require_root(self)
+        require_peer(self, "curl", "openssl")
+        self.server_bin = go_build(self, "go_https_server.go", "go_https_server", stripped=True)
+        self.client_bin = go_build(self, "go_https_client.go", "go_https_client", stripped=False)
+        self.tmp = tempfile.mkdtemp(prefix="tl-e2e-go-tls-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.cert, self.key = make_cert(self.tmp)
+        self.port = free_port()
+
+    def start(self, output: str = "json") -> tuple[Agent, Peer]:
+        agent = Agent(["--output", output, "--port", str(self.port)], test=self)
+        srv = Peer(self, [self.server_bin, f"{LOOPBACK}:{self.port}", self.cert, self.key],
+                   self.port, self.tmp)
+        self.wait_attached(agent, self.server_bin)
+        return agent, srv
+
+    def wait_attached(self, agent: Agent, binary: str) -> str:
+        """The agent's log line saying it probed `binary` (found at exec)."""
+        for _ in deadline_loop(20, 0.05):
+            for line in agent.stderr_lines:
+                if "Go TLS: uprobes attached to" in line and binary in line:
+                    return line
+        self.fail(f"no Go TLS attach logged for {binary}\n{agent.stderr_tail()}")
+
+    def assert_pair(self, agent: Agent, server_pid: int, client_pid: int, path: str,
+                    status: int) -> None:
+        def server_span(spans):
+            return [s for s in spans if s.is_server and s.pid == server_pid
+                    and s.attrs.get("url.path") == path]
+
+        def client_span(spans):
+            return [s for s in spans if s.is_client and s.pid == client_pid
+                    and s.attrs.get("url.path") == path]
+
+        spans = wait_for_spans(agent, lambda sp: server_span(sp) and client_span(sp))
+        server, client = server_span(spans)[0], client_span(spans)[0]
+        for s in (server, client):
+            self.assertEqual(s.attrs.get("url.scheme"), "https", s.brief())
+            self.assertEqual(s.attrs.get("http.request.method"), "GET", s.brief())
+            self.assertEqual(s.attrs.get("http.response.status_code"), status, s.brief())
+        self.assertEqual(client.attrs.get("url.full"), f"https://{LOOPBACK}:{self.port}{path}")
+        # Same node, both ends traced: the server span continues the client's trace.
+        self.assertEqual(server.trace_id, client.trace_id, format_spans(spans))
+        self.assertEqual(server.parent_span_id, client.span_id, format_spans(spans))
+
+    def run_client(self, *args: str) -> subprocess.CompletedProcess:
+        p = subprocess.Popen([self.client_bin, *args], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 0, err)
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err), p.pid
+
+    def test_curl_to_go_server(self) -> None:
+        agent, srv = self.start()
+        line = self.wait_attached(agent, self.server_bin)
+        self.assertRegex(line, r"go1\.\d+")
+        self.assertRegex(line, r"crypto/tls\.\(\*Conn\)\.Read \(entry \+ \d+ return instruction")
+        for path, status in (("/go/x", 200), ("/missing/y", 404)):
+            r = curl(f"https://{LOOPBACK}:{self.port}{path}", "-k")
+            self.assertEqual(r.stdout, str(status), f"curl: {r.stderr}")
+            self.assert_pair(agent, srv.pid, r.pid, path, status)
+        self.assertTrue(srv.proc.poll() is None, "the Go server died under the probes")
+
+    def test_go_client_to_go_server(self) -> None:
+        agent, srv = self.start()
+        # A client binary the agent has never seen: give the exec-time attach its moment.
+        url = f"https://{LOOPBACK}:{self.port}/go/first"
+        (r, pid) = self.run_client("-delay", "1s", url)
+        self.assertEqual(r.stdout.split(), ["200"])
+        self.wait_attached(agent, self.client_bin)
+        self.assert_pair(agent, srv.pid, pid, "/go/first", 200)
+        # Probes in place: a new process of that binary, one request, exits at once.
+        (r, pid) = self.run_client(f"https://{LOOPBACK}:{self.port}/missing/again")
+        self.assertEqual(r.stdout.split(), ["404"])
+        self.assert_pair(agent, srv.pid, pid, "/missing/again", 404)
+        # Two requests on one keep-alive connection: each its own pair of spans.
+        (r, pid) = self.run_client(f"https://{LOOPBACK}:{self.port}/ka/1",
+                                   f"https://{LOOPBACK}:{self.port}/ka/2")
+        self.assertEqual(r.stdout.split(), ["200", "200"])
+        self.assert_pair(agent, srv.pid, pid, "/ka/1", 200)
+        self.assert_pair(agent, srv.pid, pid, "/ka/2", 200)
+        self.assertTrue(srv.proc.poll() is None, "the Go server died under the probes")
+
+    def test_events_show_go_plaintext_only(self) -> None:
+        agent, srv = self.start("events")
+        r = curl(f"https://{LOOPBACK}:{self.port}/plain", "-k")
+        self.assertEqual(r.stdout, "200", r.stderr)
+
+        def server_closed(evs):
+            conns = {e.get("conn") for e in evs if e.kind == "DATA" and e.pid == srv.pid}
+            return any(e.kind == "CLOSE" and e.get("conn") in conns for e in evs)
+
+        self.assertTrue(agent.wait_for(server_closed), agent.describe())
+        evs = [e for e in agent.events() if e.pid == srv.pid]
+        data = [e for e in evs if e.kind == "DATA"]
+        for e in data:  # never ciphertext: only what crypto/tls handed over
+            self.assertIn(e.get("syscall"), ("go_tls_read", "go_tls_write"), format_events(evs))
+        for direction, start in (("ingress", b"GET /plain HTTP/1.1"), ("egress", b"HTTP/1.1 200")):
+            mine = sorted((e for e in data if e.get("dir") == direction), key=lambda e: e.int("pos"))
+            self.assertTrue(mine, format_events(evs))
+            self.assertTrue(mine[0].data.startswith(start), format_events(evs))
+            pos = 0
+            for e in mine:
+                self.assertEqual(e.int("pos"), pos, format_events(evs))
+                pos += e.int("size")
+            close = [e for e in evs if e.kind == "CLOSE" and e.get("conn") == mine[0].get("conn")][0]
+            self.assertEqual(close.int("sent" if direction == "egress" else "recv"), pos,
+                             format_events(evs))
+
+    def test_binary_already_probed_by_another_agent(self) -> None:
+        """A second agent (a restart overlapping the old one) finds the same functions in a Go
+        binary that already carries the first agent's uprobes, and traces it too."""
+        first, srv = self.start()
+        second = Agent(["--output", "json", "--port", str(self.port), "--metrics-address", "off"],
+                       test=self)
+        self.wait_attached(second, self.server_bin)
+        self.assertFalse([l for l in second.stderr_lines if "not probed" in l and self.server_bin in l],
+                         second.stderr_tail())
+        r = curl(f"https://{LOOPBACK}:{self.port}/twice", "-k")
+        self.assertEqual(r.stdout, "200", f"curl: {r.stderr}")
+        for agent in (first, second):
+            self.assert_pair(agent, srv.pid, r.pid, "/twice", 200)
+
+    def test_unknown_go_version_is_refused_and_counted(self) -> None:
+        """A Go binary whose version has no known tls.Conn layout is left alone (logged once,
+        counted), never probed with guessed offsets; the program itself keeps working."""
+        with open(self.server_bin, "rb") as f:
+            image = bytearray(f.read())
+        magic = image.find(b"\xff Go buildinf:")
+        self.assertGreaterEqual(magic, 0)
+        version_at = magic + 33  # 32-byte header, then a one-byte varint length
+        m = re.match(rb"go1\.\d\d", bytes(image[version_at:version_at + 6]))
+        self.assertIsNotNone(m, image[version_at:version_at + 16])
+        image[version_at:version_at + 6] = b"go1.99"  # same length: nothing else moves
+        future = os.path.join(self.tmp, "go_future_server")
+        with open(future, "wb") as f:
+            f.write(image)
+        os.chmod(future, 0o755)
+
+        agent = Agent(["--output", "json", "--port", str(self.port)], test=self)
+        for run in range(2):  # two processes of one file: one look, one log line
+            srv = Peer(self, [future, f"{LOOPBACK}:{self.port}", self.cert, self.key],
+                       self.port, self.tmp)
+            r = curl(f"https://{LOOPBACK}:{self.port}/future", "-k")
+            self.assertEqual(r.stdout, "200", f"curl: {r.stderr}")
+            srv.stop()
+        warnings = [l for l in agent.stderr_lines
+                    if "Go TLS:" in l and future in l and "go_unknown_version" in l]
+        self.assertEqual(len(warnings), 1, agent.stderr_tail())
+        self.assertIn("go1.99", warnings[0])
+        self.assertFalse(any("uprobes attached to" in l and future in l for l in agent.stderr_lines))
+        # Its TLS stays undecrypted: no span from it (its ciphertext is never parsed either).
+        time.sleep(2)
+        self.assertFalse([s for s in agent_spans(agent) if s.is_server], format_spans(agent_spans(agent)))
+        rc = agent.stop()
+        self.assertEqual(rc, 0, agent.describe())
+        counters = agent_metrics(agent.stderr_lines)
+        self.assertEqual(counters.get("threadline_tls_files_skipped_total{reason=go_unknown_version}"),
+                         1, agent.stderr_tail())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Kubernetes metadata end to end, on this machine (no cluster): a real traced server is moved
+into a cgroup v2 directory shaped like a containerd pod's,
+
+  <cgroup2>/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice/
+      cri-containerd-<64 hex>.scope
+
+and the agent runs with Kubernetes metadata on, its API server being a local replay of
+recorded answers (tests/tools/k8s_replay_server.py, tests/fixtures/k8s/pod_list.json has a
+pod whose container has that id, owned by ReplicaSet checkout-7c9f8b6d5 of Deployment
+checkout). The server's spans must carry container.id, the pod, namespace, container and
+workload, and service.name = the Deployment's name; the client (curl, outside any container)
+must carry none of it.
+
+Needs root (cgroup directories, BPF). In CI it fails rather than skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+from e2e_util import (IN_CI, LOOPBACK, Agent, PeerProcess, agent_metrics, deadline_loop,
+                      format_spans, free_port, main, require_root, wait_for_spans)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(HERE)
+FIXTURES = os.path.join(TESTS, "fixtures", "k8s")
+REPLAY = os.path.join(TESTS, "tools", "k8s_replay_server.py")
+PYTHON = sys.executable
+PYTHON_EXE = os.path.basename(os.path.realpath(PYTHON))
+
+NODE = "worker-1"
+# The checkout pod of pod_list.json and its first container.
+POD_UID = "3f1c6a2e-8b4d-4e1a-9c7f-2d5e8a1b4c60"
+POD_NAME = "checkout-7c9f8b6d5-x2x9k"
+CONTAINER_ID = "c7761e58969f7edd498186641b2021e8477e1bcd230de4cf3435242da4a40d14"
+
+
+def cgroup2_mount() -> str | None:
+    """Where the unified (v2) hierarchy is mounted: /sys/fs/cgroup on v2-only hosts,
+    /sys/fs/cgroup/unified on hybrid ones (this machine)."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[2] == "cgroup2":
+                return parts[1]
+    return None
+
+
+class PodCgroup:
+    """The containerd/systemd-driver cgroup of one container, created for the test and removed
+    after it (processes in it are moved back to the root first)."""
+
+    def __init__(self, test: unittest.TestCase, root: str, pod_uid: str, container_id: str):
+        self.root = root
+        self.dirs = [
+            os.path.join(root, "kubepods.slice"),
+            os.path.join(root, "kubepods.slice", "kubepods-besteffort.slice"),
+            os.path.join(root, "kubepods.slice", "kubepods-besteffort.slice",
+                         f"kubepods-besteffort-pod{pod_uid.replace('-', '_')}.slice"),
+        ]
+        self.dirs.append(os.path.join(self.dirs[-1], f"cri-containerd-{container_id}.scope"))
+        self.created: list[str] = []
+        test.addCleanup(self.remove)
+        for d in self.dirs:
+            if not os.path.isdir(d):
+                os.mkdir(d)
+                self.created.append(d)
+        self.leaf = self.dirs[-1]
+
+    def add(self, pid: int) -> None:
+        # A v2 cgroup with no controllers enabled below its parent takes processes anywhere;
+        # a leaf (ours) always may.
+        with open(os.path.join(self.leaf, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+    def remove(self) -> None:
+        for d in reversed(self.dirs):
+            procs = os.path.join(d, "cgroup.procs")
+            try:
+                with open(procs) as f:
+                    pids = [p for p in f.read().split() if p]
+                for p in pids:
+                    with open(os.path.join(self.root, "cgroup.procs"), "w") as f:
+                        f.write(p)
+            except OSError:
+                pass
+        for d in reversed(self.created):
+            for _ in deadline_loop(5.0, 0.1):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    continue  # a process still exiting
+
+
+class ReplayServer:
+    def __init__(self, test: unittest.TestCase, scenario: str):
+        self.log = tempfile.NamedTemporaryFile(prefix="tl-k8s-requests-", suffix=".jsonl", delete=False).name
+        test.addCleanup(os.unlink, self.log)
+        self.proc = subprocess.Popen(
+            [PYTHON, REPLAY, "--scenario", os.path.join(FIXTURES, scenario), "--fixtures", FIXTURES,
+             "--log", self.log], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        test.addCleanup(self.stop)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on "):
+            raise AssertionError(f"replay server did not start: {line!r} {self.proc.stderr.read()}")
+        self.url = f"http://127.0.0.1:{int(line.split()[-1])}"
+
+    def requests(self) -> list[dict]:
+        with open(self.log) as f:
+            return [json.loads(l) for l in f if l.strip()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        for s in (self.proc.stdout, self.proc.stderr):
+            s.close()
+
+
+class KubernetesMetadataTest(unittest.TestCase):
+    def setUp(self):
+        require_root(self)
+        self.cgroup_root = cgroup2_mount()
+        if not self.cgroup_root:
+            msg = "no cgroup v2 hierarchy mounted"
+            if IN_CI:
+                self.fail(msg)
+            self.skipTest(msg)
+
+    def test_pod_in_containerd_cgroup_gets_pod_namespace_and_workload(self):
+        api = ReplayServer(self, "scenario_watch.json")
+        pod = PodCgroup(self, self.cgroup_root, POD_UID, CONTAINER_ID)
+
+        www = tempfile.mkdtemp(prefix="tl-e2e-www-")
+        self.addCleanup(shutil.rmtree, www, True)
+        port = free_port()
+        server = PeerProcess([PYTHON, "-m", "http.server", str(port), "--bind", LOOPBACK], self,
+                             port=port, cwd=www)
+        pod.add(server.pid)
+        with open(f"/proc/{server.pid}/cgroup") as f:
+            cgroup_text = f.read()
+        self.assertIn(f"cri-containerd-{CONTAINER_ID}.scope", cgroup_text)
+
+        agent = Agent(["--output=json", "--exe", PYTHON_EXE, "--exe", "curl", "--port", str(port),
+                       "--kubernetes", "on", "--node-name", NODE, "--stats-interval", "1"],
+                      self, env={"THREADLINE_KUBERNETES_API_SERVER": api.url})
+        # The pod list arrives in the background; wait for it so the first span is complete
+        # (the upgrade of a span built before it is covered by the unit tests).
+        for _ in deadline_loop(20.0, 0.1):
+            if any("pods on node worker-1" in l for l in agent.stderr_lines):
+                break
+        else:
+            self.fail(f"the agent never listed the pods of {NODE}\n{agent.describe()}")
+
+        out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                              f"http://{LOOPBACK}:{port}/"], capture_output=True, text=True, timeout=15)
+        self.assertEqual(out.stdout, "200", out.stderr)
+
+        spans = wait_for_spans(agent, lambda ss: any(s.is_server and s.pid == server.pid for s in ss))
+        srv = next(s for s in spans if s.is_server and s.pid == server.pid)
+        r = srv.resource
+        want = {
+            "container.id": CONTAINER_ID,
+            "k8s.pod.name": POD_NAME,
+            "k8s.pod.uid": POD_UID,
+            "k8s.namespace.name": "shop",
+            "k8s.container.name": "checkout",
+            "k8s.node.name": NODE,
+            "k8s.replicaset.name": "checkout-7c9f8b6d5",
+            "k8s.deployment.name": "checkout",
+            "service.name": "checkout",
+        }
+        got = {k: r.get(k) for k in want}
+        self.assertEqual(got, want, f"server span resource: {r}\n{format_spans(spans)}")
+        # The process attributes are still those of the real process.
+        self.assertEqual(r.get("process.pid"), server.pid)
+
+        # curl runs outside any container: no container or pod attributes.
+        clients = [s for s in spans if s.is_client and s.resource.get("process.executable.name") == "curl"]
+        for c in clients:
+            self.assertNotIn("container.id", c.resource)
+            self.assertNotIn("k8s.pod.name", c.resource)
+
+        # The agent asked for this node's pods only, and resolved the ReplicaSet's owner.
+        reqs = api.requests()
+        lists = [q for q in reqs if q["path"] == "/api/v1/pods" and "watch" not in q["query"]]
+        self.assertTrue(lists)
+        self.assertEqual(lists[0]["query"].get("fieldSelector"), f"spec.nodeName={NODE}")
+        self.assertIn("/apis/apps/v1/namespaces/shop/replicasets/checkout-7c9f8b6d5",
+                      [q["path"] for q in reqs])
+
+        agent.stop()
+        metrics = agent_metrics(agent.stderr_lines)
+        self.assertEqual(metrics.get("threadline_k8s_metadata_misses_total", 0), 0, agent.stderr_tail())
+
+
+if __name__ == "__main__":
+    main()
