@@ -177,6 +177,9 @@ class Agent:
                 if "threadline ready" in f.read():
                     return
             time.sleep(0.1)
+        # Never leave it attached: it would tax every later measurement.
+        self.proc.kill()
+        self.proc.wait()
         raise RuntimeError(f"agent not ready after {timeout}s: {self.tail()}")
 
     def memory_kib(self):
@@ -695,8 +698,9 @@ def main(argv):
                 server.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if sink:
-            print(sink.stop())
+        sink_report = sink.stop() if sink else ""
+        if sink_report:
+            print(sink_report)
 
     rows = build_rows(results, scenario_list, modes)
     print(f"\nload average at end: {loadavg()}; took {time.time() - started:.0f}s")
@@ -724,6 +728,12 @@ def main(argv):
                 failures.append(f"{sc.name}/{mode}: zero throughput")
             elif mode != "off" and any(s.events == 0 for s in samples):
                 failures.append(f"{sc.name}/{mode}: the agent received no events")
+    # The full mode really exported: the agent flushes its queue when stopped, so every run of
+    # it reaches the receiver.
+    if sink and any(samples for (_, mode), samples in results.items() if mode == "full"):
+        m = re.search(r"sink: (\d+) export requests", sink_report)
+        if not m or int(m.group(1)) == 0:
+            failures.append(f"full: the OTLP receiver got no export request ({sink_report or 'no report'})")
     if failures:
         print("\nFAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1

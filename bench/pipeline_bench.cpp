@@ -178,10 +178,9 @@ class NullSpanSink : public SpanSink {
   void OnSpan(Span) override {}
 };
 
-// What the OTLP exporters do before the network: batches of spans -> ExportTraceServiceRequest
-// -> protobuf bytes. TODO(exporter): once exporter/batch_exporter is wired into the agent, drive
-// the real BatchExporter with a transport that discards (and, for the collector-down memory
-// case, one that always fails) instead of this stand-in.
+// What the OTLP exporters do before the network, on the pipeline's own thread: batches of spans
+// -> ExportTraceServiceRequest -> protobuf bytes. (The agent's BatchSpanExporter does this on
+// its export thread; the collector-down run below drives the real one.)
 class ProtobufSink : public SpanSink {
  public:
   explicit ProtobufSink(size_t max_batch) : max_batch_(max_batch) { batch_.reserve(max_batch); }
@@ -423,9 +422,7 @@ ThroughputResult RunThroughput(Workload workload, Encoding encoding, size_t conn
   res.seconds = std::chrono::duration<double>(busy).count();
   res.alloc = AllocStats{a1.allocations - a0.allocations, a1.bytes - a0.bytes,
                          a1.live_bytes - a0.live_bytes};
-  if (p.protobuf) res.bytes_out = p.protobuf->bytes_out();
-  if (encoding == Encoding::kJson)
-    res.bytes_out = 0;  // written to /dev/null; the line count is in the sink's counters
+  if (p.protobuf) res.bytes_out = p.protobuf->bytes_out();  // JSON lines go to /dev/null uncounted
   return res;
 }
 
@@ -453,9 +450,6 @@ struct MemoryResult {
 
 // `n` keep-alive connections, each with one exchange done and a second request read whose
 // response is not written yet (the state a busy server's connections are in), all left open.
-// TODO(exporter): the collector-down case: run the same with the agent's OTLP exporter pointed
-// at a port nobody listens on (127.0.0.1:1), feed spans for a while, and report that RSS stays
-// flat (the export queue is bounded and counts what it drops).
 MemoryResult RunMemory(size_t n) {
   MemoryResult m;
   m.connections = n;

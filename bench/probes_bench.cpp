@@ -252,6 +252,17 @@ struct CaseResult {
   int base = -1;  // index of the case the delta is against; -1: the untraced case of its transport
 };
 
+// Median, min and max of the runs of one case.
+CaseResult Summarize(const std::string& name, std::vector<double> runs) {
+  std::sort(runs.begin(), runs.end());
+  CaseResult c;
+  c.name = name;
+  c.median_ns = runs[runs.size() / 2];
+  c.min_ns = runs.front();
+  c.max_ns = runs.back();
+  return c;
+}
+
 CaseResult RunCase(const std::string& name, const SocketPair& p, size_t iterations, int repeats,
                    Tracer* tracer) {
   (void)TimePairs(p, std::min<size_t>(iterations / 10 + 1, 10000));  // warm-up
@@ -263,12 +274,7 @@ CaseResult RunCase(const std::string& name, const SocketPair& p, size_t iteratio
     runs.push_back(TimePairs(p, iterations));
     if (tracer) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  std::sort(runs.begin(), runs.end());
-  CaseResult c;
-  c.name = name;
-  c.median_ns = runs[runs.size() / 2];
-  c.min_ns = runs.front();
-  c.max_ns = runs.back();
+  CaseResult c = Summarize(name, std::move(runs));
   if (tracer) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     c.events = tracer->data_events() - events0;
@@ -293,12 +299,7 @@ CaseResult MedianOf(const std::string& name, int repeats, const std::function<do
   const uint64_t events0 = tracer ? tracer->data_events() : 0;
   std::vector<double> runs;
   for (int r = 0; r < repeats; ++r) runs.push_back(run());
-  std::sort(runs.begin(), runs.end());
-  CaseResult c;
-  c.name = name;
-  c.median_ns = runs[runs.size() / 2];
-  c.min_ns = runs.front();
-  c.max_ns = runs.back();
+  CaseResult c = Summarize(name, std::move(runs));
   if (tracer) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     c.events = tracer->data_events() - events0;
@@ -597,7 +598,14 @@ int Main(int argc, char** argv) {
   // selected TLS cases traced: two plaintext data events per SSL_write+SSL_read pair.
   for (size_t i = first_uprobe_case; i < results.size(); ++i) {
     const CaseResult& c = results[i];
-    if (c.name.find("TLS uprobes") != std::string::npos && c.name.ends_with(", selected")) {
+    const bool probed = c.name.starts_with("uprobe") || c.name.starts_with("uretprobe") ||
+                        c.name.starts_with("TLS uprobes");
+    if (probed && !(c.median_ns > base_of(c))) {
+      std::fprintf(stderr, "probes_bench: %s: %.0f ns, not slower than its untraced base (%.0f ns): "
+                   "the probe did not fire\n", c.name.c_str(), c.median_ns, base_of(c));
+      ok = false;
+    }
+    if (c.name.starts_with("TLS uprobes") && c.name.ends_with(", selected")) {
       const uint64_t want = 2ull * TlsIterations(iterations) * static_cast<uint64_t>(repeats);
       if (c.events < want) {
         std::fprintf(stderr, "probes_bench: %s produced %llu data events, expected >= %llu\n",

@@ -29,29 +29,23 @@
  * split into several messages: only the first can start a request), a process that is not
  * traced or is excluded.
  *
- * Maps shared with the capture object (selected, io_args, conns, tls_calls, thread_ctx,
- * inject_out) are declared here with the same layout and replaced by the capture object's maps
- * before load (agent/kernel/injector.cpp, bpf_map__reuse_fd).
+ * Maps shared with the capture object (selected, io_args, conns, tls_calls: capture/shared.bpf.h;
+ * thread_ctx, inject_out: inject/ids.bpf.h) are declared by the headers both objects include and
+ * replaced by the capture object's maps before load (agent/kernel/injector.cpp,
+ * bpf_map__reuse_fd).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
 #include "threadline/events.h"
 
+#include "capture/shared.bpf.h"
 #include "inject/ids.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-#ifndef barrier_var
-#define barrier_var(var) asm volatile("" : "+r"(var))
-#endif
-
 #define TL_SK_PASS 1
 #define TL_SK_DROP 0
-
-/* Load-time settings. */
-const volatile __u32 agent_tgid = 0;
-const volatile bool trace_all = true;
 
 /* Run-time switches (.bss, written by userspace). */
 #define TL_INJECT_OFF 0
@@ -60,47 +54,7 @@ const volatile bool trace_all = true;
 __u32 inject_mode = TL_INJECT_OFF;
 __u32 canary_tgid = 0;
 
-/* Same layout as capture/maps.bpf.h's struct tl_io_args (only the leading fields are read). */
-struct tl_inj_io_args {
-	__u64 enter_ts;
-	__u64 buf;
-	__s32 fd;
-	__u32 count;
-	__u32 flags;
-	__u8 syscall;
-	__u8 _pad[3];
-};
-
-/* --- maps of the capture object (max_entries are placeholders: the fds are reused) --------- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct tl_selection);
-} selected SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1);
-	__type(key, __u64);
-	__type(value, struct tl_inj_io_args);
-} io_args SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1);
-	__type(key, struct tl_fd_key);
-	__type(value, struct tl_conn_state);
-} conns SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1);
-	__type(key, __u64);
-	__type(value, struct tl_tls_call);
-} tls_calls SEC(".maps");
-
-/* --- own maps ------------------------------------------------------------------------------ */
+/* --- own maps (the capture object's come from capture/shared.bpf.h and inject/ids.bpf.h) --- */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 65536);
@@ -150,17 +104,6 @@ static __always_inline void stat__count(__u32 what)
 		*c += 1;
 }
 
-/* The capture object's rule (capture/maps.bpf.h proc__selected), on the shared map. */
-static __always_inline bool inject__traced(__u32 tgid)
-{
-	if (tgid == agent_tgid)
-		return false;
-	struct tl_selection *s = bpf_map_lookup_elem(&selected, &tgid);
-	if (s)
-		return (s->flags & TL_SEL_TRACE) && !(s->flags & TL_SEL_EXCLUDE);
-	return trace_all;
-}
-
 static __always_inline bool inject__is_canary(__u32 tgid)
 {
 	return canary_tgid != 0 && tgid == canary_tgid;
@@ -176,7 +119,7 @@ int tl_inject_sockops(struct bpf_sock_ops *skops)
 	if (skops->op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
 		/* Process context: connect() of the application. */
 		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-		if (!inject__is_canary(tgid) && (inject_mode != TL_INJECT_ON || !inject__traced(tgid))) {
+		if (!inject__is_canary(tgid) && (inject_mode != TL_INJECT_ON || !proc__selected(tgid))) {
 			stat__count(TL_INJ_NOT_SELECTED);
 			return 1;
 		}
@@ -250,7 +193,7 @@ int tl_inject_msg(struct sk_msg_md *msg)
 		stat__count(TL_INJ_SKIP_OFF);
 		return TL_SK_PASS;
 	}
-	if (!canary && !inject__traced(tgid)) {
+	if (!canary && !proc__selected(tgid)) {
 		stat__count(TL_INJ_SKIP_EXCLUDED);
 		return TL_SK_PASS;
 	}
@@ -261,7 +204,7 @@ int tl_inject_msg(struct sk_msg_md *msg)
 	 * body bytes, which the request check below rejects. */
 	__u64 enter_ts = 0;
 	if (!canary) {
-		struct tl_inj_io_args *a = bpf_map_lookup_elem(&io_args, &pid_tgid);
+		struct tl_io_args *a = bpf_map_lookup_elem(&io_args, &pid_tgid);
 		if (!a) {
 			stat__count(TL_INJ_SKIP_NO_SYSCALL);
 			return TL_SK_PASS;

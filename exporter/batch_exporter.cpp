@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <span>
 
 namespace threadline {
 
@@ -70,7 +69,7 @@ BatchSpanExporter::~BatchSpanExporter() {
 
 void BatchSpanExporter::OnSpan(Span span) {
   std::unique_lock lock(mu_);
-  if (!accepting_) {
+  if (stopping_) {
     lock.unlock();
     dropped_shutdown_.Add();
     return;
@@ -158,20 +157,19 @@ bool BatchSpanExporter::WaitForRetry(SteadyClock::time_point until) {
   }
 }
 
-void BatchSpanExporter::RecordPartialSuccess(const ExportResult& r) {
-  if (r.rejected_spans <= 0 && r.message.empty()) return;
-  partial_rejected_.Add(static_cast<uint64_t>(std::max<int64_t>(r.rejected_spans, 0)));
+void BatchSpanExporter::RecordPartialSuccess(uint64_t rejected, const std::string& message) {
+  if (rejected == 0 && message.empty()) return;
+  partial_rejected_.Add(rejected);
   if (partial_successes_++ % std::max<uint64_t>(options_.partial_success_log_every, 1) == 0) {
     spdlog::warn("OTLP receiver accepted a request only in part: {} spans rejected: \"{}\" "
                  "(logged once per {}; total rejected: {})",
-                 r.rejected_spans, r.message, options_.partial_success_log_every, partial_rejected_.Value());
+                 rejected, message, options_.partial_success_log_every, partial_rejected_.Value());
   }
 }
 
 void BatchSpanExporter::ExportBatch(std::vector<Span>& batch) {
   const uint64_t n = batch.size();
-  const otlp_pb::collector::ExportTraceServiceRequest request =
-      ToExportRequest(std::span<const Span>(batch.data(), batch.size()));
+  const otlp_pb::collector::ExportTraceServiceRequest request = ToExportRequest(batch);
   batch.clear();
 
   RetrySchedule schedule(options_.retry, SteadyClock::now() + options_.export_timeout, uniform01_);
@@ -195,7 +193,7 @@ void BatchSpanExporter::ExportBatch(std::vector<Span>& batch) {
       requests_success_.Add();
       const uint64_t rejected = std::min<uint64_t>(static_cast<uint64_t>(std::max<int64_t>(r.rejected_spans, 0)), n);
       exported_.Add(n - rejected);
-      RecordPartialSuccess(r);
+      RecordPartialSuccess(rejected, r.message);
       if (failed_attempts_in_a_row_ > 0) {
         spdlog::info("OTLP export to {} works again after {} failed attempts", transport_->Describe(),
                      failed_attempts_in_a_row_);
@@ -247,7 +245,6 @@ BatchSpanExporter::ShutdownReport BatchSpanExporter::Shutdown(SteadyClock::time_
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
-    accepting_ = false;
     shutdown_deadline_ = deadline;
   }
   wake_.notify_all();

@@ -36,6 +36,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -108,7 +109,8 @@ class BatchSpanExporter : public SpanSink {
   void Run();
   // Exports one batch (retrying); returns when it is delivered or dropped.
   void ExportBatch(std::vector<Span>& batch);
-  void RecordPartialSuccess(const ExportResult& r);
+  // An accepted request's partial_success: `rejected` spans (at most the batch's) and why.
+  void RecordPartialSuccess(uint64_t rejected, const std::string& message);
   // Waits until `until` or until a shutdown deadline earlier than it; returns false if the
   // shutdown deadline has passed (the caller must give up).
   bool WaitForRetry(std::chrono::steady_clock::time_point until);
@@ -122,8 +124,7 @@ class BatchSpanExporter : public SpanSink {
   std::condition_variable wake_;
   std::deque<Span> queue_;
   bool flush_requested_ = false;
-  bool stopping_ = false;        // Shutdown() called: drain and stop
-  bool accepting_ = true;        // OnSpan() enqueues
+  bool stopping_ = false;        // Shutdown() called: OnSpan() drops, the worker drains and stops
   std::chrono::steady_clock::time_point shutdown_deadline_ = std::chrono::steady_clock::time_point::max();
   bool worker_done_ = false;
   std::condition_variable worker_done_cv_;

@@ -9,7 +9,7 @@
 namespace threadline {
 
 Result<std::string> GzipCompress(std::string_view data);
-// For tests and for answers a receiver compressed.
+// For tests: what a receiver does with a Content-Encoding: gzip body.
 Result<std::string> GzipDecompress(std::string_view data);
 
 }  // namespace threadline

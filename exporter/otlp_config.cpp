@@ -1,9 +1,9 @@
 #include "exporter/otlp_config.h"
 
-#include <algorithm>
-#include <cctype>
 #include <charconv>
 #include <cstdlib>
+
+#include "agent/common/text.h"
 
 namespace threadline {
 
@@ -11,18 +11,6 @@ namespace {
 
 constexpr std::string_view kGeneric = "OTEL_EXPORTER_OTLP_";
 constexpr std::string_view kTraces = "OTEL_EXPORTER_OTLP_TRACES_";
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 // A variable's trimmed value; empty counts as unset (specification).
 struct Found {
@@ -32,7 +20,7 @@ struct Found {
 std::optional<Found> Get(const EnvLookup& env, const std::string& name) {
   std::optional<std::string> v = env(name);
   if (!v.has_value()) return std::nullopt;
-  std::string_view t = Trim(*v);
+  std::string_view t = TrimSpace(*v);
   if (t.empty()) return std::nullopt;
   return Found{name, std::string(t)};
 }
@@ -57,43 +45,14 @@ Result<int64_t> ParsePositive(const Found& f) {
 }
 
 Result<bool> ParseBool(const Found& f) {
-  const std::string v = Lower(f.value);
+  const std::string v = AsciiLower(f.value);
   if (v == "true") return true;
   if (v == "false") return false;
   return Invalid(f, "must be true or false");
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-Result<std::string> PercentDecode(std::string_view s, std::string_view variable) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out += s[i];
-      continue;
-    }
-    if (i + 2 >= s.size()) {
-      return Error{std::string(variable) + ": truncated percent-escape in \"" + std::string(s) + "\""};
-    }
-    const int hi = HexValue(s[i + 1]);
-    const int lo = HexValue(s[i + 2]);
-    if (hi < 0 || lo < 0) {
-      return Error{std::string(variable) + ": bad percent-escape in \"" + std::string(s) + "\""};
-    }
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
-  return out;
-}
-
 bool HasScheme(std::string_view url, std::string_view scheme) {
-  return url.size() > scheme.size() && Lower(url.substr(0, scheme.size())) == scheme;
+  return url.size() > scheme.size() && AsciiLower(url.substr(0, scheme.size())) == scheme;
 }
 
 }  // namespace
@@ -123,29 +82,7 @@ EnvLookup WithOverrides(std::map<std::string, std::string> overrides, EnvLookup 
 }
 
 Result<OtlpHeaders> ParseOtlpHeaders(std::string_view text, std::string_view variable) {
-  OtlpHeaders headers;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    size_t comma = text.find(',', pos);
-    if (comma == std::string_view::npos) comma = text.size();
-    std::string_view member = Trim(text.substr(pos, comma - pos));
-    pos = comma + 1;
-    if (member.empty()) continue;  // "a=b,,c=d" or a trailing comma
-    // W3C baggage members may carry ";property" parts; they mean nothing for headers.
-    member = Trim(member.substr(0, member.find(';')));
-    const size_t eq = member.find('=');
-    if (eq == std::string_view::npos) {
-      return Error{std::string(variable) + ": \"" + std::string(member) + "\" is not key=value"};
-    }
-    std::string_view key = Trim(member.substr(0, eq));
-    if (key.empty()) {
-      return Error{std::string(variable) + ": empty header name in \"" + std::string(member) + "\""};
-    }
-    ASSIGN_OR_RETURN(std::string k, PercentDecode(key, variable));
-    ASSIGN_OR_RETURN(std::string v, PercentDecode(Trim(member.substr(eq + 1)), variable));
-    headers.emplace_back(std::move(k), std::move(v));
-  }
-  return headers;
+  return ParseKeyValueList(text, variable);
 }
 
 Result<GrpcTarget> ParseGrpcEndpoint(std::string_view endpoint, bool insecure) {
@@ -177,7 +114,7 @@ Result<OtlpExporterConfig> OtlpExporterConfigFromEnv(const EnvLookup& env) {
   OtlpExporterConfig c;
 
   if (auto f = GetOtlp(env, "PROTOCOL")) {
-    const std::string p = Lower(f->value);
+    const std::string p = AsciiLower(f->value);
     if (p == "grpc") {
       c.protocol = OtlpProtocol::kGrpc;
     } else if (p == "http/protobuf") {
@@ -216,7 +153,7 @@ Result<OtlpExporterConfig> OtlpExporterConfigFromEnv(const EnvLookup& env) {
     c.timeout = std::chrono::milliseconds(ms);
   }
   if (auto f = GetOtlp(env, "COMPRESSION")) {
-    const std::string v = Lower(f->value);
+    const std::string v = AsciiLower(f->value);
     if (v == "gzip") {
       c.compression = OtlpCompression::kGzip;
     } else if (v == "none") {
@@ -257,7 +194,6 @@ Result<OtlpExporterConfig> OtlpExporterConfigFromEnv(const EnvLookup& env) {
     ASSIGN_OR_RETURN(int64_t v, ParsePositive(*f));
     b.export_timeout = std::chrono::milliseconds(v);
   }
-  b.request_timeout = c.timeout;
   return c;
 }
 

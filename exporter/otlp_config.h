@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "agent/common/result.h"
+#include "agent/common/text.h"
 #include "exporter/batch_exporter.h"
 
 namespace threadline {
@@ -44,7 +45,7 @@ enum class OtlpCompression { kNone, kGzip };
 std::string_view ToString(OtlpProtocol p);     // "grpc", "http/protobuf"
 std::string_view ToString(OtlpCompression c);  // "none", "gzip"
 
-using OtlpHeaders = std::vector<std::pair<std::string, std::string>>;
+using OtlpHeaders = KeyValueList;  // (name, value), in order
 
 struct OtlpExporterConfig {
   OtlpProtocol protocol = OtlpProtocol::kHttpProtobuf;
@@ -57,8 +58,8 @@ struct OtlpExporterConfig {
   std::string certificate_file;
   std::string client_key_file;
   std::string client_certificate_file;
-  // Queue, batching and the per-batch retry budget (OTEL_BSP_*); batch.request_timeout is
-  // `timeout` above.
+  // Queue, batching and the per-batch retry budget (OTEL_BSP_*). batch.request_timeout is not
+  // read: CreateOtlpSpanExporter uses `timeout` above.
   BatchExporterOptions batch;
 };
 
@@ -78,7 +79,7 @@ Result<OtlpExporterConfig> OtlpExporterConfigFromEnv(const EnvLookup& env);
 Result<std::unique_ptr<BatchSpanExporter>> CreateOtlpSpanExporter(
     const OtlpExporterConfig& config, MetricsRegistry& metrics = MetricsRegistry::Global());
 
-// Parses OTEL_EXPORTER_OTLP_HEADERS' format. Errors name `variable`.
+// Parses OTEL_EXPORTER_OTLP_HEADERS' format (ParseKeyValueList). Errors name `variable`.
 Result<OtlpHeaders> ParseOtlpHeaders(std::string_view text, std::string_view variable);
 
 // grpc endpoint -> channel target and whether to use TLS: https:// -> TLS, http:// ->

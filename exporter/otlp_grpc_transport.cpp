@@ -1,10 +1,10 @@
 #include "exporter/otlp_grpc_transport.h"
 
 #include <algorithm>
-#include <cctype>
 #include <fstream>
 #include <sstream>
 
+#include "agent/common/text.h"
 #include "agent/spans/span.h"
 #include "threadline/rpc/status.pb.h"
 
@@ -130,11 +130,7 @@ OtlpGrpcTransport::OtlpGrpcTransport(PassKey, std::shared_ptr<grpc::Channel> cha
       stub_(otlp_pb::collector::TraceService::NewStub(channel_)),
       gzip_(config.compression == OtlpCompression::kGzip),
       description_(std::move(description)) {
-  for (const auto& [k, v] : config.headers) {
-    std::string key = k;
-    for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    metadata_.emplace_back(std::move(key), v);
-  }
+  for (const auto& [k, v] : config.headers) metadata_.emplace_back(AsciiLower(k), v);
 }
 
 ExportResult OtlpGrpcTransport::Send(const otlp_pb::collector::ExportTraceServiceRequest& request,

@@ -1,13 +1,12 @@
 #include "exporter/otlp_http_transport.h"
 
-#include <curl/curl.h>
-
 #include <algorithm>
-#include <cctype>
+#include <array>
 #include <charconv>
 #include <fstream>
-#include <mutex>
 
+#include "agent/common/curl.h"
+#include "agent/common/text.h"
 #include "agent/spans/span.h"
 #include "exporter/gzip.h"
 #include "threadline/rpc/status.pb.h"
@@ -20,31 +19,11 @@ namespace {
 // sends more is not one we need to read to the end.
 constexpr size_t kMaxResponseBytes = 64 * 1024;
 
-struct CurlEasyDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-struct CurlSlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-
-bool CurlGlobalInit() {
-  static std::once_flag once;
-  static bool ok = false;
-  std::call_once(once, [] { ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK; });
-  return ok;
-}
-
 size_t OnBody(char* data, size_t size, size_t nmemb, void* user) {
   auto* out = static_cast<std::string*>(user);
   const size_t n = size * nmemb;
   if (out->size() < kMaxResponseBytes) out->append(data, std::min(n, kMaxResponseBytes - out->size()));
   return n;
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
 }
 
 // Keeps the last Retry-After header of the answer (after redirects or 100-continue, the last
@@ -55,12 +34,8 @@ size_t OnHeader(char* data, size_t size, size_t nmemb, void* user) {
   std::string_view line(data, n);
   if (line.starts_with("HTTP/")) retry_after->clear();  // a new answer starts
   constexpr std::string_view kName = "retry-after:";
-  if (line.size() > kName.size()) {
-    bool match = true;
-    for (size_t i = 0; i < kName.size() && match; ++i) {
-      match = std::tolower(static_cast<unsigned char>(line[i])) == kName[i];
-    }
-    if (match) *retry_after = std::string(Trim(line.substr(kName.size())));
+  if (line.size() > kName.size() && AsciiLower(line.substr(0, kName.size())) == kName) {
+    *retry_after = std::string(TrimSpace(line.substr(kName.size())));
   }
   return n;
 }
@@ -73,13 +48,13 @@ int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
 }  // namespace
 
 struct OtlpHttpTransport::Handles {
-  std::unique_ptr<CURL, CurlEasyDeleter> easy;
-  std::unique_ptr<curl_slist, CurlSlistDeleter> headers;
-  std::string error_buffer = std::string(CURL_ERROR_SIZE, '\0');
+  CurlEasyPtr easy;
+  CurlSlistPtr headers;
+  std::array<char, CURL_ERROR_SIZE> error_buffer{};  // set once as CURLOPT_ERRORBUFFER
 };
 
 std::optional<std::chrono::milliseconds> ParseRetryAfter(std::string_view value, std::time_t now) {
-  value = Trim(value);
+  value = TrimSpace(value);
   if (value.empty()) return std::nullopt;
   int64_t seconds = 0;
   auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
@@ -135,10 +110,7 @@ Result<std::unique_ptr<OtlpHttpTransport>> OtlpHttpTransport::Create(const OtlpE
     lines.push_back(k + ": " + v);
   }
   for (const std::string& line : lines) {
-    curl_slist* appended = curl_slist_append(handles->headers.get(), line.c_str());
-    if (appended == nullptr) return Error{"libcurl: out of memory building headers"};
-    (void)handles->headers.release();  // now owned by `appended`, the new list head
-    handles->headers.reset(appended);
+    if (!CurlSlistAppend(handles->headers, line)) return Error{"libcurl: out of memory building headers"};
   }
 
   CURL* c = handles->easy.get();
@@ -204,17 +176,16 @@ ExportResult OtlpHttpTransport::Send(const otlp_pb::collector::ExportTraceServic
   }
   response_.clear();
   retry_after_.clear();
-  handles_->error_buffer.assign(CURL_ERROR_SIZE, '\0');
+  handles_->error_buffer[0] = '\0';  // curl writes it only on some failures
 
   CURL* c = handles_->easy.get();
   curl_easy_setopt(c, CURLOPT_POSTFIELDS, body_.data());
   curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body_.size()));
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count()));
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, handles_->error_buffer.data());
   const CURLcode rc = curl_easy_perform(c);
   if (rc != CURLE_OK) {
     std::string message = curl_easy_strerror(rc);
-    const std::string detail(handles_->error_buffer.c_str());
+    const std::string detail(handles_->error_buffer.data());
     if (!detail.empty()) message += ": " + detail;
     if (rc == CURLE_ABORTED_BY_CALLBACK) message = "export cancelled (shutdown)";
     // The specification: no answer (connection refused, reset, timed out) may be retried.

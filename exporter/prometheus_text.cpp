@@ -26,12 +26,15 @@ struct Family {
   std::string body;  // the sample lines
 };
 
-void AppendEscapedHelp(std::string_view help, std::string& out) {
-  for (char c : help) {
+// Help text escapes \ and newline; label values escape " too.
+void AppendEscaped(std::string_view text, bool escape_quote, std::string& out) {
+  for (char c : text) {
     if (c == '\\') {
       out += "\\\\";
     } else if (c == '\n') {
       out += "\\n";
+    } else if (c == '"' && escape_quote) {
+      out += "\\\"";
     } else {
       out += c;
     }
@@ -42,23 +45,17 @@ void AppendEscapedHelp(std::string_view help, std::string& out) {
 void AppendLabels(const Labels& labels, std::string_view extra_name, std::string_view extra_value,
                   std::string& out) {
   if (labels.empty() && extra_name.empty()) return;
-  out += '{';
-  bool first = true;
-  for (const auto& [k, v] : labels) {
-    if (!first) out += ',';
-    first = false;
-    out += k;
+  char separator = '{';
+  auto append = [&](std::string_view name, std::string_view value) {
+    out += separator;
+    separator = ',';
+    out += name;
     out += "=\"";
-    AppendEscapedLabelValue(v, out);
+    AppendEscaped(value, /*escape_quote=*/true, out);
     out += '"';
-  }
-  if (!extra_name.empty()) {
-    if (!first) out += ',';
-    out += extra_name;
-    out += "=\"";
-    AppendEscapedLabelValue(extra_value, out);
-    out += '"';
-  }
+  };
+  for (const auto& [k, v] : labels) append(k, v);
+  if (!extra_name.empty()) append(extra_name, extra_value);
   out += '}';
 }
 
@@ -80,20 +77,6 @@ std::string FormatPrometheusNumber(double v) {
   auto [ptr, ec] = std::to_chars(buf, buf + sizeof(buf), v);
   if (ec != std::errc()) return "NaN";
   return std::string(buf, ptr);
-}
-
-void AppendEscapedLabelValue(std::string_view value, std::string& out) {
-  for (char c : value) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
 }
 
 std::string RenderPrometheusText(const MetricsRegistry::FullSnapshot& snapshot) {
@@ -145,7 +128,7 @@ std::string RenderPrometheusText(const MetricsRegistry::FullSnapshot& snapshot) 
       out += "# HELP ";
       out += name;
       out += ' ';
-      AppendEscapedHelp(f.help, out);
+      AppendEscaped(f.help, /*escape_quote=*/false, out);
       out += '\n';
     }
     out += "# TYPE ";

@@ -24,8 +24,7 @@ inline constexpr std::string_view kPrometheusContentType = "text/plain; version=
 std::string RenderPrometheusText(const MetricsRegistry::FullSnapshot& snapshot);
 std::string RenderPrometheusText(const MetricsRegistry& registry);
 
-// Building blocks, exposed for tests.
+// A sample value or bucket bound as the format spells it (exposed for tests).
 std::string FormatPrometheusNumber(double v);
-void AppendEscapedLabelValue(std::string_view value, std::string& out);
 
 }  // namespace threadline

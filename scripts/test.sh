@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds threadline if needed and runs the whole test suite (labels unit, kernel, e2e) with
-# ctest. Extra arguments go to ctest (e.g. -L unit, -R e2e.test_cli). Exits with ctest's code.
-# The last line printed is ctest's summary ("N% tests passed, F tests failed out of T").
+# Builds threadline if needed and runs the whole test suite (labels unit, kernel, e2e, deploy,
+# bench) with ctest. Extra arguments go to ctest (e.g. -L unit, -R e2e.test_cli). Exits with
+# ctest's code. The last line printed is ctest's summary ("N% tests passed, F tests failed out of T").
 #
-# Kernel and e2e tests need root. With CI=true they fail when they can't load BPF; without CI
-# they skip with a reason.
+# Kernel, e2e and bench tests need root. With CI=true they fail when they can't load BPF;
+# without CI they skip with a reason.
 #
 #   sudo scripts/test.sh [ctest args...]
 set -euo pipefail

@@ -1,41 +1,10 @@
 #include "symbolizer/probe_site.h"
 
-#include <capstone/capstone.h>
-
-#include <memory>
+#include "symbolizer/x86_insn.h"
 
 namespace threadline::symbolizer {
 
 namespace {
-
-// One capstone x86-64 decoder with operand details (for call targets).
-class Decoder {
- public:
-  Decoder() {
-    if (cs_open(CS_ARCH_X86, CS_MODE_64, &handle_) != CS_ERR_OK) return;
-    cs_option(handle_, CS_OPT_DETAIL, CS_OPT_ON);
-    insn_ = cs_malloc(handle_);
-    ok_ = insn_ != nullptr;
-  }
-  ~Decoder() {
-    if (insn_) cs_free(insn_, 1);
-    if (handle_) cs_close(&handle_);
-  }
-  Decoder(const Decoder&) = delete;
-  Decoder& operator=(const Decoder&) = delete;
-
-  bool ok() const { return ok_; }
-  // Decodes the next instruction at *p, advancing p/left/pc; nullptr when undecodable.
-  const cs_insn* Next(const uint8_t** p, size_t* left, uint64_t* pc) {
-    if (!ok_ || *left == 0 || !cs_disasm_iter(handle_, p, left, pc, insn_)) return nullptr;
-    return insn_;
-  }
-
- private:
-  csh handle_ = 0;
-  cs_insn* insn_ = nullptr;
-  bool ok_ = false;
-};
 
 bool IsRegisterPush(const cs_insn& insn) {
   if (insn.id != X86_INS_PUSH || !insn.detail || insn.detail->x86.op_count != 1) return false;
@@ -51,11 +20,8 @@ bool IsDirectBranch(const cs_insn& insn) {
 }  // namespace
 
 bool UprobeEmulatesFirstInstruction(std::span<const uint8_t> code) {
-  Decoder d;
-  const uint8_t* p = code.data();
-  size_t left = code.size();
-  uint64_t pc = 0;
-  const cs_insn* insn = d.Next(&p, &left, &pc);
+  X86Decoder d(code, 0, /*detail=*/true);
+  const cs_insn* insn = d.Next();
   if (!insn) return false;
   switch (insn->id) {
     case X86_INS_PUSH:
@@ -84,12 +50,9 @@ bool UprobeEmulatesFirstInstruction(std::span<const uint8_t> code) {
 std::vector<uint64_t> LeadingCallTargets(std::span<const uint8_t> code, uint64_t address,
                                          size_t max_instructions) {
   std::vector<uint64_t> targets;
-  Decoder d;
-  const uint8_t* p = code.data();
-  size_t left = code.size();
-  uint64_t pc = address;
+  X86Decoder d(code, address, /*detail=*/true);
   for (size_t n = 0; n < max_instructions; ++n) {
-    const cs_insn* insn = d.Next(&p, &left, &pc);
+    const cs_insn* insn = d.Next();
     if (!insn) break;
     if (insn->id == X86_INS_RET || insn->id == X86_INS_JMP || insn->id == X86_INS_UD2 ||
         insn->id == X86_INS_INT3)

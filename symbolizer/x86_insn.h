@@ -3,6 +3,8 @@
 // and a uprobe placed mid-instruction corrupts the program).
 #pragma once
 
+#include <capstone/capstone.h>
+
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -12,15 +14,38 @@
 
 namespace threadline::symbolizer {
 
+// One capstone x86-64 decoder walking a span of code; the one wrapper every decoding site here
+// uses (probe_site.cpp too).
+class X86Decoder {
+ public:
+  // `detail`: operands and groups (call targets, registers); off decodes only instruction ids,
+  // which is cheaper.
+  X86Decoder(std::span<const uint8_t> code, uint64_t address, bool detail);
+  ~X86Decoder();
+  X86Decoder(const X86Decoder&) = delete;
+  X86Decoder& operator=(const X86Decoder&) = delete;
+
+  bool ok() const { return insn_ != nullptr; }
+  bool at_end() const { return left_ == 0; }
+  // The next instruction (valid until the following call); nullptr at the end, when the bytes
+  // do not decode, or when the decoder could not be opened.
+  const cs_insn* Next();
+  // Where the next instruction would start.
+  uint64_t pc() const { return pc_; }
+
+ private:
+  csh handle_ = 0;
+  cs_insn* insn_ = nullptr;
+  const uint8_t* p_;
+  size_t left_;
+  uint64_t pc_;
+};
+
 // Offsets (from the start of `code`) of every return instruction (RET, RET imm16) in the
 // function whose bytes are `code`, loaded at virtual address `address`. An error when the bytes
 // do not decode to the end: a missed return would leave a call without its exit, so a partial
 // answer is refused rather than returned.
 Result<std::vector<uint64_t>> ReturnOffsets(std::span<const uint8_t> code, uint64_t address);
-
-}  // namespace threadline::symbolizer
-
-namespace threadline::symbolizer {
 
 // Go functions with a stack frame start by checking the goroutine's stack bound:
 //     cmp rsp, [r14+16]                      (small frames)

@@ -58,6 +58,16 @@ bool ProcessGone(const std::string& proc_root, uint32_t tgid) {
   return ::stat((proc_root + "/" + std::to_string(tgid)).c_str(), &st) != 0 && errno == ENOENT;
 }
 
+// Settings parsed but not acted on yet (README "Configuration"): said at start, so whoever set
+// them does not take the output as filtered or sampled.
+void WarnAboutUnappliedSettings(const AgentOptions& o) {
+  if (!o.namespaces.empty() || !o.labels.empty())
+    spdlog::warn("selection.namespaces and selection.labels are not applied yet: processes are selected "
+                 "by pid, exe and port only");
+  if (o.sampling_ratio != 1.0)
+    spdlog::warn("sampling.ratio {} is not applied yet: every span is kept", o.sampling_ratio);
+}
+
 // Only for the events view's absence; every other mode runs the span pipeline.
 class NullConsumer : public StreamConsumer {};
 
@@ -99,6 +109,7 @@ Result<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& options, Metric
 }
 
 Status Agent::Start() {
+  WarnAboutUnappliedSettings(options_);
   health_.SetStarting("probing the kernel's BPF capabilities");
   RETURN_IF_ERROR(PrepareBpfEnvironment());
   const CapabilityReport& caps = ProbeCapabilities();
@@ -413,7 +424,7 @@ void Agent::StartInjection(const CapabilityReport& probed) {
   // loud: an error (something failed that should have worked); else info. A kernel defect the
   // canary identified is a warning: expected on that kernel, and said with how to override.
   enum Level { kQuiet, kWarn, kLoud };
-  auto conclude = [&](bool on, const std::string& why, int loud) {
+  auto conclude = [&](bool on, const std::string& why, Level loud) {
     enabled.Set(on ? 1 : 0);
     const std::string before = RecordInjectionOutcome(caps, on, why);
     if (!on && !before.empty())

@@ -39,7 +39,6 @@ class HealthState {
 
   HealthStatus Liveness(uint64_t now_ns) const;
   HealthStatus Readiness(uint64_t now_ns) const;
-  Phase phase() const { return phase_.load(); }
 
  private:
   void Set(Phase p, std::string text);

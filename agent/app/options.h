@@ -60,12 +60,13 @@ struct AgentOptions {
   std::vector<uint32_t> pids;                // [selection.pids]
   std::vector<std::string> exe_globs;        // [selection.exe]
   std::vector<uint16_t> ports;               // [selection.ports]
-  // Kubernetes selection, applied by discovery/k8s* once pods are known: namespace names and
-  // "key=value" pod label matches (all must match).
+  // Kubernetes selection: namespace names and "key=value" pod label matches (all must match).
+  // Parsed, validated and shown by --print-config, NOT applied yet (README; the agent warns at
+  // start when they are set).
   std::vector<std::string> namespaces;       // [selection.namespaces]
   std::vector<std::string> labels;           // [selection.labels]
   std::vector<std::string> routes;           // [routes] URL path patterns for span names
-  double sampling_ratio = 1.0;               // [sampling.ratio] parsed, not applied yet (README)
+  double sampling_ratio = 1.0;               // [sampling.ratio] parsed, not applied yet (README; warned at start)
   std::vector<std::string> redact_query_keys;   // [redaction.query_keys]
   std::vector<std::string> redact_header_names; // [redaction.headers]
   uint32_t capture_bytes = 4096;             // [limits.capture_bytes]

@@ -2,29 +2,9 @@
 
 #include <cstdio>
 
-namespace threadline {
+#include "exporter/json_lines.h"
 
-std::string JsonString(std::string_view text) {
-  std::string out = "\"";
-  for (unsigned char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);  // UTF-8 passes through
-        }
-    }
-  }
-  return out + "\"";
-}
+namespace threadline {
 
 std::vector<std::string> CapabilityLimitations(const CapabilityReport& r) {
   std::vector<std::string> out;
@@ -59,6 +39,21 @@ std::vector<std::string> CapabilityNotes(const CapabilityReport& r) {
 
 namespace {
 const char* Bool(bool b) { return b ? "true" : "false"; }
+
+std::string JsonString(std::string_view text) {
+  std::string out;
+  AppendJsonString(text, out);
+  return out;
+}
+
+std::string JsonStrings(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ',';
+    AppendJsonString(items[i], out);
+  }
+  return out + "]";
+}
 }  // namespace
 
 std::string CapabilityReportJson(const CapabilityReport& r) {
@@ -92,13 +87,8 @@ std::string CapabilityReportJson(const CapabilityReport& r) {
     j += ",\"degraded\":" + std::string(Bool(c.degraded));
     j += ",\"alternatives\":" + JsonString(c.alternatives) + ",\"reason\":" + JsonString(c.reason) + "}";
   }
-  j += "],\"limitations\":[";
-  const auto limits = CapabilityLimitations(r);
-  for (size_t i = 0; i < limits.size(); ++i) j += (i ? "," : "") + JsonString(limits[i]);
-  j += "],\"notes\":[";
-  const auto notes = CapabilityNotes(r);
-  for (size_t i = 0; i < notes.size(); ++i) j += (i ? "," : "") + JsonString(notes[i]);
-  j += "]}";
+  j += "],\"limitations\":" + JsonStrings(CapabilityLimitations(r));
+  j += ",\"notes\":" + JsonStrings(CapabilityNotes(r)) + "}";
   return j;
 }
 

@@ -26,7 +26,4 @@ std::vector<std::string> CapabilityNotes(const CapabilityReport& report);
 //    "limitations": ["..."], "notes": ["..."]}
 std::string CapabilityReportJson(const CapabilityReport& report);
 
-// A JSON string literal (quotes included) of `text`.
-std::string JsonString(std::string_view text);
-
 }  // namespace threadline

@@ -37,14 +37,6 @@ Histogram::Data Histogram::Read() const {
   return d;
 }
 
-std::vector<double> ExponentialBuckets(double start, double factor, size_t count) {
-  std::vector<double> b;
-  b.reserve(count);
-  double v = start;
-  for (size_t i = 0; i < count; ++i, v *= factor) b.push_back(v);
-  return b;
-}
-
 std::vector<double> DefaultLatencyBuckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 }

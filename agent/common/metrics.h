@@ -1,5 +1,5 @@
-// The agent's own counters, gauges and histograms. Every drop, eviction and loss in the agent is counted
-// here under a name and labels, so `--stats` lines and (later) /metrics show them.
+// The agent's own counters, gauges and histograms. Every drop, eviction and loss in the agent is
+// counted here under a name and labels, so `--stats` lines and /metrics show them.
 //
 // Hot paths look a counter up once and keep the reference: references stay valid for the
 // registry's lifetime, and Add() is one relaxed atomic increment.
@@ -40,7 +40,7 @@ class Gauge {
 };
 
 // Fixed-bucket histogram (Prometheus semantics: bucket i counts observations <= bounds[i], and
-// an implicit +Inf bucket takes the rest). Observe() is lock-free: a short scan of the bounds
+// an implicit +Inf bucket takes the rest). Observe() is lock-free: a binary search of the bounds
 // and two relaxed atomic adds, so hot paths can call it.
 class Histogram {
  public:
@@ -66,8 +66,6 @@ class Histogram {
   std::atomic<double> sum_{0};
 };
 
-// Bucket bounds start, start*factor, ... (count of them).
-std::vector<double> ExponentialBuckets(double start, double factor, size_t count);
 // Seconds, 1 ms .. 30 s: latencies of network calls (up to the usual export timeouts).
 std::vector<double> DefaultLatencyBuckets();
 

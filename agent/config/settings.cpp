@@ -7,22 +7,14 @@
 #include <cstdlib>
 #include <optional>
 
+#include "agent/common/text.h"
 #include "agent/spans/route.h"
 
 namespace threadline::config {
 
 namespace {
 
-std::string Trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return std::string(s);
-}
-
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
+std::string Trim(std::string_view s) { return std::string(TrimSpace(s)); }
 
 Error Bad(const std::string& value, const std::string& why) {
   return Error{"\"" + value + "\" " + why, 2};
@@ -53,14 +45,14 @@ Result<double> ParseDouble(const std::string& text, double lo, double hi) {
 
 // YAML 1.1 and shell habits: on/off, true/false, yes/no, 1/0.
 Result<bool> ParseOnOff(const std::string& text) {
-  const std::string t = Lower(Trim(text));
+  const std::string t = AsciiLower(Trim(text));
   if (t == "on" || t == "true" || t == "yes" || t == "1") return true;
   if (t == "off" || t == "false" || t == "no" || t == "0") return false;
   return Bad(text, "is not on or off");
 }
 
 Result<Toggle> ParseToggle(const std::string& text) {
-  const std::string t = Lower(Trim(text));
+  const std::string t = AsciiLower(Trim(text));
   if (t == "auto") return Toggle::kAuto;
   if (auto b = ParseOnOff(text); b.ok()) return *b ? Toggle::kOn : Toggle::kOff;
   return Bad(text, "is not auto, on or off");
@@ -191,7 +183,7 @@ std::vector<Setting> BuildSettings() {
               "connections and data; none",
               {}, {}};
     s.set = [](AgentOptions& o, const std::vector<std::string>& v) -> Status {
-      const std::string t = Lower(Trim(v.at(0)));
+      const std::string t = AsciiLower(Trim(v.at(0)));
       for (const auto& [name, mode] : OutputModes()) {
         if (name == t) {
           o.output = mode;
@@ -268,9 +260,12 @@ std::vector<Setting> BuildSettings() {
                                  "Trace only connections with this local or remote port; repeatable",
                                  &AgentOptions::ports, 1, 65535));
   t.push_back(Strs("selection.namespaces", "--namespace",
-                   "Kubernetes: trace only pods in these namespaces; repeatable", &AgentOptions::namespaces));
+                   "Kubernetes: trace only pods in these namespaces; repeatable (parsed, not applied yet: "
+                   "see README \"Configuration\")",
+                   &AgentOptions::namespaces));
   t.push_back(Strs("selection.labels", "--label",
-                   "Kubernetes: trace only pods with this label, key=value (all must match); repeatable",
+                   "Kubernetes: trace only pods with this label, key=value (all must match); repeatable "
+                   "(parsed, not applied yet)",
                    &AgentOptions::labels, CheckLabel));
 
   // spans.
@@ -345,7 +340,7 @@ std::vector<Setting> BuildSettings() {
     s.set = [](AgentOptions& o, const std::vector<std::string>& v) -> Status {
       std::string a = Trim(v.at(0));
       if (a.empty()) return Bad(v.at(0), "is empty (use off to disable)");
-      o.metrics_address = Lower(a) == "off" ? "" : a;
+      o.metrics_address = AsciiLower(a) == "off" ? "" : a;
       return OkStatus();
     };
     s.get = [](const AgentOptions& o) {
@@ -525,13 +520,12 @@ Status Resolve(AgentOptions& o, const std::vector<RawValue>& file, const std::ve
     for (const auto& raw : *layer) {
       const Setting* s = FindSetting(raw.key);
       if (s == nullptr) return Error{DescribeOrigin(raw.origin) + ": unknown setting " + raw.key, 2};
-      std::vector<std::string> items = raw.items;
-      if (!s->list && items.size() != 1) {
+      if (!s->list && raw.items.size() != 1) {
         return Error{DescribeOrigin(raw.origin) + ": " + raw.key + " takes one value, got " +
-                         std::to_string(items.size()),
+                         std::to_string(raw.items.size()),
                      2};
       }
-      if (auto st = s->set(o, items); !st.ok()) {
+      if (auto st = s->set(o, raw.items); !st.ok()) {
         const std::string where = raw.origin.source == ConfigSource::kFlag
                                       ? raw.origin.where
                                       : DescribeOrigin(raw.origin) + ": " + raw.key;

@@ -1,36 +1,16 @@
 #include "agent/discovery/k8s_client.h"
 
-#include <curl/curl.h>
 #include <spdlog/spdlog.h>
 
 #include <array>
 #include <cerrno>
-#include <mutex>
 
+#include "agent/common/text.h"
 #include "agent/discovery/proc_fs.h"
 
 namespace threadline {
 
 namespace {
-
-struct CurlEasyDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-struct CurlSlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-
-bool CurlGlobalInit() {
-  static std::once_flag once;
-  static bool ok = false;
-  std::call_once(once, [] { ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK; });
-  return ok;
-}
-
-std::string TrimToken(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
-}
 
 // One request's state, reached from curl's callbacks.
 struct CurlRequest {
@@ -107,7 +87,7 @@ std::string K8sClient::Token() {
   if (config_.token_file.empty()) return token_;
   auto text = discovery::ReadProcFile(config_.token_file, 64 * 1024);
   if (text.ok()) {
-    token_ = TrimToken(std::move(text).value());
+    token_ = std::string(TrimSpace(*text));
     token_warned_ = false;
   } else if (!token_warned_) {
     // Keep the last token: the kubelet replaces the file atomically, a failed read is transient.
@@ -127,28 +107,21 @@ Result<K8sHttpResponse> K8sClient::Perform(const std::string& path,
   // GETs share one handle: curl keeps its connection (and TLS session) open between them, so
   // resolving the owners of a node's pods after a LIST is not one handshake per ReplicaSet.
   // A watch holds its connection for minutes and gets its own.
-  std::unique_ptr<CURL, CurlEasyDeleter> stream_handle;
+  CurlEasyPtr stream_handle;
   CURL* c = nullptr;
   if (on_line) {
     stream_handle.reset(curl_easy_init());
     c = stream_handle.get();
   } else {
-    if (!get_handle_) get_handle_ = std::shared_ptr<void>(curl_easy_init(), [](void* h) { curl_easy_cleanup(h); });
+    // Reset after each use (below), so it starts clean.
+    if (!get_handle_) get_handle_.reset(curl_easy_init());
     c = get_handle_.get();
-    if (c) curl_easy_reset(c);
   }
   if (!c) return Error{"curl_easy_init failed"};
   req.easy = c;
-  std::unique_ptr<curl_slist, CurlSlistDeleter> headers;
-  auto add_header = [&](const std::string& h) {
-    curl_slist* l = curl_slist_append(headers.get(), h.c_str());
-    if (l) {
-      (void)headers.release();
-      headers.reset(l);
-    }
-  };
-  add_header("Accept: application/json");
-  if (std::string token = Token(); !token.empty()) add_header("Authorization: Bearer " + token);
+  CurlSlistPtr headers;
+  CurlSlistAppend(headers, "Accept: application/json");
+  if (std::string token = Token(); !token.empty()) CurlSlistAppend(headers, "Authorization: Bearer " + token);
 
   const std::string url = config_.api_server + path;
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());

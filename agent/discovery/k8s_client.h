@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 
+#include "agent/common/curl.h"
 #include "agent/common/metrics.h"
 #include "agent/common/result.h"
 
@@ -60,8 +61,6 @@ class K8sClient {
   Result<K8sHttpResponse> Stream(const std::string& path, const std::function<bool(std::string_view)>& on_line,
                                  const std::atomic<bool>& stop);
 
-  const K8sClientConfig& config() const { return config_; }
-
  private:
   K8sClient(K8sClientConfig config, MetricsRegistry& metrics);
   // on_line null: collect the whole body (GET).
@@ -74,7 +73,7 @@ class K8sClient {
   std::string token_;
   std::chrono::steady_clock::time_point token_read_at_{};
   bool token_warned_ = false;
-  std::shared_ptr<void> get_handle_;  // the CURL* reused by Get (curl_easy_cleanup on release)
+  CurlEasyPtr get_handle_;  // reused by Get
 };
 
 }  // namespace threadline

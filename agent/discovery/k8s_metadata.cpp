@@ -92,12 +92,6 @@ std::pair<std::string, std::string> SplitContainerId(std::string_view container_
   return {std::string(container_id.substr(0, sep)), std::string(container_id.substr(sep + 3))};
 }
 
-Result<K8sPod> DecodePod(std::string_view json) {
-  auto j = Parse(json);
-  if (!j) return Error{"pod: not JSON", EINVAL};
-  return PodFromJson(*j);
-}
-
 Result<K8sPodList> DecodePodList(std::string_view json) {
   auto j = Parse(json);
   if (!j || !j->is_object()) return Error{"pod list: not a JSON object", EINVAL};
@@ -349,12 +343,6 @@ std::vector<std::string> K8sPodStore::PodUids() const {
   for (const auto& [uid, e] : t_.pods) out.push_back(uid);
   std::sort(out.begin(), out.end());
   return out;
-}
-
-std::shared_ptr<const K8sPodMetadata> K8sPodStore::PodByUid(const std::string& uid) const {
-  std::lock_guard lock(mu_);
-  auto it = t_.pods.find(uid);
-  return it == t_.pods.end() ? nullptr : it->second.meta;
 }
 
 }  // namespace threadline

@@ -103,7 +103,6 @@ namespace k8s {
 
 // JSON decoding. Unknown fields are ignored; a missing required field (metadata.uid, name,
 // namespace) is an Error, never an exception.
-Result<K8sPod> DecodePod(std::string_view json);
 Result<K8sPodList> DecodePodList(std::string_view json);
 Result<K8sWatchEvent> DecodeWatchEvent(std::string_view line);
 // A ReplicaSet or Job: its controller owner (a Deployment, a CronJob), or nullopt without one.
@@ -179,7 +178,6 @@ class K8sPodStore : public ContainerMetadataSource {
   size_t size() const;
   // Pod uids, sorted (tests and debugging).
   std::vector<std::string> PodUids() const;
-  std::shared_ptr<const K8sPodMetadata> PodByUid(const std::string& uid) const;
 
  private:
   struct Entry {

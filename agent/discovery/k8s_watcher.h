@@ -49,9 +49,8 @@ class K8sPodWatcher {
   // Ends the thread: an open watch is abandoned within about a second.
   void Stop();
 
-  // LISTs completed (tests wait on it); true once the store holds a full list.
+  // LISTs completed (tests wait on it); the store holds a full list once it is not 0.
   uint64_t lists_completed() const { return lists_.load(std::memory_order_acquire); }
-  bool synced() const { return lists_completed() > 0; }
 
  private:
   void Run();
@@ -97,7 +96,6 @@ class K8sMetadataService {
   ~K8sMetadataService();
 
   const K8sPodStore& store() const { return *store_; }
-  const K8sPodWatcher& watcher() const { return *watcher_; }
 
  private:
   K8sMetadataService() = default;

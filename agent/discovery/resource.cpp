@@ -7,6 +7,7 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "agent/common/text.h"
 #include "agent/discovery/proc_fs.h"
 #include "agent/spans/redaction.h"
 
@@ -16,12 +17,6 @@ namespace {
 
 std::string PidDir(const std::string& proc_root, uint32_t pid) {
   return proc_root + "/" + std::to_string(pid);
-}
-
-std::string_view TrimSpace(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n')) s.remove_suffix(1);
-  return s;
 }
 
 std::string_view Basename(std::string_view path) {

@@ -1,19 +1,19 @@
 #include "agent/ingest/ring_consumer.h"
 
 #include <cerrno>
+#include <iterator>
 #include <string>
 
 namespace threadline {
 
 namespace {
-constexpr int kTypes = 9;  // enum tl_event_type + 1 ("unknown" at 0)
-constexpr const char* kTypeNames[kTypes] = {"unknown",    "conn_open", "conn_close",
-                                            "data",       "proc_exec", "proc_exit",
-                                            "conn_state", "proc_fork", "trace_ctx"};
+constexpr const char* kTypeNames[] = {"unknown",    "conn_open", "conn_close", "data",     "proc_exec",
+                                      "proc_exit",  "conn_state", "proc_fork",  "trace_ctx"};
 }
 
 RingConsumer::RingConsumer(EventSink& sink, MetricsRegistry& metrics) : sink_(sink) {
-  for (int t = 0; t < kTypes; ++t)
+  static_assert(std::size(kTypeNames) == kEventTypes, "a name for every enum tl_event_type");
+  for (uint32_t t = 0; t < kEventTypes; ++t)
     by_type_[t] = &metrics.GetCounter("threadline_kernel_events_received_total",
                                       {{"type", kTypeNames[t]}}, "Kernel events received by type");
   for (int s = 1; s < 4; ++s)
@@ -44,7 +44,7 @@ int RingConsumer::OnRecord(void* ctx, void* data, size_t size) {
     self->decode_errors_[static_cast<int>(status)]->Add();
   } else {
     uint32_t type = reinterpret_cast<const tl_event_header*>(data)->type;
-    self->by_type_[type < kTypes ? type : 0]->Add();
+    self->by_type_[type < kEventTypes ? type : 0]->Add();
   }
   return 0;
 }

@@ -35,7 +35,9 @@ class RingConsumer {
   EventSink& sink_;
   ring_buffer* ring_ = nullptr;
   uint64_t records_ = 0;
-  Counter* by_type_[9] = {};  // by enum tl_event_type, 0 = unknown
+  // By enum tl_event_type; 0 (no such type) counts unknown types.
+  static constexpr uint32_t kEventTypes = TL_EV_TRACE_CTX + 1;
+  Counter* by_type_[kEventTypes] = {};
   Counter* decode_errors_[4] = {};
 };
 

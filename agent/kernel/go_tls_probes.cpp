@@ -174,10 +174,10 @@ std::optional<GoTlsAttachment> GoTlsProbes::Attach(const std::string& open_path,
     }
     a.links.emplace_back(link);
   }
-  a.return_sites = returns->size();
+  const size_t return_sites = returns->size();
   a.functions = {std::string(kGoTlsWrite) + " (entry)",
-                 std::string(kGoTlsRead) + " (entry + " + std::to_string(a.return_sites) +
-                     " return instruction" + (a.return_sites == 1 ? "" : "s") + ")"};
+                 std::string(kGoTlsRead) + " (entry + " + std::to_string(return_sites) +
+                     " return instruction" + (return_sites == 1 ? "" : "s") + ")"};
   a.attached = true;
   spdlog::info("Go TLS: uprobes attached to {} ({}; {}, {}; Go build id {})", shown_path,
                a.version, a.functions[0], a.functions[1], a.build_id.empty() ? "none" : a.build_id);

@@ -51,12 +51,11 @@ struct GoTlsAttachment {
   std::string version;   // "go1.19.8"
   std::string build_id;  // Go build id
   std::vector<std::string> functions;  // probed, with their sites, for the log
-  size_t return_sites = 0;             // probes on Read's return instructions
   std::vector<BpfLink> links;
   bool attached = false;
   // Why not attached: a label of threadline_tls_files_skipped_total ("go_unknown_version",
-  // "go_no_crypto_tls", "go_unsupported_binary", "go_attach_failed", "vanished"); empty when
-  // attached.
+  // "go_no_crypto_tls", "go_no_symbols", "go_unsupported_binary", "go_attach_failed",
+  // "vanished"); empty when attached.
   std::string skip_reason;
   std::string error;
 };

@@ -25,7 +25,6 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 constexpr size_t kLineLen = TL_TRACEPARENT_LINE_LEN;
-thread_local int g_last_write_errno = 0;  // why the last WriteAll failed, for the report
 
 // One request and the response the server sends for it.
 struct Step {
@@ -123,7 +122,9 @@ bool ReadExactly(int fd, size_t n, std::string& out, SteadyClock::time_point dea
   return true;
 }
 
-bool WriteAll(int fd, const std::string& data, SteadyClock::time_point deadline) {
+// Sends all of `data` before `deadline`. Empty on success, else why not ("stalled" or the
+// errno text).
+std::string WriteAll(int fd, const std::string& data, SteadyClock::time_point deadline) {
   size_t off = 0;
   while (off < data.size()) {
     ssize_t w = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -132,13 +133,12 @@ bool WriteAll(int fd, const std::string& data, SteadyClock::time_point deadline)
       continue;
     }
     if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-      if (!WaitFor(fd, POLLOUT, deadline)) return false;
+      if (!WaitFor(fd, POLLOUT, deadline)) return "stalled";
       continue;
     }
-    if (w < 0) g_last_write_errno = errno;
-    return false;
+    return w < 0 ? std::strerror(errno) : "send returned 0";
   }
-  return true;
+  return {};
 }
 
 class CanaryServer {
@@ -167,7 +167,8 @@ class CanaryServer {
           if (!why.empty()) return Fail(where + ": " + why);
           responses += Response(step.response_body, static_cast<unsigned>(r + s));
         }
-        if (!WriteAll(conn.get(), responses, Deadline())) return Fail("could not send responses");
+        if (auto err = WriteAll(conn.get(), responses, Deadline()); !err.empty())
+          return Fail("could not send responses: " + err);
       }
       // Nothing more may arrive: the client closes after its last response.
       std::string extra;
@@ -237,8 +238,8 @@ std::string RunClientConnection(Injector& injector, uint16_t port, const Connect
       out += rounds[r][s].request;
       expected += Response(rounds[r][s].response_body, static_cast<unsigned>(r + s));
     }
-    if (!WriteAll(fd.get(), out, deadline())) return where + ": write of round " + std::to_string(r + 1) + " stalled or failed (" +
-             std::strerror(g_last_write_errno) + ")";
+    if (auto err = WriteAll(fd.get(), out, deadline()); !err.empty())
+      return where + ": write of round " + std::to_string(r + 1) + " failed: " + err;
     std::string got;
     while (got.size() < expected.size()) {
       epoll_event out_ev{};

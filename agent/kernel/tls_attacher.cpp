@@ -20,21 +20,21 @@ namespace threadline {
 
 namespace {
 
-// The OpenSSL family's plaintext calls (OpenSSL 1.1/3.x, BoringSSL, LibreSSL export the same
-// names). A file is a TLS library when it has the required ones; the _ex variants (OpenSSL
-// 1.1.1+, used by python's _ssl) are probed where present. Each function gets an entry probe
-// (arguments) and a return probe (the byte count exists only at return; one shared program,
-// the entry's stash says which call it was). Where exactly they go is PlanOpenSslSites' choice.
-struct TlsProbeSpec {
-  const char* function;
-  const char* entry_program;
-  bool required;
+// The OpenSSL family's plaintext calls, by direction (OpenSSL 1.1/3.x, BoringSSL, LibreSSL
+// export the same names). A file is a TLS library when it has both plain calls; the _ex
+// variants (OpenSSL 1.1.1+, used by python's _ssl) are probed where present. Each function gets
+// an entry probe (arguments) and a return probe (the byte count exists only at return; one
+// shared program, the entry's stash says which call it was). Where exactly they go is
+// PlanOpenSslSites' choice.
+struct OpenSslCalls {
+  const char* plain;  // required
+  const char* ex;     // optional
+  const char* plain_program;
+  const char* ex_program;
 };
-constexpr TlsProbeSpec kOpenSslProbes[] = {
-    {"SSL_write", "tl_ssl_write_enter", true},
-    {"SSL_read", "tl_ssl_read_enter", true},
-    {"SSL_write_ex", "tl_ssl_write_ex_enter", false},
-    {"SSL_read_ex", "tl_ssl_read_ex_enter", false},
+constexpr OpenSslCalls kOpenSslCalls[] = {
+    {"SSL_write", "SSL_write_ex", "tl_ssl_write_enter", "tl_ssl_write_ex_enter"},
+    {"SSL_read", "SSL_read_ex", "tl_ssl_read_enter", "tl_ssl_read_ex_enter"},
 };
 constexpr const char* kReturnProgram = "tl_ssl_return";
 
@@ -90,18 +90,8 @@ struct OpenSslSite {
 // points for a fraction of the cost. Otherwise each function is probed at its own entry.
 std::vector<OpenSslSite> PlanOpenSslSites(const symbolizer::ElfFile& elf, const std::string& path,
                                           bool prefer_cheap) {
-  struct Direction {
-    const char* plain;
-    const char* ex;
-    const char* plain_program;
-    const char* ex_program;
-  };
-  constexpr Direction kDirections[] = {
-      {"SSL_write", "SSL_write_ex", "tl_ssl_write_enter", "tl_ssl_write_ex_enter"},
-      {"SSL_read", "SSL_read_ex", "tl_ssl_read_enter", "tl_ssl_read_ex_enter"},
-  };
   std::vector<OpenSslSite> sites;
-  for (const auto& d : kDirections) {
+  for (const auto& d : kOpenSslCalls) {
     const auto plain = elf.Find(d.plain);
     if (!plain) continue;  // required: the caller has checked
     const auto ex = elf.Find(d.ex);
@@ -164,12 +154,12 @@ TlsAttacher::~TlsAttacher() {
 Result<std::unique_ptr<TlsAttacher>> TlsAttacher::Create(CaptureProgram& capture,
                                                          const TlsAttacherOptions& options,
                                                          MetricsRegistry& metrics) {
-  for (const auto& spec : kOpenSslProbes) {
-    if (!capture.FindProgram(spec.entry_program))
-      return Error{std::string("capture object has no program ") + spec.entry_program};
+  for (const auto& calls : kOpenSslCalls) {
+    for (const char* program : {calls.plain_program, calls.ex_program, kReturnProgram}) {
+      if (!capture.FindProgram(program))
+        return Error{std::string("capture object has no program ") + program};
+    }
   }
-  if (!capture.FindProgram(kReturnProgram))
-    return Error{std::string("capture object has no program ") + kReturnProgram};
   if (auto go = GoTlsProbes::CheckPrograms(capture); !go.ok()) return go.error();
   std::unique_ptr<TlsAttacher> a(new TlsAttacher(capture, options, metrics));
   a->agent_exe_ = KeyOf(options.proc_root + "/" + std::to_string(options.agent_pid) + "/exe");
@@ -294,12 +284,14 @@ Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
   FileState& state = files_[key];  // remembered whatever happens below
   if (auto go = AttachGoLocked(key, state, open_path)) return std::move(*go);
   std::vector<std::string> wanted;
-  for (const auto& spec : kOpenSslProbes) wanted.emplace_back(spec.function);
+  for (const auto& calls : kOpenSslCalls) {
+    wanted.emplace_back(calls.plain);
+    wanted.emplace_back(calls.ex);
+  }
   auto elf = symbolizer::ElfFile::Open(open_path, wanted);
   if (!elf.ok()) return elf.error();
-  for (const auto& spec : kOpenSslProbes) {
-    if (spec.required && !elf->Find(spec.function))
-      return Error{std::string("no ") + spec.function};
+  for (const auto& calls : kOpenSslCalls) {
+    if (!elf->Find(calls.plain)) return Error{std::string("no ") + calls.plain};
   }
 
   TlsFileReport report;
@@ -332,7 +324,7 @@ Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
     if (site.required) ++required_probed;
     report.functions.emplace_back(site.label);
   }
-  const bool have_required = required_probed >= 2;  // a read site and a write site
+  const bool have_required = required_probed >= std::size(kOpenSslCalls);  // a site per direction
   if (!failure.empty() || !have_required) {
     report.error = failure.empty() ? "required functions not probed" : failure;
     files_failed_.Add();

@@ -1,29 +1,42 @@
 #include "agent/pipeline/red_metrics.h"
 
+#include <string_view>
 #include <variant>
 
 namespace threadline {
 
 namespace {
-std::string StringAttr(const Attributes& attrs, std::string_view key, std::string_view fallback) {
+std::string_view StringAttr(const Attributes& attrs, std::string_view key, std::string_view fallback) {
   const AttributeValue* v = FindAttribute(attrs, key);
   if (v && std::holds_alternative<std::string>(*v)) return std::get<std::string>(*v);
-  return std::string(fallback);
+  return fallback;
 }
 
-std::string StatusClass(const Span& span) {
+std::string_view StatusClass(const Span& span) {
+  static constexpr std::string_view kClasses[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
   const AttributeValue* v = FindAttribute(span.attributes, "http.response.status_code");
   if (v && std::holds_alternative<int64_t>(*v)) {
     int64_t code = std::get<int64_t>(*v);
-    if (code >= 100 && code < 600) return std::to_string(code / 100) + "xx";
+    if (code >= 100 && code < 600) return kClasses[code / 100 - 1];
   }
   return "none";  // no response (connection closed, lost)
 }
 
 // The route part of "GET /items/{id}".
-std::string RouteOf(const Span& span) {
+std::string_view RouteOf(const Span& span) {
   size_t sp = span.name.find(' ');
-  return sp == std::string::npos ? std::string("/") : span.name.substr(sp + 1);
+  return sp == std::string::npos ? std::string_view("/") : std::string_view(span.name).substr(sp + 1);
+}
+
+// The series' label values joined into `key` (reused, so a known series costs no allocation).
+void SeriesKey(std::string& key, bool server, std::string_view service, std::string_view method,
+               std::string_view route, std::string_view status) {
+  key.clear();
+  key += server ? 's' : 'c';
+  for (std::string_view part : {service, method, route, status}) {
+    key += '\x1f';
+    key += part;
+  }
 }
 }  // namespace
 
@@ -36,33 +49,31 @@ RedMetricsSink::RedMetricsSink(SpanSink& next, MetricsRegistry& metrics, size_t 
 
 Histogram& RedMetricsSink::SeriesFor(const Span& span) {
   const bool server = span.kind == SpanKind::kServer;
-  std::string service = span.resource ? StringAttr(span.resource->attributes, "service.name", "unknown_service")
-                                      : std::string("unknown_service");
-  std::string method = StringAttr(span.attributes, "http.request.method", "_OTHER");
-  std::string route = RouteOf(span);
-  std::string status = StatusClass(span);
-  std::string key = std::string(server ? "s" : "c") + '\x1f' + service + '\x1f' + method + '\x1f' +
-                    route + '\x1f' + status;
-  auto it = series_.find(key);
+  const std::string_view service =
+      span.resource ? StringAttr(span.resource->attributes, "service.name", "unknown_service") : "unknown_service";
+  const std::string_view method = StringAttr(span.attributes, "http.request.method", "_OTHER");
+  std::string_view route = RouteOf(span);
+  const std::string_view status = StatusClass(span);
+  SeriesKey(key_, server, service, method, route, status);
+  auto it = series_.find(key_);
   if (it != series_.end()) return *it->second;
   if (series_.size() >= max_series_) {
     overflow_.Add(1);
     route = "_other";
-    key = std::string(server ? "s" : "c") + '\x1f' + service + '\x1f' + method + '\x1f' + route +
-          '\x1f' + status;
-    it = series_.find(key);
+    SeriesKey(key_, server, service, method, route, status);
+    it = series_.find(key_);
     if (it != series_.end()) return *it->second;
   }
   Histogram& h = metrics_.GetHistogram(
       server ? "http_server_request_duration_seconds" : "http_client_request_duration_seconds",
-      {{"service_name", service},
-       {"http_request_method", method},
-       {"http_route", route},
-       {"http_response_status_class", status}},
+      {{"service_name", std::string(service)},
+       {"http_request_method", std::string(method)},
+       {"http_route", std::string(route)},
+       {"http_response_status_class", std::string(status)}},
       DefaultLatencyBuckets(),
       server ? "Duration of HTTP requests served by traced processes"
              : "Duration of HTTP requests sent by traced processes");
-  series_.emplace(std::move(key), &h);
+  series_.emplace(key_, &h);
   return h;
 }
 

@@ -32,6 +32,7 @@ class RedMetricsSink : public SpanSink {
   MetricsRegistry& metrics_;
   size_t max_series_;
   std::unordered_map<std::string, Histogram*> series_;
+  std::string key_;  // SeriesFor()'s lookup key, kept for its capacity
   Counter& overflow_;
 };
 

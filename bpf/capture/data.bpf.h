@@ -41,6 +41,22 @@ static __always_inline __u32 data__capture_limit(__u64 size)
 	return cap;
 }
 
+/* Copies the first n bytes (n from data__capture_limit) of a user buffer into the scratch
+ * payload and returns how many were captured: 0, flagged and counted, when the read faults. */
+static __always_inline __u32 data__read_user(struct tl_data_scratch *s, __u64 buf, __u32 n,
+					     __u8 *flags)
+{
+	barrier_var(n);
+	if (n > TL_MAX_CAPTURE)
+		n = TL_MAX_CAPTURE;
+	if (n && bpf_probe_read_user(s->buf, n, (void *)buf)) {
+		drops__count(TL_DROP_READ_FAULT);
+		*flags |= TL_DATA_F_READ_FAULT;
+		return 0;
+	}
+	return n;
+}
+
 /* Is this socket I/O TLS ciphertext? True when the thread is inside an SSL_* call (the library
  * is moving its records: the call learns its fd and the connection becomes TLS), or when the
  * connection is already known to be TLS. Ciphertext is never emitted: the plaintext comes from
@@ -55,7 +71,7 @@ static __always_inline bool data__is_ciphertext(struct tl_conn_state *st, __s32 
 	}
 	if (!st->tls)
 		return false;
-	bpf_map_update_elem(&tls_thread_fd, &pid_tgid, &fd, BPF_ANY);
+	fd_map__set(&tls_thread_fd, &pid_tgid, fd);
 	return true;
 }
 
@@ -91,7 +107,7 @@ static __always_inline bool data__starts_tls_record(struct tl_conn_state *st, __
 		return false;
 	st->tls = 1;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&tls_thread_fd, &pid_tgid, &fd, BPF_ANY);
+	fd_map__set(&tls_thread_fd, &pid_tgid, fd);
 	return true;
 }
 
@@ -154,14 +170,7 @@ static __always_inline void data__from_buffer(void *ctx, const struct tl_io_args
 		n = 0; /* TCP MSG_TRUNC discards the bytes without filling the buffer */
 		flags |= TL_DATA_F_NO_PAYLOAD;
 	}
-	barrier_var(n);
-	if (n > TL_MAX_CAPTURE)
-		n = TL_MAX_CAPTURE;
-	if (n && bpf_probe_read_user(s->buf, n, (void *)a->buf)) {
-		drops__count(TL_DROP_READ_FAULT);
-		flags |= TL_DATA_F_READ_FAULT;
-		n = 0;
-	}
+	n = data__read_user(s, a->buf, n, &flags);
 	if (data__starts_tls_record(st, a->fd, s, pos, n))
 		return;
 	data__submit(s, a, st, dir, pos, size, n, flags);

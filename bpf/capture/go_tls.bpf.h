@@ -53,11 +53,14 @@ struct {
 #define TL_X86_EFLAGS_CF 0x0001
 #define TL_X86_EFLAGS_ZF 0x0040
 
-/* The Conn layout of this probe's binary (its cookie). False when there is none, or when this
- * is the morestack pass of a probe on the stack-check jump (see TL_GO_SITE_STACK_CHECK): the
- * function is about to restart and will come by again. */
-static __always_inline bool go_tls__layout(struct pt_regs *ctx, struct tl_go_tls_layout *l)
+/* An entry probe's checks: the process is traced, and the Conn layout of this probe's binary
+ * (its cookie). False when not traced, when there is no layout, or when this is the morestack
+ * pass of a probe on the stack-check jump (see TL_GO_SITE_STACK_CHECK): the function is about to
+ * restart and will come by again. */
+static __always_inline bool go_tls__entry(struct pt_regs *ctx, struct tl_go_tls_layout *l)
 {
+	if (!proc__selected(bpf_get_current_pid_tgid() >> 32))
+		return false;
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__builtin_memcpy(l, &cookie, sizeof(*l));
 	if (!(l->flags & TL_GO_LAYOUT_VALID))
@@ -86,11 +89,8 @@ static __always_inline __s32 go_tls__fd(__u64 conn, const struct tl_go_tls_layou
 
 static __always_inline int go_tls__write_enter(struct pt_regs *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!proc__selected(pid_tgid >> 32))
-		return 0;
 	struct tl_go_tls_layout l;
-	if (!go_tls__layout(ctx, &l))
+	if (!go_tls__entry(ctx, &l))
 		return 0;
 	__u64 len = ctx->cx;
 	if (len == 0)
@@ -115,12 +115,10 @@ static __always_inline int go_tls__write_enter(struct pt_regs *ctx)
 
 static __always_inline int go_tls__read_enter(struct pt_regs *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!proc__selected(pid_tgid >> 32))
-		return 0;
 	struct tl_go_tls_layout l;
-	if (!go_tls__layout(ctx, &l))
+	if (!go_tls__entry(ctx, &l))
 		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct tl_go_tls_call call = {
 		.buf = ctx->bx,
 		.len = ctx->cx,

@@ -16,27 +16,19 @@
 #define barrier_var(var) asm volatile("" : "+r"(var))
 #endif
 
-/* Load-time settings (rodata): fixed before load, read as constants by the verifier. */
-const volatile __u32 agent_tgid = 0;
+/* agent_tgid, trace_all, io_args, conns, selected, tls_calls and proc__selected: shared with the
+ * injection object. */
+#include "capture/shared.bpf.h"
+
+/* More load-time settings (rodata): fixed before load, read as constants by the verifier. */
 /* The agent's executable (inode number and kernel dev_t of its filesystem): processes that exec
  * it are other threadline agents (a second instance, a restart overlapping the old one) and are
  * excluded with their children the moment they exec, so agents never trace each other. */
 const volatile __u64 agent_exe_ino = 0;
 const volatile __u32 agent_exe_dev = 0;
-const volatile bool trace_all = true;       /* false: only tgids marked in "selected" */
 const volatile bool port_filter = false;    /* true: only connections with a port in "ports" */
 const volatile __u32 capture_bytes = 4096;  /* payload prefix per event, power of two */
 const volatile __u64 ring_data_limit = 0;   /* data events stop when the ring holds this much */
-
-struct tl_io_args {
-	__u64 enter_ts;
-	__u64 buf;   /* user buffer, iovec array, msghdr or mmsghdr array */
-	__s32 fd;
-	__u32 count; /* buffer length, iovcnt or vlen */
-	__u32 flags; /* recv/send flags */
-	__u8 syscall;
-	__u8 _pad[3];
-};
 
 /* Single ring for every event: one ring keeps open/data/close in order across CPUs. Data
  * events leave headroom (ring_data_limit) so lifecycle events still fit when data floods. */
@@ -47,31 +39,10 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct tl_io_args);
-} io_args SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct tl_fd_key);
-	__type(value, struct tl_conn_state);
-} conns SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct tl_sock_owner);
 } sock_conns SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32); /* tgid */
-	__type(value, struct tl_selection);
-} selected SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -87,15 +58,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } gen_counter SEC(".maps");
-
-/* TLS (tls.bpf.h): SSL_* calls in progress, by thread. An entry lives from the entry uprobe to
- * the return uprobe (or the thread's exit), so the map holds at most one per thread. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct tl_tls_call);
-} tls_calls SEC(".maps");
 
 /* Which socket fd each SSL object uses, learned from the syscall made under an SSL_* call, so an
  * SSL_read served from OpenSSL's own buffer (no syscall underneath) still finds its connection.
@@ -144,15 +106,15 @@ static __always_inline void drops__count(__u32 reason)
 		*c += 1; /* per-CPU slot: no atomics needed */
 }
 
-/* Is this process traced? The agent never traces itself. */
-static __always_inline bool proc__selected(__u32 tgid)
+/* Sets an fd-valued entry (tls_thread_fd, tls_conns), writing only when the fd changes: callers
+ * run on every TLS call or ciphertext syscall, where the fd is almost always the one already
+ * there, and an LRU update costs far more than a lookup. */
+static __always_inline void fd_map__set(void *map, const void *key, __s32 fd)
 {
-	if (tgid == agent_tgid)
-		return false;
-	struct tl_selection *s = bpf_map_lookup_elem(&selected, &tgid);
-	if (s)
-		return (s->flags & TL_SEL_TRACE) && !(s->flags & TL_SEL_EXCLUDE);
-	return trace_all;
+	__s32 *known = bpf_map_lookup_elem(map, key);
+	if (known && *known == fd)
+		return;
+	bpf_map_update_elem(map, key, &fd, BPF_ANY);
 }
 
 static __always_inline void event__header(struct tl_event_header *h, __u32 type, __u64 pid_tgid)

@@ -43,7 +43,7 @@ static __always_inline __s32 tls__conn_fd(__u64 pid_tgid, const struct tl_tls_ca
 	struct tl_tls_key key = {.tgid = pid_tgid >> 32, .ssl = call->ssl};
 	__s32 fd = call->fd;
 	if (fd >= 0) {
-		bpf_map_update_elem(&tls_conns, &key, &fd, BPF_ANY);
+		fd_map__set(&tls_conns, &key, fd);
 		return fd;
 	}
 	__s32 *known = bpf_map_lookup_elem(&tls_conns, &key);
@@ -53,7 +53,7 @@ static __always_inline __s32 tls__conn_fd(__u64 pid_tgid, const struct tl_tls_ca
 	if (!recent)
 		return -1;
 	fd = *recent;
-	bpf_map_update_elem(&tls_conns, &key, &fd, BPF_ANY);
+	bpf_map_update_elem(&tls_conns, &key, &fd, BPF_ANY); /* known is NULL: a new entry */
 	return fd;
 }
 
@@ -84,15 +84,7 @@ static __always_inline void tls__emit(const struct tl_tls_call *call, __s32 fd, 
 		.syscall = syscall ? syscall : dir == TL_DIR_EGRESS ? TL_SYS_SSL_WRITE : TL_SYS_SSL_READ,
 	};
 	__u8 flags = TL_DATA_F_TLS;
-	__u32 n = data__capture_limit(size);
-	barrier_var(n);
-	if (n > TL_MAX_CAPTURE)
-		n = TL_MAX_CAPTURE;
-	if (n && bpf_probe_read_user(s->buf, n, (void *)call->buf)) {
-		drops__count(TL_DROP_READ_FAULT);
-		flags |= TL_DATA_F_READ_FAULT;
-		n = 0;
-	}
+	__u32 n = data__read_user(s, call->buf, data__capture_limit(size), &flags);
 	data__submit(s, &a, st, dir, pos, size, n, flags);
 }
 
@@ -113,7 +105,7 @@ static __always_inline void tls__on_socket_write(__s32 fd)
 		return;
 	call->emitted = 1;
 	struct tl_tls_key key = {.tgid = pid_tgid >> 32, .ssl = call->ssl};
-	bpf_map_update_elem(&tls_conns, &key, &fd, BPF_ANY);
+	fd_map__set(&tls_conns, &key, fd);
 	__u64 *credit = bpf_map_lookup_elem(&tls_write_credit, &key);
 	if (credit) {
 		if (*credit >= call->num) {

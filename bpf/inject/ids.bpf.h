@@ -134,6 +134,22 @@ static __always_inline int hex__value(__u8 c)
 	return -1; /* W3C: lowercase only */
 }
 
+/* The n-byte id spelled by the 2n hex digits at p. False when a digit is not lowercase hex or
+ * every byte is zero (W3C: an all-zero id is invalid). */
+static __always_inline bool hex__id(const struct tl_scan *s, __u32 p, __u8 *out, const int n)
+{
+	__u8 any = 0;
+	for (int k = 0; k < n; k++) {
+		int hi = hex__value(scan__at(s, p + 2 * k));
+		int lo = hex__value(scan__at(s, p + 1 + 2 * k));
+		if (hi < 0 || lo < 0)
+			return false;
+		out[k] = (__u8)(hi << 4 | lo);
+		any |= out[k];
+	}
+	return any != 0;
+}
+
 /* Parses "00-<32 hex>-<16 hex>-<2 hex>" after optional spaces at s->tp_value. W3C rules as the
  * agent applies them (agent/spans/trace_context.cpp): version not ff, ids not all zero; a
  * malformed value counts as absent. Returns true and fills the ids when valid. */
@@ -153,27 +169,7 @@ static __always_inline bool traceparent__parse(const struct tl_scan *s, __u8 tra
 	if (v0 < 0 || v1 < 0 || (v0 == 15 && v1 == 15) || scan__at(s, p + 2) != '-' ||
 	    scan__at(s, p + 35) != '-' || scan__at(s, p + 52) != '-')
 		return false;
-	__u8 any = 0;
-	for (int k = 0; k < 16; k++) {
-		int hi = hex__value(scan__at(s, p + 3 + 2 * k));
-		int lo = hex__value(scan__at(s, p + 4 + 2 * k));
-		if (hi < 0 || lo < 0)
-			return false;
-		trace_id[k] = (__u8)(hi << 4 | lo);
-		any |= trace_id[k];
-	}
-	if (!any)
-		return false;
-	any = 0;
-	for (int k = 0; k < 8; k++) {
-		int hi = hex__value(scan__at(s, p + 36 + 2 * k));
-		int lo = hex__value(scan__at(s, p + 37 + 2 * k));
-		if (hi < 0 || lo < 0)
-			return false;
-		parent_id[k] = (__u8)(hi << 4 | lo);
-		any |= parent_id[k];
-	}
-	if (!any)
+	if (!hex__id(s, p + 3, trace_id, 16) || !hex__id(s, p + 36, parent_id, 8))
 		return false;
 	int f0 = hex__value(scan__at(s, p + 53)), f1 = hex__value(scan__at(s, p + 54));
 	if (f0 < 0 || f1 < 0)

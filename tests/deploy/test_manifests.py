@@ -21,7 +21,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from e2e_util import IN_CI, REPO, agent_bin, main, npm_peer, require_agent_binary  # noqa: E402
+from e2e_util import REPO, agent_bin, main, npm_peer, require_agent_binary, require_tool  # noqa: E402
 
 DEPLOY = os.path.join(REPO, "deploy")
 OVERLAYS = ("privileged", "otlp-collector", "tls-capture")
@@ -44,22 +44,12 @@ BASE_IMAGE_PACKAGES = {"libc6", "libgcc-s1"}
 RUNTIME_EXTRAS = {"ca-certificates"}  # not linked, documented in the Dockerfile
 
 
-def need_tool(test: unittest.TestCase, name: str, hint: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} not found ({hint})"
-        if IN_CI:
-            test.fail(f"CI=true: {reason}")
-        test.skipTest(reason)
-    return path
-
-
 def run(argv: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=kw.pop("timeout", 120), **kw)
 
 
 def kustomize(test: unittest.TestCase, target: str) -> str:
-    need_tool(test, "kubectl", "kubectl v1.32 has kustomize built in")
+    require_tool(test, "kubectl", hint="kubectl v1.32 has kustomize built in")
     # No kubeconfig: kubectl must not go looking for a cluster (it would try localhost:8080).
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     env["KUBECONFIG"] = "/dev/null"
@@ -137,7 +127,6 @@ def rendered(test: unittest.TestCase, name: str) -> Rendered:
 class ManifestTest(unittest.TestCase):
     def test_render_and_schema_validate(self):
         """Each kustomization renders offline and every object validates against the schemas."""
-        need_tool(self, "node", "scripts/deps.sh --with-test-peers installs nodejs")
         d = peer_dir(self)
         for name in TARGETS:
             with self.subTest(target=name):
@@ -157,7 +146,6 @@ class ManifestTest(unittest.TestCase):
 
     def test_validator_rejects_a_broken_daemonset(self):
         """The schema check can fail: a string where a boolean belongs is reported."""
-        need_tool(self, "node", "scripts/deps.sh --with-test-peers installs nodejs")
         d = peer_dir(self)
         text = rendered(self, "base").text.replace("privileged: false", 'privileged: "no"')
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
@@ -170,7 +158,7 @@ class ManifestTest(unittest.TestCase):
     def test_yamllint(self):
         """Sources lint clean (strict, deploy/.yamllint.yaml); rendered output has no syntax or
         duplicate-key errors."""
-        need_tool(self, "yamllint", "scripts/deps.sh --with-test-peers installs yamllint")
+        require_tool(self, "yamllint", hint="scripts/deps.sh --with-test-peers installs yamllint")
         p = run(["yamllint", "--strict", "-c", os.path.join(DEPLOY, ".yamllint.yaml"), DEPLOY])
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         for name in TARGETS:
@@ -279,11 +267,10 @@ class ManifestTest(unittest.TestCase):
             for g in rule["apiGroups"]:
                 for res in rule["resources"]:
                     granted[(g, res)] = set(rule["verbs"])
-        # Exactly what agent/discovery/k8s_* reads (least privilege), read-only.
-        self.assertEqual(set(granted), {("", "pods"), ("", "nodes"), ("apps", "replicasets"),
-                                        ("batch", "jobs")})
-        for need in granted:
-            self.assertEqual(granted[need], READ_VERBS, need)
+        # Exactly what agent/discovery/k8s_* reads (least privilege): list+watch of pods
+        # (k8s_watcher), GET of ReplicaSets and Jobs (owner chain in k8s_metadata).
+        self.assertEqual(granted, {("", "pods"): READ_VERBS, ("apps", "replicasets"): {"get"},
+                                   ("batch", "jobs"): {"get"}})
         self.assertNotIn(("", "secrets"), granted)
         binding = r.one("ClusterRoleBinding")
         sa = r.one("ServiceAccount")
@@ -379,7 +366,7 @@ class DockerfileTest(unittest.TestCase):
     def test_copy_sources_exist_and_suffice_to_configure(self):
         """Every COPY source of the builder exists in the repository, and a tree made of only
         those sources configures (cmake) with tests off, as the image build does."""
-        need_tool(self, "cmake", "scripts/deps.sh installs cmake")
+        require_tool(self, "cmake", hint="scripts/deps.sh installs cmake")
         sources = []
         for i, a, s in dockerfile_instructions():
             if i != "COPY" or a.startswith("--from"):
@@ -406,8 +393,8 @@ class DockerfileTest(unittest.TestCase):
         """apt-get install in the runtime stage == the Debian packages of the agent's NEEDED
         libraries (minus what every Debian image has), plus ca-certificates."""
         require_agent_binary(self)
-        need_tool(self, "readelf", "binutils")
-        need_tool(self, "dpkg", "Debian")
+        require_tool(self, "readelf", hint="binutils")
+        require_tool(self, "dpkg", hint="Debian")
         runtime_run = " ".join(a for i, a, s in dockerfile_instructions() if i == "RUN" and s == 1)
         m = re.search(r"apt-get install (.*?)&&", runtime_run)
         self.assertIsNotNone(m, runtime_run)

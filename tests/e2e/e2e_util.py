@@ -3,8 +3,9 @@
 The tests run the built agent (THREADLINE_BIN, else <repo>/build/threadline) against real
 programs on 127.0.0.1 and assert what a user would see on its stdout. Python 3.11 stdlib only.
 
-Every wait here is bounded in time. Tests that need root or BPF call require_root(): with
-CI=true they fail, otherwise they skip with the reason.
+Every wait here is bounded in time. Tests that need root or BPF call require_root(), tests that
+need a program or package require_tool() or give_up(): with CI=true they fail, otherwise they
+skip with the reason.
 """
 
 from __future__ import annotations
@@ -53,6 +54,30 @@ def require_agent_binary(test: unittest.TestCase) -> None:
     path = agent_bin()
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         test.fail(f"agent binary not found at {path} (build it: scripts/build.sh)")
+
+
+def give_up(test: unittest.TestCase, reason: str) -> None:
+    """Fails (CI=true) or skips (elsewhere) a test that lacks something it needs."""
+    if IN_CI:
+        test.fail(f"CI=true: {reason}")
+    test.skipTest(reason)
+
+
+def require_tool(test: unittest.TestCase, *names: str, hint: str = "scripts/deps.sh --with-test-peers") -> None:
+    """give_up unless every program in `names` is on PATH."""
+    for name in names:
+        if shutil.which(name) is None:
+            give_up(test, f"{name} not installed ({hint})")
+
+
+def lockdown_mode() -> str | None:
+    """The kernel lockdown mode ("none", "integrity", "confidentiality"); None when unknown."""
+    try:
+        with open("/sys/kernel/security/lockdown") as f:
+            m = re.search(r"\[(\w+)\]", f.read())
+            return m.group(1) if m else None
+    except OSError:
+        return None
 
 
 def deadline_loop(timeout: float, interval: float = 0.05) -> Iterable[float]:
@@ -303,11 +328,21 @@ def run_agent_once(args: list[str], timeout: float = 60.0) -> subprocess.Complet
 # Peers on loopback
 # ---------------------------------------------------------------------------------------------
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port(host: str = LOOPBACK) -> int:
+    """A port nothing is bound to now, and never one this process was given before: the kernel
+    can hand the same free port to consecutive binds, and two servers told to listen on one
+    port make the second fail while a wait for "something accepts" still passes."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def wait_accepting(host: str, port: int, timeout: float = 10.0) -> None:
@@ -751,18 +786,12 @@ def npm_peer(name: str, test: unittest.TestCase, timeout: float = 180.0) -> str:
     with open(os.path.join(src, "package.json")) as f:
         pinned = json.load(f).get("dependencies", {})
 
-    def give_up(reason: str) -> None:
-        if IN_CI:
-            test.fail(f"CI=true: {reason}")
-        test.skipTest(reason)
-
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        give_up("node and npm are needed (scripts/deps.sh --with-test-peers installs nodejs)")
+    require_tool(test, "node", "npm", hint="scripts/deps.sh --with-test-peers installs nodejs")
     node_version = subprocess.run(["node", "--version"], capture_output=True, text=True,
                                   timeout=30).stdout.strip()
     m = re.match(r"v(\d+)\.", node_version)
     if not m or int(m.group(1)) < 20:
-        give_up(f"node {node_version or '?'}: the npm peers are pinned for Node 20 or later")
+        give_up(test, f"node {node_version or '?'}: the npm peers are pinned for Node 20 or later")
 
     def installed_matches() -> bool:
         for pkg, version in pinned.items():
@@ -783,8 +812,29 @@ def npm_peer(name: str, test: unittest.TestCase, timeout: float = 180.0) -> str:
                             "--loglevel=error"], cwd=dest, stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0 or not installed_matches():
-            give_up(f"npm install in {dest} failed (rc {p.returncode}):\n{p.stdout[-2000:]}"
+            give_up(test, f"npm install in {dest} failed (rc {p.returncode}):\n{p.stdout[-2000:]}"
                     f"\n{p.stderr[-2000:]}")
+    return dest
+
+
+def go_peer(test: unittest.TestCase, source: str, out: str, stripped: bool = False) -> str:
+    """Builds the std-lib-only Go program tests/e2e/peers/<source> offline (Debian's Go, no
+    module proxy) into <build>/go-peers/<out> and returns the binary; kept while it is newer
+    than the source. `stripped`: -ldflags="-s -w" (no ELF symbol table). A missing go fails the
+    test under CI=true and skips it elsewhere."""
+    require_tool(test, "go", hint="scripts/deps.sh --with-test-peers installs golang-go")
+    src = os.path.join(REPO, "tests", "e2e", "peers", source)
+    out_dir = os.path.join(build_dir(), "go-peers")
+    os.makedirs(out_dir, exist_ok=True)
+    dest = os.path.join(out_dir, out)
+    if os.path.exists(dest) and os.path.getmtime(dest) >= os.path.getmtime(src):
+        return dest
+    env = {**os.environ, "GO111MODULE": "off", "GOPROXY": "off", "GOFLAGS": "", "CGO_ENABLED": "0"}
+    env.setdefault("GOCACHE", os.path.join(out_dir, "gocache"))
+    cmd = ["go", "build", "-o", dest, *(["-ldflags=-s -w"] if stripped else []), src]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        test.fail(f"go build {source} failed:\n{p.stderr[-3000:]}")
     return dest
 
 

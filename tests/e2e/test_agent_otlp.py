@@ -17,8 +17,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 import e2e_util  # noqa: E402
-from e2e_util import Agent, HttpServer, curl, require_root  # noqa: E402
-from test_otlp_export import Receiver, ensure_receiver_installed, free_port, parse_metrics, unavailable  # noqa: E402
+from e2e_util import Agent, HttpServer, curl, free_port, require_root  # noqa: E402
+from test_otlp_export import Receiver, ensure_receiver_installed, parse_metrics, unavailable  # noqa: E402
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -30,13 +30,26 @@ def metric(values: dict[str, float], prefix: str) -> float:
     return sum(v for k, v in values.items() if k.startswith(prefix))
 
 
+def wait_metric(test: unittest.TestCase, port: int, prefix: str, minimum: float,
+                timeout: float = 15.0) -> dict[str, float]:
+    """Scrapes /metrics until the series starting with `prefix` sum to at least `minimum`;
+    returns that scrape. Fails the test on timeout."""
+    values: dict[str, float] = {}
+    for _ in e2e_util.deadline_loop(timeout, 0.2):
+        values = scrape(port)
+        if metric(values, prefix) >= minimum:
+            break
+    test.assertGreaterEqual(metric(values, prefix), minimum, values)
+    return values
+
+
 class AgentOtlpTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         try:
             cls.modules = ensure_receiver_installed()
         except Exception as e:  # noqa: BLE001 - any setup failure is the reason
-            unavailable(cls, f"cannot install the OTLP receiver: {e}")
+            unavailable(f"cannot install the OTLP receiver: {e}")
 
     def setUp(self):
         require_root(self)
@@ -85,12 +98,7 @@ class AgentOtlpTest(unittest.TestCase):
         self.exchange(server, "/items/42", f"00-{trace_id}-{parent}-01")
         self.check_spans(receiver, trace_id, parent, server)
         # The receiver decodes before the exporter hears back: poll for the counter.
-        values: dict[str, float] = {}
-        for _ in e2e_util.deadline_loop(15, 0.2):
-            values = scrape(mport)
-            if metric(values, "threadline_spans_exported_total") >= 2:
-                break
-        self.assertGreaterEqual(metric(values, "threadline_spans_exported_total"), 2, values)
+        values = wait_metric(self, mport, "threadline_spans_exported_total", 2)
         self.assertGreaterEqual(metric(values, 'threadline_kernel_events_received_total{type="data"}'), 4)
         self.assertGreaterEqual(
             metric(values, 'http_server_request_duration_seconds_count{service_name="http.server"'), 1, values)
@@ -112,10 +120,7 @@ class AgentOtlpTest(unittest.TestCase):
         traces = [f"{i:032x}" for i in range(0xabc0, 0xabc5)]
         for t in traces:  # the receiver is not there yet
             self.exchange(server, "/items/42", f"00-{t}-00f067aa0ba902b7-01")
-        time.sleep(2)
-        values = scrape(mport)
-        self.assertGreaterEqual(metric(values, 'threadline_export_requests_total{result="retryable_error"}'), 1,
-                                values)
+        wait_metric(self, mport, 'threadline_export_requests_total{result="retryable_error"}', 1)
         receiver = Receiver(self.modules, grpc_port=grpc_port, http_port=http_port)
         self.addCleanup(receiver.stop)
         for t in traces:
@@ -142,10 +147,8 @@ class AgentOtlpTest(unittest.TestCase):
         for t in during:
             self.exchange(server, "/items/42", f"00-{t}-00f067aa0ba902b7-01")
             time.sleep(1)
-        time.sleep(8)
-        values = scrape(mport)
-        self.assertGreaterEqual(metric(values, 'threadline_export_requests_total{result="retryable_error"}'), 1,
-                                values)
+        time.sleep(8)  # the outage lasts 12 s in all
+        wait_metric(self, mport, 'threadline_export_requests_total{result="retryable_error"}', 1)
         receiver = Receiver(self.modules, grpc_port=grpc_port, http_port=http_port)
         self.addCleanup(receiver.stop)
         for t in during:

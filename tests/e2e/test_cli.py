@@ -9,8 +9,8 @@ import tempfile
 import unittest
 
 from e2e_util import (CONN_KINDS, Agent, Event, HttpServer, agent_bin, curl, format_events,
-                      main, parse_event, require_agent_binary, require_root, run_agent_once,
-                      tl_progs)
+                      lockdown_mode, main, parse_event, require_agent_binary, require_root,
+                      run_agent_once, tl_progs)
 
 PROBE_KINDS = ("syscall tracepoint", "tp_btf", "raw tracepoint", "uprobe", "uretprobe",
                "kprobe", "fentry", "sk_msg", "sockops", "ring buffer", "bpf_probe_write_user")
@@ -29,15 +29,6 @@ def kernel_config_has(option: str) -> bool | None:
     if re.search(rf"^{option}=[ym]$", text, re.M):
         return True
     return False
-
-
-def lockdown_mode() -> str | None:
-    try:
-        with open("/sys/kernel/security/lockdown") as f:
-            m = re.search(r"\[(\w+)\]", f.read())
-            return m.group(1) if m else None
-    except OSError:
-        return None
 
 
 def conn_lines(evs: list[Event]) -> list[Event]:

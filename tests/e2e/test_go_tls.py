@@ -10,8 +10,8 @@ client (curl or the Go client), url.scheme https, method, path and status, in on
 Every Go process starts after the agent, so its binary is found at exec (asynchronously: the
 agent looks at the new executable on its attacher thread). A Go client that sends its request
 within the first milliseconds of a binary never seen before can beat that attach: the first run
-of the client binary waits (-delay) until the agent has logged the attach; later runs of the
-same binary (same inode, probes already there) exit right after their one request.
+of the client binary holds its request (-wait) until the agent has logged the attach; later runs
+of the same binary (same inode, probes already there) exit right after their one request.
 """
 
 from __future__ import annotations
@@ -24,51 +24,27 @@ import tempfile
 import time
 import unittest
 
-from e2e_util import (IN_CI, LOOPBACK, REPO, Agent, agent_metrics, agent_spans, build_dir,
-                      curl, deadline_loop, format_events, format_spans, free_port, main,
-                      require_root, wait_for_spans)
-from test_tls import Peer, make_cert, require_peer
-
-PEERS = os.path.join(REPO, "tests", "e2e", "peers")
-
-
-def go_build(test: unittest.TestCase, source: str, out: str, stripped: bool) -> str:
-    """Builds a std-lib-only Go program offline into the build tree; returns the binary."""
-    go = shutil.which("go")
-    if go is None:
-        reason = "go not installed (scripts/deps.sh --with-test-peers installs golang-go)"
-        if IN_CI:
-            test.fail(f"CI=true: {reason}")
-        test.skipTest(reason)
-    dest_dir = os.path.join(build_dir(), "go-peers")
-    os.makedirs(dest_dir, exist_ok=True)
-    dest = os.path.join(dest_dir, out)
-    env = dict(os.environ, GO111MODULE="off", GOPROXY="off", GOFLAGS="", CGO_ENABLED="0")
-    env.setdefault("GOCACHE", os.path.join(dest_dir, "gocache"))
-    cmd = [go, "build", "-o", dest]
-    if stripped:
-        cmd.append("-ldflags=-s -w")
-    r = subprocess.run([*cmd, os.path.join(PEERS, source)], env=env, capture_output=True,
-                       text=True, timeout=300)
-    test.assertEqual(r.returncode, 0, f"go build {source}: {r.stderr}")
-    return dest
+from e2e_util import (LOOPBACK, Agent, PeerProcess, agent_metrics, agent_spans, curl,
+                      deadline_loop, format_events, format_spans, free_port, go_peer, main,
+                      require_root, require_tool, wait_for_spans)
+from test_tls import https_server, make_cert
 
 
 class GoTlsSpansTest(unittest.TestCase):
     def setUp(self) -> None:
         require_root(self)
-        require_peer(self, "curl", "openssl")
-        self.server_bin = go_build(self, "go_https_server.go", "go_https_server", stripped=True)
-        self.client_bin = go_build(self, "go_https_client.go", "go_https_client", stripped=False)
+        require_tool(self, "curl", "openssl")
+        self.server_bin = go_peer(self, "go_https_server.go", "go_https_server", stripped=True)
+        self.client_bin = go_peer(self, "go_https_client.go", "go_https_client")
         self.tmp = tempfile.mkdtemp(prefix="tl-e2e-go-tls-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.cert, self.key = make_cert(self.tmp)
         self.port = free_port()
 
-    def start(self, output: str = "json") -> tuple[Agent, Peer]:
+    def start(self, output: str = "json") -> tuple[Agent, PeerProcess]:
         agent = Agent(["--output", output, "--port", str(self.port)], test=self)
-        srv = Peer(self, [self.server_bin, f"{LOOPBACK}:{self.port}", self.cert, self.key],
-                   self.port, self.tmp)
+        srv = https_server(self, [self.server_bin, f"{LOOPBACK}:{self.port}", self.cert, self.key],
+                           self.port, self.tmp)
         self.wait_attached(agent, self.server_bin)
         return agent, srv
 
@@ -101,12 +77,19 @@ class GoTlsSpansTest(unittest.TestCase):
         self.assertEqual(server.trace_id, client.trace_id, format_spans(spans))
         self.assertEqual(server.parent_span_id, client.span_id, format_spans(spans))
 
-    def run_client(self, *args: str) -> subprocess.CompletedProcess:
-        p = subprocess.Popen([self.client_bin, *args], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        out, err = p.communicate(timeout=30)
+    def run_client(self, *urls: str, held_for: Agent | None = None) -> tuple[list[str], int]:
+        """Runs the Go client on `urls`: (the statuses it printed, its pid). With `held_for`,
+        the client holds its first request (-wait) until that agent has logged the attach to
+        the client binary."""
+        argv = [self.client_bin, *(["-wait"] if held_for else []), *urls]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        self.addCleanup(p.kill)  # a no-op once communicate() has reaped it
+        if held_for is not None:
+            self.wait_attached(held_for, self.client_bin)
+        out, err = p.communicate("\n" if held_for else None, timeout=30)
         self.assertEqual(p.returncode, 0, err)
-        return subprocess.CompletedProcess(p.args, p.returncode, out, err), p.pid
+        return out.split(), p.pid
 
     def test_curl_to_go_server(self) -> None:
         agent, srv = self.start()
@@ -121,20 +104,18 @@ class GoTlsSpansTest(unittest.TestCase):
 
     def test_go_client_to_go_server(self) -> None:
         agent, srv = self.start()
-        # A client binary the agent has never seen: give the exec-time attach its moment.
-        url = f"https://{LOOPBACK}:{self.port}/go/first"
-        (r, pid) = self.run_client("-delay", "1s", url)
-        self.assertEqual(r.stdout.split(), ["200"])
-        self.wait_attached(agent, self.client_bin)
+        # A client binary the agent has never seen: its first request waits for the attach.
+        statuses, pid = self.run_client(f"https://{LOOPBACK}:{self.port}/go/first", held_for=agent)
+        self.assertEqual(statuses, ["200"])
         self.assert_pair(agent, srv.pid, pid, "/go/first", 200)
         # Probes in place: a new process of that binary, one request, exits at once.
-        (r, pid) = self.run_client(f"https://{LOOPBACK}:{self.port}/missing/again")
-        self.assertEqual(r.stdout.split(), ["404"])
+        statuses, pid = self.run_client(f"https://{LOOPBACK}:{self.port}/missing/again")
+        self.assertEqual(statuses, ["404"])
         self.assert_pair(agent, srv.pid, pid, "/missing/again", 404)
         # Two requests on one keep-alive connection: each its own pair of spans.
-        (r, pid) = self.run_client(f"https://{LOOPBACK}:{self.port}/ka/1",
-                                   f"https://{LOOPBACK}:{self.port}/ka/2")
-        self.assertEqual(r.stdout.split(), ["200", "200"])
+        statuses, pid = self.run_client(f"https://{LOOPBACK}:{self.port}/ka/1",
+                                        f"https://{LOOPBACK}:{self.port}/ka/2")
+        self.assertEqual(statuses, ["200", "200"])
         self.assert_pair(agent, srv.pid, pid, "/ka/1", 200)
         self.assert_pair(agent, srv.pid, pid, "/ka/2", 200)
         self.assertTrue(srv.proc.poll() is None, "the Go server died under the probes")
@@ -197,21 +178,22 @@ class GoTlsSpansTest(unittest.TestCase):
 
         agent = Agent(["--output", "json", "--port", str(self.port)], test=self)
         for run in range(2):  # two processes of one file: one look, one log line
-            srv = Peer(self, [future, f"{LOOPBACK}:{self.port}", self.cert, self.key],
-                       self.port, self.tmp)
+            srv = https_server(self, [future, f"{LOOPBACK}:{self.port}", self.cert, self.key],
+                               self.port, self.tmp)
             r = curl(f"https://{LOOPBACK}:{self.port}/future", "-k")
             self.assertEqual(r.stdout, "200", f"curl: {r.stderr}")
             srv.stop()
-        warnings = [l for l in agent.stderr_lines
-                    if "Go TLS:" in l and future in l and "go_unknown_version" in l]
-        self.assertEqual(len(warnings), 1, agent.stderr_tail())
-        self.assertIn("go1.99", warnings[0])
-        self.assertFalse(any("uprobes attached to" in l and future in l for l in agent.stderr_lines))
         # Its TLS stays undecrypted: no span from it (its ciphertext is never parsed either).
         time.sleep(2)
         self.assertFalse([s for s in agent_spans(agent) if s.is_server], format_spans(agent_spans(agent)))
         rc = agent.stop()
         self.assertEqual(rc, 0, agent.describe())
+        # Read after the stop: the look at an exec'd file is logged from the attacher thread.
+        warnings = [l for l in agent.stderr_lines
+                    if "Go TLS:" in l and future in l and "go_unknown_version" in l]
+        self.assertEqual(len(warnings), 1, agent.stderr_tail())
+        self.assertIn("go1.99", warnings[0])
+        self.assertFalse(any("uprobes attached to" in l and future in l for l in agent.stderr_lines))
         counters = agent_metrics(agent.stderr_lines)
         self.assertEqual(counters.get("threadline_tls_files_skipped_total{reason=go_unknown_version}"),
                          1, agent.stderr_tail())

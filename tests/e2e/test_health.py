@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 import unittest
 
-from e2e_util import Agent, deadline_loop, main, require_root
+from e2e_util import Agent, deadline_loop, lockdown_mode, main, require_root
 
 METRICS_LINE = re.compile(r"metrics endpoint: http://(127\.0\.0\.1:\d+)/metrics")
 
@@ -23,15 +23,6 @@ def get(url: str) -> tuple[int, str, str]:
             return r.status, r.read().decode(), r.headers.get("Content-Type", "")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(), e.headers.get("Content-Type", "")
-
-
-def lockdown_mode() -> str | None:
-    try:
-        with open("/sys/kernel/security/lockdown") as f:
-            m = re.search(r"\[(\w+)\]", f.read())
-            return m.group(1) if m else None
-    except OSError:
-        return None
 
 
 class HealthEndpointsTest(unittest.TestCase):
@@ -85,8 +76,9 @@ class HealthEndpointsTest(unittest.TestCase):
         caps = json.loads(body)
         self.assertEqual(caps["kernel_release"], os.uname().release)
         self.assertEqual(caps["btf"], os.path.exists("/sys/kernel/btf/vmlinux"))
-        if lockdown_mode() is not None:
-            self.assertEqual(caps["lockdown"], lockdown_mode())
+        lockdown = lockdown_mode()
+        if lockdown is not None:
+            self.assertEqual(caps["lockdown"], lockdown)
         self.assertTrue(caps["can_run"])
         probes = {p["kind"]: p for p in caps["probes"]}
         for kind in ("syscall tracepoint", "ring buffer", "uprobe", "kprobe", "fentry", "sk_msg"):

@@ -679,7 +679,12 @@ time.sleep(1.0)
 """
         run_python(client, "-H", f"Authorization: Bearer {auth}",
                    peer.url(f"/search?token={secret}&page=2"))
-        wait_for_spans(agent, lambda ss: any(s.is_client for s in ss))
+        spans = wait_for_spans(agent, lambda ss: any(s.is_client for s in ss))
+        cli = self.one(spans, "the client's span", lambda s: s.is_client)
+        # The command line was read, with only the secret values replaced.
+        cmdline = cli.resource.get("process.command_line", "")
+        self.assertIn("-H Authorization: REDACTED ", cmdline, cli.resource)
+        self.assertIn("/search?token=REDACTED&page=2", cmdline, cli.resource)
         self.stop_agent(agent)
         everything = "\n".join(agent.stdout_lines)
         self.assertNotIn(secret, everything)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -32,19 +31,16 @@ RUN_ID = "7e57da7a"
 RECEIVER_JS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "otlp_receiver.js")
 
 
-def build_dir() -> str:
-    return os.path.dirname(os.path.abspath(e2e_util.agent_bin()))
-
-
 def otlp_send_bin() -> str:
-    return os.environ.get("OTLP_SEND_BIN") or os.path.join(build_dir(), "tests", "tools", "otlp_send")
+    return os.environ.get("OTLP_SEND_BIN") or os.path.join(e2e_util.build_dir(), "tests", "tools", "otlp_send")
 
 
 def npm_dir() -> str:
-    return os.path.join(build_dir(), "npm-peers")
+    return os.path.join(e2e_util.build_dir(), "npm-peers")
 
 
-def unavailable(test: unittest.TestCase | type, reason: str) -> None:
+def unavailable(reason: str) -> None:
+    """e2e_util.give_up for setUpClass (no test instance there)."""
     if e2e_util.IN_CI:
         raise AssertionError(f"CI=true: {reason}; this test must not skip in CI")
     raise unittest.SkipTest(reason)
@@ -70,12 +66,6 @@ def ensure_receiver_installed() -> str:
     return modules
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((e2e_util.LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
 class Receiver:
     """otlp_receiver.js in the background; its JSON lines collected by a thread."""
 
@@ -90,8 +80,11 @@ class Receiver:
         self.reader.start()
         ready = self.wait_for(lambda e: e["event"] == "listening", 1, timeout=30)
         if not ready:
+            self.proc.kill()
+            self.proc.wait()
+            err = self.proc.stderr.read()  # before stop() closes it
             self.stop()
-            raise RuntimeError(f"otlp_receiver.js did not start: {self.proc.stderr.read()[-2000:]}")
+            raise RuntimeError(f"otlp_receiver.js did not start: {err[-2000:]}")
         self.grpc_port = ready[0]["grpc"]
         self.http_port = ready[0]["http"]
 
@@ -186,11 +179,11 @@ class OtlpExportTest(unittest.TestCase):
             raise AssertionError(f"otlp_send not built at {otlp_send_bin()} (build: scripts/build.sh)")
         for tool in ("node", "npm"):
             if shutil.which(tool) is None:
-                unavailable(cls, f"{tool} not installed (scripts/deps.sh --with-test-peers)")
+                unavailable(f"{tool} not installed (scripts/deps.sh --with-test-peers)")
         try:
             cls.modules = ensure_receiver_installed()
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-            unavailable(cls, f"cannot install {MOCKOTLPSERVER}: {e}")
+            unavailable(f"cannot install {MOCKOTLPSERVER}: {e}")
 
     def start_receiver(self, **kw) -> Receiver:
         r = Receiver(self.modules, **kw)
@@ -283,7 +276,7 @@ class OtlpExportTest(unittest.TestCase):
     # ---- receiver down at the start, then up --------------------------------------------------
 
     def check_down_then_up(self, protocol: str) -> None:
-        port = free_port()
+        port = e2e_util.free_port()
         env = self.endpoint_env(protocol, port)
         env["OTEL_BSP_EXPORT_TIMEOUT"] = "800"  # a batch gives up quickly while nobody listens
         env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "500"

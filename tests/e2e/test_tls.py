@@ -21,18 +21,8 @@ import tempfile
 import textwrap
 import unittest
 
-from e2e_util import (IN_CI, LOOPBACK, Agent, curl, format_events, format_spans, free_port,
-                      main, require_root, wait_accepting, wait_for_spans)
-
-
-def require_peer(test: unittest.TestCase, *programs: str) -> None:
-    """Fails (CI) or skips a test whose third-party peer is not installed."""
-    for prog in programs:
-        if shutil.which(prog) is None and not os.path.exists(prog):
-            reason = f"{prog} not installed (scripts/deps.sh --with-test-peers)"
-            if IN_CI:
-                test.fail(f"CI=true: {reason}")
-            test.skipTest(reason)
+from e2e_util import (LOOPBACK, Agent, PeerProcess, curl, format_events, format_spans,
+                      free_port, main, require_root, require_tool, wait_for_spans)
 
 
 def make_cert(directory: str) -> tuple[str, str]:
@@ -44,33 +34,12 @@ def make_cert(directory: str) -> tuple[str, str]:
     return cert, key
 
 
-class Peer:
-    """A server process started by a test, stopped at cleanup."""
-
-    def __init__(self, test: unittest.TestCase, cmd: list[str], port: int, cwd: str):
-        self.proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.pid = self.proc.pid
-        test.addCleanup(self.stop)
-        try:
-            wait_accepting(LOOPBACK, port, timeout=20)
-        except AssertionError:
-            self.stop()
-            raise AssertionError(f"{cmd[0]} did not listen on {port}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+def https_server(test: unittest.TestCase, cmd: list[str], port: int, cwd: str) -> PeerProcess:
+    """A server started by a test (after its agent), stopped at cleanup."""
+    return PeerProcess(cmd, test, port=port, cwd=cwd, ready_timeout=20)
 
 
-def nginx_server(test: unittest.TestCase, tmp: str, cert: str, key: str, port: int) -> Peer:
+def nginx_server(test: unittest.TestCase, tmp: str, cert: str, key: str, port: int) -> PeerProcess:
     for d in ("logs", "tmp"):
         os.makedirs(os.path.join(tmp, d), exist_ok=True)
     conf = os.path.join(tmp, "nginx.conf")
@@ -99,7 +68,7 @@ def nginx_server(test: unittest.TestCase, tmp: str, cert: str, key: str, port: i
               }}
             }}
             """))
-    return Peer(test, ["nginx", "-p", tmp, "-c", conf], port, tmp)
+    return https_server(test, ["nginx", "-p", tmp, "-c", conf], port, tmp)
 
 
 PYTHON_SERVER = textwrap.dedent("""\
@@ -135,7 +104,7 @@ NODE_SERVER = textwrap.dedent("""\
 class TlsSpansTest(unittest.TestCase):
     def setUp(self) -> None:
         require_root(self)
-        require_peer(self, "curl", "openssl")
+        require_tool(self, "curl", "openssl")
         self.tmp = tempfile.mkdtemp(prefix="tl-e2e-tls-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.cert, self.key = make_cert(self.tmp)
@@ -170,7 +139,7 @@ class TlsSpansTest(unittest.TestCase):
         self.assertEqual(server.parent_span_id, client.span_id, format_spans(spans))
 
     def test_curl_to_nginx(self) -> None:
-        require_peer(self, "nginx")
+        require_tool(self, "nginx")
         agent = self.start_agent()
         nginx = nginx_server(self, self.tmp, self.cert, self.key, self.port)
         self.assert_https_exchange(agent, None, "/x", 200)
@@ -182,17 +151,18 @@ class TlsSpansTest(unittest.TestCase):
         script = os.path.join(self.tmp, "server.py")
         with open(script, "w") as f:
             f.write(PYTHON_SERVER)
-        srv = Peer(self, [sys.executable, script, str(self.port), self.cert, self.key],
-                   self.port, self.tmp)
+        srv = https_server(self, [sys.executable, script, str(self.port), self.cert, self.key],
+                           self.port, self.tmp)
         self.assert_https_exchange(agent, srv.pid, "/py/a?b=1", 200)
 
     def test_curl_to_node_started_after_the_agent(self) -> None:
-        require_peer(self, "node")
+        require_tool(self, "node")
         agent = self.start_agent()
         script = os.path.join(self.tmp, "server.js")
         with open(script, "w") as f:
             f.write(NODE_SERVER)
-        srv = Peer(self, ["node", script, str(self.port), self.cert, self.key], self.port, self.tmp)
+        srv = https_server(self, ["node", script, str(self.port), self.cert, self.key], self.port,
+                           self.tmp)
         self.assert_https_exchange(agent, srv.pid, "/node/1", 200)
         self.assert_https_exchange(agent, srv.pid, "/missing", 404)
         self.assertTrue(any("TLS: uprobes attached to" in l and "node" in l
@@ -203,8 +173,8 @@ class TlsSpansTest(unittest.TestCase):
         script = os.path.join(self.tmp, "server.py")
         with open(script, "w") as f:
             f.write(PYTHON_SERVER)
-        srv = Peer(self, [sys.executable, script, str(self.port), self.cert, self.key],
-                   self.port, self.tmp)
+        srv = https_server(self, [sys.executable, script, str(self.port), self.cert, self.key],
+                           self.port, self.tmp)
         r = curl(f"https://{LOOPBACK}:{self.port}/plain", "-k")
         self.assertEqual(r.stdout, "200", r.stderr)
 

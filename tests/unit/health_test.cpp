@@ -115,7 +115,6 @@ TEST(CapabilityJson, SaysWhyTheNodeTracesLess) {
   EXPECT_THAT(j, HasSubstr("{\"hook\":\"socket syscalls\",\"chosen\":\"syscall tracepoints\",\"active\":true"));
   EXPECT_EQ(j.front(), '{');
   EXPECT_EQ(j.back(), '}');
-  EXPECT_EQ(JsonString("a\x01\tb"), "\"a\\u0001\\tb\"");
 
   CapabilityReport full;
   full.btf = true;

@@ -167,7 +167,8 @@ TEST(KernelTraceIdsTest, SpansUseExactlyTheKernelsIds) {
   EXPECT_EQ(*injected, AttributeValue{true});
   EXPECT_EQ(Attr(server, "threadline.traceparent.injected"), nullptr);
   EXPECT_EQ(*Attr(client, "threadline.parent.source"), AttributeValue{std::string("thread")});
-  EXPECT_EQ(p.metrics.CounterTotal("threadline_kernel_trace_ids_total"), 2u);
+  EXPECT_EQ(p.metrics.GetCounter("threadline_kernel_trace_ids_total", {{"result", "used"}}).Value(), 2u);
+  EXPECT_EQ(p.metrics.CounterTotal("threadline_kernel_trace_ids_total"), 2u);  // nothing else
 }
 
 TEST(KernelTraceIdsTest, IdsOfAnotherSyscallAreNotUsed) {
@@ -181,6 +182,7 @@ TEST(KernelTraceIdsTest, IdsOfAnotherSyscallAreNotUsed) {
   ASSERT_EQ(p.out.spans.size(), 1u);
   EXPECT_NE(p.out.spans[0].span_id.Hex(), std::string(16, '2'));
   EXPECT_NE(p.out.spans[0].trace_id.Hex(), std::string(32, '1'));
+  EXPECT_EQ(p.metrics.GetCounter("threadline_kernel_trace_ids_total", {{"result", "used"}}).Value(), 0u);
 }
 
 }  // namespace

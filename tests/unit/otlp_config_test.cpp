@@ -40,7 +40,6 @@ TEST(OtlpConfig, DefaultsFollowTheSpecification) {
   EXPECT_EQ(c.batch.schedule_delay, std::chrono::milliseconds(5000));
   EXPECT_EQ(c.batch.max_export_batch_size, 512u);
   EXPECT_EQ(c.batch.export_timeout, std::chrono::milliseconds(300000));
-  EXPECT_EQ(c.batch.request_timeout, std::chrono::milliseconds(10000));
 
   OtlpExporterConfig g = Load({{"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"}});
   EXPECT_EQ(g.protocol, OtlpProtocol::kGrpc);
@@ -90,7 +89,6 @@ TEST(OtlpConfig, TracesVariablesWinOverGenericOnes) {
   EXPECT_EQ(c.protocol, OtlpProtocol::kGrpc);
   EXPECT_EQ(c.headers, (OtlpHeaders{{"c", "3"}}));
   EXPECT_EQ(c.timeout, std::chrono::milliseconds(2500));
-  EXPECT_EQ(c.batch.request_timeout, std::chrono::milliseconds(2500));
   EXPECT_EQ(c.compression, OtlpCompression::kGzip);
   EXPECT_EQ(c.certificate_file, "/traces.pem");
   EXPECT_TRUE(c.insecure);
@@ -152,7 +150,7 @@ TEST(OtlpHeaders, BaggageFormatPercentDecoded) {
   Result<OtlpHeaders> h = ParseOtlpHeaders(" api-key = s3cr%3Dt%2C1 ,, X-Tenant=a%20b;prop=1, e= ", "V");
   ASSERT_TRUE(h.ok()) << h.error().message;
   EXPECT_EQ(h.value(), (OtlpHeaders{{"api-key", "s3cr=t,1"}, {"X-Tenant", "a b"}, {"e", ""}}));
-  EXPECT_THAT(ParseOtlpHeaders("=v", "V").error().message, HasSubstr("empty header name"));
+  EXPECT_THAT(ParseOtlpHeaders("=v", "V").error().message, HasSubstr("empty key"));
   EXPECT_THAT(ParseOtlpHeaders("k=%4", "V").error().message, HasSubstr("truncated percent-escape"));
   EXPECT_THAT(ParseOtlpHeaders("k=%zz", "V").error().message, HasSubstr("bad percent-escape"));
   EXPECT_TRUE(ParseOtlpHeaders("", "V").value().empty());
@@ -180,6 +178,15 @@ TEST(OtlpConfig, OverridesComeBeforeTheEnvironment) {
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->protocol, OtlpProtocol::kGrpc);
   EXPECT_EQ(c->batch.max_queue_size, 9u);
+}
+
+TEST(OtlpConfig, ExporterTakesTheRequestTimeoutFromTimeout) {
+  MetricsRegistry metrics;
+  OtlpExporterConfig config = Load({{"OTEL_EXPORTER_OTLP_TIMEOUT", "2500"}, {"OTEL_BSP_MAX_QUEUE_SIZE", "7"}});
+  auto exporter = CreateOtlpSpanExporter(config, metrics);
+  ASSERT_TRUE(exporter.ok()) << exporter.error().message;
+  EXPECT_EQ((*exporter)->options().request_timeout, std::chrono::milliseconds(2500));
+  EXPECT_EQ((*exporter)->options().max_queue_size, 7u);
 }
 
 }  // namespace

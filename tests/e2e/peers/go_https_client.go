@@ -1,26 +1,30 @@
 // An HTTPS client on Go's crypto/tls and net/http, for tests/e2e/test_go_tls.py: GETs each URL
 // in turn on one keep-alive connection, prints each status, and exits.
 //
-//	go_https_client [-delay D] URL...
+//	go_https_client [-wait] URL...
 //
-// -delay waits before the first request (see the test for why). HTTP/1.1 only (an empty
+// -wait holds the first request until a line arrives on stdin (see the test for why). HTTP/1.1 only (an empty
 // TLSNextProto map), certificates not verified (the test's are self-signed).
 package main
 
 import (
+	"bufio"
 	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
+	"os"
 	"time"
 )
 
 func main() {
-	delay := flag.Duration("delay", 0, "wait before the first request")
+	wait := flag.Bool("wait", false, "read a line from stdin before the first request")
 	flag.Parse()
-	time.Sleep(*delay)
+	if *wait {
+		bufio.NewReader(os.Stdin).ReadString('\n')
+	}
 	client := &http.Client{
 		Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: true},

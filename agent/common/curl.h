@@ -1,0 +1,28 @@
+// libcurl ownership for the agent's HTTP clients (OTLP/HTTP export, the Kubernetes API client):
+// handles in unique_ptrs, the header list grown without leaking, curl_global_init once.
+#pragma once
+
+#include <curl/curl.h>
+
+#include <memory>
+#include <string>
+
+namespace threadline {
+
+struct CurlEasyDeleter {
+  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+struct CurlSlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+using CurlEasyPtr = std::unique_ptr<CURL, CurlEasyDeleter>;
+using CurlSlistPtr = std::unique_ptr<curl_slist, CurlSlistDeleter>;
+
+// curl_global_init(CURL_GLOBAL_DEFAULT), done once per process (curl's own call is not
+// thread-safe); false when it failed.
+bool CurlGlobalInit();
+
+// Appends `line` ("Name: value") to `list`; false when curl is out of memory (list unchanged).
+bool CurlSlistAppend(CurlSlistPtr& list, const std::string& line);
+
+}  // namespace threadline

@@ -1,0 +1,83 @@
+// RedMetricsSink: server and client spans observed into per-series duration histograms (service,
+// method, route, status class), other spans ignored, every span passed on, and label sets past
+// max_series folded into route="_other" (counted).
+#include "agent/pipeline/red_metrics.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace threadline {
+namespace {
+
+struct Collect : SpanSink {
+  std::vector<Span> spans;
+  void OnSpan(Span s) override { spans.push_back(std::move(s)); }
+};
+
+Span HttpSpan(SpanKind kind, std::string name, std::string method, int64_t status, uint64_t duration_ns) {
+  static const auto resource =
+      std::make_shared<const Resource>(Resource{{{"service.name", std::string("shop")}}});
+  Span s;
+  s.kind = kind;
+  s.name = std::move(name);
+  s.start_unix_ns = 1'000'000'000;
+  s.end_unix_ns = s.start_unix_ns + duration_ns;
+  s.attributes.push_back({"http.request.method", std::move(method)});
+  if (status != 0) s.attributes.push_back({"http.response.status_code", status});
+  s.resource = resource;
+  return s;
+}
+
+Histogram::Data Series(MetricsRegistry& m, const std::string& name, const std::string& method,
+                       const std::string& route, const std::string& status) {
+  return m.GetHistogram(name,
+                        {{"service_name", "shop"},
+                         {"http_request_method", method},
+                         {"http_route", route},
+                         {"http_response_status_class", status}},
+                        {})
+      .Read();
+}
+
+TEST(RedMetricsSink, ObservesServerAndClientSpansBySeries) {
+  MetricsRegistry m;
+  Collect next;
+  RedMetricsSink red(next, m);
+  red.OnSpan(HttpSpan(SpanKind::kServer, "GET /items/{id}", "GET", 200, 2'000'000));
+  red.OnSpan(HttpSpan(SpanKind::kServer, "GET /items/{id}", "GET", 204, 4'000'000));
+  red.OnSpan(HttpSpan(SpanKind::kServer, "GET /items/{id}", "GET", 503, 1'000'000));
+  red.OnSpan(HttpSpan(SpanKind::kClient, "POST", "POST", 0, 1'000'000));  // no response, no route
+  red.OnSpan(HttpSpan(SpanKind::kInternal, "work", "GET", 200, 1'000'000));
+  EXPECT_EQ(next.spans.size(), 5u);
+  // The internal span made no series. (Counted before Series(), which creates what it asks for.)
+  EXPECT_EQ(m.SnapshotAll().histograms.size(), 3u);
+
+  Histogram::Data ok = Series(m, "http_server_request_duration_seconds", "GET", "/items/{id}", "2xx");
+  EXPECT_EQ(ok.count, 2u);
+  EXPECT_DOUBLE_EQ(ok.sum, 0.006);
+  EXPECT_EQ(Series(m, "http_server_request_duration_seconds", "GET", "/items/{id}", "5xx").count, 1u);
+  EXPECT_EQ(Series(m, "http_client_request_duration_seconds", "POST", "/", "none").count, 1u);
+}
+
+TEST(RedMetricsSink, FoldsNewLabelSetsPastTheCapIntoOther) {
+  MetricsRegistry m;
+  Collect next;
+  RedMetricsSink red(next, m, /*max_series=*/2);
+  red.OnSpan(HttpSpan(SpanKind::kServer, "GET /a", "GET", 200, 1));
+  red.OnSpan(HttpSpan(SpanKind::kServer, "GET /b", "GET", 200, 1));
+  red.OnSpan(HttpSpan(SpanKind::kServer, "GET /c", "GET", 200, 1));
+  red.OnSpan(HttpSpan(SpanKind::kServer, "GET /d", "GET", 200, 1));
+  red.OnSpan(HttpSpan(SpanKind::kServer, "GET /a", "GET", 200, 1));  // known: still its own
+  EXPECT_EQ(m.SnapshotAll().histograms.size(), 3u);  // /a, /b and _other
+  EXPECT_EQ(m.GetCounter("threadline_red_series_overflow_total").Value(), 2u);
+  const std::string name = "http_server_request_duration_seconds";
+  EXPECT_EQ(Series(m, name, "GET", "/a", "2xx").count, 2u);
+  EXPECT_EQ(Series(m, name, "GET", "/b", "2xx").count, 1u);
+  EXPECT_EQ(Series(m, name, "GET", "_other", "2xx").count, 2u);
+}
+
+}  // namespace
+}  // namespace threadline
