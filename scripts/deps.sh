@@ -36,8 +36,11 @@ DEPS_RUN=(
 # golang-go: Go https peers (tests/e2e/test_go_tls.py), the Go service of the injection chain
 # (tests/e2e/test_inject.py, with iproute2's `ip netns`) and the symbolizer's Go test binaries,
 # built at test time.
+# mmdebstrap, libcap2-bin (capsh): tests/deploy/test_image_runtime.py builds the image's Debian 12
+# root filesystem without a container engine and runs the agent there with the DaemonSet's
+# capabilities.
 DEPS_TEST_PEERS=(
-  nodejs nginx openssl golang-go yamllint
+  nodejs nginx openssl golang-go yamllint mmdebstrap libcap2-bin
 )
 # What bench/overhead.py drives: nginx (HTTP and HTTPS with a self-signed cert made by openssl),
 # wrk (max throughput), hey (fixed-rate latency), perf (profiles of bench/pipeline_bench).

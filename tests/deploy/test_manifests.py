@@ -345,6 +345,16 @@ def dockerfile_instructions() -> list[tuple[str, str, int]]:
     return out
 
 
+def runtime_apt_packages() -> set[str]:
+    """The packages the runtime stage's `apt-get install` names (the image's only package list;
+    tests/deploy/test_image_runtime.py builds its root filesystem from it)."""
+    runtime_run = " ".join(a for i, a, s in dockerfile_instructions() if i == "RUN" and s == 1)
+    m = re.search(r"apt-get install (.*?)&&", runtime_run)
+    if m is None:
+        raise AssertionError(f"no apt-get install ... && in the runtime stage: {runtime_run}")
+    return {w for w in m.group(1).split() if not w.startswith("-")}
+
+
 class DockerfileTest(unittest.TestCase):
     def test_stages(self):
         ins = dockerfile_instructions()
@@ -395,10 +405,7 @@ class DockerfileTest(unittest.TestCase):
         require_agent_binary(self)
         require_tool(self, "readelf", hint="binutils")
         require_tool(self, "dpkg", hint="Debian")
-        runtime_run = " ".join(a for i, a, s in dockerfile_instructions() if i == "RUN" and s == 1)
-        m = re.search(r"apt-get install (.*?)&&", runtime_run)
-        self.assertIsNotNone(m, runtime_run)
-        listed = {w for w in m.group(1).split() if not w.startswith("-")}
+        listed = runtime_apt_packages()
         needed_sonames = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]",
                                     run(["readelf", "-d", agent_bin()]).stdout)
         self.assertTrue(needed_sonames)
