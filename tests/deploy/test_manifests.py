@@ -24,9 +24,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from e2e_util import REPO, agent_bin, main, npm_peer, require_agent_binary, require_tool  # noqa: E402
 
 DEPLOY = os.path.join(REPO, "deploy")
-OVERLAYS = ("privileged", "otlp-collector", "tls-capture")
+OVERLAYS = ("privileged", "otlp-collector", "tls-capture", "production-example")
 TARGETS = {"base": os.path.join(DEPLOY, "base"),
            **{o: os.path.join(DEPLOY, "overlays", o) for o in OVERLAYS}}
+EXAMPLE = "production-example"  # the usual values set, to copy (ProductionExampleTest)
 
 # What the base DaemonSet's container must have, exactly: each capability's reason is in
 # deploy/base/daemonset.yaml and deploy/README.md ("Capabilities").
@@ -124,7 +125,32 @@ def rendered(test: unittest.TestCase, name: str) -> Rendered:
     return _RENDERED[name]
 
 
+def print_config(test: unittest.TestCase, r: Rendered) -> tuple[subprocess.CompletedProcess, str]:
+    """`threadline --print-config --config <r's config.yaml>` with the environment r's pod gives
+    the agent: the container's literal `env` values, NODE_NAME from the downward API (node-a) and a
+    cluster's KUBERNETES_SERVICE_*; Secret references are left out (no Secret exists here).
+    Returns the process and the config file's path (it is named in the sources printed)."""
+    require_agent_binary(test)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "THREADLINE_", "KUBERNETES_"))}
+    env.update({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"})
+    for e in r.container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName":
+            env[e["name"]] = "node-a"
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(r.config_text())
+        f.flush()
+        return run([agent_bin(), "--print-config", "--config", f.name], env=env, timeout=30), f.name
+
+
 class ManifestTest(unittest.TestCase):
+    def test_every_overlay_is_checked(self):
+        """A new directory under deploy/overlays is rendered, validated and linted like the rest."""
+        on_disk = {d for d in os.listdir(os.path.join(DEPLOY, "overlays"))
+                   if os.path.isfile(os.path.join(DEPLOY, "overlays", d, "kustomization.yaml"))}
+        self.assertEqual(on_disk, set(OVERLAYS))
+
     def test_render_and_schema_validate(self):
         """Each kustomization renders offline and every object validates against the schemas."""
         d = peer_dir(self)
@@ -209,7 +235,7 @@ class ManifestTest(unittest.TestCase):
         strip = lambda c: {k: v for k, v in c.items() if k != "securityContext"}  # noqa: E731
         self.assertEqual(strip(priv.container), strip(base.container))
         self.assertEqual(priv.pod["volumes"], base.pod["volumes"])
-        for name in ("base", "otlp-collector", "tls-capture"):
+        for name in TARGETS.keys() - {"privileged"}:
             self.assertIs(rendered(self, name).container["securityContext"]["privileged"], False, name)
 
     def test_tls_capture_overlay_adds_only_sys_admin(self):
@@ -281,22 +307,15 @@ class ManifestTest(unittest.TestCase):
         self.assertEqual(r.daemonset["metadata"]["namespace"], r.one("Namespace")["metadata"]["name"])
 
     def test_configmap_loads_with_the_agent(self):
-        """The agent's own loader accepts each rendered config (threadline --print-config)."""
+        """The agent's own loader accepts each rendered config (threadline --print-config), with
+        the container's environment as the pod sets it."""
         require_agent_binary(self)
         for name in TARGETS:
             with self.subTest(target=name):
-                text = rendered(self, name).config_text()
-                with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
-                    f.write(text)
-                    f.flush()
-                    env = {k: v for k, v in os.environ.items()
-                           if not k.startswith(("OTEL_", "THREADLINE_", "KUBERNETES_"))}
-                    env.update({"NODE_NAME": "node-a", "KUBERNETES_SERVICE_HOST": "10.96.0.1",
-                                "KUBERNETES_SERVICE_PORT": "443"})
-                    p = run([agent_bin(), "--print-config", "--config", f.name], env=env, timeout=30)
+                p, path = print_config(self, rendered(self, name))
                 self.assertEqual(p.returncode, 0, f"{name}: {p.stderr}")
                 out = p.stdout
-                self.assertRegex(out, rf'(?m)^proc_root: "/host/proc"  # file {re.escape(f.name)}:\d+$')
+                self.assertRegex(out, rf'(?m)^proc_root: "/host/proc"  # file {re.escape(path)}:\d+$')
                 self.assertRegex(out, r'(?m)^  address: "0\.0\.0\.0:9464"  # file ')
                 self.assertRegex(out, r'(?m)^  node_name: "node-a"  # env NODE_NAME$')
                 self.assertRegex(out, r'(?m)^  enabled: "auto"  # file .*; resolved: on$')
@@ -315,10 +334,105 @@ class ManifestTest(unittest.TestCase):
         self.assertIn("unknown key procroot (did you mean proc_root?)", p.stderr)
 
     def test_otlp_overlay_headers_from_an_optional_secret(self):
-        c = rendered(self, "otlp-collector").container
+        for name in ("otlp-collector", EXAMPLE):
+            with self.subTest(target=name):
+                env = {e["name"]: e for e in rendered(self, name).container["env"]}
+                ref = env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"]
+                self.assertEqual(ref, {"name": "threadline-otlp", "key": "headers", "optional": True})
+
+
+# ---------------------------------------------------------------------------------------------
+# overlays/production-example: the usual values (issue #7), each set the kustomize way on top of
+# overlays/otlp-collector. Each one must reach the rendered objects, and nothing else may change.
+# ---------------------------------------------------------------------------------------------
+
+EXAMPLE_IMAGE = "registry.example.com/observability/threadline:0.1.0"
+EXAMPLE_RESOURCES = {"requests": {"cpu": "200m", "memory": "384Mi"}, "limits": {"cpu": "2", "memory": "1536Mi"}}
+EXAMPLE_TOLERATIONS = [
+    {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "dedicated", "operator": "Equal", "value": "shop", "effect": "NoSchedule"},
+]
+EXAMPLE_NODE_SELECTOR = {"kubernetes.io/os": "linux", "tracing.example.com/enabled": "true"}
+EXAMPLE_ENV = {"THREADLINE_SAMPLING_RATIO": "0.1"}
+EXAMPLE_POD_LABELS = {"monitoring.example.com/scrape": "true"}
+EXAMPLE_POD_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/port": "9464",
+                           "prometheus.io/path": "/metrics"}
+EXAMPLE_ENDPOINT = "http://otel-gateway.observability.svc.cluster.local:4317"
+
+
+def without(d: dict, *keys: str) -> dict:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+class ProductionExampleTest(unittest.TestCase):
+    def test_usual_values_reach_the_daemonset(self):
+        """Image, resources, tolerations, nodeSelector, extra env, pod labels and annotations are
+        the overlay's; the rest of the DaemonSet is ../otlp-collector's."""
+        ex, otlp = rendered(self, EXAMPLE), rendered(self, "otlp-collector")
+        c, pod, tmpl = ex.container, ex.pod, ex.daemonset["spec"]["template"]
+        self.assertEqual(c["image"], EXAMPLE_IMAGE)
+        self.assertEqual(c["resources"], EXAMPLE_RESOURCES)
+        # The list replaces the base's `operator: Exists` (strategic merge: no merge key).
+        self.assertEqual(pod["tolerations"], EXAMPLE_TOLERATIONS)
+        self.assertEqual(pod["nodeSelector"], EXAMPLE_NODE_SELECTOR)
         env = {e["name"]: e for e in c["env"]}
-        ref = env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"]
-        self.assertEqual(ref, {"name": "threadline-otlp", "key": "headers", "optional": True})
+        for name, value in EXAMPLE_ENV.items():
+            self.assertEqual(env[name], {"name": name, "value": value})
+        # Merged by name: NODE_NAME (base) and OTEL_EXPORTER_OTLP_HEADERS (otlp-collector) stay as
+        # they were, and nothing sets the endpoint over config.yaml's.
+        by_name = lambda es: sorted(es, key=lambda e: e["name"])  # noqa: E731
+        self.assertEqual(by_name(e for e in c["env"] if e["name"] not in EXAMPLE_ENV), by_name(otlp.container["env"]))
+        self.assertFalse({"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} & env.keys())
+        otlp_tmpl = otlp.daemonset["spec"]["template"]
+        self.assertEqual(tmpl["metadata"]["labels"], {**otlp_tmpl["metadata"]["labels"], **EXAMPLE_POD_LABELS})
+        self.assertEqual(tmpl["metadata"]["annotations"],
+                         {**otlp_tmpl["metadata"]["annotations"], **EXAMPLE_POD_ANNOTATIONS})
+        port = next(p for p in c["ports"] if p["name"] == "metrics")["containerPort"]
+        self.assertEqual(tmpl["metadata"]["annotations"]["prometheus.io/port"], str(port))
+        # The selector is immutable on a live DaemonSet: the overlay must not touch it.
+        self.assertEqual(ex.daemonset["spec"]["selector"], otlp.daemonset["spec"]["selector"])
+        self.assertEqual(ex.daemonset["metadata"], otlp.daemonset["metadata"])
+        self.assertEqual(without(c, "image", "resources", "env"), without(otlp.container, "image", "resources", "env"))
+        # The pod spec differs in the ConfigMap's generated name (a hash of config.yaml) only.
+        self.assertEqual(ex.one("ConfigMap")["metadata"]["name"], next(
+            v for v in pod["volumes"] if v["name"] == "config")["configMap"]["name"])
+        unhashed = lambda p: {**without(p, "containers", "tolerations", "nodeSelector"), "volumes": [  # noqa: E731
+            without(v, "configMap") if v["name"] == "config" else v for v in p["volumes"]]}
+        self.assertEqual(unhashed(pod), unhashed(otlp.pod))
+        self.assertEqual(without(ex.daemonset["spec"], "template"), without(otlp.daemonset["spec"], "template"))
+        others = lambda r: [d for d in r.docs if d["kind"] not in ("DaemonSet", "ConfigMap")]  # noqa: E731
+        self.assertEqual(others(ex), others(otlp))
+
+    def test_security_context_is_the_bases(self):
+        """The example keeps least privilege: the same capability set, read-only root, not
+        privileged, no escalation."""
+        sc = rendered(self, EXAMPLE).container["securityContext"]
+        self.assertEqual(sc, rendered(self, "base").container["securityContext"])
+        self.assertIs(sc["privileged"], False)
+        self.assertIs(sc["allowPrivilegeEscalation"], False)
+        self.assertIs(sc["readOnlyRootFilesystem"], True)
+        self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+        self.assertEqual(sorted(sc["capabilities"]["add"]), sorted(LEAST_CAPS))
+        self.assertIs(rendered(self, EXAMPLE).pod["hostPID"], True)
+        self.assertNotIn("securityContext", rendered(self, EXAMPLE).pod)
+
+    def test_config_as_the_agent_reads_it(self):
+        """config.yaml replaces ../otlp-collector's; the agent, with the container's environment,
+        reports the endpoint and the namespace/label selection from the file and the sampling
+        ratio from the env."""
+        ex = rendered(self, EXAMPLE)
+        self.assertEqual(len(ex.of_kind("ConfigMap")), 1)
+        p, path = print_config(self, ex)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out, src = p.stdout, rf"# file {re.escape(path)}:\d+$"
+        self.assertRegex(out, rf'(?m)^  output: "otlp"  {src}')
+        self.assertRegex(out, rf'(?m)^    endpoint: "{re.escape(EXAMPLE_ENDPOINT)}"  {src}')
+        self.assertRegex(out, rf'(?m)^    protocol: "grpc"  {src}')
+        self.assertRegex(out, rf'(?m)^  namespaces: \["shop", "payments-\*"\]  {src}')
+        self.assertRegex(out, rf'(?m)^  labels: \{{"app\.kubernetes\.io/part-of": "shop"\}}  {src}')
+        self.assertRegex(out, r'(?m)^  ratio: "0\.1"  # env THREADLINE_SAMPLING_RATIO$')
+        self.assertRegex(out, r'(?m)^  enabled: "auto"  # file .*; resolved: on$')
+        self.assertRegex(out, r'(?m)^  address: "0\.0\.0\.0:9464"  # file ')
 
 
 # ---------------------------------------------------------------------------------------------
