@@ -5,7 +5,8 @@
 // are replayed through exactly the agent's stages:
 //
 //   DecodeEvent (ingest) -> ConnectionTable (conn) -> ProtocolDispatcher (protocols/http1)
-//     -> HttpSpanBuilder (spans) -> an encoding sink (none | OTLP JSON lines | OTLP protobuf)
+//     -> HttpSpanBuilder (spans) -> SampledSpanFilter (pipeline)
+//     -> an encoding sink (none | OTLP JSON lines | OTLP protobuf)
 //
 // Reported per encoding: kernel events/s and spans/s on one pinned core, ns per event, and heap
 // bytes and allocations per span (a global operator new/delete counter, alloc_counter.cpp).
@@ -42,6 +43,7 @@
 #include "agent/conn/connection_table.h"
 #include "agent/discovery/resource.h"
 #include "agent/ingest/decoder.h"
+#include "agent/pipeline/sampled_filter.h"
 #include "agent/protocols/dispatcher.h"
 #include "agent/spans/http_spans.h"
 #include "exporter/otlp_config.h"
@@ -243,7 +245,8 @@ struct Pipeline {
       sink = std::make_unique<NullSpanSink>();
     }
     resources = std::make_unique<ResourceCache>(ResourceCacheOptions{}, metrics);
-    builder = std::make_unique<HttpSpanBuilder>(HttpSpanConfig{}, *resources, clock, *sink, metrics);
+    filter = std::make_unique<SampledSpanFilter>(*sink, metrics);
+    builder = std::make_unique<HttpSpanBuilder>(HttpSpanConfig{}, *resources, clock, *filter, metrics);
     dispatcher = std::make_unique<ProtocolDispatcher>(DispatcherConfig{}, *builder, metrics);
     ConnectionTableConfig tc;
     tc.max_connections = max_connections;
@@ -273,6 +276,7 @@ struct Pipeline {
   std::unique_ptr<SpanSink> sink;
   ProtobufSink* protobuf = nullptr;
   BatchSpanExporter* otlp = nullptr;
+  std::unique_ptr<SampledSpanFilter> filter;
   std::unique_ptr<ResourceCache> resources;
   std::unique_ptr<HttpSpanBuilder> builder;
   std::unique_ptr<ProtocolDispatcher> dispatcher;

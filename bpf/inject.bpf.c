@@ -272,10 +272,10 @@ int tl_inject_msg(struct sk_msg_md *msg)
 		return TL_SK_PASS;
 	}
 
-	/* Ids: the thread's server request, else a new trace. */
+	/* Ids: the thread's server request (its flags too), else a new trace sampled by the
+	 * agent's rule (sample__flags): the header carries the decision downstream. */
 	struct tl_inject_out out = {};
 	out.enter_ts_ns = enter_ts;
-	out.trace_flags = 1;
 	struct tl_thread_ctx *t = bpf_map_lookup_elem(&thread_ctx, &pid_tgid);
 	if (t) {
 		__builtin_memcpy(out.trace_id, t->trace_id, 16);
@@ -284,6 +284,7 @@ int tl_inject_msg(struct sk_msg_md *msg)
 		out.has_parent = 1;
 	} else {
 		ids__random(out.trace_id, 4);
+		out.trace_flags = sample__flags(out.trace_id);
 	}
 	ids__random(out.span_id, 2);
 	__u8 line[TL_TRACEPARENT_LINE_LEN];

@@ -28,12 +28,15 @@
 #include "agent/kernel/tls_attacher.h"
 #include "agent/discovery/k8s_watcher.h"
 #include "agent/discovery/own_sockets.h"
+#include "agent/discovery/pod_selection.h"
 #include "agent/discovery/resource.h"
 #include "agent/output/console_tree.h"
 #include "agent/output/event_printer.h"
 #include "agent/protocols/dispatcher.h"
 #include "agent/spans/http_spans.h"
 #include "agent/pipeline/red_metrics.h"
+#include "agent/pipeline/sampled_filter.h"
+#include "agent/spans/sampler.h"
 #include "exporter/batch_exporter.h"
 #include "exporter/json_lines.h"
 #include "exporter/metrics_server.h"
@@ -58,16 +61,6 @@ bool ProcessGone(const std::string& proc_root, uint32_t tgid) {
   return ::stat((proc_root + "/" + std::to_string(tgid)).c_str(), &st) != 0 && errno == ENOENT;
 }
 
-// Settings parsed but not acted on yet (README "Configuration"): said at start, so whoever set
-// them does not take the output as filtered or sampled.
-void WarnAboutUnappliedSettings(const AgentOptions& o) {
-  if (!o.namespaces.empty() || !o.labels.empty())
-    spdlog::warn("selection.namespaces and selection.labels are not applied yet: processes are selected "
-                 "by pid, exe and port only");
-  if (o.sampling_ratio != 1.0)
-    spdlog::warn("sampling.ratio {} is not applied yet: every span is kept", o.sampling_ratio);
-}
-
 // Only for the events view's absence; every other mode runs the span pipeline.
 class NullConsumer : public StreamConsumer {};
 
@@ -82,6 +75,7 @@ Agent::Agent(const AgentOptions& options, MetricsRegistry& metrics)
     : options_(options), metrics_(metrics) {}
 
 Agent::~Agent() {
+  pod_selector_.reset();  // writes capture_'s map and reads k8s_'s store
   ring_.reset();
   injector_.reset();  // uses capture_'s maps; detaching it leaves enrolled sockets untouched
   tls_.reset();      // its uprobes use capture_'s programs
@@ -90,6 +84,7 @@ Agent::~Agent() {
   dispatcher_.reset();
   span_builder_.reset();
   red_metrics_.reset();
+  sampled_filter_.reset();
   if (exporter_) {
     auto report = exporter_->Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(5));
     spdlog::info("OTLP exporter stopped: {} spans exported, {} dropped ({} at shutdown)",
@@ -109,7 +104,6 @@ Result<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& options, Metric
 }
 
 Status Agent::Start() {
-  WarnAboutUnappliedSettings(options_);
   health_.SetStarting("probing the kernel's BPF capabilities");
   RETURN_IF_ERROR(PrepareBpfEnvironment());
   const CapabilityReport& caps = ProbeCapabilities();
@@ -150,6 +144,23 @@ Status Agent::Start() {
     owns_out_ = true;
   }
 
+  ASSIGN_OR_RETURN(PodSelectionRule pod_rule, PodSelectionRule::Create(options_.namespaces, options_.labels));
+  std::optional<std::string> cgroup2_root = CgroupV2Root();
+  if (pod_rule.active()) {
+    // Selection by pod needs the pods (the API) and the kernel's cgroup ids (cgroup v2).
+    if (!options_.kubernetes.active)
+      return Error{"selection by " + pod_rule.Describe() + " needs Kubernetes metadata, which is off "
+                   "(kubernetes.enabled resolved to off: set it on, with kubernetes.node_name and an API "
+                   "server, or run in a cluster)", EINVAL};
+    if (!cgroup2_root)
+      return Error{"selection by namespace/label needs a cgroup v2 hierarchy (none is mounted)", EINVAL};
+  }
+  if (options_.kubernetes.active && (options_.output != OutputMode::kEvents || pod_rule.active()))
+    RETURN_IF_ERROR(StartKubernetes());
+  if (pod_rule.active() && !k8s_)
+    return Error{"selection by " + pod_rule.Describe() + " needs Kubernetes metadata, which could not start",
+                 EINVAL};
+
   SelectionConfig sel;
   sel.pids = options_.pids;
   sel.exe_globs = options_.exe_globs;
@@ -168,23 +179,14 @@ Status Agent::Start() {
     ASSIGN_OR_RETURN(span_config.routes, RouteTable::Create(options_.routes));
     span_config.redaction.extra_query_keys = options_.redact_query_keys;
     span_config.same_node_linking = options_.same_node_linking;
+    span_config.sampling_ratio = options_.sampling_ratio;
+    spdlog::info("sampling: parent-based, ratio {} for new traces (kept when the trace id's 56 low bits "
+                 "are >= {:#x}, the same rule in the kernel for the traces it starts); spans with a "
+                 "parent follow its sampled flag; RED metrics count every request",
+                 options_.sampling_ratio, TraceIdRatioSampler::ThresholdFor(options_.sampling_ratio));
     span_config.redaction.extra_header_names = options_.redact_header_names;
     ResourceCacheOptions resource_options{.proc_root = options_.proc_root};
-    if (options_.kubernetes.active) {
-      auto k8s = K8sMetadataService::Start({.api_server = options_.kubernetes.api_server,
-                                            .node_name = options_.kubernetes.node_name,
-                                            .cache_max_pods = options_.kubernetes.cache_max_pods},
-                                           metrics_);
-      // Asked for explicitly: a configuration error stops the agent; found by itself (auto):
-      // tracing goes on without pod metadata.
-      if (!k8s.ok() && options_.kubernetes.enabled == Toggle::kOn) return k8s.error();
-      if (k8s.ok()) {
-        k8s_ = std::move(k8s).value();
-        resource_options.kubernetes = &k8s_->store();
-      } else {
-        spdlog::warn("kubernetes metadata off: {}", k8s.error().message);
-      }
-    }
+    if (k8s_) resource_options.kubernetes = &k8s_->store();
     resources_ = std::make_unique<ResourceCache>(std::move(resource_options), metrics_);
     if (options_.output == OutputMode::kOtlp) {
       // The resolved exporters.otlp.* settings (flags > env > file) stand in for their
@@ -208,7 +210,9 @@ Status Agent::Start() {
     } else {
       span_sink_ = std::make_unique<NullSpanSink>();
     }
-    red_metrics_ = std::make_unique<RedMetricsSink>(*span_sink_, metrics_);
+    // Every span reaches the RED metrics; only sampled ones go on to the output.
+    sampled_filter_ = std::make_unique<SampledSpanFilter>(*span_sink_, metrics_);
+    red_metrics_ = std::make_unique<RedMetricsSink>(*sampled_filter_, metrics_);
     span_builder_ = std::make_unique<HttpSpanBuilder>(std::move(span_config), *resources_, clock_,
                                                       *red_metrics_, metrics_);
     own_sockets_ = std::make_unique<OwnSockets>(metrics_);
@@ -226,8 +230,10 @@ Status Agent::Start() {
   CaptureConfig cc;
   cc.agent_tgid = sel.agent_pid;
   cc.trace_all = selector_->trace_all_processes();
+  cc.filter_by_cgroup = pod_rule.active();
   cc.ports = options_.ports;
   cc.capture_bytes = options_.capture_bytes;
+  cc.sample_threshold = TraceIdRatioSampler::ThresholdFor(options_.sampling_ratio);
   cc.ring_buffer_bytes = options_.ring_buffer_mb << 20;
   cc.max_connections = options_.max_connections;
   const auto own_exe = ExeIdentity(options_.proc_root, "self");
@@ -236,7 +242,12 @@ Status Agent::Start() {
   size_t attached = 0;
   for (const auto& h : capture_->hooks()) attached += h.attached;
   if (options_.tls) {
-    ASSIGN_OR_RETURN(tls_, TlsAttacher::Create(*capture_, TlsAttacherOptions{.proc_root = options_.proc_root, .agent_pid = sel.agent_pid}, metrics_));
+    TlsAttacherOptions tls_options{.proc_root = options_.proc_root, .agent_pid = sel.agent_pid};
+    // In a container (--proc-root /host/proc) the library directories to scan are the host's,
+    // seen through init's root, not the image's own.
+    if (options_.proc_root != "/proc")
+      for (std::string& dir : tls_options.library_dirs) dir = options_.proc_root + "/1/root" + dir;
+    ASSIGN_OR_RETURN(tls_, TlsAttacher::Create(*capture_, tls_options, metrics_));
   } else {
     spdlog::info("TLS capture off (--tls off): HTTPS is seen as ciphertext only");
   }
@@ -261,16 +272,44 @@ Status Agent::Start() {
     }
   }
   if (other_agents) spdlog::info("{} other threadline agent(s) running; excluded from tracing", other_agents);
+  if (pod_rule.active()) {
+    CaptureProgram& capture = *capture_;
+    pod_selector_ = std::make_unique<PodCgroupSelector>(
+        pod_rule, k8s_->store(),
+        CgroupSetWriter{[&capture](uint64_t id) { return capture.SelectCgroup(id); },
+                        [&capture](uint64_t id) { return capture.UnselectCgroup(id); }},
+        PodCgroupSelectorOptions{.cgroup_root = *cgroup2_root}, metrics_);
+    pod_selector_->Start();
+    spdlog::info("selection by pod: {}; the containers of matching pods on this node are traced (cgroup "
+                 "set under {}, kept in step with the API's pods)", pod_rule.Describe(), *cgroup2_root);
+  }
   StartInjection(caps);
   ASSIGN_OR_RETURN(ring_, RingConsumer::Create(capture_->ring_buffer_fd(), *this, metrics_));
 
   std::string scope = cc.trace_all ? "all processes" : std::to_string(selected) + " selected processes";
+  if (pod_rule.active()) scope += " in pods with " + pod_rule.Describe();
   if (!cc.ports.empty()) scope += ", ports filtered";
   spdlog::info("threadline ready: {} hooks attached on syscall/sched/sock tracepoints, tracing {}, "
                "capture {} bytes per syscall, ring buffer {} MiB",
                attached, scope, cc.capture_bytes, options_.ring_buffer_mb);
   health_.SetRunning(BootClock::NowBootNs(),
                      std::to_string(attached) + " BPF hooks attached, ring consumer running, tracing " + scope);
+  return OkStatus();
+}
+
+Status Agent::StartKubernetes() {
+  auto k8s = K8sMetadataService::Start({.api_server = options_.kubernetes.api_server,
+                                        .node_name = options_.kubernetes.node_name,
+                                        .cache_max_pods = options_.kubernetes.cache_max_pods},
+                                       metrics_);
+  if (k8s.ok()) {
+    k8s_ = std::move(k8s).value();
+    return OkStatus();
+  }
+  // Asked for explicitly: a configuration error stops the agent; found by itself (auto):
+  // tracing goes on without pod metadata.
+  if (options_.kubernetes.enabled == Toggle::kOn) return k8s.error();
+  spdlog::warn("kubernetes metadata off: {}", k8s.error().message);
   return OkStatus();
 }
 
@@ -445,6 +484,7 @@ void Agent::StartInjection(const CapabilityReport& probed) {
   InjectorConfig ic;
   ic.agent_tgid = static_cast<uint32_t>(getpid());
   ic.trace_all = selector_->trace_all_processes();
+  ic.filter_by_cgroup = capture_->config().filter_by_cgroup;
   ic.cgroup2_root = CgroupV2Root().value_or("");
   auto injector = Injector::Create(*capture_, ic);
   if (!injector.ok()) return conclude(false, "cannot load or attach: " + injector.error().message, kLoud);

@@ -72,6 +72,8 @@ class Agent : public EventSink {
   void SetCapabilitiesJson(std::string json);
   std::string CapabilitiesJson() const;
   void PublishCapabilities(const struct CapabilityReport& caps);
+  // Pod metadata from the API server, when kubernetes is active (never fatal in auto mode).
+  Status StartKubernetes();
 
   AgentOptions options_;
   MetricsRegistry& metrics_;
@@ -90,7 +92,8 @@ class Agent : public EventSink {
   std::unique_ptr<SpanSink> span_sink_;
   ConsoleTreeSink* console_ = nullptr;  // span_sink_ when --output=console
   BatchSpanExporter* exporter_ = nullptr;  // span_sink_ when --output=otlp
-  std::unique_ptr<SpanSink> red_metrics_;   // RED histograms, in front of span_sink_
+  std::unique_ptr<SpanSink> sampled_filter_;  // drops unsampled spans, in front of span_sink_
+  std::unique_ptr<SpanSink> red_metrics_;   // RED histograms of every span, in front of sampled_filter_
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<OwnSockets> own_sockets_;  // the agent's endpoints: their peers are not traced
   std::unique_ptr<HttpSpanBuilder> span_builder_;
@@ -101,6 +104,8 @@ class Agent : public EventSink {
   std::unique_ptr<Injector> injector_;  // sk_msg + sockops; shares capture_'s maps
   std::unique_ptr<TlsAttacher> tls_;  // TLS uprobes on capture_'s programs
   std::unique_ptr<RingConsumer> ring_;
+  // --namespace/--label: keeps capture_'s cgroup set equal to the matching pods' containers.
+  std::unique_ptr<class PodCgroupSelector> pod_selector_;
   bool exits_since_sweep_ = false;
   uint64_t last_sweep_ns_ = 0;
   uint64_t last_stats_ns_ = 0;

@@ -66,7 +66,7 @@ struct AgentOptions {
   std::vector<std::string> namespaces;       // [selection.namespaces]
   std::vector<std::string> labels;           // [selection.labels]
   std::vector<std::string> routes;           // [routes] URL path patterns for span names
-  double sampling_ratio = 1.0;               // [sampling.ratio] parsed, not applied yet (README; warned at start)
+  double sampling_ratio = 1.0;               // [sampling.ratio] fraction of new traces kept (parent-based)
   std::vector<std::string> redact_query_keys;   // [redaction.query_keys]
   std::vector<std::string> redact_header_names; // [redaction.headers]
   uint32_t capture_bytes = 4096;             // [limits.capture_bytes]

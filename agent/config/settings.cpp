@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "agent/common/text.h"
+#include "agent/discovery/pod_selection.h"
 #include "agent/spans/route.h"
 
 namespace threadline::config {
@@ -162,8 +163,7 @@ Setting UintList(std::string key, std::string flag, std::string help, std::vecto
 }
 
 Status CheckLabel(const std::string& item) {
-  const size_t eq = item.find('=');
-  if (eq == std::string::npos || eq == 0) return Bad(item, "is not a key=value label match");
+  if (!PodSelectionRule::Create({}, {item}).ok()) return Bad(item, "is not a key=value label match");
   return OkStatus();
 }
 
@@ -260,12 +260,12 @@ std::vector<Setting> BuildSettings() {
                                  "Trace only connections with this local or remote port; repeatable",
                                  &AgentOptions::ports, 1, 65535));
   t.push_back(Strs("selection.namespaces", "--namespace",
-                   "Kubernetes: trace only pods in these namespaces; repeatable (parsed, not applied yet: "
-                   "see README \"Configuration\")",
+                   "Kubernetes: trace only the containers of pods in these namespaces (globs); repeatable; "
+                   "needs kubernetes metadata and cgroup v2",
                    &AgentOptions::namespaces));
   t.push_back(Strs("selection.labels", "--label",
-                   "Kubernetes: trace only pods with this label, key=value (all must match); repeatable "
-                   "(parsed, not applied yet)",
+                   "Kubernetes: trace only the containers of pods with this label, key=value (all must "
+                   "match); repeatable",
                    &AgentOptions::labels, CheckLabel));
 
   // spans.
@@ -279,8 +279,9 @@ std::vector<Setting> BuildSettings() {
                    }));
   {
     Setting s{"sampling.ratio", "--sampling-ratio", {}, false,
-              "Fraction of traces to keep, 0..1 (parsed and validated, not applied yet: every "
-              "span is kept; see README \"Configuration\")",
+              "Fraction of new traces to keep, 0..1, decided on the trace id (the same rule in every "
+              "agent and in the kernel); requests with a parent follow its sampled flag; RED metrics "
+              "count every request",
               {}, {}};
     s.set = [](AgentOptions& o, const std::vector<std::string>& v) -> Status {
       ASSIGN_OR_RETURN(o.sampling_ratio, ParseDouble(v.at(0), 0.0, 1.0));

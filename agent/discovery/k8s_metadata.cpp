@@ -56,7 +56,11 @@ Result<K8sPod> PodFromJson(const Json& j) {
   if (pod.uid.empty() || pod.name.empty() || pod.namespace_name.empty())
     return Error{"pod without metadata.uid/name/namespace", EINVAL};
   pod.resource_version = Str(*metadata, "resourceVersion");
-  if (const Json* labels = Field(*metadata, "labels")) pod.pod_template_hash = Str(*labels, "pod-template-hash");
+  if (const Json* labels = Field(*metadata, "labels"); labels && labels->is_object()) {
+    for (auto it = labels->begin(); it != labels->end(); ++it)
+      if (it.value().is_string()) pod.labels.emplace(it.key(), it.value().get<std::string>());
+    pod.pod_template_hash = Str(*labels, "pod-template-hash");
+  }
   pod.controller = ControllerRef(*metadata);
   if (const Json* spec = Field(j, "spec")) pod.node_name = Str(*spec, "nodeName");
   if (const Json* status = Field(j, "status")) {
@@ -258,6 +262,7 @@ void K8sPodStore::UpsertInto(Tables& t, const K8sPod& pod, std::vector<K8sWorklo
   meta->namespace_name = pod.namespace_name;
   meta->node_name = pod.node_name;
   meta->owners = std::move(owners);
+  meta->labels = pod.labels;
 
   auto it = t.pods.find(pod.uid);
   if (it == t.pods.end()) {
@@ -321,6 +326,7 @@ void K8sPodStore::Remove(const std::string& uid) {
   std::lock_guard lock(mu_);
   RemoveFrom(t_, uid);
   pods_gauge_.Set(static_cast<int64_t>(t_.pods.size()));
+  generation_.fetch_add(1, std::memory_order_acq_rel);
 }
 
 std::optional<K8sContainerMetadata> K8sPodStore::Lookup(std::string_view container_id) const {

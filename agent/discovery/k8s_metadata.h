@@ -44,6 +44,9 @@ struct K8sContainerStatus {
   bool operator==(const K8sContainerStatus&) const = default;
 };
 
+// metadata.labels, by key (selection by label, agent/discovery/pod_selection.h).
+using K8sLabels = std::map<std::string, std::string, std::less<>>;
+
 // The parts of a Pod object the agent uses.
 struct K8sPod {
   std::string uid;
@@ -52,6 +55,7 @@ struct K8sPod {
   std::string node_name;  // spec.nodeName
   std::string resource_version;
   std::string pod_template_hash;  // label set by the Deployment controller on its pods
+  K8sLabels labels;
   std::optional<K8sOwnerRef> controller;  // the ownerReference with controller=true
   std::vector<K8sContainerStatus> containers;
 };
@@ -71,6 +75,7 @@ struct K8sPodMetadata {
   std::string namespace_name;
   std::string node_name;
   std::vector<K8sWorkload> owners;
+  K8sLabels labels;  // for selection (pod_selection.h); not exported as attributes
 
   // The workload people name the service after: the top of the chain (Deployment over its
   // ReplicaSet, CronJob over its Job); nullptr for a bare pod.
@@ -151,9 +156,9 @@ class K8sOwnerResolver {
   std::map<std::string, Cached> cache_;
 };
 
-// What the resource cache asks: the metadata of a container id, if known yet. generation()
-// changes whenever a pod is added or changed, so a caller holding a resource built without
-// metadata knows when asking again can help.
+// What the resource cache and the pod selection ask: the metadata of a container id, if known
+// yet. generation() changes whenever a pod is added, changed or removed, so a caller holding an
+// answer built without metadata (or with old metadata) knows when asking again can help.
 class ContainerMetadataSource {
  public:
   virtual ~ContainerMetadataSource() = default;

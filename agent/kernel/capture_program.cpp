@@ -97,9 +97,11 @@ Status CaptureProgram::Open() {
   ro->agent_tgid = config_.agent_tgid;
   ro->agent_exe_ino = config_.agent_exe_ino;
   ro->agent_exe_dev = config_.agent_exe_dev;
-  ro->trace_all = config_.trace_all;
+  ro->filter_by_process = !config_.trace_all;
+  ro->filter_by_cgroup = config_.filter_by_cgroup;
   ro->port_filter = !config_.ports.empty();
   ro->capture_bytes = config_.capture_bytes;
+  ro->sample_threshold = config_.sample_threshold;
   // Data events stop at 3/4 full so lifecycle events (open/close/exit) still find room.
   ro->ring_data_limit = static_cast<uint64_t>(config_.ring_buffer_bytes) * 3 / 4;
 
@@ -172,6 +174,19 @@ Status CaptureProgram::Select(uint32_t tgid, uint32_t flags) {
 Status CaptureProgram::Unselect(uint32_t tgid) {
   if (bpf_map__delete_elem(skel_->maps.selected, &tgid, sizeof(tgid), 0) && errno != ENOENT)
     return Error::FromErrno("unselect pid " + std::to_string(tgid), errno);
+  return OkStatus();
+}
+
+Status CaptureProgram::SelectCgroup(uint64_t cgroup_id) {
+  const uint8_t on = 1;
+  if (bpf_map__update_elem(skel_->maps.selected_cgroups, &cgroup_id, sizeof(cgroup_id), &on, sizeof(on), BPF_ANY))
+    return Error::FromErrno("select cgroup " + std::to_string(cgroup_id), errno);
+  return OkStatus();
+}
+
+Status CaptureProgram::UnselectCgroup(uint64_t cgroup_id) {
+  if (bpf_map__delete_elem(skel_->maps.selected_cgroups, &cgroup_id, sizeof(cgroup_id), 0) && errno != ENOENT)
+    return Error::FromErrno("unselect cgroup " + std::to_string(cgroup_id), errno);
   return OkStatus();
 }
 

@@ -28,10 +28,16 @@ struct CaptureConfig {
   uint64_t agent_exe_ino = 0;
   uint32_t agent_exe_dev = 0;
   bool trace_all = true;            // false: only tgids added with Select()
+  // true: only tasks in cgroups added with SelectCgroup() (AND the rule above).
+  bool filter_by_cgroup = false;
   std::vector<uint16_t> ports;      // non-empty: only connections with one of these ports
   uint32_t capture_bytes = 4096;    // payload prefix per data event; power of two, <= 16384
   uint32_t ring_buffer_bytes = 16u << 20;  // power of two, >= page size
   uint32_t max_connections = 65536; // kernel connection table size
+  // Traces the kernel starts (traceparent injection) are sampled iff their trace id's 56 low
+  // bits are >= this: TraceIdRatioSampler::ThresholdFor(sampling.ratio), agent/spans/sampler.h.
+  // The injection object takes it from here too. 0: every trace.
+  uint64_t sample_threshold = 0;
 };
 
 struct AttachedHook {
@@ -72,6 +78,10 @@ class CaptureProgram {
   // Selection map: which processes produce events (flags TL_SEL_*).
   Status Select(uint32_t tgid, uint32_t flags = TL_SEL_TRACE | TL_SEL_INHERIT);
   Status Unselect(uint32_t tgid);
+  // Cgroup selection map (CaptureConfig::filter_by_cgroup): cgroup v2 ids (the directory's
+  // inode number, what bpf_get_current_cgroup_id returns) whose tasks are traced.
+  Status SelectCgroup(uint64_t cgroup_id);
+  Status UnselectCgroup(uint64_t cgroup_id);
   // Kernel connection table upkeep, for sockets that went away without a close() we saw.
   void ForgetConnection(uint32_t tgid, int32_t fd);
   // Deletes every tracked fd of processes for which `is_gone(tgid)` is true; returns how many.

@@ -86,7 +86,9 @@ std::string CheckInjected(const std::string& sent, const std::string& got) {
   if (got.compare(0, line_end, sent, 0, line_end) != 0) return "request line changed";
   std::string line = got.substr(line_end, kLineLen);
   if (line.rfind("traceparent: 00-", 0) != 0 || !IsHex(line, 16, 32) || line[48] != '-' ||
-      !IsHex(line, 49, 16) || line[65] != '-' || line.compare(66, 4, "01\r\n") != 0)
+      !IsHex(line, 49, 16) || line[65] != '-' ||
+      // 01 or 00: the canary's requests start new traces, sampled by the ratio rule.
+      (line.compare(66, 4, "01\r\n") != 0 && line.compare(66, 4, "00\r\n") != 0))
     return "no well-formed traceparent line after the request line: '" + line + "'";
   if (got.compare(line_end + kLineLen, std::string::npos, sent, line_end, std::string::npos) != 0)
     return "bytes after the inserted line differ from what was sent";

@@ -12,7 +12,8 @@
 //     traceparent (must arrive untouched), two pipelined requests in one write (only the first
 //     gets the line), and a second connection;
 //   - the server checks every request byte for byte: what was sent plus exactly one
-//     `traceparent: 00-<32 hex>-<16 hex>-01\r\n` line right after the request line.
+//     `traceparent: 00-<32 hex>-<16 hex>-<01|00>\r\n` line right after the request line (the
+//     flag is the sampling rule's decision on the new trace id, agent/spans/sampler.h).
 // Any difference, error or stall (a bounded wait) fails the canary and injection stays off
 // (one known kernel defect, FIONREAD, is reported separately: see CanaryResult).
 //

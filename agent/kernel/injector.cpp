@@ -62,7 +62,10 @@ Status Injector::Open() {
   skel_.reset(inject_bpf__open());
   if (!skel_) return Error::FromErrno("open inject BPF object", errno);
   skel_->rodata->agent_tgid = config_.agent_tgid;
-  skel_->rodata->trace_all = config_.trace_all;
+  skel_->rodata->filter_by_process = !config_.trace_all;
+  skel_->rodata->filter_by_cgroup = config_.filter_by_cgroup;
+  // The capture object's: both objects start new traces by the same rule.
+  skel_->rodata->sample_threshold = capture_.config().sample_threshold;
   ncpus_ = libbpf_num_possible_cpus();
   if (ncpus_ <= 0) return Error::FromErrno("count possible CPUs", -ncpus_);
   // One instance of each shared map: the capture object's.
@@ -71,7 +74,8 @@ Status Injector::Open() {
     const char* name;
   };
   const Shared shared[] = {
-      {skel_->maps.selected, "selected"},     {skel_->maps.io_args, "io_args"},
+      {skel_->maps.selected, "selected"},     {skel_->maps.selected_cgroups, "selected_cgroups"},
+      {skel_->maps.io_args, "io_args"},
       {skel_->maps.conns, "conns"},           {skel_->maps.tls_calls, "tls_calls"},
       {skel_->maps.thread_ctx, "thread_ctx"}, {skel_->maps.inject_out, "inject_out"},
   };

@@ -29,7 +29,8 @@ class CaptureProgram;
 
 struct InjectorConfig {
   uint32_t agent_tgid = 0;  // never enrolled, except while it runs the canary
-  bool trace_all = true;    // the capture object's setting: unlisted processes are traced
+  bool trace_all = true;    // the capture object's settings (CaptureConfig): unlisted
+  bool filter_by_cgroup = false;  // processes are traced; only selected cgroups are
   std::string cgroup2_root; // where the sockops program attaches (the cgroup v2 root)
 };
 

@@ -247,10 +247,15 @@ void TlsAttacher::ScanLibraryDirsLocked() {
       const std::string name = entry.path().filename().string();
       if (!name.starts_with("libssl.so")) continue;
       const std::string path = entry.path().string();
+      auto key = KeyOf(path);  // symlinks and merged /usr: same inode, looked at once
+      if (!key) continue;
+      // The resolved name reads better in logs, but under <proc_root>/1/root (the host's
+      // libraries seen from a container) resolving goes through the magic link to the wrong
+      // root: keep it only when it still names the same file.
       std::error_code canon_ec;
       const auto canonical = std::filesystem::canonical(entry.path(), canon_ec);
-      if (auto key = KeyOf(path))  // symlinks and merged /usr: same inode, looked at once
-        ConsiderLocked(*key, canon_ec ? path : canonical.string(), true);
+      const bool same = !canon_ec && KeyOf(canonical.string()) == key;
+      ConsiderLocked(*key, same ? canonical.string() : path, true);
     }
   }
 }
@@ -309,8 +314,11 @@ Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
       bpf_link* link = bpf_program__attach_uprobe_opts(prog, -1, open_path.c_str(),
                                                        site.file_offset, &opts);
       if (!link) {
-        failure = std::string(ret ? "uretprobe " : "uprobe ") + site.label + ": " +
-                  std::strerror(errno);
+        const int err = errno;
+        failure = std::string(ret ? "uretprobe " : "uprobe ") + site.label + ": " + std::strerror(err);
+        // What an operator can do about it (deploy/README.md "Capabilities").
+        if (err == EACCES || err == EPERM)
+          failure += " (uprobes need CAP_SYS_ADMIN on this kernel: run with it, e.g. deploy/overlays/tls-capture)";
         break;
       }
       links.emplace_back(link);

@@ -98,16 +98,16 @@ bool IsIpv6Literal(std::string_view host) { return host.find(':') != std::string
 HttpSpanBuilder::HttpSpanBuilder(HttpSpanConfig config, ResourceCache& resources,
                                  const BootClock& clock, SpanSink& out, MetricsRegistry& metrics)
     : config_(std::move(config)),
+      sampler_(config_.sampling_ratio),
       resources_(resources),
       clock_(clock),
       out_(out),
       server_spans_(metrics.GetCounter("threadline_spans_created_total", {{"kind", "server"}},
                                        "Spans built, by kind")),
       client_spans_(metrics.GetCounter("threadline_spans_created_total", {{"kind", "client"}})),
-      sampled_out_(metrics.GetCounter("threadline_spans_dropped_total", {{"reason", "not_sampled"}},
-                                      "Spans not exported, by reason")),
       no_request_(metrics.GetCounter("threadline_spans_dropped_total",
-                                     {{"reason", "response_without_request"}})),
+                                     {{"reason", "response_without_request"}},
+                                     "Spans not exported, by reason")),
       thread_table_full_(metrics.GetCounter("threadline_span_thread_table_full_total", {},
                                             "Server requests not registered for thread parenting")),
       unknown_role_(metrics.GetCounter("threadline_spans_dropped_total",
@@ -232,7 +232,7 @@ HttpSpanBuilder::Identity HttpSpanBuilder::Decide(const ConnectionInfo& c, Role 
     }
   }
   id.trace_id = TraceId::Random();
-  id.flags = kTraceFlagSampled;
+  id.flags = sampler_.FlagsFor(id.trace_id);
   id.parent_source = "root";
   return id;
 }
@@ -343,10 +343,7 @@ void HttpSpanBuilder::OnHttp1Exchange(const ConnectionInfo& c, Role role, http1:
     if (it != active_by_thread_.end() && it->second.span_id == id.span_id)
       active_by_thread_.erase(it);
   }
-  if (!(id.flags & kTraceFlagSampled)) {
-    sampled_out_.Add(1);
-    return;
-  }
+  // Unsampled spans too: the RED metrics downstream count every request (see the header).
   (role == Role::kServer ? server_spans_ : client_spans_).Add(1);
   out_.OnSpan(Build(c, role, e, std::move(id)));
 }

@@ -19,6 +19,11 @@
 // the kernel named ("thread"; none: "root"), and it records threadline.traceparent.injected.
 // The receiving side sees an ordinary header ("header"): injected and application headers look
 // the same on the wire.
+// Sampling (agent/spans/sampler.h): a root's sampled flag is the ratio rule on its new trace
+// id; every other span takes its parent's flag (header, thread, tuple; kernel-chosen ids carry
+// the flag the kernel decided by the same rule). Unsampled spans are built and passed on like
+// the others, so the RED metrics count every request; they are dropped after the metrics
+// (agent/pipeline/sampled_filter.h).
 // A span's identity is fixed when its request is complete (OnHttp1Request), not when its
 // response ends, so a client call made while a server request is in progress can name it as
 // parent even though the server span finishes last.
@@ -45,6 +50,7 @@
 #include "agent/spans/peer_linker.h"
 #include "agent/spans/redaction.h"
 #include "agent/spans/route.h"
+#include "agent/spans/sampler.h"
 #include "agent/spans/span.h"
 
 namespace threadline {
@@ -56,6 +62,9 @@ struct HttpSpanConfig {
   // Same-node tuple linking (--same-node-linking off: e.g. processes in separate network
   // namespaces of one node that should be linked only by the header, as across nodes).
   bool same_node_linking = true;
+  // Fraction of new traces kept (sampling.ratio, TraceIdRatioSampler); spans with a parent
+  // follow its sampled flag.
+  double sampling_ratio = 1.0;
 };
 
 class HttpSpanBuilder : public ExchangeSink {
@@ -136,6 +145,7 @@ class HttpSpanBuilder : public ExchangeSink {
   }
 
   HttpSpanConfig config_;
+  TraceIdRatioSampler sampler_;
   ResourceCache& resources_;
   const BootClock& clock_;
   SpanSink& out_;
@@ -144,7 +154,6 @@ class HttpSpanBuilder : public ExchangeSink {
 
   Counter& server_spans_;
   Counter& client_spans_;
-  Counter& sampled_out_;
   Counter& no_request_;
   Counter& thread_table_full_;
   Counter& unknown_role_;

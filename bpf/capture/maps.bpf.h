@@ -16,8 +16,8 @@
 #define barrier_var(var) asm volatile("" : "+r"(var))
 #endif
 
-/* agent_tgid, trace_all, io_args, conns, selected, tls_calls and proc__selected: shared with the
- * injection object. */
+/* agent_tgid, the selection filters and maps (selected, selected_cgroups), io_args, conns,
+ * tls_calls and proc__selected: shared with the injection object. */
 #include "capture/shared.bpf.h"
 
 /* More load-time settings (rodata): fixed before load, read as constants by the verifier. */

@@ -8,7 +8,13 @@
 
 /* Load-time settings (rodata), set in each object by its loader. */
 const volatile __u32 agent_tgid = 0;
-const volatile bool trace_all = true; /* false: only tgids marked in "selected" */
+/* Selection (agent/discovery/selector.h, pod_selection.h). The two filters combine with AND:
+ *   filter_by_process: only tgids marked TL_SEL_TRACE in "selected" (--pid, --exe);
+ *   filter_by_cgroup:  only tasks whose cgroup v2 id is in "selected_cgroups" (the containers
+ *                      of the pods --namespace/--label select; userspace keeps the set).
+ * Neither: every process but the excluded ones. */
+const volatile bool filter_by_process = false;
+const volatile bool filter_by_cgroup = false;
 
 /* A syscall in progress (map "io_args"), stashed at entry for the exit. */
 struct tl_io_args {
@@ -42,6 +48,14 @@ struct {
 	__type(value, struct tl_selection);
 } selected SEC(".maps");
 
+/* cgroup v2 ids (bpf_get_current_cgroup_id) of the selected containers' cgroups. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} selected_cgroups SEC(".maps");
+
 /* TLS (tls.bpf.h): SSL_* calls in progress, by thread. An entry lives from the entry uprobe to
  * the return uprobe (or the thread's exit), so the map holds at most one per thread. */
 struct {
@@ -51,13 +65,23 @@ struct {
 	__type(value, struct tl_tls_call);
 } tls_calls SEC(".maps");
 
-/* Is this process traced? The agent never traces itself. */
+/* Is this process traced? The agent never traces itself. `tgid` must be the current task's
+ * (every caller runs in the process's own context: syscalls, uprobes, fork in the parent,
+ * sockops connect and sk_msg in the sender), since the cgroup filter reads the current task's
+ * cgroup. */
 static __always_inline bool proc__selected(__u32 tgid)
 {
 	if (tgid == agent_tgid)
 		return false;
 	struct tl_selection *s = bpf_map_lookup_elem(&selected, &tgid);
-	if (s)
-		return (s->flags & TL_SEL_TRACE) && !(s->flags & TL_SEL_EXCLUDE);
-	return trace_all;
+	if (s && (s->flags & TL_SEL_EXCLUDE))
+		return false;
+	if (filter_by_process && !(s && (s->flags & TL_SEL_TRACE)))
+		return false;
+	if (filter_by_cgroup) {
+		__u64 cgroup = bpf_get_current_cgroup_id();
+		if (!bpf_map_lookup_elem(&selected_cgroups, &cgroup))
+			return false;
+	}
+	return true;
 }

@@ -5,8 +5,8 @@
  * Called from data__submit for every data event, before the event goes out, so the ids reach
  * userspace ahead of the bytes they belong to:
  *   ingress, not a client connection, bytes start an HTTP/1.x request: new server span id and a
- *     trace id (from an incoming traceparent, else new); kept as the thread's context and
- *     reported (TL_CTX_SERVER);
+ *     trace id and flags (from an incoming traceparent, else a new trace sampled by
+ *     sample__flags); kept as the thread's context and reported (TL_CTX_SERVER);
  *   egress with ids the sk_msg program injected during this very syscall: reported
  *     (TL_CTX_CLIENT);
  *   egress on the server connection the thread's context came from (the response): the request
@@ -74,11 +74,12 @@ static __always_inline void ctx__on_request(__u64 pid_tgid, const __u8 *payload,
 	struct tl_thread_ctx t = {};
 	__u8 parent[8] = {};
 	__u8 flags = 0;
-	t.trace_flags = 1;
-	if (scan.tp_count == 1 && !scan.bad && traceparent__parse(&scan, t.trace_id, parent, &t.trace_flags))
+	if (scan.tp_count == 1 && !scan.bad && traceparent__parse(&scan, t.trace_id, parent, &t.trace_flags)) {
 		flags = TL_CTX_F_FROM_HEADER | TL_CTX_F_HAS_PARENT;
-	else
+	} else {
 		ids__random(t.trace_id, 4);
+		t.trace_flags = sample__flags(t.trace_id);
+	}
 	ids__random(t.span_id, 2);
 	t.conn.tgid = pid_tgid >> 32;
 	t.conn.fd = a->fd;

@@ -178,6 +178,24 @@ static __always_inline bool traceparent__parse(const struct tl_scan *s, __u8 tra
 	return true;
 }
 
+/* Head sampling of the traces the kernel starts (agent/spans/sampler.h has the rule and the
+ * reasons): a new trace is sampled iff its trace id's 56 rightmost bits, read big-endian, are
+ * >= sample_threshold. The agent computes the threshold from sampling.ratio and sets it in both
+ * objects before load (agent/kernel/capture_program.cpp, injector.cpp), so the capture and
+ * injection programs and userspace decide a trace id alike. 0 samples every trace, 2^56 none.
+ * Traces continued from a parent (a traceparent read, the thread's server request) keep the
+ * parent's flag. */
+const volatile __u64 sample_threshold = 0;
+
+/* W3C trace-flags for a new trace: 0x01 (sampled) or 0x00. */
+static __always_inline __u8 sample__flags(const __u8 *trace_id)
+{
+	__u64 r = 0;
+	for (int k = 9; k < 16; k++)
+		r = (r << 8) | trace_id[k];
+	return r >= sample_threshold ? 1 : 0;
+}
+
 /* Random non-zero ids. */
 static __always_inline void ids__random(__u8 *out, int words)
 {

@@ -11,6 +11,11 @@ checkout). The server's spans must carry container.id, the pod, namespace, conta
 workload, and service.name = the Deployment's name; the client (curl, outside any container)
 must carry none of it.
 
+Selection by namespace and labels (--namespace, --label) is checked the same way, with the
+whole machine in view (no --exe/--port): only the servers in cgroups of matching pods make
+spans, a pod the watch adds later is traced once its event arrives, and a pod relabelled out of
+the selection stops being traced.
+
 Needs root (cgroup directories, BPF). In CI it fails rather than skips.
 """
 
@@ -24,8 +29,9 @@ import sys
 import tempfile
 import unittest
 
-from e2e_util import (LOOPBACK, Agent, PeerProcess, agent_metrics, curl, deadline_loop,
-                      format_spans, free_port, give_up, main, require_root, wait_for_spans)
+from e2e_util import (LOOPBACK, Agent, PeerProcess, agent_metrics, agent_spans, curl, deadline_loop,
+                      format_spans, free_port, give_up, main, require_root, run_agent_once,
+                      wait_for_spans)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
@@ -102,11 +108,11 @@ class PodCgroup:
 
 
 class ReplayServer:
-    def __init__(self, test: unittest.TestCase, scenario: str):
+    def __init__(self, test: unittest.TestCase, scenario: str, fixtures: str = FIXTURES):
         self.log = tempfile.NamedTemporaryFile(prefix="tl-k8s-requests-", suffix=".jsonl", delete=False).name
         test.addCleanup(os.unlink, self.log)
         self.proc = subprocess.Popen(
-            [PYTHON, REPLAY, "--scenario", os.path.join(FIXTURES, scenario), "--fixtures", FIXTURES,
+            [PYTHON, REPLAY, "--scenario", os.path.join(fixtures, scenario), "--fixtures", fixtures,
              "--log", self.log], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         test.addCleanup(self.stop)
         line = self.proc.stdout.readline()
@@ -197,6 +203,146 @@ class KubernetesMetadataTest(unittest.TestCase):
         self.assertEqual(agent.stop(), 0, agent.describe())
         metrics = agent_metrics(agent.stderr_lines)
         self.assertEqual(metrics.get("threadline_k8s_metadata_misses_total", 0), 0, agent.stderr_tail())
+
+
+# The container id of redis-0 (pod_list.json: namespace shop, app=redis), and the uid and
+# container id of a pod the selection test adds through the watch.
+REDIS_ID = "34fb46c847bb9df96e5205a39d382f648a6e8dce1e014cd85b4ca6a88d88ed03"
+LATE_UID = "5b6c7d8e-9f01-4a2b-8c3d-4e5f60718293"
+LATE_ID = "aa11bb22cc33dd44ee55ff6600778899aabbccddeeff00112233445566778899"
+
+
+class PodSelectionTest(unittest.TestCase):
+    """--namespace shop --label app=checkout, on a node whose API is replayed and whose pods'
+    containers are cgroups created here, each holding a real Python HTTP server."""
+
+    def setUp(self):
+        require_root(self)
+        self.cgroup_root = cgroup2_mount()
+        if not self.cgroup_root:
+            give_up(self, "no cgroup v2 hierarchy mounted")
+        self.www = tempfile.mkdtemp(prefix="tl-e2e-www-")
+        self.addCleanup(shutil.rmtree, self.www, True)
+
+    def fixtures(self) -> tuple[str, dict, str]:
+        """A fixtures directory with the recorded pod list and a watch stream the test appends
+        to; returns it, the pod list, and the stream's path."""
+        d = tempfile.mkdtemp(prefix="tl-k8s-fixtures-")
+        self.addCleanup(shutil.rmtree, d, True)
+        for name in os.listdir(FIXTURES):
+            shutil.copy(os.path.join(FIXTURES, name), d)
+        with open(os.path.join(FIXTURES, "scenario_watch.json")) as f:
+            scenario = json.load(f)
+        scenario["watch"] = [{"status": 200, "stream": "live.jsonl", "end": "follow"}]
+        with open(os.path.join(d, "scenario_live.json"), "w") as f:
+            json.dump(scenario, f)
+        stream = os.path.join(d, "live.jsonl")
+        open(stream, "w").close()
+        with open(os.path.join(FIXTURES, "pod_list.json")) as f:
+            pods = json.load(f)
+        return d, pods, stream
+
+    def server_in(self, pod_uid: str | None, container_id: str | None) -> PeerProcess:
+        port = free_port()
+        server = PeerProcess([PYTHON, "-m", "http.server", str(port), "--bind", LOOPBACK], self,
+                             port=port, cwd=self.www)
+        if pod_uid:
+            PodCgroup(self, self.cgroup_root, pod_uid, container_id).add(server.pid)
+        return server
+
+    def test_namespace_and_label_select_containers_and_follow_the_watch(self):
+        fixtures, pod_list, stream = self.fixtures()
+        by_name = {p["metadata"]["name"]: p for p in pod_list["items"]}
+        exporter = by_name["node-exporter-7xk4p"]
+        exporter_id = exporter["status"]["containerStatuses"][0]["containerID"].split("://")[1]
+        api = ReplayServer(self, "scenario_live.json", fixtures)
+
+        checkout = self.server_in(POD_UID, CONTAINER_ID)                      # shop, app=checkout
+        redis = self.server_in(by_name["redis-0"]["metadata"]["uid"], REDIS_ID)  # shop, app=redis
+        monitoring = self.server_in(exporter["metadata"]["uid"], exporter_id)  # monitoring
+        host = self.server_in(None, None)                                     # no pod at all
+        late = self.server_in(LATE_UID, LATE_ID)                              # not in the API yet
+
+        agent = Agent(["--output=json", "--namespace", "shop", "--label", "app=checkout",
+                       "--kubernetes", "on", "--node-name", NODE, "--stats-interval", "1"],
+                      self, env={"THREADLINE_KUBERNETES_API_SERVER": api.url})
+
+        seen_lines = 0
+
+        def wait_selected(n: int, what: str) -> None:
+            """Waits for a selection change logged after the previous one."""
+            nonlocal seen_lines
+            pattern = f"{n} container cgroups selected"
+            for _ in deadline_loop(20.0, 0.1):
+                lines = agent.stderr_lines
+                for i in range(seen_lines, len(lines)):
+                    if pattern in lines[i]:
+                        seen_lines = i + 1
+                        return
+                if agent.proc.poll() is not None:
+                    break
+            self.fail(f"{what}: no '{pattern}' in the agent's log\n{agent.describe()}")
+
+        wait_selected(1, "the checkout container's cgroup (the only matching one) is selected")
+        for server in (checkout, redis, monitoring, host, late):
+            r = curl(server.url())
+            self.assertEqual(r.stdout, "200", r.stderr)
+        spans = wait_for_spans(agent, lambda ss: any(s.is_server and s.pid == checkout.pid for s in ss))
+        srv = next(s for s in spans if s.is_server and s.pid == checkout.pid)
+        self.assertEqual(srv.resource.get("k8s.namespace.name"), "shop")
+        self.assertEqual(srv.resource.get("k8s.deployment.name"), "checkout")
+
+        # The pod added by the watch: selected when its event arrives, traced from then on.
+        late_pod = {
+            "kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "late-0", "namespace": "shop", "uid": LATE_UID,
+                         "resourceVersion": "2001", "labels": {"app": "checkout"}},
+            "spec": {"nodeName": NODE, "containers": [{"name": "late"}]},
+            "status": {"phase": "Running",
+                       "containerStatuses": [{"name": "late", "containerID": f"containerd://{LATE_ID}"}]},
+        }
+        with open(stream, "a") as f:
+            f.write(json.dumps({"type": "ADDED", "object": late_pod}) + "\n")
+        wait_selected(2, "the pod added by the watch is selected")
+        r = curl(late.url())
+        self.assertEqual(r.stdout, "200", r.stderr)
+        wait_for_spans(agent, lambda ss: any(s.is_server and s.pid == late.pid for s in ss))
+
+        # The checkout pod relabelled out of the selection: its container is no longer traced.
+        relabelled = json.loads(json.dumps(by_name[POD_NAME]))
+        relabelled["metadata"]["labels"]["app"] = "checkout-old"
+        relabelled["metadata"]["resourceVersion"] = "2002"
+        with open(stream, "a") as f:
+            f.write(json.dumps({"type": "MODIFIED", "object": relabelled}) + "\n")
+        wait_selected(1, "the relabelled pod leaves the selection")
+        for server in (checkout, late):
+            r = curl(server.url())
+            self.assertEqual(r.stdout, "200", r.stderr)
+        # The late server's second span comes after the checkout request was handled.
+        spans = wait_for_spans(
+            agent, lambda ss: sum(1 for s in ss if s.is_server and s.pid == late.pid) >= 2)
+        self.assertEqual(agent.stop(), 0, agent.describe())
+        spans = agent_spans(agent)
+
+        by_pid: dict[int, int] = {}
+        for s in spans:
+            by_pid[s.pid] = by_pid.get(s.pid, 0) + 1
+        self.assertEqual(sum(1 for s in spans if s.pid == checkout.pid), 1,
+                         f"checkout traced only before it was relabelled\n{format_spans(spans)}")
+        for name, server in (("redis (app=redis)", redis), ("node-exporter (namespace monitoring)", monitoring),
+                             ("a host process", host)):
+            self.assertFalse([s for s in spans if s.pid == server.pid],
+                             f"{name} must not be traced\n{format_spans(spans)}")
+        # Only the two selected servers made spans: curl runs on the host, outside every pod.
+        self.assertEqual(set(by_pid), {checkout.pid, late.pid}, format_spans(spans))
+        metrics = agent_metrics(agent.stderr_lines)
+        self.assertEqual(metrics.get("threadline_selection_cgroups"), 1, agent.stderr_tail())
+        self.assertEqual(metrics.get("threadline_selection_cgroup_errors_total", 0), 0, agent.stderr_tail())
+
+    def test_selection_without_kubernetes_is_refused(self):
+        r = run_agent_once(["--output=json", "--namespace", "shop", "--kubernetes", "off"])
+        self.assertNotEqual(r.returncode, 0, r.stderr)
+        self.assertIn("needs Kubernetes metadata", r.stderr)
 
 
 if __name__ == "__main__":

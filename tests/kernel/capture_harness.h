@@ -31,6 +31,7 @@ struct Recorder : EventSink {
   std::vector<ProcExitEvent> exits;
   std::vector<ProcForkEvent> forks;
   std::vector<ConnStateEvent> states;
+  std::vector<TraceCtxEvent> contexts;
 
   void OnConnOpen(const ConnOpenEvent& e) override {
     opens.push_back(e);
@@ -51,6 +52,7 @@ struct Recorder : EventSink {
     forks.back().comm = {};
   }
   void OnConnState(const ConnStateEvent& e) override { states.push_back(e); }
+  void OnTraceContext(const TraceCtxEvent& e) override { contexts.push_back(e); }
 
   // The open event of the connection on this fd of this process (the latest generation).
   const ConnOpenEvent* OpenFor(uint32_t tgid, int fd) const {

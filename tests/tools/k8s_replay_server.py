@@ -10,14 +10,15 @@ Scenario (JSON file):
   {
     "list":  [ {"status": 200, "file": "pod_list.json"}, ... ],      # one per LIST, last repeats
     "watch": [ {"status": 200, "stream": "watch_events.jsonl",       # one per WATCH, last repeats
-                "end": "hang" | "close" | "drop"},
+                "end": "hang" | "close" | "drop" | "follow"},
                {"status": 410, "file": "status_410.json"}, ... ],
     "get":   { "/apis/apps/v1/namespaces/shop/replicasets/x": {"status": 200, "file": "..."} }
   }
 A watch stream is sent with chunked transfer encoding, one chunk per line, as the API server
 does. "end": "close" ends the response (the server's timeoutSeconds), "hang" keeps the
 connection open and silent until the client goes, "drop" closes the socket without the final
-chunk (a dropped connection; the file may end in the middle of a line). Unknown GET paths get a
+chunk (a dropped connection; the file may end in the middle of a line), "follow" goes on sending
+the lines a test appends to the stream file until the client goes. Unknown GET paths get a
 404 Status.
 
   k8s_replay_server.py --scenario S.json --fixtures DIR [--port 0] [--log requests.jsonl]
@@ -117,6 +118,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.02)  # events arrive one by one, as from a real watch
             end = answer.get("end", "close")
+            if end == "follow":
+                self.follow(answer["stream"], len(data.encode()))
+                self.close_connection = True
+                return
             if end == "drop":
                 self.close_connection = True
                 self.connection.shutdown(2)
@@ -129,6 +134,27 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def follow(self, name: str, offset: int) -> None:
+        """Like `tail -f`: sends each complete line appended to the stream file after `offset`
+        (a test writes events while the client watches), until the client goes."""
+        path = os.path.join(self.replay.fixtures, name)
+        pending = b""
+        deadline = time.monotonic() + HANG_LIMIT_S
+        while time.monotonic() < deadline:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            offset += len(chunk)
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                raw = line + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
+                self.wfile.flush()
+            readable, _, _ = select.select([self.connection], [], [], 0.05)
+            if readable and not self.connection.recv(1, 0):
+                return
 
     def wait_client_gone(self) -> None:
         deadline = time.monotonic() + HANG_LIMIT_S

@@ -59,6 +59,7 @@ TEST(K8sDecode, PodList) {
   EXPECT_EQ(checkout->node_name, "worker-1");
   EXPECT_EQ(checkout->resource_version, "981");
   EXPECT_EQ(checkout->pod_template_hash, "7c9f8b6d5");
+  EXPECT_EQ(checkout->labels, (K8sLabels{{"app", "checkout"}, {"pod-template-hash", "7c9f8b6d5"}}));
   ASSERT_TRUE(checkout->controller);
   EXPECT_EQ(*checkout->controller,
             (K8sOwnerRef{"ReplicaSet", "checkout-7c9f8b6d5", "6a0e2b1c-55f3-4d0b-8f2e-0c3b1a9d7e11", true}));

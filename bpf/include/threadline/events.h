@@ -242,6 +242,8 @@ struct tl_tls_key {
  *   client: the sk_msg program that inserts a traceparent into an outgoing request makes the
  *           client span id, takes the trace id from the thread's context (else new) and leaves
  *           the ids for the write syscall's exit ("inject_out").
+ * A new trace's sampled flag is the agent's ratio rule on its trace id (sample__flags in
+ * bpf/inject/ids.bpf.h, agent/spans/sampler.h); a continued one keeps its parent's.
  * Both are reported as a TL_EV_TRACE_CTX event right before the data event they belong to,
  * tied to it by (connection, syscall entry time, thread); userspace builds those spans with
  * exactly these ids. */
