@@ -46,6 +46,8 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define TL_SK_PASS 1
 #define TL_SK_DROP 0
+/* Largest message made contiguous after an injection (one order-3 page allocation). */
+#define TL_PULL_MAX 32768
 
 /* Run-time switches (.bss, written by userspace). */
 #define TL_INJECT_OFF 0
@@ -295,21 +297,35 @@ int tl_inject_msg(struct sk_msg_md *msg)
 		stat__count(TL_INJ_FAIL_PUSH);
 		return TL_SK_PASS;
 	}
-	if (bpf_msg_pull_data(msg, at, at + TL_TRACEPARENT_LINE_LEN, 0)) {
-		/* The inserted bytes are not initialised: take them out again. */
-		stat__count(TL_INJ_FAIL_PULL);
-		if (bpf_msg_pop_data(msg, at, TL_TRACEPARENT_LINE_LEN, 0))
-			return TL_SK_DROP; /* never send bytes we did not write */
-		return TL_SK_PASS;
+	/* push_data leaves the message in three pieces (before, the new bytes, after), and the
+	 * kernel sends each piece with its own tcp_sendmsg: the first leaves at once as a small
+	 * segment, and on a socket without TCP_NODELAY Nagle holds the others until it is ACKed,
+	 * which a receiver's delayed ACK puts off by ~40 ms per request. So the whole message (up
+	 * to TL_PULL_MAX) is made one piece again; a larger one, or a failed allocation, is sent in
+	 * pieces as before (correct, only slower on such sockets). */
+	__u32 total = msg->size;
+	__u32 off = at & (TL_SCAN_BYTES - 1); /* at < TL_SCAN_BYTES: the mask only shows the verifier */
+	bool whole = total <= TL_PULL_MAX && !bpf_msg_pull_data(msg, 0, total, 0);
+	if (!whole) {
+		stat__count(TL_INJ_SPLIT_SEND);
+		off = 0;
+		if (bpf_msg_pull_data(msg, at, at + TL_TRACEPARENT_LINE_LEN, 0)) {
+			/* The inserted bytes are not initialised: take them out again. */
+			stat__count(TL_INJ_FAIL_PULL);
+			if (bpf_msg_pop_data(msg, at, TL_TRACEPARENT_LINE_LEN, 0))
+				return TL_SK_DROP; /* never send bytes we did not write */
+			return TL_SK_PASS;
+		}
 	}
 	data = msg->data;
 	data_end = msg->data_end;
-	if (data + TL_TRACEPARENT_LINE_LEN > data_end) {
+	if (data + off + TL_TRACEPARENT_LINE_LEN > data_end) {
 		stat__count(TL_INJ_FAIL_PULL);
 		if (bpf_msg_pop_data(msg, at, TL_TRACEPARENT_LINE_LEN, 0))
 			return TL_SK_DROP;
 		return TL_SK_PASS;
 	}
+	data += off;
 	__u8 *dst = data;
 	for (int k = 0; k < TL_TRACEPARENT_LINE_LEN; k++)
 		dst[k] = line[k];

@@ -32,6 +32,7 @@ std::string_view InjectStatName(int stat) {
     case TL_INJ_FAIL_PULL: return "fail_pull";
     case TL_INJ_SKIP_OFF: return "skip_off";
     case TL_INJ_SKIP_EXCLUDED: return "skip_excluded";
+    case TL_INJ_SPLIT_SEND: return "injected_split_send";
     default: return "unknown";
   }
 }

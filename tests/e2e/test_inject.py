@@ -347,6 +347,71 @@ class InjectTest(unittest.TestCase):
         self.assertIn("threadline_inject_total{result=injected}", stats)
         self.assertIn("threadline_inject_total{result=skip_has_traceparent}", stats)
 
+    def test_injected_request_leaves_in_one_piece(self):
+        """The request with its inserted line reaches the receiver as one piece, also from a
+        client without TCP_NODELAY: sent in the three pieces bpf_msg_push_data leaves, the
+        first would leave alone and Nagle would hold the rest until the receiver's (delayed)
+        ACK, ~40 ms per request, and a receiver reading in between would see a bare request
+        line."""
+        mport = free_port()
+        self.start_agent("--metrics-address", f"127.0.0.1:{mport}", exe=("tlinj-python3",))
+        port = free_port()
+        server = PeerProcess([PYTHON_EXE, "-c", PIECES_SERVER, str(port)], self, port=port)
+        time.sleep(1.5)  # counters are published once a second: let the canary's show
+        before = inject_counts(mport)
+        p = subprocess.run([PYTHON_EXE, "-c", NAGLE_CLIENT, str(port), "20"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr[-2000:])
+        for _ in deadline_loop(10, 0.1):
+            if sum(1 for l in server.stdout_lines if l.startswith("{")) >= 20:
+                break
+        seen = [json.loads(l) for l in server.stdout_lines if l.startswith("{")]
+        self.assertEqual(len(seen), 20, server.describe())
+        self.assertEqual([r for r in seen if not r["traceparent"]], [], "every request is injected")
+        self.assertEqual([r for r in seen if r["pieces"] != 1], [],
+                         "each injected request arrives in one read, whole")
+        for _ in deadline_loop(10, 0.2):
+            after = inject_counts(mport)
+            if after.get("injected", 0) - before.get("injected", 0) >= 20:
+                break
+        self.assertEqual(after.get("injected", 0) - before.get("injected", 0), 20, after)
+        self.assertEqual(after.get("injected_split_send", 0) - before.get("injected_split_send", 0), 0, after)
+
+
+# For each request on a connection: how many reads its head took and whether it carried
+# traceparent, as a JSON line; answers each with one write.
+PIECES_SERVER = r"""
+import json, socket, sys, threading
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1]))); ls.listen(16)
+def serve(c):
+    while True:
+        head, pieces = b"", 0
+        while b"\r\n\r\n" not in head:
+            d = c.recv(65536)
+            if not d:
+                c.close(); return
+            head += d; pieces += 1
+        print(json.dumps({"pieces": pieces, "traceparent": b"\ntraceparent: 00-" in head}), flush=True)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+# Keep-alive requests, one write each, on a socket left with Nagle on (no TCP_NODELAY).
+NAGLE_CLIENT = r"""
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+for i in range(int(sys.argv[2])):
+    s.sendall(b"GET /n%d HTTP/1.1\r\nHost: x\r\nUser-Agent: nagle\r\n\r\n" % i)
+    got = b""
+    while not got.endswith(b"ok"):
+        d = s.recv(4096)
+        if not d:
+            sys.exit("closed")
+        got += d
+"""
 
 # Collects what each connection carried until the peer's shutdown(SHUT_WR) and sends it back.
 COLLECT_SERVER = r"""

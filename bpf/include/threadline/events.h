@@ -309,7 +309,9 @@ enum tl_inject_stat {
 	TL_INJ_FAIL_PULL = 11,         /* bpf_msg_pull_data failed */
 	TL_INJ_SKIP_OFF = 12,          /* enrolled socket while injection is switched off */
 	TL_INJ_SKIP_EXCLUDED = 13,     /* sending process no longer traced (excluded since) */
-	TL_INJ__COUNT = 14,
+	TL_INJ_SPLIT_SEND = 14,        /* injected, but the message could not be made one piece
+	                                * again (over TL_PULL_MAX): sent in pieces (Nagle may delay) */
+	TL_INJ__COUNT = 15,
 };
 
 /* Go crypto/tls (bpf/capture/go_tls.bpf.h): where a *tls.Conn keeps its socket fd, for a range
