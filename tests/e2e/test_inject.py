@@ -126,6 +126,24 @@ def inject_counts(port: int) -> dict[str, int]:
     return out
 
 
+def settled_inject_counts(port: int, timeout: float = 20.0) -> dict[str, int]:
+    """inject_counts once they stopped moving: equal over more than one publication period
+    (the agent publishes them once a second), so what came before (the canary) is all in."""
+    def read() -> dict[str, int]:
+        # Reading /metrics is itself a connect() by an untraced process: not part of the test.
+        return {k: v for k, v in inject_counts(port).items() if k != "connect_not_traced"}
+
+    last = read()
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        time.sleep(1.2)
+        now = read()
+        if now == last and now.get("injected", 0) > 0:
+            return now
+        last = now
+    raise AssertionError(f"injection counters still moving or empty after {timeout:.0f}s: {last}")
+
+
 def metrics_text(port: int) -> str:
     # curl, not urllib: this test process is python3 and so traced (and injected into) itself.
     return run("curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{port}/metrics").stdout
@@ -299,8 +317,7 @@ class InjectTest(unittest.TestCase):
         self.start_agent("--metrics-address", f"127.0.0.1:{mport}", exe=("tlinj-python3",))
         port = free_port()
         PeerProcess([PYTHON_EXE, "-c", COLLECT_SERVER, str(port)], self, port=port)
-        time.sleep(1.5)  # counters are published once a second: let the setup's show
-        before = inject_counts(mport)  # the canary's own requests and the port probe are in it
+        before = settled_inject_counts(mport)  # the canary's own requests and the port probe are in it
         p = subprocess.run([PYTHON_EXE, "-c", SEND_RAW, str(port)], capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr[-2000:])
         result = json.loads(p.stdout.strip().splitlines()[-1])
@@ -357,8 +374,7 @@ class InjectTest(unittest.TestCase):
         self.start_agent("--metrics-address", f"127.0.0.1:{mport}", exe=("tlinj-python3",))
         port = free_port()
         server = PeerProcess([PYTHON_EXE, "-c", PIECES_SERVER, str(port)], self, port=port)
-        time.sleep(1.5)  # counters are published once a second: let the canary's show
-        before = inject_counts(mport)
+        before = settled_inject_counts(mport)
         p = subprocess.run([PYTHON_EXE, "-c", NAGLE_CLIENT, str(port), "20"], capture_output=True, text=True,
                            timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr[-2000:])
