@@ -207,12 +207,15 @@ Status RunProbeChild(const ChildPlan& plan, const std::function<void(pid_t)>& be
   if (pid < 0) return Error::FromErrno("fork", errno);
   if (pid == 0) {
     // Child: async-signal-safe calls only. Exit codes say which step failed.
-    ::alarm(2);
     ::close(go_write.get());  // else our own copy keeps the pipe from ever reaching EOF
     char go = 0;
-    // EOF (the parent gave up) is as good as a go: the child only has to exit.
+    // EOF (the parent gave up, or died) is as good as a go: the child only has to exit.
     while (::read(go_read.get(), &go, 1) < 0 && errno == EINTR) {
     }
+    // The alarm guards the child's own steps only, from the go on: the parent's setup before
+    // it (loading and attaching the probe's BPF program) took over 2 s on a loaded machine,
+    // and an alarm started at fork then killed a healthy probe and the agent refused to run.
+    ::alarm(10);
     if (plan.cgroup_procs_fd >= 0 && ::write(plan.cgroup_procs_fd, "0", 1) != 1) ::_exit(10);
     if (plan.connect_port != 0) {
       const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -66,8 +66,8 @@ class ScopedCgroup {
 // Forks a child that optionally moves itself into a cgroup (by writing "0" to the already
 // open cgroup.procs fd) and optionally connects to 127.0.0.1:connect_port, then exits; waits
 // for it. `before_child_runs` gets the child's pid before the child does anything. The child
-// only makes async-signal-safe calls (we may be multi-threaded) and dies by SIGALRM if
-// anything hangs.
+// only makes async-signal-safe calls (we may be multi-threaded) and dies by SIGALRM if its
+// own steps hang for 10 s (counted from the go, not from the fork).
 struct ChildPlan {
   int cgroup_procs_fd = -1;
   uint16_t connect_port = 0;
