@@ -49,15 +49,22 @@ std::string AsciiLower(std::string_view s) {
   return out;
 }
 
-Result<KeyValueList> ParseKeyValueList(std::string_view text, std::string_view variable) {
-  KeyValueList list;
+std::vector<std::string_view> ListMembers(std::string_view text) {
+  std::vector<std::string_view> members;
   size_t pos = 0;
   while (pos <= text.size()) {
     size_t comma = text.find(',', pos);
     if (comma == std::string_view::npos) comma = text.size();
     std::string_view member = TrimSpace(text.substr(pos, comma - pos));
     pos = comma + 1;
-    if (member.empty()) continue;  // "a=b,,c=d" or a trailing comma
+    if (!member.empty()) members.push_back(member);
+  }
+  return members;
+}
+
+Result<KeyValueList> ParseKeyValueList(std::string_view text, std::string_view variable) {
+  KeyValueList list;
+  for (std::string_view member : ListMembers(text)) {
     member = TrimSpace(member.substr(0, member.find(';')));  // ";property" parts mean nothing here
     const size_t eq = member.find('=');
     if (eq == std::string_view::npos) {

@@ -20,6 +20,10 @@ std::string AsciiLower(std::string_view s);
 // OTEL_RESOURCE_ATTRIBUTES use it: members and their keys and values trimmed, empty members
 // skipped, ";property" parts ignored, keys and values percent-decoded; in order, duplicates
 // kept. Errors (no '=', empty key, bad percent-escape) name `variable`.
+// The members of a comma-separated list, trimmed, empty ones ("a,,b", a trailing comma)
+// skipped; views into `text`.
+std::vector<std::string_view> ListMembers(std::string_view text);
+
 using KeyValueList = std::vector<std::pair<std::string, std::string>>;
 Result<KeyValueList> ParseKeyValueList(std::string_view text, std::string_view variable);
 

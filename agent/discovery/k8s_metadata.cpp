@@ -59,7 +59,6 @@ Result<K8sPod> PodFromJson(const Json& j) {
   if (const Json* labels = Field(*metadata, "labels"); labels && labels->is_object()) {
     for (auto it = labels->begin(); it != labels->end(); ++it)
       if (it.value().is_string()) pod.labels.emplace(it.key(), it.value().get<std::string>());
-    pod.pod_template_hash = Str(*labels, "pod-template-hash");
   }
   pod.controller = ControllerRef(*metadata);
   if (const Json* spec = Field(j, "spec")) pod.node_name = Str(*spec, "nodeName");
@@ -235,9 +234,10 @@ std::vector<K8sWorkload> K8sOwnerResolver::Resolve(const K8sPod& pod) {
                                "rs/" + ns + "/" + owner.name + "/" + owner.uid);
     if (parent) {
       chain.push_back({parent->kind, parent->name});
-    } else if (!pod.pod_template_hash.empty() && owner.name.size() > pod.pod_template_hash.size() + 1 &&
-               owner.name.ends_with("-" + pod.pod_template_hash)) {
-      chain.push_back({"Deployment", owner.name.substr(0, owner.name.size() - pod.pod_template_hash.size() - 1)});
+    } else if (const std::string_view hash = pod.PodTemplateHash();
+               !hash.empty() && owner.name.size() > hash.size() + 1 &&
+               owner.name.ends_with(hash) && owner.name[owner.name.size() - hash.size() - 1] == '-') {
+      chain.push_back({"Deployment", owner.name.substr(0, owner.name.size() - hash.size() - 1)});
     }
   } else if (owner.kind == "Job") {
     auto parent = ControllerOf("/apis/batch/v1/namespaces/" + ns + "/jobs/" + owner.name,

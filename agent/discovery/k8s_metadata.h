@@ -54,8 +54,13 @@ struct K8sPod {
   std::string namespace_name;
   std::string node_name;  // spec.nodeName
   std::string resource_version;
-  std::string pod_template_hash;  // label set by the Deployment controller on its pods
   K8sLabels labels;
+
+  // The label the Deployment controller sets on its pods; empty without it.
+  std::string_view PodTemplateHash() const {
+    auto it = labels.find("pod-template-hash");
+    return it == labels.end() ? std::string_view() : std::string_view(it->second);
+  }
   std::optional<K8sOwnerRef> controller;  // the ownerReference with controller=true
   std::vector<K8sContainerStatus> containers;
 };

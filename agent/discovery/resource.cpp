@@ -294,13 +294,9 @@ std::optional<std::string_view> EnvironValue(std::string_view environ, std::stri
 
 Result<Attributes> ParseResourceAttributes(std::string_view value) {
   Attributes attrs;
-  size_t start = 0;
-  while (start <= value.size()) {
-    size_t comma = value.find(',', start);
-    if (comma == std::string_view::npos) comma = value.size();
-    std::string_view member = TrimSpace(value.substr(start, comma - start));
-    start = comma + 1;
-    if (member.empty()) continue;
+  // Not ParseKeyValueList: a ';' is part of a value here, and any bad member fails the whole
+  // variable (the SDK specification), with its own error text.
+  for (std::string_view member : ListMembers(value)) {
     size_t eq = member.find('=');
     if (eq == std::string_view::npos)
       return Error{"OTEL_RESOURCE_ATTRIBUTES: no '=' in \"" + std::string(member) + "\"", EINVAL};

@@ -58,7 +58,7 @@ TEST(K8sDecode, PodList) {
   EXPECT_EQ(checkout->namespace_name, "shop");
   EXPECT_EQ(checkout->node_name, "worker-1");
   EXPECT_EQ(checkout->resource_version, "981");
-  EXPECT_EQ(checkout->pod_template_hash, "7c9f8b6d5");
+  EXPECT_EQ(checkout->PodTemplateHash(), "7c9f8b6d5");
   EXPECT_EQ(checkout->labels, (K8sLabels{{"app", "checkout"}, {"pod-template-hash", "7c9f8b6d5"}}));
   ASSERT_TRUE(checkout->controller);
   EXPECT_EQ(*checkout->controller,
@@ -218,12 +218,12 @@ TEST(K8sOwnerResolver, ForbiddenReplicaSetFallsBackToThePodTemplateHash) {
   pod.uid = "u";
   pod.name = "payments-6f7d8c9b5-m4n8r";
   pod.namespace_name = "shop";
-  pod.pod_template_hash = "6f7d8c9b5";
+  pod.labels["pod-template-hash"] = "6f7d8c9b5";
   pod.controller = K8sOwnerRef{"ReplicaSet", "payments-6f7d8c9b5", "rs-uid", true};
   EXPECT_EQ(resolver.Resolve(pod),
             (std::vector<K8sWorkload>{{"ReplicaSet", "payments-6f7d8c9b5"}, {"Deployment", "payments"}}));
   // Without the label (a ReplicaSet made by hand), the chain stops at the ReplicaSet.
-  pod.pod_template_hash.clear();
+  pod.labels.erase("pod-template-hash");
   EXPECT_EQ(resolver.Resolve(pod), (std::vector<K8sWorkload>{{"ReplicaSet", "payments-6f7d8c9b5"}}));
   // The failure is remembered for a while: not one GET per pod event.
   EXPECT_EQ(api.calls["/apis/apps/v1/namespaces/shop/replicasets/payments-6f7d8c9b5"], 1);
