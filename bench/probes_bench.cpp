@@ -10,10 +10,12 @@
 //   attached, selected         this process traced: arguments stashed, fd -> socket walk, two
 //                              data events with 64 bytes of payload per pair, delivered to a
 //                              reader draining the ring on another CPU (the agent's
-//                              RingConsumer into a sink that does nothing)
-//   selected, reader spinning  as "selected", but the reader consumes in a busy loop instead of
-//                              sleeping in epoll like the agent: the difference is the cost of
-//                              waking the reader (the kernel notifies it when it had caught up)
+//                              RingConsumer into a sink that does nothing), events committed
+//                              without waking the reader as the agent does (batch_wakeups)
+//   selected, wake-up per      as "selected", with the kernel's default commit: the reader is
+//     event                    woken (irq_work, a self-IPI) whenever it had caught up, i.e.
+//                              for nearly every event: the difference is what those wake-ups
+//                              cost the traced syscalls
 //   selected, AF_UNIX          the same traced process doing I/O on a socket that is not TCP
 //                              (socketpair): the walk to the socket, then nothing is emitted
 //                              (compared with untraced AF_UNIX)
@@ -172,9 +174,8 @@ class CountingSink : public EventSink {
 // The capture program plus a thread draining its ring on another CPU.
 class Tracer {
  public:
-  // `spin`: the reader never sleeps (consumes in a loop) instead of waiting in epoll as the
-  // agent does; the difference is what waking the reader costs the traced syscalls.
-  static std::unique_ptr<Tracer> Start(int drain_cpu, bool spin, std::string* error) {
+  // `batch_wakeups`: CaptureConfig::batch_wakeups (the agent's default: true).
+  static std::unique_ptr<Tracer> Start(int drain_cpu, bool batch_wakeups, std::string* error) {
     if (auto st = PrepareBpfEnvironment(); !st.ok()) {
       *error = st.error().message;
       return nullptr;
@@ -182,6 +183,7 @@ class Tracer {
     CaptureConfig cc;
     cc.agent_tgid = 0;  // this process is the traced application here, not the agent
     cc.trace_all = false;
+    cc.batch_wakeups = batch_wakeups;
     auto capture = CaptureProgram::Create(cc);
     if (!capture.ok()) {
       *error = capture.error().message;
@@ -195,15 +197,9 @@ class Tracer {
       return nullptr;
     }
     t->ring_ = std::move(*ring);
-    t->drainer_ = std::thread([tp = t.get(), drain_cpu, spin] {
+    t->drainer_ = std::thread([tp = t.get(), drain_cpu] {
       Pin(drain_cpu);
-      while (!tp->stop_.load(std::memory_order_relaxed)) {
-        if (spin) {
-          tp->ring_->Drain();
-        } else {
-          (void)tp->ring_->Poll(20);
-        }
-      }
+      while (!tp->stop_.load(std::memory_order_relaxed)) (void)tp->ring_->Poll(20);
       tp->ring_->Drain();
     });
     return t;
@@ -517,7 +513,7 @@ int Main(int argc, char** argv) {
   results.push_back(RunCase("untraced (no program loaded), TCP", tcp, iterations, repeats, nullptr));
   results.push_back(RunCase("untraced (no program loaded), AF_UNIX", unix_pair, iterations, repeats, nullptr));
   std::string error;
-  auto tracer = Tracer::Start(drain_cpu, /*spin=*/false, &error);
+  auto tracer = Tracer::Start(drain_cpu, /*batch_wakeups=*/true, &error);
   if (!tracer) {
     std::fprintf(stderr, "probes_bench: cannot load the capture program: %s\n", error.c_str());
     if (ci) return 1;  // CI must be able to run BPF: fail, never skip
@@ -533,13 +529,13 @@ int Main(int argc, char** argv) {
   results.push_back(RunCase("attached, process selected, AF_UNIX", unix_pair, iterations, repeats, tracer.get()));
   tracer->Select(false);
   tracer.reset();
-  tracer = Tracer::Start(drain_cpu, /*spin=*/true, &error);
+  tracer = Tracer::Start(drain_cpu, /*batch_wakeups=*/false, &error);
   if (!tracer) {
     std::fprintf(stderr, "probes_bench: cannot load the capture program: %s\n", error.c_str());
     return 1;
   }
   tracer->Select(true);
-  results.push_back(RunCase("selected, TCP, reader spinning", tcp, iterations, repeats, tracer.get()));
+  results.push_back(RunCase("selected, TCP, a wake-up per event", tcp, iterations, repeats, tracer.get()));
   tracer->Select(false);
   tracer.reset();
   results.push_back(RunCase("untraced again (drift check), TCP", tcp, iterations, repeats, nullptr));
@@ -551,7 +547,7 @@ int Main(int argc, char** argv) {
     const int tls_untraced = static_cast<int>(results.size());
     results.push_back(MedianOf("TLS untraced (no program loaded)", repeats,
                                [&] { return TimeTlsPairs(*tls, TlsIterations(iterations)); }, nullptr));
-    tracer = Tracer::Start(drain_cpu, /*spin=*/false, &error);
+    tracer = Tracer::Start(drain_cpu, /*batch_wakeups=*/true, &error);
     if (!tracer || !RunUprobeCases(*tracer, *tls, tls_untraced, iterations, repeats, &results, &error)) {
       std::fprintf(stderr, "probes_bench: uprobe cases: %s\n", error.c_str());
       return 1;

@@ -46,6 +46,9 @@ namespace threadline {
 
 namespace {
 constexpr uint64_t kSecond = 1'000'000'000ull;
+// The ring reader's timer. Most events are committed without waking the reader
+// (CaptureConfig::batch_wakeups), so this is also how long a quiet ring's events can wait.
+constexpr int kRingPollMs = 100;
 
 // The file behind /proc/<pid>/exe as (inode, kernel dev_t), the identity the kernel compares at
 // exec. nullopt for kernel threads and processes we may not inspect.
@@ -290,8 +293,10 @@ Status Agent::Start() {
   if (pod_rule.active()) scope += " in pods with " + pod_rule.Describe();
   if (!cc.ports.empty()) scope += ", ports filtered";
   spdlog::info("threadline ready: {} hooks attached on syscall/sched/sock tracepoints, tracing {}, "
-               "capture {} bytes per syscall, ring buffer {} MiB",
-               attached, scope, cc.capture_bytes, options_.ring_buffer_mb);
+               "capture {} bytes per syscall, ring buffer {} MiB (reader woken past {} KiB held, "
+               "else every {} ms)",
+               attached, scope, cc.capture_bytes, options_.ring_buffer_mb,
+               (cc.ring_buffer_bytes / 16) >> 10, kRingPollMs);
   health_.SetRunning(BootClock::NowBootNs(),
                      std::to_string(attached) + " BPF hooks attached, ring consumer running, tracing " + scope);
   return OkStatus();
@@ -330,7 +335,7 @@ Status Agent::Run(const std::atomic<bool>& stop) {
       options_.duration_s > 0 ? start + static_cast<uint64_t>(options_.duration_s * 1e9) : 0;
   last_sweep_ns_ = last_stats_ns_ = last_clock_refresh_ns_ = start;
   while (!stop.load(std::memory_order_relaxed)) {
-    auto polled = ring_->Poll(100);
+    auto polled = ring_->Poll(kRingPollMs);
     if (!polled.ok()) {
       health_.SetFailed("ring buffer poll: " + polled.error().message);
       return polled.error();

@@ -51,8 +51,11 @@ int RingConsumer::OnRecord(void* ctx, void* data, size_t size) {
 
 Result<int> RingConsumer::Poll(int timeout_ms) {
   int n = ring_buffer__poll(ring_, timeout_ms);
-  if (n == -EINTR) return 0;
+  if (n == -EINTR) n = 0;
   if (n < 0) return Error::FromErrno("poll ring buffer", n);
+  // Not woken (timeout or EINTR): whatever was committed without a wake-up is read now.
+  if (n == 0) n = ring_buffer__consume(ring_);
+  if (n < 0) return Error::FromErrno("consume ring buffer", n);
   return n;
 }
 

@@ -20,8 +20,10 @@ class RingConsumer {
   RingConsumer(const RingConsumer&) = delete;
   RingConsumer& operator=(const RingConsumer&) = delete;
 
-  // Waits up to timeout_ms for data, then consumes everything available. Returns the number of
-  // records consumed, or an error (EINTR is not an error: returns 0).
+  // Waits up to timeout_ms for a wake-up, then consumes everything available, woken or not:
+  // the capture programs commit most events without waking the reader (ring_wakeup_bytes in
+  // bpf/capture/maps.bpf.h), so a timeout is the normal way a quiet ring gets read. Returns the
+  // number of records consumed, or an error (EINTR is not an error: returns 0).
   Result<int> Poll(int timeout_ms);
   // Consumes whatever is in the ring without waiting (used at shutdown).
   int Drain();

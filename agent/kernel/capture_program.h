@@ -33,6 +33,10 @@ struct CaptureConfig {
   std::vector<uint16_t> ports;      // non-empty: only connections with one of these ports
   uint32_t capture_bytes = 4096;    // payload prefix per data event; power of two, <= 16384
   uint32_t ring_buffer_bytes = 16u << 20;  // power of two, >= page size
+  // true: events are committed without waking the reader until the ring is 1/16 full (the
+  // reader polls on a timer: RingConsumer::Poll); false: the kernel's default, a wake-up
+  // (an IPI) for nearly every event. See ring_wakeup_bytes in bpf/capture/maps.bpf.h.
+  bool batch_wakeups = true;
   uint32_t max_connections = 65536; // kernel connection table size
   // Traces the kernel starts (traceparent injection) are sampled iff their trace id's 56 low
   // bits are >= this: TraceIdRatioSampler::ThresholdFor(sampling.ratio), agent/spans/sampler.h.

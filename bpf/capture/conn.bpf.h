@@ -93,7 +93,7 @@ static __always_inline void conn__emit(__u32 type, const struct tl_fd_key *key,
 	e->ignored = st->ignored;
 	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ring__flags());
 }
 
 /* Stops tracking (tgid, fd), telling userspace why. */
@@ -160,7 +160,7 @@ static __always_inline void conn__state_change(__u64 sk, int old_state, int new_
 		e->id = owner->id;
 		e->old_state = old_state;
 		e->new_state = new_state;
-		bpf_ringbuf_submit(e, 0);
+		bpf_ringbuf_submit(e, ring__flags());
 	} else {
 		drops__count(TL_DROP_CTRL_RING_FULL);
 	}

@@ -9,7 +9,8 @@
  * verifier can prove `offset < MAX && len <= MAX` stays inside it. */
 struct tl_data_scratch {
 	struct tl_data_event ev;
-	__u8 buf[2 * TL_MAX_CAPTURE];
+	__u8 buf[2 * TL_MAX_CAPTURE]; /* right after ev: the two go out as one record */
+	struct tl_ctx_args ctx_args;  /* ctx__on_data's arguments: here, not on the stack */
 };
 
 struct {
@@ -122,8 +123,9 @@ static __always_inline void data__submit(struct tl_data_scratch *s, const struct
 					 __u64 size, __u32 captured, __u8 flags)
 {
 	/* Trace ids for injection go out first, even when the data event below cannot. */
-	ctx__on_data_event(s->buf, a, st, dir, pos, captured);
-	if (ring_data_limit && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= ring_data_limit) {
+	ctx__on_data_event(s->buf, &s->ctx_args, a, st, dir, pos, captured);
+	const __u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (ring_data_limit && avail >= ring_data_limit) {
 		drops__count(TL_DROP_DATA_RING_FULL);
 		return;
 	}
@@ -147,7 +149,7 @@ static __always_inline void data__submit(struct tl_data_scratch *s, const struct
 	__u64 len = sizeof(struct tl_data_event) + (captured & (2 * TL_MAX_CAPTURE - 1));
 	if (len > sizeof(*s))
 		return;
-	if (bpf_ringbuf_output(&events, s, len, 0))
+	if (bpf_ringbuf_output(&events, s, len, ring__flags_at(avail)))
 		drops__count(TL_DROP_DATA_RING_FULL);
 }
 
@@ -216,10 +218,12 @@ static __always_inline __u32 data__copy_iov(struct tl_data_scratch *s, __u64 iov
 	return off;
 }
 
-/* readv/writev/sendmsg/recvmsg: a->buf is the iovec array, a->count its length. max_iov bounds
- * the iovecs walked (a constant: it is the verifier's loop bound). */
+/* readv/writev/sendmsg/recvmsg: the iovec array at iov_addr, iovcnt long (a->buf and a->count
+ * but for the messages of sendmmsg/recvmmsg). max_iov bounds the iovecs walked (a constant: it
+ * is the verifier's loop bound). */
 static __always_inline void data__from_iovec_n(void *ctx, const struct tl_io_args *a, __u8 dir,
-					       __u64 size, const int max_iov)
+					       __u64 size, __u64 iov_addr, __u32 iovcnt,
+					       const int max_iov)
 {
 	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_PEEK))
 		return;
@@ -235,7 +239,7 @@ static __always_inline void data__from_iovec_n(void *ctx, const struct tl_io_arg
 	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_TRUNC))
 		flags |= TL_DATA_F_NO_PAYLOAD;
 	else
-		n = data__copy_iov(s, a->buf, a->count, size, &flags, max_iov);
+		n = data__copy_iov(s, iov_addr, iovcnt, size, &flags, max_iov);
 	if (data__starts_tls_record(st, a->fd, s, pos, n))
 		return;
 	data__submit(s, a, st, dir, pos, size, n, flags);
@@ -244,13 +248,16 @@ static __always_inline void data__from_iovec_n(void *ctx, const struct tl_io_arg
 static __always_inline void data__from_iovec(void *ctx, const struct tl_io_args *a, __u8 dir,
 					     __u64 size)
 {
-	data__from_iovec_n(ctx, a, dir, size, TL_MAX_IOV);
+	data__from_iovec_n(ctx, a, dir, size, a->buf, a->count, TL_MAX_IOV);
 }
 
 /* sendmmsg/recvmmsg: one data event per message, each with its own position. Only the first
  * TL_MAX_MMSG_IOV iovecs of each message are captured (TL_DATA_F_IOV_LIMIT says when more were
  * skipped): TL_MAX_IOV per message for TL_MAX_MMSG messages is more than the verifier accepts,
- * and multi-message I/O on TCP is rare. */
+ * and multi-message I/O on TCP is rare. Each message's three fields are read one by one rather
+ * than the whole mmsghdr onto the stack: these programs have the largest frames of the object,
+ * and their frame plus ctx__on_data's plus its bpf_loop callback must stay within the 512
+ * bytes the verifier allows a call chain. */
 static __always_inline void data__from_mmsg(void *ctx, const struct tl_io_args *a, __u8 dir,
 					    __u32 nmsgs)
 {
@@ -260,17 +267,17 @@ static __always_inline void data__from_mmsg(void *ctx, const struct tl_io_args *
 	for (int i = 0; i < TL_MAX_MMSG; i++) {
 		if (i >= nmsgs)
 			return;
-		struct tl_user_mmsghdr m;
-		if (bpf_probe_read_user(&m, sizeof(m), &vec[i])) {
+		__u32 len = 0;
+		__u64 iov = 0, iovlen = 0;
+		if (bpf_probe_read_user(&len, sizeof(len), &vec[i].len) ||
+		    bpf_probe_read_user(&iov, sizeof(iov), &vec[i].hdr.msg_iov) ||
+		    bpf_probe_read_user(&iovlen, sizeof(iovlen), &vec[i].hdr.msg_iovlen)) {
 			drops__count(TL_DROP_READ_FAULT);
 			return;
 		}
-		if (m.len == 0)
+		if (len == 0)
 			continue;
-		struct tl_io_args one = *a;
-		one.buf = (__u64)m.hdr.msg_iov;
-		one.count = (__u32)m.hdr.msg_iovlen;
-		data__from_iovec_n(ctx, &one, dir, m.len, TL_MAX_MMSG_IOV);
+		data__from_iovec_n(ctx, a, dir, len, iov, (__u32)iovlen, TL_MAX_MMSG_IOV);
 	}
 	/* Messages past the loop bound: claim their bytes so userspace sees a gap, and count. */
 	struct tl_conn_state *st = NULL;

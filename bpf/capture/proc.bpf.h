@@ -19,7 +19,7 @@ static __always_inline void proc__emit(__u32 type, __u64 pid_tgid, __u32 tgid, _
 	e->filename[0] = 0;
 	if (filename_src)
 		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename_src);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ring__flags());
 }
 
 /* Every exec is reported (not only traced ones): selection by executable is decided in

@@ -43,7 +43,7 @@ static __always_inline void ctx__emit(__u64 pid_tgid, __s32 fd, __u64 gen, __u64
 	e->flags = flags;
 	e->trace_flags = trace_flags;
 	e->_pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, ring__flags());
 }
 
 /* What ctx__on_data needs of the data event (a global function takes at most five arguments,
@@ -64,30 +64,50 @@ struct tl_ctx_payload {
 	__u8 b[TL_SCAN_BYTES + 64];
 };
 
+/* ctx__on_request's working memory, per CPU. Off the stack because ctx__on_data's frame adds
+ * to the data path's largest (the mmsg exits) and its bpf_loop callback's, and the three
+ * together must stay within the verifier's 512 bytes per call chain. */
+struct tl_ctx_scratch {
+	struct tl_thread_ctx t;
+	__u8 parent[8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tl_ctx_scratch);
+} ctx_scratch SEC(".maps");
+
 /* A request starts in this read: choose its server span's ids. */
 static __always_inline void ctx__on_request(__u64 pid_tgid, const __u8 *payload,
 					    const struct tl_ctx_args *a)
 {
-	struct tl_scan scan;
+	struct tl_scan scan; /* on the stack: bpf_loop takes its context from there only */
 	scan__headers(&scan, payload, a->captured);
 
-	struct tl_thread_ctx t = {};
-	__u8 parent[8] = {};
+	__u32 zero = 0;
+	struct tl_ctx_scratch *w = bpf_map_lookup_elem(&ctx_scratch, &zero);
+	if (!w)
+		return;
+	__builtin_memset(w, 0, sizeof(*w));
+	struct tl_thread_ctx *t = &w->t;
 	__u8 flags = 0;
-	if (scan.tp_count == 1 && !scan.bad && traceparent__parse(&scan, t.trace_id, parent, &t.trace_flags)) {
+	if (scan.tp_count == 1 && !scan.bad && traceparent__parse(&scan, t->trace_id, w->parent, &t->trace_flags)) {
 		flags = TL_CTX_F_FROM_HEADER | TL_CTX_F_HAS_PARENT;
 	} else {
-		ids__random(t.trace_id, 4);
-		t.trace_flags = sample__flags(t.trace_id);
+		__builtin_memset(w->parent, 0, sizeof(w->parent)); /* a failed parse may have begun it */
+		ids__random(t->trace_id, 4);
+		t->trace_flags = sample__flags(t->trace_id);
 	}
-	ids__random(t.span_id, 2);
-	t.conn.tgid = pid_tgid >> 32;
-	t.conn.fd = a->fd;
-	t.conn.gen = a->gen;
-	t.ts_ns = bpf_ktime_get_boot_ns();
-	bpf_map_update_elem(&thread_ctx, &pid_tgid, &t, BPF_ANY);
+	ids__random(t->span_id, 2);
+	t->conn.tgid = pid_tgid >> 32;
+	t->conn.fd = a->fd;
+	t->conn.gen = a->gen;
+	t->ts_ns = bpf_ktime_get_boot_ns();
+	bpf_map_update_elem(&thread_ctx, &pid_tgid, t, BPF_ANY);
 	ctx__emit(pid_tgid, a->fd, a->gen, a->pos, a->enter_ts, TL_DIR_INGRESS, TL_CTX_SERVER, flags,
-		  t.trace_flags, t.trace_id, t.span_id, parent);
+		  t->trace_flags, t->trace_id, t->span_id, w->parent);
 }
 
 /* A global function: the verifier checks it once, not once per path of every caller (the
@@ -123,21 +143,21 @@ __noinline int ctx__on_data(struct tl_ctx_payload *payload, struct tl_ctx_args *
 	return 0;
 }
 
-/* Called for every data event; costs one load while injection is off. */
-static __always_inline void ctx__on_data_event(__u8 *payload, const struct tl_io_args *io,
+/* Called for every data event; costs one load while injection is off. `a` is per-CPU scratch
+ * (struct tl_data_scratch), so the arguments cost the caller's frame nothing. */
+static __always_inline void ctx__on_data_event(__u8 *payload, struct tl_ctx_args *a,
+					       const struct tl_io_args *io,
 					       const struct tl_conn_state *st, __u8 dir, __u64 pos,
 					       __u32 captured)
 {
 	if (!tl_inject_on)
 		return;
-	struct tl_ctx_args a = {
-		.pos = pos,
-		.enter_ts = io->enter_ts,
-		.gen = st->gen,
-		.fd = io->fd,
-		.captured = captured,
-		.dir = dir,
-		.role = st->role,
-	};
-	ctx__on_data((struct tl_ctx_payload *)payload, &a);
+	a->pos = pos;
+	a->enter_ts = io->enter_ts;
+	a->gen = st->gen;
+	a->fd = io->fd;
+	a->captured = captured;
+	a->dir = dir;
+	a->role = st->role;
+	ctx__on_data((struct tl_ctx_payload *)payload, a);
 }

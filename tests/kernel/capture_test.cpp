@@ -536,5 +536,55 @@ TEST_F(CaptureTest, NoDropsInNormalOperation) {
   EXPECT_GE(metrics_.CounterTotal("threadline_kernel_events_received_total"), 202u);
 }
 
+// A second reader of the capture ring (libbpf's own, so the test sees whether epoll was woken:
+// ring_buffer__poll returns 0 on a timeout without consuming). It shares the consumer position
+// with the harness's reader, which is not polled while this one is used.
+struct RingReader {
+  static int Ignore(void*, void*, size_t) { return 0; }
+  explicit RingReader(int fd) : rb(ring_buffer__new(fd, &Ignore, nullptr, nullptr)) {}
+  ~RingReader() { ring_buffer__free(rb); }
+  ring_buffer* rb;
+};
+
+// The agent's default (CaptureConfig::batch_wakeups): events go into the ring without waking
+// the reader until it holds 1/16 of its size; the reader finds them on its timer. With the
+// kernel's default flags the small write below would wake it at once.
+TEST_F(CaptureTest, ReaderIsWokenOnlyPastTheBatchThreshold) {
+  CaptureConfig config;
+  config.ring_buffer_bytes = 256u << 10;  // wake-ups from 16 KiB held
+  Load(config);
+  if (HasFatalFailure()) return;
+  SocketPair p;
+  MakePair(p);
+  Drain();  // the connection's open events
+  RingReader reader(capture_->ring_buffer_fd());
+  ASSERT_NE(reader.rb, nullptr);
+  ASSERT_EQ(write(p.client, "ping", 4), 4);
+  EXPECT_EQ(ring_buffer__poll(reader.rb, 300), 0) << "a 4-byte write woke the reader";
+  EXPECT_GE(ring_buffer__consume(reader.rb), 1) << "its data event is not in the ring";
+  // Eight 4 KiB writes: each data event carries 4 KiB of payload, so the ring passes 16 KiB.
+  const std::string chunk(4096, 'x');
+  for (int i = 0; i < 8; ++i)
+    ASSERT_EQ(write(p.client, chunk.data(), chunk.size()), static_cast<ssize_t>(chunk.size()));
+  EXPECT_GE(ring_buffer__poll(reader.rb, 3000), 4) << "a ring past its threshold did not wake the reader";
+  ring_buffer__consume(reader.rb);
+  Drain();
+  EXPECT_EQ(capture_->ReadDrops().Total(TL_DROP_DATA_RING_FULL), 0u);
+}
+
+TEST_F(CaptureTest, WithoutBatchingEveryEventWakesTheReader) {
+  CaptureConfig config;
+  config.batch_wakeups = false;
+  Load(config);
+  if (HasFatalFailure()) return;
+  SocketPair p;
+  MakePair(p);
+  Drain();
+  RingReader reader(capture_->ring_buffer_fd());
+  ASSERT_NE(reader.rb, nullptr);
+  ASSERT_EQ(write(p.client, "ping", 4), 4);
+  EXPECT_EQ(ring_buffer__poll(reader.rb, 3000), 1) << "the kernel's default commit did not wake the reader";
+}
+
 }  // namespace
 }  // namespace threadline::testing
