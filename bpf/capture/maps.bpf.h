@@ -35,7 +35,8 @@ const volatile __u64 ring_data_limit = 0;   /* data events stop when the ring ho
  * half the extra cost of a traced syscall on our 2-vCPU VM (bench/probes_bench). Non-zero:
  * events go in without a wake-up until the ring holds this many bytes; the reader also wakes
  * on its own clock (RingConsumer::Poll consumes after every timeout), so a quiet ring is
- * delivered within one poll interval and a busy one in batches. */
+ * delivered within one poll interval and a busy one in batches. Execs always wake it
+ * (proc__emit): userspace selects by executable and attaches uprobes when it reads them. */
 const volatile __u64 ring_wakeup_bytes = 0;
 
 /* Single ring for every event: one ring keeps open/data/close in order across CPUs. Data

@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "capture_harness.h"
 #include "socket_util.h"
@@ -538,12 +540,21 @@ TEST_F(CaptureTest, NoDropsInNormalOperation) {
 
 // A second reader of the capture ring (libbpf's own, so the test sees whether epoll was woken:
 // ring_buffer__poll returns 0 on a timeout without consuming). It shares the consumer position
-// with the harness's reader, which is not polled while this one is used.
+// with the harness's reader, which is not polled while this one is used. Notes the exec events
+// it reads: every exec on the machine wakes the reader, and other tests run beside this one.
 struct RingReader {
-  static int Ignore(void*, void*, size_t) { return 0; }
-  explicit RingReader(int fd) : rb(ring_buffer__new(fd, &Ignore, nullptr, nullptr)) {}
+  static int OnRecord(void* ctx, void* data, size_t size) {
+    auto* self = static_cast<RingReader*>(ctx);
+    if (size >= sizeof(tl_event_header)) {
+      const auto* h = static_cast<const tl_event_header*>(data);
+      if (h->type == TL_EV_PROC_EXEC) self->exec_tgids.push_back(h->tgid);
+    }
+    return 0;
+  }
+  explicit RingReader(int fd) : rb(ring_buffer__new(fd, &OnRecord, this, nullptr)) {}
   ~RingReader() { ring_buffer__free(rb); }
   ring_buffer* rb;
+  std::vector<uint32_t> exec_tgids;
 };
 
 // The agent's default (CaptureConfig::batch_wakeups): events go into the ring without waking
@@ -559,9 +570,24 @@ TEST_F(CaptureTest, ReaderIsWokenOnlyPastTheBatchThreshold) {
   Drain();  // the connection's open events
   RingReader reader(capture_->ring_buffer_fd());
   ASSERT_NE(reader.rb, nullptr);
-  ASSERT_EQ(write(p.client, "ping", 4), 4);
-  EXPECT_EQ(ring_buffer__poll(reader.rb, 300), 0) << "a 4-byte write woke the reader";
-  EXPECT_GE(ring_buffer__consume(reader.rb), 1) << "its data event is not in the ring";
+  bool quiet = false;
+  for (int attempt = 0; attempt < 5 && !quiet; ++attempt) {
+    reader.exec_tgids.clear();
+    ASSERT_EQ(write(p.client, "ping", 4), 4);
+    const int n = ring_buffer__poll(reader.rb, 300);
+    ASSERT_GE(n, 0);
+    if (n == 0) {
+      quiet = true;
+      EXPECT_GE(ring_buffer__consume(reader.rb), 1) << "its data event is not in the ring";
+    } else {
+      // Woken: only an exec elsewhere on the machine may have done that; then try again.
+      ASSERT_FALSE(reader.exec_tgids.empty()) << "a 4-byte write woke the reader";
+    }
+  }
+  ASSERT_TRUE(quiet) << "every attempt was woken by some other process's exec";
+  std::string sink(64, 0);
+  while (recv(p.server, sink.data(), sink.size(), MSG_DONTWAIT) > 0) {
+  }
   // Eight 4 KiB writes: each data event carries 4 KiB of payload, so the ring passes 16 KiB.
   const std::string chunk(4096, 'x');
   for (int i = 0; i < 8; ++i)
@@ -570,6 +596,31 @@ TEST_F(CaptureTest, ReaderIsWokenOnlyPastTheBatchThreshold) {
   ring_buffer__consume(reader.rb);
   Drain();
   EXPECT_EQ(capture_->ReadDrops().Total(TL_DROP_DATA_RING_FULL), 0u);
+}
+
+// Execs wake the reader at once even with batching: selection by executable and the uprobe
+// attach wait for them. A 3 s poll that returns the child's exec within a second was woken.
+TEST_F(CaptureTest, ExecWakesTheReaderAtOnce) {
+  Load();
+  if (HasFatalFailure()) return;
+  Drain();
+  RingReader reader(capture_->ring_buffer_fd());
+  ASSERT_NE(reader.rb, nullptr);
+  const auto start = std::chrono::steady_clock::now();
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    execl("/bin/true", "true", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  bool seen = false;
+  while (!seen && std::chrono::steady_clock::now() - start < std::chrono::seconds(1)) {
+    ASSERT_GE(ring_buffer__poll(reader.rb, 3000), 0);
+    for (uint32_t tgid : reader.exec_tgids) seen = seen || tgid == static_cast<uint32_t>(child);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(seen) << "the child's exec did not wake the reader within 1 s";
 }
 
 TEST_F(CaptureTest, WithoutBatchingEveryEventWakesTheReader) {
@@ -583,7 +634,7 @@ TEST_F(CaptureTest, WithoutBatchingEveryEventWakesTheReader) {
   RingReader reader(capture_->ring_buffer_fd());
   ASSERT_NE(reader.rb, nullptr);
   ASSERT_EQ(write(p.client, "ping", 4), 4);
-  EXPECT_EQ(ring_buffer__poll(reader.rb, 3000), 1) << "the kernel's default commit did not wake the reader";
+  EXPECT_GE(ring_buffer__poll(reader.rb, 3000), 1) << "the kernel's default commit did not wake the reader";
 }
 
 }  // namespace
