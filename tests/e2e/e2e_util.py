@@ -190,47 +190,42 @@ def conn_key(ev: Event) -> str | None:
 # The agent
 # ---------------------------------------------------------------------------------------------
 
-class Agent:
-    """The threadline binary as a subprocess, its stdout and stderr collected by threads."""
+class _CollectedProcess:
+    """A child process started with its environment less OTEL_* (a developer's shell settings
+    must not rename services or redirect exports in tests) plus `env`, its stdout and stderr
+    collected line by line by two threads, readable while it runs."""
 
-    def __init__(self, args: list[str], test: unittest.TestCase | None = None,
-                 wait_ready: bool = True, ready_timeout: float = READY_TIMEOUT,
-                 env: dict[str, str] | None = None):
-        self.args = [agent_bin(), *args]
+    def _spawn(self, argv: list[str], env: dict[str, str] | None, cwd: str | None = None) -> None:
         self._lock = threading.Lock()
         self._stdout: list[str] = []
         self._stderr: list[str] = []
-        self._ready = threading.Event()
-        self.returncode: int | None = None
-        # The agent's environment: ours minus OTEL_* (so a developer's shell settings do not leak
-        # into tests), plus what the test gives.
-        agent_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        agent_env.update(env or {})
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        self.proc = subprocess.Popen(argv, cwd=cwd, env={**base_env, **(env or {})},
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, errors="replace",
-                                     bufsize=1, env=agent_env)
+                                     bufsize=1)
         self.pid = self.proc.pid
-        self._threads = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, self._stdout, False),
-                             daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr, True),
-                             daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._pump, args=(s, sink, s is self.proc.stderr),
+                                          daemon=True)
+                         for s, sink in ((self.proc.stdout, self._stdout),
+                                         (self.proc.stderr, self._stderr))]
         for t in self._threads:
             t.start()
-        if test is not None:
-            test.addCleanup(self.kill)
-        if wait_ready:
-            self.wait_ready(ready_timeout)
+
+    def _on_stderr_line(self, line: str) -> None:
+        """Called for every stderr line as it arrives (on the pump thread)."""
 
     def _pump(self, stream, sink: list[str], is_stderr: bool) -> None:
         for line in stream:
             with self._lock:
                 sink.append(line.rstrip("\n"))
-            if is_stderr and READY_MARKER in line:
-                self._ready.set()
+            if is_stderr:
+                self._on_stderr_line(line)
 
-    # -- state ------------------------------------------------------------------------------
+    def _join_pumps(self) -> None:
+        for t in self._threads:
+            t.join(timeout=5)
+
     @property
     def stdout_lines(self) -> list[str]:
         with self._lock:
@@ -240,6 +235,28 @@ class Agent:
     def stderr_lines(self) -> list[str]:
         with self._lock:
             return list(self._stderr)
+
+
+class Agent(_CollectedProcess):
+    """The threadline binary as a subprocess, its stdout and stderr collected by threads."""
+
+    def __init__(self, args: list[str], test: unittest.TestCase | None = None,
+                 wait_ready: bool = True, ready_timeout: float = READY_TIMEOUT,
+                 env: dict[str, str] | None = None):
+        self.args = [agent_bin(), *args]
+        self._ready = threading.Event()
+        self.returncode: int | None = None
+        self._spawn(self.args, env)
+        if test is not None:
+            test.addCleanup(self.kill)
+        if wait_ready:
+            self.wait_ready(ready_timeout)
+
+    def _on_stderr_line(self, line: str) -> None:
+        if READY_MARKER in line:
+            self._ready.set()
+
+    # -- state ------------------------------------------------------------------------------
 
     def events(self, kind: str | None = None) -> list[Event]:
         evs = [e for e in (parse_event(l) for l in self.stdout_lines) if e is not None]
@@ -286,10 +303,6 @@ class Agent:
             return None
         self._join_pumps()
         return self.returncode
-
-    def _join_pumps(self) -> None:
-        for t in self._threads:
-            t.join(timeout=5)
 
     # -- stopping ---------------------------------------------------------------------------
     def stop(self, sig: int = signal.SIGINT, timeout: float = STOP_TIMEOUT) -> int:
@@ -686,7 +699,7 @@ def agent_metrics(lines: list[str]) -> dict[str, int]:
 # Long-running peers (servers) with their output, and npm-installed peers
 # ---------------------------------------------------------------------------------------------
 
-class PeerProcess:
+class PeerProcess(_CollectedProcess):
     """A program run for a test (usually a server on 127.0.0.1:port), its stdout and stderr
     collected line by line, stopped (SIGTERM, then SIGKILL) at cleanup. `env` is added to the
     test's environment (less its OTEL_* variables); with `port`, waits until something accepts
@@ -697,21 +710,7 @@ class PeerProcess:
                  cwd: str | None = None, ready_timeout: float = 15.0):
         self.argv = argv
         self.port = port
-        self._lock = threading.Lock()
-        self._stdout: list[str] = []
-        self._stderr: list[str] = []
-        # OTEL_* from the developer's shell would rename the peer's service: only `env`'s count.
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        self.proc = subprocess.Popen(argv, cwd=cwd, env={**base_env, **(env or {})},
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, errors="replace",
-                                     bufsize=1)
-        self.pid = self.proc.pid
-        self._threads = [threading.Thread(target=self._pump, args=(s, sink), daemon=True)
-                         for s, sink in ((self.proc.stdout, self._stdout),
-                                         (self.proc.stderr, self._stderr))]
-        for t in self._threads:
-            t.start()
+        self._spawn(argv, env, cwd)
         if test is not None:
             test.addCleanup(self.stop)
         if port is not None:
@@ -730,21 +729,6 @@ class PeerProcess:
                 self.stop()
                 raise
 
-    def _pump(self, stream, sink: list[str]) -> None:
-        for line in stream:
-            with self._lock:
-                sink.append(line.rstrip("\n"))
-
-    @property
-    def stdout_lines(self) -> list[str]:
-        with self._lock:
-            return list(self._stdout)
-
-    @property
-    def stderr_lines(self) -> list[str]:
-        with self._lock:
-            return list(self._stderr)
-
     def url(self, path: str = "/") -> str:
         return f"http://{LOOPBACK}:{self.port}{path}"
 
@@ -761,8 +745,7 @@ class PeerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        for t in self._threads:
-            t.join(timeout=5)
+        self._join_pumps()
         for s in (self.proc.stdout, self.proc.stderr):
             try:
                 s.close()

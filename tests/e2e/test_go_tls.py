@@ -26,8 +26,8 @@ import unittest
 
 from e2e_util import (LOOPBACK, Agent, PeerProcess, agent_metrics, agent_spans, curl,
                       deadline_loop, format_events, format_spans, free_port, go_peer, main,
-                      require_root, require_tool, wait_for_spans)
-from test_tls import https_server, make_cert
+                      require_root, require_tool)
+from test_tls import assert_linked_https_pair, https_server, make_cert
 
 
 class GoTlsSpansTest(unittest.TestCase):
@@ -58,24 +58,7 @@ class GoTlsSpansTest(unittest.TestCase):
 
     def assert_pair(self, agent: Agent, server_pid: int, client_pid: int, path: str,
                     status: int) -> None:
-        def server_span(spans):
-            return [s for s in spans if s.is_server and s.pid == server_pid
-                    and s.attrs.get("url.path") == path]
-
-        def client_span(spans):
-            return [s for s in spans if s.is_client and s.pid == client_pid
-                    and s.attrs.get("url.path") == path]
-
-        spans = wait_for_spans(agent, lambda sp: server_span(sp) and client_span(sp))
-        server, client = server_span(spans)[0], client_span(spans)[0]
-        for s in (server, client):
-            self.assertEqual(s.attrs.get("url.scheme"), "https", s.brief())
-            self.assertEqual(s.attrs.get("http.request.method"), "GET", s.brief())
-            self.assertEqual(s.attrs.get("http.response.status_code"), status, s.brief())
-        self.assertEqual(client.attrs.get("url.full"), f"https://{LOOPBACK}:{self.port}{path}")
-        # Same node, both ends traced: the server span continues the client's trace.
-        self.assertEqual(server.trace_id, client.trace_id, format_spans(spans))
-        self.assertEqual(server.parent_span_id, client.span_id, format_spans(spans))
+        assert_linked_https_pair(self, agent, self.port, path, client_pid, server_pid, status)
 
     def run_client(self, *urls: str, held_for: Agent | None = None) -> tuple[list[str], int]:
         """Runs the Go client on `urls`: (the statuses it printed, its pid). With `held_for`,

@@ -101,6 +101,33 @@ NODE_SERVER = textwrap.dedent("""\
     """)
 
 
+
+def assert_linked_https_pair(test: unittest.TestCase, agent: Agent, port: int, path: str,
+                             client_pid: int, server_pid: int | None, status: int) -> None:
+    """Waits for the CLIENT span of `client_pid` and a SERVER span (of `server_pid` if given)
+    for one GET of `path` over HTTPS on this node, and checks what a user reads: scheme, method,
+    status, the client's url.full, and the server span as the client span's child (both ends
+    traced on one node: the tuple match)."""
+    url_path = path.split("?")[0]
+
+    def server_span(spans):
+        return [s for s in spans if s.is_server and s.attrs.get("url.path") == url_path
+                and (server_pid is None or s.pid == server_pid)]
+
+    def client_span(spans):
+        return [s for s in spans if s.is_client and s.pid == client_pid
+                and s.attrs.get("url.path") == url_path]
+
+    spans = wait_for_spans(agent, lambda sp: server_span(sp) and client_span(sp))
+    server, client = server_span(spans)[0], client_span(spans)[0]
+    for s in (server, client):
+        test.assertEqual(s.attrs.get("url.scheme"), "https", s.brief())
+        test.assertEqual(s.attrs.get("http.request.method"), "GET", s.brief())
+        test.assertEqual(s.attrs.get("http.response.status_code"), status, s.brief())
+    test.assertEqual(client.attrs.get("url.full"), f"https://{LOOPBACK}:{port}{path}")
+    test.assertEqual(server.trace_id, client.trace_id, format_spans(spans))
+    test.assertEqual(server.parent_span_id, client.span_id, format_spans(spans))
+
 class TlsSpansTest(unittest.TestCase):
     def setUp(self) -> None:
         require_root(self)
@@ -117,26 +144,7 @@ class TlsSpansTest(unittest.TestCase):
                               status: int) -> None:
         r = curl(f"https://{LOOPBACK}:{self.port}{path}", "-k")
         self.assertEqual(r.stdout, str(status), f"curl: {r.stderr}")
-        url_path = path.split("?")[0]
-
-        def server_span(spans):
-            return [s for s in spans if s.is_server and s.attrs.get("url.path") == url_path
-                    and (server_pid is None or s.pid == server_pid)]
-
-        def client_span(spans):
-            return [s for s in spans if s.is_client and s.pid == r.pid
-                    and s.attrs.get("url.path") == url_path]
-
-        spans = wait_for_spans(agent, lambda sp: server_span(sp) and client_span(sp))
-        server, client = server_span(spans)[0], client_span(spans)[0]
-        for s in (server, client):
-            self.assertEqual(s.attrs.get("url.scheme"), "https", s.brief())
-            self.assertEqual(s.attrs.get("http.request.method"), "GET", s.brief())
-            self.assertEqual(s.attrs.get("http.response.status_code"), status, s.brief())
-        self.assertEqual(client.attrs.get("url.full"), f"https://{LOOPBACK}:{self.port}{path}")
-        # Same node, both ends traced: the server span continues curl's trace (tuple match).
-        self.assertEqual(server.trace_id, client.trace_id, format_spans(spans))
-        self.assertEqual(server.parent_span_id, client.span_id, format_spans(spans))
+        assert_linked_https_pair(self, agent, self.port, path, r.pid, server_pid, status)
 
     def test_curl_to_nginx(self) -> None:
         require_tool(self, "nginx")
