@@ -2,6 +2,7 @@
 // Node 20), pairing, pipelining, interim responses, upgrades, gaps, limits and garbage.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -120,6 +121,28 @@ TEST(Http1Stitcher, HundredKeepAliveRequests) {
     EXPECT_EQ(h.exchanges[i].request->target, "/item/" + std::to_string(i));
     EXPECT_EQ(h.exchanges[i].response->last_chunk.ts_ns, 1005u + 10 * i);
   }
+}
+
+// A client that keeps 20 requests in flight for 500 requests: the queue of pending requests
+// never drains, so its storage is moved down as it goes (PendingQueue); every response must
+// still pair with its own request, in order.
+TEST(Http1Stitcher, PipelineThatNeverDrainsPairsInOrder) {
+  ConnHarness h;
+  auto request = [](int i) { return "GET /p/" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n"; };
+  constexpr int kDepth = 20, kTotal = 500;
+  for (int i = 0; i < kDepth; ++i) h.Data(kIn, request(i), 1000 + i, 1);
+  for (int i = 0; i < kTotal; ++i) {
+    h.Data(kOut, test::NginxOk(i % 50), 100000 + 10 * i, 2);
+    if (i + kDepth < kTotal) h.Data(kIn, request(i + kDepth), 100001 + 10 * i, 1);
+    ASSERT_EQ(h.exchanges.size(), static_cast<size_t>(i + 1));
+    EXPECT_EQ(h.conn.pending_requests(), static_cast<size_t>(std::min(kDepth, kTotal - i - 1)));
+  }
+  for (int i = 0; i < kTotal; ++i) {
+    ASSERT_TRUE(h.exchanges[i].request && h.exchanges[i].response) << i;
+    EXPECT_EQ(h.exchanges[i].request->target, "/p/" + std::to_string(i));
+    EXPECT_EQ(h.exchanges[i].response->body_bytes, static_cast<uint64_t>(i % 50));
+  }
+  EXPECT_EQ(h.TotalFailures(), 0u);
 }
 
 TEST(Http1Stitcher, ExpectContinueCountsInterim) {
