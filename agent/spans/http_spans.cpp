@@ -447,8 +447,9 @@ void HttpSpanBuilder::FillAttributes(const ConnectionInfo& c, Role role, const h
     AddString(span, "url.full", req.method == "CONNECT" ? req.target : full);
   }
 
+  const std::string peer_address = c.tuple_known ? c.tuple.remote.ToString() : std::string();
   if (c.tuple_known) {
-    AddString(span, "network.peer.address", c.tuple.remote.ToString());
+    AddString(span, "network.peer.address", peer_address);
     AddInt(span, "network.peer.port", c.tuple.remote_port);
     AddString(span, "network.type", c.tuple.remote.is_v4 ? "ipv4" : "ipv6");
   }
@@ -466,7 +467,7 @@ void HttpSpanBuilder::FillAttributes(const ConnectionInfo& c, Role role, const h
       client = std::string(Trim(first));
     }
     if (client.empty() && c.tuple_known) {
-      client = c.tuple.remote.ToString();
+      client = peer_address;
       AddInt(span, "client.port", c.tuple.remote_port);
     }
     if (!client.empty()) AddString(span, "client.address", client);

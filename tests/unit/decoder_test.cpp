@@ -64,6 +64,33 @@ tl_conn_event MakeConnEvent(uint32_t type) {
   return e;
 }
 
+// IPv4 is formatted by hand (it runs for several attributes of every span): the same text as
+// inet_ntop for every value of each byte, and IPv6 still through inet_ntop.
+TEST(IpAddressTest, FormatsLikeInetNtop) {
+  auto expect_same = [](const IpAddress& a) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    inet_ntop(a.is_v4 ? AF_INET : AF_INET6, a.bytes.data(), buf, sizeof(buf));
+    EXPECT_EQ(a.ToString(), buf);
+  };
+  IpAddress a;
+  for (unsigned v = 0; v < 256; ++v) {
+    for (int pos = 0; pos < 4; ++pos) {
+      a.bytes = {};
+      a.bytes[pos] = static_cast<uint8_t>(v);
+      a.bytes[(pos + 1) % 4] = static_cast<uint8_t>(255 - v);
+      expect_same(a);
+    }
+  }
+  a.bytes = {127, 0, 0, 1};
+  EXPECT_EQ(a.ToString(), "127.0.0.1");
+  a.bytes = {255, 255, 255, 255};
+  EXPECT_EQ(a.ToString(), "255.255.255.255");
+  a.is_v4 = false;
+  a.bytes = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  EXPECT_EQ(a.ToString(), "2001:db8::1");
+  expect_same(a);
+}
+
 TEST(DecoderTest, ConnOpenAllFields) {
   Recorder r;
   auto raw = Bytes(MakeConnEvent(TL_EV_CONN_OPEN));
