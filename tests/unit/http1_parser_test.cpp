@@ -359,6 +359,36 @@ TEST(Http1Parser, ConnectRequestPausesUntilResumed) {
   ASSERT_EQ(h.listener.messages.size(), 2u);
 }
 
+// The field-line grammar at its edges (RFC 9112 §5): a token name ending at the colon, a value
+// trimmed of OWS, continuation lines, and CR/LF/NUL refused anywhere.
+TEST(Http1Syntax, HeaderLineGrammar) {
+  using syntax::HeaderLine;
+  using syntax::ParseHeaderLine;
+  HeaderLine h;
+  ASSERT_TRUE(ParseHeaderLine("Host: example.com ", h));
+  EXPECT_EQ(h.name, "Host");
+  EXPECT_EQ(h.value, "example.com");
+  EXPECT_FALSE(h.continuation);
+  ASSERT_TRUE(ParseHeaderLine("X-Empty:", h));
+  EXPECT_EQ(h.name, "X-Empty");
+  EXPECT_EQ(h.value, "");
+  ASSERT_TRUE(ParseHeaderLine("!#$%&'*+-.^_`|~09az:v:w", h));
+  EXPECT_EQ(h.name, "!#$%&'*+-.^_`|~09az");
+  EXPECT_EQ(h.value, "v:w");
+  ASSERT_TRUE(ParseHeaderLine(" \tfolded more ", h));
+  EXPECT_TRUE(h.continuation);
+  EXPECT_EQ(h.value, "folded more");
+  EXPECT_FALSE(ParseHeaderLine("Name : v", h));    // whitespace before the colon
+  EXPECT_FALSE(ParseHeaderLine(": v", h));         // empty name
+  EXPECT_FALSE(ParseHeaderLine("NoColon", h));
+  EXPECT_FALSE(ParseHeaderLine("Na(me: v", h));    // not a tchar
+  EXPECT_FALSE(ParseHeaderLine("Name: a\rb", h));  // bare CR in the value
+  EXPECT_FALSE(ParseHeaderLine(std::string_view("Name: a\0b", 9), h));
+  EXPECT_FALSE(ParseHeaderLine(" cont\rinued", h));
+  EXPECT_FALSE(ParseHeaderLine(std::string(70000, 'n') + ": v", h));  // name past 64 KiB
+  EXPECT_TRUE(ParseHeaderLine(std::string(100, 'n') + ": v", h));
+}
+
 TEST(Http1Syntax, FindRequestStartAfterBody) {
   EXPECT_EQ(syntax::FindRequestStart("{\"a\":1}GET /x HTTP/1.1"), 7u);
   EXPECT_EQ(syntax::FindRequestStart("abcdefPOST /x HTTP/1.1"), 6u);

@@ -52,18 +52,6 @@ bool IsToken(std::string_view t, size_t max) {
 
 }  // namespace
 
-bool IsTchar(uint8_t c) {
-  if (c >= '0' && c <= '9') return true;
-  if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
-  }
-}
-
 bool IsKnownMethod(std::string_view method) {
   for (std::string_view m : kKnownMethods)
     if (m == method) return true;
@@ -122,18 +110,23 @@ bool ParseStatusLine(std::string_view line, Message& out) {
 }
 
 bool ParseHeaderLine(std::string_view line, HeaderLine& out) {
-  for (char c : line)
-    if (c == '\r' || c == '\0' || c == '\n') return false;  // bare CR or NUL: invalid element
-  if (!line.empty() && IsOws(line.front())) {
-    out = HeaderLine{{}, TrimOws(line), true};
-    return true;
+  // One pass: the name is the run of tchars, which must end at the colon (no whitespace before
+  // it: RFC 9112 §5.1); then nothing after it may be CR, LF or NUL (a bare CR or NUL is an
+  // invalid element; tchars are none of them).
+  const size_t n = line.size();
+  size_t i = 0;
+  const bool continuation = n > 0 && IsOws(line[0]);
+  if (!continuation) {
+    while (i < n && IsTchar(static_cast<uint8_t>(line[i]))) ++i;
+    if (i == 0 || i == n || line[i] != ':' || i > (1u << 16)) return false;
   }
-  size_t colon = line.find(':');
-  if (colon == std::string_view::npos) return false;
-  std::string_view name = line.substr(0, colon);
-  // No whitespace is allowed between the field name and the colon (RFC 9112 §5.1).
-  if (!IsToken(name, 1 << 16)) return false;
-  out = HeaderLine{name, TrimOws(line.substr(colon + 1)), false};
+  for (size_t k = i; k < n; ++k)
+    if (kCharClass[static_cast<uint8_t>(line[k])] & kCharBadField) return false;
+  if (continuation) {
+    out = HeaderLine{{}, TrimOws(line), true};
+  } else {
+    out = HeaderLine{line.substr(0, i), TrimOws(line.substr(i + 1)), false};
+  }
   return true;
 }
 

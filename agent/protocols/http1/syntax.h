@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <array>
+#include <cstdint>
 #include <string_view>
 
 #include "agent/protocols/http1/message.h"
@@ -16,7 +18,22 @@ namespace threadline::http1::syntax {
 inline constexpr size_t kMaxMethodBytes = 32;
 inline constexpr size_t kMaxReasonBytes = 256;
 
-bool IsTchar(uint8_t c);
+// Character classes by table: these run for every byte of every header line.
+inline constexpr uint8_t kCharTchar = 1;    // RFC 9110 tchar: may appear in a token
+inline constexpr uint8_t kCharBadField = 2;  // CR, LF, NUL: never inside a field line
+inline constexpr std::array<uint8_t, 256> kCharClass = [] {
+  std::array<uint8_t, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] |= kCharTchar;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] |= kCharTchar;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] |= kCharTchar;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<uint8_t>(c)] |= kCharTchar;
+  t['\r'] |= kCharBadField;
+  t['\n'] |= kCharBadField;
+  t[0] |= kCharBadField;
+  return t;
+}();
+
+inline bool IsTchar(uint8_t c) { return kCharClass[c] & kCharTchar; }
 bool IsKnownMethod(std::string_view method);
 std::string_view StripCr(std::string_view line_with_optional_cr);
 std::string_view TrimOws(std::string_view s);
