@@ -6,8 +6,6 @@ namespace threadline::http1 {
 
 namespace {
 
-char LowerAscii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
 std::string_view Cap(std::string_view s, size_t cap, bool& truncated) {
   if (s.size() <= cap) return s;
   truncated = true;
@@ -15,13 +13,6 @@ std::string_view Cap(std::string_view s, size_t cap, bool& truncated) {
 }
 
 }  // namespace
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (LowerAscii(a[i]) != LowerAscii(b[i])) return false;
-  return true;
-}
 
 void HeaderList::Add(std::string_view name, std::string_view value) {
   if (fields_.size() >= kMaxHeaders) {

@@ -52,7 +52,15 @@ class HeaderList {
   bool last_dropped_ = false;  // an obs-fold after a dropped field is dropped too
 };
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+// ASCII case-insensitive equality. Inline: the parser compares every header name with five
+// framing headers, and most comparisons end at the size check.
+inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
+  for (size_t i = 0; i < a.size(); ++i)
+    if (lower(a[i]) != lower(b[i])) return false;
+  return true;
+}
 
 enum class MessageKind : uint8_t { kRequest, kResponse };
 
