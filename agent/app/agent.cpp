@@ -294,10 +294,10 @@ Status Agent::Start() {
   if (pod_rule.active()) scope += " in pods with " + pod_rule.Describe();
   if (!cc.ports.empty()) scope += ", ports filtered";
   spdlog::info("threadline ready: {} hooks attached on syscall/sched/sock tracepoints, tracing {}, "
-               "capture {} bytes per syscall, ring buffer {} MiB (reader woken past {} KiB held, "
-               "else every {} ms)",
+               "capture {} bytes per syscall, ring buffer {} MiB (reader woken past {} KiB held "
+               "and on execs, else every {} ms)",
                attached, scope, cc.capture_bytes, options_.ring_buffer_mb,
-               (cc.ring_buffer_bytes / 16) >> 10, kRingPollMs);
+               cc.ring_wakeup_bytes() >> 10, kRingPollMs);
   health_.SetRunning(BootClock::NowBootNs(),
                      std::to_string(attached) + " BPF hooks attached, ring consumer running, tracing " + scope);
   return OkStatus();

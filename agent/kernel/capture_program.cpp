@@ -104,7 +104,7 @@ Status CaptureProgram::Open() {
   ro->sample_threshold = config_.sample_threshold;
   // Data events stop at 3/4 full so lifecycle events (open/close/exit) still find room.
   ro->ring_data_limit = static_cast<uint64_t>(config_.ring_buffer_bytes) * 3 / 4;
-  ro->ring_wakeup_bytes = config_.batch_wakeups ? config_.ring_buffer_bytes / 16 : 0;
+  ro->ring_wakeup_bytes = config_.ring_wakeup_bytes();
 
   ncpus_ = libbpf_num_possible_cpus();
   if (ncpus_ <= 0) return Error::FromErrno("count possible CPUs", -ncpus_);

@@ -37,6 +37,8 @@ struct CaptureConfig {
   // reader polls on a timer: RingConsumer::Poll); false: the kernel's default, a wake-up
   // (an IPI) for nearly every event. See ring_wakeup_bytes in bpf/capture/maps.bpf.h.
   bool batch_wakeups = true;
+  // The fill at which the reader is woken; 0: every event wakes it.
+  uint32_t ring_wakeup_bytes() const { return batch_wakeups ? ring_buffer_bytes / 16 : 0; }
   uint32_t max_connections = 65536; // kernel connection table size
   // Traces the kernel starts (traceparent injection) are sampled iff their trace id's 56 low
   // bits are >= this: TraceIdRatioSampler::ThresholdFor(sampling.ratio), agent/spans/sampler.h.

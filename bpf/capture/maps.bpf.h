@@ -61,6 +61,13 @@ static __always_inline __u64 ring__flags(void)
 	return ring__flags_at(bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA));
 }
 
+/* For an event userspace must act on before the process it names goes on (an exec: selection
+ * by executable and the uprobe attach): wakes the reader whatever the ring holds. */
+static __always_inline __u64 ring__flags_urgent(void)
+{
+	return ring_wakeup_bytes ? BPF_RB_FORCE_WAKEUP : 0;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);

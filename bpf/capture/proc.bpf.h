@@ -19,11 +19,8 @@ static __always_inline void proc__emit(__u32 type, __u64 pid_tgid, __u32 tgid, _
 	e->filename[0] = 0;
 	if (filename_src)
 		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename_src);
-	/* An exec wakes the reader at once even with batched wake-ups: selection by executable and
-	 * the TLS/Go uprobe attach happen in userspace when it reads this, and the new program may
-	 * open its first connection within milliseconds. */
-	bpf_ringbuf_submit(e, type == TL_EV_PROC_EXEC && ring_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-									     : ring__flags());
+	/* An exec is urgent: the new program may open its first connection within milliseconds. */
+	bpf_ringbuf_submit(e, type == TL_EV_PROC_EXEC ? ring__flags_urgent() : ring__flags());
 }
 
 /* Every exec is reported (not only traced ones): selection by executable is decided in

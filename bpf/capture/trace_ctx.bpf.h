@@ -96,7 +96,6 @@ static __always_inline void ctx__on_request(__u64 pid_tgid, const __u8 *payload,
 	if (scan.tp_count == 1 && !scan.bad && traceparent__parse(&scan, t->trace_id, w->parent, &t->trace_flags)) {
 		flags = TL_CTX_F_FROM_HEADER | TL_CTX_F_HAS_PARENT;
 	} else {
-		__builtin_memset(w->parent, 0, sizeof(w->parent)); /* a failed parse may have begun it */
 		ids__random(t->trace_id, 4);
 		t->trace_flags = sample__flags(t->trace_id);
 	}

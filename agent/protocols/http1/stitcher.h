@@ -140,10 +140,12 @@ class Http1Connection {
     Pending& back() { return items_.back(); }
     Pending& emplace_back() { return items_.emplace_back(); }
     void pop_front() {
-      items_[head_] = Pending{};  // what it still holds goes now, as a deque's pop would
-      if (++head_ == items_.size()) {
+      if (head_ + 1 == items_.size()) {
         clear();  // the usual case: keeps the capacity
-      } else if (head_ >= 16 && head_ * 2 >= items_.size()) {
+        return;
+      }
+      items_[head_++] = Pending{};  // what it still holds goes now, as a deque's pop would
+      if (head_ >= 16 && head_ * 2 >= items_.size()) {
         items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
         head_ = 0;  // a long pipeline that never drains: move the live part down
       }

@@ -4,11 +4,10 @@
 // A "line" here is the bytes before LF with one trailing CR removed (bare LF is tolerated).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
-#include <array>
-#include <cstdint>
 #include <string_view>
 
 #include "agent/protocols/http1/message.h"
