@@ -72,6 +72,7 @@
 #include "agent/kernel/tls_attacher.h"
 #include "symbolizer/elf_file.h"
 #include "symbolizer/proc_maps.h"
+#include "tests/support/ci_mode.h"
 
 // Probe targets for the "uprobe kinds" cases: each starts with the instruction kind named and
 // returns at once. Top-level asm so the compiler cannot change their first instruction.
@@ -498,10 +499,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "probes_bench: cannot pin to CPU %d\n", cpu);
     return 1;
   }
-  const bool ci = [] {
-    const char* v = std::getenv("CI");
-    return v && std::string(v) == "true";
-  }();
+  const bool ci = ::threadline::testing::InCi();
 
   SocketPair tcp = LoopbackTcp();
   SocketPair unix_pair = UnixPair();
@@ -517,7 +515,7 @@ int Main(int argc, char** argv) {
   if (!tracer) {
     std::fprintf(stderr, "probes_bench: cannot load the capture program: %s\n", error.c_str());
     if (ci) return 1;  // CI must be able to run BPF: fail, never skip
-    std::fprintf(stderr, "probes_bench: skipped (needs root and BPF; set CI=true to fail instead)\n");
+    std::fprintf(stderr, "probes_bench: skipped (needs root and BPF; in CI mode, CI=true, that is a failure)\n");
     return kSkipped;
   }
   // The connection was made before the programs attached: the first selected write finds it

@@ -26,13 +26,13 @@ DEPS_BUILD=(
 DEPS_RUN=(
   iproute2 curl python3 procps
 )
-# Third-party servers/clients the e2e tests trace (see /work/shared/TEST-PEERS.md).
+# Third-party servers/clients the e2e tests trace.
 # nodejs (with npm): tests/e2e/test_otlp_export.py installs @elastic/mockotlpserver with it.
 # nginx, openssl: tests/e2e/test_tls.py (HTTPS with a self-signed certificate made by openssl).
 # yamllint: tests/deploy/test_manifests.py lints the Kubernetes manifests in deploy/. The same
 # test needs kubectl (kustomize built in), which is not in this list: Debian 12's
-# kubernetes-client is 1.20, whose built-in kustomize is too old for deploy/; our machines
-# have kubectl 1.32 preinstalled (/work/shared/TEST-PEERS.md).
+# kubernetes-client is 1.20, whose built-in kustomize is too old for deploy/: install a recent
+# kubectl (tested with 1.32) by other means.
 # golang-go: Go https peers (tests/e2e/test_go_tls.py), the Go service of the injection chain
 # (tests/e2e/test_inject.py, with iproute2's `ip netns`) and the symbolizer's Go test binaries,
 # built at test time.

@@ -3,13 +3,16 @@
 # bench) with ctest. Extra arguments go to ctest (e.g. -L unit, -R e2e.test_cli). Exits with
 # ctest's code. The last line printed is ctest's summary ("N% tests passed, F tests failed out of T").
 #
-# Kernel, e2e and bench tests need root. With CI=true they fail when they can't load BPF;
-# without CI they skip with a reason.
+# Kernel, e2e and bench tests need root: started by another user, the script re-runs itself
+# with sudo when there is one. In CI mode (CI=true, 1, yes or on; .ci/run sets it) a test that
+# cannot load BPF or lacks a tool fails; otherwise it skips with a reason.
 #
-#   sudo scripts/test.sh [ctest args...]
+#   scripts/test.sh [ctest args...]
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$repo/scripts/common.sh"
+reexec_as_root_if_possible "$repo/scripts/test.sh" "$@"
 build_dir="${THREADLINE_BUILD_DIR:-$repo/build}"
 
 # The tests read CI to decide between failing and skipping; ctest passes the environment on.
@@ -17,7 +20,7 @@ if [[ -n "${CI:-}" ]]; then
   export CI
 fi
 if [[ "$(id -u)" != 0 ]]; then
-  echo "test.sh: warning: not root; kernel and e2e tests will $([[ "${CI:-}" == true ]] && echo fail || echo skip)." >&2
+  echo "test.sh: warning: not root and no sudo; kernel and e2e tests will $(ci_mode && echo fail || echo skip)." >&2
 fi
 
 # Build packages plus the third-party peers the e2e tests run (node/npm for the OTel JS SDK).

@@ -4,8 +4,8 @@ The tests run the built agent (THREADLINE_BIN, else <repo>/build/threadline) aga
 programs on 127.0.0.1 and assert what a user would see on its stdout. Python 3.11 stdlib only.
 
 Every wait here is bounded in time. Tests that need root or BPF call require_root(), tests that
-need a program or package require_tool() or give_up(): with CI=true they fail, otherwise they
-skip with the reason.
+need a program or package require_tool() or give_up(): in CI mode (CI=true, 1, yes or on) they
+fail, otherwise they skip with the reason.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ import unittest
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from ci_mode import in_ci  # noqa: E402
+
 REPO = os.environ.get("THREADLINE_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
-IN_CI = os.environ.get("CI") == "true"
+IN_CI = in_ci()  # CI=true, 1, yes or on (tests/support/ci_mode.py)
 LOOPBACK = "127.0.0.1"
 
 READY_MARKER = "threadline ready"
@@ -43,7 +46,7 @@ def agent_bin() -> str:
 def require_root(test: unittest.TestCase) -> None:
     """Fails (CI) or skips (elsewhere) a test that needs root/BPF when not root."""
     if os.geteuid() != 0:
-        reason = "needs root to load BPF programs (run: sudo scripts/test.sh)"
+        reason = "needs root to load BPF programs (run scripts/test.sh as root)"
         if IN_CI:
             test.fail(f"CI=true: {reason}; tests that need root must not skip in CI")
         test.skipTest(reason)

@@ -46,7 +46,7 @@ class PrintConfigTest(unittest.TestCase):
         if os.geteuid() == 0 and shutil.which("setpriv"):
             argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
                     "--bounding-set=-all", *argv]
-        # The binary must be reachable for nobody: it sits in a build tree under /work.
+        # The binary must be reachable for nobody: every directory above the build tree searchable.
         r = subprocess.run(argv, capture_output=True, text=True, timeout=30,
                            env=clean_env(THREADLINE_LIMITS_RING_BUFFER_MB="32"))
         self.assertEqual(r.returncode, 0, r.stderr)

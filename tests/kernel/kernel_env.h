@@ -1,6 +1,6 @@
 // Shared preconditions for kernel tests: they load real BPF programs, so they need root and a
 // kernel that accepts BPF. Where that is missing a developer's run skips with the reason, but
-// CI (CI=true) fails: a CI job whose kernel tests silently skip would prove nothing.
+// CI (tests/support/ci_mode.h) fails: a CI job whose kernel tests silently skip would prove nothing.
 //
 //   TEST(Foo, Bar) { REQUIRE_BPF(); ... }          // in a test body
 //   void SetUp() override { RequireBpfOrSkip(); }  // in a fixture
@@ -21,12 +21,9 @@
 #include <string>
 #include <string_view>
 
-namespace threadline::testing {
+#include "tests/support/ci_mode.h"
 
-inline bool InCi() {
-  const char* ci = std::getenv("CI");
-  return ci != nullptr && std::string_view(ci) == "true";
-}
+namespace threadline::testing {
 
 // Empty when BPF programs can be loaded here; else why not. Checked by loading a trivial
 // program (libbpf's own probe), not by looking at capabilities or config.
@@ -38,13 +35,13 @@ inline std::string BpfUnavailableReason() {
   return "";
 }
 
-// Records a skip (or, under CI=true, a fatal failure) when BPF is unusable. From a fixture's
+// Records a skip (or, in CI mode, a fatal failure) when BPF is unusable. From a fixture's
 // SetUp() that stops the test body; in a test body use REQUIRE_BPF(), which also returns.
 inline void RequireBpfOrSkip() {
   const std::string reason = BpfUnavailableReason();
   if (reason.empty()) return;
   if (InCi()) {
-    GTEST_FAIL() << "BPF unavailable under CI=true (kernel tests must run in CI): " << reason;
+    GTEST_FAIL() << "BPF unavailable in CI mode (kernel tests must run in CI): " << reason;
   }
   GTEST_SKIP() << "BPF unavailable: " << reason << " (set CI=true to make this a failure)";
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "symbolizer/elf_file.h"
+#include "tests/support/ci_mode.h"
 
 namespace threadline::symbolizer {
 namespace {
@@ -67,8 +68,7 @@ TEST(ProbeSiteTest, SystemLibsslReadAndReadExShareAnEmulatedCallee) {
     if (std::filesystem::exists(p)) path = p;
   if (path.empty()) {
     // libssl-dev is a build dependency: under CI its absence is a failure, not a skip.
-    const char* ci = std::getenv("CI");
-    if (ci && std::string_view(ci) == "true") FAIL() << "CI=true: no libssl.so.3 on this machine";
+    if (::threadline::testing::InCi()) FAIL() << "CI mode: no libssl.so.3 on this machine";
     GTEST_SKIP() << "no libssl.so.3 on this machine";
   }
   auto elf = ElfFile::Open(path, {"SSL_read", "SSL_read_ex", "SSL_write", "SSL_write_ex"});

@@ -26,16 +26,13 @@
 #include "symbolizer/elf_file.h"
 #include "symbolizer/go_binary.h"
 #include "symbolizer/x86_insn.h"
+#include "tests/support/ci_mode.h"
 
 namespace threadline::symbolizer {
 namespace {
 
 namespace fs = std::filesystem;
-
-bool InCi() {
-  const char* ci = std::getenv("CI");
-  return ci && std::string(ci) == "true";
-}
+using ::threadline::testing::InCi;
 
 // Runs a shell command; its stdout, or nullopt when it failed.
 std::optional<std::string> Shell(const std::string& cmd) {
