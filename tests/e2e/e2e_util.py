@@ -824,5 +824,34 @@ def go_peer(test: unittest.TestCase, source: str, out: str, stripped: bool = Fal
     return dest
 
 
+SKIP_RETURN_CODE = 77  # ctest's SKIP_RETURN_CODE for the e2e and deploy tests (tests/CMakeLists.txt)
+
+
 def main() -> None:
-    unittest.main(verbosity=2)
+    """Runs the file's tests (unittest, verbose) and exits so that ctest tells a skip from a pass:
+    1 when a test failed, SKIP_RETURN_CODE when no test ran to the end (all skipped, setUpClass
+    skips included), 0 otherwise. Some skipped among passes: still 0, but the skips are listed at
+    the end of the output (ctest keeps it in Testing/Temporary/LastTest.log, and prints it with
+    --output-on-failure / -V)."""
+    result = unittest.main(verbosity=2, exit=False).result
+    sys.exit(exit_code(result))
+
+
+def exit_code(result: unittest.TestResult) -> int:
+    if not result.wasSuccessful():
+        return 1
+    # A skip raised in setUpClass is recorded against a holder, not a test, and the class's
+    # tests are then not counted in testsRun at all.
+    skipped_tests = sum(1 for test, _ in result.skipped if isinstance(test, unittest.TestCase))
+    completed = result.testsRun - skipped_tests
+    if result.skipped:
+        print(f"\nSKIPPED: {len(result.skipped)} (of {result.testsRun} run, {completed} completed):",
+              file=sys.stderr)
+        for test, reason in result.skipped:
+            print(f"  {test}: {reason}", file=sys.stderr)
+    if completed == 0:
+        if not result.skipped:
+            print("no test ran: a file that tests nothing proves nothing", file=sys.stderr)
+            return 1
+        return SKIP_RETURN_CODE
+    return 0

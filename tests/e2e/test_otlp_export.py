@@ -349,4 +349,4 @@ class OtlpExportTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    e2e_util.main()
