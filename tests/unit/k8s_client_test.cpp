@@ -31,7 +31,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kTestsDir = fs::path(__FILE__).parent_path().parent_path();
+const fs::path kTestsDir = fs::path(THREADLINE_SOURCE_DIR) / "tests";
 const fs::path kFixtures = kTestsDir / "fixtures" / "k8s";
 const fs::path kReplayServer = kTestsDir / "tools" / "k8s_replay_server.py";
 

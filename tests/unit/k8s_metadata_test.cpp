@@ -15,7 +15,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kFixtures = fs::path(__FILE__).parent_path().parent_path() / "fixtures" / "k8s";
+const fs::path kFixtures = fs::path(THREADLINE_SOURCE_DIR) / "tests" / "fixtures" / "k8s";
 
 constexpr char kCheckoutId[] = "c7761e58969f7edd498186641b2021e8477e1bcd230de4cf3435242da4a40d14";
 constexpr char kEnvoyId[] = "84532b306f259587c364bd7301e0813963d5b84fd27c9338f0862dab8f0499d7";
