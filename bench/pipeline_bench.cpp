@@ -5,7 +5,7 @@
 // are replayed through exactly the agent's stages:
 //
 //   DecodeEvent (ingest) -> ConnectionTable (conn) -> ProtocolDispatcher (protocols/http1)
-//     -> HttpSpanBuilder (spans) -> SampledSpanFilter (pipeline)
+//     -> SpanBuilder (spans) -> SampledSpanFilter (pipeline)
 //     -> an encoding sink (none | OTLP JSON lines | OTLP protobuf)
 //
 // Reported per encoding: kernel events/s and spans/s on one pinned core, ns per event, and heap
@@ -45,7 +45,7 @@
 #include "agent/ingest/decoder.h"
 #include "agent/pipeline/sampled_filter.h"
 #include "agent/protocols/dispatcher.h"
-#include "agent/spans/http_spans.h"
+#include "agent/spans/span_builder.h"
 #include "exporter/otlp_config.h"
 #include "bench/alloc_counter.h"
 #include "exporter/json_lines.h"
@@ -246,7 +246,7 @@ struct Pipeline {
     }
     resources = std::make_unique<ResourceCache>(ResourceCacheOptions{}, metrics);
     filter = std::make_unique<SampledSpanFilter>(*sink, metrics);
-    builder = std::make_unique<HttpSpanBuilder>(HttpSpanConfig{}, *resources, clock, *filter, metrics);
+    builder = std::make_unique<SpanBuilder>(SpanBuilderConfig{}, *resources, clock, *filter, metrics);
     dispatcher = std::make_unique<ProtocolDispatcher>(DispatcherConfig{}, *builder, metrics);
     ConnectionTableConfig tc;
     tc.max_connections = max_connections;
@@ -278,7 +278,7 @@ struct Pipeline {
   BatchSpanExporter* otlp = nullptr;
   std::unique_ptr<SampledSpanFilter> filter;
   std::unique_ptr<ResourceCache> resources;
-  std::unique_ptr<HttpSpanBuilder> builder;
+  std::unique_ptr<SpanBuilder> builder;
   std::unique_ptr<ProtocolDispatcher> dispatcher;
   std::unique_ptr<ConnectionTable> table;
 };

@@ -34,7 +34,7 @@
 #include "agent/output/console_tree.h"
 #include "agent/output/event_printer.h"
 #include "agent/protocols/dispatcher.h"
-#include "agent/spans/http_spans.h"
+#include "agent/spans/span_builder.h"
 #include "agent/pipeline/red_metrics.h"
 #include "agent/pipeline/sampled_filter.h"
 #include "agent/spans/sampler.h"
@@ -179,16 +179,16 @@ Status Agent::Start() {
     printer_ = std::make_unique<EventPrinter>(out_, clock_, options_.print_payload_bytes);
     consumer = printer_.get();
   } else {
-    HttpSpanConfig span_config;
-    ASSIGN_OR_RETURN(span_config.routes, RouteTable::Create(options_.routes));
-    span_config.redaction.extra_query_keys = options_.redact_query_keys;
-    span_config.same_node_linking = options_.same_node_linking;
+    SpanBuilderConfig span_config;
+    ASSIGN_OR_RETURN(span_config.describe.routes, RouteTable::Create(options_.routes));
+    span_config.describe.redaction.extra_query_keys = options_.redact_query_keys;
+    span_config.parents.same_node_linking = options_.same_node_linking;
     span_config.sampling_ratio = options_.sampling_ratio;
     spdlog::info("sampling: parent-based, ratio {} for new traces (kept when the trace id's 56 low bits "
                  "are >= {:#x}, the same rule in the kernel for the traces it starts); spans with a "
                  "parent follow its sampled flag; RED metrics count every request",
                  options_.sampling_ratio, TraceIdRatioSampler::ThresholdFor(options_.sampling_ratio));
-    span_config.redaction.extra_header_names = options_.redact_header_names;
+    span_config.describe.redaction.extra_header_names = options_.redact_header_names;
     ResourceCacheOptions resource_options{.proc_root = options_.proc_root};
     if (k8s_) resource_options.kubernetes = &k8s_->store();
     resources_ = std::make_unique<ResourceCache>(std::move(resource_options), metrics_);
@@ -217,8 +217,8 @@ Status Agent::Start() {
     // Every span reaches the RED metrics; only sampled ones go on to the output.
     sampled_filter_ = std::make_unique<SampledSpanFilter>(*span_sink_, metrics_);
     red_metrics_ = std::make_unique<RedMetricsSink>(*sampled_filter_, metrics_);
-    span_builder_ = std::make_unique<HttpSpanBuilder>(std::move(span_config), *resources_, clock_,
-                                                      *red_metrics_, metrics_);
+    span_builder_ = std::make_unique<SpanBuilder>(std::move(span_config), *resources_, clock_,
+                                                  *red_metrics_, metrics_);
     own_sockets_ = std::make_unique<OwnSockets>(metrics_);
     DispatcherConfig dispatch;
     dispatch.ignore = [this](const ConnectionInfo& c) {

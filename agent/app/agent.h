@@ -32,7 +32,7 @@ class ResourceCache;
 class K8sMetadataService;
 class SpanSink;
 class ConsoleTreeSink;
-class HttpSpanBuilder;
+class SpanBuilder;
 class ProtocolDispatcher;
 class BatchSpanExporter;
 class MetricsServer;
@@ -96,7 +96,7 @@ class Agent : public EventSink {
   std::unique_ptr<SpanSink> red_metrics_;   // RED histograms of every span, in front of sampled_filter_
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<OwnSockets> own_sockets_;  // the agent's endpoints: their peers are not traced
-  std::unique_ptr<HttpSpanBuilder> span_builder_;
+  std::unique_ptr<SpanBuilder> span_builder_;
   std::unique_ptr<ProtocolDispatcher> dispatcher_;
   uint64_t last_span_flush_ns_ = 0;
   std::unique_ptr<ConnectionTable> table_;

@@ -9,7 +9,7 @@
 
 #include "agent/common/text.h"
 #include "agent/discovery/pod_selection.h"
-#include "agent/spans/route.h"
+#include "agent/protocols/http/route.h"
 
 namespace threadline::config {
 

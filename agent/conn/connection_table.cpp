@@ -34,12 +34,12 @@ class ConnectionTable::StreamOutput final : public ReassemblyOutput {
 
   void OnData(uint64_t pos, std::span<const uint8_t> bytes, const ChunkMeta& meta) override {
     entry_.info.bytes[Index(dir_)] += bytes.size();
-    table_.out_.OnStreamData(entry_.info, dir_, pos, bytes, meta);
+    table_.out_.OnStreamData(entry_.info, dir_, pos, bytes, At(meta, pos));
   }
   void OnGap(uint64_t pos, uint64_t len, GapReason reason, const ChunkMeta& meta) override {
     entry_.info.bytes[Index(dir_)] += len;
     table_.gap_bytes_[static_cast<size_t>(reason)]->Add(len);
-    table_.out_.OnStreamGap(entry_.info, dir_, pos, len, reason, meta);
+    table_.out_.OnStreamGap(entry_.info, dir_, pos, len, reason, At(meta, pos));
   }
   void OnDuplicate(uint64_t len) override { table_.duplicate_bytes_.Add(len); }
   void OnHoldLimit(HoldLimit limit) override {
@@ -47,6 +47,13 @@ class ConnectionTable::StreamOutput final : public ReassemblyOutput {
   }
 
  private:
+  // The syscall's metadata with the position of the bytes delivered (a held segment can be
+  // delivered from its middle when an overlapping one came first).
+  static ChunkMeta At(ChunkMeta meta, uint64_t pos) {
+    meta.pos = pos;
+    return meta;
+  }
+
   ConnectionTable& table_;
   Entry& entry_;
   Direction dir_;

@@ -31,6 +31,10 @@ struct ChunkMeta {
   uint64_t enter_ts_ns = 0;  // syscall entry, boot clock
   uint32_t tid = 0;
   uint8_t syscall = 0;  // enum tl_syscall
+  // Stream position (in this direction) of the first byte this metadata describes: the
+  // chunk's first byte as the conn stage delivers it; a message's first byte in a protocol's
+  // Message::first_chunk. Context the kernel or a TCP option ties to a request is matched by it.
+  uint64_t pos = 0;
 };
 
 enum class GapReason : uint8_t {

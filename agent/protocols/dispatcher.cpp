@@ -1,6 +1,7 @@
 #include "agent/protocols/dispatcher.h"
 
-#include "agent/protocols/http1/detect.h"
+#include <string>
+
 
 namespace threadline {
 
@@ -11,38 +12,52 @@ namespace {
 constexpr uint32_t kMaxDetectChunks = 8;
 }  // namespace
 
-ProtocolDispatcher::ProtocolDispatcher(const DispatcherConfig& config, ExchangeSink& out,
+// What one parser call reports, bound to its connection and the role the sink is told. The
+// role is read when a result is delivered: a parser may learn the request direction from the
+// very bytes of the call.
+class ProtocolDispatcher::BoundOutput final : public ParserOutput {
+ public:
+  BoundOutput(const ConnectionInfo& conn, const ConnectionParser& parser, RecordSink& sink)
+      : conn_(conn), parser_(parser), sink_(sink) {}
+
+  void OnRequest(const RequestView& request) override { sink_.OnRequest(conn_, Role(), request); }
+  void OnRecord(Record&& record) override { sink_.OnRecord(conn_, Role(), std::move(record)); }
+
+ private:
+  threadline::Role Role() const {
+    if (conn_.role != Role::kUnknown) return conn_.role;
+    const auto dir = parser_.request_direction();
+    if (!dir) return Role::kUnknown;
+    return *dir == Direction::kIngress ? Role::kServer : Role::kClient;
+  }
+
+  const ConnectionInfo& conn_;
+  const ConnectionParser& parser_;
+  RecordSink& sink_;
+};
+
+ProtocolDispatcher::ProtocolDispatcher(const DispatcherConfig& config, RecordSink& out,
                                        MetricsRegistry& metrics)
     : config_(config),
       out_(out),
-      metrics_(metrics),
-      detected_http1_(metrics.GetCounter("threadline_protocol_connections_total",
-                                         {{"protocol", "http1"}},
-                                         "Connections by the protocol detected on them")),
       detected_other_(metrics.GetCounter("threadline_protocol_connections_total",
-                                         {{"protocol", "other"}})),
+                                         {{"protocol", "other"}},
+                                         "Connections by the protocol detected on them")),
       ignored_(metrics.GetCounter("threadline_protocol_connections_ignored_total", {},
-                                  "Connections not parsed by rule (the agent's own traffic)")),
-      abandoned_(metrics.GetCounter("threadline_http1_requests_abandoned_total", {},
-                                    "Requests whose connection the agent evicted before the response")) {}
+                                  "Connections not parsed by rule (the agent's own traffic)")) {
+  for (const ProtocolSpec& spec : config_.table) {
+    protocols_.push_back(spec.create(config_.protocols, metrics));
+    detected_.push_back(&metrics.GetCounter("threadline_protocol_connections_total",
+                                            {{"protocol", std::string(spec.name)}}));
+  }
+}
 
 ProtocolDispatcher::~ProtocolDispatcher() = default;
 
-ProtocolDispatcher::State& ProtocolDispatcher::StateFor(const ConnectionInfo& c) {
-  return conns_[c.id];
-}
-
-Role ProtocolDispatcher::RoleOf(const State& s) const {
-  if (current_->role != Role::kUnknown) return current_->role;
-  auto dir = s.http1 ? s.http1->request_direction() : std::nullopt;
-  if (!dir) return Role::kUnknown;
-  return *dir == Direction::kIngress ? Role::kServer : Role::kClient;
-}
-
 void ProtocolDispatcher::OnConnectionOpened(const ConnectionInfo& c) {
-  State& s = StateFor(c);
+  State& s = conns_[c.id];
   if (config_.ignore && config_.ignore(c)) {
-    s.protocol = Protocol::kOther;
+    s.decided = true;
     ignored_.Add(1);
     return;
   }
@@ -51,59 +66,43 @@ void ProtocolDispatcher::OnConnectionOpened(const ConnectionInfo& c) {
 
 void ProtocolDispatcher::Decide(State& s, const ConnectionInfo& c, Direction dir,
                                 std::span<const uint8_t> bytes) {
-  if (http1::LooksLikeHttp1Request(bytes) || http1::LooksLikeHttp1Response(bytes)) {
-    s.protocol = Protocol::kHttp1;
-    s.http1 = std::make_unique<http1::Http1Connection>(
-        c.role, config_.http1, metrics_,
-        [this](http1::Exchange&& e) {
-          out_.OnHttp1Exchange(*current_, RoleOf(*current_state_), std::move(e));
-        });
-    s.http1->set_on_request([this](const http1::Message& m) {
-      out_.OnHttp1Request(*current_, RoleOf(*current_state_), m);
-    });
-    detected_http1_.Add(1);
-    return;
+  for (size_t i = 0; i < protocols_.size(); ++i) {
+    if (protocols_[i]->Detect(bytes, dir, c)) {
+      s.decided = true;
+      s.parser = protocols_[i]->NewConnection(c);
+      detected_[i]->Add(1);
+      return;
+    }
   }
-  (void)dir;
   if (++s.detect_chunks >= kMaxDetectChunks) {
-    s.protocol = Protocol::kOther;
+    s.decided = true;
     detected_other_.Add(1);
   }
 }
 
 void ProtocolDispatcher::OnStreamData(const ConnectionInfo& c, Direction dir, uint64_t /*pos*/,
                                       std::span<const uint8_t> bytes, const ChunkMeta& meta) {
-  State& s = StateFor(c);
-  if (s.protocol == Protocol::kUndecided) Decide(s, c, dir, bytes);
-  if (s.protocol != Protocol::kHttp1 || s.http1->done()) return;
-  current_ = &c;
-  current_state_ = &s;
-  s.http1->OnData(dir, bytes, meta);
-  current_ = nullptr;
+  State& s = conns_[c.id];
+  if (!s.decided) Decide(s, c, dir, bytes);
+  if (!s.parser || s.parser->done()) return;
+  BoundOutput out(c, *s.parser, out_);
+  s.parser->OnData(dir, bytes, meta, out);
 }
 
 void ProtocolDispatcher::OnStreamGap(const ConnectionInfo& c, Direction dir, uint64_t /*pos*/,
                                      uint64_t len, GapReason reason, const ChunkMeta& meta) {
-  State& s = StateFor(c);
-  if (s.protocol != Protocol::kHttp1 || s.http1->done()) return;
-  current_ = &c;
-  current_state_ = &s;
-  s.http1->OnGap(dir, len, reason, meta);
-  current_ = nullptr;
+  State& s = conns_[c.id];
+  if (!s.parser || s.parser->done()) return;
+  BoundOutput out(c, *s.parser, out_);
+  s.parser->OnGap(dir, len, reason, meta, out);
 }
 
 void ProtocolDispatcher::OnConnectionClosed(const ConnectionInfo& c, CloseReason reason) {
   auto it = conns_.find(c.id);
   if (it == conns_.end()) return;
-  // An eviction is the agent letting go, not the connection ending: requests still waiting
-  // are abandoned (counted) rather than reported as closed before their response.
-  if (it->second.http1 && reason == CloseReason::kEvicted) {
-    abandoned_.Add(it->second.http1->pending_requests());
-  } else if (it->second.http1) {
-    current_ = &c;
-    current_state_ = &it->second;
-    it->second.http1->OnClose(c.last_activity_ns);
-    current_ = nullptr;
+  if (it->second.parser) {
+    BoundOutput out(c, *it->second.parser, out_);
+    it->second.parser->OnClose(c.last_activity_ns, reason == CloseReason::kEvicted, out);
   }
   conns_.erase(it);
   out_.OnConnectionDone(c);

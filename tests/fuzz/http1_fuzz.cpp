@@ -54,13 +54,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     limits.max_pending_requests = 3;
     limits.max_consecutive_failures = 3;
   }
-  size_t exchanges = 0;
-  Http1Connection conn(role, limits, metrics, [&](Exchange&& e) {
-    ++exchanges;
-    if (e.request) CheckMessage(*e.request);
-    if (e.response) CheckMessage(*e.response);
-    Check(e.request.has_value() || e.response.has_value());
-  });
+  static Http1Metrics& http1_metrics = *new Http1Metrics(metrics);
+  // Every request is announced once, before the exchange that carries it.
+  struct Checker : Http1Connection::Output {
+    void OnRequest(const Message& m) override {
+      CheckMessage(m);
+      ++announced;
+    }
+    void OnExchange(Exchange&& e) override {
+      if (e.request) CheckMessage(*e.request);
+      if (e.response) CheckMessage(*e.response);
+      Check(e.request.has_value() || e.response.has_value());
+      if (e.request) Check(++with_request <= announced);
+    }
+    size_t announced = 0;
+    size_t with_request = 0;
+  } out;
+  Http1Connection conn(role, limits, http1_metrics);
 
   uint64_t ts = 1000;
   size_t i = 1;
@@ -76,16 +86,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 1: {
         dir = (op & 3) == 0 ? Direction::kIngress : Direction::kEgress;
         size_t n = std::min<size_t>(len, size - i);
-        conn.OnData(dir, {data + i, n}, meta);
+        conn.OnData(dir, {data + i, n}, meta, out);
         i += n;
         break;
       }
       case 2:
         conn.OnGap(dir, (op & 0x80) ? (len << 12) + 1 : len + 1,
-                   static_cast<GapReason>((op >> 3) % 3), meta);
+                   static_cast<GapReason>((op >> 3) % 3), meta, out);
         break;
       case 3:
-        conn.OnClose(ts);
+        conn.OnClose(ts, out);
         i = size;
         break;
     }
@@ -93,7 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                        2 * limits.parser.max_resync_line);
     Check(conn.pending_requests() <= 2 * limits.max_pending_requests + 1);  // + dropped runs
   }
-  conn.OnClose(ts);
+  conn.OnClose(ts, out);
   Check(conn.pending_requests() == 0);
   return 0;
 }

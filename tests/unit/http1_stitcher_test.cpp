@@ -19,12 +19,18 @@ using test::Meta;
 constexpr Direction kIn = Direction::kIngress;
 constexpr Direction kOut = Direction::kEgress;
 
-struct ConnHarness {
+struct ConnHarness : Http1Connection::Output {
   explicit ConnHarness(Role role = Role::kServer, Http1Limits limits = {})
-      : conn(role, limits, metrics, [this](Exchange&& e) { exchanges.push_back(std::move(e)); }) {}
+      : http1_metrics(metrics), conn(role, limits, http1_metrics) {}
+  void OnRequest(const Message& m) override { requests.push_back(m.target); }
+  void OnExchange(Exchange&& e) override { exchanges.push_back(std::move(e)); }
   void Data(Direction d, std::string_view s, uint64_t ts, uint32_t tid = 100) {
-    conn.OnData(d, Bytes(s), Meta(ts, tid));
+    conn.OnData(d, Bytes(s), Meta(ts, tid), *this);
   }
+  void Gap(Direction d, uint64_t len, GapReason reason, const ChunkMeta& meta) {
+    conn.OnGap(d, len, reason, meta, *this);
+  }
+  void Close(uint64_t ts) { conn.OnClose(ts, *this); }
   uint64_t Failures(std::string_view reason) {
     return metrics
         .GetCounter("threadline_parse_failures_total",
@@ -38,6 +44,8 @@ struct ConnHarness {
   uint64_t TotalFailures() { return metrics.CounterTotal("threadline_parse_failures_total"); }
 
   MetricsRegistry metrics;
+  Http1Metrics http1_metrics;
+  std::vector<std::string> requests;  // targets of the requests announced, in order
   std::vector<Exchange> exchanges;
   Http1Connection conn;
 };
@@ -89,14 +97,12 @@ TEST(Http1Stitcher, UnknownRoleDecidedFromFirstBytes) {
 
 TEST(Http1Stitcher, PipelinedRequestsInOneChunk) {
   ConnHarness h;
-  std::vector<std::string> seen;
-  h.conn.set_on_request([&](const Message& m) { seen.push_back(m.target); });
   h.Data(kIn,
          "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
          "HEAD /b HTTP/1.1\r\nHost: x\r\n\r\n"
          "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
          1000);
-  EXPECT_EQ(seen, (std::vector<std::string>{"/a", "/b", "/c"}));
+  EXPECT_EQ(h.requests, (std::vector<std::string>{"/a", "/b", "/c"}));
   EXPECT_EQ(h.conn.pending_requests(), 3u);
   std::string head_reply = test::NginxOk(615).substr(0, test::NginxOk(615).size() - 615);
   h.Data(kOut, test::NginxOk(5) + head_reply + test::NginxOk(7), 2000);
@@ -173,7 +179,7 @@ TEST(Http1Stitcher, UpgradeStopsParsing) {
          2000);
   h.Data(kIn, std::string("\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58", 11), 3000);
   h.Data(kOut, std::string(5000, '\x02'), 4000);
-  h.conn.OnClose(5000);
+  h.Close(5000);
   ASSERT_EQ(h.exchanges.size(), 1u);
   EXPECT_EQ(h.exchanges[0].outcome, Outcome::kUpgraded);
   EXPECT_TRUE(h.exchanges[0].request->upgrade_requested);
@@ -205,7 +211,7 @@ TEST(Http1Stitcher, RequestWithoutResponseThenClose) {
   ConnHarness h;
   h.Data(kIn, test::kCurlGet, 1000);
   EXPECT_TRUE(h.exchanges.empty());
-  h.conn.OnClose(9000);
+  h.Close(9000);
   ASSERT_EQ(h.exchanges.size(), 1u);
   EXPECT_EQ(h.exchanges[0].outcome, Outcome::kClosedBeforeResponse);
   EXPECT_EQ(h.exchanges[0].closed_ts_ns, 9000u);
@@ -218,7 +224,7 @@ TEST(Http1Stitcher, PythonHttp10UntilClose) {
   h.Data(kIn, "GET /stream HTTP/1.0\r\nHost: x\r\n\r\n", 1000);
   h.Data(kOut, test::kPythonUntilClose, 2000, 5);
   EXPECT_TRUE(h.exchanges.empty());
-  h.conn.OnClose(3000);
+  h.Close(3000);
   ASSERT_EQ(h.exchanges.size(), 1u);
   EXPECT_EQ(h.exchanges[0].outcome, Outcome::kComplete);
   EXPECT_EQ(h.exchanges[0].response->framing, Framing::kUntilClose);
@@ -242,7 +248,7 @@ TEST(Http1Stitcher, ResponseWithoutRequestWhenJoinedMidStream) {
 TEST(Http1Stitcher, GapInRequestHeadersKeepsPairingAligned) {
   ConnHarness h;
   h.Data(kIn, "GET /lost HTTP/1.1\r\nHo", 1000);
-  h.conn.OnGap(kIn, 40, GapReason::kLost, Meta(1000));
+  h.Gap(kIn, 40, GapReason::kLost, Meta(1000));
   h.Data(kIn, "ept: */*\r\n\r\nGET /found HTTP/1.1\r\nHost: x\r\n\r\n", 1100);
   h.Data(kOut, test::NginxOk(1) + test::NginxOk(2), 2000);
   ASSERT_EQ(h.exchanges.size(), 2u);
@@ -257,7 +263,7 @@ TEST(Http1Stitcher, GapInResponseHeadersMarksResponseLost) {
   ConnHarness h;
   h.Data(kIn, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n", 1000);
   h.Data(kOut, "HTTP/1.1 200 OK\r\nCont", 2000);
-  h.conn.OnGap(kOut, 100, GapReason::kLost, Meta(2000));
+  h.Gap(kOut, 100, GapReason::kLost, Meta(2000));
   h.Data(kOut, "xx\r\n\r\n" + test::NginxOk(9), 3000);
   ASSERT_EQ(h.exchanges.size(), 2u);
   EXPECT_EQ(h.exchanges[0].outcome, Outcome::kResponseLost);
@@ -269,7 +275,7 @@ TEST(Http1Stitcher, GapInResponseHeadersMarksResponseLost) {
 TEST(Http1Stitcher, NotCapturedGapInLargeBody) {
   ConnHarness h;
   h.Data(kIn, "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + std::string(4000, 'b'), 1000);
-  h.conn.OnGap(kIn, 1'000'000 - 4000, GapReason::kNotCaptured, Meta(1000, 3));
+  h.Gap(kIn, 1'000'000 - 4000, GapReason::kNotCaptured, Meta(1000, 3));
   h.Data(kOut, "HTTP/1.1 204 No Content\r\n\r\n", 2000);
   ASSERT_EQ(h.exchanges.size(), 1u);
   EXPECT_EQ(h.exchanges[0].request->body_bytes, 1'000'000u);
@@ -329,7 +335,7 @@ TEST(Http1Stitcher, GarbageTlsAndHttp2GiveUp) {
   ConnHarness h2;
   h2.Data(kIn, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1000);
   h2.Data(kIn, std::string("\x00\x00\x12\x04\x00\x00\x00\x00\x00", 9), 1000);
-  h2.conn.OnClose(2000);
+  h2.Close(2000);
   EXPECT_TRUE(h2.exchanges.empty());
   EXPECT_GE(h2.Failures("bad_start_line"), 1u);
 
@@ -367,7 +373,7 @@ TEST(Http1Stitcher, SplitsDoNotChangeExchanges) {
     ConnHarness h;
     uint64_t ts = 1000;
     for (const Step& s : steps) split(h, s.dir, s.bytes, ts += 1000);
-    h.conn.OnClose(ts + 1);
+    h.Close(ts + 1);
     std::string out;
     for (const Exchange& e : h.exchanges) out += test::Summary(e);
     return out;

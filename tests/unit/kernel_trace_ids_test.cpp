@@ -15,7 +15,7 @@
 #include "agent/discovery/resource.h"
 #include "agent/ingest/decoder.h"
 #include "agent/protocols/dispatcher.h"
-#include "agent/spans/http_spans.h"
+#include "agent/spans/span_builder.h"
 
 namespace threadline {
 namespace {
@@ -87,7 +87,7 @@ const AttributeValue* Attr(const Span& s, std::string_view key) {
 struct Pipeline : EventSink {
   Pipeline()
       : resources(ResourceCacheOptions{}, metrics),
-        builder(HttpSpanConfig{}, resources, clock, out, metrics),
+        builder(SpanBuilderConfig{}, resources, clock, out, metrics),
         dispatcher(DispatcherConfig{}, builder, metrics),
         table(ConnectionTableConfig{}, dispatcher, metrics, nullptr) {}
   void OnConnOpen(const ConnOpenEvent& e) override { table.OnConnOpen(e); }
@@ -100,7 +100,7 @@ struct Pipeline : EventSink {
   BootClock clock;
   Collect out;
   ResourceCache resources;
-  HttpSpanBuilder builder;
+  SpanBuilder builder;
   ProtocolDispatcher dispatcher;
   ConnectionTable table;
 };
@@ -171,12 +171,14 @@ TEST(KernelTraceIdsTest, SpansUseExactlyTheKernelsIds) {
   EXPECT_EQ(p.metrics.CounterTotal("threadline_kernel_trace_ids_total"), 2u);  // nothing else
 }
 
-TEST(KernelTraceIdsTest, IdsOfAnotherSyscallAreNotUsed) {
+TEST(KernelTraceIdsTest, IdsOfAnotherStreamPositionAreNotUsed) {
   Pipeline p;
   const uint32_t pid = static_cast<uint32_t>(getpid()), tid = pid + 1;
   p.Feed(Bytes(Open(pid, 5, 1, TL_ROLE_SERVER, 8080, 40000)));
-  // Ids for a read that is not the one carrying the request (other entry time).
-  p.Feed(Bytes(MakeCtx(pid, tid, 5, 1, TL_CTX_SERVER, TL_DIR_INGRESS, 99, 0x11, 0x22, 0)));
+  // Ids for a read that is not the one carrying the request (a request further on).
+  auto ctx = MakeCtx(pid, tid, 5, 1, TL_CTX_SERVER, TL_DIR_INGRESS, 100, 0x11, 0x22, 0);
+  ctx.pos = 500;
+  p.Feed(Bytes(ctx));
   p.Feed(Data(pid, tid, 5, 1, TL_DIR_INGRESS, TL_ROLE_SERVER, 0, 100, "GET / HTTP/1.1\r\n\r\n"));
   p.Feed(Data(pid, tid, 5, 1, TL_DIR_EGRESS, TL_ROLE_SERVER, 0, 400, "HTTP/1.1 204 No Content\r\n\r\n"));
   ASSERT_EQ(p.out.spans.size(), 1u);

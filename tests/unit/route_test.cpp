@@ -1,4 +1,4 @@
-#include "agent/spans/route.h"
+#include "agent/protocols/http/route.h"
 
 #include <gtest/gtest.h>
 

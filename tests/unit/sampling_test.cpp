@@ -1,5 +1,5 @@
 // Head sampling: the ratio rule (TraceIdRatioSampler: threshold from the ratio, decision from the
-// trace id's 56 rightmost bits), parent-based decisions in HttpSpanBuilder (roots by the rule,
+// trace id's 56 rightmost bits), parent-based decisions in SpanBuilder (roots by the rule,
 // every span with a parent by its parent's flag: header, thread, kernel ids), and the agent's
 // wiring after the builder: RED metrics count every span, SampledSpanFilter drops the unsampled
 // ones and counts them. The kernel's side of the same rule: tests/kernel/sampling_test.cpp.
@@ -20,7 +20,7 @@
 #include "agent/pipeline/red_metrics.h"
 #include "agent/pipeline/sampled_filter.h"
 #include "agent/protocols/dispatcher.h"
-#include "agent/spans/http_spans.h"
+#include "agent/spans/span_builder.h"
 #include "agent/spans/trace_context.h"
 #include "conn_test_util.h"
 
@@ -108,10 +108,10 @@ struct Tap : SpanSink {
   SpanSink& next;
 };
 
-HttpSpanConfig ConfigWithRatio(double ratio) {
-  HttpSpanConfig c;
+SpanBuilderConfig ConfigWithRatio(double ratio) {
+  SpanBuilderConfig c;
   c.sampling_ratio = ratio;
-  c.same_node_linking = false;  // one process here; nothing to link
+  c.parents.same_node_linking = false;  // one process here; nothing to link
   return c;
 }
 
@@ -140,11 +140,12 @@ struct SampledPipeline {
     e.id = id;
     e.tid = id.tgid;
     e.enter_ts_ns = clock.now();  // the next data event's entry
+    e.direction = kind == TL_CTX_SERVER ? Direction::kIngress : Direction::kEgress;
+    e.pos = gen.PosOf(id, e.direction);  // its first byte's stream position
     e.trace_id = TraceIdFromHex(trace_hex)->bytes;
     e.span_id = SpanId::Random().bytes;
     if (has_parent) e.parent_span_id = SpanId::Random().bytes;
     e.kind = kind;
-    e.direction = kind == TL_CTX_SERVER ? Direction::kIngress : Direction::kEgress;
     e.flags = has_parent ? TL_CTX_F_HAS_PARENT : 0;
     e.trace_flags = trace_flags;
     builder.OnKernelTraceContext(e);
@@ -178,7 +179,7 @@ struct SampledPipeline {
   SampledSpanFilter filter;
   RedMetricsSink red;
   Tap tap;
-  HttpSpanBuilder builder;
+  SpanBuilder builder;
   ProtocolDispatcher dispatcher;
   ConnectionTable table;
   MockClock clock;

@@ -53,18 +53,6 @@ std::optional<std::string_view> HeaderList::Get(std::string_view name) const {
   return std::string_view(h->value);
 }
 
-std::string_view ToString(Outcome o) {
-  switch (o) {
-    case Outcome::kComplete: return "complete";
-    case Outcome::kClosedBeforeResponse: return "closed_before_response";
-    case Outcome::kResponseWithoutRequest: return "response_without_request";
-    case Outcome::kResponseLost: return "response_lost";
-    case Outcome::kUpgraded: return "upgraded";
-    case Outcome::kTunnel: return "tunnel";
-  }
-  return "unknown";
-}
-
 std::string_view ToString(Framing f) {
   switch (f) {
     case Framing::kNone: return "none";

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "agent/conn/stream_consumer.h"
+#include "agent/protocols/outcome.h"
 
 namespace threadline::http1 {
 
@@ -112,15 +113,7 @@ struct Message {
   bool missing_bytes() const { return truncated || body_bytes_not_captured > 0; }
 };
 
-enum class Outcome : uint8_t {
-  kComplete,                // request and its final response
-  kClosedBeforeResponse,    // the connection closed (or the agent gave it up) unanswered
-  kResponseWithoutRequest,  // the request was never seen: joined mid-stream or lost in a gap
-  kResponseLost,            // a response was there but could not be parsed (e.g. gap in headers)
-  kUpgraded,                // 101 Switching Protocols: the connection stopped being HTTP/1
-  kTunnel,                  // CONNECT answered 2xx: the connection became a tunnel
-};
-std::string_view ToString(Outcome o);
+using threadline::Outcome;
 std::string_view ToString(Framing f);
 
 struct Exchange {

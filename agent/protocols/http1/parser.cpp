@@ -55,6 +55,7 @@ void MessageParser::ConsumeLine(std::string_view& in, size_t limit, bool& comple
 void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) {
   meta_ = meta;
   std::string_view in(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  chunk_begin_ = in.data();
   bool complete = false;
   bool overflow = false;
   while (!in.empty()) {
@@ -69,7 +70,7 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
           // Empty lines before a start line are ignored (RFC 9112 §2.2).
           while (!in.empty() && (in.front() == '\r' || in.front() == '\n')) in.remove_prefix(1);
           if (in.empty()) return;
-          StartMessage();
+          StartMessage(PosOf(in.data()));
         }
         bool checked = line_.size() >= kPlausibilityWindow;
         ConsumeLine(in, std::min(limits_.max_start_line, limits_.max_header_bytes), complete,
@@ -246,12 +247,13 @@ void MessageParser::Resume() {
   paused_dropped_ = 0;
 }
 
-void MessageParser::StartMessage() {
+void MessageParser::StartMessage(uint64_t first_byte_pos) {
   // A long line of an earlier message must not pin its buffer for the connection's lifetime.
   if (line_.empty() && line_.capacity() > kRetainedLineCapacity) std::string().swap(line_);
   msg_ = Message{};
   msg_.kind = kind_;
   msg_.first_chunk = meta_;
+  msg_.first_chunk.pos = first_byte_pos;
   msg_started_ = true;
   content_length_ = 0;
   has_content_length_ = content_length_invalid_ = has_transfer_encoding_ = false;
@@ -405,14 +407,20 @@ void MessageParser::OnTrailerLine(std::string_view line) {
 }
 
 void MessageParser::OnResyncBytes(std::string_view& in) {
-  if (line_.empty()) line_meta_ = meta_;
+  if (line_.empty()) {
+    line_meta_ = meta_;
+    line_meta_.pos = PosOf(in.data());
+  }
   size_t nl = in.find('\n');
   size_t take = nl == std::string_view::npos ? in.size() : nl;
   line_.append(in.data(), take);
   in.remove_prefix(nl == std::string_view::npos ? take : take + 1);
   // Keep only the tail of an endless line, trimming in halves so the cost stays linear.
-  if (line_.size() > 2 * limits_.max_resync_line)
-    line_.erase(0, line_.size() - limits_.max_resync_line);
+  if (line_.size() > 2 * limits_.max_resync_line) {
+    const size_t cut = line_.size() - limits_.max_resync_line;
+    line_.erase(0, cut);
+    line_meta_.pos += cut;
+  }
   CountSkipped(take + (nl == std::string_view::npos ? 0 : 1));
   if (nl == std::string_view::npos || state_ != State::kResync) return;
 
@@ -425,8 +433,9 @@ void MessageParser::OnResyncBytes(std::string_view& in) {
     bool ok = kind_ == MessageKind::kRequest ? syntax::ParseRequestLine(start, probe)
                                              : syntax::ParseStatusLine(start, probe);
     if (ok) {
-      StartMessage();
+      StartMessage(line_meta_.pos + pos);
       msg_.first_chunk = line_meta_;
+      msg_.first_chunk.pos = line_meta_.pos + pos;
       OnStartLine(start, line_.size() + 1 - pos);
     }
   }
@@ -465,6 +474,7 @@ void MessageParser::EnterResync(bool keep_line) {
   next_state_after_message_ = State::kStartLine;
   if (!keep_line) line_.clear();
   line_meta_ = meta_;
+  if (keep_line) line_meta_.pos = msg_.first_chunk.pos;  // the kept line is the start line begun
 }
 
 void MessageParser::CountSkipped(uint64_t n) {

@@ -112,7 +112,9 @@ class MessageParser {
   void OnChunkSizeLine(std::string_view line);
   void OnTrailerLine(std::string_view line);
   void OnResyncBytes(std::string_view& in);
-  void StartMessage();
+  void StartMessage(uint64_t first_byte_pos);
+  // Stream position of a byte of the chunk being fed.
+  uint64_t PosOf(const char* p) const { return meta_.pos + static_cast<uint64_t>(p - chunk_begin_); }
   void FinishMessage();
   void FinishTruncated(FailureReason reason);
   void Fail(FailureReason reason, bool message_lost);
@@ -127,7 +129,8 @@ class MessageParser {
 
   std::string line_;  // the unfinished line, never over the limit of the current state
   ChunkMeta meta_;    // of the chunk (or gap) being processed
-  ChunkMeta line_meta_;  // of the chunk where the resync line began
+  const char* chunk_begin_ = nullptr;  // first byte of the chunk being fed (positions)
+  ChunkMeta line_meta_;  // of the chunk where the resync line began, pos: the line's first byte
   Message msg_;
   bool msg_started_ = false;
 

@@ -19,25 +19,30 @@ Direction Other(Direction d) {
 
 }  // namespace
 
-Http1Connection::Http1Connection(Role role, const Http1Limits& limits, MetricsRegistry& metrics,
-                                 ExchangeCallback on_exchange)
-    : limits_(limits),
-      on_exchange_(std::move(on_exchange)),
-      request_parser_(MessageKind::kRequest, limits.parser, request_side_),
-      response_parser_(MessageKind::kResponse, limits.parser, response_side_) {
-  if (role == Role::kServer) request_dir_ = Direction::kIngress;
-  if (role == Role::kClient) request_dir_ = Direction::kEgress;
+Http1Metrics::Http1Metrics(MetricsRegistry& metrics) {
   for (size_t i = 0; i < kFailureReasonCount; ++i) {
-    failures_[i] = &metrics.GetCounter(
+    failures[i] = &metrics.GetCounter(
         "threadline_parse_failures_total",
         {{"protocol", "http1"}, {"reason", std::string(ToString(static_cast<FailureReason>(i)))}},
         "Bytes or messages a protocol parser could not parse, by reason");
   }
+  static_assert(kOutcomes.size() == kOutcomeCount);
   for (size_t i = 0; i < kOutcomes.size(); ++i) {
-    exchanges_[i] = &metrics.GetCounter("threadline_http1_exchanges_total",
-                                        {{"outcome", std::string(ToString(kOutcomes[i]))}},
-                                        "HTTP/1.x request/response exchanges, by outcome");
+    exchanges[i] = &metrics.GetCounter("threadline_http1_exchanges_total",
+                                       {{"outcome", std::string(ToString(kOutcomes[i]))}},
+                                       "HTTP/1.x request/response exchanges, by outcome");
   }
+  abandoned = &metrics.GetCounter("threadline_http1_requests_abandoned_total", {},
+                                  "Requests whose connection the agent evicted before the response");
+}
+
+Http1Connection::Http1Connection(Role role, const Http1Limits& limits, Http1Metrics& metrics)
+    : limits_(limits),
+      metrics_(metrics),
+      request_parser_(MessageKind::kRequest, limits.parser, request_side_),
+      response_parser_(MessageKind::kResponse, limits.parser, response_side_) {
+  if (role == Role::kServer) request_dir_ = Direction::kIngress;
+  if (role == Role::kClient) request_dir_ = Direction::kEgress;
 }
 
 MessageParser* Http1Connection::ParserFor(Direction dir, std::span<const uint8_t> first_bytes) {
@@ -57,43 +62,44 @@ MessageParser* Http1Connection::ParserFor(Direction dir, std::span<const uint8_t
 }
 
 void Http1Connection::OnData(Direction dir, std::span<const uint8_t> bytes,
-                             const ChunkMeta& meta) {
+                             const ChunkMeta& meta, Output& out) {
   if (MessageParser* p = ParserFor(dir, bytes)) p->Feed(bytes, meta);
+  Deliver(out);
 }
 
 void Http1Connection::OnGap(Direction dir, uint64_t len, GapReason reason,
-                            const ChunkMeta& meta) {
+                            const ChunkMeta& meta, Output& out) {
   if (!request_dir_ || done()) return;  // nothing known yet: the first message will tell
   MessageParser& p = dir == *request_dir_ ? request_parser_ : response_parser_;
   p.Gap(len, reason, meta);
+  Deliver(out);
 }
 
-void Http1Connection::OnClose(uint64_t ts_ns) {
+void Http1Connection::OnClose(uint64_t ts_ns, Output& out) {
   if (closed_) return;
   // Requests first: a truncated request is registered before responses are matched.
   request_parser_.Close();
   response_parser_.Close();
   closed_ = true;
-  EmitReady();
-  for (Pending& p : pending_) {
-    if (p.kind == Pending::Kind::kDropped) continue;
-    if (p.kind == Pending::Kind::kRequest && !p.request) continue;  // parser stopped mid-request
-    if (p.kind == Pending::Kind::kLost && !p.response) continue;    // nothing seen at all
-    Exchange e;
-    e.request = std::move(p.request);
-    e.response = std::move(p.response);
-    e.interim_responses = p.interim;
-    e.outcome = p.answered ? p.outcome : Outcome::kClosedBeforeResponse;
-    if (!p.answered) e.closed_ts_ns = ts_ns;
-    Emit(std::move(e));
-  }
+  MarkFinished();
+  // Everything still waiting ends here (unanswered ones as closed before their response).
+  closed_ts_ns_ = ts_ns;
+  finished_ = pending_.size();
+  Deliver(out);
+}
+
+void Http1Connection::Abandon() {
+  if (closed_) return;
+  metrics_.abandoned->Add(pending_.size());
+  closed_ = true;
   pending_.clear();
+  finished_ = 0;
 }
 
 size_t Http1Connection::CountRequests() const {
   size_t n = 0;
-  for (const Pending& p : pending_)
-    if (p.kind != Pending::Kind::kDropped) ++n;
+  for (auto it = pending_.begin() + static_cast<std::ptrdiff_t>(finished_); it != pending_.end(); ++it)
+    if (it->kind != Pending::Kind::kDropped) ++n;
   return n;
 }
 
@@ -103,7 +109,7 @@ bool Http1Connection::AddPlaceholder(Pending::Kind kind) {
     return true;
   }
   CountFailure(FailureReason::kTooManyPipelined);
-  if (pending_.empty() || pending_.back().kind != Pending::Kind::kDropped)
+  if (pending_.size() == finished_ || pending_.back().kind != Pending::Kind::kDropped)
     pending_.emplace_back().kind = Pending::Kind::kDropped;
   ++pending_.back().dropped;
   return false;
@@ -126,11 +132,10 @@ void Http1Connection::OnRequest(Message&& m) {
   for (auto it = pending_.rbegin(); it != pending_.rend(); ++it) {
     if (it->kind == Pending::Kind::kRequest && !it->request) {
       it->request = std::move(m);
-      if (on_request_) on_request_(*it->request);
       break;
     }
   }
-  EmitReady();
+  MarkFinished();
 }
 
 void Http1Connection::OnRequestFailure(FailureReason r, bool lost) {
@@ -167,10 +172,12 @@ void Http1Connection::OnResponse(Message&& m) {
     return;
   }
   if (p == nullptr) {
-    Exchange e;
-    e.outcome = m.status_code == 101 ? Outcome::kUpgraded : Outcome::kResponseWithoutRequest;
-    e.response = std::move(m);
-    Emit(std::move(e));
+    // Answers nothing we know of: a finished entry of its own, delivered in order.
+    Pending& lone = pending_.emplace_back();
+    lone.kind = Pending::Kind::kLost;
+    lone.answered = true;
+    lone.outcome = m.status_code == 101 ? Outcome::kUpgraded : Outcome::kResponseWithoutRequest;
+    lone.response = std::move(m);
   } else if (p->kind == Pending::Kind::kDropped) {
     ++p->answers;
   } else {
@@ -186,7 +193,7 @@ void Http1Connection::OnResponse(Message&& m) {
     p->response = std::move(m);
   }
   if (switching) SwitchProtocols();
-  EmitReady();
+  MarkFinished();
 }
 
 void Http1Connection::OnResponseFailure(FailureReason r, bool lost) {
@@ -200,7 +207,7 @@ void Http1Connection::OnResponseFailure(FailureReason r, bool lost) {
     p->answered = true;
     p->outcome = Outcome::kResponseLost;
   }
-  EmitReady();
+  MarkFinished();
 }
 
 void Http1Connection::SwitchProtocols() {
@@ -209,40 +216,56 @@ void Http1Connection::SwitchProtocols() {
   response_parser_.Stop();
 }
 
+
 void Http1Connection::CountFailure(FailureReason r) {
-  failures_[static_cast<size_t>(r)]->Add();
+  metrics_.failures[static_cast<size_t>(r)]->Add();
   if (r == FailureReason::kGaveUp || r == FailureReason::kTooManyPipelined || gave_up_) return;
   if (++consecutive_failures_ >= limits_.max_consecutive_failures) {
     gave_up_ = true;
-    failures_[static_cast<size_t>(FailureReason::kGaveUp)]->Add();
+    metrics_.failures[static_cast<size_t>(FailureReason::kGaveUp)]->Add();
     request_parser_.Stop();
     response_parser_.Stop();
   }
 }
 
-void Http1Connection::EmitReady() {
-  while (!pending_.empty()) {
-    Pending& p = pending_.front();
+void Http1Connection::MarkFinished() {
+  while (finished_ < pending_.size()) {
+    const Pending& p = pending_.at(finished_);
     if (p.kind == Pending::Kind::kDropped) {
       if (p.answers < p.dropped) return;
-    } else {
-      if (!p.answered || (p.kind == Pending::Kind::kRequest && !p.request)) return;
-      if (p.kind == Pending::Kind::kRequest || p.response) {
-        Exchange e;
-        e.request = std::move(p.request);
-        e.response = std::move(p.response);
-        e.interim_responses = p.interim;
-        e.outcome = p.outcome;
-        Emit(std::move(e));
-      }
+    } else if (!p.answered || (p.kind == Pending::Kind::kRequest && !p.request)) {
+      return;
     }
-    pending_.pop_front();
+    ++finished_;
   }
 }
 
-void Http1Connection::Emit(Exchange&& e) {
-  exchanges_[static_cast<size_t>(e.outcome)]->Add();
-  on_exchange_(std::move(e));
+void Http1Connection::Deliver(Output& out) {
+  for (Pending& p : pending_) {
+    if (p.kind == Pending::Kind::kRequest && p.request && !p.announced) {
+      p.announced = true;
+      out.OnRequest(*p.request);
+    }
+  }
+  for (; finished_ > 0; --finished_) {
+    Pending& p = pending_.front();
+    // Dropped requests, a lost request whose response was never seen, a request cut short
+    // before its header block ended: nothing to report.
+    const bool reportable = p.kind == Pending::Kind::kRequest ? p.request.has_value()
+                            : p.kind == Pending::Kind::kLost  ? p.response.has_value()
+                                                              : false;
+    if (reportable) {
+      Exchange e;
+      e.request = std::move(p.request);
+      e.response = std::move(p.response);
+      e.interim_responses = p.interim;
+      e.outcome = p.answered ? p.outcome : Outcome::kClosedBeforeResponse;
+      if (!p.answered) e.closed_ts_ns = closed_ts_ns_;
+      metrics_.exchanges[static_cast<size_t>(e.outcome)]->Add();
+      out.OnExchange(std::move(e));
+    }
+    pending_.pop_front();
+  }
 }
 
 }  // namespace threadline::http1

@@ -1,19 +1,22 @@
 // One HTTP/1.x connection: both directions' parsers, and the pairing of requests with their
 // responses in order (keep-alive, pipelining), emitted as Exchanges.
 //
+// Results go to the Output passed to each call, at the end of that call: what the parsers
+// finish inside a call is held in the pending queue (the finished prefix) until then, so no
+// callback ever needs to know which connection or output is "current".
+//
 // Server connections carry requests on ingress and responses on egress; client connections
 // the reverse; Role::kUnknown decides from the first bytes (detect.h). Memory is bounded: one
 // unfinished line per direction (<= the header-block limit) and at most max_pending_requests
 // requests waiting for responses (more are counted and dropped, their responses skipped so
 // pairing stays aligned).
 //
-// Not thread-safe; the callback must not call back into the connection.
+// Not thread-safe; an Output must not call back into the connection.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <iterator>
 #include <optional>
 #include <span>
@@ -33,25 +36,39 @@ struct Http1Limits {
   uint32_t max_consecutive_failures = 8;
 };
 
+// The HTTP/1 counters, looked up once and shared by every connection.
+struct Http1Metrics {
+  explicit Http1Metrics(MetricsRegistry& metrics);
+  std::array<Counter*, kFailureReasonCount> failures{};  // by FailureReason
+  std::array<Counter*, kOutcomeCount> exchanges{};       // by Outcome
+  Counter* abandoned = nullptr;  // requests of connections the agent evicted unanswered
+};
+
 class Http1Connection {
  public:
-  using ExchangeCallback = std::function<void(Exchange&&)>;
-  using RequestCallback = std::function<void(const Message&)>;
+  // Receives what one call finished, at its end: every request that became whole (before its
+  // response: a span in progress), then the exchanges that completed, in request order. The
+  // same Message comes back later inside its Exchange.
+  class Output {
+   public:
+    virtual ~Output() = default;
+    virtual void OnRequest(const Message&) {}
+    virtual void OnExchange(Exchange&&) = 0;
+  };
 
-  Http1Connection(Role role, const Http1Limits& limits, MetricsRegistry& metrics,
-                  ExchangeCallback on_exchange);
+  // `metrics` must outlive the connection.
+  Http1Connection(Role role, const Http1Limits& limits, Http1Metrics& metrics);
   Http1Connection(const Http1Connection&) = delete;
   Http1Connection& operator=(const Http1Connection&) = delete;
 
-  // Optional: told of each whole request as soon as it is parsed, before its response (a
-  // span in progress). The same Message comes back later inside its Exchange.
-  void set_on_request(RequestCallback on_request) { on_request_ = std::move(on_request); }
-
-  void OnData(Direction dir, std::span<const uint8_t> bytes, const ChunkMeta& meta);
-  void OnGap(Direction dir, uint64_t len, GapReason reason, const ChunkMeta& meta);
+  void OnData(Direction dir, std::span<const uint8_t> bytes, const ChunkMeta& meta, Output& out);
+  void OnGap(Direction dir, uint64_t len, GapReason reason, const ChunkMeta& meta, Output& out);
   // Ends until-close bodies, then emits every request still waiting as kClosedBeforeResponse
   // (Exchange::closed_ts_ns = ts_ns). Later calls are ignored.
-  void OnClose(uint64_t ts_ns);
+  void OnClose(uint64_t ts_ns, Output& out);
+  // The agent lets go of the connection (evicted): requests still waiting are counted as
+  // abandoned, nothing is emitted, later calls are ignored.
+  void Abandon();
 
   bool gave_up() const { return gave_up_; }
   bool upgraded() const { return upgraded_; }  // after 101 or a CONNECT tunnel
@@ -77,6 +94,7 @@ class Http1Connection {
     uint32_t dropped = 0;   // kDropped: requests folded into this entry
     uint32_t answers = 0;   // kDropped: responses consumed by it
     Outcome outcome = Outcome::kComplete;
+    bool announced = false;  // kRequest: the whole request went to Output::OnRequest
   };
 
   class RequestSide : public MessageParser::Listener {
@@ -112,15 +130,14 @@ class Http1Connection {
   size_t CountRequests() const;
   bool AddPlaceholder(Pending::Kind kind);
   void CountFailure(FailureReason r);
-  void Emit(Exchange&& e);
-  void EmitReady();
+  // Extends the finished prefix of pending_ over entries whose exchange is complete.
+  void MarkFinished();
+  // Hands the new whole requests and the finished exchanges to `out` (end of every call).
+  void Deliver(Output& out);
   void SwitchProtocols();
 
   Http1Limits limits_;
-  ExchangeCallback on_exchange_;
-  RequestCallback on_request_;
-  std::array<Counter*, kFailureReasonCount> failures_{};
-  std::array<Counter*, 6> exchanges_{};
+  Http1Metrics& metrics_;
 
   RequestSide request_side_{*this};
   ResponseSide response_side_{*this};
@@ -137,6 +154,7 @@ class Http1Connection {
     bool empty() const { return head_ == items_.size(); }
     size_t size() const { return items_.size() - head_; }
     Pending& front() { return items_[head_]; }
+    Pending& at(size_t i) { return items_[head_ + i]; }
     Pending& back() { return items_.back(); }
     Pending& emplace_back() { return items_.emplace_back(); }
     void pop_front() {
@@ -166,6 +184,10 @@ class Http1Connection {
     size_t head_ = 0;
   };
   PendingQueue pending_;
+  // pending_'s first finished_ entries are complete (or given up): they leave at the end of
+  // the call, through Deliver. They no longer count as waiting for anything.
+  size_t finished_ = 0;
+  uint64_t closed_ts_ns_ = 0;
   bool dropping_request_ = false;  // the request being parsed did not fit in pending_
   uint32_t consecutive_failures_ = 0;
   bool gave_up_ = false;

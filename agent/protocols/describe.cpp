@@ -1,0 +1,21 @@
+#include "agent/protocols/describe.h"
+
+#include <type_traits>
+
+#include "agent/protocols/http1/describe.h"
+
+namespace threadline {
+
+void Describe(const Record& record, Role role, const ConnectionInfo& conn,
+              const DescribeOptions& options, ExchangeView& out) {
+  std::visit(
+      [&](const auto& detail) {
+        using T = std::decay_t<decltype(detail)>;
+        if constexpr (std::is_same_v<T, http1::Exchange>) {
+          http1::Describe(detail, role, conn, options, out);
+        }
+      },
+      record.detail);
+}
+
+}  // namespace threadline

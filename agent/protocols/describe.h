@@ -1,0 +1,37 @@
+// Describe: a Record as a span's semantic part (name, status, attributes, events), per the
+// OpenTelemetry semantic conventions of its protocol. The only place convention names live;
+// the span builder adds identity, parent and timing, which know nothing of any protocol.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "agent/conn/stream_consumer.h"
+#include "agent/protocols/http/route.h"
+#include "agent/protocols/record.h"
+#include "agent/spans/redaction.h"
+#include "agent/spans/span.h"
+
+namespace threadline {
+
+// Settings the conventions need (routes and redaction for HTTP).
+struct DescribeOptions {
+  RouteTable routes;           // user route patterns; unmatched paths get an inferred route
+  RedactionOptions redaction;  // extra sensitive query keys and header names
+};
+
+// A Record as the conventions name it. Events with time_unix_ns == 0 happen at the span's end.
+struct ExchangeView {
+  std::string name;
+  StatusCode status = StatusCode::kUnset;
+  std::string status_message;
+  Attributes attributes;
+  std::vector<SpanEvent> events;
+};
+
+// `role` is kServer or kClient. The record's views must still be valid (the call that handed
+// the record over).
+void Describe(const Record& record, Role role, const ConnectionInfo& conn,
+              const DescribeOptions& options, ExchangeView& out);
+
+}  // namespace threadline

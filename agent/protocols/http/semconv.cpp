@@ -1,0 +1,198 @@
+#include "agent/protocols/http/semconv.h"
+
+#include <charconv>
+#include <string>
+
+namespace threadline::http {
+
+namespace {
+
+void AddString(Attributes& a, std::string key, std::string_view value) {
+  a.push_back({std::move(key), AttributeValue{std::string(value)}});
+}
+void AddInt(Attributes& a, std::string key, int64_t value) {
+  a.push_back({std::move(key), AttributeValue{value}});
+}
+
+std::string_view Trim(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+struct HostPort {
+  std::string_view host;
+  std::optional<uint16_t> port;
+};
+
+// "example.com", "example.com:8080", "[::1]:8080", "[::1]".
+std::optional<HostPort> ParseHostHeader(std::string_view v) {
+  v = Trim(v);
+  if (v.empty()) return std::nullopt;
+  HostPort hp;
+  std::string_view rest;
+  if (v.front() == '[') {
+    size_t close = v.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    hp.host = v.substr(1, close - 1);
+    rest = v.substr(close + 1);
+  } else {
+    size_t colon = v.rfind(':');
+    hp.host = colon == std::string_view::npos ? v : v.substr(0, colon);
+    rest = colon == std::string_view::npos ? std::string_view{} : v.substr(colon);
+  }
+  if (!rest.empty()) {
+    if (rest.front() != ':') return std::nullopt;
+    rest.remove_prefix(1);
+    unsigned port = 0;
+    auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), port);
+    if (ec != std::errc() || p != rest.data() + rest.size() || port == 0 || port > 65535)
+      return std::nullopt;
+    hp.port = static_cast<uint16_t>(port);
+  }
+  if (hp.host.empty()) return std::nullopt;
+  return hp;
+}
+
+struct Target {
+  std::string_view path;   // empty for authority-form
+  std::string_view query;  // without '?'
+  bool has_query = false;
+};
+
+// origin-form "/a?b", absolute-form "http://h/a?b", asterisk-form "*", authority-form "h:443".
+Target SplitTarget(std::string_view t, std::string_view method) {
+  Target out;
+  if (method == "CONNECT") return out;
+  if (t.starts_with("http://") || t.starts_with("https://")) {
+    size_t scheme_end = t.find("://") + 3;
+    size_t slash = t.find_first_of("/?", scheme_end);
+    t = slash == std::string_view::npos ? std::string_view("/") : t.substr(slash);
+  }
+  size_t hash = t.find('#');
+  if (hash != std::string_view::npos) t = t.substr(0, hash);
+  size_t q = t.find('?');
+  out.path = q == std::string_view::npos ? t : t.substr(0, q);
+  if (q != std::string_view::npos) {
+    out.query = t.substr(q + 1);
+    out.has_query = true;
+  }
+  if (out.path.empty()) out.path = "/";
+  return out;
+}
+
+bool IsIpv6Literal(std::string_view host) { return host.find(':') != std::string_view::npos; }
+
+}  // namespace
+
+void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
+              const DescribeOptions& options, ExchangeView& out) {
+  const bool server = role == Role::kServer;
+  Attributes& attrs = out.attributes;
+  attrs.reserve(28);
+
+  const Target target = SplitTarget(f.target, f.method);
+  const ResolvedRoute route =
+      ResolveRoute(options.routes, target.path.empty() ? f.target : target.path);
+  out.name = f.method == "CONNECT" ? std::string("CONNECT") : HttpSpanName(f.method, route.route);
+  if (route.configured) AddString(attrs, "http.route", route.route);
+
+  const std::string_view method = NormalizeHttpMethod(f.method);
+  AddString(attrs, "http.request.method", method);
+  if (method != f.method) AddString(attrs, "http.request.method_original", f.method);
+
+  const std::string query =
+      target.has_query ? RedactQuery(target.query, options.redaction) : std::string();
+  // TLS: plaintext taken at the TLS library.
+  const std::string_view scheme = f.scheme.value_or(c.tls ? "https" : "http");
+  const uint16_t default_port = scheme == "https" ? 443 : 80;
+  if (!target.path.empty()) AddString(attrs, "url.path", target.path);
+  if (target.has_query && !query.empty()) AddString(attrs, "url.query", query);
+  AddString(attrs, "url.scheme", scheme);
+
+  // Where the request was addressed: the Host header (:authority), else the socket.
+  std::optional<HostPort> host;
+  if (f.authority) host = ParseHostHeader(*f.authority);
+  const IpAddress& server_ip = server ? c.tuple.local : c.tuple.remote;
+  const uint16_t server_port = server ? c.tuple.local_port : c.tuple.remote_port;
+  const std::string server_address = host ? std::string(host->host) : server_ip.ToString();
+  const uint16_t port = host && host->port ? *host->port : (host ? default_port : server_port);
+  AddString(attrs, "server.address", server_address);
+  AddInt(attrs, "server.port", port);
+
+  if (!server) {
+    std::string authority =
+        IsIpv6Literal(server_address) ? "[" + server_address + "]" : server_address;
+    if (port != default_port) authority += ":" + std::to_string(port);
+    std::string full = std::string(scheme) + "://" + authority + std::string(target.path);
+    if (target.has_query) full += "?" + query;
+    AddString(attrs, "url.full", f.method == "CONNECT" ? f.target : full);
+  }
+
+  const std::string peer_address = c.tuple_known ? c.tuple.remote.ToString() : std::string();
+  if (c.tuple_known) {
+    AddString(attrs, "network.peer.address", peer_address);
+    AddInt(attrs, "network.peer.port", c.tuple.remote_port);
+    AddString(attrs, "network.type", c.tuple.remote.is_v4 ? "ipv4" : "ipv6");
+  }
+  AddString(attrs, "network.transport", "tcp");
+  AddString(attrs, "network.protocol.name", "http");
+  AddString(attrs, "network.protocol.version", f.version);
+
+  if (server) {
+    // The original client when a proxy says so, else the socket peer.
+    std::string client;
+    if (f.forwarded_for) {
+      std::string_view first = *f.forwarded_for;
+      size_t comma = first.find(',');
+      if (comma != std::string_view::npos) first = first.substr(0, comma);
+      client = std::string(Trim(first));
+    }
+    if (client.empty() && c.tuple_known) {
+      client = peer_address;
+      AddInt(attrs, "client.port", c.tuple.remote_port);
+    }
+    if (!client.empty()) AddString(attrs, "client.address", client);
+  }
+  if (f.user_agent) AddString(attrs, "user_agent.original", *f.user_agent);
+  if (f.request_body_bytes > 0)
+    AddInt(attrs, "http.request.body.size", static_cast<int64_t>(f.request_body_bytes));
+
+  if (f.has_response) {
+    AddInt(attrs, "http.response.status_code", f.status_code);
+    if (f.response_body_known)
+      AddInt(attrs, "http.response.body.size", static_cast<int64_t>(f.response_body_bytes));
+    // Server spans: 5xx is an error; client spans: 4xx too (the conventions' rule).
+    const bool error = server ? f.status_code >= 500 : f.status_code >= 400;
+    if (error) {
+      out.status = StatusCode::kError;
+      AddString(attrs, "error.type", std::to_string(f.status_code));
+    }
+    if (f.response_incomplete) attrs.push_back({"threadline.response.incomplete", true});
+  }
+  if (f.request_incomplete) attrs.push_back({"threadline.request.incomplete", true});
+
+  switch (f.outcome) {
+    case Outcome::kClosedBeforeResponse: {
+      out.status = StatusCode::kError;
+      out.status_message = "connection closed before the response";
+      AddString(attrs, "error.type", "connection_closed");
+      SpanEvent ev;
+      ev.name = "exception";
+      ev.attributes.push_back({"exception.type", std::string("ConnectionClosedBeforeResponse")});
+      ev.attributes.push_back({"exception.message", std::string(out.status_message)});
+      out.events.push_back(std::move(ev));
+      break;
+    }
+    case Outcome::kResponseLost:
+      attrs.push_back({"threadline.response.lost", true});
+      break;
+    case Outcome::kUpgraded:
+      if (f.upgrade) AddString(attrs, "threadline.http.upgrade", *f.upgrade);
+      break;
+    default:
+      break;
+  }
+}
+
+}  // namespace threadline::http

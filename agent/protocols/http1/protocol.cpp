@@ -1,0 +1,123 @@
+#include "agent/protocols/http1/protocol.h"
+
+#include <utility>
+
+#include "agent/protocols/http1/detect.h"
+#include "agent/protocols/http1/stitcher.h"
+
+namespace threadline::http1 {
+
+namespace {
+
+MessageEdge EdgeOf(const Message& m) {
+  return MessageEdge{.seen = true, .first = m.first_chunk, .last = m.last_chunk};
+}
+
+// Hands one call's results of an Http1Connection to the dispatcher's output, as neutral views.
+class Bridge final : public Http1Connection::Output {
+ public:
+  explicit Bridge(ParserOutput& out) : out_(out) {}
+
+  void OnRequest(const Message& request) override {
+    const HeaderCarrier carrier(request.headers);
+    out_.OnRequest(ViewOf(request, carrier));
+  }
+
+  void OnExchange(Exchange&& e) override {
+    Record r;
+    r.outcome = e.outcome;
+    r.closed_ts_ns = e.closed_ts_ns;
+    if (e.response) r.response = EdgeOf(*e.response);
+    const Exchange& placed = r.detail.emplace<Exchange>(std::move(e));
+    if (!placed.request) {
+      out_.OnRecord(std::move(r));
+      return;
+    }
+    const HeaderCarrier carrier(placed.request->headers);  // views point into r.detail
+    r.request = ViewOf(*placed.request, carrier);
+    out_.OnRecord(std::move(r));
+  }
+
+ private:
+  ParserOutput& out_;
+};
+
+class Http1Parser final : public ConnectionParser {
+ public:
+  Http1Parser(Role role, const Http1Limits& limits, Http1Metrics& metrics)
+      : conn_(role, limits, metrics) {}
+
+  void OnData(Direction dir, std::span<const uint8_t> bytes, const ChunkMeta& meta,
+              ParserOutput& out) override {
+    Bridge bridge(out);
+    conn_.OnData(dir, bytes, meta, bridge);
+  }
+  void OnGap(Direction dir, uint64_t len, GapReason reason, const ChunkMeta& meta,
+             ParserOutput& out) override {
+    Bridge bridge(out);
+    conn_.OnGap(dir, len, reason, meta, bridge);
+  }
+  void OnClose(uint64_t ts_ns, bool evicted, ParserOutput& out) override {
+    // An eviction is the agent letting go, not the connection ending: requests still waiting
+    // are abandoned (counted) rather than reported as closed before their response.
+    if (evicted) {
+      conn_.Abandon();
+      return;
+    }
+    Bridge bridge(out);
+    conn_.OnClose(ts_ns, bridge);
+  }
+  bool done() const override { return conn_.done(); }
+  std::optional<Direction> request_direction() const override { return conn_.request_direction(); }
+
+ private:
+  Http1Connection conn_;
+};
+
+class Http1Protocol final : public Protocol {
+ public:
+  Http1Protocol(const Http1Limits& limits, MetricsRegistry& metrics)
+      : limits_(limits), metrics_(metrics) {}
+
+  ProtocolId id() const override { return ProtocolId::kHttp1; }
+  bool Detect(std::span<const uint8_t> bytes, Direction /*dir*/,
+              const ConnectionInfo& /*conn*/) const override {
+    return LooksLikeHttp1Request(bytes) || LooksLikeHttp1Response(bytes);
+  }
+  std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn) override {
+    return std::make_unique<Http1Parser>(conn.role, limits_, metrics_);
+  }
+
+ private:
+  Http1Limits limits_;
+  Http1Metrics metrics_;
+};
+
+}  // namespace
+
+std::unique_ptr<Protocol> CreateProtocol(const ProtocolOptions& options, MetricsRegistry& metrics) {
+  return std::make_unique<Http1Protocol>(options.http1, metrics);
+}
+
+size_t HeaderCarrier::Values(std::string_view key, std::span<std::string_view> out) const {
+  size_t n = 0;
+  for (const Header& h : headers_.fields()) {
+    if (!EqualsIgnoreCase(h.name, key)) continue;
+    if (n < out.size()) out[n] = h.value;
+    ++n;
+  }
+  return n;
+}
+
+RequestView ViewOf(const Message& request, const HeaderCarrier& carrier) {
+  RequestView v;
+  v.protocol = ProtocolId::kHttp1;
+  v.edge = EdgeOf(request);
+  v.carrier = &carrier;
+  v.evidence.target = request.target;
+  if (auto id = request.headers.Get("x-request-id")) v.evidence.request_id = *id;
+  if (auto xff = request.headers.Get("x-forwarded-for")) v.evidence.forwarded_for = *xff;
+  return v;
+}
+
+}  // namespace threadline::http1

@@ -1,0 +1,21 @@
+// How an operation (a request and its response, an HTTP/2 stream, a database call) ended, as
+// every protocol reports it in its Record. A fixed set, used as a metric label.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace threadline {
+
+enum class Outcome : uint8_t {
+  kComplete,                // request and its final response
+  kClosedBeforeResponse,    // the connection closed (or the agent gave it up) unanswered
+  kResponseWithoutRequest,  // the request was never seen: joined mid-stream or lost in a gap
+  kResponseLost,            // a response was there but could not be parsed (e.g. gap in headers)
+  kUpgraded,                // 101 Switching Protocols: the connection stopped being HTTP/1
+  kTunnel,                  // CONNECT answered 2xx: the connection became a tunnel
+};
+inline constexpr size_t kOutcomeCount = 6;
+std::string_view ToString(Outcome o);
+
+}  // namespace threadline

@@ -1,0 +1,78 @@
+// The shape every protocol has (one folder per protocol under agent/protocols/): a Protocol that
+// recognises the protocol from a stream's first bytes and makes one ConnectionParser per
+// connection; the parser is fed bytes and gaps of both directions, never kernel events, and
+// reports RequestViews and Records (record.h) to the ParserOutput passed to each call. So a
+// protocol is unit- and fuzz-testable alone, and the dispatcher knows none of them by name: it
+// walks the kProtocols table (registry.h). docs/protocols.md says how to add one.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "agent/common/metrics.h"
+#include "agent/conn/stream_consumer.h"
+#include "agent/protocols/http1/stitcher.h"
+#include "agent/protocols/record.h"
+
+namespace threadline {
+
+// Where a connection parser reports, for the call in progress (the dispatcher binds it to the
+// connection and its role). Views are valid during the call only.
+class ParserOutput {
+ public:
+  virtual ~ParserOutput() = default;
+  virtual void OnRequest(const RequestView&) = 0;
+  virtual void OnRecord(Record&&) = 0;
+};
+
+// One connection of one protocol: both directions in, operations out.
+class ConnectionParser {
+ public:
+  virtual ~ConnectionParser() = default;
+  // In-order bytes of one direction (ChunkMeta::pos: the position of bytes[0]).
+  virtual void OnData(Direction dir, std::span<const uint8_t> bytes, const ChunkMeta& meta,
+                      ParserOutput& out) = 0;
+  // `len` bytes that will never be seen.
+  virtual void OnGap(Direction dir, uint64_t len, GapReason reason, const ChunkMeta& meta,
+                     ParserOutput& out) = 0;
+  // The connection ended: operations still open are reported as they stand. When `evicted`,
+  // the agent let go of a live connection: nothing is reported, what was open is counted as
+  // abandoned.
+  virtual void OnClose(uint64_t ts_ns, bool evicted, ParserOutput& out) = 0;
+  // No more parsing will happen (given up, upgraded to something else, closed).
+  virtual bool done() const = 0;
+  // The direction requests travel, once the parser knows it (for connections whose role the
+  // kernel did not know).
+  virtual std::optional<Direction> request_direction() const = 0;
+};
+
+// Settings of every protocol (one struct, so the dispatcher passes them without knowing them).
+struct ProtocolOptions {
+  http1::Http1Limits http1;
+};
+
+// One protocol for one dispatcher: its settings and counters, shared by its connections.
+class Protocol {
+ public:
+  virtual ~Protocol() = default;
+  virtual ProtocolId id() const = 0;
+  // Whether a chunk of a connection nobody claimed yet starts this protocol. Asked with each of
+  // the connection's first chunks (either direction) until a protocol says yes or the dispatcher
+  // gives up; a connection joined mid-stream starts anywhere, so a protocol that can
+  // resynchronise may claim what it finds there.
+  virtual bool Detect(std::span<const uint8_t> bytes, Direction dir,
+                      const ConnectionInfo& conn) const = 0;
+  virtual std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn) = 0;
+};
+
+// A row of the protocol table: how to make a Protocol.
+struct ProtocolSpec {
+  std::string_view name;
+  std::unique_ptr<Protocol> (*create)(const ProtocolOptions& options, MetricsRegistry& metrics);
+};
+
+}  // namespace threadline

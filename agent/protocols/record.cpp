@@ -1,0 +1,12 @@
+#include "agent/protocols/record.h"
+
+namespace threadline {
+
+std::string_view ToString(ProtocolId p) {
+  switch (p) {
+    case ProtocolId::kHttp1: return "http1";
+  }
+  return "unknown";
+}
+
+}  // namespace threadline

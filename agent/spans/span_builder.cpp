@@ -1,0 +1,211 @@
+#include "agent/spans/span_builder.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace threadline {
+
+namespace {
+// Requests of one connection whose identity waits for its span: more than any protocol keeps
+// open (HTTP/1 pipelining is capped far lower, HTTP/2 streams per connection too).
+constexpr size_t kMaxInFlightPerConnection = 1024;
+// Kernel-chosen ids waiting for their request (requests the parser never produced: gaps, a
+// protocol we do not parse after all).
+constexpr size_t kMaxKernelIdsPerConnection = 64;
+}  // namespace
+
+SpanBuilder::SpanBuilder(SpanBuilderConfig config, ResourceCache& resources,
+                         const BootClock& clock, SpanSink& out, MetricsRegistry& metrics)
+    : config_(std::move(config)),
+      sampler_(config_.sampling_ratio),
+      resources_(resources),
+      clock_(clock),
+      out_(out),
+      server_spans_(metrics.GetCounter("threadline_spans_created_total", {{"kind", "server"}},
+                                       "Spans built, by kind")),
+      client_spans_(metrics.GetCounter("threadline_spans_created_total", {{"kind", "client"}})),
+      no_request_(metrics.GetCounter("threadline_spans_dropped_total",
+                                     {{"reason", "response_without_request"}},
+                                     "Spans not exported, by reason")),
+      unknown_role_(metrics.GetCounter("threadline_spans_dropped_total",
+                                       {{"reason", "unknown_role"}})),
+      kernel_ids_used_(metrics.GetCounter("threadline_kernel_trace_ids_total", {{"result", "used"}},
+                                          "Trace ids chosen by the kernel (injection), by fate")),
+      kernel_ids_unmatched_(metrics.GetCounter("threadline_kernel_trace_ids_total",
+                                               {{"result", "unmatched"}})),
+      kernel_trace_mismatch_(metrics.GetCounter("threadline_kernel_trace_ids_total",
+                                                {{"result", "header_trace_differs"}})) {
+  rules_ = DefaultParentRules(config_.parents, sampler_, *this, metrics);
+}
+
+SpanBuilder::~SpanBuilder() = default;
+
+void SpanBuilder::InsertParentRule(std::unique_ptr<ParentRule> rule, std::string_view before) {
+  auto at = std::find_if(rules_.begin(), rules_.end(),
+                         [&](const auto& r) { return r->name() == before; });
+  rules_.insert(at, std::move(rule));
+}
+
+void SpanBuilder::OnKernelTraceContext(const TraceCtxEvent& e) {
+  KernelIds k;
+  k.direction = e.direction;
+  k.pos = e.pos;
+  k.tid = e.tid;
+  k.kind = e.kind;
+  k.flags = e.flags;
+  k.trace_flags = e.trace_flags;
+  k.trace_id.bytes = e.trace_id;
+  k.span_id.bytes = e.span_id;
+  k.parent_span_id.bytes = e.parent_span_id;
+  auto& ids = conns_[e.id].kernel_ids;
+  if (ids.size() >= kMaxKernelIdsPerConnection) {
+    ids.erase(ids.begin());
+    kernel_ids_unmatched_.Add(1);
+  }
+  ids.push_back(k);
+}
+
+std::optional<KernelIds> SpanBuilder::TakeKernelIds(const ConnectionInfo& c, Role role,
+                                                    const RequestView& request) {
+  auto it = conns_.find(c.id);
+  if (it == conns_.end() || it->second.kernel_ids.empty()) return std::nullopt;
+  const uint8_t want = role == Role::kServer ? TL_CTX_SERVER : TL_CTX_CLIENT;
+  auto& ids = it->second.kernel_ids;
+  for (auto k = ids.begin(); k != ids.end(); ++k) {
+    if (k->kind == want && k->pos == request.edge.first.pos) {
+      KernelIds out = *k;
+      // Older entries were for requests that will not come (a gap swallowed them).
+      kernel_ids_unmatched_.Add(static_cast<uint64_t>(k - ids.begin()));
+      ids.erase(ids.begin(), k + 1);
+      kernel_ids_used_.Add(1);
+      return out;
+    }
+  }
+  return std::nullopt;
+}
+
+Identity* SpanBuilder::Find(const ConnId& conn, const SpanId& span) {
+  auto it = conns_.find(conn);
+  if (it == conns_.end()) return nullptr;
+  for (InFlight& f : it->second.in_flight)
+    if (f.id.span_id == span) return &f.id;
+  return nullptr;
+}
+
+void SpanBuilder::Fix(const ConnectionInfo& c, Role role, const RequestView& request) {
+  const std::optional<KernelIds> kernel = TakeKernelIds(c, role, request);
+  const ParentQuery q{c, role, request, kernel ? &*kernel : nullptr};
+  Identity id;
+  // Requests this server sends were (or will be) injected naming the kernel's span id.
+  id.span_id = kernel && kernel->kind == TL_CTX_SERVER ? kernel->span_id : SpanId::Random();
+  for (const auto& rule : rules_) {
+    if (!rule->Choose(q, id)) continue;
+    if (id.parent_source.empty()) id.parent_source = rule->name();
+    break;
+  }
+  if (kernel && kernel->kind == TL_CTX_SERVER && id.parent_source == std::string_view("header") &&
+      id.trace_id != kernel->trace_id)
+    kernel_trace_mismatch_.Add(1);  // the kernel missed the header: downstream gets its trace
+  for (const auto& rule : rules_) rule->OnIdentity(q, id);
+
+  auto& in_flight = conns_[c.id].in_flight;
+  if (in_flight.size() >= kMaxInFlightPerConnection) in_flight.erase(in_flight.begin());
+  in_flight.push_back(InFlight{request.stream_id, request.edge.first.pos,
+                               request.edge.first.ts_ns, std::move(id)});
+}
+
+void SpanBuilder::OnRequest(const ConnectionInfo& c, Role role, const RequestView& request) {
+  if (role == Role::kUnknown) return;
+  Fix(c, role, request);
+}
+
+Identity SpanBuilder::TakeIdentity(const ConnectionInfo& c, Role role, const RequestView& request) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto& in_flight = conns_[c.id].in_flight;
+    auto match = std::find_if(in_flight.begin(), in_flight.end(), [&](const InFlight& f) {
+      return f.stream_id == request.stream_id && f.first_pos == request.edge.first.pos &&
+             f.first_ts == request.edge.first.ts_ns;
+    });
+    if (match != in_flight.end()) {
+      Identity id = std::move(match->id);
+      // A stream's operations end in request order: earlier ones of the same stream still
+      // here were dropped by the protocol and will never end.
+      auto stale = std::remove_if(in_flight.begin(), match + 1, [&](const InFlight& f) {
+        return f.stream_id == request.stream_id;
+      });
+      in_flight.erase(stale, match + 1);
+      return id;
+    }
+    // Not announced (the protocol promises it is; a bound may have pushed it out): fix it now.
+    Fix(c, role, request);
+  }
+  return Identity{.span_id = SpanId::Random(), .parent_source = "root"};  // unreachable
+}
+
+void SpanBuilder::OnRecord(const ConnectionInfo& c, Role role, Record&& r) {
+  if (!r.request.edge.seen) {
+    no_request_.Add(1);
+    return;
+  }
+  if (role == Role::kUnknown) {
+    unknown_role_.Add(1);
+    return;
+  }
+  Identity id = TakeIdentity(c, role, r.request);
+  for (const auto& rule : rules_) rule->OnSpanEnd(c, role, r.request, id);
+  // Unsampled spans too: the RED metrics downstream count every request (see the header).
+  (role == Role::kServer ? server_spans_ : client_spans_).Add(1);
+  out_.OnSpan(Build(c, role, r, std::move(id)));
+}
+
+void SpanBuilder::OnConnectionOpened(const ConnectionInfo& c) {
+  for (const auto& rule : rules_) rule->OnConnectionOpened(c);
+  // Cache the process's resource while it is alive (processes started before the agent, or
+  // whose exec we did not see); spans built after it exited still get it.
+  (void)resources_.Get(c.id.tgid);
+}
+
+void SpanBuilder::OnConnectionDone(const ConnectionInfo& c) {
+  for (const auto& rule : rules_) rule->OnConnectionDone(c);
+  conns_.erase(c.id);
+}
+
+Span SpanBuilder::Build(const ConnectionInfo& c, Role role, const Record& r, Identity id) const {
+  Span span;
+  span.trace_id = id.trace_id;
+  span.span_id = id.span_id;
+  span.parent_span_id = id.parent_span_id;
+  span.trace_state = std::move(id.trace_state);
+  span.flags = id.flags & 0xff;
+  span.parent_is_remote = id.parent_is_remote;
+  if (id.link) span.links.push_back(std::move(*id.link));
+  span.kind = role == Role::kServer ? SpanKind::kServer : SpanKind::kClient;
+  span.pid = c.id.tgid;
+  span.resource = resources_.Get(c.id.tgid);
+
+  // Timing (see the header).
+  const ChunkMeta& first = r.request.edge.first;
+  const uint64_t start =
+      role == Role::kServer ? first.ts_ns : (first.enter_ts_ns ? first.enter_ts_ns : first.ts_ns);
+  uint64_t end = r.request.edge.last.ts_ns;
+  if (r.response.seen) end = r.response.last.ts_ns;
+  else if (r.closed_ts_ns) end = r.closed_ts_ns;
+  if (end < start) end = start;
+  span.start_unix_ns = Epoch(start);
+  span.end_unix_ns = Epoch(end);
+
+  ExchangeView view;
+  Describe(r, role, c, config_.describe, view);
+  span.name = std::move(view.name);
+  span.status = view.status;
+  span.status_message = std::move(view.status_message);
+  span.attributes = std::move(view.attributes);
+  span.events = std::move(view.events);
+  for (SpanEvent& ev : span.events)
+    if (ev.time_unix_ns == 0) ev.time_unix_ns = span.end_unix_ns;
+  span.attributes.push_back({"threadline.parent.source", std::string(id.parent_source)});
+  if (id.injected) span.attributes.push_back({"threadline.traceparent.injected", true});
+  return span;
+}
+
+}  // namespace threadline
