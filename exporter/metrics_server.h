@@ -3,8 +3,9 @@
 //   GET /healthz       liveness:  200 "ok: <why>" or 503 "<why not>" (plain "ok" without a handler)
 //   GET /readyz        readiness: 200 "ready: <what runs>" or 503 "<why not>" (404 without a handler)
 //   GET /capabilities  the capability report as JSON (404 without a handler)
-// libmicrohttpd serves it from its own thread, so a scrape never touches the data path (it reads
-// atomics under the registry's mutex); the handlers must be thread-safe for the same reason.
+// An HttpServer (http_server.h) serves it from its own thread, so a scrape never touches the
+// data path (it reads atomics under the registry's mutex); the handlers must be thread-safe for
+// the same reason.
 //
 // The address is host:port or [v6-host]:port; port 0 picks a free port (see port()). Default
 // 127.0.0.1:9464 (the port the OpenTelemetry Prometheus exporters use). Any address is
@@ -18,6 +19,7 @@
 
 #include "agent/common/metrics.h"
 #include "agent/common/result.h"
+#include "exporter/http_server.h"
 
 namespace threadline {
 
@@ -41,32 +43,23 @@ class MetricsServer {
   static Result<std::unique_ptr<MetricsServer>> Start(const std::string& address,
                                                       MetricsRegistry& registry = MetricsRegistry::Global(),
                                                       MetricsServerHandlers handlers = {});
-  ~MetricsServer();  // Stop()
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
 
   // Stops serving and closes the socket; idempotent.
-  void Stop();
-  uint16_t port() const { return port_; }
+  void Stop() { server_->Stop(); }
+  uint16_t port() const { return server_->port(); }
   // "127.0.0.1:9464", "[::1]:9464": what was bound, with the real port.
-  const std::string& bound_address() const { return bound_address_; }
-
-  struct Daemon;  // libmicrohttpd handle (RAII), defined in the .cpp
-  struct PassKey {
-   private:
-    friend class MetricsServer;
-    PassKey() = default;
-  };
-  explicit MetricsServer(PassKey, MetricsRegistry& registry);
+  const std::string& bound_address() const { return server_->bound_address(); }
 
  private:
+  MetricsServer(MetricsRegistry& registry, MetricsServerHandlers handlers)
+      : registry_(registry), handlers_(std::move(handlers)) {}
+  HttpResponse Handle(const HttpRequest& request) const;
+
   MetricsRegistry& registry_;
   MetricsServerHandlers handlers_;
-  std::unique_ptr<Daemon> daemon_;
-  uint16_t port_ = 0;
-  std::string bound_address_;
-
-  friend struct MetricsServerAccess;  // the request handler
+  std::unique_ptr<HttpServer> server_;
 };
 
 }  // namespace threadline
