@@ -5,7 +5,8 @@
 // are replayed through exactly the agent's stages:
 //
 //   DecodeEvent (ingest) -> ConnectionTable (conn) -> ProtocolDispatcher (protocols/http1)
-//     -> SpanBuilder (spans) -> SampledSpanFilter (pipeline)
+//     -> SpanBuilder (spans) -> TraceStoreSink (the web view's store, --trace-store on, the
+//     agent's default) -> SampledSpanFilter (pipeline)
 //     -> an encoding sink (none | OTLP JSON lines | OTLP protobuf)
 //
 // Reported per encoding: kernel events/s and spans/s on one pinned core, ns per event, and heap
@@ -46,6 +47,7 @@
 #include "agent/pipeline/sampled_filter.h"
 #include "agent/protocols/dispatcher.h"
 #include "agent/spans/span_builder.h"
+#include "agent/traces/trace_store.h"
 #include "exporter/otlp_config.h"
 #include "bench/alloc_counter.h"
 #include "exporter/json_lines.h"
@@ -217,6 +219,10 @@ std::string_view Name(Encoding e) {
   return "?";
 }
 
+// Whether the throughput runs keep the web view's trace store (--trace-store; the agent's
+// default is on, --ui-address off drops it).
+bool g_trace_store = true;
+
 // The agent's pipeline, wired as Agent::Start wires it (agent/app/agent.cpp).
 struct Pipeline {
   Pipeline(Encoding encoding, size_t max_connections) {
@@ -246,7 +252,13 @@ struct Pipeline {
     }
     resources = std::make_unique<ResourceCache>(ResourceCacheOptions{}, metrics);
     filter = std::make_unique<SampledSpanFilter>(*sink, metrics);
-    builder = std::make_unique<SpanBuilder>(SpanBuilderConfig{}, *resources, clock, *filter, metrics);
+    SpanSink* first = filter.get();
+    if (g_trace_store) {
+      store = std::make_unique<TraceStore>(TraceStoreOptions{}, metrics);
+      tee = std::make_unique<TraceStoreSink>(*store, *filter);
+      first = tee.get();
+    }
+    builder = std::make_unique<SpanBuilder>(SpanBuilderConfig{}, *resources, clock, *first, metrics);
     dispatcher = std::make_unique<ProtocolDispatcher>(DispatcherConfig{}, *builder, metrics);
     ConnectionTableConfig tc;
     tc.max_connections = max_connections;
@@ -277,6 +289,8 @@ struct Pipeline {
   ProtobufSink* protobuf = nullptr;
   BatchSpanExporter* otlp = nullptr;
   std::unique_ptr<SampledSpanFilter> filter;
+  std::unique_ptr<TraceStore> store;
+  std::unique_ptr<TraceStoreSink> tee;
   std::unique_ptr<ResourceCache> resources;
   std::unique_ptr<SpanBuilder> builder;
   std::unique_ptr<ProtocolDispatcher> dispatcher;
@@ -353,6 +367,7 @@ class Replayer {
     for (size_t i = 0; i < round_.size(); ++i)
       errors += DecodeEvent(round_.Record(i), *p.table) != DecodeStatus::kOk;
     p.table->Tick(ts_);  // the agent ticks after every ring poll
+    if (p.store) p.store->Tick();
     return errors;
   }
 
@@ -561,12 +576,16 @@ int Main(int argc, char** argv) {
   app.add_option("--collector-down-seconds", collector_down_s,
                  "Seconds of spans into an exporter whose collector is down (0: skip)");
   app.add_option("--cpu", cpu, "CPU to pin to (-1: the last one)");
+  std::string trace_store = "on";
+  app.add_option("--trace-store", trace_store, "on (the agent's default) | off: keep the web view's trace store")
+      ->check(CLI::IsMember({"on", "off"}));
   app.add_flag("--smoke", smoke, "Small counts: checks that it runs and produces numbers");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  g_trace_store = trace_store == "on";
   if (smoke) {
     events = std::min<uint64_t>(events, 50'000);
     memory_connections = std::min<size_t>(memory_connections, 1000);
@@ -593,11 +612,11 @@ int Main(int argc, char** argv) {
 
   Replayer shape(workload, 1);
   std::printf("pipeline_bench: workload %s, %zu connections, %s per span; request %zu B, "
-              "response %zu B; pinned to CPU %d of %ld\n",
+              "response %zu B; trace store %s; pinned to CPU %d of %ld\n",
               workload_name.c_str(), connections,
               workload == Workload::kKeepAlive ? "2 kernel events (request read, response write)"
                                                : "4 kernel events (open, request, response, close)",
-              shape.request(0).size(), shape.response().size(), cpu, ncpu);
+              shape.request(0).size(), shape.response().size(), trace_store.c_str(), cpu, ncpu);
   std::printf("%-11s %12s %10s %9s %12s %11s %11s\n", "encoding", "events/s", "spans/s",
               "ns/event", "alloc B/span", "allocs/span", "wire B/span");
   bool ok = true;
