@@ -38,6 +38,8 @@
 #include "agent/pipeline/red_metrics.h"
 #include "agent/pipeline/sampled_filter.h"
 #include "agent/spans/sampler.h"
+#include "agent/traces/trace_store.h"
+#include "agent/ui/ui_server.h"
 #include "exporter/batch_exporter.h"
 #include "exporter/json_lines.h"
 #include "exporter/metrics_server.h"
@@ -88,6 +90,9 @@ Agent::~Agent() {
   dispatcher_.reset();
   span_builder_.reset();
   red_metrics_.reset();
+  ui_server_.reset();  // reads trace_store_ on its thread
+  trace_store_tee_.reset();
+  trace_store_.reset();
   sampled_filter_.reset();
   if (exporter_) {
     auto report = exporter_->Shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(5));
@@ -176,6 +181,7 @@ Status Agent::Start() {
 
   StreamConsumer* consumer;
   if (options_.output == OutputMode::kEvents) {
+    if (!options_.ui_address.empty()) spdlog::info("web view off: --output=events builds no spans");
     printer_ = std::make_unique<EventPrinter>(out_, clock_, options_.print_payload_bytes);
     consumer = printer_.get();
   } else {
@@ -214,9 +220,18 @@ Status Agent::Start() {
     } else {
       span_sink_ = std::make_unique<NullSpanSink>();
     }
-    // Every span reaches the RED metrics; only sampled ones go on to the output.
+    // Every span reaches the RED metrics and the trace store; only sampled ones go on to the
+    // output.
     sampled_filter_ = std::make_unique<SampledSpanFilter>(*span_sink_, metrics_);
-    red_metrics_ = std::make_unique<RedMetricsSink>(*sampled_filter_, metrics_);
+    SpanSink* after_metrics = sampled_filter_.get();
+    if (!options_.ui_address.empty()) {
+      StartWebView();
+      if (trace_store_) {
+        trace_store_tee_ = std::make_unique<TraceStoreSink>(*trace_store_, *sampled_filter_);
+        after_metrics = trace_store_tee_.get();
+      }
+    }
+    red_metrics_ = std::make_unique<RedMetricsSink>(*after_metrics, metrics_);
     span_builder_ = std::make_unique<SpanBuilder>(std::move(span_config), *resources_, clock_,
                                                   *red_metrics_, metrics_);
     own_sockets_ = std::make_unique<OwnSockets>(metrics_);
@@ -303,6 +318,25 @@ Status Agent::Start() {
   return OkStatus();
 }
 
+void Agent::StartWebView() {
+  TraceStoreOptions store_options;
+  store_options.max_traces = options_.trace_store_max_traces;
+  store_options.max_bytes = static_cast<size_t>(options_.trace_store_max_mb) << 20;
+  auto store = std::make_unique<TraceStore>(store_options, metrics_);
+  // Not fatal: a second agent on the node, or a busy port, must not stop tracing.
+  auto ui = UiServer::Start(options_.ui_address, *store, "live: this agent", metrics_);
+  if (!ui.ok()) {
+    spdlog::warn("no web view: {} (traces are not kept in the agent; --ui-address off silences this)",
+                 ui.error().message);
+    return;
+  }
+  trace_store_ = std::move(store);
+  ui_server_ = std::move(*ui);
+  spdlog::info("web view: open {} (trace list, flame charts with critical paths, per-endpoint aggregates; "
+               "keeps the last {} traces / {} MiB; a trace shows up about 1 s after its last span)",
+               ui_server_->url(), store_options.max_traces, options_.trace_store_max_mb);
+}
+
 Status Agent::StartKubernetes() {
   auto k8s = K8sMetadataService::Start({.api_server = options_.kubernetes.api_server,
                                         .node_name = options_.kubernetes.node_name,
@@ -352,12 +386,14 @@ Status Agent::Run(const std::atomic<bool>& stop) {
   ring_->Drain();
   if (printer_) printer_->Flush();
   if (span_sink_) span_sink_->Flush();
+  if (trace_store_) trace_store_->CompleteAll();  // the completion hooks see every trace
   return OkStatus();
 }
 
 void Agent::Upkeep(uint64_t now) {
   table_->Tick(now);
   if (console_) console_->Poll();
+  if (trace_store_) trace_store_->Tick();
   if (span_sink_ && !console_ && now - last_span_flush_ns_ >= kSecond) {
     span_sink_->Flush();
     last_span_flush_ns_ = now;

@@ -37,6 +37,8 @@ class ProtocolDispatcher;
 class BatchSpanExporter;
 class MetricsServer;
 class OwnSockets;
+class TraceStore;
+class UiServer;
 
 class Agent : public EventSink {
  public:
@@ -72,6 +74,8 @@ class Agent : public EventSink {
   void SetCapabilitiesJson(std::string json);
   std::string CapabilitiesJson() const;
   void PublishCapabilities(const struct CapabilityReport& caps);
+  // The trace store and the web view's server (never fatal: without them tracing goes on).
+  void StartWebView();
   // Pod metadata from the API server, when kubernetes is active (never fatal in auto mode).
   Status StartKubernetes();
 
@@ -93,7 +97,12 @@ class Agent : public EventSink {
   ConsoleTreeSink* console_ = nullptr;  // span_sink_ when --output=console
   BatchSpanExporter* exporter_ = nullptr;  // span_sink_ when --output=otlp
   std::unique_ptr<SpanSink> sampled_filter_;  // drops unsampled spans, in front of span_sink_
-  std::unique_ptr<SpanSink> red_metrics_;   // RED histograms of every span, in front of sampled_filter_
+  // The web view: recent traces kept for it (fed by a tee in front of sampled_filter_, so it
+  // sees every span) and its HTTP server. Both null with --ui-address off.
+  std::unique_ptr<TraceStore> trace_store_;
+  std::unique_ptr<SpanSink> trace_store_tee_;
+  std::unique_ptr<UiServer> ui_server_;
+  std::unique_ptr<SpanSink> red_metrics_;   // RED histograms of every span, in front of the tee (or sampled_filter_)
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<OwnSockets> own_sockets_;  // the agent's endpoints: their peers are not traced
   std::unique_ptr<SpanBuilder> span_builder_;

@@ -89,6 +89,12 @@ struct AgentOptions {
   std::string proc_root = "/proc";           // [proc_root]
   // Prometheus /metrics, /healthz, /readyz, /capabilities; empty: off.
   std::string metrics_address = "127.0.0.1:9464";  // [metrics.address]
+  // The built-in web view (trace list, flame charts, critical paths) and its JSON API; empty:
+  // off, and then no trace store is kept either.
+  std::string ui_address = "127.0.0.1:9465";  // [ui.address]
+  // Bounds of the trace store behind the view (agent/traces/trace_store.h).
+  uint32_t trace_store_max_traces = 2000;    // [ui.max_traces]
+  uint32_t trace_store_max_mb = 8;           // [ui.max_mb]
   double stats_interval_s = 0;               // [stats_interval] 0: stats only at exit
   std::string log_level = "info";            // [log_level]
   KubernetesOptions kubernetes;              // [kubernetes.*]

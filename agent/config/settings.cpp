@@ -10,6 +10,7 @@
 #include "agent/common/text.h"
 #include "agent/discovery/pod_selection.h"
 #include "agent/protocols/http/route.h"
+#include "exporter/http_server.h"
 
 namespace threadline::config {
 
@@ -349,6 +350,33 @@ std::vector<Setting> BuildSettings() {
     };
     t.push_back(std::move(s));
   }
+  {
+    Setting s = Str("ui.address", "--ui-address",
+                    "Serve the web view (trace list, flame charts with critical paths, per-endpoint "
+                    "aggregates) and its JSON API here (default 127.0.0.1:9465, loopback only; 'off' to "
+                    "disable, which also drops the trace store)",
+                    &AgentOptions::ui_address);
+    s.set = [](AgentOptions& o, const std::vector<std::string>& v) -> Status {
+      std::string a = Trim(v.at(0));
+      if (a.empty()) return Bad(v.at(0), "is empty (use off to disable)");
+      if (AsciiLower(a) == "off") {
+        o.ui_address.clear();
+        return OkStatus();
+      }
+      if (auto hp = SplitHostPort(a, "ui address"); !hp.ok()) return Bad(a, "is not host:port or [v6-host]:port");
+      o.ui_address = a;
+      return OkStatus();
+    };
+    s.get = [](const AgentOptions& o) { return std::vector<std::string>{o.ui_address.empty() ? "off" : o.ui_address}; };
+    t.push_back(std::move(s));
+  }
+  t.push_back(Uint("ui.max_traces", "--ui-max-traces",
+                   "Completed traces the web view's store keeps at most (oldest evicted first)",
+                   &AgentOptions::trace_store_max_traces, 1, 1'000'000));
+  t.push_back(Uint("ui.max_mb", "--ui-max-mb",
+                   "Memory the web view's trace store may use, in MiB (open and completed traces; "
+                   "oldest evicted first)",
+                   &AgentOptions::trace_store_max_mb, 1, 65536));
   {
     Setting s{"stats_interval", "--stats-interval", {}, false,
               "Log the agent's own counters every N seconds (0: only at exit)", {}, {}};

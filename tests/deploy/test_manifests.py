@@ -333,6 +333,25 @@ class ManifestTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2, p.stdout)
         self.assertIn("unknown key procroot (did you mean proc_root?)", p.stderr)
 
+    def test_web_view_stays_on_the_pods_loopback(self):
+        """Trace data never listens on a pod IP: in every target the agent's resolved ui.address
+        is a loopback address (reached with kubectl port-forward) or off, and no container port,
+        Service or probe points at it."""
+        for name in TARGETS:
+            with self.subTest(target=name):
+                r = rendered(self, name)
+                p, _ = print_config(self, r)
+                self.assertEqual(p.returncode, 0, f"{name}: {p.stderr}")
+                m = re.search(r'(?m)^ui:\n  address: "([^"]+)"  # (.*)$', p.stdout)
+                self.assertIsNotNone(m, p.stdout)
+                address = m.group(1)
+                self.assertTrue(address == "off" or address.startswith("127.") or address.startswith("[::1]:"),
+                                f"{name}: ui.address {address} ({m.group(2)}) is not loopback-only")
+                port = address.rsplit(":", 1)[-1] if address != "off" else None
+                for c in r.pod["containers"]:
+                    self.assertNotIn(port, {str(x.get("containerPort")) for x in c.get("ports", [])}, c["name"])
+                self.assertEqual([d for d in r.docs if d.get("kind") == "Service"], [], "no Service exposes the agent")
+
     def test_otlp_overlay_headers_from_an_optional_secret(self):
         for name in ("otlp-collector", EXAMPLE):
             with self.subTest(target=name):
