@@ -5,9 +5,11 @@
 
 #include <atomic>
 #include <cstdio>
+#include <string_view>
 
 #include "agent/app/agent.h"
 #include "agent/app/options.h"
+#include "agent/app/view_command.h"
 #include "agent/capabilities/capability_probe.h"
 #include "agent/kernel/bpf_env.h"
 
@@ -21,6 +23,17 @@ int main(int argc, char** argv) {
   // stdout carries the output (events, later spans); logs go to stderr.
   spdlog::set_default_logger(spdlog::stderr_color_mt("threadline"));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  // `threadline view FILE...` reads files and serves the view: no BPF, no root, none of the
+  // agent's settings.
+  if (argc >= 2 && std::string_view(argv[1]) == "view") return RunViewCommand(argc - 1, argv + 1, g_stop);
 
   auto parsed = ParseOptions(argc, argv);
   if (!parsed.ok()) {
@@ -41,13 +54,6 @@ int main(int argc, char** argv) {
     std::fputs(FormatReport(ProbeCapabilities()).c_str(), stdout);
     return 0;
   }
-
-  struct sigaction sa {};
-  sa.sa_handler = OnSignal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  signal(SIGPIPE, SIG_IGN);
 
   auto agent = Agent::Create(options, MetricsRegistry::Global());
   if (!agent.ok()) {
