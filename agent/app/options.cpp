@@ -22,7 +22,8 @@ Result<AgentOptions> ParseOptions(int argc, char** argv, const EnvLookup& env) {
 
   CLI::App app{"threadline: zero-code distributed tracing with eBPF.\n"
                "Precedence: flags > environment (THREADLINE_<KEY>, OTEL_*) > config file > defaults;\n"
-               "--print-config shows every setting, its key and where its value came from."};
+               "--print-config shows every setting, its key and where its value came from.\n"
+               "threadline view FILE...: the web view of OTLP JSON files (threadline view --help)."};
   app.set_version_flag("--version", kVersion);
   app.add_flag("--probe", o.probe_only,
                "Load and attach one probe of each kind, print what this kernel supports and "

@@ -1,7 +1,6 @@
 #include "agent/traces/stored_span.h"
 
 #include <cstring>
-#include <type_traits>
 #include <variant>
 
 namespace threadline {
@@ -10,47 +9,60 @@ namespace {
 
 // Layout of one entry: tag byte, key length (LEB128), key, then the value: a length (LEB128)
 // and bytes for strings, 8 little-endian bytes for ints and doubles, one byte for bools.
-void AppendLength(size_t n, std::string& out) {
+// Packing runs for every span the agent builds (the store is a tee of the span pipeline), so
+// it sizes the buffer once and writes through a pointer.
+size_t LengthSize(size_t n) {
+  size_t k = 1;
   while (n >= 0x80) {
-    out += static_cast<char>((n & 0x7f) | 0x80);
+    n >>= 7;
+    ++k;
+  }
+  return k;
+}
+
+char* PutLength(size_t n, char* p) {
+  while (n >= 0x80) {
+    *p++ = static_cast<char>((n & 0x7f) | 0x80);
     n >>= 7;
   }
-  out += static_cast<char>(n);
+  *p++ = static_cast<char>(n);
+  return p;
 }
 
-void AppendEntry(std::string_view key, const AttributeValue& value, std::string& out) {
-  std::visit(
-      [&](const auto& v) {
-        using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          out += static_cast<char>(packed_detail::kString);
-        } else if constexpr (std::is_same_v<T, int64_t>) {
-          out += static_cast<char>(packed_detail::kInt);
-        } else if constexpr (std::is_same_v<T, double>) {
-          out += static_cast<char>(packed_detail::kDouble);
-        } else {
-          out += static_cast<char>(packed_detail::kBool);
-        }
-        AppendLength(key.size(), out);
-        out += key;
-        if constexpr (std::is_same_v<T, std::string>) {
-          AppendLength(v.size(), out);
-          out += v;
-        } else if constexpr (std::is_same_v<T, bool>) {
-          out += static_cast<char>(v ? 1 : 0);
-        } else {
-          char raw[8];
-          std::memcpy(raw, &v, 8);
-          out.append(raw, 8);
-        }
-      },
-      value);
+size_t EntrySize(size_t key_size, const AttributeValue& value) {
+  const size_t head = 1 + LengthSize(key_size) + key_size;
+  if (const auto* str = std::get_if<std::string>(&value)) return head + LengthSize(str->size()) + str->size();
+  if (std::holds_alternative<bool>(value)) return head + 1;
+  return head + 8;
 }
 
-size_t EntrySize(std::string_view key, const AttributeValue& value) {
-  size_t n = 1 + 2 + key.size();
-  if (const auto* s = std::get_if<std::string>(&value)) return n + 3 + s->size();
-  return n + 8;
+char* PutEntry(std::string_view key_head, std::string_view key_tail, const AttributeValue& value, char* p) {
+  if (std::holds_alternative<std::string>(value)) {
+    *p++ = static_cast<char>(packed_detail::kString);
+  } else if (std::holds_alternative<int64_t>(value)) {
+    *p++ = static_cast<char>(packed_detail::kInt);
+  } else if (std::holds_alternative<double>(value)) {
+    *p++ = static_cast<char>(packed_detail::kDouble);
+  } else {
+    *p++ = static_cast<char>(packed_detail::kBool);
+  }
+  p = PutLength(key_head.size() + key_tail.size(), p);
+  std::memcpy(p, key_head.data(), key_head.size());
+  p += key_head.size();
+  std::memcpy(p, key_tail.data(), key_tail.size());
+  p += key_tail.size();
+  if (const auto* str = std::get_if<std::string>(&value)) {
+    p = PutLength(str->size(), p);
+    std::memcpy(p, str->data(), str->size());
+    return p + str->size();
+  }
+  if (const auto* b = std::get_if<bool>(&value)) {
+    *p++ = *b ? 1 : 0;
+    return p;
+  }
+  if (const auto* i = std::get_if<int64_t>(&value)) std::memcpy(p, i, 8);
+  else std::memcpy(p, &std::get<double>(value), 8);
+  return p + 8;
 }
 
 }  // namespace
@@ -110,18 +122,20 @@ bool Next(std::string_view& in, std::string_view& key, AttributeValue& value) {
 }  // namespace packed_detail
 
 void PackAttributes(const Attributes& attrs, const std::vector<SpanEvent>& events, std::string& out) {
+  // Event attributes are keyed "event.<event name>.<key>".
+  auto event_prefix = [](const SpanEvent& e) { return 7 + e.name.size(); };
   size_t need = 0;
-  for (const auto& a : attrs) need += EntrySize(a.key, a.value);
+  for (const auto& a : attrs) need += EntrySize(a.key.size(), a.value);
   for (const auto& e : events)
-    for (const auto& a : e.attributes) need += EntrySize(a.key, a.value) + 7 + e.name.size();
-  out.reserve(out.size() + need);
-  for (const auto& a : attrs) AppendEntry(a.key, a.value, out);
-  std::string key;
+    for (const auto& a : e.attributes) need += EntrySize(event_prefix(e) + a.key.size(), a.value);
+  const size_t at = out.size();
+  out.resize(at + need);
+  char* p = out.data() + at;
+  for (const auto& a : attrs) p = PutEntry(a.key, {}, a.value, p);
+  std::string prefix;
   for (const auto& e : events) {
-    for (const auto& a : e.attributes) {
-      key.assign("event.").append(e.name).append(".").append(a.key);
-      AppendEntry(key, a.value, out);
-    }
+    prefix.assign("event.").append(e.name).append(".");
+    for (const auto& a : e.attributes) p = PutEntry(prefix, a.key, a.value, p);
   }
 }
 
