@@ -66,20 +66,26 @@ void WriteStoreInfo(JsonWriter& w, const TraceStore& store, size_t traces, size_
 
 }  // namespace
 
-std::optional<TraceId> ParseTraceId(std::string_view hex) {
-  if (hex.size() != 32) return std::nullopt;
-  TraceId id;
-  for (size_t i = 0; i < 16; ++i) {
-    int v = 0;
-    for (size_t k = 0; k < 2; ++k) {
-      const char c = hex[2 * i + k];
-      int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-      if (d < 0) return std::nullopt;
-      v = v * 16 + d;
-    }
-    id.bytes[i] = static_cast<uint8_t>(v);
+namespace {
+// 2N hex digits into N bytes.
+template <size_t N>
+bool ParseHex(std::string_view hex, std::array<uint8_t, N>& out) {
+  if (hex.size() != 2 * N) return false;
+  auto digit = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+  };
+  for (size_t i = 0; i < N; ++i) {
+    const int hi = digit(hex[2 * i]), lo = digit(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<uint8_t>(hi * 16 + lo);
   }
-  if (!id.valid()) return std::nullopt;
+  return true;
+}
+}  // namespace
+
+std::optional<TraceId> ParseTraceId(std::string_view hex) {
+  TraceId id;
+  if (!ParseHex(hex, id.bytes) || !id.valid()) return std::nullopt;
   return id;
 }
 
@@ -220,6 +226,25 @@ std::optional<std::string> TraceApi::TraceJson(const TraceId& id, bool attribute
   return out;
 }
 
+std::optional<std::string> TraceApi::SpanJson(const TraceId& trace_id, const SpanId& span_id) const {
+  CompletedTracePtr trace = store_.Find(trace_id);
+  if (trace == nullptr) return std::nullopt;
+  for (const StoredSpan& s : trace->spans) {
+    if (!(s.span_id == span_id)) continue;
+    std::string out;
+    JsonWriter w(out);
+    w.BeginObject();
+    w.Key("span_id").String(s.span_id.Hex());
+    if (!s.status_message.empty()) w.Key("status_message").String(s.status_message);
+    w.Key("attributes").BeginObject();
+    ForEachAttribute(s.packed_attributes, [&](std::string_view k, const AttributeValue& v) { WriteAttribute(w, k, v); });
+    w.EndObject();
+    w.EndObject();
+    return out;
+  }
+  return std::nullopt;
+}
+
 std::string TraceApi::EndpointsJson() const {
   TraceStore::Snapshot snap = store_.Take();
   std::string out;
@@ -295,7 +320,10 @@ void WriteFlameTree(JsonWriter& w, const FlameGraph& g) {
   }
 }
 
-void WriteSelection(JsonWriter& w, const TraceQuery& q, const Selection& s) {
+// The head every aggregate answer shares: where from, which traces, their total.
+void WriteSelection(JsonWriter& w, const std::string& source, const TraceQuery& q, const Selection& s,
+                    uint64_t total_ns) {
+  w.Key("source").String(source);
   w.Key("endpoint").BeginObject();
   w.Key("service").String(q.endpoint_service).Key("operation").String(q.endpoint_operation);
   w.EndObject();
@@ -304,6 +332,7 @@ void WriteSelection(JsonWriter& w, const TraceQuery& q, const Selection& s) {
   w.Key("traces").Uint(s.traces.size());
   // The fastest trace kept: the tail starts there.
   w.Key("threshold_ns").Uint(s.traces.empty() ? 0 : s.traces.back()->duration_ns());
+  w.Key("total_ns").Uint(total_ns);
 }
 
 }  // namespace
@@ -316,9 +345,7 @@ std::string TraceApi::FlameJson(const TraceQuery& query) const {
   std::string out;
   JsonWriter w(out);
   w.BeginObject();
-  w.Key("source").String(source_);
-  WriteSelection(w, query, s);
-  w.Key("total_ns").Uint(g.total_ns());
+  WriteSelection(w, source_, query, s, g.total_ns());
   w.Key("root");
   WriteFlameTree(w, g);
   w.EndObject();
@@ -339,9 +366,7 @@ std::string TraceApi::OperationsJson(const TraceQuery& query) const {
   std::string out;
   JsonWriter w(out);
   w.BeginObject();
-  w.Key("source").String(source_);
-  WriteSelection(w, query, s);
-  w.Key("total_ns").Uint(table.total_ns());
+  WriteSelection(w, source_, query, s, table.total_ns());
   w.Key("operations").BeginArray();
   for (const auto& row : table.Rows()) {
     w.BeginObject();
@@ -377,8 +402,17 @@ std::optional<HttpResponse> TraceApi::Handle(const HttpRequest& r) const {
     return JsonResponse(TracesJson(*query, static_cast<size_t>(*limit), static_cast<uint64_t>(*since)));
   }
   if (path.rfind("/api/traces/", 0) == 0) {
-    const auto id = ParseTraceId(path.substr(12));
+    const auto id = ParseTraceId(path.substr(12, 32));
     if (!id) return BadRequest("bad trace id (32 hex digits)");
+    if (path.size() > 12 + 32) {
+      const std::string_view rest = path.substr(12 + 32);
+      std::optional<SpanId> span;
+      if (SpanId s; rest.rfind("/spans/", 0) == 0 && ParseHex(rest.substr(7), s.bytes) && s.valid()) span = s;
+      if (!span) return BadRequest("bad path: /api/traces/{trace id}/spans/{span id (16 hex digits)}");
+      auto body = SpanJson(*id, *span);
+      if (!body) return HttpResponse::Text(404, "span not in the store\n");
+      return JsonResponse(std::move(*body));
+    }
     auto body = TraceJson(*id, r.Query("attributes") != "0");
     if (!body) return HttpResponse::Text(404, "trace not in the store (evicted, or never seen)\n");
     return JsonResponse(std::move(*body));

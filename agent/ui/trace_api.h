@@ -2,6 +2,7 @@
 //
 //   GET /api/traces?service=&route=&status=error|ok&min_ms=&limit=&since=
 //   GET /api/traces/{trace id}[?attributes=0]
+//   GET /api/traces/{trace id}/spans/{span id}
 //   GET /api/endpoints
 //   GET /api/flame?service=&operation=&slowest=P[&format=folded]
 //   GET /api/operations?service=&operation=&slowest=P
@@ -32,6 +33,8 @@ class TraceApi {
   // The renderers (tests call them directly).
   std::string TracesJson(const TraceQuery& query, size_t limit, uint64_t since_generation) const;
   std::optional<std::string> TraceJson(const TraceId& id, bool attributes) const;
+  // One span's attributes (the page asks for them when a span is clicked).
+  std::optional<std::string> SpanJson(const TraceId& trace, const SpanId& span) const;
   std::string EndpointsJson() const;
   std::string FlameJson(const TraceQuery& query) const;
   std::string FlameFolded(const TraceQuery& query) const;

@@ -105,6 +105,10 @@ TEST(TraceApiTest, OneTraceWithItsCriticalPath) {
   EXPECT_EQ(sum, 100 * kUs);
   EXPECT_FALSE(Answer(s.api, Get("/api/traces/" + Trace(1).Hex(), {{"attributes", "0"}}))["spans"][0].contains(
       "attributes"));
+  Json one = Answer(s.api, Get("/api/traces/" + Trace(1).Hex() + "/spans/" + Id(5).Hex()));
+  EXPECT_EQ(one["attributes"]["http.route"], "/prices");
+  EXPECT_EQ(s.api.Handle(Get("/api/traces/" + Trace(1).Hex() + "/spans/" + Id(9).Hex()))->status, 404u);
+  EXPECT_EQ(s.api.Handle(Get("/api/traces/" + Trace(1).Hex() + "/spans/zz"))->status, 400u);
   EXPECT_EQ(s.api.Handle(Get("/api/traces/" + Trace(9).Hex()))->status, 404u);
   EXPECT_EQ(s.api.Handle(Get("/api/traces/nothex"))->status, 400u);
 }

@@ -223,7 +223,9 @@ async function tracesPage(main, params) {
 // ---------------------------------------------------------------------------------------------
 async function tracePage(main, id) {
   const started = performance.now();
-  const t = await api('/api/traces/' + encodeURIComponent(id));
+  // Attributes are fetched per span when one is clicked: a 10,000-span trace stays a few MB.
+  const t = await api('/api/traces/' + encodeURIComponent(id) + '?attributes=0');
+  const fetched = performance.now();
   showSource(t);
   const spans = t.spans;
   const root = spans[t.root];
@@ -282,8 +284,10 @@ async function tracePage(main, id) {
           t.shifted ? `${t.shifted} SERVER span(s) did not fit inside their CLIENT span (clock skew between hosts) and were moved into it.` : '') : null),
       detail));
 
+  const built = performance.now();
   const chart = new TraceChart(chartHost, t, (s) => showSpan(detail, t, s));
   pageCleanup = () => chart.destroy();
+  window.tl.timing.trace_parts = { fetch_ms: fetched - started, page_ms: built - fetched, chart_ms: performance.now() - built };
   markReady('trace', started, {
     trace: {
       id: t.trace_id, spans: spans.length, services,
@@ -318,8 +322,14 @@ function legendSample(kind) {
   return svg;
 }
 
-function showSpan(panel, t, i) {
+async function showSpan(panel, t, i) {
   const s = t.spans[i];
+  if (!s.attributes) {
+    try {
+      const d = await api(`/api/traces/${t.trace_id}/spans/${s.span_id}`);
+      s.attributes = d.attributes;
+    } catch (e) { s.attributes = { error: String(e.message || e) }; }
+  }
   const parent = s.parent >= 0 ? t.spans[s.parent] : null;
   const edge = s.edge === 'parent' ? (s.parent_source || 'span id') :
     s.edge === 'adopted' ? 'missing: the parent span is not in the trace; placed under the span enclosing it' :
@@ -429,8 +439,8 @@ class TraceChart {
       const p = document.createElement('canvas');
       p.width = p.height = 6;
       const g = p.getContext('2d');
-      g.strokeStyle = 'rgba(30,35,48,0.55)';
-      g.lineWidth = 1.2;
+      g.strokeStyle = 'rgba(30,35,48,0.4)';
+      g.lineWidth = 1;
       g.beginPath(); g.moveTo(0, 6); g.lineTo(6, 0); g.stroke();
       this.hatch = this.canvas.getContext('2d').createPattern(p, 'repeat');
     }
@@ -501,10 +511,16 @@ class TraceChart {
           g.strokeRect(x0 + 1, y + 2, Math.max(1, w - 2), ROW_H - 5);
         }
         if (w > 36) {
-          const label = spanLabel(s.service, s.name, s.kind === 'CLIENT') + '  ' + fmtDur(s.duration_ns);
+          let label = spanLabel(s.service, s.name, s.kind === 'CLIENT') + '  ' + fmtDur(s.duration_ns);
           const maxChars = Math.floor((w - 8) / 6.1);
+          if (label.length > maxChars) label = label.slice(0, Math.max(1, maxChars - 1)) + '…';
+          if (s.network_before_ns !== undefined) {
+            // Keep the label readable over the hatching.
+            g.fillStyle = 'rgba(255,255,255,0.75)';
+            g.fillRect(x0 + 2, y + 3, Math.min(w - 4, g.measureText(label).width + 4), ROW_H - 7);
+          }
           g.fillStyle = s.on_path ? '#111' : '#333';
-          g.fillText(label.length > maxChars ? label.slice(0, Math.max(1, maxChars - 1)) + '…' : label, x0 + 4, y + ROW_H / 2 - 0.5);
+          g.fillText(label, x0 + 4, y + ROW_H / 2 - 0.5);
         }
         if (s.edge === 'adopted' || s.edge === 'detached' || (s.edge === 'parent' && s.parent_source && s.parent_source !== 'header'))
           outlined.push([i, x0, y, w]);
