@@ -39,8 +39,10 @@ DEPS_RUN=(
 # mmdebstrap, libcap2-bin (capsh): tests/deploy/test_image_runtime.py builds the image's Debian 12
 # root filesystem without a container engine and runs the agent there with the DaemonSet's
 # capabilities.
+# chromium: tests/e2e/test_web_view.py opens the web view in it (driven by npm playwright-core,
+# which downloads no browser of its own).
 DEPS_TEST_PEERS=(
-  nodejs nginx openssl golang-go yamllint mmdebstrap libcap2-bin
+  nodejs nginx openssl golang-go yamllint mmdebstrap libcap2-bin chromium
 )
 # What bench/overhead.py drives: nginx (HTTP and HTTPS with a self-signed cert made by openssl),
 # wrk (max throughput), hey (fixed-rate latency), perf (profiles of bench/pipeline_bench).

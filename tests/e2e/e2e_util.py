@@ -761,6 +761,20 @@ def build_dir() -> str:
     return os.environ.get("THREADLINE_BUILD_DIR") or os.path.dirname(os.path.abspath(agent_bin()))
 
 
+def peer_alias(name: str, target: str) -> str:
+    """A symlink <build>/e2e-peers/<name> -> target. Peers run through it have their own comm,
+    so an agent selects exactly them (--exe <name>), never other python3/node processes of
+    the machine."""
+    out_dir = os.path.join(build_dir(), "e2e-peers")
+    os.makedirs(out_dir, exist_ok=True)
+    link = os.path.join(out_dir, name)
+    if not (os.path.islink(link) and os.readlink(link) == target):
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(target, link)
+    return link
+
+
 def npm_peer(name: str, test: unittest.TestCase, timeout: float = 180.0) -> str:
     """Installs the npm peer tests/e2e/peers/<name> (its package.json, exact versions) into
     <build>/npm-peers/<name> and returns that folder. Idempotent: nothing is fetched when every

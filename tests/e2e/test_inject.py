@@ -35,25 +35,11 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(__file__))
 
 from e2e_util import (REPO, Agent, PeerProcess, SpanRecord, build_dir, deadline_loop,  # noqa: E402
-                      agent_spans, format_spans, free_port, go_peer, main, npm_peer, require_root,
-                      require_tool, wait_for_spans)
+                      agent_spans, format_spans, free_port, go_peer, main, npm_peer, peer_alias,
+                      require_root, require_tool, wait_for_spans)
 
 PEERS = os.path.join(REPO, "tests", "e2e", "peers")
 GO_LEAF = "tlinj-go-leaf"  # the built Go service's file name (and so its service.name)
-
-
-def peer_alias(name: str, target: str) -> str:
-    """A symlink <build>/e2e-peers/<name> -> target. Peers run through it have their own comm,
-    so the agent selects exactly them (--exe <name>), never other python3/node processes of
-    the machine (whose requests would otherwise be rewritten while this test runs)."""
-    out_dir = os.path.join(build_dir(), "e2e-peers")
-    os.makedirs(out_dir, exist_ok=True)
-    link = os.path.join(out_dir, name)
-    if not (os.path.islink(link) and os.readlink(link) == target):
-        if os.path.lexists(link):
-            os.unlink(link)
-        os.symlink(target, link)
-    return link
 
 
 PYTHON_EXE = peer_alias("tlinj-python3", os.path.realpath(sys.executable))

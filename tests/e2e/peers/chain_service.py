@@ -5,22 +5,30 @@
 Serves GET on 0.0.0.0:PORT, one thread per request (http.server's ThreadingHTTPServer): each
 request is forwarded as a GET of DOWNSTREAM_BASE_URL + path with urllib (no tracing code, no
 headers of its own), and the downstream body is returned as is. Prints {"listening": PORT}.
+With FORWARD_TRACEPARENT=1 in its environment it passes the incoming `traceparent` header on,
+as an instrumented service would (tests/e2e/test_web_view.py).
 """
 import json
+import os
 import sys
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(sys.argv[1])
 DOWNSTREAM = sys.argv[2]
+FORWARD_TRACEPARENT = os.environ.get("FORWARD_TRACEPARENT") == "1"
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        headers = {}
+        if FORWARD_TRACEPARENT and self.headers.get("traceparent"):
+            headers["traceparent"] = self.headers["traceparent"]
         try:
-            with urllib.request.urlopen(DOWNSTREAM + self.path, timeout=10) as r:
+            req = urllib.request.Request(DOWNSTREAM + self.path, headers=headers)
+            with urllib.request.urlopen(req, timeout=10) as r:
                 body, status = r.read(), 200
         except Exception as e:  # the test reads the message
             body, status = f"python: downstream failed: {e}".encode(), 502
