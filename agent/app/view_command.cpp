@@ -95,8 +95,9 @@ int RunViewCommand(int argc, char** argv, const std::atomic<bool>& stop) {
     return 1;
   }
 
+  // The page's header names the files; the log above has their full paths.
   std::string source = "files:";
-  for (const auto& f : files) source += " " + f;
+  for (const auto& f : files) source += " " + f.substr(f.rfind('/') + 1);
   TraceApi api(store, source);
   if (folded) {
     TraceQuery q;

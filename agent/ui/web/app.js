@@ -18,7 +18,7 @@ function h(tag, attrs, ...children) {
     else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? '' : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -567,7 +567,8 @@ class TraceChart {
     for (let t = Math.ceil(this.view0 / step) * step; t <= this.view1; t += step) {
       const x = this.x(t);
       g.beginPath(); g.moveTo(x + 0.5, AXIS_H - 6); g.lineTo(x + 0.5, AXIS_H); g.stroke();
-      g.fillText(fmtDur(t), x + 3, AXIS_H / 2);
+      const label = fmtDur(t);
+      if (x + 3 + g.measureText(label).width < W) g.fillText(label, x + 3, AXIS_H / 2);
     }
   }
 
