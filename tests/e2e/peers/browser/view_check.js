@@ -65,6 +65,7 @@ async function main() {
         r.error = String(e.message || e);
         r.body = (await page.evaluate(() => document.body.innerText)).slice(0, 2000);
       }
+      await page.mouse.move(0, 0);  // no tooltip over the picture
       if (step.screenshot !== false) {
         fs.mkdirSync(plan.shots, { recursive: true });
         r.screenshot = path.join(plan.shots, step.name + '.png');
