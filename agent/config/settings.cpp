@@ -142,6 +142,25 @@ Setting OnOff(std::string key, std::string flag, std::string help, MemberBool m)
   return s;
 }
 
+// host:port for a server of the agent, or "off" (kept as an empty string). `check_form`:
+// reject what is not host:port now rather than when binding.
+Setting ListenAddress(std::string key, std::string flag, std::string help, MemberString m, bool check_form) {
+  Setting s{std::move(key), std::move(flag), {}, false, std::move(help), {}, {}};
+  s.set = [m, check_form](AgentOptions& o, const std::vector<std::string>& v) -> Status {
+    std::string a = Trim(v.at(0));
+    if (a.empty()) return Bad(v.at(0), "is empty (use off to disable)");
+    if (AsciiLower(a) == "off") {
+      (o.*m).clear();
+      return OkStatus();
+    }
+    if (check_form && !SplitHostPort(a, "address").ok()) return Bad(a, "is not host:port or [v6-host]:port");
+    o.*m = std::move(a);
+    return OkStatus();
+  };
+  s.get = [m](const AgentOptions& o) { return std::vector<std::string>{(o.*m).empty() ? "off" : o.*m}; };
+  return s;
+}
+
 template <typename T>
 Setting UintList(std::string key, std::string flag, std::string help, std::vector<T> AgentOptions::*m,
                  uint64_t lo, uint64_t hi) {
@@ -334,42 +353,15 @@ std::vector<Setting> BuildSettings() {
                   CheckAbsolutePath));
 
   // the agent itself.
-  {
-    Setting s = Str("metrics.address", "--metrics-address",
-                    "Serve /metrics, /healthz, /readyz and /capabilities here (default 127.0.0.1:9464; "
-                    "'off' to disable)",
-                    &AgentOptions::metrics_address);
-    s.set = [](AgentOptions& o, const std::vector<std::string>& v) -> Status {
-      std::string a = Trim(v.at(0));
-      if (a.empty()) return Bad(v.at(0), "is empty (use off to disable)");
-      o.metrics_address = AsciiLower(a) == "off" ? "" : a;
-      return OkStatus();
-    };
-    s.get = [](const AgentOptions& o) {
-      return std::vector<std::string>{o.metrics_address.empty() ? "off" : o.metrics_address};
-    };
-    t.push_back(std::move(s));
-  }
-  {
-    Setting s = Str("ui.address", "--ui-address",
-                    "Serve the web view (trace list, flame charts with critical paths, per-endpoint "
-                    "aggregates) and its JSON API here (default 127.0.0.1:9465, loopback only; 'off' to "
-                    "disable, which also drops the trace store)",
-                    &AgentOptions::ui_address);
-    s.set = [](AgentOptions& o, const std::vector<std::string>& v) -> Status {
-      std::string a = Trim(v.at(0));
-      if (a.empty()) return Bad(v.at(0), "is empty (use off to disable)");
-      if (AsciiLower(a) == "off") {
-        o.ui_address.clear();
-        return OkStatus();
-      }
-      if (auto hp = SplitHostPort(a, "ui address"); !hp.ok()) return Bad(a, "is not host:port or [v6-host]:port");
-      o.ui_address = a;
-      return OkStatus();
-    };
-    s.get = [](const AgentOptions& o) { return std::vector<std::string>{o.ui_address.empty() ? "off" : o.ui_address}; };
-    t.push_back(std::move(s));
-  }
+  t.push_back(ListenAddress("metrics.address", "--metrics-address",
+                            "Serve /metrics, /healthz, /readyz and /capabilities here (default 127.0.0.1:9464; "
+                            "'off' to disable)",
+                            &AgentOptions::metrics_address, /*check_form=*/false));
+  t.push_back(ListenAddress("ui.address", "--ui-address",
+                            "Serve the web view (trace list, flame charts with critical paths, per-endpoint "
+                            "aggregates) and its JSON API here (default 127.0.0.1:9465, loopback only; 'off' to "
+                            "disable, which also drops the trace store)",
+                            &AgentOptions::ui_address, /*check_form=*/true));
   t.push_back(Uint("ui.max_traces", "--ui-max-traces",
                    "Completed traces the web view's store keeps at most (oldest evicted first)",
                    &AgentOptions::trace_store_max_traces, 1, 1'000'000));

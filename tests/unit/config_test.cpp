@@ -67,6 +67,9 @@ TEST(Config, DefaultsEverywhereWithNoSource) {
   EXPECT_EQ(o.ring_buffer_mb, 16u);
   EXPECT_EQ(o.max_connections, 65536u);
   EXPECT_EQ(o.metrics_address, "127.0.0.1:9464");
+  EXPECT_EQ(o.ui_address, "127.0.0.1:9465");
+  EXPECT_EQ(o.trace_store_max_traces, 2000u);
+  EXPECT_EQ(o.trace_store_max_mb, 8u);
   EXPECT_TRUE(o.tls);
   EXPECT_EQ(o.inject, Toggle::kAuto);
   EXPECT_TRUE(o.same_node_linking);
@@ -352,6 +355,17 @@ TEST(Config, EveryFlagNamesItsKeyAndEnvInHelp) {
     EXPECT_THAT(r.error().message, HasSubstr(s.Env())) << s.key;
   }
   EXPECT_THAT(r.error().message, HasSubstr("--print-config"));
+}
+
+TEST(Config, WebViewAddressAndStoreBounds) {
+  AgentOptions o = Ok({"--ui-address", "[::1]:9999", "--ui-max-traces", "500"}, {{"THREADLINE_UI_MAX_MB", "4"}});
+  EXPECT_EQ(o.ui_address, "[::1]:9999");
+  EXPECT_EQ(o.trace_store_max_traces, 500u);
+  EXPECT_EQ(o.trace_store_max_mb, 4u);
+  EXPECT_EQ(Ok({}, {{"THREADLINE_UI_ADDRESS", "OFF"}}).ui_address, "");
+  EXPECT_NE(Fails({"--ui-address", "9465"}).find("--ui-address: \"9465\" is not host:port"), std::string::npos);
+  EXPECT_NE(Fails({"--ui-address", ""}).find("is empty (use off to disable)"), std::string::npos);
+  EXPECT_NE(Fails({"--ui-max-mb", "0"}).find("out of range"), std::string::npos);
 }
 
 }  // namespace
