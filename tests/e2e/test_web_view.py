@@ -157,8 +157,10 @@ class AgentWebViewTest(unittest.TestCase):
              "wait_for": f"tr[data-trace=\"{slowest['trace_id']}\"]", "texts": {"rows": "#trace-list tbody tr"}},
             {"name": "trace", "hash": f"#/trace/{slowest['trace_id']}", "ready": "trace", "full_page": True,
              "texts": {"legend": "#service-legend .chip", "critical": "#critical-path tr"},
-             # The chart's middle row is a span: clicking it shows its attributes.
-             "click": "#trace-chart .chart-scroll canvas", "after_click_wait": "#span-detail h2",
+             # The chart's first row is the root span, across the whole width (below the 20 px
+             # critical-path strip): clicking it shows its attributes.
+             "click": "#trace-chart .chart-scroll canvas", "click_position": {"x": 200, "y": 30},
+             "after_click_wait": "#span-detail h2",
              "after_click_texts": {"detail": "#span-detail"}},
             {"name": "endpoint", "hash": "#/endpoint?" + urllib.parse.urlencode(
                 {"service": root["service"], "operation": root["name"]}), "ready": "endpoint", "full_page": True,

@@ -6,11 +6,12 @@
 // PLAN: {"base": "http://127.0.0.1:PORT/", "shots": "<dir>", "width": 1400, "height": 900,
 //        "steps": [{"name": "list", "hash": "#/", "ready": "traces", "texts": {"rows": "#trace-list tr[data-trace]"},
 //                   "wait_for": "tr[data-trace=\"...\"]", "screenshot": true, "full_page": true,
-//                   "click": "<selector>", "after_click_wait": "<selector>", "after_click_texts": {...}}, ...]}
+//                   "click": "<selector>", "click_position": {"x": 10, "y": 30},
+//                   "after_click_wait": "<selector>", "after_click_texts": {...}}, ...]}
 // Each step sets the page's location (the first loads it), waits for body[data-ready=<ready>]
 // (and `wait_for` when given), then records: the wall time from navigation to ready, the
 // page's own timing (window.tl.timing), window.tl, the innerText of each `texts` selector (all
-// matches), then clicks `click` (its centre) and records `after_click_texts` once
+// matches), then clicks `click` (at `click_position` in it, else its centre) and records `after_click_texts` once
 // `after_click_wait` shows, and a screenshot <shots>/<name>.png. Prints one JSON object: {"steps": [...]}.
 // Exit 2 when Chromium cannot be launched (the test decides whether that fails or skips).
 'use strict';
@@ -55,7 +56,7 @@ async function main() {
         for (const [k, sel] of Object.entries(step.texts || {}))
           r.texts[k] = await page.$$eval(sel, (els) => els.map((e) => e.innerText));
         if (step.click) {
-          await page.click(step.click);
+          await page.click(step.click, step.click_position ? { position: step.click_position } : {});
           if (step.after_click_wait) await page.waitForSelector(step.after_click_wait, { timeout: 10000 });
           r.after_click = {};
           for (const [k, sel] of Object.entries(step.after_click_texts || {}))
