@@ -2,8 +2,10 @@
 """The web view (issue 15) as a person uses it, in a real Chromium (Debian's, driven by npm
 playwright-core), and `threadline view` on files:
 
-  - The agent tracing Python -> Node -> Go on this host: the trace appears in the list, its
-    flame chart shows the three services with the critical path marked, the endpoint's
+  - The agent tracing Python -> Node -> Go on this host: the list, open and filtered on a route
+    not called yet, shows a new trace without a reload (live updates); the trace appears in the
+    list, its flame chart shows the three services with the critical path marked, clicking a
+    span shows its attributes, the endpoint's
     aggregated critical-path flame graph has the five expected frames, the bottom-up table
     lists them; /metrics counts the store. Screenshots are kept under
     <build>/test-artifacts/web-view/ and their paths printed.
@@ -30,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 import urllib.parse
 import urllib.request
@@ -152,7 +155,24 @@ class AgentWebViewTest(unittest.TestCase):
         self.assertRegex(metrics, r"(?m)^threadline_trace_store_spans_total [1-9]\d*$")
 
         root = trace["spans"][trace["root"]]
+        # Live updates: the list filtered on a route nobody called yet is empty; once the page
+        # says so, the test calls it, and the row must appear without a reload (the page polls).
+        shown = os.path.join(tempfile.mkdtemp(prefix="tlview-live-"), "empty-list-shown")
+        self.addCleanup(shutil.rmtree, os.path.dirname(shown), True)
+
+        def call_once_the_empty_list_is_shown() -> None:
+            for _ in deadline_loop(120, 0.1):
+                if os.path.exists(shown):
+                    subprocess.run(["curl", "-sS", "--max-time", "10", "-o", "/dev/null",
+                                    f"http://127.0.0.1:{p_py}/late/1"], timeout=15)
+                    return
+        caller = threading.Thread(target=call_once_the_empty_list_is_shown, daemon=True)
+        caller.start()
         steps = [
+            {"name": "live-empty", "hash": "#/?route=late", "ready": "traces", "screenshot": False,
+             "texts": {"rows": "#trace-list tbody tr"}, "touch": shown},
+            {"name": "live-row", "hash": "#/?route=late", "ready": "traces", "screenshot": False,
+             "wait_for": "#trace-list tr[data-trace]", "timeout_ms": 20000, "texts": {"rows": "#trace-list tbody tr"}},
             {"name": "trace-list", "hash": "#/?service=prices", "ready": "traces",
              "wait_for": f"tr[data-trace=\"{slowest['trace_id']}\"]", "texts": {"rows": "#trace-list tbody tr"}},
             {"name": "trace", "hash": f"#/trace/{slowest['trace_id']}", "ready": "trace", "full_page": True,
@@ -168,6 +188,12 @@ class AgentWebViewTest(unittest.TestCase):
             {"name": "operations", "hash": "#/operations", "ready": "operations", "texts": {"rows": "#operations tbody tr"}},
         ]
         seen = run_browser(self, base, steps, "agent")
+        caller.join(timeout=20)
+        self.assertEqual(len(seen["live-empty"]["texts"]["rows"]), 1)
+        self.assertIn("No trace matches", seen["live-empty"]["texts"]["rows"][0])
+        late = seen["live-row"]["texts"]["rows"]
+        self.assertEqual(len(late), 1, late)
+        self.assertIn("GET /late/", late[0])
         rows = seen["trace-list"]["texts"]["rows"]
         self.assertTrue(any("shop" in r and root["name"] in r for r in rows), rows)
         drawn = seen["trace"]["tl"]["trace"]

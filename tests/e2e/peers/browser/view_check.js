@@ -12,7 +12,9 @@
 // (and `wait_for` when given), then records: the wall time from navigation to ready, the
 // page's own timing (window.tl.timing), window.tl, the innerText of each `texts` selector (all
 // matches), then clicks `click` (at `click_position` in it, else its centre) and records `after_click_texts` once
-// `after_click_wait` shows, and a screenshot <shots>/<name>.png. Prints one JSON object: {"steps": [...]}.
+// `after_click_wait` shows, creates the file `touch` when given, and takes a screenshot
+// <shots>/<name>.png. A step with the same hash as the one before does not reload: the page
+// stays as it is and only the waits apply (to see live updates). Prints one JSON object: {"steps": [...]}.
 // Exit 2 when Chromium cannot be launched (the test decides whether that fails or skips).
 'use strict';
 const fs = require('fs');
@@ -38,14 +40,16 @@ async function main() {
     page.on('pageerror', (e) => errors.push(String(e)));
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
     let loaded = false;
+    let lastHash = null;
     for (const step of plan.steps) {
       const t0 = Date.now();
       if (!loaded || step.reload) {
         await page.goto(plan.base + (step.hash || ''), { waitUntil: 'load' });
         loaded = true;
-      } else {
+      } else if (step.hash !== lastHash) {
         await page.evaluate((h) => { location.hash = h; }, step.hash);
       }
+      lastHash = step.hash;
       const r = { name: step.name };
       try {
         await page.waitForSelector(`body[data-ready="${step.ready}"]`, { timeout: step.timeout_ms || 15000 });
@@ -66,6 +70,9 @@ async function main() {
         r.error = String(e.message || e);
         r.body = (await page.evaluate(() => document.body.innerText)).slice(0, 2000);
       }
+      // Tells the test this step is done (it may act on the page's subject, then the next step
+      // looks): the file `touch` is created.
+      if (step.touch) fs.writeFileSync(step.touch, 'done\n');
       await page.mouse.move(0, 0);  // no tooltip over the picture
       if (step.screenshot !== false) {
         fs.mkdirSync(plan.shots, { recursive: true });
