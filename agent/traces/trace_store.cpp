@@ -91,10 +91,14 @@ void TraceStore::Add(const TraceId& trace_id, StoredSpan span) {
   spans_added_.Add(1);
   auto [it, inserted] = open_.try_emplace(trace_id);
   OpenTrace& t = it->second;
-  if (inserted) {
+  if (inserted || !t.open) {  // a new trace, or a late part of a completed one
     t.trace_id = trace_id;
-    open_bytes_ += kTraceOverheadBytes;
+    t.open = true;
+    t.has_root = false;
+    t.truncated = false;
     t.bytes = kTraceOverheadBytes;
+    open_bytes_ += kTraceOverheadBytes;
+    ++open_count_;
   } else {
     Unlink(&t);
   }
@@ -115,7 +119,7 @@ void TraceStore::Add(const TraceId& trace_id, StoredSpan span) {
 }
 
 void TraceStore::EnforceOpenBounds() {
-  while (open_.size() > options_.max_traces || open_bytes_ > options_.max_bytes / 2) {
+  while (open_count_ > options_.max_traces || open_bytes_ > options_.max_bytes / 2) {
     OpenTrace* oldest = rooted_.head;
     if (oldest == nullptr || (rootless_.head && rootless_.head->last_arrival_ns < oldest->last_arrival_ns))
       oldest = rootless_.head;
@@ -165,12 +169,14 @@ void TraceStore::Complete(OpenTrace* t, Why why) {
   done->spans = std::move(t->spans);
   open_bytes_ -= t->bytes;
   open_spans_ -= done->spans.size();
-  open_.erase(t->trace_id);  // t is gone from here on
+  --open_count_;
+  t->open = false;
+  t->spans = {};
 
   uint64_t replaces = 0;
-  if (auto prev = completed_by_id_.find(done->trace_id); prev != completed_by_id_.end()) {
+  if (t->completed != nullptr) {
     // A late part: the merged trace replaces the one completed before.
-    const CompletedTrace& old = *prev->second;
+    const CompletedTrace& old = *t->completed;
     spans_late_.Add(done->spans.size());
     std::vector<StoredSpan> merged;
     merged.reserve(old.spans.size() + done->spans.size());
@@ -192,8 +198,9 @@ void TraceStore::Complete(OpenTrace* t, Why why) {
     done->parts = old.parts + 1;
     replaces = old.seq;
   }
-  if (done->spans.empty()) {  // every span was over the per-trace bound
-    if (replaces == 0) return;
+  if (done->spans.empty() && replaces == 0) {  // every span was over the per-trace bound
+    open_.erase(t->trace_id);
+    return;
   }
   done->seq = next_seq_++;
   done->root = PickRoot(done->spans);
@@ -208,7 +215,7 @@ void TraceStore::Complete(OpenTrace* t, Why why) {
   (why == Why::kQuiet ? completed_quiet_ : why == Why::kBounds ? completed_bounds_ : completed_flush_).Add(1);
 
   CompletedTracePtr published = std::move(done);
-  completed_by_id_[published->trace_id] = published;
+  t->completed = published;
   pending_.push_back({published, replaces});
   for (const auto& hook : hooks_) hook(published);
 }
@@ -270,8 +277,13 @@ void TraceStore::Publish(bool wait) {
     --completed_count_;
     evicted_traces_.Add(1);
     evicted_bytes_.Add(oldest->bytes);
-    if (auto it = completed_by_id_.find(oldest->trace_id); it != completed_by_id_.end() && it->second == oldest)
-      completed_by_id_.erase(it);
+    if (auto it = open_.find(oldest->trace_id); it != open_.end() && it->second.completed == oldest) {
+      if (it->second.open) {
+        it->second.completed = nullptr;  // a late part in progress: nothing left to merge it into
+      } else {
+        open_.erase(it);
+      }
+    }
     evicted.push_back(std::move(oldest));
   }
   while (!completed_.empty() && completed_.front() == nullptr) {
@@ -286,7 +298,7 @@ void TraceStore::Publish(bool wait) {
 }
 
 void TraceStore::PublishGauges() {
-  open_traces_gauge_.Set(static_cast<int64_t>(open_.size()));
+  open_traces_gauge_.Set(static_cast<int64_t>(open_count_));
   open_bytes_gauge_.Set(static_cast<int64_t>(open_bytes_));
   open_spans_gauge_.Set(static_cast<int64_t>(open_spans_));
 }

@@ -115,8 +115,13 @@ class TraceStore {
   static size_t PickRoot(const std::vector<StoredSpan>& spans);
 
  private:
+  // One entry per trace id the store knows: open (receiving spans), or completed (then it only
+  // remembers the published trace, for late spans to merge into, until it is evicted). One
+  // map for both saves an allocation and a hash insert per trace.
   struct OpenTrace {
     TraceId trace_id;
+    bool open = false;
+    CompletedTracePtr completed;  // the published trace of this id, if any
     std::vector<StoredSpan> spans;
     uint64_t last_arrival_ns = 0;
     size_t bytes = 0;
@@ -146,7 +151,8 @@ class TraceStore {
   std::vector<CompletionHook> hooks_;
 
   // Consumer side, no lock.
-  std::unordered_map<TraceId, OpenTrace, TraceIdHash> open_;
+  std::unordered_map<TraceId, OpenTrace, TraceIdHash> open_;  // open and completed entries
+  size_t open_count_ = 0;
   List rooted_;    // open traces whose root arrived
   List rootless_;  // the others
   size_t open_bytes_ = 0;
@@ -156,8 +162,6 @@ class TraceStore {
     uint64_t replaces_seq = 0;  // a merged trace replaces this one
   };
   std::vector<Pending> pending_;  // completed, not published yet
-  // The completed traces not evicted yet, by id: to merge late parts without the lock.
-  std::unordered_map<TraceId, CompletedTracePtr, TraceIdHash> completed_by_id_;
   uint64_t next_seq_ = 1;
   std::vector<uint64_t> id_scratch_;
 

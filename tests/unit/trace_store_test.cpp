@@ -188,6 +188,26 @@ TEST(TraceStoreTest, LateSpansAreMergedIntoTheCompletedTrace) {
   EXPECT_EQ(f.Gauge("threadline_trace_store_spans", {{"state", "complete"}}), 2);
 }
 
+TEST(TraceStoreTest, LatePartOfAnEvictedTraceStandsAlone) {
+  Fixture f(TraceStoreOptions{.max_traces = 1});
+  f.store.Add(MakeSpan(1, 1, 0, 0, 30));
+  f.now += 300 * kMs;
+  f.store.Tick();
+  f.store.Add(MakeSpan(1, 2, 1, 5, 10));  // a late part of trace 1 opens...
+  f.store.Add(MakeSpan(2, 1, 0, 50, 5));  // ...and trace 2 completes (bounds) and evicts trace 1
+  f.now += 300 * kMs;
+  f.store.Tick();
+  EXPECT_EQ(f.store.Find(Trace(1)), nullptr);
+  f.now += 1100 * kMs;
+  f.store.Tick();
+  const auto late = f.store.Find(Trace(1));
+  ASSERT_NE(late, nullptr);
+  EXPECT_EQ(late->spans.size(), 1u);
+  EXPECT_EQ(late->parts, 1u);
+  EXPECT_EQ(f.Gauge("threadline_trace_store_traces", {{"state", "open"}}), 0);
+  EXPECT_EQ(f.store.Take().traces.size(), 1u);
+}
+
 TEST(TraceStoreTest, UnsampledSpansAreKeptAndMarked) {
   Fixture f;
   f.store.Add(MakeSpan(1, 1, 0, 0, 30, StatusCode::kError, /*sampled=*/false));
