@@ -305,6 +305,27 @@ class LargeTraceRenderTest(unittest.TestCase):
             t += 50_000_000
         return spans
 
+    def check_folded_needs_no_privileges(self, path: str) -> None:
+        """`threadline view --folded` as an unprivileged user (nobody, when the test runs as root):
+        it reads the file and prints stacks, and nothing of the agent (BPF, probes) starts."""
+        argv = [agent_bin(), "view", "--folded", "--service", "frontend", path]
+        if os.geteuid() == 0:
+            # A copy of the binary where nobody may run it (the checkout may be under /root).
+            binary = os.path.join(self.dir, "threadline")
+            shutil.copy2(agent_bin(), binary)
+            os.chmod(binary, 0o755)
+            os.chmod(self.dir, 0o755)
+            os.chmod(path, 0o644)
+            argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs",
+                    binary, *argv[1:]]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        stacks = {line.rpartition(" ")[0] for line in p.stdout.splitlines()}
+        self.assertIn("frontend: GET /checkout;frontend: GET;cart: GET /cart;cart: GET;prices: GET /prices;prices: SELECT",
+                      stacks)
+        self.assertFalse(any(s.startswith("gateway") for s in stacks), "--service frontend keeps one endpoint")
+        self.assertNotRegex(p.stderr, r"(?i)bpf|probe|capabilit|tracepoint", p.stderr)
+
     def test_10k_span_trace_and_1000_trace_aggregate_render_within_a_second(self):
         big_id, big = self.big_trace()
         self.assertEqual(len(big), 10_001)
@@ -313,6 +334,7 @@ class LargeTraceRenderTest(unittest.TestCase):
         write_otlp_json(path, big + many)
         base, view = serve_view(self, path)
         self.assertTrue(any("read 19001 spans in 1001 traces" in l for l in view.stderr_lines), view.describe())
+        self.check_folded_needs_no_privileges(path)
 
         endpoint = "#/endpoint?" + urllib.parse.urlencode({"service": "frontend", "operation": "GET /checkout"})
         steps = [{"name": "warm-up", "hash": "#/", "ready": "traces", "screenshot": False}]
