@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -111,7 +112,10 @@ int RunViewCommand(int argc, char** argv, const std::atomic<bool>& stop) {
 
   auto ui = UiServer::Start(address, store, source);
   if (!ui.ok()) {
-    spdlog::error("cannot serve the view: {}", ui.error().message);
+    spdlog::error("cannot serve the view: {}{}", ui.error().message,
+                  ui.error().code == EADDRINUSE ? " (an agent may be serving its own view there: --ui-address "
+                                                  "127.0.0.1:0 picks a free port)"
+                                                : "");
     return 1;
   }
   spdlog::info("threadline view: {} traces; open {} (Ctrl-C to stop)", traces, (*ui)->url());

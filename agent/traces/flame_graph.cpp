@@ -6,13 +6,6 @@
 
 namespace threadline {
 
-std::string FrameName(const StoredSpan& span) {
-  std::string out(span.service());
-  out += ": ";
-  out += span.name.empty() ? std::string_view("(unnamed)") : std::string_view(span.name);
-  return out;
-}
-
 uint32_t FrameNames::Intern(const StoredSpan& span) {
   const bool client = span.kind == SpanKind::kClient;
   scratch_.assign(span.service());

@@ -25,10 +25,7 @@
 
 namespace threadline {
 
-// "service: span name", the frame of a span in every aggregate.
-std::string FrameName(const StoredSpan& span);
-
-// Frames interned once per aggregate. A CLIENT span and a SERVER span often share a name
+// Frames ("service: span name") interned once per aggregate. A CLIENT span and a SERVER span often share a name
 // ("GET /items/{id}" on both ends of a call) but not a meaning (the CLIENT span's own time is
 // network + queueing), so they are two frames with the same name; client() tells them apart.
 class FrameNames {
