@@ -719,7 +719,7 @@ async function endpointPage(main, params) {
         ` · mean ${fmtDur(flame.traces ? flame.total_ns / flame.traces : 0)} per trace`),
       h('a', { href: '#/?' + new URLSearchParams({ route: operation }).toString() }, 'traces of this endpoint'),
       h('a', { href: '/api/flame?' + q + '&format=folded', download: 'critical-path.folded' }, 'folded stacks')),
-    h('p', { class: 'note' }, 'Critical-path flame graph (CRISP): for every trace of this endpoint, only the work the request waited for; widths are time summed over the traces, top-down from the entry span. A CLIENT frame\'s own width is network + queueing. Click a frame to zoom, the top row to zoom out.'),
+    h('p', { class: 'note' }, 'Critical-path flame graph (CRISP): for every trace of this endpoint, only the work the request waited for; widths are time summed over the traces, top-down from the entry span (labels: mean per trace, share). A call\'s (→) own width is network + queueing, or the whole call when its server is not traced. Click a frame to zoom, the top row to zoom out.'),
     host,
     h('h2', {}, 'Operations on these critical paths (bottom-up)'),
     operationsTable(ops.operations, ops.total_ns, ops.traces));
