@@ -1,6 +1,7 @@
 #include "agent/traces/trace_tree.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -18,9 +19,25 @@ uint64_t IdKey(const SpanId& id) {
 // placed under their enclosing span: a garbled file must not make the view quadratic.
 constexpr size_t kAdoptionBudget = 20'000'000;
 
+// Times come from files too: any uint64. Shifts saturate instead of overflowing.
 uint64_t ShiftBy(uint64_t t, int64_t d) {
-  if (d < 0 && static_cast<uint64_t>(-d) > t) return 0;
-  return static_cast<uint64_t>(static_cast<int64_t>(t) + d);
+  if (d < 0) {
+    const uint64_t m = uint64_t{0} - static_cast<uint64_t>(d);
+    return m > t ? 0 : t - m;
+  }
+  const uint64_t p = static_cast<uint64_t>(d);
+  return p > UINT64_MAX - t ? UINT64_MAX : t + p;
+}
+
+int64_t Difference(uint64_t to, uint64_t from) {
+  constexpr uint64_t kMax = static_cast<uint64_t>(INT64_MAX);
+  return to >= from ? static_cast<int64_t>(std::min(to - from, kMax)) : -static_cast<int64_t>(std::min(from - to, kMax));
+}
+
+int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t out;
+  if (__builtin_add_overflow(a, b, &out)) return b > 0 ? INT64_MAX : INT64_MIN + 1;
+  return out;
 }
 
 }  // namespace
@@ -175,11 +192,11 @@ TraceTree TraceTree::Build(const std::vector<StoredSpan>& spans) {
           spans[c].kind == SpanKind::kServer && (s < pn.start_ns || e > pn.end_ns)) {
         const uint64_t dur = e - s, pdur = pn.end_ns - pn.start_ns;
         const uint64_t want = dur <= pdur ? pn.start_ns + (pdur - dur) / 2 : pn.start_ns;
-        const int64_t delta = static_cast<int64_t>(want) - static_cast<int64_t>(s);
+        const int64_t delta = Difference(want, s);
         cn.shift_ns = delta;
-        shift += delta;
+        shift = SaturatingAdd(shift, delta);
         s = want;
-        e = want + dur;
+        e = want + std::min(dur, UINT64_MAX - want);
         ++t.shifted;
       }
       acc[c] = shift;

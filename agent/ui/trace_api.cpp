@@ -163,7 +163,12 @@ std::optional<std::string> TraceApi::TraceJson(const TraceId& id, bool attribute
   const TraceTree tree = TraceTree::Build(t.spans);
   const CriticalPath path = CriticalPath::Compute(tree);
   const uint64_t origin = tree.nodes[tree.root].start_ns;
-  auto rel = [&](uint64_t ns) -> int64_t { return static_cast<int64_t>(ns) - static_cast<int64_t>(origin); };
+  // Relative to the root's start; times from files may be any uint64, so saturate.
+  auto rel = [&](uint64_t ns) -> int64_t {
+    constexpr uint64_t kMax = static_cast<uint64_t>(INT64_MAX);
+    return ns >= origin ? static_cast<int64_t>(std::min(ns - origin, kMax))
+                        : -static_cast<int64_t>(std::min(origin - ns, kMax));
+  };
 
   std::string out;
   out.reserve(t.spans.size() * (attributes ? 900 : 400) + 512);
