@@ -496,9 +496,13 @@ void Agent::OnProcExec(const ProcExecEvent& e) {
       (void)capture_->Unselect(e.pid);
     }
   }
-  // Read the new image's resource now, while the process surely lives: a short-lived client
-  // (curl) can be gone and reaped by the time its span is built, and /proc with it.
-  if (traced && resources_) (void)resources_->Get(e.pid);
+  // The new image's resource now, before its spans are built: a short-lived client (curl) can
+  // be gone and reaped by then, and /proc with it (or already now, when the agent is behind:
+  // then it is built from what the kernel reported at exec).
+  if (traced && resources_)
+    resources_->OnExecSeen({.pid = e.pid, .ppid = e.ppid,
+                            .start_time_ticks = e.start_boottime_ns ? discovery::BootNsToClockTicks(e.start_boottime_ns) : 0,
+                            .comm = e.comm, .filename = e.filename, .exe_name = e.exe_name, .args = e.args});
   if (traced && printer_ && e.pid != static_cast<uint32_t>(getpid())) printer_->PrintExec(e);
 }
 

@@ -1,6 +1,7 @@
 #include "agent/discovery/process_info.h"
 
 #include <dirent.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -31,18 +32,6 @@ std::vector<std::string_view> FieldsAfterComm(std::string_view rest) {
     if (i > start) fields.push_back(rest.substr(start, i - start));
   }
   return fields;
-}
-
-std::vector<std::string> SplitCmdline(const std::string& raw) {
-  std::vector<std::string> args;
-  size_t start = 0;
-  while (start < raw.size()) {
-    size_t end = raw.find('\0', start);
-    if (end == std::string::npos) end = raw.size();
-    args.emplace_back(raw, start, end - start);
-    start = end + 1;
-  }
-  return args;
 }
 
 Result<ProcessInfo> ReadStat(uint32_t pid, const std::string& proc_root) {
@@ -88,6 +77,30 @@ Result<uint64_t> ReadNetnsInode(uint32_t pid, const std::string& proc_root) {
   return *inode;
 }
 
+namespace discovery {
+
+std::vector<std::string> SplitCmdline(std::string_view raw) {
+  std::vector<std::string> args;
+  size_t start = 0;
+  while (start < raw.size()) {
+    size_t end = raw.find('\0', start);
+    if (end == std::string_view::npos) end = raw.size();
+    args.emplace_back(raw.substr(start, end - start));
+    start = end + 1;
+  }
+  return args;
+}
+
+uint64_t BootNsToClockTicks(uint64_t boot_ns) {
+  static const uint64_t ns_per_tick = [] {
+    const long hz = ::sysconf(_SC_CLK_TCK);
+    return hz > 0 ? 1'000'000'000ull / static_cast<uint64_t>(hz) : 10'000'000ull;
+  }();
+  return boot_ns / ns_per_tick;
+}
+
+}  // namespace discovery
+
 Result<ProcessInfo> ReadProcessInfo(uint32_t pid, const std::string& proc_root) {
   auto stat = ReadStat(pid, proc_root);
   if (!stat.ok()) return stat.error();
@@ -111,7 +124,7 @@ Result<ProcessInfo> ReadProcessInfo(uint32_t pid, const std::string& proc_root) 
     info.exe_path = std::move(path);
   }
   if (auto cmdline = discovery::ReadProcFile(dir + "/cmdline", 64 * 1024); cmdline.ok())
-    info.cmdline = SplitCmdline(*cmdline);
+    info.cmdline = discovery::SplitCmdline(*cmdline);
   if (auto ns = ReadNetnsInode(pid, proc_root); ns.ok()) info.netns_inode = *ns;
 
   // The pid may have exited and been reused between the first read and now; the second stat

@@ -23,6 +23,9 @@ struct ProcessInfo {
   uint32_t ppid = 0;
   std::string comm;      // /proc/<pid>/comm: at most 15 bytes, settable by the process
   std::string exe_path;  // readlink /proc/<pid>/exe without " (deleted)"; empty if unreadable
+  // The executable's file name when its path is not known (a process seen only through its
+  // exec event, see ExecSnapshot); empty when exe_path is set.
+  std::string exe_name;
   bool exe_deleted = false;  // the executable was unlinked or replaced after exec (upgrades)
   std::vector<std::string> cmdline;  // argv as the process shows it; empty for kernel threads
   // Field 22 of /proc/<pid>/stat (clock ticks after boot). With the pid it names one process
@@ -49,6 +52,12 @@ namespace discovery {
 // Parses /proc/<pid>/stat text into pid, comm, ppid, flags (for is_kernel_thread) and start time.
 // Exposed for tests. comm can contain spaces and parentheses, so it is taken up to the last ')'.
 Result<ProcessInfo> ParseStat(std::string_view stat);
+// NUL-separated arguments (/proc/<pid>/cmdline, or the argv an exec event carries) as a list;
+// a trailing NUL ends the last argument, it does not start an empty one.
+std::vector<std::string> SplitCmdline(std::string_view raw);
+// A boot-clock time in ns (the kernel's task start_boottime) in the clock ticks of
+// /proc/<pid>/stat's start time (sysconf(_SC_CLK_TCK); 100 on Linux).
+uint64_t BootNsToClockTicks(uint64_t boot_ns);
 }  // namespace discovery
 
 // pid -> ProcessInfo, read lazily on Get and dropped on the exec/exit notifications the kernel

@@ -376,7 +376,8 @@ std::shared_ptr<const Resource> BuildResource(const ProcessInfo& info, std::stri
   } else if (k8s && !k8s->container_name.empty()) {
     service_name = k8s->container_name;
   } else {
-    service_name = discovery::ServiceNameFromCommand(info.exe_path, info.cmdline, info.comm);
+    service_name = discovery::ServiceNameFromCommand(info.exe_path.empty() ? info.exe_name : info.exe_path,
+                                                     info.cmdline, info.comm);
   }
 
   auto resource = std::make_shared<Resource>();
@@ -387,6 +388,7 @@ std::shared_ptr<const Resource> BuildResource(const ProcessInfo& info, std::stri
   attrs.push_back({"process.pid", static_cast<int64_t>(info.pid)});
   attrs.push_back({"process.parent_pid", static_cast<int64_t>(info.ppid)});
   std::string_view exe_name = Basename(info.exe_path);
+  if (exe_name.empty()) exe_name = info.exe_name;
   attrs.push_back({"process.executable.name", std::string(exe_name.empty() ? info.comm : exe_name)});
   if (!info.exe_path.empty()) attrs.push_back({"process.executable.path", info.exe_path});
   if (!info.cmdline.empty())
@@ -402,6 +404,20 @@ std::shared_ptr<const Resource> BuildResource(const ProcessInfo& info, std::stri
     SetAttribute(attrs, std::move(a.key), std::move(a.value));
   }
   return resource;
+}
+
+ProcessInfo ProcessInfoFromExec(const ExecSnapshot& exec) {
+  ProcessInfo info;
+  info.pid = exec.pid;
+  info.ppid = exec.ppid;
+  info.comm = std::string(exec.comm);
+  info.start_time_ticks = exec.start_time_ticks;
+  info.cmdline = discovery::SplitCmdline(exec.args);
+  if (!exec.exe_name.empty() && exec.filename.starts_with('/') && Basename(exec.filename) == exec.exe_name)
+    info.exe_path = std::string(exec.filename);
+  else
+    info.exe_name = std::string(exec.exe_name);
+  return info;
 }
 
 std::shared_ptr<const Resource> MinimalResource(uint32_t pid, std::string_view comm,
@@ -434,7 +450,11 @@ ResourceCache::ResourceCache(ResourceCacheOptions options, MetricsRegistry& metr
           "Resources of containerised processes built before the Kubernetes metadata of their "
           "container was known (built without k8s.* attributes, upgraded when it arrives)")),
       k8s_upgrades_(metrics.GetCounter("threadline_k8s_resource_upgrades_total", {},
-                                       "Resources rebuilt with Kubernetes metadata that arrived after them")) {}
+                                       "Resources rebuilt with Kubernetes metadata that arrived after them")),
+      from_exec_(metrics.GetCounter(
+          "threadline_resource_from_exec_total", {},
+          "Resources built from the exec event because the process was gone before /proc could be read "
+          "(named by its command; OTEL_* variables and container attributes unknown)")) {}
 
 ResourceCache::Built ResourceCache::Build(const ProcessInfo& info) {
   builds_.Add();
@@ -578,6 +598,24 @@ void ResourceCache::OnExec(uint32_t pid) {
   if (it == entries_.end()) return;
   lru_.erase(it->second.lru_pos);
   entries_.erase(it);
+}
+
+void ResourceCache::OnExecSeen(const ExecSnapshot& exec) {
+  OnExec(exec.pid);
+  uint64_t epoch_before;
+  {
+    std::lock_guard lock(mu_);
+    epoch_before = invalidation_epoch_;
+  }
+  auto info = ReadProcessInfo(exec.pid, options_.proc_root);
+  if (info.ok() && (exec.start_time_ticks == 0 || info->start_time_ticks == exec.start_time_ticks)) {
+    Insert(exec.pid, info->start_time_ticks, Build(*info), epoch_before);
+    return;
+  }
+  // Gone (or the pid names a newer process already): what the kernel saw at exec is all there is.
+  from_exec_.Add();
+  Insert(exec.pid, exec.start_time_ticks,
+         Built{BuildResource(ProcessInfoFromExec(exec), /*environ=*/"", host_), nullptr}, epoch_before);
 }
 
 void ResourceCache::OnExit(uint32_t pid) {

@@ -110,6 +110,25 @@ std::shared_ptr<const Resource> BuildResource(const ProcessInfo& info, std::stri
 std::shared_ptr<const Resource> MinimalResource(uint32_t pid, std::string_view comm,
                                                 const HostIdentity& host);
 
+// What the kernel reported at a process's exec (ProcExecEvent): enough to name the process when
+// it is gone, and reaped, before the agent reads /proc/<pid> (the agent is behind the ring, and
+// a client like curl lives ~10 ms).
+struct ExecSnapshot {
+  uint32_t pid = 0;
+  uint32_t ppid = 0;
+  uint64_t start_time_ticks = 0;  // as /proc/<pid>/stat field 22 (BootNsToClockTicks); 0: unknown
+  std::string_view comm;
+  std::string_view filename;  // the path passed to exec
+  std::string_view exe_name;  // the executable's file name; empty: unknown
+  std::string_view args;      // argv, NUL-separated, possibly cut short
+};
+
+// The process an exec snapshot describes, as far as it tells: no environ, cgroup or netns.
+// exe_path is the path passed to exec when that path names the executable (execve of
+// "/usr/bin/curl"); for a script run by its #! line or a symlink ("/usr/bin/python3" ->
+// python3.11) only exe_name is known.
+ProcessInfo ProcessInfoFromExec(const ExecSnapshot& exec);
+
 struct ResourceCacheOptions {
   size_t capacity = 4096;
   std::string proc_root = "/proc";
@@ -128,7 +147,8 @@ struct ResourceCacheOptions {
 //
 // Counters: threadline_resource_builds_total, threadline_resource_cache_evictions_total,
 // threadline_resource_environ_unreadable_total (environ needs ptrace-read access, i.e. root or
-// the same user; without it the process is named by its command).
+// the same user; without it the process is named by its command),
+// threadline_resource_from_exec_total (see OnExecSeen).
 //
 // A containerised process whose pod the metadata source does not know yet (a pod that just
 // started, the first list still running) gets a resource without k8s.* attributes at once
@@ -148,6 +168,11 @@ class ResourceCache {
 
   // exec replaces the program (and possibly OTEL_SERVICE_NAME) under the same pid and start time.
   void OnExec(uint32_t pid);
+  // A traced process exec'd: drops what was cached for the pid and builds the new image's
+  // resource at once, from /proc while the process lives, else (gone already) from the exec
+  // event's snapshot, without what only /proc has (OTEL_* variables, container, full exe path
+  // of a script or symlink): threadline_resource_from_exec_total counts those.
+  void OnExecSeen(const ExecSnapshot& exec);
   // The entry is kept (spans of the process may still be in flight) but Get(pid) re-checks
   // /proc every time until the pid is reused or the entry ages out of the LRU.
   void OnExit(uint32_t pid);
@@ -192,6 +217,7 @@ class ResourceCache {
   Counter& environ_unreadable_;
   Counter& k8s_misses_;
   Counter& k8s_upgrades_;
+  Counter& from_exec_;
   mutable std::mutex mu_;
   uint64_t invalidation_epoch_ = 0;
   std::list<uint32_t> lru_;  // front = most recently used

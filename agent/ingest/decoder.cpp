@@ -1,5 +1,6 @@
 #include "agent/ingest/decoder.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace threadline {
@@ -102,8 +103,11 @@ DecodeStatus DecodeEvent(std::span<const uint8_t> record, EventSink& sink) {
       const auto* e = As<tl_proc_event>(record);
       auto comm = CStr(e->comm, TL_COMM_LEN);
       if (hdr->type == TL_EV_PROC_EXEC) {
+        const size_t args_len = std::min<size_t>(e->args_len, TL_ARGS_LEN);
         sink.OnProcExec(ProcExecEvent{hdr->tgid, e->ppid, hdr->ts_ns, comm,
-                                      CStr(e->filename, TL_FILENAME_LEN)});
+                                      CStr(e->filename, TL_FILENAME_LEN), e->start_boottime_ns,
+                                      CStr(e->exe_name, TL_EXE_NAME_LEN),
+                                      std::string_view(e->args, args_len)});
       } else if (hdr->type == TL_EV_PROC_FORK) {
         sink.OnProcFork(ProcForkEvent{hdr->tgid, e->ppid, hdr->ts_ns, comm});
       } else {

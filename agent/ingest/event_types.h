@@ -117,6 +117,9 @@ struct ProcExecEvent {
   uint64_t ts_ns = 0;
   std::string_view comm;
   std::string_view filename;
+  uint64_t start_boottime_ns = 0;  // the process's start, boot clock (0: unknown)
+  std::string_view exe_name;       // file name of the new executable (empty: unknown)
+  std::string_view args;           // argv NUL-separated, possibly cut (empty: unknown)
 };
 
 struct ProcForkEvent {
@@ -171,7 +174,7 @@ static_assert(sizeof(tl_tuple) == 40);
 static_assert(sizeof(tl_conn_event) == 24 + 16 + 40 + 16 + 8 + 16);
 static_assert(sizeof(tl_data_event) == 24 + 16 + 8 + 8 + 4 + 4 + 4 + 4);
 static_assert(sizeof(tl_state_event) == 24 + 16 + 8);
-static_assert(sizeof(tl_proc_event) == 24 + 8 + 16 + 128);
+static_assert(sizeof(tl_proc_event) == 24 + 8 + 16 + 128 + 8 + 8 + 64 + 256);
 static_assert(sizeof(tl_conn_state) == 8 + 8 + 8 + 16 + 40 + 8 + 16);
 static_assert(sizeof(tl_tls_call) == 8 * 4 + 4 + 4 + 8);
 static_assert(sizeof(tl_tls_key) == 16);

@@ -3,6 +3,25 @@
  * exit (userspace closes the process's connections and forgets it). */
 #pragma once
 
+/* At sched_process_exec the new image is committed: mm->exe_file is the new file and the
+ * argument strings sit at the top of the new stack, just written by the kernel (so present). */
+static __always_inline void proc__exec_identity(struct tl_proc_event *e, struct task_struct *task)
+{
+	e->start_boottime_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	const unsigned char *name = BPF_CORE_READ(mm, exe_file, f_path.dentry, d_name.name);
+	long n = bpf_probe_read_kernel_str(e->exe_name, sizeof(e->exe_name), name);
+	if (n <= 0 || n == sizeof(e->exe_name))
+		e->exe_name[0] = 0; /* unreadable, or longer than we keep: say nothing */
+	__u64 start = BPF_CORE_READ(mm, arg_start);
+	__u64 len = BPF_CORE_READ(mm, arg_end) - start;
+	if (len > TL_ARGS_LEN - 1)
+		len = TL_ARGS_LEN - 1;
+	len &= TL_ARGS_LEN - 1; /* the verifier's bound on the copy */
+	if (len && bpf_probe_read_user(e->args, len, (const void *)start) == 0)
+		e->args_len = len;
+}
+
 static __always_inline void proc__emit(__u32 type, __u64 pid_tgid, __u32 tgid, __u32 ppid,
 				       __s32 exit_code, void *filename_src)
 {
@@ -17,8 +36,13 @@ static __always_inline void proc__emit(__u32 type, __u64 pid_tgid, __u32 tgid, _
 	e->exit_code = exit_code;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->filename[0] = 0;
+	e->start_boottime_ns = 0;
+	e->args_len = 0;
+	e->exe_name[0] = 0;
 	if (filename_src)
 		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename_src);
+	if (type == TL_EV_PROC_EXEC)
+		proc__exec_identity(e, (struct task_struct *)bpf_get_current_task());
 	/* An exec is urgent: the new program may open its first connection within milliseconds. */
 	bpf_ringbuf_submit(e, type == TL_EV_PROC_EXEC ? ring__flags_urgent() : ring__flags());
 }

@@ -51,33 +51,18 @@ def curl_version() -> str:
     return out.split()[1]
 
 
-class HeldCurl:
-    """curl run once and not reaped until the test's cleanup.
+class Curl:
+    """curl run once, exited and reaped at once, as any short-lived client is: by the time the
+    agent builds its span, /proc/<pid> may be gone (the agent names it from its exec event)."""
 
-    The agent reads a process's resource (service.name, command line) from /proc lazily, when
-    the span is built; a curl reaped by then has left /proc and its span gets service.name
-    "unknown_service:<pid>" (a known agent limitation: a few percent of curl spans today).
-    Holding the zombie keeps /proc/<pid>/stat readable, so curl's spans are named reliably;
-    long-lived processes are not affected."""
-
-    def __init__(self, test: unittest.TestCase, url: str, *extra: str,
-                 fmt: str = "%{http_code} %{local_port}"):
+    def __init__(self, url: str, *extra: str, fmt: str = "%{http_code} %{local_port}"):
         cmd = ["curl", "-sS", "--noproxy", "*", "--max-time", "10", "-o", "/dev/null",
                *extra, "-w", fmt, url]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
-        self.pid = self.proc.pid
-        test.addCleanup(self._reap)
-        self.out = self.proc.stdout.read()  # EOF: curl has exited (--max-time bounds it)
-        self.proc.stdout.close()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+        self.pid = p.pid
+        self.out, _ = p.communicate(timeout=20)  # --max-time bounds it
         self.fields = self.out.split()
-
-    def _reap(self) -> None:
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def run_python(source: str, *args: str, stdin: str | None = None,
@@ -195,8 +180,8 @@ class HttpSpansTest(unittest.TestCase):
         return PeerProcess([PYTHON, HTTP_PEER, str(port)], self, port=port, env=env)
 
     def curl_with_port(self, url: str, *extra: str) -> tuple[int, int, int]:
-        """curl once (held, see HeldCurl); returns (status, curl's pid, curl's local port)."""
-        c = HeldCurl(self, url, *extra)
+        """curl once (reaped at once); returns (status, curl's pid, curl's local port)."""
+        c = Curl(url, *extra)
         if len(c.fields) != 2:
             self.fail(f"curl {url} failed: output {c.out!r}")
         return int(c.fields[0]), c.pid, int(c.fields[1])
@@ -285,6 +270,34 @@ class HttpSpansTest(unittest.TestCase):
         self.assertTrue(srv.raw.get("flags", 0) & 0x1, "sampled flag lost")
         # The server handled the request while curl waited for it.
         self.assert_inside(srv, cli)
+
+    def test_short_lived_client_gone_before_the_agent_reads_it(self):
+        """curl exits and is reaped at once, and the agent is behind (paused while curl runs, as
+        a loaded node delays it): /proc/<curl's pid> is gone before the agent handles curl's
+        exec, yet the span names curl, from what the kernel reported at exec."""
+        server = self.http_server()
+        # All processes (port-filtered): selection by executable is decided when the agent
+        # handles the exec, so a paused agent would not select curl at all.
+        agent = self.start_agent(exe=(), ports=(server.port,))
+        agent.proc.send_signal(signal.SIGSTOP)
+        try:
+            c = Curl(server.url("/short"))
+            self.assertFalse(os.path.exists(f"/proc/{c.pid}"), "premise: curl is reaped")
+        finally:
+            agent.proc.send_signal(signal.SIGCONT)
+        self.assertEqual(c.fields[:1], ["404"], c.out)
+        spans = wait_for_spans(agent, lambda ss: any(s.pid == c.pid and s.is_client for s in ss))
+        cli = self.one(spans, "CLIENT span of curl", lambda s: s.pid == c.pid and s.is_client)
+        self.assertEqual(cli.service, "curl", cli.resource)
+        self.assertEqual(cli.resource.get("process.executable.name"), "curl", cli.resource)
+        self.assertEqual(cli.resource.get("process.executable.path"), shutil.which("curl"), cli.resource)
+        self.assertEqual(cli.resource.get("process.parent_pid"), os.getpid(), cli.resource)
+        self.assertRegex(cli.resource.get("process.command_line", ""),
+                         rf"^curl -sS .* {re.escape(server.url('/short'))}$", cli.resource)
+        self.assertRegex(cli.resource.get("service.instance.id", ""),
+                         r"^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+        counters = self.stop_agent(agent)
+        self.assertGreaterEqual(counters.get("threadline_resource_from_exec_total", 0), 1, agent.describe())
 
     # -- 2. keep-alive and pipelining -------------------------------------------------------
     def test_keep_alive_one_span_per_request_in_order(self):
@@ -393,7 +406,7 @@ class HttpSpansTest(unittest.TestCase):
                  (py, "/chunked/100,2000,3", 100 + 2000 + 3)]
         curls = []
         for peer, path, size in cases:
-            out = HeldCurl(self, peer.url(path), fmt="%{http_code} %{size_download}")
+            out = Curl(peer.url(path), fmt="%{http_code} %{size_download}")
             self.assertEqual(out.fields, ["200", str(size)], out.out)
             curls.append(out.pid)
 

@@ -24,6 +24,14 @@ struct RecordedData {
   std::string payload;
 };
 
+// A ProcExecEvent with its strings owned.
+struct RecordedExec {
+  uint32_t pid = 0;
+  uint32_t ppid = 0;
+  uint64_t start_boottime_ns = 0;
+  std::string comm, filename, exe_name, args;
+};
+
 struct Recorder : EventSink {
   std::vector<ConnOpenEvent> opens;
   std::vector<ConnCloseEvent> closes;
@@ -32,6 +40,7 @@ struct Recorder : EventSink {
   std::vector<ProcForkEvent> forks;
   std::vector<ConnStateEvent> states;
   std::vector<TraceCtxEvent> contexts;
+  std::vector<RecordedExec> execs;
 
   void OnConnOpen(const ConnOpenEvent& e) override {
     opens.push_back(e);
@@ -52,6 +61,10 @@ struct Recorder : EventSink {
     forks.back().comm = {};
   }
   void OnConnState(const ConnStateEvent& e) override { states.push_back(e); }
+  void OnProcExec(const ProcExecEvent& e) override {
+    execs.push_back({e.pid, e.ppid, e.start_boottime_ns, std::string(e.comm), std::string(e.filename),
+                     std::string(e.exe_name), std::string(e.args)});
+  }
   void OnTraceContext(const TraceCtxEvent& e) override { contexts.push_back(e); }
 
   // The open event of the connection on this fd of this process (the latest generation).

@@ -11,10 +11,12 @@
 
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "agent/discovery/process_info.h"
 #include "capture_harness.h"
 #include "socket_util.h"
 
@@ -618,6 +620,62 @@ TEST_F(CaptureTest, ExecWakesTheReaderAtOnce) {
   int status = 0;
   waitpid(child, &status, 0);
   EXPECT_TRUE(seen) << "the child's exec did not wake the reader within 1 s";
+}
+
+// The exec event carries what names a process that is gone before userspace reads /proc (a
+// short-lived client): its start time as /proc/<pid>/stat counts it, the executable's name,
+// argv (cut at the event's bound).
+TEST_F(CaptureTest, ExecEventCarriesWhatNamesTheProcess) {
+  Load();
+  if (HasFatalFailure()) return;
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(go[1]);
+    char c;
+    (void)!read(go[0], &c, 1);  // exec only once the parent has read our start time
+    // /usr/bin/env, not /bin/...: on merged-/usr systems /bin is a symlink, and the path passed
+    // to exec would not be the one /proc/<pid>/exe shows.
+    execl("/usr/bin/env", "env", "sleep", "1", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(go[0]);
+  auto stat = ReadProcessInfo(static_cast<uint32_t>(child));
+  ASSERT_TRUE(stat.ok()) << stat.error().message;
+  ASSERT_EQ(write(go[1], "x", 1), 1);
+  close(go[1]);
+  const RecordedExec* exec = nullptr;
+  for (int i = 0; i < 100 && !exec; ++i) {
+    ASSERT_TRUE(ring_->Poll(30).ok());
+    for (const auto& e : rec_.execs)
+      if (e.pid == static_cast<uint32_t>(child) && e.exe_name == "env") exec = &e;
+  }
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  ASSERT_NE(exec, nullptr) << "no exec event for the child";
+  EXPECT_EQ(exec->ppid, self());
+  EXPECT_EQ(exec->filename, "/usr/bin/env");
+  EXPECT_EQ(exec->args, std::string("env\0sleep\0" "1\0", 12));
+  EXPECT_EQ(discovery::BootNsToClockTicks(exec->start_boottime_ns), stat->start_time_ticks);
+
+  // An argv longer than the event holds is cut, never overflows: the first TL_ARGS_LEN - 1 bytes.
+  const std::string long_arg(1000, 'a');
+  pid_t second = fork();
+  ASSERT_GE(second, 0);
+  if (second == 0) {
+    execl("/usr/bin/true", "true", long_arg.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  waitpid(second, nullptr, 0);
+  Drain();
+  exec = nullptr;
+  for (const auto& e : rec_.execs)
+    if (e.pid == static_cast<uint32_t>(second)) exec = &e;
+  ASSERT_NE(exec, nullptr);
+  EXPECT_EQ(exec->exe_name, "true");
+  EXPECT_EQ(exec->args, std::string("true\0", 5) + long_arg.substr(0, TL_ARGS_LEN - 1 - 5));
 }
 
 TEST_F(CaptureTest, WithoutBatchingEveryEventWakesTheReader) {

@@ -289,6 +289,74 @@ TEST(ResourceCache, ExitedProcessKeepsItsResourceForLateSpans) {
   EXPECT_EQ(StringAttr(*cache.Get(800), "service.name"), "api");
 }
 
+// A short-lived client gone (and reaped) before the agent got to its exec event: named from
+// what the kernel reported at exec, with the same identity /proc would have given.
+TEST(ResourceCache, ProcessGoneBeforeItsExecWasReadIsNamedFromTheExec) {
+  FakeProc proc;  // pid 1200 is not in it: gone
+  MetricsRegistry metrics;
+  ResourceCache cache(Options(proc), metrics);
+  using namespace std::string_view_literals;
+  const ExecSnapshot exec{.pid = 1200, .ppid = 77, .start_time_ticks = 4242, .comm = "curl",
+                          .filename = "/usr/bin/curl", .exe_name = "curl",
+                          .args = "curl\0-sS\0http://127.0.0.1:8000/x?token=s3cret\0"sv};
+  cache.OnExecSeen(exec);
+  auto r = cache.Get(1200);
+  EXPECT_EQ(StringAttr(*r, "service.name"), "curl");
+  EXPECT_EQ(StringAttr(*r, "process.executable.name"), "curl");
+  EXPECT_EQ(StringAttr(*r, "process.executable.path"), "/usr/bin/curl");
+  EXPECT_EQ(StringAttr(*r, "process.command_line"), "curl -sS http://127.0.0.1:8000/x?token=REDACTED");
+  EXPECT_EQ(IntAttr(*r, "process.parent_pid"), 77);
+  EXPECT_EQ(StringAttr(*r, "service.instance.id"), discovery::ServiceInstanceId(cache.host(), 1200, 4242));
+  EXPECT_EQ(metrics.CounterTotal("threadline_resource_from_exec_total"), 1u);
+  // Spans built later (the process stays gone) keep that resource.
+  EXPECT_EQ(cache.Get(1200).get(), r.get());
+}
+
+// Alive when the exec is handled: read from /proc as before (OTEL_SERVICE_NAME only lives there).
+TEST(ResourceCache, ProcessAliveAtItsExecIsReadFromProc) {
+  FakeProc proc;
+  proc.Add({.pid = 1300, .comm = "worker", .exe = "/usr/bin/worker", .argv = {"worker"},
+            .env = {"OTEL_SERVICE_NAME=billing"}, .start_time = 5000});
+  MetricsRegistry metrics;
+  ResourceCache cache(Options(proc), metrics);
+  cache.OnExecSeen({.pid = 1300, .ppid = 1, .start_time_ticks = 5000, .comm = "worker",
+                    .filename = "/usr/bin/worker", .exe_name = "worker", .args = "worker"});
+  proc.Remove(1300);  // reaped right after: the cached resource stands
+  EXPECT_EQ(StringAttr(*cache.Get(1300), "service.name"), "billing");
+  EXPECT_EQ(metrics.CounterTotal("threadline_resource_from_exec_total"), 0u);
+  // The pid already names a newer process (other start time): the exec's own snapshot wins.
+  proc.Add({.pid = 1301, .comm = "other", .exe = "/usr/bin/other", .argv = {"other"}, .start_time = 9000});
+  cache.OnExecSeen({.pid = 1301, .ppid = 1, .start_time_ticks = 8000, .comm = "curl",
+                    .filename = "/usr/bin/curl", .exe_name = "curl", .args = "curl"});
+  EXPECT_EQ(StringAttr(*cache.Get(1301), "service.name"), "curl");
+}
+
+TEST(ProcessInfoFromExec, ExecutablePathOnlyWhenThePathNamesIt) {
+  using namespace std::string_view_literals;
+  // execve("/usr/bin/curl"): the path is the executable's.
+  ProcessInfo curl = ProcessInfoFromExec({.pid = 1, .comm = "curl", .filename = "/usr/bin/curl",
+                                          .exe_name = "curl", .args = "curl\0-v\0"sv});
+  EXPECT_EQ(curl.exe_path, "/usr/bin/curl");
+  EXPECT_EQ(curl.cmdline, (std::vector<std::string>{"curl", "-v"}));
+  // A symlink (python3 -> python3.11): only the name is known, the name /proc would give.
+  ProcessInfo py = ProcessInfoFromExec({.pid = 2, .comm = "python3", .filename = "/usr/bin/python3",
+                                        .exe_name = "python3.11", .args = "/usr/bin/python3\0-c\0pass\0"sv});
+  EXPECT_EQ(py.exe_path, "");
+  EXPECT_EQ(py.exe_name, "python3.11");
+  EXPECT_EQ(StringAttr(*BuildResource(py, "", HostIdentity{}), "service.name"), "python3.11");
+  // A script run by its #! line: the file passed to exec is the script, not the executable.
+  ProcessInfo script = ProcessInfoFromExec({.pid = 3, .comm = "report.py", .filename = "/srv/report.py",
+                                            .exe_name = "python3.11",
+                                            .args = "/usr/bin/python3\0/srv/report.py\0"sv});
+  EXPECT_EQ(script.exe_path, "");
+  auto r = BuildResource(script, "", HostIdentity{});
+  EXPECT_EQ(StringAttr(*r, "service.name"), "report");
+  EXPECT_EQ(StringAttr(*r, "process.executable.name"), "python3.11");
+  EXPECT_EQ(StringAttr(*r, "process.executable.path"), "<missing>");
+  // Relative paths say nothing about where the file is.
+  EXPECT_EQ(ProcessInfoFromExec({.filename = "./curl", .exe_name = "curl"}).exe_path, "");
+}
+
 TEST(ResourceCache, BoundedLru) {
   FakeProc proc;
   for (uint32_t pid = 900; pid < 905; ++pid)

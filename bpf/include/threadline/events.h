@@ -16,7 +16,9 @@
 #include <linux/types.h>
 #endif
 
-#define TL_EVENT_ABI_VERSION 3 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only) */
+#define TL_EVENT_ABI_VERSION 4 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only)
+                                * 4: what names a process at exec (tl_proc_event.start_boottime_ns,
+                                *    exe_name, args) */
 
 /* Upper bound of the payload prefix one data event carries. The effective bound is set at load
  * time (rodata capture_bytes, <= this) and must be a power of two for the verifier masks. */
@@ -31,6 +33,8 @@
 #define TL_MAX_MMSG_IOV 4
 #define TL_COMM_LEN 16
 #define TL_FILENAME_LEN 128
+#define TL_EXE_NAME_LEN 64
+#define TL_ARGS_LEN 256 /* power of two: the verifier's bound on the argv copy */
 
 enum tl_event_type {
 	TL_EV_CONN_OPEN = 1,
@@ -181,6 +185,15 @@ struct tl_proc_event {
 	__s32 exit_code;  /* exit only */
 	char comm[TL_COMM_LEN];
 	char filename[TL_FILENAME_LEN]; /* exec only: the path as passed to exec */
+	/* ABI 4, exec only: enough to name a short-lived process that is gone (and reaped, so
+	 * /proc/<pid> with it) before userspace reads /proc: a client like curl can live ~10 ms. */
+	__u64 start_boottime_ns; /* the process's start (boot clock): /proc/<pid>/stat field 22 */
+	__u16 args_len;          /* bytes of args used */
+	__u8 _pad2[6];
+	char exe_name[TL_EXE_NAME_LEN]; /* the executable's file name (mm->exe_file), NUL-terminated;
+	                                 * empty when it does not fit */
+	char args[TL_ARGS_LEN];  /* argv, NUL-separated as in /proc/<pid>/cmdline, cut at
+	                          * TL_ARGS_LEN - 1 bytes */
 };
 
 /* --- maps shared with userspace (keys and values) --- */
