@@ -80,8 +80,11 @@ class AgentOtlpTest(unittest.TestCase):
         self.assertEqual(srv["resource"]["process.pid"], {"int": str(server.pid)})
         self.assertEqual(srv["resource"]["telemetry.distro.name"], "threadline")
         self.assertEqual(srv["scope"]["name"], "threadline")
-        self.assertLessEqual(int(cli["start"]), int(srv["start"]))
-        self.assertGreaterEqual(int(cli["end"]), int(srv["end"]))
+        # The server span inside curl's, as far as the capture can order two processes
+        # (e2e_util.nesting_problem).
+        self.assertIsNone(e2e_util.nesting_problem((int(srv["start"]), int(srv["end"])),
+                                                   (int(cli["start"]), int(cli["end"])), cross_process=True),
+                          spans)
         self.assertGreater(int(srv["end"]), int(srv["start"]))
         now = time.time_ns()
         self.assertLess(abs(now - int(srv["start"])), 120 * 10**9, "timestamps are not wall clock")

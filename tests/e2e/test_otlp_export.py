@@ -140,18 +140,62 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
+class Sender:
+    """tests/tools/otlp_send in the background, its log (stderr) readable while it runs."""
+
+    def __init__(self, env_extra: dict[str, str], traces: int, interval_ms: int = 0,
+                 shutdown_ms: int = 10000):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_EXPORTER_OTLP_", "OTEL_BSP_"))}
+        env.update(env_extra)
+        self.proc = subprocess.Popen(
+            [otlp_send_bin(), "--traces", str(traces), "--interval-ms", str(interval_ms),
+             "--shutdown-ms", str(shutdown_ms), "--run-id", RUN_ID],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.lock = threading.Lock()
+        self.pumps = [threading.Thread(target=self._pump, args=(s, sink), daemon=True)
+                      for s, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))]
+        for t in self.pumps:
+            t.start()
+
+    def _pump(self, stream, sink: list[str]) -> None:
+        for line in stream:
+            with self.lock:
+                sink.append(line)
+
+    def wait_log(self, text: str, timeout: float) -> bool:
+        """True once a line of the sender's log contains `text`."""
+        for _ in e2e_util.deadline_loop(timeout, 0.02):
+            with self.lock:
+                if any(text in line for line in self.stderr):
+                    return True
+            if self.proc.poll() is not None:
+                break
+        with self.lock:
+            return any(text in line for line in self.stderr)
+
+    def result(self, timeout: float = 90) -> tuple[list[str], dict[str, float], str]:
+        """Waits for the sender to finish: (its "sent" lines, its final metrics, its log)."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"otlp_send still running after {timeout:.0f}s")
+        for t in self.pumps:
+            t.join(timeout=10)
+        out, err = "".join(self.stdout), "".join(self.stderr)
+        if rc != 0:
+            raise AssertionError(f"otlp_send failed rc={rc}: {err[-3000:]}")
+        sent = [line for line in out.splitlines() if line.startswith("sent ")]
+        metrics_text = out.split("# metrics\n", 1)[1] if "# metrics\n" in out else ""
+        return sent, parse_metrics(metrics_text), err
+
+
 def run_sender(env_extra: dict[str, str], traces: int, interval_ms: int = 0,
                shutdown_ms: int = 10000, timeout: float = 90) -> tuple[list[str], dict[str, float], str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_EXPORTER_OTLP_", "OTEL_BSP_"))}
-    env.update(env_extra)
-    proc = subprocess.run([otlp_send_bin(), "--traces", str(traces), "--interval-ms", str(interval_ms),
-                           "--shutdown-ms", str(shutdown_ms), "--run-id", RUN_ID],
-                          capture_output=True, text=True, env=env, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"otlp_send failed rc={proc.returncode}: {proc.stderr[-3000:]}")
-    sent = [line for line in proc.stdout.splitlines() if line.startswith("sent ")]
-    metrics_text = proc.stdout.split("# metrics\n", 1)[1] if "# metrics\n" in proc.stdout else ""
-    return sent, parse_metrics(metrics_text), proc.stderr
+    return Sender(env_extra, traces, interval_ms, shutdown_ms).result(timeout)
 
 
 def trace_id(i: int) -> str:
@@ -281,21 +325,17 @@ class OtlpExportTest(unittest.TestCase):
         env["OTEL_BSP_EXPORT_TIMEOUT"] = "800"  # a batch gives up quickly while nobody listens
         env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "500"
         traces = 80  # 8 s of traces, one every 100 ms
-        result: dict = {}
-
-        def send() -> None:
-            result["out"] = run_sender(env, traces, interval_ms=100, shutdown_ms=8000)
-
-        sender = threading.Thread(target=send)
-        sender.start()
-        time.sleep(1.5)  # spans of the first ~15 traces find nobody
+        sender = Sender(env, traces, interval_ms=100, shutdown_ms=8000)
+        self.addCleanup(lambda: sender.proc.poll() is None and sender.proc.kill())
+        # The receiver comes up once the exporter has given up on a batch for want of one (its
+        # log says so), not after a guessed time: the premise of "lost > 0" below.
+        self.assertTrue(sender.wait_log("OTLP export: dropped a batch", timeout=30),
+                        "the exporter never gave up on a batch while nobody listened:\n" + "".join(sender.stderr))
         if protocol == "grpc":
             r = self.start_receiver(grpc_port=port)
         else:
             r = self.start_receiver(http_port=port)
-        sender.join(timeout=120)
-        self.assertFalse(sender.is_alive())
-        _, metrics, stderr = result["out"]
+        _, metrics, stderr = sender.result(timeout=120)
         got = r.wait_for(lambda e: e["event"] == "span", 2 * 20, timeout=10)
         indices = {int(s["trace_id"][-16:], 16) for s in r.spans()}
         exported = metrics["threadline_spans_exported_total"]
@@ -308,8 +348,8 @@ class OtlpExportTest(unittest.TestCase):
         unique = {(s["trace_id"], s["span_id"]) for s in r.spans()}
         self.assertGreaterEqual(len(unique), exported)
         self.assertLessEqual(len(unique), exported + lost)
-        # Everything sent well after the receiver came up (at ~1.5 s; gRPC reconnects within its
-        # 2 s backoff cap) got there.
+        # Everything sent well after the receiver came up (at ~1 s, once the first batch was
+        # dropped; gRPC reconnects within its 2 s backoff cap) got there.
         self.assertTrue(set(range(60, traces)) <= indices, f"missing late traces; got {sorted(indices)}")
         self.assertGreater(len(got), 0)
         self.assertGreater(requests_total(metrics, "retryable_error"), 0)
