@@ -7,10 +7,11 @@ import re
 import subprocess
 import tempfile
 import unittest
+import urllib.request
 
-from e2e_util import (CONN_KINDS, Agent, Event, HttpServer, agent_bin, curl, format_events,
-                      lockdown_mode, main, parse_event, require_agent_binary, require_root,
-                      run_agent_once, tl_progs)
+from e2e_util import (CONN_KINDS, Agent, Event, HttpServer, agent_bin, curl, deadline_loop,
+                      format_events, free_port, lockdown_mode, main, parse_event,
+                      require_agent_binary, require_root, run_agent_once, tl_progs)
 
 PROBE_KINDS = ("syscall tracepoint", "tp_btf", "raw tracepoint", "uprobe", "uretprobe",
                "kprobe", "fentry", "sk_msg", "sockops", "ring buffer", "bpf_probe_write_user")
@@ -175,14 +176,25 @@ class OutputOptionsTest(unittest.TestCase):
             self.assertTrue(r.stderr.strip(), f"{args} rejected without a message")
 
     def test_output_none(self):
-        """--output=none prints no event lines."""
+        """--output=none prints nothing, yet runs the whole pipeline: the request it saw is in
+        its span counter and the RED histogram of /metrics."""
         require_root(self)
         server = HttpServer(self)
-        agent = Agent(["--output=none"], self)
+        mport = free_port()
+        agent = Agent(["--output=none", "--pid", str(server.pid), "--metrics-address",
+                       f"127.0.0.1:{mport}"], self)
         c = curl(server.url())
         self.assertEqual(c.stdout, "200", c.stderr)
+        red = 'http_server_request_duration_seconds_count{service_name="http.server"'
+        created = 'threadline_spans_created_total{kind="server"}'
+        seen: dict[str, float] = {}
+        for _ in deadline_loop(15, 0.2):
+            seen = scrape_sums(mport, (red, created))
+            if seen[red] >= 1 and seen[created] >= 1:
+                break
+        self.assertEqual(seen, {red: 1, created: 1}, "the request was not seen\n" + agent.describe())
         self.assertEqual(agent.stop(), 0, agent.describe())
-        self.assertEqual(agent.events(), [], agent.describe())
+        self.assertEqual(agent.stdout_lines, [], agent.describe())
 
     def test_output_file(self):
         """--output-file PATH: the event lines go to the file."""
@@ -218,6 +230,13 @@ class OutputOptionsTest(unittest.TestCase):
         self.assertTrue(req, agent.describe())
         self.assertGreater(req[0].int("size"), 32, req[0].raw)
         self.assertEqual(req[0].data, b"GET / HTTP/1.1\r\nHost: 127.0.0.1:"[:32], req[0].raw)
+
+
+def scrape_sums(port: int, prefixes: tuple[str, ...]) -> dict[str, float]:
+    """For each prefix, the sum of the /metrics series whose line starts with it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    return {p: sum(float(l.rsplit(" ", 1)[1]) for l in lines if l.startswith(p)) for p in prefixes}
 
 
 def _file_has_close(path: str, pid: int) -> bool:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
+import threading
 import urllib.error
 import urllib.request
 import unittest
@@ -29,8 +32,8 @@ class HealthEndpointsTest(unittest.TestCase):
     def setUp(self):
         require_root(self)
 
-    def start_agent(self) -> tuple[Agent, str]:
-        agent = Agent(["--output=none", "--metrics-address", "127.0.0.1:0"], self, wait_ready=False)
+    def start_agent(self, *extra: str) -> tuple[Agent, str]:
+        agent = Agent(["--output=none", "--metrics-address", "127.0.0.1:0", *extra], self, wait_ready=False)
         for _ in deadline_loop(60, 0.01):
             for line in agent.stderr_lines:
                 m = METRICS_LINE.search(line)
@@ -41,10 +44,29 @@ class HealthEndpointsTest(unittest.TestCase):
         self.fail(f"no metrics endpoint line\n{agent.describe()}")
 
     def test_readiness_follows_startup(self):
-        """503 with a reason while starting (when we are quick enough to see it), then 200."""
-        agent, base = self.start_agent()
+        """503 with a reason while starting, then 200.
+
+        The agent is held in its start-up, not raced: --output-file names a FIFO, which the
+        agent opens once its metrics endpoint is up and before it loads its BPF programs, and
+        that open() blocks until the test opens the other end."""
+        tmp = tempfile.mkdtemp(prefix="tl-e2e-health-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        fifo = os.path.join(tmp, "out.fifo")
+        os.mkfifo(fifo)
+        agent, base = self.start_agent("--output-file", fifo)
+        status, body, _ = get(base + "/readyz")
+        self.assertEqual(status, 503, f"ready while held before loading BPF (does the agent still open "
+                                      f"its output after starting the endpoint?): {body}\n{agent.describe()}")
+        self.assertRegex(body, r"^starting: loading and attaching BPF programs", "a not-ready answer must say why")
+        status, body, _ = get(base + "/healthz")
+        self.assertEqual(status, 200, "starting counts as alive: " + body)
+
+        def drain() -> None:
+            with open(fifo, "rb") as f:  # lets the agent's open() return; read until it closes
+                while f.read(65536):
+                    pass
+        threading.Thread(target=drain, daemon=True).start()
         not_ready = []
-        status = body = None
         for _ in deadline_loop(60, 0.02):
             status, body, _ = get(base + "/readyz")
             if status == 200:

@@ -2,6 +2,7 @@
 // send-family x receive-family pair, IPv4/IPv6/v4-mapped, large payloads, fd reuse, sendfile,
 // MSG_PEEK, processes exiting mid-connection, connections older than the agent.
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <netinet/in.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -9,9 +10,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -138,6 +142,21 @@ std::string DoRecv(Recv how, int fd, size_t n) {
   return out;
 }
 
+// Non-empty (its /proc state line) when thread `tid` of this process sleeps inside syscall `nr`:
+// /proc/self/task/<tid>/syscall starts with the number of the syscall a blocked thread is in
+// ("running" otherwise), and stat's state is S (interruptible sleep).
+std::string BlockedInSyscall(pid_t tid, long nr) {
+  const std::string task = "/proc/self/task/" + std::to_string(tid);
+  std::ifstream syscall_file(task + "/syscall");
+  long current = -1;
+  if (!(syscall_file >> current) || current != nr) return "";
+  std::ifstream stat_file(task + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  const size_t close_paren = stat.rfind(')');
+  if (close_paren == std::string::npos || close_paren + 2 >= stat.size() || stat[close_paren + 2] != 'S') return "";
+  return "syscall " + std::to_string(current) + ", state S";
+}
+
 struct PairCase {
   Send send;
   Recv recv;
@@ -260,10 +279,12 @@ TEST_F(CaptureTest, OneMebibyteWritePrefixCapturedFullSizeRight) {
   std::string received;
   std::thread reader([&] { received = DoRecv(Recv::kRead, p.server, big.size()); });
   size_t sent = 0;
+  std::vector<size_t> write_sizes;  // what each write() returned: one data event each
   while (sent < big.size()) {
     ssize_t n = write(p.client, big.data() + sent, big.size() - sent);
     ASSERT_GT(n, 0);
     sent += static_cast<size_t>(n);
+    write_sizes.push_back(static_cast<size_t>(n));
   }
   reader.join();
   ASSERT_EQ(received, big);
@@ -271,17 +292,19 @@ TEST_F(CaptureTest, OneMebibyteWritePrefixCapturedFullSizeRight) {
   const ConnOpenEvent* c = rec_.OpenFor(self(), p.client);
   ASSERT_NE(c, nullptr);
   auto sends = rec_.DataFor(c->id, Direction::kEgress);
-  ASSERT_FALSE(sends.empty());
+  // One event per write(), each with the full size that write moved (a blocking write of 1 MiB
+  // may return short: then several), positions contiguous, a 4096-byte prefix captured.
+  ASSERT_EQ(sends.size(), write_sizes.size());
   uint64_t expect_pos = 0;
-  for (const auto& d : sends) {
+  for (size_t i = 0; i < sends.size(); ++i) {
+    const auto& d = sends[i];
     EXPECT_EQ(d.ev.pos, expect_pos) << "positions must be contiguous";
-    EXPECT_LE(d.payload.size(), 4096u);
+    EXPECT_EQ(d.ev.size, write_sizes[i]) << "write " << i;
+    EXPECT_EQ(d.payload.size(), std::min<size_t>(write_sizes[i], 4096u)) << "write " << i;
     EXPECT_EQ(d.payload, big.substr(d.ev.pos, d.payload.size()));
     expect_pos += d.ev.size;
   }
   EXPECT_EQ(expect_pos, big.size());
-  EXPECT_EQ(sends.front().ev.size, sends.size() == 1 ? big.size() : sends.front().ev.size);
-  EXPECT_EQ(sends.front().payload.size(), 4096u);
   // Reads on the other side add up to the same total.
   const ConnOpenEvent* s = rec_.OpenFor(self(), p.server);
   ASSERT_NE(s, nullptr);
@@ -369,8 +392,22 @@ TEST_F(CaptureTest, ReadInFlightWhenTheAgentAttachesIsCaptured) {
   SocketPair p;
   MakePair(p);
   std::string got;
-  std::thread reader([&] { got = DoRecv(Recv::kRecvfrom, p.server, 9); });
-  usleep(200 * 1000);  // the reader is now inside recvfrom
+  std::atomic<pid_t> reader_tid{0};
+  std::thread reader([&] {
+    reader_tid = gettid();
+    got = DoRecv(Recv::kRecvfrom, p.server, 9);
+  });
+  // The premise, confirmed rather than slept on: the reader sleeps inside recvfrom.
+  std::string blocked_in;
+  for (int i = 0; i < 500 && blocked_in.empty(); ++i) {
+    if (reader_tid != 0) blocked_in = BlockedInSyscall(reader_tid, SYS_recvfrom);
+    if (blocked_in.empty()) usleep(10 * 1000);
+  }
+  if (blocked_in.empty()) {
+    (void)!write(p.client, "in-flight", 9);
+    reader.join();
+    FAIL() << "test premise: the reader never blocked in recvfrom";
+  }
   Load();
   if (HasFatalFailure()) {
     (void)!write(p.client, "in-flight", 9);

@@ -86,7 +86,15 @@ TEST(ProbeSiteTest, SystemLibsslReadAndReadExShareAnEmulatedCallee) {
     auto g = elf->Find(ex);
     ASSERT_TRUE(f && g) << plain;
     const auto code = bytes_at(f->file_offset, 96);
-    if (UprobeEmulatesFirstInstruction(code)) continue;  // another build: probed at its entry
+    if (UprobeEmulatesFirstInstruction(code)) {
+      // Another build, whose entry is already cheap: the agent probes it there and this test's
+      // claim (about Debian 12's libssl3, the one scripts/deps.sh installs and CI runs) has
+      // nothing to check. Said, not passed silently; in CI, where libssl is Debian's, a failure.
+      const std::string why = std::string(plain) + " in " + path +
+                              " starts with an emulated instruction: not the libssl this test is about";
+      if (::threadline::testing::InCi()) FAIL() << "CI mode: " << why;
+      GTEST_SKIP() << why;
+    }
     const auto a = LeadingCallTargets(code, f->address);
     const auto b = LeadingCallTargets(bytes_at(g->file_offset, 96), g->address);
     ASSERT_FALSE(a.empty()) << plain;
