@@ -14,6 +14,7 @@
 #include <string>
 #include <utility>
 
+#include "agent/app/injection_policy.h"
 #include "agent/capabilities/capability_json.h"
 #include "agent/capabilities/capability_probe.h"
 #include "agent/capabilities/injection_outcome.h"
@@ -516,34 +517,33 @@ void Agent::StartInjection(const CapabilityReport& probed) {
   CapabilityReport caps = probed;
   auto& enabled = metrics_.GetGauge("threadline_inject_enabled", {},
                                     "1 when traceparent injection is on (sk_msg + sockops, canary passed)");
-  // loud: an error (something failed that should have worked); else info. A kernel defect the
-  // canary identified is a warning: expected on that kernel, and said with how to override.
-  enum Level { kQuiet, kWarn, kLoud };
-  auto conclude = [&](bool on, const std::string& why, Level loud) {
-    enabled.Set(on ? 1 : 0);
-    const std::string before = RecordInjectionOutcome(caps, on, why);
-    if (!on && !before.empty())
+  // The decision is injection_policy.h's; here it is carried out and said (an error when
+  // something failed that should have worked, a warning for a kernel defect the canary
+  // identified: expected on that kernel, and said with how to override).
+  using Level = InjectionDecision::Level;
+  auto conclude = [&](const InjectionDecision& d) {
+    enabled.Set(d.on ? 1 : 0);
+    const std::string before = RecordInjectionOutcome(caps, d.on, d.why);
+    if (!d.on && !before.empty())
       metrics_.GetGauge("threadline_hook_choice", {{"hook", kInjectionHook}, {"chosen", before}}).Set(0);
     PublishCapabilities(caps);
     SetCapabilitiesJson(CapabilityReportJson(caps));
-    if (on) spdlog::info("traceparent injection ON: {}", why);
-    else if (loud == kLoud) spdlog::error("traceparent injection DISABLED: {}", why);
-    else if (loud == kWarn) spdlog::warn("traceparent injection DISABLED: {}", why);
-    else spdlog::info("traceparent injection off: {}", why);
+    if (!d.warning.empty()) spdlog::warn("{}", d.warning);
+    if (d.on) spdlog::info("traceparent injection ON: {}", d.why);
+    else if (d.level == Level::kError) spdlog::error("traceparent injection DISABLED: {}", d.why);
+    else if (d.level == Level::kWarn) spdlog::warn("traceparent injection DISABLED: {}", d.why);
+    else spdlog::info("traceparent injection off: {}", d.why);
   };
-  if (options_.inject == Toggle::kOff) return conclude(false, "switched off by configuration (inject: off)", kQuiet);
-  if (options_.output == OutputMode::kEvents)
-    return conclude(false, "no spans in --output=events, so nothing would use the ids", kQuiet);
-  const bool asked = options_.inject == Toggle::kOn;
-  if (!caps.Works(ProbeKind::kSkMsg) || !caps.Works(ProbeKind::kSockops))
-    return conclude(false, "this kernel cannot run sk_msg and sockops programs (see --probe)", asked ? kLoud : kWarn);
+  if (auto d = DecideInjectionBeforeCanary(options_.inject, options_.output,
+                                           caps.Works(ProbeKind::kSkMsg) && caps.Works(ProbeKind::kSockops)))
+    return conclude(*d);
   InjectorConfig ic;
   ic.agent_tgid = static_cast<uint32_t>(getpid());
   ic.trace_all = selector_->trace_all_processes();
   ic.filter_by_cgroup = capture_->config().filter_by_cgroup;
   ic.cgroup2_root = CgroupV2Root().value_or("");
   auto injector = Injector::Create(*capture_, ic);
-  if (!injector.ok()) return conclude(false, "cannot load or attach: " + injector.error().message, kLoud);
+  if (!injector.ok()) return conclude({false, "cannot load or attach: " + injector.error().message, Level::kError, {}});
   injector_ = std::move(*injector);
 
   CanaryOptions canary_options;
@@ -555,24 +555,12 @@ void Agent::StartInjection(const CapabilityReport& probed) {
   metrics_.GetGauge("threadline_inject_kernel_fionread_defect", {},
                     "1 when FIONREAD under-reports on sockets enrolled for injection (kernel tcp_bpf)")
       .Set(canary.fionread_defect ? 1 : 0);
-  const std::string took = std::to_string(static_cast<int>(canary.elapsed_ms)) + " ms";
-  if (!canary.passed && !(canary.fionread_defect && asked)) {
-    injector_.reset();  // nothing enrolled from now on
-    return conclude(false, "canary failed after " + took + ": " + canary.detail +
-                               (canary.fionread_defect ? " (inject: on accepts this defect)" : ""),
-                    canary.fionread_defect ? kWarn : kLoud);
-  }
-  injector_->SetMode(Injector::Mode::kOn);
-  if (canary.passed) {
-    conclude(true, "canary passed in " + took + " (" + canary.detail +
-                       "); client sockets of traced processes are enrolled from now on (" + ic.cgroup2_root + ")",
-             kQuiet);
-  } else {
-    spdlog::warn("traceparent injection forced on (inject: on) despite a kernel defect the canary found: {}",
-                 canary.detail);
-    conclude(true, "on by configuration (inject: on) after a " + took + " canary, with a known kernel defect: " +
-                       canary.detail, kQuiet);
-  }
+  const InjectionDecision decision = DecideInjectionAfterCanary(
+      options_.inject, canary,
+      "client sockets of traced processes are enrolled from now on (" + ic.cgroup2_root + ")");
+  if (decision.on) injector_->SetMode(Injector::Mode::kOn);
+  else injector_.reset();  // nothing enrolled from now on
+  conclude(decision);
 }
 
 void Agent::SetCapabilitiesJson(std::string json) {
