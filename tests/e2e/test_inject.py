@@ -109,22 +109,19 @@ def inject_counts(port: int) -> dict[str, int]:
 
 
 def settled_inject_counts(port: int, timeout: float = 20.0) -> dict[str, int]:
-    """inject_counts once they stopped moving: equal over more than one publication period
-    (the agent publishes them once a second), so what came before (the canary) is all in."""
+    """inject_counts once the canary's are in, which is as soon as they are published at all: the
+    canary runs during start-up, before the agent's loop publishes the counters on its first
+    turn (then once a second), and nothing traced has run since (reading /metrics, and the
+    test's own connects, come from untraced processes: connect_not_traced, left out)."""
     def read() -> dict[str, int]:
-        # Reading /metrics is itself a connect() by an untraced process: not part of the test.
         return {k: v for k, v in inject_counts(port).items() if k != "connect_not_traced"}
 
-    last = read()
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        time.sleep(1.2)
-        now = read()
-        if now == last and now.get("injected", 0) > 0:
-            return now
-        last = now
-    raise AssertionError(f"injection counters still moving or empty after {timeout:.0f}s: {last}")
-
+    last: dict[str, int] = {}
+    for _ in deadline_loop(timeout, 0.05):
+        last = read()
+        if last.get("injected", 0) > 0:
+            return last
+    raise AssertionError(f"no injection counters published after {timeout:.0f}s: {last}")
 
 def metrics_text(port: int) -> str:
     # curl, not urllib: this test process is python3 and so traced (and injected into) itself.
