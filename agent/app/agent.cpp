@@ -196,6 +196,10 @@ Status Agent::Start() {
                  "parent follow its sampled flag; RED metrics count every request",
                  options_.sampling_ratio, TraceIdRatioSampler::ThresholdFor(options_.sampling_ratio));
     span_config.describe.redaction.extra_header_names = options_.redact_header_names;
+    span_config.describe.db.query_text = options_.db_query_text;
+    spdlog::info("databases (PostgreSQL): CLIENT spans per query{}; database servers' own connections {}",
+                 options_.db_query_text ? ", db.query.text with literals replaced by ?" : ", no statement text (--db-query-text off)",
+                 options_.db_server_spans ? "give SERVER spans (--db-server-spans on)" : "not parsed (--db-server-spans off)");
     ResourceCacheOptions resource_options{.proc_root = options_.proc_root};
     if (k8s_) resource_options.kubernetes = &k8s_->store();
     resources_ = std::make_unique<ResourceCache>(std::move(resource_options), metrics_);
@@ -237,6 +241,7 @@ Status Agent::Start() {
                                                   *red_metrics_, metrics_);
     own_sockets_ = std::make_unique<OwnSockets>(metrics_);
     DispatcherConfig dispatch;
+    dispatch.protocols.db_server_spans = options_.db_server_spans;
     dispatch.ignore = [this](const ConnectionInfo& c) {
       return c.tuple_known && c.role != Role::kClient && own_sockets_->IsPeerOfAgent(c.tuple);
     };

@@ -85,6 +85,11 @@ struct AgentOptions {
   bool tls = true;                           // [tls]
   Toggle inject = Toggle::kAuto;             // [inject] traceparent injection (sk_msg)
   bool same_node_linking = true;             // [same_node_linking] tuple parent matching
+  // Databases: db.query.text (always sanitised) on database spans; SERVER spans for a traced
+  // database server's own connections (off: its clients' CLIENT spans are enough, see
+  // docs/protocols.md).
+  bool db_query_text = true;                 // [db.query_text]
+  bool db_server_spans = false;              // [db.server_spans]
   // Where the host's /proc is: /proc on the host, /host/proc in the DaemonSet's container.
   std::string proc_root = "/proc";           // [proc_root]
   // Prometheus /metrics, /healthz, /readyz, /capabilities; empty: off.

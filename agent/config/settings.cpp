@@ -348,6 +348,15 @@ std::vector<Setting> BuildSettings() {
                     "on (default): a server span's parent is the traced client span at the other end "
                     "of its connection on this node; off: only headers and threads link spans",
                     &AgentOptions::same_node_linking));
+  // databases (protocols/db).
+  t.push_back(OnOff("db.query_text", "--db-query-text",
+                    "on (default): database spans carry db.query.text, the statement with every literal "
+                    "replaced by ?; off: no statement text at all",
+                    &AgentOptions::db_query_text));
+  t.push_back(OnOff("db.server_spans", "--db-server-spans",
+                    "off (default): a traced database server's own connections are not parsed (its "
+                    "clients' CLIENT spans describe every query); on: SERVER spans for them too",
+                    &AgentOptions::db_server_spans));
   t.push_back(Str("proc_root", "--proc-root",
                   "The host's /proc as the agent sees it (/host/proc in the DaemonSet)", &AgentOptions::proc_root,
                   CheckAbsolutePath));

@@ -41,7 +41,8 @@ std::string_view ServiceName(const Span& s) {
   return "unknown_service";
 }
 
-constexpr std::string_view kKeyAttributes[] = {"http.response.status_code", "url.path"};
+constexpr std::string_view kKeyAttributes[] = {"http.response.status_code", "url.path",
+                                               "db.response.status_code", "db.query.text"};
 
 void AppendSpanLine(const Span& s, size_t depth, bool orphan, std::string& out) {
   out.append(2 * (depth + 1), ' ');

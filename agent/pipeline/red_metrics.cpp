@@ -29,14 +29,18 @@ std::string_view RouteOf(const Span& span) {
 }
 
 // The series' label values joined into `key` (reused, so a known series costs no allocation).
-void SeriesKey(std::string& key, bool server, std::string_view service, std::string_view method,
-               std::string_view route, std::string_view status) {
+void SeriesKey(std::string& key, char family, std::initializer_list<std::string_view> parts) {
   key.clear();
-  key += server ? 's' : 'c';
-  for (std::string_view part : {service, method, route, status}) {
+  key += family;
+  for (std::string_view part : parts) {
     key += '\x1f';
     key += part;
   }
+}
+
+std::string_view ServiceOf(const Span& span) {
+  return span.resource ? StringAttr(span.resource->attributes, "service.name", "unknown_service")
+                       : "unknown_service";
 }
 }  // namespace
 
@@ -45,22 +49,24 @@ RedMetricsSink::RedMetricsSink(SpanSink& next, MetricsRegistry& metrics, size_t 
       metrics_(metrics),
       max_series_(max_series),
       overflow_(metrics.GetCounter("threadline_red_series_overflow_total", {},
-                                   "Spans whose RED label set was folded into route=_other")) {}
+                                   "Spans whose RED label set was folded into route=_other")),
+      db_overflow_(metrics.GetCounter("threadline_db_red_series_overflow_total", {},
+                                      "Database spans whose RED label set was folded into "
+                                      "db_collection_name=_other")) {}
 
 Histogram& RedMetricsSink::SeriesFor(const Span& span) {
   const bool server = span.kind == SpanKind::kServer;
-  const std::string_view service =
-      span.resource ? StringAttr(span.resource->attributes, "service.name", "unknown_service") : "unknown_service";
+  const std::string_view service = ServiceOf(span);
   const std::string_view method = StringAttr(span.attributes, "http.request.method", "_OTHER");
   std::string_view route = RouteOf(span);
   const std::string_view status = StatusClass(span);
-  SeriesKey(key_, server, service, method, route, status);
+  SeriesKey(key_, server ? 's' : 'c', {service, method, route, status});
   auto it = series_.find(key_);
   if (it != series_.end()) return *it->second;
   if (series_.size() >= max_series_) {
     overflow_.Add(1);
     route = "_other";
-    SeriesKey(key_, server, service, method, route, status);
+    SeriesKey(key_, server ? 's' : 'c', {service, method, route, status});
     it = series_.find(key_);
     if (it != series_.end()) return *it->second;
   }
@@ -77,12 +83,44 @@ Histogram& RedMetricsSink::SeriesFor(const Span& span) {
   return h;
 }
 
+Histogram& RedMetricsSink::DbSeriesFor(const Span& span, std::string_view system) {
+  const std::string_view service = ServiceOf(span);
+  const std::string_view operation = StringAttr(span.attributes, "db.operation.name", "");
+  std::string_view collection = StringAttr(span.attributes, "db.collection.name", "");
+  const std::string_view error = StringAttr(span.attributes, "error.type", "");
+  SeriesKey(key_, 'd', {service, system, operation, collection, error});
+  auto it = db_series_.find(key_);
+  if (it != db_series_.end()) return *it->second;
+  if (db_series_.size() >= max_series_) {
+    db_overflow_.Add(1);
+    collection = "_other";
+    SeriesKey(key_, 'd', {service, system, operation, collection, error});
+    it = db_series_.find(key_);
+    if (it != db_series_.end()) return *it->second;
+  }
+  Histogram& h = metrics_.GetHistogram("db_client_operation_duration_seconds",
+                                       {{"service_name", std::string(service)},
+                                        {"db_system_name", std::string(system)},
+                                        {"db_operation_name", std::string(operation)},
+                                        {"db_collection_name", std::string(collection)},
+                                        {"error_type", std::string(error)}},
+                                       DefaultLatencyBuckets(),
+                                       "Duration of database operations sent by traced processes");
+  db_series_.emplace(key_, &h);
+  return h;
+}
+
 void RedMetricsSink::OnSpan(Span span) {
   if (span.kind == SpanKind::kServer || span.kind == SpanKind::kClient) {
     double seconds = span.end_unix_ns > span.start_unix_ns
                          ? static_cast<double>(span.end_unix_ns - span.start_unix_ns) / 1e9
                          : 0.0;
-    SeriesFor(span).Observe(seconds);
+    const std::string_view db_system = StringAttr(span.attributes, "db.system.name", "");
+    if (db_system.empty()) {
+      SeriesFor(span).Observe(seconds);
+    } else if (span.kind == SpanKind::kClient) {
+      DbSeriesFor(span, db_system).Observe(seconds);
+    }
   }
   next_.OnSpan(std::move(span));
 }

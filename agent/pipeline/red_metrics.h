@@ -1,11 +1,15 @@
 // RED metrics of the traced services, derived from the spans on their way out:
 // http_server_request_duration_seconds and http_client_request_duration_seconds histograms by
 // service, method, route and status class (the Prometheus names of the OpenTelemetry
-// http.server.request.duration / http.client.request.duration instruments).
+// http.server.request.duration / http.client.request.duration instruments), and for database
+// CLIENT spans (those with db.system.name) db_client_operation_duration_seconds by service,
+// system, operation, collection and error type (db.client.operation.duration).
 //
 // Cardinality is bounded: methods are normalised, statuses become classes (2xx ...), routes are
-// the low-cardinality span-name routes, and past max_series distinct label sets new ones are
-// folded into route="_other" (counted).
+// the low-cardinality span-name routes, database operations and collections come from the
+// statement's summary (never its values); past max_series distinct label sets (per family) new
+// ones are folded into route="_other" / db_collection_name="_other" (counted). Database spans
+// of a server's own side (db.server_spans) are not in these metrics.
 #pragma once
 
 #include <cstddef>
@@ -27,13 +31,16 @@ class RedMetricsSink : public SpanSink {
 
  private:
   Histogram& SeriesFor(const Span& span);
+  Histogram& DbSeriesFor(const Span& span, std::string_view system);
 
   SpanSink& next_;
   MetricsRegistry& metrics_;
   size_t max_series_;
   std::unordered_map<std::string, Histogram*> series_;
+  std::unordered_map<std::string, Histogram*> db_series_;
   std::string key_;  // SeriesFor()'s lookup key, kept for its capacity
   Counter& overflow_;
+  Counter& db_overflow_;
 };
 
 }  // namespace threadline

@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "agent/protocols/http1/describe.h"
+#include "agent/protocols/postgres/describe.h"
 
 namespace threadline {
 
@@ -13,6 +14,8 @@ void Describe(const Record& record, Role role, const ConnectionInfo& conn,
         using T = std::decay_t<decltype(detail)>;
         if constexpr (std::is_same_v<T, http1::Exchange>) {
           http1::Describe(detail, role, conn, options, out);
+        } else if constexpr (std::is_same_v<T, postgres::Operation>) {
+          postgres::Describe(detail, role, conn, options, out);
         }
       },
       record.detail);

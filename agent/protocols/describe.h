@@ -14,10 +14,19 @@
 
 namespace threadline {
 
-// Settings the conventions need (routes and redaction for HTTP).
+// Settings of the database conventions (protocols/db/semconv.h).
+struct DbDescribeOptions {
+  // db.query.text, always sanitised (literals as ?); off: no statement text at all
+  // (db.query_text, --db-query-text, THREADLINE_DB_QUERY_TEXT).
+  bool query_text = true;
+};
+
+// Settings the conventions need (routes and redaction for HTTP, the query text switch for
+// databases).
 struct DescribeOptions {
   RouteTable routes;           // user route patterns; unmatched paths get an inferred route
   RedactionOptions redaction;  // extra sensitive query keys and header names
+  DbDescribeOptions db;
 };
 
 // A Record as the conventions name it. Events with time_unix_ns == 0 happen at the span's end.
@@ -28,6 +37,13 @@ struct ExchangeView {
   Attributes attributes;
   std::vector<SpanEvent> events;
 };
+
+// For every protocol's conventions: the span is an ERROR because the connection closed (or the
+// agent gave it up) before the response, with an `exception` event saying so.
+void MarkClosedBeforeResponse(ExchangeView& out);
+// network.peer.address/port and network.type when the connection's tuple is known, and
+// network.transport.
+void AddNetworkPeer(const ConnectionInfo& conn, Attributes& attrs);
 
 // `role` is kServer or kClient. The record's views must still be valid (the call that handed
 // the record over).

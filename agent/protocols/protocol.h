@@ -16,6 +16,7 @@
 #include "agent/common/metrics.h"
 #include "agent/conn/stream_consumer.h"
 #include "agent/protocols/http1/stitcher.h"
+#include "agent/protocols/postgres/parser.h"
 #include "agent/protocols/record.h"
 
 namespace threadline {
@@ -53,6 +54,11 @@ class ConnectionParser {
 // Settings of every protocol (one struct, so the dispatcher passes them without knowing them).
 struct ProtocolOptions {
   http1::Http1Limits http1;
+  postgres::Limits postgres;
+  // Database protocols seen from the database server's side (the server process is traced):
+  // parsed into SERVER spans only when on (db.server_spans; docs/protocols.md says why not by
+  // default).
+  bool db_server_spans = false;
 };
 
 // One protocol for one dispatcher: its settings and counters, shared by its connections.

@@ -5,6 +5,7 @@ namespace threadline {
 std::string_view ToString(ProtocolId p) {
   switch (p) {
     case ProtocolId::kHttp1: return "http1";
+    case ProtocolId::kPostgres: return "postgres";
   }
   return "unknown";
 }

@@ -22,10 +22,11 @@
 #include "agent/conn/stream_consumer.h"
 #include "agent/protocols/http1/message.h"
 #include "agent/protocols/outcome.h"
+#include "agent/protocols/postgres/types.h"
 
 namespace threadline {
 
-enum class ProtocolId : uint8_t { kHttp1 };
+enum class ProtocolId : uint8_t { kHttp1, kPostgres };
 std::string_view ToString(ProtocolId p);  // "http1", as in metric labels
 
 // One direction of one operation: the syscalls that carried its first and its last byte
@@ -72,7 +73,7 @@ struct RequestView {
 };
 
 // The protocol's own facts, for Describe. One alternative per protocol.
-using RecordDetail = std::variant<std::monostate, http1::Exchange>;
+using RecordDetail = std::variant<std::monostate, http1::Exchange, postgres::Operation>;
 
 // One operation, ended.
 struct Record {

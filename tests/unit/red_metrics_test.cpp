@@ -81,3 +81,62 @@ TEST(RedMetricsSink, FoldsNewLabelSetsPastTheCapIntoOther) {
 
 }  // namespace
 }  // namespace threadline
+
+namespace threadline {
+namespace {
+
+Span DbSpan(SpanKind kind, std::string operation, std::string collection, std::string error,
+            uint64_t duration_ns) {
+  static const auto resource =
+      std::make_shared<const Resource>(Resource{{{"service.name", std::string("shop")}}});
+  Span s;
+  s.kind = kind;
+  s.name = operation + " " + collection;
+  s.start_unix_ns = 1'000'000'000;
+  s.end_unix_ns = s.start_unix_ns + duration_ns;
+  s.attributes.push_back({"db.system.name", std::string("postgresql")});
+  s.attributes.push_back({"db.operation.name", std::move(operation)});
+  s.attributes.push_back({"db.collection.name", std::move(collection)});
+  if (!error.empty()) s.attributes.push_back({"error.type", std::move(error)});
+  s.resource = resource;
+  return s;
+}
+
+Histogram::Data DbSeries(MetricsRegistry& m, const std::string& operation, const std::string& collection,
+                         const std::string& error) {
+  return m.GetHistogram("db_client_operation_duration_seconds",
+                        {{"service_name", "shop"},
+                         {"db_system_name", "postgresql"},
+                         {"db_operation_name", operation},
+                         {"db_collection_name", collection},
+                         {"error_type", error}},
+                        {})
+      .Read();
+}
+
+TEST(RedMetricsSink, DatabaseClientSpansBySystemOperationCollection) {
+  MetricsRegistry m;
+  Collect next;
+  RedMetricsSink red(next, m);
+  red.OnSpan(DbSpan(SpanKind::kClient, "SELECT", "orders", "", 2'000'000));
+  red.OnSpan(DbSpan(SpanKind::kClient, "SELECT", "orders", "", 4'000'000));
+  red.OnSpan(DbSpan(SpanKind::kClient, "SELECT", "nope", "42P01", 1'000'000));
+  red.OnSpan(DbSpan(SpanKind::kServer, "SELECT", "orders", "", 1'000'000));  // the server's side
+  EXPECT_EQ(next.spans.size(), 4u);
+  const auto all = m.SnapshotAll().histograms;
+  EXPECT_EQ(all.size(), 2u);  // no HTTP series for database spans, none for the server's side
+  EXPECT_EQ(DbSeries(m, "SELECT", "orders", "").count, 2u);
+  EXPECT_EQ(DbSeries(m, "SELECT", "nope", "42P01").count, 1u);
+}
+
+TEST(RedMetricsSink, DatabaseSeriesAreCapped) {
+  MetricsRegistry m;
+  Collect next;
+  RedMetricsSink red(next, m, 3);
+  for (int i = 0; i < 10; ++i) red.OnSpan(DbSpan(SpanKind::kClient, "SELECT", "t" + std::to_string(i), "", 1'000'000));
+  EXPECT_EQ(m.GetCounter("threadline_db_red_series_overflow_total").Value(), 7u);
+  EXPECT_EQ(DbSeries(m, "SELECT", "_other", "").count, 7u);
+}
+
+}  // namespace
+}  // namespace threadline

@@ -129,13 +129,7 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
     AddString(attrs, "url.full", f.method == "CONNECT" ? f.target : full);
   }
 
-  const std::string peer_address = c.tuple_known ? c.tuple.remote.ToString() : std::string();
-  if (c.tuple_known) {
-    AddString(attrs, "network.peer.address", peer_address);
-    AddInt(attrs, "network.peer.port", c.tuple.remote_port);
-    AddString(attrs, "network.type", c.tuple.remote.is_v4 ? "ipv4" : "ipv6");
-  }
-  AddString(attrs, "network.transport", "tcp");
+  AddNetworkPeer(c, attrs);
   AddString(attrs, "network.protocol.name", "http");
   AddString(attrs, "network.protocol.version", f.version);
 
@@ -149,7 +143,7 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
       client = std::string(Trim(first));
     }
     if (client.empty() && c.tuple_known) {
-      client = peer_address;
+      client = c.tuple.remote.ToString();
       AddInt(attrs, "client.port", c.tuple.remote_port);
     }
     if (!client.empty()) AddString(attrs, "client.address", client);
@@ -173,17 +167,9 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
   if (f.request_incomplete) attrs.push_back({"threadline.request.incomplete", true});
 
   switch (f.outcome) {
-    case Outcome::kClosedBeforeResponse: {
-      out.status = StatusCode::kError;
-      out.status_message = "connection closed before the response";
-      AddString(attrs, "error.type", "connection_closed");
-      SpanEvent ev;
-      ev.name = "exception";
-      ev.attributes.push_back({"exception.type", std::string("ConnectionClosedBeforeResponse")});
-      ev.attributes.push_back({"exception.message", std::string(out.status_message)});
-      out.events.push_back(std::move(ev));
+    case Outcome::kClosedBeforeResponse:
+      MarkClosedBeforeResponse(out);
       break;
-    }
     case Outcome::kResponseLost:
       attrs.push_back({"threadline.response.lost", true});
       break;

@@ -1,0 +1,27 @@
+// What every protocol's conventions share (declared in describe.h); apart from describe.cpp so
+// that a protocol's Describe links without the others (the fuzz targets).
+#include "agent/protocols/describe.h"
+
+namespace threadline {
+
+void MarkClosedBeforeResponse(ExchangeView& out) {
+  out.status = StatusCode::kError;
+  out.status_message = "connection closed before the response";
+  out.attributes.push_back({"error.type", std::string("connection_closed")});
+  SpanEvent ev;
+  ev.name = "exception";
+  ev.attributes.push_back({"exception.type", std::string("ConnectionClosedBeforeResponse")});
+  ev.attributes.push_back({"exception.message", out.status_message});
+  out.events.push_back(std::move(ev));
+}
+
+void AddNetworkPeer(const ConnectionInfo& c, Attributes& attrs) {
+  if (c.tuple_known) {
+    attrs.push_back({"network.peer.address", c.tuple.remote.ToString()});
+    attrs.push_back({"network.peer.port", static_cast<int64_t>(c.tuple.remote_port)});
+    attrs.push_back({"network.type", std::string(c.tuple.remote.is_v4 ? "ipv4" : "ipv6")});
+  }
+  attrs.push_back({"network.transport", std::string("tcp")});
+}
+
+}  // namespace threadline

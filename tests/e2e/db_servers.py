@@ -1,0 +1,105 @@
+"""Real database servers from Debian for the e2e tests, each in a temporary directory of its own
+on a free port of 127.0.0.1 (parallel-safe), stopped and removed at the test's cleanup.
+
+    pg = Postgres(test)                 # PostgreSQL 15: initdb + pg_ctl as user postgres
+    pg = Postgres(test, tls=True)       # ... with ssl=on and a self-signed certificate
+    r = Redis(test)                     # redis-server --port N --save ''
+    m = MariaDb(test)                   # mariadb-install-db + mariadbd
+
+A missing server fails the test under CI=true and skips it elsewhere (e2e_util.give_up).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+from e2e_util import LOOPBACK, free_port, give_up, require_tool, wait_accepting
+
+# Clients with the Debian Python modules (python3-psycopg2, python3-redis): Debian's python3,
+# whatever python3 runs the tests.
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+def require_debian_python(test: unittest.TestCase, *modules: str) -> str:
+    """The Python that has the Debian client modules; give_up when one is missing."""
+    if not os.path.exists(DEBIAN_PYTHON):
+        give_up(test, f"{DEBIAN_PYTHON} not found (scripts/deps.sh --with-test-peers)")
+    for m in modules:
+        p = subprocess.run([DEBIAN_PYTHON, "-c", f"import {m}"], capture_output=True, timeout=30)
+        if p.returncode != 0:
+            give_up(test, f"python module {m} missing (Debian python3-{m}; scripts/deps.sh --with-test-peers)")
+    return DEBIAN_PYTHON
+
+
+def _run(cmd: list[str], timeout: float = 60.0, **kw) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    if p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    return p
+
+
+class Postgres:
+    """PostgreSQL 15 as user postgres, trust authentication, database `postgres`."""
+
+    def __init__(self, test: unittest.TestCase, tls: bool = False, cleanup=None):
+        """`cleanup` registers the stop (default: test.addCleanup)."""
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            give_up(test, "PostgreSQL server not installed (Debian postgresql; scripts/deps.sh --with-test-peers)")
+        require_tool(test, "psql", "runuser")
+        self.bin = os.path.dirname(bins[-1])
+        self.port = free_port()
+        self.host = LOOPBACK
+        self.dir = tempfile.mkdtemp(prefix="tl-e2e-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self._started = False
+        (cleanup or test.addCleanup)(self.stop)
+        user = pwd.getpwnam("postgres")
+        os.chown(self.dir, user.pw_uid, user.pw_gid)
+        _run(["runuser", "-u", "postgres", "--", f"{self.bin}/initdb", "-D", self.data, "-A", "trust",
+              "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"])
+        options = (f"-p {self.port} -k {self.dir} -c listen_addresses={self.host} -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off")
+        if tls:
+            require_tool(test, "openssl")
+            cert, key = os.path.join(self.dir, "server.crt"), os.path.join(self.dir, "server.key")
+            _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                  "-days", "1", "-subj", "/CN=127.0.0.1"])
+            for f in (cert, key):
+                os.chown(f, user.pw_uid, user.pw_gid)
+            os.chmod(key, 0o600)
+            options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
+        _run(["runuser", "-u", "postgres", "--", f"{self.bin}/pg_ctl", "-D", self.data, "-o", options,
+              "-l", os.path.join(self.dir, "server.log"), "-w", "-t", "60", "start"], timeout=90)
+        self._started = True
+        wait_accepting(self.host, self.port)
+
+    def dsn(self, **extra: str) -> str:
+        parts = {"host": self.host, "port": str(self.port), "user": "postgres", "dbname": "postgres",
+                 "sslmode": "disable", **extra}
+        return " ".join(f"{k}={v}" for k, v in parts.items())
+
+    def psql(self, *commands: str, sslmode: str = "disable", check: bool = True,
+             stdin: str | None = None) -> subprocess.CompletedProcess:
+        """psql -c each command, in order, on one connection."""
+        argv = ["psql", self.dsn(sslmode=sslmode), "-X", "-q", "-v", "ON_ERROR_STOP=0"]
+        for c in commands:
+            argv += ["-c", c]
+        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+        if check and p.returncode != 0:
+            raise AssertionError(f"psql failed (rc {p.returncode}):\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def stop(self) -> None:
+        if self._started:
+            subprocess.run(["runuser", "-u", "postgres", "--", f"{self.bin}/pg_ctl", "-D", self.data,
+                            "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+            self._started = False
+        shutil.rmtree(self.dir, ignore_errors=True)
+

@@ -1,0 +1,276 @@
+"""Database spans (issue 17) as a user sees them: the built agent (--output=json) against real
+servers from Debian started here (PostgreSQL 15, plain and with TLS) and real clients (psql,
+pgbench, Python psycopg2, Node pg), plus a small web service whose request becomes one trace
+with its database calls under it.
+
+The agent's start is the slow part, so one agent serves the whole file, filtered to the ports of
+the servers started here; every test asserts on spans of its own (its own tables, statements and
+client processes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+from db_servers import Postgres, require_debian_python
+from e2e_util import (LOOPBACK, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, Agent, PeerProcess, SpanRecord,
+                      agent_spans, free_port, give_up, main, npm_peer, require_root, require_tool,
+                      wait_for_spans)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = os.path.join(HERE, "peers")
+
+
+class Environment:
+    """The servers, the web service and the one agent every test of this file shares, made by
+    the first test that needs them and stopped when the module ends. A server that cannot start
+    (not installed) leaves a reason its tests give up with."""
+
+    def __init__(self, test: unittest.TestCase):
+        self.missing: dict[str, str] = {}
+        cleanup = unittest.addModuleCleanup
+        self.pg = self._start("postgres", test, lambda: Postgres(test, cleanup=cleanup))
+        self.pg_tls = self._start("postgres_tls", test, lambda: Postgres(test, tls=True, cleanup=cleanup))
+        ports = [s.port for s in (self.pg, self.pg_tls) if s is not None]
+        self.web_port = free_port()
+        ports.append(self.web_port)
+        argv = ["--output=json", "--inject", "off", "--stats-interval", "0"]
+        for p in ports:
+            argv += ["--port", str(p)]
+        self.agent = Agent(argv)
+        cleanup(self.agent.kill)
+        self.web = None
+        if self.pg is not None:
+            try:
+                python = require_debian_python(test, "psycopg2")
+                self.web = PeerProcess([python, os.path.join(PEERS, "db_web_service.py"), str(self.web_port),
+                                        str(self.pg.port)], port=self.web_port)
+                cleanup(self.web.stop)
+            except unittest.SkipTest as e:
+                self.missing["web"] = str(e)
+
+    def _start(self, name: str, test: unittest.TestCase, make):
+        try:
+            return make()
+        except unittest.SkipTest as e:
+            self.missing[name] = str(e)
+            return None
+
+    def require(self, test: unittest.TestCase, *names: str) -> None:
+        for n in names:
+            if n in self.missing:
+                give_up(test, self.missing[n])
+
+
+_ENV: Environment | None = None
+
+
+def spans_of_pid(spans: list[SpanRecord], pid: int) -> list[SpanRecord]:
+    return [s for s in spans if s.pid == pid]
+
+
+def db_spans(spans: list[SpanRecord], port: int) -> list[SpanRecord]:
+    return [s for s in spans if s.attrs.get("server.port") == port and s.is_client]
+
+
+class DatabaseSpans(unittest.TestCase):
+    def setUp(self):
+        require_root(self)
+        global _ENV
+        if _ENV is None:
+            _ENV = Environment(self)
+        self.env = _ENV
+
+    # -- helpers ----------------------------------------------------------------------------
+    def run_client(self, argv: list[str], stdin: str | None = None, timeout: float = 60) -> subprocess.Popen:
+        """Runs a client to its end, keeping it unreaped until cleanup (its /proc entry names
+        its spans' service) and returns it; fails the test on a non-zero exit."""
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        out, err = p.communicate(stdin, timeout=timeout)
+        p.out, p.err = out, err
+        if p.returncode != 0:
+            self.fail(f"{' '.join(argv)} failed (rc {p.returncode}):\n{out}\n{err}")
+        return p
+
+    def wait_db_spans(self, pid: int, count: int, port: int | None = None) -> list[SpanRecord]:
+        port = port or self.env.pg.port
+        spans = wait_for_spans(self.env.agent, lambda ss: len(db_spans(spans_of_pid(ss, pid), port)) >= count)
+        return db_spans(spans_of_pid(spans, pid), port)
+
+    def assert_postgres_span(self, s: SpanRecord, port: int) -> None:
+        self.assertEqual(s.kind, SPAN_KIND_CLIENT, s.brief())
+        self.assertEqual(s.attrs.get("db.system.name"), "postgresql", s.brief())
+        self.assertEqual(s.attrs.get("db.namespace"), "postgres", s.brief())
+        self.assertEqual(s.attrs.get("server.address"), "127.0.0.1", s.brief())
+        self.assertEqual(s.attrs.get("server.port"), port, s.brief())
+        self.assertFalse(any(k.startswith(("http.", "url.")) for k in s.attrs), s.brief())
+        self.assertGreater(s.end_ns, s.start_ns, s.brief())
+
+    # -- PostgreSQL ---------------------------------------------------------------------------
+    def test_psql_simple_queries_errors_copy(self):
+        self.env.require(self, "postgres")
+        pg = self.env.pg
+        p = self.run_client(["psql", pg.dsn(), "-X", "-q",
+                             "-c", "CREATE TABLE e2e_psql (id int PRIMARY KEY, name text, total numeric)",
+                             "-c", "INSERT INTO e2e_psql VALUES (1, 'alice', 12.5)",
+                             "-c", "SELECT name, total FROM e2e_psql WHERE id = 1 AND name = 'alice'",
+                             "-c", "SELECT * FROM e2e_missing_table",
+                             "-c", "\\copy e2e_psql FROM STDIN",
+                             "-c", "BEGIN; UPDATE e2e_psql SET total = total * 2 WHERE id = 1; COMMIT;"],
+                            stdin="2\tbob\t3\n")
+        spans = self.wait_db_spans(p.pid, 6)
+        by_name = {s.name: s for s in spans}
+        for s in spans:
+            self.assert_postgres_span(s, pg.port)
+        select = by_name.get("SELECT e2e_psql")
+        self.assertIsNotNone(select, [s.brief() for s in spans])
+        self.assertEqual(select.attrs.get("db.operation.name"), "SELECT")
+        self.assertEqual(select.attrs.get("db.collection.name"), "e2e_psql")
+        # Sanitised: no literal of the statement leaves the node.
+        self.assertEqual(select.attrs.get("db.query.text"),
+                         "SELECT name, total FROM e2e_psql WHERE id = ? AND name = ?")
+        self.assertEqual(select.status_code, 0)
+        insert = by_name["INSERT e2e_psql"]
+        self.assertNotIn("alice", json.dumps(insert.raw))
+        self.assertEqual(insert.attrs.get("db.query.text"), "INSERT INTO e2e_psql VALUES (?)")
+        error = by_name["SELECT e2e_missing_table"]
+        self.assertTrue(error.is_error)
+        self.assertEqual(error.attrs.get("db.response.status_code"), "42P01")
+        self.assertEqual(error.attrs.get("error.type"), "42P01")
+        copy = by_name["COPY e2e_psql"]
+        self.assertEqual(copy.attrs.get("db.query.text"), "COPY e2e_psql FROM STDIN")
+        tx = by_name["BEGIN UPDATE e2e_psql COMMIT"]
+        self.assertNotIn("db.operation.name", tx.attrs)  # three statements: no single operation
+        self.assertEqual(by_name["CREATE TABLE e2e_psql"].attrs.get("db.operation.name"), "CREATE TABLE")
+        # Each statement is a root of its own (psql runs outside any traced request).
+        for s in spans:
+            self.assertEqual(s.parent_span_id, "", s.brief())
+
+    def test_psycopg2_transaction_and_cancel(self):
+        self.env.require(self, "postgres")
+        python = require_debian_python(self, "psycopg2")
+        pg = self.env.pg
+        script = r"""
+import json, os, sys, threading, psycopg2
+c = psycopg2.connect(sys.argv[1])
+cur = c.cursor()
+cur.execute("CREATE TABLE IF NOT EXISTS e2e_tx (id int PRIMARY KEY, owner text)")
+cur.execute("INSERT INTO e2e_tx VALUES (%s, %s)", (7, "secret-owner"))
+c.commit()
+threading.Timer(0.5, c.cancel).start()
+try:
+    cur.execute("SELECT pg_sleep(10)")
+except psycopg2.extensions.QueryCanceledError:
+    pass
+c.rollback()
+print(json.dumps({"pid": os.getpid()}))
+"""
+        p = self.run_client([python, "-c", script, pg.dsn()])
+        spans = self.wait_db_spans(p.pid, 8)
+        names = [s.name for s in sorted(spans, key=lambda s: s.start_ns)]
+        self.assertEqual(names[:4], ["BEGIN", "CREATE TABLE e2e_tx", "INSERT e2e_tx", "COMMIT"], names)
+        insert = next(s for s in spans if s.name == "INSERT e2e_tx")
+        self.assertEqual(insert.attrs.get("db.query.text"), "INSERT INTO e2e_tx VALUES (?)")
+        self.assertNotIn("secret-owner", json.dumps(insert.raw))
+        sleep = next(s for s in spans if s.attrs.get("db.query.text") == "SELECT pg_sleep(?)")
+        self.assertTrue(sleep.is_error, sleep.brief())
+        self.assertEqual(sleep.attrs.get("db.response.status_code"), "57014")  # query_canceled
+        cancel = next(s for s in spans if s.name == "CANCEL")
+        self.assertFalse(cancel.is_error)
+        # The cancel request arrived while the query ran.
+        self.assertLess(sleep.start_ns, cancel.start_ns)
+        self.assertLess(cancel.start_ns, sleep.end_ns)
+        self.assertIn("ROLLBACK", names)
+
+    def test_pgbench_prepared_and_pipelined_extended_queries(self):
+        self.env.require(self, "postgres")
+        require_tool(self, "pgbench")
+        pg = self.env.pg
+        pg.psql("CREATE TABLE IF NOT EXISTS e2e_bench (id int PRIMARY KEY, total numeric)",
+                "INSERT INTO e2e_bench VALUES (1, 10) ON CONFLICT DO NOTHING")
+        script = os.path.join(pg.dir, "pipeline.sql")
+        with open(script, "w") as f:
+            f.write("\\startpipeline\nSELECT total FROM e2e_bench WHERE id = 1;\n"
+                    "UPDATE e2e_bench SET total = total + 1 WHERE id = 1;\n"
+                    "SELECT count(*) FROM e2e_bench;\n\\endpipeline\n")
+        p = self.run_client(["pgbench", "-n", "-h", pg.host, "-p", str(pg.port), "-U", "postgres",
+                             "-M", "prepared", "-t", "2", "-f", script, "postgres"])
+        # Each of the three statements: one prepare, then executed twice by name, pipelined.
+        spans = self.wait_db_spans(p.pid, 9)
+        names = sorted(s.name for s in spans)
+        self.assertEqual(names.count("SELECT e2e_bench"), 4, names)
+        self.assertEqual(names.count("UPDATE e2e_bench"), 2, names)
+        self.assertEqual(sum(1 for n in names if n.startswith("PREPARE ")), 3, names)
+        update = next(s for s in spans if s.name == "UPDATE e2e_bench")
+        self.assertEqual(update.attrs.get("db.query.text"), "UPDATE e2e_bench SET total = total + ? WHERE id = ?;")
+        for s in spans:
+            self.assert_postgres_span(s, pg.port)
+            self.assertFalse(s.is_error, s.brief())
+
+    def test_node_pg_named_statements(self):
+        self.env.require(self, "postgres")
+        pg = self.env.pg
+        peer = npm_peer("node-pg", self)
+        p = self.run_client(["node", os.path.join(peer, "client.js"), str(pg.port), "e2e_node"])
+        result = json.loads(p.out.strip().splitlines()[-1])
+        self.assertEqual(result["error"], "42703")
+        spans = self.wait_db_spans(result["pid"], 5)
+        selects = [s for s in spans if s.attrs.get("db.query.text") == "SELECT total FROM e2e_node WHERE id = $1"]
+        # Parsed once, executed twice: the second execution knows its text from the first Parse.
+        self.assertEqual(len(selects), 2, [s.brief() for s in spans])
+        for s in selects:
+            self.assertEqual(s.name, "SELECT e2e_node")
+            self.assertFalse(s.is_error)
+        insert = next(s for s in spans if s.name == "INSERT e2e_node")
+        self.assertEqual(insert.attrs.get("db.query.text"), "INSERT INTO e2e_node VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING")
+        error = next(s for s in spans if s.is_error)
+        self.assertEqual(error.attrs.get("db.response.status_code"), "42703")
+
+    def test_tls_postgres_gives_the_same_spans(self):
+        self.env.require(self, "postgres_tls")
+        pg = self.env.pg_tls
+        p = self.run_client(["psql", pg.dsn(sslmode="require"), "-X", "-q",
+                             "-c", "SHOW ssl", "-c", "SELECT 42 AS answer"])
+        spans = self.wait_db_spans(p.pid, 2, port=pg.port)
+        names = [s.name for s in spans]
+        self.assertIn("SHOW", names)
+        select = next(s for s in spans if s.name == "SELECT")
+        self.assertEqual(select.attrs.get("db.query.text"), "SELECT ? AS answer")
+        self.assert_postgres_span(select, pg.port)
+
+    # -- one trace across a web request and its databases ------------------------------------
+    def test_web_request_is_one_trace_with_its_queries(self):
+        self.env.require(self, "postgres", "web")
+        require_tool(self, "curl")
+        url = f"http://{LOOPBACK}:{self.env.web_port}/order/1"
+        p = self.run_client(["curl", "-sS", "--noproxy", "*", "--max-time", "10", url])
+        self.assertIn("12.5", p.out)
+        web_pid = self.env.web.pid
+
+        def complete(ss: list[SpanRecord]) -> bool:
+            return any(s.is_server and s.pid == web_pid for s in ss) and \
+                any(s.pid == web_pid and s.attrs.get("db.system.name") == "postgresql" and
+                    s.attrs.get("db.collection.name") == "e2e_web_orders" and
+                    s.attrs.get("db.operation.name") == "SELECT" for s in ss)
+        spans = wait_for_spans(self.env.agent, complete)
+        server = [s for s in spans if s.is_server and s.pid == web_pid]
+        self.assertEqual(len(server), 1, [s.brief() for s in server])
+        server = server[0]
+        self.assertEqual(server.name, "GET /order/{id}")
+        query = next(s for s in spans if s.pid == web_pid and s.attrs.get("db.collection.name") == "e2e_web_orders"
+                     and s.attrs.get("db.operation.name") == "SELECT")
+        self.assertEqual(query.trace_id, server.trace_id)
+        self.assertEqual(query.parent_span_id, server.span_id)
+        self.assertEqual(query.attrs.get("threadline.parent.source"), "thread")
+        self.assertGreaterEqual(query.start_ns, server.start_ns)
+        self.assertLessEqual(query.end_ns, server.end_ns)
+
+
+if __name__ == "__main__":
+    main()

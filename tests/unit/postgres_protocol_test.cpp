@@ -1,0 +1,319 @@
+// PostgreSQL on the neutral model, fed recorded conversations of real clients (psql, pgbench,
+// psycopg2 against PostgreSQL 15) through the dispatcher: the spans they become, at every split
+// point of every chunk; then gaps, garbage, TLS and the server's side.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include "agent/protocols/postgres/parser.h"
+#include "tests/unit/db_test_util.h"
+
+namespace threadline {
+namespace {
+
+using db_test::Described;
+using db_test::DescribingSink;
+using db_test::Feeder;
+using db_test::LoadRecording;
+
+std::vector<Described> Spans(const db_test::Conversation& conv, Role role = Role::kClient,
+                           ProtocolOptions options = {}) {
+  DescribingSink sink;
+  Feeder feeder(sink, options);
+  feeder.Run(conv, role);
+  return sink.records;
+}
+
+TEST(PostgresProtocolTest, PsqlCopyAndMultiStatementQuery) {
+  auto convs = LoadRecording("postgres_psql");
+  ASSERT_EQ(convs.size(), 1u);
+  auto r = Spans(convs[0]);
+  ASSERT_EQ(r.size(), 3u) << db_test::Summary(r);
+  EXPECT_EQ(r[0].name, "COPY orders");
+  EXPECT_EQ(r[0].Attr("db.system.name"), "postgresql");
+  EXPECT_EQ(r[0].Attr("db.namespace"), "postgres");
+  EXPECT_EQ(r[0].Attr("db.operation.name"), "COPY");
+  EXPECT_EQ(r[0].Attr("db.collection.name"), "orders");
+  EXPECT_EQ(r[0].Attr("db.query.text"), "COPY orders FROM STDIN");
+  EXPECT_EQ(r[0].Attr("server.address"), "127.0.0.2");
+  EXPECT_EQ(r[0].Attr("server.port"), "5432");
+  EXPECT_FALSE(r[0].error);
+  EXPECT_EQ(r[1].name, "COPY orders");
+  EXPECT_EQ(r[1].Attr("db.query.text"), "COPY orders TO STDOUT");
+  EXPECT_EQ(r[2].name, "BEGIN DELETE orders COMMIT");
+  EXPECT_EQ(r[2].Attr("db.query.summary"), "BEGIN DELETE orders COMMIT");
+  EXPECT_FALSE(r[2].Has("db.operation.name"));  // three statements: no single operation
+  EXPECT_EQ(r[2].Attr("db.query.text"), "BEGIN; DELETE FROM orders WHERE id > ?; COMMIT;");
+  for (const Described& d : r) EXPECT_LT(d.start_ts, d.end_ts);
+}
+
+TEST(PostgresProtocolTest, ErrorResponseMakesAnErrorSpanWithSqlstate) {
+  auto r = Spans(LoadRecording("postgres_psql_error")[0]);
+  ASSERT_EQ(r.size(), 2u) << db_test::Summary(r);
+  EXPECT_EQ(r[0].name, "SELECT orders");
+  EXPECT_EQ(r[0].Attr("db.query.text"), "SELECT id, total FROM orders WHERE id = ?");
+  EXPECT_FALSE(r[0].error);
+  EXPECT_FALSE(r[0].Has("db.response.status_code"));
+  EXPECT_EQ(r[1].name, "SELECT nope");
+  EXPECT_TRUE(r[1].error);
+  EXPECT_EQ(r[1].Attr("db.response.status_code"), "42P01");
+  EXPECT_EQ(r[1].Attr("error.type"), "42P01");
+}
+
+TEST(PostgresProtocolTest, PreparedStatementsTakeTheirTextFromParse) {
+  auto r = Spans(LoadRecording("postgres_pgbench_prepared")[0]);
+  // Two prepares (Parse + Sync), then each statement executed twice by name.
+  ASSERT_EQ(r.size(), 6u) << db_test::Summary(r);
+  EXPECT_EQ(r[0].name, "PREPARE SELECT orders");
+  EXPECT_EQ(r[0].Attr("db.operation.name"), "PREPARE");
+  EXPECT_EQ(r[1].name, "SELECT orders");
+  EXPECT_EQ(r[1].Attr("db.query.text"), "SELECT id, total FROM orders WHERE id = ?;");
+  EXPECT_EQ(r[1].Attr("db.collection.name"), "orders");
+  EXPECT_EQ(r[2].name, "PREPARE UPDATE orders");
+  EXPECT_EQ(r[3].name, "UPDATE orders");
+  EXPECT_EQ(r[4].name, "SELECT orders");
+  EXPECT_EQ(r[5].name, "UPDATE orders");
+  EXPECT_EQ(r[5].Attr("db.query.text"), "UPDATE orders SET total = total + ? WHERE id = ?;");
+  for (const Described& d : r) EXPECT_FALSE(d.error);
+}
+
+TEST(PostgresProtocolTest, PipelineWithErrorSkipsTheRestOfItsSync) {
+  DescribingSink sink;
+  Feeder feeder(sink);
+  feeder.Run(LoadRecording("postgres_pgbench_pipeline")[0]);
+  auto& r = sink.records;
+  ASSERT_EQ(r.size(), 3u) << db_test::Summary(r);
+  EXPECT_EQ(r[0].name, "SELECT");
+  EXPECT_EQ(r[0].Attr("db.query.text"), "SELECT ?;");
+  EXPECT_EQ(r[1].name, "SELECT orders");
+  EXPECT_EQ(r[2].name, "SELECT nope");
+  EXPECT_TRUE(r[2].error);
+  EXPECT_EQ(r[2].Attr("db.response.status_code"), "42P01");
+  // All four went out in one write: the pipelined requests start at different positions.
+  EXPECT_LT(r[0].request_first_pos, r[1].request_first_pos);
+  EXPECT_LT(r[1].request_first_pos, r[2].request_first_pos);
+  EXPECT_EQ(feeder.Counter("threadline_db_operations_not_executed_total", {{"protocol", "postgres"}}), 1u);
+}
+
+TEST(PostgresProtocolTest, TransactionStatementsAndCancelRequest) {
+  auto convs = LoadRecording("postgres_psycopg2_cancel");
+  ASSERT_EQ(convs.size(), 2u);
+  auto r = Spans(convs[0]);
+  ASSERT_EQ(r.size(), 6u) << db_test::Summary(r);
+  EXPECT_EQ(r[0].name, "BEGIN");
+  EXPECT_EQ(r[1].name, "SELECT orders");
+  EXPECT_EQ(r[2].name, "COMMIT");
+  EXPECT_EQ(r[4].name, "SELECT");
+  EXPECT_TRUE(r[4].error);
+  EXPECT_EQ(r[4].Attr("db.response.status_code"), "57014");  // canceled
+  EXPECT_EQ(r[5].name, "ROLLBACK");
+  auto cancel = Spans(convs[1]);
+  ASSERT_EQ(cancel.size(), 1u);
+  EXPECT_EQ(cancel[0].name, "CANCEL");
+  EXPECT_FALSE(cancel[0].error);
+  EXPECT_FALSE(cancel[0].Has("db.query.text"));
+}
+
+TEST(PostgresProtocolTest, EverySplitPointGivesTheSameSpans) {
+  for (const char* name : {"postgres_psql", "postgres_psql_error", "postgres_pgbench_prepared",
+                           "postgres_pgbench_pipeline", "postgres_psycopg2_cancel"}) {
+    for (const auto& conv : LoadRecording(name)) {
+      DescribingSink whole;
+      Feeder(whole).Run(conv);
+      const std::string expected = db_test::Summary(whole.records);
+      for (size_t i = 0; i < conv.size(); ++i) {
+        // The first chunk is cut only past the startup packet's 8 bytes: detection needs them
+        // (a client writes the packet whole).
+        for (size_t k = i == 0 ? 8 : 1; k < conv[i].bytes.size(); ++k) {
+          DescribingSink split;
+          Feeder(split).Run(conv, Role::kClient, std::make_pair(i, k));
+          // Positions are the same; only the names/attributes/order matter here.
+          ASSERT_EQ(db_test::Summary(split.records), expected) << name << " chunk " << i << " split at " << k;
+        }
+      }
+    }
+  }
+}
+
+TEST(PostgresProtocolTest, RoleUnknownIsLearnedFromTheStartupPacket) {
+  auto r = Spans(LoadRecording("postgres_psql_error")[0], Role::kUnknown);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].role, Role::kClient);
+}
+
+TEST(PostgresProtocolTest, ServerSideOnlyWithServerSpans) {
+  const auto conv = LoadRecording("postgres_psql_error")[0];
+  DescribingSink sink;
+  Feeder feeder(sink);
+  feeder.Run(conv, Role::kServer);
+  EXPECT_TRUE(sink.records.empty());
+  EXPECT_EQ(feeder.Counter("threadline_db_server_connections_skipped_total", {{"protocol", "postgres"}}), 1u);
+  EXPECT_EQ(feeder.Counter("threadline_protocol_connections_total", {{"protocol", "postgres"}}), 1u);
+
+  ProtocolOptions on;
+  on.db_server_spans = true;
+  auto r = Spans(conv, Role::kServer, on);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[1].role, Role::kServer);
+  EXPECT_EQ(r[1].Attr("server.port"), "5432");
+  EXPECT_EQ(r[1].Attr("client.port"), "40000");
+  EXPECT_TRUE(r[1].error);
+}
+
+TEST(PostgresProtocolTest, QueryTextSwitchedOff) {
+  DescribingSink sink;
+  sink.options.db.query_text = false;
+  Feeder(sink).Run(LoadRecording("postgres_psql_error")[0]);
+  ASSERT_EQ(sink.records.size(), 2u);
+  EXPECT_FALSE(sink.records[0].Has("db.query.text"));
+  EXPECT_EQ(sink.records[0].name, "SELECT orders");  // the summary has no values: still there
+}
+
+// A query whose result is much larger than what is captured: the rows are skipped by length,
+// a gap inside them only marks the response incomplete, and the next query pairs as usual.
+TEST(PostgresProtocolTest, HugeResultWithGapsIsSkippedNotBuffered) {
+  auto base = LoadRecording("postgres_psql_error")[0];
+  db_test::Conversation conv(base.begin(), base.begin() + 2);  // startup and its answer
+  auto msg = [](char type, const std::string& body) {
+    std::string m(1, type);
+    const uint32_t len = static_cast<uint32_t>(body.size() + 4);
+    m += static_cast<char>(len >> 24);
+    m += static_cast<char>(len >> 16);
+    m += static_cast<char>(len >> 8);
+    m += static_cast<char>(len);
+    return m + body;
+  };
+  conv.push_back({true, msg('Q', std::string("SELECT * FROM big", 17) + '\0')});
+  std::string rows = msg('T', std::string("\0\1x\0\0\0\0\0\0\0\0\0\0\x19\xff\xff\xff\xff\0\0", 22));
+  for (int i = 0; i < 2000; ++i) rows += msg('D', std::string("\0\1\0\0\0\x0a", 6) + "0123456789");
+  rows += msg('C', std::string("SELECT 2000", 11) + '\0') + msg('Z', "I");
+  conv.push_back({false, rows});
+  conv.push_back({true, msg('Q', std::string("SELECT 1", 8) + '\0')});
+  conv.push_back({false, msg('C', std::string("SELECT 1", 8) + '\0') + msg('Z', "I")});
+
+  DescribingSink sink;
+  Feeder feeder(sink);
+  feeder.Run(conv);
+  ASSERT_EQ(sink.records.size(), 2u) << db_test::Summary(sink.records);
+  EXPECT_EQ(sink.records[0].name, "SELECT big");
+  EXPECT_EQ(sink.records[1].name, "SELECT");
+}
+
+TEST(PostgresProtocolTest, GapOverMessageBoundariesResynchronises) {
+  // The same conversation as the previous test, but most of the rows never captured: the gap
+  // swallows message headers, the reader resynchronises on CommandComplete + ReadyForQuery.
+  MetricsRegistry metrics;
+  DescribingSink sink;
+  ProtocolDispatcher dispatcher(DispatcherConfig{}, sink, metrics);
+  ConnectionInfo c;
+  c.id = ConnId{7, 3, 1};
+  c.role = Role::kClient;
+  dispatcher.OnConnectionOpened(c);
+  auto conv = LoadRecording("postgres_psql_error")[0];
+  uint64_t pos[2] = {0, 0};
+  uint64_t ts = 1000;
+  auto feed = [&](bool client, const std::string& b) {
+    const Direction d = client ? Direction::kEgress : Direction::kIngress;
+    ChunkMeta m{ts += 10, ts - 5, 1, 0, pos[static_cast<int>(d)]};
+    dispatcher.OnStreamData(c, d, m.pos, {reinterpret_cast<const uint8_t*>(b.data()), b.size()}, m);
+    pos[static_cast<int>(d)] += b.size();
+  };
+  feed(true, conv[0].bytes);
+  feed(false, conv[1].bytes);
+  feed(true, std::string("Q\0\0\0\x16SELECT * FROM big\0", 23));
+  std::string rows = std::string("D\0\0\0\x10\0\1\0\0\0\x06") + "abcdef";
+  std::string head;
+  for (int i = 0; i < 10; ++i) head += rows;
+  feed(false, head);
+  ChunkMeta gm{ts += 10, ts - 5, 1, 0, pos[1]};
+  dispatcher.OnStreamGap(c, Direction::kIngress, pos[1], 100000 + 7, GapReason::kNotCaptured, gm);
+  pos[1] += 100007;
+  // The captured prefix of the next read starts inside a row.
+  feed(false, std::string("xyz") + rows + std::string("C\0\0\0\x12SELECT 123456\0Z\0\0\0\x05I", 25));
+  feed(true, std::string("Q\0\0\0\x0dSELECT 2\0", 14));
+  feed(false, std::string("C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I", 20));
+  ASSERT_EQ(sink.records.size(), 2u) << db_test::Summary(sink.records);
+  EXPECT_EQ(sink.records[0].name, "SELECT big");
+  EXPECT_EQ(sink.records[0].Attr("threadline.response.incomplete"), "true");
+  EXPECT_EQ(sink.records[1].name, "SELECT");
+  EXPECT_EQ(sink.records[1].Attr("db.query.text"), "SELECT ?");
+  EXPECT_GE(metrics.GetCounter("threadline_parse_failures_total", {{"protocol", "postgres"}, {"reason", "framing_lost"}}).Value(), 1u);
+}
+
+TEST(PostgresProtocolTest, SslAcceptedStopsParsingTheCiphertext) {
+  db_test::Conversation conv;
+  conv.push_back({true, std::string("\0\0\0\x08\x04\xd2\x16\x2f", 8)});
+  conv.push_back({false, "S"});
+  conv.push_back({true, std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11)});  // ClientHello
+  conv.push_back({false, std::string("\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03", 11)});
+  DescribingSink sink;
+  Feeder feeder(sink);
+  feeder.Run(conv);
+  EXPECT_TRUE(sink.records.empty());
+  EXPECT_EQ(feeder.metrics().CounterTotal("threadline_parse_failures_total"), 0u);
+}
+
+TEST(PostgresProtocolTest, DetectionIsStrict) {
+  auto classify = [](std::string_view s) {
+    return postgres::Classify({reinterpret_cast<const uint8_t*>(s.data()), s.size()});
+  };
+  auto pg = LoadRecording("postgres_psql_error")[0];
+  EXPECT_EQ(classify(pg[0].bytes), postgres::FirstBytes::kStartup);
+  EXPECT_EQ(classify(pg[2].bytes), postgres::FirstBytes::kFrontend);  // a Query: joined mid-stream
+  EXPECT_EQ(classify(pg[3].bytes), postgres::FirstBytes::kBackend);
+  EXPECT_EQ(classify("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), postgres::FirstBytes::kUnknown);
+  EXPECT_EQ(classify("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), postgres::FirstBytes::kUnknown);
+  EXPECT_EQ(classify("*1\r\n$4\r\nPING\r\n"), postgres::FirstBytes::kUnknown);
+  EXPECT_EQ(classify(std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11)), postgres::FirstBytes::kUnknown);
+  EXPECT_EQ(classify(std::string("\x21\0\0\0\x03SELECT 1", 13)), postgres::FirstBytes::kUnknown);  // MySQL
+}
+
+TEST(PostgresProtocolTest, GarbageIsCountedNeverACrash) {
+  std::mt19937 rng(7);
+  auto pg = LoadRecording("postgres_psql")[0];
+  for (int round = 0; round < 200; ++round) {
+    db_test::Conversation conv(pg.begin(), pg.begin() + 2);
+    for (int i = 0; i < 6; ++i) {
+      std::string junk(1 + rng() % 300, '\0');
+      for (char& ch : junk) ch = static_cast<char>(rng());
+      if (i % 2 == 0 && !junk.empty()) junk[0] = "QPBESDCdc"[rng() % 9];
+      conv.push_back({i % 2 == 0, junk});
+    }
+    DescribingSink sink;
+    Feeder(sink).Run(conv);
+  }
+}
+
+TEST(PostgresProtocolTest, StatementTableIsBounded) {
+  auto pg = LoadRecording("postgres_psql_error")[0];
+  db_test::Conversation conv(pg.begin(), pg.begin() + 2);
+  std::string many;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string name = "s" + std::to_string(i);
+    const std::string text = "SELECT " + std::to_string(i);
+    std::string body = name + '\0' + text + '\0' + std::string("\0\0", 2);
+    const uint32_t len = static_cast<uint32_t>(body.size() + 4);
+    many += 'P';
+    many += static_cast<char>(len >> 24);
+    many += static_cast<char>(len >> 16);
+    many += static_cast<char>(len >> 8);
+    many += static_cast<char>(len);
+    many += body;
+  }
+  many += std::string("S\0\0\0\x04", 5);
+  conv.push_back({true, many});
+  std::string answers;
+  for (int i = 0; i < 1000; ++i) answers += std::string("1\0\0\0\x04", 5);
+  answers += std::string("Z\0\0\0\x05I", 6);
+  conv.push_back({false, answers});
+  DescribingSink sink;
+  Feeder feeder(sink);
+  feeder.Run(conv);
+  // One prepare batch (a Parse and no Execute before the Sync).
+  ASSERT_EQ(sink.records.size(), 1u);
+  EXPECT_EQ(sink.records[0].Attr("db.operation.name"), "PREPARE");
+}
+
+}  // namespace
+}  // namespace threadline
