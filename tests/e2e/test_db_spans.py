@@ -237,6 +237,7 @@ print(json.dumps({"pid": os.getpid()}))
         pg = self.env.pg_tls
         p = self.run_client(["psql", pg.dsn(sslmode="require"), "-X", "-q",
                              "-c", "SHOW ssl", "-c", "SELECT 42 AS answer"])
+        self.assertIn(" on", p.out)  # the connection really was TLS
         spans = self.wait_db_spans(p.pid, 2, port=pg.port)
         names = [s.name for s in spans]
         self.assertIn("SHOW", names)
