@@ -38,9 +38,10 @@ struct ExchangeView {
   std::vector<SpanEvent> events;
 };
 
-// For every protocol's conventions: the span is an ERROR because the connection closed (or the
-// agent gave it up) before the response, with an `exception` event saying so.
-void MarkClosedBeforeResponse(ExchangeView& out);
+// For every protocol's conventions, what an outcome adds: closed before the response is an
+// ERROR with an `exception` event saying so; a response lost to a gap is
+// threadline.response.lost. Other outcomes add nothing here.
+void AddOutcome(Outcome outcome, ExchangeView& out);
 // network.peer.address/port and network.type when the connection's tuple is known, and
 // network.transport.
 void AddNetworkPeer(const ConnectionInfo& conn, Attributes& attrs);

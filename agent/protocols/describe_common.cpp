@@ -4,15 +4,25 @@
 
 namespace threadline {
 
-void MarkClosedBeforeResponse(ExchangeView& out) {
-  out.status = StatusCode::kError;
-  out.status_message = "connection closed before the response";
-  out.attributes.push_back({"error.type", std::string("connection_closed")});
-  SpanEvent ev;
-  ev.name = "exception";
-  ev.attributes.push_back({"exception.type", std::string("ConnectionClosedBeforeResponse")});
-  ev.attributes.push_back({"exception.message", out.status_message});
-  out.events.push_back(std::move(ev));
+void AddOutcome(Outcome outcome, ExchangeView& out) {
+  switch (outcome) {
+    case Outcome::kClosedBeforeResponse: {
+      out.status = StatusCode::kError;
+      out.status_message = "connection closed before the response";
+      out.attributes.push_back({"error.type", std::string("connection_closed")});
+      SpanEvent ev;
+      ev.name = "exception";
+      ev.attributes.push_back({"exception.type", std::string("ConnectionClosedBeforeResponse")});
+      ev.attributes.push_back({"exception.message", out.status_message});
+      out.events.push_back(std::move(ev));
+      return;
+    }
+    case Outcome::kResponseLost:
+      out.attributes.push_back({"threadline.response.lost", true});
+      return;
+    default:
+      return;
+  }
 }
 
 void AddNetworkPeer(const ConnectionInfo& c, Attributes& attrs) {

@@ -51,16 +51,7 @@ void Describe(const OperationFacts& f, Role role, const ConnectionInfo& c, Excha
   }
   if (f.request_incomplete) attrs.push_back({"threadline.request.incomplete", true});
   if (f.response_incomplete) attrs.push_back({"threadline.response.incomplete", true});
-  switch (f.outcome) {
-    case Outcome::kClosedBeforeResponse:
-      MarkClosedBeforeResponse(out);
-      break;
-    case Outcome::kResponseLost:
-      attrs.push_back({"threadline.response.lost", true});
-      break;
-    default:
-      break;
-  }
+  AddOutcome(f.outcome, out);
 }
 
 void FillFromSql(const SqlAnalysis& a, const DbDescribeOptions& options, OperationFacts& f) {

@@ -166,19 +166,8 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
   }
   if (f.request_incomplete) attrs.push_back({"threadline.request.incomplete", true});
 
-  switch (f.outcome) {
-    case Outcome::kClosedBeforeResponse:
-      MarkClosedBeforeResponse(out);
-      break;
-    case Outcome::kResponseLost:
-      attrs.push_back({"threadline.response.lost", true});
-      break;
-    case Outcome::kUpgraded:
-      if (f.upgrade) AddString(attrs, "threadline.http.upgrade", *f.upgrade);
-      break;
-    default:
-      break;
-  }
+  AddOutcome(f.outcome, out);
+  if (f.outcome == Outcome::kUpgraded && f.upgrade) AddString(attrs, "threadline.http.upgrade", *f.upgrade);
 }
 
 }  // namespace threadline::http
