@@ -4,6 +4,7 @@
 
 #include "agent/protocols/http1/describe.h"
 #include "agent/protocols/postgres/describe.h"
+#include "agent/protocols/redis/describe.h"
 
 namespace threadline {
 
@@ -16,6 +17,8 @@ void Describe(const Record& record, Role role, const ConnectionInfo& conn,
           http1::Describe(detail, role, conn, options, out);
         } else if constexpr (std::is_same_v<T, postgres::Operation>) {
           postgres::Describe(detail, role, conn, options, out);
+        } else if constexpr (std::is_same_v<T, redis::Operation>) {
+          redis::Describe(detail, role, conn, options, out);
         }
       },
       record.detail);

@@ -17,6 +17,7 @@
 #include "agent/conn/stream_consumer.h"
 #include "agent/protocols/http1/stitcher.h"
 #include "agent/protocols/postgres/parser.h"
+#include "agent/protocols/redis/parser.h"
 #include "agent/protocols/record.h"
 
 namespace threadline {
@@ -55,6 +56,7 @@ class ConnectionParser {
 struct ProtocolOptions {
   http1::Http1Limits http1;
   postgres::Limits postgres;
+  redis::Limits redis;
   // Database protocols seen from the database server's side (the server process is traced):
   // parsed into SERVER spans only when on (db.server_spans; docs/protocols.md says why not by
   // default).

@@ -6,6 +6,7 @@ std::string_view ToString(ProtocolId p) {
   switch (p) {
     case ProtocolId::kHttp1: return "http1";
     case ProtocolId::kPostgres: return "postgres";
+    case ProtocolId::kRedis: return "redis";
   }
   return "unknown";
 }

@@ -23,10 +23,11 @@
 #include "agent/protocols/http1/message.h"
 #include "agent/protocols/outcome.h"
 #include "agent/protocols/postgres/types.h"
+#include "agent/protocols/redis/types.h"
 
 namespace threadline {
 
-enum class ProtocolId : uint8_t { kHttp1, kPostgres };
+enum class ProtocolId : uint8_t { kHttp1, kPostgres, kRedis };
 std::string_view ToString(ProtocolId p);  // "http1", as in metric labels
 
 // One direction of one operation: the syscalls that carried its first and its last byte
@@ -73,7 +74,7 @@ struct RequestView {
 };
 
 // The protocol's own facts, for Describe. One alternative per protocol.
-using RecordDetail = std::variant<std::monostate, http1::Exchange, postgres::Operation>;
+using RecordDetail = std::variant<std::monostate, http1::Exchange, postgres::Operation, redis::Operation>;
 
 // One operation, ended.
 struct Record {

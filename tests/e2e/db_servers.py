@@ -4,7 +4,6 @@ on a free port of 127.0.0.1 (parallel-safe), stopped and removed at the test's c
     pg = Postgres(test)                 # PostgreSQL 15: initdb + pg_ctl as user postgres
     pg = Postgres(test, tls=True)       # ... with ssl=on and a self-signed certificate
     r = Redis(test)                     # redis-server --port N --save ''
-    m = MariaDb(test)                   # mariadb-install-db + mariadbd
 
 A missing server fails the test under CI=true and skips it elsewhere (e2e_util.give_up).
 """
@@ -19,7 +18,7 @@ import subprocess
 import tempfile
 import unittest
 
-from e2e_util import LOOPBACK, free_port, give_up, require_tool, wait_accepting
+from e2e_util import LOOPBACK, PeerProcess, free_port, give_up, require_tool, wait_accepting
 
 # Clients with the Debian Python modules (python3-psycopg2, python3-redis): Debian's python3,
 # whatever python3 runs the tests.
@@ -103,3 +102,21 @@ class Postgres:
             self._started = False
         shutil.rmtree(self.dir, ignore_errors=True)
 
+
+
+class Redis:
+    """redis-server 7 without persistence, in a temp dir of its own."""
+
+    def __init__(self, test: unittest.TestCase, cleanup=None):
+        require_tool(test, "redis-server", "redis-cli")
+        self.host = LOOPBACK
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="tl-e2e-redis-")
+        (cleanup or test.addCleanup)(self.stop)
+        self.server = PeerProcess(["redis-server", "--port", str(self.port), "--bind", self.host, "--save", "",
+                                   "--appendonly", "no", "--dir", self.dir], port=self.port)
+
+    def stop(self) -> None:
+        if getattr(self, "server", None) is not None:
+            self.server.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,7 +1,7 @@
 """Database spans (issue 17) as a user sees them: the built agent (--output=json) against real
-servers from Debian started here (PostgreSQL 15, plain and with TLS) and real clients (psql,
-pgbench, Python psycopg2, Node pg), plus a small web service whose request becomes one trace
-with its database calls under it.
+servers from Debian started here (PostgreSQL 15, plain and with TLS; Redis 7) and real clients
+(psql, pgbench, Python psycopg2, Node pg, redis-cli, Python redis), plus a small web service whose
+request becomes one trace with its database calls under it.
 
 The agent's start is the slow part, so one agent serves the whole file, filtered to the ports of
 the servers started here; every test asserts on spans of its own (its own tables, statements and
@@ -13,13 +13,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import unittest
 
-from db_servers import Postgres, require_debian_python
-from e2e_util import (LOOPBACK, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, Agent, PeerProcess, SpanRecord,
-                      agent_spans, free_port, give_up, main, npm_peer, require_root, require_tool,
-                      wait_for_spans)
+from db_servers import Postgres, Redis, require_debian_python
+from e2e_util import (LOOPBACK, SPAN_KIND_CLIENT, Agent, PeerProcess, SpanRecord, free_port, give_up,
+                      main, npm_peer, require_root, require_tool, wait_for_spans)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, "peers")
@@ -35,7 +33,8 @@ class Environment:
         cleanup = unittest.addModuleCleanup
         self.pg = self._start("postgres", test, lambda: Postgres(test, cleanup=cleanup))
         self.pg_tls = self._start("postgres_tls", test, lambda: Postgres(test, tls=True, cleanup=cleanup))
-        ports = [s.port for s in (self.pg, self.pg_tls) if s is not None]
+        self.redis = self._start("redis", test, lambda: Redis(test, cleanup=cleanup))
+        ports = [s.port for s in (self.pg, self.pg_tls, self.redis) if s is not None]
         self.web_port = free_port()
         ports.append(self.web_port)
         argv = ["--output=json", "--inject", "off", "--stats-interval", "0"]
@@ -44,11 +43,11 @@ class Environment:
         self.agent = Agent(argv)
         cleanup(self.agent.kill)
         self.web = None
-        if self.pg is not None:
+        if self.pg is not None and self.redis is not None:
             try:
-                python = require_debian_python(test, "psycopg2")
+                python = require_debian_python(test, "psycopg2", "redis")
                 self.web = PeerProcess([python, os.path.join(PEERS, "db_web_service.py"), str(self.web_port),
-                                        str(self.pg.port)], port=self.web_port)
+                                        str(self.pg.port), str(self.redis.port)], port=self.web_port)
                 cleanup(self.web.stop)
             except unittest.SkipTest as e:
                 self.missing["web"] = str(e)
@@ -102,6 +101,12 @@ class DatabaseSpans(unittest.TestCase):
         port = port or self.env.pg.port
         spans = wait_for_spans(self.env.agent, lambda ss: len(db_spans(spans_of_pid(ss, pid), port)) >= count)
         return db_spans(spans_of_pid(spans, pid), port)
+
+    def assert_redis_span(self, s: SpanRecord) -> None:
+        self.assertEqual(s.kind, SPAN_KIND_CLIENT, s.brief())
+        self.assertEqual(s.attrs.get("db.system.name"), "redis", s.brief())
+        self.assertEqual(s.attrs.get("server.port"), self.env.redis.port, s.brief())
+        self.assertFalse(any(k.startswith(("http.", "url.")) for k in s.attrs), s.brief())
 
     def assert_postgres_span(self, s: SpanRecord, port: int) -> None:
         self.assertEqual(s.kind, SPAN_KIND_CLIENT, s.brief())
@@ -245,32 +250,122 @@ print(json.dumps({"pid": os.getpid()}))
         self.assertEqual(select.attrs.get("db.query.text"), "SELECT ? AS answer")
         self.assert_postgres_span(select, pg.port)
 
+    # -- Redis ------------------------------------------------------------------------------
+    def test_redis_cli_commands_and_errors(self):
+        self.env.require(self, "redis")
+        r = self.env.redis
+        pids = []
+        for args in (["SET", "e2e:user", "secret-value"], ["GET", "e2e:user"], ["INCR", "e2e:user"],
+                     ["HSET", "e2e:h", "f1", "v1", "f2", "v2"]):
+            pids.append(self.run_client(["redis-cli", "-h", r.host, "-p", str(r.port), *args]).pid)
+        spans = [self.wait_db_spans(pid, 1, port=r.port)[0] for pid in pids]
+        for s in spans:
+            self.assert_redis_span(s)
+            self.assertEqual(s.attrs.get("db.namespace"), "0")
+        set_, get, incr, hset = spans
+        self.assertEqual(set_.name, "SET")
+        self.assertEqual(set_.attrs.get("db.operation.name"), "SET")
+        self.assertEqual(set_.attrs.get("db.query.text"), "SET e2e:user ?")
+        self.assertNotIn("secret-value", json.dumps(set_.raw))
+        self.assertEqual(get.attrs.get("db.query.text"), "GET e2e:user")
+        self.assertFalse(get.is_error)
+        self.assertTrue(incr.is_error, incr.brief())  # not an integer
+        self.assertEqual(incr.attrs.get("db.response.status_code"), "ERR")
+        self.assertEqual(hset.attrs.get("db.query.text"), "HSET e2e:h ? ? ? ?")
+
+    def test_redis_py_pipeline_transaction_and_pubsub(self):
+        self.env.require(self, "redis")
+        python = require_debian_python(self, "redis")
+        r = self.env.redis
+        script = r"""
+import json, os, sys, time, redis
+port = int(sys.argv[1])
+c = redis.Redis(host="127.0.0.1", port=port, single_connection_client=True)
+p = c.pipeline(transaction=False)
+for i in range(5):
+    p.incr(f"e2e:count:{i}")
+p.lpush("e2e:count:0", "x")                     # WRONGTYPE: an error among the replies
+p.execute(raise_on_error=False)
+t = c.pipeline(transaction=True)
+t.set("e2e:a", "1").set("e2e:b", "2")
+t.execute()
+ps = c.pubsub()
+ps.subscribe("e2e:news")
+ps.get_message(timeout=1)
+pub = redis.Redis(host="127.0.0.1", port=port)
+for i in range(3):
+    pub.publish("e2e:news", f"m{i}")
+got = 0
+for _ in range(30):
+    m = ps.get_message(timeout=0.2)
+    if m and m["type"] == "message":
+        got += 1
+    if got == 3:
+        break
+ps.unsubscribe("e2e:news")
+ps.get_message(timeout=1)
+ps.close()
+c.get("e2e:a")                                   # after the pub/sub: still paired right
+print(json.dumps({"pid": os.getpid(), "messages": got}))
+"""
+        p = self.run_client([python, "-c", script, str(r.port)])
+        result = json.loads(p.out.strip().splitlines()[-1])
+        self.assertEqual(result["messages"], 3)
+        spans = self.wait_db_spans(result["pid"], 8, port=r.port)
+        by_name = {}
+        for s in spans:
+            self.assert_redis_span(s)
+            by_name.setdefault(s.name, []).append(s)
+        pipeline = by_name["PIPELINE"][0]  # INCR x5 and LPUSH: not all the same command
+        self.assertEqual(pipeline.attrs.get("db.operation.batch.size"), 6)
+        self.assertTrue(pipeline.is_error)
+        self.assertEqual(pipeline.attrs.get("db.response.status_code"), "WRONGTYPE")
+        self.assertTrue(pipeline.attrs.get("db.query.text").startswith("INCRBY e2e:count:0 ?; INCRBY e2e:count:1 ?"))
+        tx = by_name["MULTI SET"][0]
+        self.assertEqual(tx.attrs.get("db.operation.batch.size"), 2)
+        self.assertEqual(tx.attrs.get("db.query.text"), "MULTI; SET e2e:a ?; SET e2e:b ?; EXEC")
+        self.assertFalse(tx.is_error)
+        self.assertIn("SUBSCRIBE", by_name)
+        self.assertIn("UNSUBSCRIBE", by_name)
+        # The published messages were never taken for replies: the GET after them is a GET
+        # answered without error, and nothing else appeared.
+        get = by_name["GET"][0]
+        self.assertEqual(get.attrs.get("db.query.text"), "GET e2e:a")
+        self.assertFalse(get.is_error)
+        self.assertFalse(any(s.is_error for s in spans if s is not pipeline), [s.brief() for s in spans])
+
     # -- one trace across a web request and its databases ------------------------------------
     def test_web_request_is_one_trace_with_its_queries(self):
-        self.env.require(self, "postgres", "web")
+        self.env.require(self, "postgres", "redis", "web")
         require_tool(self, "curl")
         url = f"http://{LOOPBACK}:{self.env.web_port}/order/1"
         p = self.run_client(["curl", "-sS", "--noproxy", "*", "--max-time", "10", url])
         self.assertIn("12.5", p.out)
         web_pid = self.env.web.pid
 
-        def complete(ss: list[SpanRecord]) -> bool:
-            return any(s.is_server and s.pid == web_pid for s in ss) and \
-                any(s.pid == web_pid and s.attrs.get("db.system.name") == "postgresql" and
-                    s.attrs.get("db.collection.name") == "e2e_web_orders" and
-                    s.attrs.get("db.operation.name") == "SELECT" for s in ss)
-        spans = wait_for_spans(self.env.agent, complete)
-        server = [s for s in spans if s.is_server and s.pid == web_pid]
+        def ours(ss: list[SpanRecord]) -> tuple[list, list, list]:
+            server = [x for x in ss if x.is_server and x.pid == web_pid]
+            query = [x for x in ss if x.pid == web_pid and x.attrs.get("db.collection.name") == "e2e_web_orders"
+                     and x.attrs.get("db.operation.name") == "SELECT"]
+            cache = [x for x in ss if x.pid == web_pid and x.attrs.get("db.system.name") == "redis"
+                     and x.attrs.get("db.query.text") == "INCRBY views:1 ?"]
+            return server, query, cache
+        spans = wait_for_spans(self.env.agent, lambda ss: all(ours(ss)))
+        server, query, cache = ours(spans)
         self.assertEqual(len(server), 1, [s.brief() for s in server])
-        server = server[0]
+        server, query, cache = server[0], query[0], cache[0]
         self.assertEqual(server.name, "GET /order/{id}")
-        query = next(s for s in spans if s.pid == web_pid and s.attrs.get("db.collection.name") == "e2e_web_orders"
-                     and s.attrs.get("db.operation.name") == "SELECT")
-        self.assertEqual(query.trace_id, server.trace_id)
-        self.assertEqual(query.parent_span_id, server.span_id)
-        self.assertEqual(query.attrs.get("threadline.parent.source"), "thread")
-        self.assertGreaterEqual(query.start_ns, server.start_ns)
-        self.assertLessEqual(query.end_ns, server.end_ns)
+        self.assertEqual(query.name, "SELECT e2e_web_orders")
+        self.assertEqual(cache.name, "INCRBY")  # redis-py sends INCR as INCRBY key 1
+        # One trace: both database calls are children of the request that made them.
+        for child in (query, cache):
+            self.assertEqual(child.kind, SPAN_KIND_CLIENT)
+            self.assertEqual(child.trace_id, server.trace_id, child.brief())
+            self.assertEqual(child.parent_span_id, server.span_id, child.brief())
+            self.assertEqual(child.attrs.get("threadline.parent.source"), "thread")
+            self.assertGreaterEqual(child.start_ns, server.start_ns)
+            self.assertLessEqual(child.end_ns, server.end_ns)
+        self.assertLessEqual(query.end_ns, cache.start_ns)  # the handler asks PostgreSQL, then Redis
 
 
 if __name__ == "__main__":

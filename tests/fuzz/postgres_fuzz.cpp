@@ -1,28 +1,22 @@
 // libFuzzer target: drives a PostgreSQL connection parser (framing, stitching, statement tables)
-// with bytes, gaps and a close, split the way the fuzzer's input says; describes every operation
-// (the SQL sanitiser and summariser read fuzzed statements) and checks the bounds promised.
+// with bytes, gaps and a close (db_fuzz_driver.h); describes every operation (the SQL sanitiser
+// and summariser read fuzzed statements) and checks the bounds promised.
 //
 // Input: byte 0 picks the role (client, server with server spans, unknown) and small limits;
-// then records of op (1 byte), len (2 bytes, little endian), then for data ops `len` bytes.
-//   op & 3: 0 = data from the client, 1 = data from the server, 2 = gap (side op>>2 & 1,
-//   len << 12 when op & 0x80), 3 = close (then the input ends).
+// the rest is db_fuzz_driver.h's records.
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <span>
 
 #include "agent/common/metrics.h"
 #include "agent/protocols/db/sql.h"
 #include "agent/protocols/postgres/describe.h"
 #include "agent/protocols/postgres/protocol.h"
+#include "tests/fuzz/db_fuzz_driver.h"
 
 using namespace threadline;
+using fuzz::Check;
 
 namespace {
-
-void Check(bool ok) {
-  if (!ok) std::abort();
-}
 
 struct Checker final : ParserOutput {
   void OnRequest(const RequestView& v) override {
@@ -74,44 +68,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   out.conn.role = out.role;
   std::unique_ptr<Protocol> protocol = postgres::CreateProtocol(options, metrics);
   std::unique_ptr<ConnectionParser> parser = protocol->NewConnection(out.conn);
-  // The client's requests go out; a server receives them.
-  const Direction client_dir = out.role == Role::kServer ? Direction::kIngress : Direction::kEgress;
-  const Direction server_dir = client_dir == Direction::kEgress ? Direction::kIngress : Direction::kEgress;
-
-  uint64_t ts = 1000;
-  uint64_t pos[2] = {0, 0};
-  size_t i = 1;
-  bool closed = false;
-  while (i + 3 <= size && !closed) {
-    const uint8_t op = data[i];
-    const uint64_t len = data[i + 1] | (static_cast<uint64_t>(data[i + 2]) << 8);
-    i += 3;
-    ts += 10;
-    switch (op & 3) {
-      case 0:
-      case 1: {
-        const Direction dir = (op & 3) == 0 ? client_dir : server_dir;
-        const size_t n = std::min<size_t>(len, size - i);
-        ChunkMeta meta{ts, ts - 1, 7, 0, pos[static_cast<int>(dir)]};
-        parser->OnData(dir, {data + i, n}, meta, out);
-        pos[static_cast<int>(dir)] += n;
-        i += n;
-        break;
-      }
-      case 2: {
-        const Direction dir = (op & 4) ? server_dir : client_dir;
-        const uint64_t gap = (op & 0x80) ? (len << 12) + 1 : len + 1;
-        ChunkMeta meta{ts, ts - 1, 7, 0, pos[static_cast<int>(dir)]};
-        parser->OnGap(dir, gap, GapReason::kNotCaptured, meta, out);
-        pos[static_cast<int>(dir)] += gap;
-        break;
-      }
-      case 3:
-        parser->OnClose(ts, false, out);
-        closed = true;
-        break;
-    }
-  }
-  if (!closed) parser->OnClose(ts, false, out);
+  fuzz::DriveConnection(*parser, out.role, data + 1, size - 1, out);
   return 0;
 }

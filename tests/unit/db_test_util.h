@@ -117,8 +117,8 @@ class Feeder {
     const uint8_t remote[4] = {127, 0, 0, 2};
     c.tuple.local = IpAddress::V4(role == Role::kServer ? remote : local);
     c.tuple.remote = IpAddress::V4(role == Role::kServer ? local : remote);
-    c.tuple.local_port = role == Role::kServer ? 5432 : 40000;
-    c.tuple.remote_port = role == Role::kServer ? 40000 : 5432;
+    c.tuple.local_port = role == Role::kServer ? server_port : 40000;
+    c.tuple.remote_port = role == Role::kServer ? 40000 : server_port;
     dispatcher_.OnConnectionOpened(c);
     uint64_t pos[2] = {0, 0};
     for (size_t i = 0; i < conv.size(); ++i) {
@@ -142,6 +142,8 @@ class Feeder {
       dispatcher_.OnConnectionClosed(c, CloseReason::kSyscall);
     }
   }
+
+  uint16_t server_port = 5432;  // the database's port in the connections' tuples
 
   MetricsRegistry& metrics() { return metrics_; }
   ProtocolDispatcher& dispatcher() { return dispatcher_; }

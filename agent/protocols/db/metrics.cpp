@@ -36,6 +36,9 @@ Metrics::Metrics(MetricsRegistry& metrics, std::string_view protocol) {
   server_side = &metrics.GetCounter(
       "threadline_db_server_connections_skipped_total", {{"protocol", p}},
       "Connections of traced database servers left unparsed (db.server_spans off)");
+  pushes = &metrics.GetCounter(
+      "threadline_db_pushes_total", {{"protocol", p}},
+      "Messages a database sent on its own (pub/sub messages, notifications): never taken for replies");
 }
 
 }  // namespace threadline::db

@@ -35,6 +35,7 @@ struct Metrics {
   Counter* abandoned = nullptr;     // operations of connections the agent evicted unanswered
   Counter* not_executed = nullptr;  // requests the server skipped after an earlier error
   Counter* server_side = nullptr;   // connections of a traced database server, not parsed
+  Counter* pushes = nullptr;        // messages the server sent on its own (pub/sub, notifications)
 };
 
 }  // namespace threadline::db

@@ -380,8 +380,11 @@ void Stitcher::OnBackend(const db::Frame& f, Output& out) {
     case 'Z':
       OnReadyForQuery(f, out);
       return;
-    case 'N': case 'S': case 'A': case 'R': case 'K': case 'v':
-      return;  // asynchronous (notices, parameter changes, notifications) or startup
+    case 'A':
+      metrics_.pushes->Add(1);  // NotificationResponse (LISTEN/NOTIFY): never an answer
+      return;
+    case 'N': case 'S': case 'R': case 'K': case 'v':
+      return;  // asynchronous (notices, parameter changes) or startup
     default:
       break;
   }

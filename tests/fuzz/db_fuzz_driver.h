@@ -1,0 +1,63 @@
+// What the database protocols' libFuzzer targets share: one connection's parser driven with
+// bytes, gaps and a close, split the way the fuzzer's input says.
+//
+// Input after the target's own config byte: records of op (1 byte), len (2 bytes, little
+// endian), then for data ops `len` bytes. op & 3: 0 = data from the client, 1 = data from the
+// server, 2 = gap (side op>>2 & 1, len << 12 when op & 0x80), 3 = close (then the input ends).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+
+#include "agent/protocols/protocol.h"
+
+namespace threadline::fuzz {
+
+inline void Check(bool ok) {
+  if (!ok) std::abort();
+}
+
+// The client's requests go out; a server receives them (unknown: as a client, the parser must
+// find out).
+inline void DriveConnection(ConnectionParser& parser, Role role, const uint8_t* data, size_t size,
+                            ParserOutput& out) {
+  const Direction client_dir = role == Role::kServer ? Direction::kIngress : Direction::kEgress;
+  const Direction server_dir = client_dir == Direction::kEgress ? Direction::kIngress : Direction::kEgress;
+  uint64_t ts = 1000;
+  uint64_t pos[2] = {0, 0};
+  size_t i = 0;
+  while (i + 3 <= size) {
+    const uint8_t op = data[i];
+    const uint64_t len = data[i + 1] | (static_cast<uint64_t>(data[i + 2]) << 8);
+    i += 3;
+    ts += 10;
+    switch (op & 3) {
+      case 0:
+      case 1: {
+        const Direction dir = (op & 3) == 0 ? client_dir : server_dir;
+        const size_t n = std::min<size_t>(len, size - i);
+        ChunkMeta meta{ts, ts - 1, 7, 0, pos[static_cast<int>(dir)]};
+        parser.OnData(dir, {data + i, n}, meta, out);
+        pos[static_cast<int>(dir)] += n;
+        i += n;
+        break;
+      }
+      case 2: {
+        const Direction dir = (op & 4) ? server_dir : client_dir;
+        const uint64_t gap = (op & 0x80) ? (len << 12) + 1 : len + 1;
+        ChunkMeta meta{ts, ts - 1, 7, 0, pos[static_cast<int>(dir)]};
+        parser.OnGap(dir, gap, GapReason::kNotCaptured, meta, out);
+        pos[static_cast<int>(dir)] += gap;
+        break;
+      }
+      case 3:
+        parser.OnClose(ts, false, out);
+        return;
+    }
+  }
+  parser.OnClose(ts, false, out);
+}
+
+}  // namespace threadline::fuzz
