@@ -12,9 +12,11 @@
  * call must see that call, and its plaintext must land on the same connection state. They are
  * attached per library file by userspace (agent/kernel/tls_attacher), never automatically.
  *
- * trace_ctx.bpf.h reports the trace ids the kernel chooses for traceparent injection (off until
- * userspace switches it on; the injection programs are bpf/inject.bpf.c, a separate object that
- * shares some of these maps).
+ * ctx.bpf.h is the context rule (who a request is for: thread, goroutine, Node helper, or
+ * ambiguous); trace_ctx.bpf.h applies it on the data path, tags the events that start requests
+ * and reports the trace ids the kernel chooses for the wire (off until userspace switches it on;
+ * the injection programs are bpf/inject.bpf.c, a separate object that shares some of these
+ * maps); go_ctx.bpf.h follows goroutines in Go programs.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -25,12 +27,14 @@
 #include "threadline/events.h"
 
 #include "capture/maps.bpf.h"
+#include "capture/ctx.bpf.h"
 #include "capture/conn.bpf.h"
 #include "capture/trace_ctx.bpf.h"
 #include "capture/data.bpf.h"
 #include "capture/proc.bpf.h"
 #include "capture/tls.bpf.h"
 #include "capture/go_tls.bpf.h"
+#include "capture/go_ctx.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -52,6 +56,12 @@ static __always_inline void args__stash(__u8 syscall, __s64 fd, __u64 buf, __u64
 		.flags = (__u32)flags,
 		.syscall = syscall,
 	};
+	if (tl_inject_on) {
+		/* For the sk_msg program's context rule (only Go programs need the goroutine). */
+		__u32 tgid = pid_tgid >> 32;
+		if (bpf_map_lookup_elem(&go_procs, &tgid))
+			a.g = ctx__current_g();
+	}
 	if (bpf_map_update_elem(&io_args, &pid_tgid, &a, BPF_ANY))
 		drops__count(TL_DROP_ARGS_MAP_FULL);
 }
@@ -336,3 +346,14 @@ SEC("uprobe") int tl_go_tls_write_enter(struct pt_regs *ctx) { return go_tls__wr
 SEC("uprobe") int tl_go_tls_read_enter(struct pt_regs *ctx) { return go_tls__read_enter(ctx); }
 /* On each RET instruction of Read (a plain uprobe: never a uretprobe in Go code). */
 SEC("uprobe") int tl_go_tls_read_return(struct pt_regs *ctx) { return go_tls__read_return(ctx); }
+
+/* Go goroutine context (go_ctx.bpf.h), attached per Go executable with the layout in the cookie. */
+/* func (c *conn) readRequest(ctx context.Context) (*response, error) */
+SEC("uprobe") int tl_go_ctx_read_request(struct pt_regs *ctx) { return go_ctx__read_request(ctx); }
+/* func newproc1(fn *funcval, callergp *g, callerpc uintptr) *g: entry, and each RET */
+SEC("uprobe") int tl_go_ctx_newproc(struct pt_regs *ctx) { return go_ctx__newproc_enter(ctx); }
+SEC("uprobe") int tl_go_ctx_newproc_return(struct pt_regs *ctx) { return go_ctx__newproc_return(ctx); }
+/* func (pc *persistConn) roundTrip(req *transportRequest) (*Response, error) */
+SEC("uprobe") int tl_go_ctx_round_trip(struct pt_regs *ctx) { return go_ctx__round_trip(ctx); }
+/* func (r *Request) write(w io.Writer, usingProxy bool, extraHeaders Header, waitForContinue func() bool) error */
+SEC("uprobe") int tl_go_ctx_request_write(struct pt_regs *ctx) { return go_ctx__request_write(ctx); }

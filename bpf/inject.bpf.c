@@ -17,10 +17,12 @@
  * (tcp_bpf), which is why only traced processes' client sockets are enrolled and why the agent
  * runs a canary (agent/kernel/inject_canary.cpp) before switching injection on.
  *
- * Ids: see events.h (struct tl_trace_ctx_event). The sk_msg program takes the trace id from the
- * sending thread's server request (thread_ctx, set by the capture object when the request was
- * read), makes the client span id, and leaves both in inject_out for the capture object's write
- * exit, which reports them tied to the connection and stream position.
+ * Ids: see events.h (struct tl_trace_ctx_event). The sk_msg program asks the sender's context
+ * (ctx__sender_context_g, bpf/capture/ctx.bpf.h: the request its goroutine or thread works for,
+ * with the ids the capture object gave it when it was read), takes the parent's trace id (a new
+ * one for a root; no injection at all when the context is ambiguous), makes the client span id,
+ * and leaves both in inject_out for the capture object's write exit, which reports them tied to
+ * the connection and stream position.
  *
  * Never injects (each reason counted in inject_stats): bytes that are not one complete HTTP/1.x
  * request head (TLS records, HTTP/2, other protocols, a head longer than TL_SCAN_BYTES or split
@@ -30,7 +32,8 @@
  * traced or is excluded.
  *
  * Maps shared with the capture object (selected, io_args, conns, tls_calls: capture/shared.bpf.h;
- * thread_ctx, inject_out: inject/ids.bpf.h) are declared by the headers both objects include and
+ * ctx_reqs, ctx_threads, ctx_goroutines, go_procs, ctx_node_pairs: capture/ctx.bpf.h;
+ * inject_out: inject/ids.bpf.h) are declared by the headers both objects include and
  * replaced by the capture object's maps before load (agent/kernel/injector.cpp,
  * bpf_map__reuse_fd).
  */
@@ -40,6 +43,7 @@
 #include "threadline/events.h"
 
 #include "capture/shared.bpf.h"
+#include "capture/ctx.bpf.h"
 #include "inject/ids.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -204,7 +208,8 @@ int tl_inject_msg(struct sk_msg_md *msg)
 	 * progress (stashed by the capture object at entry) identifies the syscall. The canary
 	 * (the agent, never traced) has no stash: the later messages of its large writes are
 	 * body bytes, which the request check below rejects. */
-	__u64 enter_ts = 0;
+	__u64 enter_ts = 0, io_g = 0;
+	__s32 io_fd = -1;
 	if (!canary) {
 		struct tl_io_args *a = bpf_map_lookup_elem(&io_args, &pid_tgid);
 		if (!a) {
@@ -212,6 +217,8 @@ int tl_inject_msg(struct sk_msg_md *msg)
 			return TL_SK_PASS;
 		}
 		enter_ts = a->enter_ts;
+		io_fd = a->fd;
+		io_g = a->g;
 		__u64 *seen = bpf_map_lookup_elem(&inj_msg_seen, &pid_tgid);
 		if (seen && *seen == enter_ts) {
 			stat__count(TL_INJ_SKIP_CONTINUATION);
@@ -274,17 +281,28 @@ int tl_inject_msg(struct sk_msg_md *msg)
 		return TL_SK_PASS;
 	}
 
-	/* Ids: the thread's server request (its flags too), else a new trace sampled by the
-	 * agent's rule (sample__flags): the header carries the decision downstream. */
+	/* Ids: the sender's server request (its flags too), else a new trace sampled by the
+	 * agent's rule (sample__flags): the header carries the decision downstream. Nothing when
+	 * the sender's context is ambiguous (or its parent started before ids were on): a new
+	 * trace id would contradict the parent the agent may still find by evidence. */
 	struct tl_inject_out out = {};
 	out.enter_ts_ns = enter_ts;
-	struct tl_thread_ctx *t = bpf_map_lookup_elem(&thread_ctx, &pid_tgid);
-	if (t) {
-		__builtin_memcpy(out.trace_id, t->trace_id, 16);
-		__builtin_memcpy(out.parent_span_id, t->span_id, 8);
-		out.trace_flags = t->trace_flags;
-		out.has_parent = 1;
-	} else {
+	if (!canary) {
+		struct tl_sender_ctx sc;
+		__u8 kind = ctx__sender_context_g(pid_tgid, io_fd, io_g, &sc);
+		if (ctx__kind_sends_nothing(kind) || (ctx__kind_has_parent(kind) && !sc.has_ids)) {
+			stat__count(TL_INJ_SKIP_AMBIGUOUS);
+			return TL_SK_PASS;
+		}
+		out.ctx_tag = TL_CTX_TAG(kind, sc.seq);
+		if (ctx__kind_has_parent(kind)) {
+			__builtin_memcpy(out.trace_id, sc.trace_id, 16);
+			__builtin_memcpy(out.parent_span_id, sc.span_id, 8);
+			out.trace_flags = sc.trace_flags;
+			out.has_parent = 1;
+		}
+	}
+	if (!out.has_parent) {
 		ids__random(out.trace_id, 4);
 		out.trace_flags = sample__flags(out.trace_id);
 	}

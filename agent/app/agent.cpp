@@ -25,6 +25,7 @@
 #include "agent/ingest/ring_consumer.h"
 #include "agent/kernel/bpf_env.h"
 #include "agent/kernel/capture_program.h"
+#include "agent/kernel/go_ctx_probes.h"
 #include "agent/kernel/inject_canary.h"
 #include "agent/kernel/injector.h"
 #include "agent/kernel/tls_attacher.h"
@@ -86,6 +87,7 @@ Agent::~Agent() {
   ring_.reset();
   injector_.reset();  // uses capture_'s maps; detaching it leaves enrolled sockets untouched
   tls_.reset();      // its uprobes use capture_'s programs
+  go_ctx_.reset();   // the same
   capture_.reset();  // detaches every hook
   table_.reset();
   dispatcher_.reset();
@@ -276,6 +278,10 @@ Status Agent::Start() {
   } else {
     spdlog::info("TLS capture off (--tls off): HTTPS is seen as ciphertext only");
   }
+  // Goroutine context for Go programs (the kernel's context rule, bpf/capture/ctx.bpf.h).
+  ASSIGN_OR_RETURN(go_ctx_, GoContextTracker::Create(
+                                *capture_, {.proc_root = options_.proc_root, .agent_pid = sel.agent_pid},
+                                metrics_));
 
   size_t selected = 0;
   if (!cc.trace_all) {
@@ -487,6 +493,7 @@ void Agent::OnConnState(const ConnStateEvent& e) { table_->OnConnState(e); }
 
 void Agent::OnProcExec(const ProcExecEvent& e) {
   if (tls_) tls_->OnExec(e.pid);
+  if (go_ctx_) go_ctx_->OnExec(e.pid);
   processes_->OnExec(e.pid);
   if (resources_) resources_->OnExec(e.pid);
   bool traced = selector_->trace_all_processes();
@@ -589,6 +596,7 @@ void Agent::PublishInjectStats() {
 
 void Agent::OnProcExit(const ProcExitEvent& e) {
   table_->OnProcExit(e);
+  if (go_ctx_) go_ctx_->OnExit(e.pid);
   processes_->OnExit(e.pid);
   if (resources_) resources_->OnExit(e.pid);
   exits_since_sweep_ = true;

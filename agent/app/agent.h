@@ -20,6 +20,7 @@ namespace threadline {
 
 class CaptureProgram;
 class TlsAttacher;
+class GoContextTracker;
 class Injector;
 class RingConsumer;
 class ConnectionTable;
@@ -112,6 +113,7 @@ class Agent : public EventSink {
   std::unique_ptr<CaptureProgram> capture_;
   std::unique_ptr<Injector> injector_;  // sk_msg + sockops; shares capture_'s maps
   std::unique_ptr<TlsAttacher> tls_;  // TLS uprobes on capture_'s programs
+  std::unique_ptr<GoContextTracker> go_ctx_;  // goroutine uprobes on capture_'s programs
   std::unique_ptr<RingConsumer> ring_;
   // --namespace/--label: keeps capture_'s cgroup set equal to the matching pods' containers.
   std::unique_ptr<class PodCgroupSelector> pod_selector_;

@@ -181,7 +181,8 @@ void ConnectionTable::OnConnClose(const ConnCloseEvent& ev) {
 }
 
 void ConnectionTable::OnData(const DataEvent& ev) {
-  const ChunkMeta meta{ev.ts_ns, ev.enter_ts_ns, ev.tid, ev.syscall};
+  const ChunkMeta meta{.ts_ns = ev.ts_ns, .enter_ts_ns = ev.enter_ts_ns, .tid = ev.tid,
+                       .syscall = ev.syscall, .ctx_tag = ev.ctx_tag};
   Lru::iterator it = lru_.end();
   if (auto f = by_fd_.find({ev.id.tgid, ev.id.fd}); f != by_fd_.end()) {
     const uint64_t live_gen = f->second->info.id.gen;

@@ -35,6 +35,8 @@ struct ChunkMeta {
   // chunk's first byte as the conn stage delivers it; a message's first byte in a protocol's
   // Message::first_chunk. Context the kernel or a TCP option ties to a request is matched by it.
   uint64_t pos = 0;
+  // The kernel's verdict on who the request starting in this chunk is for (DataEvent::ctx_tag).
+  uint32_t ctx_tag = 0;
 };
 
 enum class GapReason : uint8_t {

@@ -57,6 +57,7 @@ DecodeStatus DecodeEvent(std::span<const uint8_t> record, EventSink& sink) {
       d.role = static_cast<Role>(e->role <= TL_ROLE_SERVER ? e->role : uint8_t{TL_ROLE_UNKNOWN});
       d.syscall = e->syscall;
       d.flags = e->flags;
+      d.ctx_tag = e->ctx_tag;
       d.pos = e->pos;
       d.size = e->size;
       d.payload = record.subspan(sizeof(tl_data_event), e->captured);
@@ -131,6 +132,7 @@ DecodeStatus DecodeEvent(std::span<const uint8_t> record, EventSink& sink) {
       t.direction = e->direction == TL_DIR_INGRESS ? Direction::kIngress : Direction::kEgress;
       t.flags = e->flags;
       t.trace_flags = e->trace_flags;
+      t.ctx_tag = e->ctx_tag;
       sink.OnTraceContext(t);
       return DecodeStatus::kOk;
     }

@@ -90,6 +90,20 @@ std::string_view ToString(CloseReason r) {
   return "?";
 }
 
+std::string_view CtxTagKindName(uint32_t kind) {
+  switch (kind) {
+    case TL_CTAG_SERVER: return "server";
+    case TL_CTAG_ROOT: return "root";
+    case TL_CTAG_AMBIGUOUS: return "ambiguous";
+    case TL_CTAG_THREAD: return "thread";
+    case TL_CTAG_GOROUTINE: return "goroutine";
+    case TL_CTAG_NODE_ASYNC: return "node_async";
+    case TL_CTAG_ENDED: return "ended";
+    case TL_CTAG_UNTRACKED: return "untracked";
+    default: return "";
+  }
+}
+
 std::string_view SyscallName(uint8_t s) {
   switch (s) {
     case TL_SYS_READ: return "read";

@@ -70,6 +70,9 @@ std::string_view ToString(Role r);
 std::string_view ToString(ConnSource s);
 std::string_view ToString(CloseReason r);
 std::string_view SyscallName(uint8_t tl_syscall);
+// The kind of a ctx_tag (enum tl_ctx_tag_kind) as logs and spans name it: "server", "root",
+// "ambiguous", "thread", "goroutine", "node_async", "ended", "untracked"; "" for none.
+std::string_view CtxTagKindName(uint32_t kind);
 
 struct ConnOpenEvent {
   ConnId id;
@@ -99,6 +102,9 @@ struct DataEvent {
   Role role = Role::kUnknown;
   uint8_t syscall = 0;  // enum tl_syscall
   uint8_t flags = 0;    // TL_DATA_F_* (TL_DATA_F_TLS: TLS plaintext, pos in the plaintext stream)
+  // Who the request these bytes start is for (TL_CTX_TAG_*, events.h "Who a request is for");
+  // 0 on events that start no request.
+  uint32_t ctx_tag = 0;
   uint64_t pos = 0;     // stream position of payload[0]
   uint32_t size = 0;    // bytes the syscall moved; size - payload.size() were not captured
   std::span<const uint8_t> payload;
@@ -151,6 +157,7 @@ struct TraceCtxEvent {
   Direction direction = Direction::kEgress;
   uint8_t flags = 0;  // TL_CTX_F_*
   uint8_t trace_flags = 0;
+  uint32_t ctx_tag = 0;  // server: its number; client: the sender's context the parent came from
 };
 
 // Receives decoded events. Implementations must not block: they run on the ring-buffer
@@ -179,7 +186,12 @@ static_assert(sizeof(tl_conn_state) == 8 + 8 + 8 + 16 + 40 + 8 + 16);
 static_assert(sizeof(tl_tls_call) == 8 * 4 + 4 + 4 + 8);
 static_assert(sizeof(tl_tls_key) == 16);
 static_assert(sizeof(tl_trace_ctx_event) == 24 + 16 + 8 + 8 + 16 + 8 + 8 + 8);
-static_assert(sizeof(tl_thread_ctx) == 16 + 8 + 16 + 8 + 8);
+static_assert(sizeof(tl_ctx_request) == 8 + 16 + 8 + 4 + 4 + 8);
+static_assert(sizeof(tl_ctx_thread) == 16);
+static_assert(sizeof(tl_go_ctx) == 8);
+static_assert(sizeof(tl_ctx_pair) == 8);
+static_assert(sizeof(tl_sender_ctx) == 16 + 8 + 4 + 4);
+static_assert(sizeof(tl_go_ctx_layout) == 8);
 static_assert(sizeof(tl_inject_out) == 16 + 8 + 8 + 8 + 8);
 
 }  // namespace threadline

@@ -33,6 +33,7 @@ std::string_view InjectStatName(int stat) {
     case TL_INJ_SKIP_OFF: return "skip_off";
     case TL_INJ_SKIP_EXCLUDED: return "skip_excluded";
     case TL_INJ_SPLIT_SEND: return "injected_split_send";
+    case TL_INJ_SKIP_AMBIGUOUS: return "skip_ambiguous_context";
     default: return "unknown";
   }
 }
@@ -78,7 +79,10 @@ Status Injector::Open() {
       {skel_->maps.selected, "selected"},     {skel_->maps.selected_cgroups, "selected_cgroups"},
       {skel_->maps.io_args, "io_args"},
       {skel_->maps.conns, "conns"},           {skel_->maps.tls_calls, "tls_calls"},
-      {skel_->maps.thread_ctx, "thread_ctx"}, {skel_->maps.inject_out, "inject_out"},
+      {skel_->maps.inject_out, "inject_out"},
+      {skel_->maps.ctx_reqs, "ctx_reqs"},     {skel_->maps.ctx_threads, "ctx_threads"},
+      {skel_->maps.ctx_goroutines, "ctx_goroutines"}, {skel_->maps.go_procs, "go_procs"},
+      {skel_->maps.ctx_node_pairs, "ctx_node_pairs"},
   };
   for (const Shared& s : shared) {
     int fd = capture_.MapFd(s.name);

@@ -77,8 +77,11 @@ void EventPrinter::OnStreamData(const ConnectionInfo& c, Direction dir, uint64_t
                     " tid=" + std::to_string(meta.tid) + " comm=" + std::string(Comm(c)) +
                     " conn=" + c.id.ToString() + " dir=" + std::string(ToString(dir)) +
                     " pos=" + std::to_string(pos);
-  pending_.suffix = " syscall=" + std::string(SyscallName(meta.syscall)) + " data=\"" +
-                    Escape(bytes, payload_bytes_) + "\"";
+  pending_.suffix = " syscall=" + std::string(SyscallName(meta.syscall));
+  if (meta.ctx_tag != 0)  // the kernel's context verdict on the request these bytes start
+    pending_.suffix += " ctx=" + std::string(CtxTagKindName(TL_CTX_TAG_KIND(meta.ctx_tag))) + ":" +
+                       std::to_string(TL_CTX_TAG_SEQ(meta.ctx_tag));
+  pending_.suffix += " data=\"" + Escape(bytes, payload_bytes_) + "\"";
 }
 
 void EventPrinter::FlushPending(uint64_t not_captured) {

@@ -36,14 +36,16 @@ class KernelRule final : public ParentRule {
   bool Choose(const ParentQuery& q, Identity& id) override {
     if (!q.kernel || q.kernel->kind != TL_CTX_CLIENT) return false;
     // The kernel wrote these ids into the request: the span must be exactly that, with the
-    // parent the kernel named (the thread's server span) or none.
+    // parent the kernel's context rule named (its thread's, goroutine's or Node pairing's
+    // server span) or none.
     id.trace_id = q.kernel->trace_id;
     id.span_id = q.kernel->span_id;
     id.flags = q.kernel->trace_flags;
     id.injected = true;
     if (q.kernel->flags & TL_CTX_F_HAS_PARENT) {
       id.parent_span_id = q.kernel->parent_span_id;
-      id.parent_source = "thread";
+      id.parent_source = CtxTagKindName(TL_CTX_TAG_KIND(q.kernel->ctx_tag));
+      if (id.parent_source.empty()) id.parent_source = "thread";
     } else {
       id.parent_source = "root";
     }

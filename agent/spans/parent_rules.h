@@ -61,6 +61,7 @@ struct KernelIds {
   uint8_t kind = 0;  // enum tl_ctx_kind
   uint8_t flags = 0;  // TL_CTX_F_*
   uint8_t trace_flags = 0;
+  uint32_t ctx_tag = 0;  // the kernel's context verdict the ids came from (TL_CTX_TAG_*)
   TraceId trace_id;
   SpanId span_id;
   SpanId parent_span_id;

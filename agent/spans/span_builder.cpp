@@ -54,6 +54,7 @@ void SpanBuilder::OnKernelTraceContext(const TraceCtxEvent& e) {
   k.kind = e.kind;
   k.flags = e.flags;
   k.trace_flags = e.trace_flags;
+  k.ctx_tag = e.ctx_tag;
   k.trace_id.bytes = e.trace_id;
   k.span_id.bytes = e.span_id;
   k.parent_span_id.bytes = e.parent_span_id;

@@ -119,11 +119,12 @@ static __always_inline struct tl_data_scratch *data__scratch(void)
 }
 
 static __always_inline void data__submit(struct tl_data_scratch *s, const struct tl_io_args *a,
-					 const struct tl_conn_state *st, __u8 dir, __u64 pos,
+					 struct tl_conn_state *st, __u8 dir, __u64 pos,
 					 __u64 size, __u32 captured, __u8 flags)
 {
-	/* Trace ids for injection go out first, even when the data event below cannot. */
-	ctx__on_data_event(s->buf, &s->ctx_args, a, st, dir, pos, captured);
+	/* Who the request is for, and trace ids for the wire: first, even when the data event
+	 * below cannot go out (the requests in flight must stay counted). */
+	s->ev.ctx_tag = ctx__on_data_event(s->buf, &s->ctx_args, a, st, dir, pos, captured);
 	const __u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	if (ring_data_limit && avail >= ring_data_limit) {
 		drops__count(TL_DROP_DATA_RING_FULL);
@@ -141,7 +142,6 @@ static __always_inline void data__submit(struct tl_data_scratch *s, const struct
 	s->ev.syscall = a->syscall;
 	s->ev.role = st->role;
 	s->ev.flags = flags;
-	s->ev._pad = 0;
 	if (captured > TL_MAX_CAPTURE)
 		captured = TL_MAX_CAPTURE;
 	barrier_var(captured);

@@ -25,6 +25,8 @@ struct tl_io_args {
 	__u32 flags; /* recv/send flags */
 	__u8 syscall;
 	__u8 _pad[3];
+	__u64 g;     /* the calling goroutine (Go; while injection is on), for the sk_msg program,
+	              * which cannot read the task's registers (ctx__sender_context_g) */
 };
 
 struct {

@@ -1,22 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /* Trace context shared by the capture object (which assigns server span ids when a request is
  * read, bpf/capture/trace_ctx.bpf.h) and the injection object (which writes traceparent into
- * outgoing requests, bpf/inject.bpf.c): the two per-thread maps that carry ids between them,
- * and the byte-level helpers both need (HTTP/1.x request start, header scan, W3C traceparent
- * parse/format).
+ * outgoing requests, bpf/inject.bpf.c): the per-thread map that carries injected ids from one to
+ * the other (the requests in flight are in bpf/capture/ctx.bpf.h), and the byte-level helpers
+ * both need (HTTP/1.x request start, header scan, W3C traceparent parse/format).
  *
- * The maps are defined in both objects; the capture object creates them and the injection
- * object reuses them by fd (agent/kernel/injector.cpp), so there is one instance. */
+ * The map is defined in both objects; the capture object creates it and the injection object
+ * reuses it by fd (agent/kernel/injector.cpp), so there is one instance. */
 #pragma once
-
-/* The request a thread is handling, by pid_tgid. LRU: a thread that dies or stops serving
- * leaves an entry that ages out; nothing has to clean up after it. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct tl_thread_ctx);
-} thread_ctx SEC(".maps");
 
 /* Ids the sk_msg program injected, by pid_tgid, until the sending syscall's exit reports them.
  * An entry whose syscall never reaches a traced exit (the agent's own canary, a failed send)

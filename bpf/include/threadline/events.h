@@ -16,9 +16,10 @@
 #include <linux/types.h>
 #endif
 
-#define TL_EVENT_ABI_VERSION 4 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only)
+#define TL_EVENT_ABI_VERSION 5 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only)
                                 * 4: what names a process at exec (tl_proc_event.start_boottime_ns,
-                                *    exe_name, args) */
+                                *    exe_name, args)
+                                * 5: ctx_tag in data events (was padding), the context maps */
 
 /* Upper bound of the payload prefix one data event carries. The effective bound is set at load
  * time (rodata capture_bytes, <= this) and must be a power of two for the verifier masks. */
@@ -168,7 +169,7 @@ struct tl_data_event {
 	__u8 syscall;       /* enum tl_syscall */
 	__u8 role;          /* enum tl_role, as known to the kernel */
 	__u8 flags;         /* TL_DATA_F_* */
-	__u32 _pad;
+	__u32 ctx_tag;      /* ABI 4: who this request is for (TL_CTX_TAG_*); 0 on most events */
 	/* followed by `captured` bytes of payload */
 };
 
@@ -213,7 +214,9 @@ struct tl_conn_state {
 	__u8 role;
 	__u8 ignored; /* filtered out by the port selection: tracked only to stay quiet */
 	__u8 tls;     /* TLS seen on it: ciphertext is never emitted, plaintext comes from uprobes */
-	__u8 _pad[5];
+	__u8 ctx_dir; /* ABI 4: direction of the last data event (TL_CTX_DIR_*): a change starts a
+	               * request or a response (bpf/capture/ctx.bpf.h) */
+	__u8 _pad[4];
 	__u64 tls_bytes[2]; /* plaintext stream positions, by direction */
 };
 
@@ -245,15 +248,125 @@ struct tl_tls_key {
 	__u64 ssl;
 };
 
-/* --- traceparent injection (ABI 3; bpf/capture/trace_ctx.bpf.h and bpf/inject.bpf.c) ---
+/* --- Who a request is for (ABI 4; bpf/capture/ctx.bpf.h) ---
  *
- * The kernel chooses the ids of the spans whose context travels on the wire, because it writes
- * them into outgoing requests before userspace sees anything:
- *   server: the read that returns the start of an HTTP/1.x request on a server connection gets
- *           a server span id and a trace id (taken from a traceparent in the captured bytes,
- *           else new); they become the reading thread's context ("thread_ctx").
- *   client: the sk_msg program that inserts a traceparent into an outgoing request makes the
- *           client span id, takes the trace id from the thread's context (else new) and leaves
+ * The kernel follows which server request each unit of work is handling and, when a client
+ * request starts, decides whose child it is. A request or response starts where a connection's
+ * data changes direction (tl_conn_state.ctx_dir), whatever the protocol:
+ *   ingress on a server connection: a server request starts; it gets a sequence number and is
+ *     "in flight" until the first byte of its response (or the connection's close);
+ *   egress on a client connection: a client request starts; its sender is asked whose request
+ *     it is working for (ctx__sender_context).
+ * The data event that starts the request carries the verdict in ctx_tag: the kind in the top 4
+ * bits (enum tl_ctx_tag_kind), the server request's sequence number in the low 28 (0: none).
+ * Userspace builds the parent edges from these tags (agent/spans), so the kernel and the spans
+ * never disagree, and ids that travel on the wire (injection, TCP option) come from the same
+ * decision. */
+#define TL_CTX_TAG_SEQ_MASK 0x0fffffffu
+#define TL_CTX_TAG(kind, seq) (((__u32)(kind) << 28) | ((seq) & TL_CTX_TAG_SEQ_MASK))
+#define TL_CTX_TAG_KIND(tag) ((__u32)(tag) >> 28)
+#define TL_CTX_TAG_SEQ(tag) ((__u32)(tag) & TL_CTX_TAG_SEQ_MASK)
+
+enum tl_ctx_tag_kind {
+	TL_CTAG_NONE = 0,       /* the event starts nothing (or was not classified) */
+	TL_CTAG_SERVER = 1,     /* ingress: server request number `seq` starts in these bytes */
+	TL_CTAG_ROOT = 2,       /* egress: client request; its sender handles no server request */
+	TL_CTAG_AMBIGUOUS = 3,  /* egress: the sending thread has several server requests in flight
+	                         * (or is an event loop: it had before) and nothing decides */
+	TL_CTAG_THREAD = 4,     /* egress: for request `seq`, the sending thread's only one (a thread
+	                         * that never had two in flight: thread per request) */
+	TL_CTAG_GOROUTINE = 5,  /* egress: for request `seq`, the sending goroutine's (inherited
+	                         * from the goroutine that started it, or handed over with the
+	                         * *http.Request to the transport's writer) */
+	TL_CTAG_NODE_ASYNC = 6, /* egress: for request `seq`, as the Node helper paired the sockets */
+	TL_CTAG_ENDED = 7,      /* egress: the goroutine's (or pairing's) request was answered already */
+	TL_CTAG_UNTRACKED = 8,  /* egress: a Go process whose goroutines are not followed: the thread
+	                         * says nothing about the request */
+};
+
+/* tl_conn_state.ctx_dir */
+#define TL_CTX_DIR_INGRESS 1
+#define TL_CTX_DIR_EGRESS 2
+
+/* Value of "ctx_reqs" (key: struct tl_fd_key of the server connection): its request in flight. */
+struct tl_ctx_request {
+	__u64 gen;
+	__u8 trace_id[16];  /* the server span's ids, when propagation was on as it started */
+	__u8 span_id[8];
+	__u32 seq;
+	__u32 reader_tid;   /* the thread that read its first bytes (whose count it is in) */
+	__u8 trace_flags;
+	__u8 has_ids;
+	__u8 _pad[6];
+};
+
+/* Value of "ctx_threads" (key: pid_tgid): the server requests a thread read and that are in
+ * flight. A thread that ever had two at once multiplexes (an event loop): from then on it is
+ * never trusted alone, since a timer or another request's callback may send at any time. */
+struct tl_ctx_thread {
+	__s32 inflight;
+	__s32 last_fd;  /* the last request it read (its only one, when it never multiplexed) */
+	__u32 last_seq;
+	__u8 multiplexed;
+	__u8 _pad[3];
+};
+
+/* Value of "ctx_goroutines" (key: struct tl_go_tls_key {tgid, g}) and "ctx_handoff" (key:
+ * {tgid, *http.Request}): the server request a goroutine works for. seq 0: whatever request is
+ * in flight on fd (the goroutine serving that connection); children and hand-offs resolve it
+ * to the number in flight when they are made. fd -1: none (a hand-off from a goroutine without
+ * a request, so the writer does not keep an older one). */
+struct tl_go_ctx {
+	__s32 fd;
+	__u32 seq;
+};
+
+/* Value of "ctx_node_pairs" (key: struct tl_fd_key of a Node process's client socket): the
+ * server socket whose request the helper said the next request on it is for, and that
+ * request's number when the helper said so (in_fd -1: for no request). */
+struct tl_ctx_pair {
+	__s32 in_fd;
+	__u32 seq;
+};
+
+/* Value of "go_procs" (key: tgid): Go processes. */
+#define TL_GO_PROC_TRACKED 0x1u /* goroutine probes attached: the goroutine rule applies */
+
+/* What ctx__sender_context answers, for the wire (injection, TCP option). */
+struct tl_sender_ctx {
+	__u8 trace_id[16]; /* the parent server span's ids (has_ids) */
+	__u8 span_id[8];
+	__u32 seq;
+	__u8 kind;         /* enum tl_ctx_tag_kind */
+	__u8 trace_flags;
+	__u8 has_ids;
+	__u8 _pad;
+};
+
+/* Go goroutine probes (bpf/capture/go_ctx.bpf.h): offsets into net/http's private structs for a
+ * range of Go versions, passed as the BPF cookie (8 bytes) of each probe; userspace attaches
+ * none to a binary whose version is not in its table. */
+struct tl_go_ctx_layout {
+	__u8 flags;           /* TL_GO_LAYOUT_VALID, TL_GO_SITE_STACK_CHECK (below) */
+	__u8 conn_rwc;        /* http.conn: the data word of rwc (net.Conn) */
+	__u8 conn_tls_state;  /* http.conn: tlsState (*tls.ConnectionState; set: rwc is a *tls.Conn) */
+	__u8 tls_conn_iface;  /* tls.Conn: the data word of its net.Conn */
+	__u8 netconn_fd;      /* net.conn: fd *netFD */
+	__u8 netfd_sysfd;     /* netFD: pfd.Sysfd */
+	__u8 treq_request;    /* http.transportRequest: the embedded *Request */
+	__u8 netfd_family;    /* netFD: family (sotype is the next int): checked to be a TCP socket */
+};
+
+/* --- trace ids on the wire (ABI 3; bpf/capture/trace_ctx.bpf.h and bpf/inject.bpf.c) ---
+ *
+ * While propagation is on, the kernel chooses the ids of the spans whose context travels on the
+ * wire, because it writes them into outgoing requests before userspace sees anything:
+ *   server: a server request that starts (see above) on a connection whose first bytes are an
+ *           HTTP/1.x request gets a server span id and a trace id (taken from a traceparent in
+ *           the captured bytes, else new), kept with the request in flight ("ctx_reqs").
+ *   client: the sk_msg program that inserts a traceparent into an outgoing request asks the
+ *           sender's context (ctx__sender_context): a parent's trace id, a new one for a root,
+ *           nothing at all (no injection) when ambiguous; it makes the client span id and leaves
  *           the ids for the write syscall's exit ("inject_out").
  * A new trace's sampled flag is the agent's ratio rule on its trace id (sample__flags in
  * bpf/inject/ids.bpf.h, agent/spans/sampler.h); a continued one keeps its parent's.
@@ -282,17 +395,8 @@ struct tl_trace_ctx_event {
 	__u8 direction;   /* enum tl_direction of the data event */
 	__u8 flags;       /* TL_CTX_F_* */
 	__u8 trace_flags; /* W3C trace-flags (bit 0: sampled) */
-	__u32 _pad;
-};
-
-/* Value of "thread_ctx" (key: pid_tgid): the server request the thread is handling. */
-struct tl_thread_ctx {
-	__u8 trace_id[16];
-	__u8 span_id[8]; /* the server span */
-	struct tl_conn_id conn;
-	__u64 ts_ns;
-	__u8 trace_flags;
-	__u8 _pad[7];
+	__u32 ctx_tag;    /* ABI 4: server: TL_CTX_TAG(TL_CTAG_SERVER, seq); client: the sender's
+	                   * context the parent came from (kind and seq, as in data events) */
 };
 
 /* Value of "inject_out" (key: pid_tgid): ids the sk_msg program wrote, for the write's exit. */
@@ -303,7 +407,8 @@ struct tl_inject_out {
 	__u64 enter_ts_ns;      /* entry of the syscall that sent it: stale entries never match */
 	__u8 trace_flags;
 	__u8 has_parent;
-	__u8 _pad[6];
+	__u8 _pad[2];
+	__u32 ctx_tag;          /* ABI 4: the sender's context (kind, seq) the ids came from */
 };
 
 /* Per-CPU counters of the injection object ("inject_stats"), indexed by these. */
@@ -324,7 +429,9 @@ enum tl_inject_stat {
 	TL_INJ_SKIP_EXCLUDED = 13,     /* sending process no longer traced (excluded since) */
 	TL_INJ_SPLIT_SEND = 14,        /* injected, but the message could not be made one piece
 	                                * again (over TL_PULL_MAX): sent in pieces (Nagle may delay) */
-	TL_INJ__COUNT = 15,
+	TL_INJ_SKIP_AMBIGUOUS = 15,    /* ABI 4: the sender's context is ambiguous (or not followed,
+	                                * or its parent has no kernel ids): no context on the wire */
+	TL_INJ__COUNT = 16,
 };
 
 /* Go crypto/tls (bpf/capture/go_tls.bpf.h): where a *tls.Conn keeps its socket fd, for a range

@@ -1,0 +1,221 @@
+// The kernel's context rule (bpf/capture/ctx.bpf.h, issue #13) against real sockets: the tag on
+// the data event that starts each request says whose request a client call is for, and never
+// guesses: a thread with one request in flight (and never two) is trusted, a thread that had
+// several is an event loop and its calls are ambiguous, Go processes follow goroutines only, the
+// Node helper's pairing wins where it was given.
+#include <bpf/bpf.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <thread>
+
+#include "capture_harness.h"
+#include "socket_util.h"
+
+namespace threadline::testing {
+namespace {
+
+const std::string kRequest = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+const std::string kResponse = "HTTP/1.1 204 No Content\r\n\r\n";
+
+void Send(int fd, const std::string& s) {
+  ASSERT_EQ(::write(fd, s.data(), s.size()), static_cast<ssize_t>(s.size()));
+}
+void Receive(int fd, size_t n) {
+  std::string got;
+  char buf[4096];
+  while (got.size() < n) {
+    ssize_t r = ::read(fd, buf, sizeof(buf));
+    ASSERT_GT(r, 0);
+    got.append(buf, static_cast<size_t>(r));
+  }
+}
+
+class ContextRuleTest : public CaptureTest {
+ protected:
+  // A server request arrives on p and is read by the calling thread: in flight until answered.
+  void ServerReads(SocketPair& p) {
+    Send(p.client, kRequest);
+    Receive(p.server, kRequest.size());
+  }
+  void ServerAnswers(SocketPair& p) {
+    Send(p.server, kResponse);
+    Receive(p.client, kResponse.size());
+  }
+  // The calling thread sends a client request on p (and its answer comes back, read by it).
+  void ClientCalls(SocketPair& p) {
+    Send(p.client, kRequest);
+    Receive(p.server, kRequest.size());
+    Send(p.server, kResponse);
+    Receive(p.client, kResponse.size());
+  }
+  // Tags of the events that started something on fd's connection in this direction, in order.
+  std::vector<uint32_t> Tags(int fd, Direction dir) {
+    std::vector<uint32_t> out;
+    for (const auto& d : rec_.data)
+      if (d.ev.id.tgid == self() && d.ev.id.fd == fd && d.ev.direction == dir && d.ev.ctx_tag)
+        out.push_back(d.ev.ctx_tag);
+    return out;
+  }
+  static uint32_t Kind(uint32_t tag) { return TL_CTX_TAG_KIND(tag); }
+  static uint32_t Seq(uint32_t tag) { return TL_CTX_TAG_SEQ(tag); }
+  // The number the kernel gave the n-th server request read on fd.
+  uint32_t ServerSeq(int fd, size_t n = 0) {
+    auto tags = Tags(fd, Direction::kIngress);
+    EXPECT_GT(tags.size(), n);
+    if (tags.size() <= n) return 0;
+    EXPECT_EQ(Kind(tags[n]), static_cast<uint32_t>(TL_CTAG_SERVER));
+    return Seq(tags[n]);
+  }
+  std::string Describe(uint32_t tag) {
+    return std::string(CtxTagKindName(Kind(tag))) + ":" + std::to_string(Seq(tag));
+  }
+};
+
+TEST_F(ContextRuleTest, ThreadWithOneRequestInFlightIsItsParent) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair front, back;
+  MakePair(front);
+  MakePair(back);
+  ServerReads(front);
+  ClientCalls(back);  // while the request is in flight: its child
+  ServerAnswers(front);
+  ClientCalls(back);  // answered: nothing in flight, a root
+  Drain();
+  const uint32_t seq = ServerSeq(front.server);
+  auto calls = Tags(back.client, Direction::kEgress);
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0], TL_CTX_TAG(TL_CTAG_THREAD, seq)) << Describe(calls[0]);
+  EXPECT_EQ(Kind(calls[1]), static_cast<uint32_t>(TL_CTAG_ROOT)) << Describe(calls[1]);
+  // Responses and the requests' other bytes start nothing.
+  EXPECT_TRUE(Tags(front.server, Direction::kEgress).empty());
+  EXPECT_TRUE(Tags(back.client, Direction::kIngress).empty());
+}
+
+TEST_F(ContextRuleTest, TwoRequestsInFlightOnOneThreadAreAmbiguousAndStaySo) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair a, b, back;
+  MakePair(a);
+  MakePair(b);
+  MakePair(back);
+  ServerReads(a);
+  ServerReads(b);
+  ClientCalls(back);  // two in flight: nothing decides
+  ServerAnswers(a);
+  ClientCalls(back);  // one left, but this thread is an event loop: a timer could be sending
+  ServerAnswers(b);
+  ClientCalls(back);  // none in flight
+  Drain();
+  auto calls = Tags(back.client, Direction::kEgress);
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(Kind(calls[0]), static_cast<uint32_t>(TL_CTAG_AMBIGUOUS)) << Describe(calls[0]);
+  EXPECT_EQ(Kind(calls[1]), static_cast<uint32_t>(TL_CTAG_AMBIGUOUS)) << Describe(calls[1]);
+  EXPECT_EQ(Kind(calls[2]), static_cast<uint32_t>(TL_CTAG_ROOT)) << Describe(calls[2]);
+}
+
+TEST_F(ContextRuleTest, ThreadsAreCountedApartAndAnswersByAnotherThreadCount) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair a, b, c, back_main, back_worker;
+  MakePair(a);
+  MakePair(b);
+  MakePair(c);
+  MakePair(back_main);
+  MakePair(back_worker);
+  // This thread multiplexes; another one serves a request alone: it is still trusted.
+  ServerReads(a);
+  ServerReads(b);
+  std::thread worker([&] {
+    ServerReads(c);
+    ClientCalls(back_worker);
+  });
+  worker.join();
+  // The response to c is written by this thread (a thread pool's writer): c leaves the worker's
+  // count, so the worker's next call is a root.
+  ServerAnswers(c);
+  std::thread worker2([&] { ClientCalls(back_worker); });  // a new thread: nothing read
+  worker2.join();
+  Drain();
+  auto calls = Tags(back_worker.client, Direction::kEgress);
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0], TL_CTX_TAG(TL_CTAG_THREAD, ServerSeq(c.server))) << Describe(calls[0]);
+  EXPECT_EQ(Kind(calls[1]), static_cast<uint32_t>(TL_CTAG_ROOT)) << Describe(calls[1]);
+}
+
+TEST_F(ContextRuleTest, ClosingTheServerConnectionEndsItsRequest) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair front, back;
+  MakePair(front);
+  MakePair(back);
+  ServerReads(front);
+  ::close(front.server);
+  front.server = -1;
+  ClientCalls(back);
+  Drain();
+  auto calls = Tags(back.client, Direction::kEgress);
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(Kind(calls[0]), static_cast<uint32_t>(TL_CTAG_ROOT)) << Describe(calls[0]);
+}
+
+TEST_F(ContextRuleTest, GoProcessesNeverUseTheThread) {
+  Load();
+  if (HasFatalFailure()) return;
+  const int go_procs = capture_->MapFd("go_procs");
+  ASSERT_GE(go_procs, 0);
+  const uint32_t pid = self();
+  SocketPair front, back;
+  MakePair(front);
+  MakePair(back);
+  // Untracked Go (its version has no layout): the thread's one request is no evidence.
+  uint32_t flags = 0;
+  ASSERT_EQ(bpf_map_update_elem(go_procs, &pid, &flags, BPF_ANY), 0);
+  ServerReads(front);
+  ClientCalls(back);
+  // Followed by goroutine, but this "goroutine" (whatever R14 holds here) was given nothing.
+  flags = TL_GO_PROC_TRACKED;
+  ASSERT_EQ(bpf_map_update_elem(go_procs, &pid, &flags, BPF_ANY), 0);
+  ClientCalls(back);
+  Drain();
+  auto calls = Tags(back.client, Direction::kEgress);
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(Kind(calls[0]), static_cast<uint32_t>(TL_CTAG_UNTRACKED)) << Describe(calls[0]);
+  EXPECT_EQ(Kind(calls[1]), static_cast<uint32_t>(TL_CTAG_ROOT)) << Describe(calls[1]);
+}
+
+TEST_F(ContextRuleTest, NodeHelperPairingDecidesWhileItsRequestIsInFlight) {
+  Load();
+  if (HasFatalFailure()) return;
+  const int pairs = capture_->MapFd("ctx_node_pairs");
+  ASSERT_GE(pairs, 0);
+  SocketPair a, b, back;
+  MakePair(a);
+  MakePair(b);
+  MakePair(back);
+  ServerReads(a);
+  ServerReads(b);  // an event loop with two in flight: only the helper can tell
+  Drain();
+  const uint32_t seq_b = ServerSeq(b.server);
+  tl_fd_key key{self(), back.client};
+  tl_ctx_pair pair{b.server, seq_b};
+  ASSERT_EQ(bpf_map_update_elem(pairs, &key, &pair, BPF_ANY), 0);
+  ClientCalls(back);
+  ServerAnswers(b);
+  ClientCalls(back);  // the paired request was answered: never the next one on that socket
+  pair = {-1, 0};    // the helper: sent outside any request
+  ASSERT_EQ(bpf_map_update_elem(pairs, &key, &pair, BPF_ANY), 0);
+  ClientCalls(back);
+  Drain();
+  auto calls = Tags(back.client, Direction::kEgress);
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[0], TL_CTX_TAG(TL_CTAG_NODE_ASYNC, seq_b)) << Describe(calls[0]);
+  EXPECT_EQ(Kind(calls[1]), static_cast<uint32_t>(TL_CTAG_ENDED)) << Describe(calls[1]);
+  EXPECT_EQ(Kind(calls[2]), static_cast<uint32_t>(TL_CTAG_ROOT)) << Describe(calls[2]);
+}
+
+}  // namespace
+}  // namespace threadline::testing
