@@ -5,6 +5,7 @@
 #include "agent/protocols/http1/describe.h"
 #include "agent/protocols/postgres/describe.h"
 #include "agent/protocols/redis/describe.h"
+#include "agent/protocols/http2/describe.h"
 
 namespace threadline {
 
@@ -19,6 +20,8 @@ void Describe(const Record& record, Role role, const ConnectionInfo& conn,
           postgres::Describe(detail, role, conn, options, out);
         } else if constexpr (std::is_same_v<T, redis::Operation>) {
           redis::Describe(detail, role, conn, options, out);
+        } else if constexpr (std::is_same_v<T, http2::StreamRecord>) {
+          http2::Describe(detail, record.outcome, role, conn, options, out);
         }
       },
       record.detail);

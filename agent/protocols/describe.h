@@ -29,7 +29,8 @@ struct DescribeOptions {
   DbDescribeOptions db;
 };
 
-// A Record as the conventions name it. Events with time_unix_ns == 0 happen at the span's end.
+// A Record as the conventions name it. Event times are on the boot clock (the kernel's, as in
+// ChunkMeta): the span builder converts them; 0 means at the span's end.
 struct ExchangeView {
   std::string name;
   StatusCode status = StatusCode::kUnset;

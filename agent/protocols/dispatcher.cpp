@@ -69,7 +69,7 @@ void ProtocolDispatcher::Decide(State& s, const ConnectionInfo& c, Direction dir
   for (size_t i = 0; i < protocols_.size(); ++i) {
     if (protocols_[i]->Detect(bytes, dir, c)) {
       s.decided = true;
-      s.parser = protocols_[i]->NewConnection(c);
+      s.parser = protocols_[i]->NewConnection(c, bytes, dir);
       detected_[i]->Add(1);
       return;
     }

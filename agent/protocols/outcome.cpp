@@ -10,6 +10,8 @@ std::string_view ToString(Outcome o) {
     case Outcome::kResponseLost: return "response_lost";
     case Outcome::kUpgraded: return "upgraded";
     case Outcome::kTunnel: return "tunnel";
+    case Outcome::kReset: return "reset";
+    case Outcome::kRefused: return "refused";
   }
   return "unknown";
 }

@@ -14,8 +14,10 @@ enum class Outcome : uint8_t {
   kResponseLost,            // a response was there but could not be parsed (e.g. gap in headers)
   kUpgraded,                // 101 Switching Protocols: the connection stopped being HTTP/1
   kTunnel,                  // CONNECT answered 2xx: the connection became a tunnel
+  kReset,                   // HTTP/2: the stream was reset (RST_STREAM) before it completed
+  kRefused,                 // HTTP/2: GOAWAY said the stream was never processed
 };
-inline constexpr size_t kOutcomeCount = 6;
+inline constexpr size_t kOutcomeCount = 8;
 std::string_view ToString(Outcome o);
 
 }  // namespace threadline

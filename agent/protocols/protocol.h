@@ -18,6 +18,7 @@
 #include "agent/protocols/http1/stitcher.h"
 #include "agent/protocols/postgres/parser.h"
 #include "agent/protocols/redis/parser.h"
+#include "agent/protocols/http2/limits.h"
 #include "agent/protocols/record.h"
 
 namespace threadline {
@@ -61,6 +62,7 @@ struct ProtocolOptions {
   // parsed into SERVER spans only when on (db.server_spans; docs/protocols.md says why not by
   // default).
   bool db_server_spans = false;
+  http2::Http2Limits http2;
 };
 
 // One protocol for one dispatcher: its settings and counters, shared by its connections.
@@ -74,7 +76,11 @@ class Protocol {
   // resynchronise may claim what it finds there.
   virtual bool Detect(std::span<const uint8_t> bytes, Direction dir,
                       const ConnectionInfo& conn) const = 0;
-  virtual std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn) = 0;
+  // The parser of a connection this protocol claimed; `first_bytes` (direction `dir`) are the
+  // bytes Detect said yes to, fed to the parser next.
+  virtual std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn,
+                                                          std::span<const uint8_t> first_bytes,
+                                                          Direction dir) = 0;
 };
 
 // A row of the protocol table: how to make a Protocol.

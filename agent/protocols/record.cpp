@@ -7,6 +7,7 @@ std::string_view ToString(ProtocolId p) {
     case ProtocolId::kHttp1: return "http1";
     case ProtocolId::kPostgres: return "postgres";
     case ProtocolId::kRedis: return "redis";
+    case ProtocolId::kHttp2: return "http2";
   }
   return "unknown";
 }

@@ -202,8 +202,8 @@ Span SpanBuilder::Build(const ConnectionInfo& c, Role role, const Record& r, Ide
   span.status_message = std::move(view.status_message);
   span.attributes = std::move(view.attributes);
   span.events = std::move(view.events);
-  for (SpanEvent& ev : span.events)
-    if (ev.time_unix_ns == 0) ev.time_unix_ns = span.end_unix_ns;
+  for (SpanEvent& ev : span.events)  // boot clock from Describe (0: at the end)
+    ev.time_unix_ns = ev.time_unix_ns == 0 ? span.end_unix_ns : Epoch(ev.time_unix_ns);
   span.attributes.push_back({"threadline.parent.source", std::string(id.parent_source)});
   if (id.injected) span.attributes.push_back({"threadline.traceparent.injected", true});
   return span;

@@ -95,7 +95,8 @@ class LineProtocol final : public Protocol {
     std::string_view s(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     return s.starts_with("REQ ") || s.starts_with("RSP");
   }
-  std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo&) override {
+  std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo&, std::span<const uint8_t>,
+                                                  Direction) override {
     return std::make_unique<LineParser>();
   }
 };

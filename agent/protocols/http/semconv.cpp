@@ -152,7 +152,7 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
   if (f.request_body_bytes > 0)
     AddInt(attrs, "http.request.body.size", static_cast<int64_t>(f.request_body_bytes));
 
-  if (f.has_response) {
+  if (f.has_response && f.status_known) {
     AddInt(attrs, "http.response.status_code", f.status_code);
     if (f.response_body_known)
       AddInt(attrs, "http.response.body.size", static_cast<int64_t>(f.response_body_bytes));
@@ -168,6 +168,13 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
 
   AddOutcome(f.outcome, out);
   if (f.outcome == Outcome::kUpgraded && f.upgrade) AddString(attrs, "threadline.http.upgrade", *f.upgrade);
+  if (f.outcome == Outcome::kReset || f.outcome == Outcome::kRefused) {
+    // HTTP/2: the stream was reset, or GOAWAY said it was never processed.
+    out.status = StatusCode::kError;
+    out.status_message = std::string(f.outcome == Outcome::kReset ? "stream reset (" : "stream refused (") +
+                         std::string(f.reset_error) + ")";
+    AddString(attrs, "error.type", f.reset_error);
+  }
 }
 
 }  // namespace threadline::http

@@ -31,8 +31,10 @@ struct ExchangeFacts {
   bool response_body_known = false;  // the response has a body (framed) or bytes of one
   bool response_incomplete = false;
   std::optional<std::string_view> upgrade;  // Upgrade of a 101 response
+  bool status_known = true;  // false: response headers came but :status could not be decoded
 
   Outcome outcome = Outcome::kComplete;
+  std::string_view reset_error;  // kReset / kRefused: the HTTP/2 error code's name
 };
 
 void Describe(const ExchangeFacts& facts, Role role, const ConnectionInfo& conn,

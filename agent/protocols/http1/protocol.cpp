@@ -84,7 +84,9 @@ class Http1Protocol final : public Protocol {
               const ConnectionInfo& /*conn*/) const override {
     return LooksLikeHttp1Request(bytes) || LooksLikeHttp1Response(bytes);
   }
-  std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn) override {
+  std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn,
+                                                  std::span<const uint8_t> /*first_bytes*/,
+                                                  Direction /*dir*/) override {
     return std::make_unique<Http1Parser>(conn.role, limits_, metrics_);
   }
 

@@ -26,7 +26,6 @@ Http1Metrics::Http1Metrics(MetricsRegistry& metrics) {
         {{"protocol", "http1"}, {"reason", std::string(ToString(static_cast<FailureReason>(i)))}},
         "Bytes or messages a protocol parser could not parse, by reason");
   }
-  static_assert(kOutcomes.size() == kOutcomeCount);
   for (size_t i = 0; i < kOutcomes.size(); ++i) {
     exchanges[i] = &metrics.GetCounter("threadline_http1_exchanges_total",
                                        {{"outcome", std::string(ToString(kOutcomes[i]))}},
