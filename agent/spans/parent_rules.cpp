@@ -93,7 +93,8 @@ class TupleRule final : public ParentRule {
   bool Choose(const ParentQuery& q, Identity& id) override {
     if (q.role != Role::kServer || !q.conn.tuple_known || !enabled_) return false;
     PeerLinker::Token wait = 0;
-    if (auto call = peers_.OnServerRequest(q.conn.tuple, q.request.edge.first.ts_ns, &wait)) {
+    if (auto call = peers_.OnServerRequest(q.conn.tuple, q.request.stream_id,
+                                           q.request.edge.first.ts_ns, &wait)) {
       Adopt(*call, id);
       return true;
     }
@@ -107,7 +108,8 @@ class TupleRule final : public ParentRule {
     if (q.role != Role::kClient || !q.conn.tuple_known || !enabled_) return;
     const ChunkMeta& first = q.request.edge.first;
     PeerLinker::Call call{id.trace_id, id.span_id, id.flags, id.trace_state,
-                          first.enter_ts_ns ? first.enter_ts_ns : first.ts_ns};
+                          first.enter_ts_ns ? first.enter_ts_ns : first.ts_ns,
+                          q.request.stream_id};
     auto token = peers_.OnClientCall(q.conn.tuple, call);
     if (!token) return;
     auto w = waiting_.find(*token);

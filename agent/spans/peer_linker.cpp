@@ -73,9 +73,10 @@ std::optional<PeerLinker::Token> PeerLinker::OnClientCall(const Tuple& client_tu
                                                           const Call& call) {
   Pair& p = pairs_[FromClient(client_tuple)];
   p.client_open = true;
-  if (!p.waiting.empty()) {
-    Token t = p.waiting.front();
-    p.waiting.pop_front();
+  for (auto w = p.waiting.begin(); w != p.waiting.end(); ++w) {
+    if (w->stream_id != call.stream_id) continue;
+    const Token t = w->token;
+    p.waiting.erase(w);
     waited_.Add(1);
     return t;
   }
@@ -88,22 +89,27 @@ std::optional<PeerLinker::Token> PeerLinker::OnClientCall(const Tuple& client_tu
 }
 
 std::optional<PeerLinker::Call> PeerLinker::OnServerRequest(const Tuple& server_tuple,
-                                                            uint64_t ts_ns, Token* wait) {
+                                                            uint32_t stream_id, uint64_t ts_ns,
+                                                            Token* wait) {
   *wait = 0;
   auto it = pairs_.find(FromServer(server_tuple));
   if (it == pairs_.end()) return std::nullopt;
   Pair& p = it->second;
-  while (!p.calls.empty()) {
-    Call c = std::move(p.calls.front());
-    p.calls.pop_front();
+  for (auto c = p.calls.begin(); c != p.calls.end();) {
+    if (c->stream_id != stream_id) {
+      ++c;
+      continue;
+    }
+    Call call = std::move(*c);
+    c = p.calls.erase(c);
     // A call written after this request was read cannot be its cause: the queues are out of
     // step (a lost request on one side); drop the call rather than link the wrong one.
-    if (c.ts_ns > ts_ns) {
+    if (call.ts_ns > ts_ns) {
       unmatched_calls_.Add(1);
       continue;
     }
     linked_.Add(1);
-    return c;
+    return call;
   }
   if (!p.client_open) return std::nullopt;
   if (p.waiting.size() >= kMaxQueued) {
@@ -111,14 +117,14 @@ std::optional<PeerLinker::Call> PeerLinker::OnServerRequest(const Tuple& server_
     abandoned_.Add(1);
   }
   *wait = next_token_++;
-  p.waiting.push_back(*wait);
+  p.waiting.push_back(Waiting{*wait, stream_id});
   return std::nullopt;
 }
 
 void PeerLinker::Abandon(Token token) {
   for (auto& [key, p] : pairs_) {
     for (auto it = p.waiting.begin(); it != p.waiting.end(); ++it) {
-      if (*it == token) {
+      if (it->token == token) {
         p.waiting.erase(it);
         abandoned_.Add(1);
         return;

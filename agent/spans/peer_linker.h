@@ -10,6 +10,10 @@
 // server request on a tuple that a local client connection owns can wait for its client call
 // (the caller then completes the server span's identity when it arrives).
 //
+// Streams: calls on one HTTP/2 connection are multiplexed, and both ends number them the same
+// way, so a call with a stream id (non-zero) pairs with the server request of the same stream
+// id; stream 0 (one-stream protocols) pairs in order.
+//
 // Bounded: per-tuple queues are capped and dropped with their connections; everything is
 // counted. Single-threaded.
 #pragma once
@@ -35,6 +39,7 @@ class PeerLinker {
     uint32_t flags = 0;
     std::string trace_state;
     uint64_t ts_ns = 0;  // when the request was written (boot clock)
+    uint32_t stream_id = 0;  // HTTP/2 stream; 0: pairs in order
   };
   // A server request waiting for its client call: an opaque token the caller resolves.
   using Token = uint64_t;
@@ -55,7 +60,8 @@ class PeerLinker {
   // first. Else, when a local traced client owns the other end, returns nullopt and sets
   // `*wait` to a token that OnClientCall will hand back; `*wait` stays 0 otherwise (the peer
   // is not traced here: no link possible).
-  std::optional<Call> OnServerRequest(const Tuple& server_tuple, uint64_t ts_ns, Token* wait);
+  std::optional<Call> OnServerRequest(const Tuple& server_tuple, uint32_t stream_id,
+                                      uint64_t ts_ns, Token* wait);
 
   // The caller gave up waiting for a token (the server span had to be finished first).
   void Abandon(Token token);
@@ -73,10 +79,14 @@ class PeerLinker {
   struct KeyHash {
     size_t operator()(const Key& k) const noexcept;
   };
+  struct Waiting {
+    Token token = 0;
+    uint32_t stream_id = 0;
+  };
   struct Pair {
     bool client_open = false;
     std::deque<Call> calls;       // client calls whose server request was not seen yet
-    std::deque<Token> waiting;    // server requests waiting for their client call
+    std::deque<Waiting> waiting;  // server requests waiting for their client call
   };
 
   static Key FromClient(const Tuple& t);

@@ -37,7 +37,7 @@ TEST(PeerLinker, ClientFirstThenServer) {
   auto call = CallAt(100);
   EXPECT_FALSE(l.OnClientCall(kClient, call).has_value());
   PeerLinker::Token wait = 99;
-  auto got = l.OnServerRequest(kServer, 150, &wait);
+  auto got = l.OnServerRequest(kServer, 0, 150, &wait);
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->span_id, call.span_id);
   EXPECT_EQ(got->trace_id, call.trace_id);
@@ -50,7 +50,7 @@ TEST(PeerLinker, ServerFirstWaitsForTheClientCall) {
   PeerLinker l(m);
   l.OnClientOpened(kClient);
   PeerLinker::Token wait = 0;
-  EXPECT_FALSE(l.OnServerRequest(kServer, 150, &wait).has_value());
+  EXPECT_FALSE(l.OnServerRequest(kServer, 0, 150, &wait).has_value());
   ASSERT_NE(wait, 0u);
   auto token = l.OnClientCall(kClient, CallAt(100));
   ASSERT_TRUE(token.has_value());
@@ -62,7 +62,7 @@ TEST(PeerLinker, UntracedPeerMeansNoWait) {
   MetricsRegistry m;
   PeerLinker l(m);
   PeerLinker::Token wait = 7;
-  EXPECT_FALSE(l.OnServerRequest(kServer, 150, &wait).has_value());
+  EXPECT_FALSE(l.OnServerRequest(kServer, 0, 150, &wait).has_value());
   EXPECT_EQ(wait, 0u);
 }
 
@@ -73,10 +73,10 @@ TEST(PeerLinker, KeepAliveCallsPairInOrder) {
   l.OnClientCall(kClient, c1);
   l.OnClientCall(kClient, c2);
   PeerLinker::Token w;
-  EXPECT_EQ(l.OnServerRequest(kServer, 110, &w)->span_id, c1.span_id);
-  EXPECT_EQ(l.OnServerRequest(kServer, 210, &w)->span_id, c2.span_id);
+  EXPECT_EQ(l.OnServerRequest(kServer, 0, 110, &w)->span_id, c1.span_id);
+  EXPECT_EQ(l.OnServerRequest(kServer, 0, 210, &w)->span_id, c2.span_id);
   l.OnClientCall(kClient, c3);
-  EXPECT_EQ(l.OnServerRequest(kServer, 310, &w)->span_id, c3.span_id);
+  EXPECT_EQ(l.OnServerRequest(kServer, 0, 310, &w)->span_id, c3.span_id);
 }
 
 TEST(PeerLinker, CallWrittenAfterTheRequestWasReadIsNotItsCause) {
@@ -85,7 +85,7 @@ TEST(PeerLinker, CallWrittenAfterTheRequestWasReadIsNotItsCause) {
   auto late = CallAt(500);
   l.OnClientCall(kClient, late);
   PeerLinker::Token w;
-  EXPECT_FALSE(l.OnServerRequest(kServer, 400, &w).has_value());
+  EXPECT_FALSE(l.OnServerRequest(kServer, 0, 400, &w).has_value());
   EXPECT_EQ(m.GetCounter("threadline_peer_links_total", {{"result", "client_call_dropped"}}).Value(), 1u);
 }
 
@@ -94,8 +94,8 @@ TEST(PeerLinker, OtherConnectionsDoNotMatch) {
   PeerLinker l(m);
   l.OnClientCall(kClient, CallAt(100));
   PeerLinker::Token w;
-  EXPECT_FALSE(l.OnServerRequest(Make(2, 8080, 1, 40001), 150, &w).has_value());
-  EXPECT_FALSE(l.OnServerRequest(Make(3, 8080, 1, 40000), 150, &w).has_value());
+  EXPECT_FALSE(l.OnServerRequest(Make(2, 8080, 1, 40001), 0, 150, &w).has_value());
+  EXPECT_FALSE(l.OnServerRequest(Make(3, 8080, 1, 40000), 0, 150, &w).has_value());
 }
 
 TEST(PeerLinker, QueuesAreBoundedAndDroppedWithTheServer) {
@@ -112,9 +112,41 @@ TEST(PeerLinker, AbandonedWaitIsNotHandedOut) {
   PeerLinker l(m);
   l.OnClientOpened(kClient);
   PeerLinker::Token w = 0;
-  l.OnServerRequest(kServer, 150, &w);
+  l.OnServerRequest(kServer, 0, 150, &w);
   l.Abandon(w);
   EXPECT_FALSE(l.OnClientCall(kClient, CallAt(100)).has_value());  // queued instead
+}
+
+}  // namespace
+}  // namespace threadline
+
+namespace threadline {
+namespace {
+
+// HTTP/2: calls multiplexed on one connection pair by stream id, whatever order either end
+// sees them in.
+TEST(PeerLinker, StreamsPairByIdInAnyOrder) {
+  MetricsRegistry m;
+  PeerLinker l(m);
+  auto c1 = CallAt(100), c3 = CallAt(110);
+  c1.stream_id = 1;
+  c3.stream_id = 3;
+  EXPECT_FALSE(l.OnClientCall(kClient, c1).has_value());
+  EXPECT_FALSE(l.OnClientCall(kClient, c3).has_value());
+  PeerLinker::Token wait = 0;
+  auto got3 = l.OnServerRequest(kServer, 3, 150, &wait);
+  ASSERT_TRUE(got3.has_value());
+  EXPECT_EQ(got3->span_id, c3.span_id);
+  // Stream 5's server request comes before its call: it waits for that stream, not stream 1's.
+  PeerLinker::Token wait5 = 0;
+  EXPECT_FALSE(l.OnServerRequest(kServer, 5, 160, &wait5).has_value());
+  EXPECT_NE(wait5, 0u);
+  auto got1 = l.OnServerRequest(kServer, 1, 170, &wait);
+  ASSERT_TRUE(got1.has_value());
+  EXPECT_EQ(got1->span_id, c1.span_id);
+  auto c5 = CallAt(180);
+  c5.stream_id = 5;
+  EXPECT_EQ(l.OnClientCall(kClient, c5), std::optional<PeerLinker::Token>(wait5));
 }
 
 }  // namespace
