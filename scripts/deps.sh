@@ -44,9 +44,11 @@ DEPS_RUN=(
 # postgresql (server, psql, pgbench), python3-psycopg2, redis-server, redis-tools (redis-cli),
 # python3-redis: tests/e2e/test_db_spans.py starts its own PostgreSQL 15 and Redis 7 in temp dirs
 # and drives them with psql, pgbench, psycopg2, Node pg (npm), redis-cli and redis-py.
+# nghttp2-client (h2load): 100 concurrent HTTP/2 streams on one connection
+# (tests/e2e/test_http2.py).
 DEPS_TEST_PEERS=(
   nodejs nginx openssl golang-go yamllint mmdebstrap libcap2-bin chromium
-  postgresql python3-psycopg2 redis-server redis-tools python3-redis
+  postgresql python3-psycopg2 redis-server redis-tools python3-redis nghttp2-client
 )
 # What bench/overhead.py drives: nginx (HTTP and HTTPS with a self-signed cert made by openssl),
 # wrk (max throughput), hey (fixed-rate latency), perf (profiles of bench/pipeline_bench).

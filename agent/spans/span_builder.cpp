@@ -190,7 +190,7 @@ Span SpanBuilder::Build(const ConnectionInfo& c, Role role, const Record& r, Ide
       role == Role::kServer ? first.ts_ns : (first.enter_ts_ns ? first.enter_ts_ns : first.ts_ns);
   uint64_t end = r.request.edge.last.ts_ns;
   if (r.response.seen) end = r.response.last.ts_ns;
-  else if (r.closed_ts_ns) end = r.closed_ts_ns;
+  if (r.closed_ts_ns > end) end = r.closed_ts_ns;  // closed, or the write its end was lost in
   if (end < start) end = start;
   span.start_unix_ns = Epoch(start);
   span.end_unix_ns = Epoch(end);

@@ -238,6 +238,14 @@ TEST(Http2Connection, CloseEndsOpenStreamsEvictionAbandonsThem) {
   h.conn.OnClose(9000, false, h.out);
   ASSERT_EQ(h.out.records.size(), 2u);
   EXPECT_EQ(h.out.outcomes[0], Outcome::kClosedBeforeResponse);
+  // Response bytes lost while a stream was open: if its end never shows, it was in them.
+  Harness l;
+  l.Feed(kIn, Concat({Preface(), GetRequest(1, "/a"), GetRequest(3, "/b")}));
+  l.Feed(kOut, Response(3, "200", ""));
+  l.conn.OnGap(kOut, 500, GapReason::kNotCaptured, ChunkMeta{5000, 4990, 7, 0, 0}, l.out);
+  l.conn.OnClose(9000, false, l.out);
+  ASSERT_EQ(l.out.records.size(), 2u);
+  EXPECT_EQ(l.out.outcomes[1], Outcome::kResponseLost);
   Harness e;
   e.Feed(kIn, Concat({Preface(), GetRequest(1, "/a")}));
   e.conn.OnClose(9000, true, e.out);

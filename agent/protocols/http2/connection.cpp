@@ -637,6 +637,12 @@ void Http2Connection::OnGap(Direction dir, uint64_t len, GapReason /*reason*/,
                             const ChunkMeta& meta, ParserOutput& out) {
   if (closed_) return;
   Side& side = SideOf(dir);
+  if (request_dir_ && !IsRequestDir(dir)) {
+    // Responses written past the capture (many streams answered in one large write) end here
+    // unseen: if nothing of them shows up later, they are reported as lost, at this time.
+    for (auto& [id, s] : streams_)
+      if (s.maybe_ended_ts == 0) s.maybe_ended_ts = meta.ts_ns;
+  }
   while (len > 0) {
     switch (side.read) {
       case Side::Read::kLost:
@@ -684,7 +690,11 @@ void Http2Connection::OnClose(uint64_t ts_ns, bool evicted, ParserOutput& out) {
   std::vector<uint32_t> open;
   for (const auto& [id, s] : streams_) open.push_back(id);
   std::sort(open.begin(), open.end());
-  for (uint32_t id : open) Finish(id, Outcome::kClosedBeforeResponse, ts_ns, out);
+  for (uint32_t id : open) {
+    const uint64_t lost_ts = streams_[id].maybe_ended_ts;
+    if (lost_ts) Finish(id, Outcome::kResponseLost, lost_ts, out);
+    else Finish(id, Outcome::kClosedBeforeResponse, ts_ns, out);
+  }
   closed_ = true;
 }
 

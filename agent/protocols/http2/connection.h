@@ -96,6 +96,9 @@ class Http2Connection final : public ConnectionParser {
     MessageEdge announced_edge;  // the request edge as announced (the record repeats it)
     bool announced = false;
     bool request_ended = false;
+    // Bytes of the response direction were lost while this stream was open: its end may have
+    // been in them (the syscall that wrote them: the best estimate of when).
+    uint64_t maybe_ended_ts = 0;
     std::vector<std::pair<std::string, std::string>> carrier;  // traceparent, tracestate
     std::string request_id;
     std::array<GrpcReader, 2> grpc;  // [0] request, [1] response

@@ -114,6 +114,8 @@ void DescribeGrpc(const StreamRecord& s, Outcome outcome, Role role, const Conne
     out.status = StatusCode::kError;
     out.status_message = "connection closed before the response";
     AddString(attrs, "error.type", "connection_closed");
+  } else if (outcome == Outcome::kResponseLost) {
+    attrs.push_back({"threadline.response.lost", true});
   }
   const StreamHalf& received = role == Role::kServer ? s.request : s.response;
   const StreamHalf& sent = role == Role::kServer ? s.response : s.request;
