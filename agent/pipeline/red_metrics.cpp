@@ -116,10 +116,12 @@ void RedMetricsSink::OnSpan(Span span) {
                          ? static_cast<double>(span.end_unix_ns - span.start_unix_ns) / 1e9
                          : 0.0;
     const std::string_view db_system = StringAttr(span.attributes, "db.system.name", "");
-    if (db_system.empty()) {
+    if (!db_system.empty()) {
+      if (span.kind == SpanKind::kClient) DbSeriesFor(span, db_system).Observe(seconds);
+    } else if (FindAttribute(span.attributes, "http.request.method") != nullptr) {
+      // HTTP requests (HTTP/1 and HTTP/2); gRPC calls have no method or status class to file
+      // them under here.
       SeriesFor(span).Observe(seconds);
-    } else if (span.kind == SpanKind::kClient) {
-      DbSeriesFor(span, db_system).Observe(seconds);
     }
   }
   next_.OnSpan(std::move(span));

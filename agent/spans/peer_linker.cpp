@@ -5,9 +5,10 @@
 namespace threadline {
 
 namespace {
-// More requests in flight on one connection than HTTP/1.x pipelining ever has: the other end is
-// not traced here, or its requests were lost; keep the newest.
-constexpr size_t kMaxQueued = 64;
+// More requests in flight on one connection than HTTP/1.x pipelining or HTTP/2 streams (the
+// parser tracks 256 per connection) ever have: the other end is not traced here, or its
+// requests were lost; keep the newest.
+constexpr size_t kMaxQueued = 512;
 
 size_t HashIp(const IpAddress& a) {
   uint64_t h = 1469598103934665603ull;

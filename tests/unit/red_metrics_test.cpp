@@ -138,5 +138,19 @@ TEST(RedMetricsSink, DatabaseSeriesAreCapped) {
   EXPECT_EQ(DbSeries(m, "SELECT", "_other", "").count, 7u);
 }
 
+TEST(RedMetricsSink, SpansOfOtherProtocolsPassUncounted) {
+  MetricsRegistry m;
+  Collect next;
+  RedMetricsSink red(next, m);
+  Span grpc;
+  grpc.kind = SpanKind::kServer;
+  grpc.name = "threadline.test.Echo/Say";
+  grpc.attributes.push_back({"rpc.system", std::string("grpc")});
+  red.OnSpan(grpc);
+  EXPECT_EQ(next.spans.size(), 1u);
+  for (const auto& h : m.SnapshotAll().histograms)
+    EXPECT_NE(h.name, "http_server_request_duration_seconds");
+}
+
 }  // namespace
 }  // namespace threadline
