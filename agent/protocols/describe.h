@@ -46,6 +46,13 @@ void AddOutcome(Outcome outcome, ExchangeView& out);
 // network.peer.address/port and network.type when the connection's tuple is known, and
 // network.transport.
 void AddNetworkPeer(const ConnectionInfo& conn, Attributes& attrs);
+// Attribute helpers for the protocols' Describe functions.
+inline void AddString(Attributes& a, std::string key, std::string_view value) {
+  a.push_back({std::move(key), AttributeValue{std::string(value)}});
+}
+inline void AddInt(Attributes& a, std::string key, int64_t value) {
+  a.push_back({std::move(key), AttributeValue{value}});
+}
 
 // `role` is kServer or kClient. The record's views must still be valid (the call that handed
 // the record over).

@@ -20,19 +20,11 @@ import unittest
 
 from e2e_util import (LOOPBACK, Agent, PeerProcess, agent_spans, curl, format_spans, free_port,
                       go_peer, main, npm_peer, require_root, require_tool, wait_for_spans)
+from test_tls import make_cert
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE_H2 = os.path.join(REPO, "tests", "e2e", "peers", "node_h2.js")
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-def make_cert(directory: str) -> tuple[str, str]:
-    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
 
 
 def h2_spans(spans, kind_server: bool, pid: int | None = None, path: str | None = None):

@@ -7,12 +7,6 @@ namespace threadline::http {
 
 namespace {
 
-void AddString(Attributes& a, std::string key, std::string_view value) {
-  a.push_back({std::move(key), AttributeValue{std::string(value)}});
-}
-void AddInt(Attributes& a, std::string key, int64_t value) {
-  a.push_back({std::move(key), AttributeValue{value}});
-}
 
 std::string_view Trim(std::string_view v) {
   while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);

@@ -368,13 +368,14 @@ void Http2Connection::EndFrame(Direction dir, Side& side, const ChunkMeta& last,
       if (h.flags & kFlagEndStream) EndStreamHalf(dir, h.stream_id, last, out);
       break;
     case FrameType::kHeaders:
-      OnHeadersFrame(dir, side, last, out);
+      OpenBlock(dir, side, /*push=*/false, last, out);
       break;
     case FrameType::kContinuation:
       OnContinuationFrame(dir, side, last, out);
       break;
     case FrameType::kPushPromise:
-      OnPushPromiseFrame(dir, side, last, out);
+      // Pushed streams are not reported; their request block is decoded to keep HPACK in step.
+      OpenBlock(dir, side, /*push=*/true, last, out);
       break;
     case FrameType::kRstStream:
       OnRstStream(dir, side, out);
@@ -388,21 +389,23 @@ void Http2Connection::EndFrame(Direction dir, Side& side, const ChunkMeta& last,
   side.payload.clear();
 }
 
-void Http2Connection::OnHeadersFrame(Direction dir, Side& side, const ChunkMeta& last,
-                                     ParserOutput& out) {
+void Http2Connection::OpenBlock(Direction dir, Side& side, bool push, const ChunkMeta& last,
+                                ParserOutput& out) {
   const FrameHeader& h = side.frame;
   side.block_open = true;
-  side.block_push = false;
+  side.block_push = push;
   side.block_stream = h.stream_id;
   side.block_flags = h.flags;
   side.block_first = side.frame_first;
   side.block.clear();
   side.block_lost = side.frame_lost;
   if (!side.block_lost) {
-    // Pad length (PADDED) and stream dependency (PRIORITY) come before the fragment.
+    // Before the fragment: the pad length (PADDED), then the stream dependency (HEADERS with
+    // PRIORITY) or the promised stream id (PUSH_PROMISE).
     std::span<const uint8_t> p = side.payload;
     const size_t pad = (h.flags & kFlagPadded) && !p.empty() ? p[0] : 0;
-    const size_t skip = ((h.flags & kFlagPadded) ? 1 : 0) + ((h.flags & kFlagPriority) ? 5 : 0);
+    const size_t skip = ((h.flags & kFlagPadded) ? 1 : 0) +
+                        (push ? 4 : ((h.flags & kFlagPriority) ? 5 : 0));
     if (p.size() < skip + pad) {
       Fail(Failure::kBadFrame);
       side.block_lost = true;
@@ -422,31 +425,6 @@ void Http2Connection::OnContinuationFrame(Direction dir, Side& side, const Chunk
   }
   if (side.frame_lost) side.block_lost = true;
   else AppendToBlock(side, side.payload);
-  if (h.flags & kFlagEndHeaders) FinishBlock(dir, side, last, out);
-}
-
-void Http2Connection::OnPushPromiseFrame(Direction dir, Side& side, const ChunkMeta& last,
-                                         ParserOutput& out) {
-  // Pushed streams are not reported; their request block is decoded to keep HPACK in step.
-  const FrameHeader& h = side.frame;
-  side.block_open = true;
-  side.block_push = true;
-  side.block_stream = h.stream_id;
-  side.block_flags = h.flags;
-  side.block.clear();
-  side.block_lost = side.frame_lost;
-  if (!side.block_lost) {
-    // Pad length (PADDED) and the promised stream id come before the fragment.
-    std::span<const uint8_t> p = side.payload;
-    const size_t pad = (h.flags & kFlagPadded) && !p.empty() ? p[0] : 0;
-    const size_t skip = ((h.flags & kFlagPadded) ? 1 : 0) + 4;
-    if (p.size() < skip + pad) {
-      Fail(Failure::kBadFrame);
-      side.block_lost = true;
-    } else {
-      AppendToBlock(side, p.subspan(skip, p.size() - skip - pad));
-    }
-  }
   if (h.flags & kFlagEndHeaders) FinishBlock(dir, side, last, out);
 }
 

@@ -145,9 +145,9 @@ class Http2Connection final : public ConnectionParser {
   void EndFrame(Direction dir, Side& side, const ChunkMeta& last, ParserOutput& out);
 
   // Frames.
-  void OnHeadersFrame(Direction dir, Side& side, const ChunkMeta& last, ParserOutput& out);
+  // HEADERS or PUSH_PROMISE: a header block starts (and ends, with END_HEADERS).
+  void OpenBlock(Direction dir, Side& side, bool push, const ChunkMeta& last, ParserOutput& out);
   void OnContinuationFrame(Direction dir, Side& side, const ChunkMeta& last, ParserOutput& out);
-  void OnPushPromiseFrame(Direction dir, Side& side, const ChunkMeta& last, ParserOutput& out);
   void OnRstStream(Direction dir, const Side& side, ParserOutput& out);
   void OnGoAway(Direction dir, const Side& side, ParserOutput& out);
   void AppendToBlock(Side& side, std::span<const uint8_t> fragment);

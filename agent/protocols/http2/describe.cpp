@@ -8,12 +8,6 @@ namespace threadline::http2 {
 
 namespace {
 
-void AddString(Attributes& a, std::string key, std::string_view value) {
-  a.push_back({std::move(key), AttributeValue{std::string(value)}});
-}
-void AddInt(Attributes& a, std::string key, int64_t value) {
-  a.push_back({std::move(key), AttributeValue{value}});
-}
 
 std::optional<std::string_view> NonEmpty(const std::string& s) {
   if (s.empty()) return std::nullopt;
