@@ -4,12 +4,6 @@
 
 namespace threadline::db {
 
-namespace {
-void AddString(Attributes& a, std::string_view key, std::string_view value) {
-  a.push_back({std::string(key), AttributeValue{std::string(value)}});
-}
-}  // namespace
-
 void Describe(const OperationFacts& f, Role role, const ConnectionInfo& c, ExchangeView& out) {
   const bool server = role == Role::kServer;
   Attributes& attrs = out.attributes;

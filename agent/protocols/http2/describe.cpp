@@ -80,12 +80,7 @@ void DescribeGrpc(const StreamRecord& s, Outcome outcome, Role role, const Conne
   if (!service.empty()) AddString(attrs, "rpc.service", service);
   if (!method.empty()) AddString(attrs, "rpc.method", method);
   AddServer(s, role, c, attrs);
-  if (c.tuple_known) {
-    AddString(attrs, "network.peer.address", c.tuple.remote.ToString());
-    AddInt(attrs, "network.peer.port", c.tuple.remote_port);
-    AddString(attrs, "network.type", c.tuple.remote.is_v4 ? "ipv4" : "ipv6");
-  }
-  AddString(attrs, "network.transport", "tcp");
+  AddNetworkPeer(c, attrs);
   AddString(attrs, "network.protocol.name", "http");
   AddString(attrs, "network.protocol.version", "2");
   if (role == Role::kServer && c.tuple_known) {
@@ -104,12 +99,8 @@ void DescribeGrpc(const StreamRecord& s, Outcome outcome, Role role, const Conne
     const std::string code = s.reset_code ? ErrorCodeName(*s.reset_code) : std::string("unknown");
     out.status_message = (outcome == Outcome::kReset ? "stream reset (" : "stream refused (") + code + ")";
     AddString(attrs, "error.type", code);
-  } else if (outcome == Outcome::kClosedBeforeResponse) {
-    out.status = StatusCode::kError;
-    out.status_message = "connection closed before the response";
-    AddString(attrs, "error.type", "connection_closed");
-  } else if (outcome == Outcome::kResponseLost) {
-    attrs.push_back({"threadline.response.lost", true});
+  } else {
+    AddOutcome(outcome, out);  // closed before the response, response lost
   }
   const StreamHalf& received = role == Role::kServer ? s.request : s.response;
   const StreamHalf& sent = role == Role::kServer ? s.response : s.request;

@@ -149,7 +149,9 @@ class PostgresProtocol final : public Protocol {
     if (!requests) return true;
     return (k == FirstBytes::kBackend) == (dir != *requests);
   }
-  std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn) override {
+  std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn,
+                                                  std::span<const uint8_t> /*first_bytes*/,
+                                                  Direction /*dir*/) override {
     return std::make_unique<PostgresParser>(conn, options_, metrics_);
   }
 
