@@ -59,7 +59,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   out.conn.id = ConnId{1, 3, 1};
   out.conn.role = out.role;
   std::unique_ptr<Protocol> protocol = redis::CreateProtocol(options, metrics);
-  std::unique_ptr<ConnectionParser> parser = protocol->NewConnection(out.conn);
+  std::unique_ptr<ConnectionParser> parser = protocol->NewConnection(out.conn, {}, Direction::kEgress);
   fuzz::DriveConnection(*parser, out.role, data + 1, size - 1, out);
   return 0;
 }

@@ -141,7 +141,9 @@ class RedisProtocol final : public Protocol {
     const std::optional<Direction> requests = db::RequestSide::DirectionOf(conn.role);
     return !requests || dir == *requests;
   }
-  std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn) override {
+  std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn,
+                                                  std::span<const uint8_t> /*first_bytes*/,
+                                                  Direction /*dir*/) override {
     return std::make_unique<RedisParser>(conn, options_, metrics_);
   }
 
