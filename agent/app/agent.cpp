@@ -199,7 +199,7 @@ Status Agent::Start() {
                  options_.sampling_ratio, TraceIdRatioSampler::ThresholdFor(options_.sampling_ratio));
     span_config.describe.redaction.extra_header_names = options_.redact_header_names;
     span_config.describe.db.query_text = options_.db_query_text;
-    spdlog::info("databases (PostgreSQL, Redis): CLIENT spans per operation{}; database servers' own connections {}",
+    spdlog::info("databases (PostgreSQL, MySQL/MariaDB, Redis): CLIENT spans per operation{}; database servers' own connections {}",
                  options_.db_query_text ? ", db.query.text with literals replaced by ?" : ", no statement text (--db-query-text off)",
                  options_.db_server_spans ? "give SERVER spans (--db-server-spans on)" : "not parsed (--db-server-spans off)");
     ResourceCacheOptions resource_options{.proc_root = options_.proc_root};

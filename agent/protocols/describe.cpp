@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "agent/protocols/http1/describe.h"
+#include "agent/protocols/mysql/describe.h"
 #include "agent/protocols/postgres/describe.h"
 #include "agent/protocols/redis/describe.h"
 #include "agent/protocols/http2/describe.h"
@@ -22,6 +23,8 @@ void Describe(const Record& record, Role role, const ConnectionInfo& conn,
           redis::Describe(detail, role, conn, options, out);
         } else if constexpr (std::is_same_v<T, http2::StreamRecord>) {
           http2::Describe(detail, record.outcome, role, conn, options, out);
+        } else if constexpr (std::is_same_v<T, mysql::Operation>) {
+          mysql::Describe(detail, role, conn, options, out);
         }
       },
       record.detail);

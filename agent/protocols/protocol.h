@@ -16,6 +16,7 @@
 #include "agent/common/metrics.h"
 #include "agent/conn/stream_consumer.h"
 #include "agent/protocols/http1/stitcher.h"
+#include "agent/protocols/mysql/parser.h"
 #include "agent/protocols/postgres/parser.h"
 #include "agent/protocols/redis/parser.h"
 #include "agent/protocols/http2/limits.h"
@@ -58,6 +59,7 @@ struct ProtocolOptions {
   http1::Http1Limits http1;
   postgres::Limits postgres;
   redis::Limits redis;
+  mysql::Limits mysql;
   // Database protocols seen from the database server's side (the server process is traced):
   // parsed into SERVER spans only when on (db.server_spans; docs/protocols.md says why not by
   // default).

@@ -8,6 +8,7 @@ std::string_view ToString(ProtocolId p) {
     case ProtocolId::kPostgres: return "postgres";
     case ProtocolId::kRedis: return "redis";
     case ProtocolId::kHttp2: return "http2";
+    case ProtocolId::kMySql: return "mysql";
   }
   return "unknown";
 }

@@ -22,14 +22,15 @@
 #include "agent/conn/stream_consumer.h"
 #include "agent/protocols/http1/message.h"
 #include "agent/protocols/http2/types.h"
+#include "agent/protocols/mysql/types.h"
 #include "agent/protocols/outcome.h"
 #include "agent/protocols/postgres/types.h"
 #include "agent/protocols/redis/types.h"
 
 namespace threadline {
 
-enum class ProtocolId : uint8_t { kHttp1, kPostgres, kRedis, kHttp2 };
-std::string_view ToString(ProtocolId p);  // "http1", "postgres", "redis", "http2", as in metric labels
+enum class ProtocolId : uint8_t { kHttp1, kPostgres, kRedis, kHttp2, kMySql };
+std::string_view ToString(ProtocolId p);  // "http1", "postgres", "redis", "http2", "mysql", as in metric labels
 
 // One direction of one operation: the syscalls that carried its first and its last byte
 // (ChunkMeta::pos of `first` is the stream position of the first byte).
@@ -76,7 +77,7 @@ struct RequestView {
 
 // The protocol's own facts, for Describe. One alternative per protocol.
 using RecordDetail = std::variant<std::monostate, http1::Exchange, postgres::Operation,
-                                  redis::Operation, http2::StreamRecord>;
+                                  redis::Operation, http2::StreamRecord, mysql::Operation>;
 
 // One operation, ended.
 struct Record {

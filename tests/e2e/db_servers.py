@@ -4,6 +4,7 @@ on a free port of 127.0.0.1 (parallel-safe), stopped and removed at the test's c
     pg = Postgres(test)                 # PostgreSQL 15: initdb + pg_ctl as user postgres
     pg = Postgres(test, tls=True)       # ... with ssl=on and a self-signed certificate
     r = Redis(test)                     # redis-server --port N --save ''
+    m = MariaDb(test)                   # mariadb-install-db + mariadbd, user root without password
 
 A missing server fails the test under CI=true and skips it elsewhere (e2e_util.give_up).
 """
@@ -118,5 +119,35 @@ class Redis:
 
     def stop(self) -> None:
         if getattr(self, "server", None) is not None:
+            self.server.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class MariaDb:
+    """MariaDB 10.11 (mysql-server is not in Debian) as root, user root without a password, no
+    binary log, a small buffer pool, in a temp dir of its own."""
+
+    def __init__(self, test: unittest.TestCase, cleanup=None):
+        require_tool(test, "mariadb-install-db", "mariadbd", "mariadb")
+        self.host = LOOPBACK
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="tl-e2e-mariadb-")
+        self.server = None
+        (cleanup or test.addCleanup)(self.stop)
+        data = os.path.join(self.dir, "data")
+        _run(["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={data}",
+              "--auth-root-authentication-method=normal", "--skip-test-db"], timeout=120)
+        self.server = PeerProcess(["mariadbd", "--no-defaults", "--user=root", f"--datadir={data}",
+                                   f"--socket={os.path.join(self.dir, 'sock')}", f"--port={self.port}",
+                                   f"--bind-address={self.host}", f"--pid-file={os.path.join(self.dir, 'pid')}",
+                                   "--skip-log-bin", "--innodb-buffer-pool-size=16M", "--skip-name-resolve"],
+                                  port=self.port, ready_timeout=60)
+
+    def cli(self, *args: str) -> list[str]:
+        """The mariadb command line client's argv for this server (no TLS)."""
+        return ["mariadb", "-h", self.host, "-P", str(self.port), "-u", "root", "--ssl=0", *args]
+
+    def stop(self) -> None:
+        if self.server is not None:
             self.server.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Database spans (issue 17) as a user sees them: the built agent (--output=json) against real
-servers from Debian started here (PostgreSQL 15, plain and with TLS; Redis 7) and real clients
-(psql, pgbench, Python psycopg2, Node pg, redis-cli, Python redis), plus a small web service whose
-request becomes one trace with its database calls under it.
+servers from Debian started here (PostgreSQL 15, plain and with TLS; MariaDB 10.11; Redis 7) and
+real clients (psql, pgbench, Python psycopg2, Node pg, the mariadb CLI, Node mysql2, redis-cli,
+Python redis), plus a small web service whose request becomes one trace with its database calls
+under it.
 
 The agent's start is the slow part, so one agent serves the whole file, filtered to the ports of
 the servers started here; every test asserts on spans of its own (its own tables, statements and
@@ -15,7 +16,7 @@ import os
 import subprocess
 import unittest
 
-from db_servers import Postgres, Redis, require_debian_python
+from db_servers import MariaDb, Postgres, Redis, require_debian_python
 from e2e_util import (LOOPBACK, SPAN_KIND_CLIENT, Agent, PeerProcess, SpanRecord, free_port, give_up,
                       main, npm_peer, require_root, require_tool, wait_for_spans)
 
@@ -34,7 +35,8 @@ class Environment:
         self.pg = self._start("postgres", test, lambda: Postgres(test, cleanup=cleanup))
         self.pg_tls = self._start("postgres_tls", test, lambda: Postgres(test, tls=True, cleanup=cleanup))
         self.redis = self._start("redis", test, lambda: Redis(test, cleanup=cleanup))
-        ports = [s.port for s in (self.pg, self.pg_tls, self.redis) if s is not None]
+        self.mariadb = self._start("mariadb", test, lambda: MariaDb(test, cleanup=cleanup))
+        ports = [s.port for s in (self.pg, self.pg_tls, self.redis, self.mariadb) if s is not None]
         self.web_port = free_port()
         ports.append(self.web_port)
         argv = ["--output=json", "--inject", "off", "--stats-interval", "0"]
@@ -249,6 +251,70 @@ print(json.dumps({"pid": os.getpid()}))
         select = next(s for s in spans if s.name == "SELECT")
         self.assertEqual(select.attrs.get("db.query.text"), "SELECT ? AS answer")
         self.assert_postgres_span(select, pg.port)
+
+    # -- MariaDB (MySQL protocol) ------------------------------------------------------------
+    def assert_mariadb_span(self, s: SpanRecord) -> None:
+        self.assertEqual(s.kind, SPAN_KIND_CLIENT, s.brief())
+        self.assertEqual(s.attrs.get("db.system.name"), "mariadb", s.brief())
+        self.assertEqual(s.attrs.get("server.port"), self.env.mariadb.port, s.brief())
+        self.assertFalse(any(k.startswith(("http.", "url.")) for k in s.attrs), s.brief())
+
+    def test_mariadb_cli_queries_use_errors_transaction(self):
+        self.env.require(self, "mariadb")
+        m = self.env.mariadb
+        sql = ("CREATE DATABASE IF NOT EXISTS e2e_shop; USE e2e_shop; "
+               "CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, owner varchar(64), total decimal(10,2)); "
+               "INSERT INTO orders VALUES (1, 'secret-owner', 9.5) ON DUPLICATE KEY UPDATE total = 9.5; "
+               "SELECT owner, total FROM orders WHERE id = 1; "
+               "BEGIN; UPDATE orders SET total = total + 1 WHERE id = 1; COMMIT; "
+               "SELECT * FROM e2e_missing")
+        p = subprocess.Popen(m.cli("--force", "-e", sql), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        out, err = p.communicate(timeout=60)
+        self.assertIn("1146", err)  # the missing table, reported by the client too
+        spans = self.wait_db_spans(p.pid, 10, port=m.port)
+        by_name = {s.name: s for s in spans}
+        for s in spans:
+            self.assert_mariadb_span(s)
+        self.assertIn("USE e2e_shop", by_name)  # the CLI's USE is COM_INIT_DB
+        select = by_name["SELECT orders"]
+        self.assertEqual(select.attrs.get("db.namespace"), "e2e_shop")
+        self.assertEqual(select.attrs.get("db.operation.name"), "SELECT")
+        self.assertEqual(select.attrs.get("db.collection.name"), "orders")
+        self.assertEqual(select.attrs.get("db.query.text"), "SELECT owner, total FROM orders WHERE id = ?")
+        insert = by_name["INSERT orders"]
+        self.assertNotIn("secret-owner", json.dumps(insert.raw))
+        for name in ("BEGIN", "UPDATE orders", "COMMIT"):
+            self.assertIn(name, by_name)
+            self.assertFalse(by_name[name].is_error)
+        missing = by_name["SELECT e2e_missing"]
+        self.assertTrue(missing.is_error)
+        self.assertEqual(missing.attrs.get("db.response.status_code"), "1146")
+
+    def test_node_mysql2_prepared_statements(self):
+        self.env.require(self, "mariadb")
+        m = self.env.mariadb
+        subprocess.run(m.cli("-e", "CREATE DATABASE IF NOT EXISTS e2e_node"), check=True, capture_output=True, timeout=60)
+        peer = npm_peer("node-mysql2", self)
+        p = self.run_client(["node", os.path.join(peer, "client.js"), str(m.port), "e2e_node", "orders"])
+        result = json.loads(p.out.strip().splitlines()[-1])
+        self.assertEqual(result["error"], 1054)
+        spans = self.wait_db_spans(result["pid"], 6, port=m.port)
+        for s in spans:
+            self.assert_mariadb_span(s)
+            self.assertEqual(s.attrs.get("db.namespace"), "e2e_node")  # from the handshake
+        executes = [s for s in spans if s.name == "SELECT orders"]
+        # Prepared once, executed twice by statement id: both executions carry its text.
+        self.assertEqual(len(executes), 2, [s.brief() for s in spans])
+        for s in executes:
+            self.assertEqual(s.attrs.get("db.query.text"), "SELECT total FROM orders WHERE id = ?")
+            self.assertFalse(s.is_error)
+        prepares = [s for s in spans if s.name == "PREPARE SELECT orders"]
+        self.assertEqual(len(prepares), 2)  # the second is the failing one
+        failed = [s for s in prepares if s.is_error]
+        self.assertEqual(len(failed), 1)
+        self.assertEqual(failed[0].attrs.get("db.response.status_code"), "1054")
 
     # -- Redis ------------------------------------------------------------------------------
     def test_redis_cli_commands_and_errors(self):

@@ -1,0 +1,161 @@
+#include "agent/protocols/mysql/protocol.h"
+
+#include <optional>
+#include <utility>
+
+#include "agent/protocols/db/frame_reader.h"
+#include "agent/protocols/db/metrics.h"
+#include "agent/protocols/db/wire.h"
+#include "agent/protocols/mysql/parser.h"
+#include "agent/protocols/mysql/stitcher.h"
+
+namespace threadline::mysql {
+
+namespace {
+
+// Hands one call's results of the stitcher to the dispatcher's output, as neutral views.
+class Bridge final : public Stitcher::Output {
+ public:
+  explicit Bridge(ParserOutput& out) : out_(out) {}
+  void OnRequest(const Operation& op) override { out_.OnRequest(ViewOf(op)); }
+  void OnOperation(Operation&& op) override {
+    Record r;
+    r.outcome = op.outcome;
+    r.closed_ts_ns = op.closed_ts_ns;
+    r.response = MessageEdge{op.response_seen, op.response_first, op.response_last};
+    const Operation& placed = r.detail.emplace<Operation>(std::move(op));
+    r.request = ViewOf(placed);
+    out_.OnRecord(std::move(r));
+  }
+
+ private:
+  ParserOutput& out_;
+};
+
+class MySqlParser final : public ConnectionParser {
+ public:
+  MySqlParser(const ConnectionInfo& conn, const ProtocolOptions& options, db::Metrics& metrics)
+      : side_(conn.role, options.db_server_spans, metrics), limits_(options.mysql), metrics_(metrics) {}
+
+  void OnData(Direction dir, std::span<const uint8_t> bytes, const ChunkMeta& meta,
+              ParserOutput& out) override {
+    if (done()) return;
+    const FirstBytes k = stitcher_ ? FirstBytes::kUnknown : Classify(bytes);
+    if (!side_.Decided()) {
+      if (k == FirstBytes::kUnknown) return;  // wait for bytes that tell
+      side_.Decide(k == FirstBytes::kGreeting ? db::Other(dir) : dir);
+      if (side_.skipped()) return;
+    }
+    if (!stitcher_) {
+      // Seen from its start when the server's greeting is the stream's first bytes.
+      const bool at_start = k == FirstBytes::kGreeting && meta.pos == 0;
+      if (!at_start && dir != side_.requests()) return;  // answers to commands never seen
+      stitcher_.emplace(limits_, metrics_, at_start);
+    }
+    Bridge bridge(out);
+    out_ = &bridge;
+    (dir == side_.requests() ? client_ : server_).Feed(bytes, meta);
+    out_ = nullptr;
+    if (stitcher_->done()) {
+      client_.Stop();
+      server_.Stop();
+    }
+  }
+
+  void OnGap(Direction dir, uint64_t len, GapReason /*reason*/, const ChunkMeta& meta,
+             ParserOutput& out) override {
+    if (done() || !stitcher_) return;
+    Bridge bridge(out);
+    out_ = &bridge;
+    (dir == side_.requests() ? client_ : server_).Gap(len, meta);
+    out_ = nullptr;
+  }
+
+  void OnClose(uint64_t ts_ns, bool evicted, ParserOutput& out) override {
+    closed_ = true;
+    if (!stitcher_) return;
+    if (evicted) {
+      stitcher_->Abandon();
+      return;
+    }
+    Bridge bridge(out);
+    stitcher_->OnClose(ts_ns, bridge);
+  }
+
+  bool done() const override { return closed_ || side_.skipped() || (stitcher_ && stitcher_->done()); }
+  std::optional<Direction> request_direction() const override { return side_.request_direction(); }
+
+ private:
+  class ClientSide final : public db::FrameReader::Listener {
+   public:
+    explicit ClientSide(MySqlParser& p) : p_(p) {}
+    void OnFrame(const db::Frame& f) override { p_.stitcher_->OnClientPacket(f, *p_.out_); }
+    void OnFramingLost(const ChunkMeta&, bool) override { p_.stitcher_->OnClientLost(); }
+
+   private:
+    MySqlParser& p_;
+  };
+  class ServerSide final : public db::FrameReader::Listener {
+   public:
+    explicit ServerSide(MySqlParser& p) : p_(p) {}
+    void OnFrame(const db::Frame& f) override { p_.stitcher_->OnServerPacket(f, *p_.out_); }
+    void OnFramingLost(const ChunkMeta&, bool) override { p_.stitcher_->OnServerLost(); }
+
+   private:
+    MySqlParser& p_;
+  };
+
+  db::RequestSide side_;
+  const Limits& limits_;
+  db::Metrics& metrics_;
+  PacketRules client_rules_{true, limits_};
+  PacketRules server_rules_{false, limits_};
+  ClientSide client_side_{*this};
+  ServerSide server_side_{*this};
+  db::FrameReader client_{client_rules_, client_side_};
+  db::FrameReader server_{server_rules_, server_side_};
+  std::optional<Stitcher> stitcher_;
+  Stitcher::Output* out_ = nullptr;  // during a call
+  bool closed_ = false;
+};
+
+class MySqlProtocol final : public Protocol {
+ public:
+  MySqlProtocol(const ProtocolOptions& options, MetricsRegistry& metrics)
+      : options_(options), metrics_(metrics, "mysql") {}
+
+  ProtocolId id() const override { return ProtocolId::kMySql; }
+  bool Detect(std::span<const uint8_t> bytes, Direction dir, const ConnectionInfo& conn) const override {
+    const FirstBytes k = Classify(bytes);
+    if (k == FirstBytes::kUnknown) return false;
+    const std::optional<Direction> requests = db::RequestSide::DirectionOf(conn.role);
+    if (!requests) return true;
+    return (k == FirstBytes::kGreeting) == (dir != *requests);
+  }
+  std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn,
+                                                  std::span<const uint8_t> /*first_bytes*/,
+                                                  Direction /*dir*/) override {
+    return std::make_unique<MySqlParser>(conn, options_, metrics_);
+  }
+
+ private:
+  ProtocolOptions options_;
+  db::Metrics metrics_;
+};
+
+}  // namespace
+
+std::unique_ptr<Protocol> CreateProtocol(const ProtocolOptions& options, MetricsRegistry& metrics) {
+  return std::make_unique<MySqlProtocol>(options, metrics);
+}
+
+RequestView ViewOf(const Operation& op) {
+  RequestView v;
+  v.protocol = ProtocolId::kMySql;
+  v.edge = MessageEdge{true, op.request_first, op.request_last};
+  v.carrier = nullptr;  // MySQL carries no trace context
+  v.evidence.target = op.text;
+  return v;
+}
+
+}  // namespace threadline::mysql
