@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import unittest
+import urllib.request
 
 from db_servers import MariaDb, Postgres, Redis, require_debian_python
-from e2e_util import (LOOPBACK, SPAN_KIND_CLIENT, Agent, PeerProcess, SpanRecord, free_port, give_up,
-                      main, npm_peer, require_root, require_tool, wait_for_spans)
+from e2e_util import (LOOPBACK, SPAN_KIND_CLIENT, Agent, PeerProcess, SpanRecord, deadline_loop, free_port,
+                      give_up, main, npm_peer, require_root, require_tool, wait_for_spans)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, "peers")
@@ -39,11 +41,17 @@ class Environment:
         ports = [s.port for s in (self.pg, self.pg_tls, self.redis, self.mariadb) if s is not None]
         self.web_port = free_port()
         ports.append(self.web_port)
-        argv = ["--output=json", "--inject", "off", "--stats-interval", "0"]
+        argv = ["--output=json", "--inject", "off", "--stats-interval", "0", "--metrics-address", "127.0.0.1:0",
+                "--ui-address", "off"]
         for p in ports:
             argv += ["--port", str(p)]
         self.agent = Agent(argv)
         cleanup(self.agent.kill)
+        self.metrics_url = None
+        for line in self.agent.stderr_lines:
+            m = re.search(r"metrics endpoint: (http://127\.0\.0\.1:\d+/metrics)", line)
+            if m:
+                self.metrics_url = m.group(1)
         self.web = None
         if self.pg is not None and self.redis is not None:
             try:
@@ -129,14 +137,18 @@ class DatabaseSpans(unittest.TestCase):
                              "-c", "SELECT name, total FROM e2e_psql WHERE id = 1 AND name = 'alice'",
                              "-c", "SELECT * FROM e2e_missing_table",
                              "-c", "\\copy e2e_psql FROM STDIN",
-                             "-c", "BEGIN; UPDATE e2e_psql SET total = total * 2 WHERE id = 1; COMMIT;"],
+                             "-c", "BEGIN; UPDATE e2e_psql SET total = total * 2 WHERE id = 1; COMMIT;",
+                             # 20000 rows of 100 bytes: far more than the 4 KiB captured per read.
+                             "-c", "SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g",
+                             "-c", "SELECT count(*) FROM e2e_psql"],
                             stdin="2\tbob\t3\n")
-        spans = self.wait_db_spans(p.pid, 6)
+        spans = self.wait_db_spans(p.pid, 8)
         by_name = {s.name: s for s in spans}
         for s in spans:
             self.assert_postgres_span(s, pg.port)
-        select = by_name.get("SELECT e2e_psql")
+        select = next((s for s in spans if s.attrs.get("db.query.text", "").startswith("SELECT name, total")), None)
         self.assertIsNotNone(select, [s.brief() for s in spans])
+        self.assertEqual(select.name, "SELECT e2e_psql")
         self.assertEqual(select.attrs.get("db.operation.name"), "SELECT")
         self.assertEqual(select.attrs.get("db.collection.name"), "e2e_psql")
         # Sanitised: no literal of the statement leaves the node.
@@ -155,6 +167,12 @@ class DatabaseSpans(unittest.TestCase):
         tx = by_name["BEGIN UPDATE e2e_psql COMMIT"]
         self.assertNotIn("db.operation.name", tx.attrs)  # three statements: no single operation
         self.assertEqual(by_name["CREATE TABLE e2e_psql"].attrs.get("db.operation.name"), "CREATE TABLE")
+        # The large result was skipped by length (gaps and all), and the query after it paired.
+        big = next(s for s in spans if s.attrs.get("db.query.text") == "SELECT g, repeat(?, ?) FROM generate_series(?, ?) g")
+        self.assertFalse(big.is_error, big.brief())
+        after = next(s for s in spans if s.attrs.get("db.query.text") == "SELECT count(*) FROM e2e_psql")
+        self.assertFalse(after.is_error, after.brief())
+        self.assertLess(big.end_ns, after.start_ns)
         # Each statement is a root of its own (psql runs outside any traced request).
         for s in spans:
             self.assertEqual(s.parent_span_id, "", s.brief())
@@ -399,6 +417,36 @@ print(json.dumps({"pid": os.getpid(), "messages": got}))
         self.assertEqual(get.attrs.get("db.query.text"), "GET e2e:a")
         self.assertFalse(get.is_error)
         self.assertFalse(any(s.is_error for s in spans if s is not pipeline), [s.brief() for s in spans])
+
+    # -- RED metrics ---------------------------------------------------------------------------
+    def test_red_metrics_of_database_calls(self):
+        self.env.require(self, "postgres")
+        if self.env.metrics_url is None:
+            self.fail(f"no metrics endpoint line from the agent\n{self.env.agent.describe()}")
+        p = self.run_client(["psql", self.env.pg.dsn(), "-X", "-q",
+                             "-c", "CREATE TABLE IF NOT EXISTS e2e_red (id int)",
+                             "-c", "SELECT * FROM e2e_red_missing",
+                             "-c", "SELECT * FROM e2e_red", "-c", "SELECT * FROM e2e_red WHERE id = 1"])
+        self.wait_db_spans(p.pid, 4)
+
+        def series() -> dict[tuple[str, str], int]:
+            with urllib.request.urlopen(self.env.metrics_url, timeout=10) as r:
+                body = r.read().decode()
+            out = {}
+            for line in body.splitlines():
+                if not line.startswith("db_client_operation_duration_seconds_count{"):
+                    continue
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                if labels.get("service_name") == "psql" and labels.get("db_system_name") == "postgresql":
+                    out[(labels.get("db_collection_name"), labels.get("error_type"))] = int(float(line.rsplit(" ", 1)[1]))
+            return out
+        got = {}
+        for _ in deadline_loop(10, 0.2):
+            got = series()
+            if got.get(("e2e_red", ""), 0) >= 2 and got.get(("e2e_red_missing", "42P01"), 0) >= 1:
+                break
+        self.assertGreaterEqual(got.get(("e2e_red", ""), 0), 2, got)
+        self.assertGreaterEqual(got.get(("e2e_red_missing", "42P01"), 0), 1, got)
 
     # -- one trace across a web request and its databases ------------------------------------
     def test_web_request_is_one_trace_with_its_queries(self):

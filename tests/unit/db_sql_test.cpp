@@ -38,6 +38,11 @@ TEST(SqlTest, ListsOfPlaceholdersCollapse) {
   EXPECT_EQ(Pg("INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y'),(3,'z')").sanitized,
             "INSERT INTO t (a, b) VALUES (?)");
   EXPECT_EQ(Pg("SELECT f($1, 2)").sanitized, "SELECT f($1, ?)");
+  // Function arguments are not a list of values: each literal stays a placeholder of its own.
+  EXPECT_EQ(Pg("SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g").sanitized,
+            "SELECT g, repeat(?, ?) FROM generate_series(?, ?) g");
+  EXPECT_EQ(Pg("SELECT * FROM t WHERE (a, b) IN ((1, 2), (3, 4))").sanitized,
+            "SELECT * FROM t WHERE (a, b) IN ((?, ?), (?, ?))");
 }
 
 TEST(SqlTest, SummaryFollowsTheConventionsExamples) {

@@ -527,11 +527,26 @@ SqlAnalysis AnalyzeSql(std::string_view text, SqlDialect dialect) {
   s.reserve(std::min(text.size(), kMaxSanitizedBytes));
   size_t comma_after_literal = std::string::npos;  // where ", " began after a literal ?
   bool last_was_literal = false;
-  int depth = 0;  // lists collapse inside parentheses only (IN, VALUES), not a select list
+  // The open parentheses, and whether each holds a list that collapses: after IN or VALUES (and
+  // the groups that follow a VALUES group), never function arguments or column lists.
+  std::vector<bool> lists;
+  bool closed_list = false;  // the last ')' closed such a list
+  const Token* prev = nullptr;
   for (const Token& tok : tokens) {
     const bool literal = tok.kind == Tok::kLiteral;
-    if (tok.kind == Tok::kPunct && tok.text == "(") ++depth;
-    if (tok.kind == Tok::kPunct && tok.text == ")" && depth > 0) --depth;
+    if (tok.kind == Tok::kPunct && tok.text == "(") {
+      const bool after_keyword = prev && prev->kind == Tok::kWord &&
+                                 (EqualsUpper(prev->text, "IN") || EqualsUpper(prev->text, "VALUES"));
+      const bool next_group = prev && prev->kind == Tok::kPunct && prev->text == "," && closed_list;
+      lists.push_back(after_keyword || next_group);
+    }
+    if (tok.kind == Tok::kPunct && tok.text == ")" && !lists.empty()) {
+      closed_list = lists.back();
+      lists.pop_back();
+    } else if (!(tok.kind == Tok::kPunct && tok.text == ",")) {
+      closed_list = closed_list && tok.kind == Tok::kPunct && tok.text == "(";
+    }
+    prev = &tok;
     if (literal && comma_after_literal != std::string::npos) {
       s.resize(comma_after_literal);  // "?, ?" -> "?"
       comma_after_literal = std::string::npos;
@@ -546,7 +561,7 @@ SqlAnalysis AnalyzeSql(std::string_view text, SqlDialect dialect) {
     }
     if (tok.space_before && !s.empty()) s += ' ';
     s += piece;
-    if (tok.kind == Tok::kPunct && tok.text == "," && last_was_literal && depth > 0) {
+    if (tok.kind == Tok::kPunct && tok.text == "," && last_was_literal && !lists.empty() && lists.back()) {
       comma_after_literal = before;
     } else {
       comma_after_literal = std::string::npos;

@@ -89,7 +89,10 @@ class MySqlParser final : public ConnectionParser {
   class ClientSide final : public db::FrameReader::Listener {
    public:
     explicit ClientSide(MySqlParser& p) : p_(p) {}
-    void OnFrame(const db::Frame& f) override { p_.stitcher_->OnClientPacket(f, *p_.out_); }
+    void OnFrame(const db::Frame& f) override {
+      p_.stitcher_->OnClientPacket(f, *p_.out_);
+      if (p_.stitcher_->TakeServerRealign()) p_.server_.Resync();
+    }
     void OnFramingLost(const ChunkMeta&, bool) override { p_.stitcher_->OnClientLost(); }
 
    private:

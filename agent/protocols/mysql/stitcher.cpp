@@ -138,9 +138,19 @@ void Stitcher::OnCommand(const db::Frame& f, Output& out) {
     default:
       break;
   }
-  // A response whose framing was lost and that never ended: a new command means it is over
+  // Answers whose framing was lost and that never ended: a new command means they are over
   // (the protocol answers one command at a time).
-  while (!ops_.empty() && ops_.front().op.response_incomplete && ops_.front().op.response_seen) Finish(out);
+  if (server_unaligned_) {
+    server_unaligned_ = false;
+    realign_server_ = true;
+    stray_eof_seq_ = -1;
+    while (!ops_.empty()) {
+      Operation& lost = ops_.front().op;
+      lost.response_incomplete = true;
+      if (!lost.response_seen) lost.outcome = Outcome::kResponseLost;
+      Finish(out);
+    }
+  }
   if (ops_.size() >= limits_.max_operations) {
     metrics_.Fail(db::Failure::kTooManyPending);
     metrics_.Fail(db::Failure::kGaveUp);
@@ -258,7 +268,10 @@ void Stitcher::OnServerPacket(const db::Frame& f, Output& out) {
   }
   Slot& s = ops_.front();
   Attribute(s, f);
-  if (Step(s, f)) Finish(out);
+  if (Step(s, f)) {
+    Finish(out);
+    if (ops_.empty()) server_unaligned_ = false;  // every answer is in: aligned again
+  }
 }
 
 bool Stitcher::Step(Slot& s, const db::Frame& f) {
@@ -401,6 +414,7 @@ void Stitcher::Finish(Output& out) {
 void Stitcher::OnServerLost() {
   if (done()) return;
   metrics_.Fail(db::Failure::kFramingLost);
+  server_unaligned_ = true;
   server_continues_ = false;
   stray_eof_seq_ = -1;
   if (!ops_.empty()) ops_.front().op.response_incomplete = true;

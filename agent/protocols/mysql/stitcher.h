@@ -11,7 +11,10 @@
 // 5 bytes; a row or OK that ends rows is not).
 //
 // Payloads of 16 MiB - 1 continue in the next packet: those are never read as packets of their
-// own. The handshake's SSLRequest turns the connection into TLS (the plaintext arrives as a
+// own. When the server's side lost framing (a result larger than the captured prefix, its end
+// never seen), the client's next command says the answer is over (the protocol answers one
+// command at a time): what waits ends as it stands, and pairing starts again at the server's
+// next bytes. The handshake's SSLRequest turns the connection into TLS (the plaintext arrives as a
 // connection of its own); a negotiated CLIENT_COMPRESS stops parsing (compressed packets). Not thread-safe; results go to the Output passed to each
 // call, during that call.
 #pragma once
@@ -20,6 +23,7 @@
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <utility>
 
 #include "agent/protocols/db/frame_reader.h"
 #include "agent/protocols/db/metrics.h"
@@ -49,6 +53,11 @@ class Stitcher {
   void OnServerLost();
   void OnClose(uint64_t ts_ns, Output& out);
   void Abandon();
+
+  // Framing was lost on the server's side and the client wrote a command since: the answers
+  // awaited were given up, and the server's reader must look for a packet at its next bytes.
+  // True once per realignment (the caller resynchronises the reader).
+  bool TakeServerRealign() { return std::exchange(realign_server_, false); }
 
   // No more plaintext protocol here (TLS, replication) or given up.
   bool done() const { return phase_ == Phase::kDone; }
@@ -98,6 +107,8 @@ class Stitcher {
   bool client_continues_ = false;  // the last client packet was 16 MiB - 1: the next continues it
   bool server_continues_ = false;
   int stray_eof_seq_ = -1;  // an EOF that may still end the response just ended (caps unknown)
+  bool server_unaligned_ = false;  // framing lost on the server's side, answers still awaited
+  bool realign_server_ = false;
   uint32_t last_prepared_ = 0;
   std::deque<Slot> ops_;
   db::StatementTable<uint32_t> statements_;

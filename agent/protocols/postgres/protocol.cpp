@@ -115,6 +115,7 @@ class PostgresParser final : public ConnectionParser {
   void SyncRules() {
     front_rules_.startup = stitcher_->frontend_startup();
     back_rules_.ssl_reply = stitcher_->backend_ssl_reply();
+    if (stitcher_->TakeBackendRealign()) back_.Resync();
     if (stitcher_->done()) {
       front_.Stop();
       back_.Stop();

@@ -151,6 +151,7 @@ void Stitcher::OnFrontend(const db::Frame& f, Output& out) {
   bool ok = false;
   switch (f.type) {
     case 'Q': {
+      RealignBeforeRequest(out);
       Slot* s = NewOp(OpKind::kQuery, f);
       const std::string_view text = ReadCString(f.body, o, ok);
       if (s) {
@@ -162,6 +163,7 @@ void Stitcher::OnFrontend(const db::Frame& f, Output& out) {
       return;
     }
     case 'P': {
+      if (!group_) RealignBeforeRequest(out);
       Slot* s = GroupOp(f);
       const std::string_view name = ReadCString(f.body, o, ok);
       const std::string_view text = ok ? ReadCString(f.body, o, ok) : std::string_view();
@@ -180,6 +182,7 @@ void Stitcher::OnFrontend(const db::Frame& f, Output& out) {
       return;
     }
     case 'B': {
+      if (!group_) RealignBeforeRequest(out);
       Slot* s = GroupOp(f);
       const std::string_view portal = ReadCString(f.body, o, ok);
       const std::string_view statement = ok ? ReadCString(f.body, o, ok) : std::string_view();
@@ -364,6 +367,7 @@ void Stitcher::OnReadyForQuery(const db::Frame& f, Output& out) {
     PopHead(fate, out);
   }
   sync_group_failed_ = false;
+  if (pending_.empty()) backend_unaligned_ = false;  // every answer is in: aligned again
 }
 
 void Stitcher::OnBackend(const db::Frame& f, Output& out) {
@@ -434,8 +438,18 @@ void Stitcher::OnBackend(const db::Frame& f, Output& out) {
 void Stitcher::OnBackendLost() {
   if (done()) return;
   metrics_.Fail(db::Failure::kFramingLost);
+  backend_unaligned_ = true;
   if (pending_.empty()) return;
   if (Slot* s = Find(pending_.front().op)) s->op.response_incomplete = true;
+}
+
+void Stitcher::RealignBeforeRequest(Output& out) {
+  if (!backend_unaligned_) return;
+  backend_unaligned_ = false;
+  realign_backend_ = true;
+  while (!pending_.empty()) PopHead(Fate::kLost, out);
+  sync_group_failed_ = false;
+  copy_in_.reset();
 }
 
 // ---- Ending --------------------------------------------------------------------------------

@@ -17,7 +17,11 @@
 //
 // Lost framing (a gap over a message boundary) is survived: responses keep pairing with the
 // requests known before the gap; messages lost on the frontend leave a placeholder that takes
-// the backend's answers up to the next ReadyForQuery.
+// the backend's answers up to the next ReadyForQuery. When the backend lost framing (a large
+// result read in pieces bigger than the captured prefix, its ReadyForQuery never seen) and the
+// client writes a new query, the answers awaited are over (a client writes its next query once
+// it read ReadyForQuery): they end as they stand and pairing starts again at the backend's next
+// bytes. Only a client pipelining across such a loss gets its earlier operations ended early.
 //
 // Not thread-safe. Results go to the Output passed to each call, during that call.
 #pragma once
@@ -27,6 +31,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "agent/protocols/db/frame_reader.h"
 #include "agent/protocols/db/metrics.h"
@@ -68,6 +73,10 @@ class Stitcher {
   // No more plaintext on this connection (TLS or GSS encryption was accepted), or it was given up.
   bool done() const { return phase_ == Phase::kEncrypted || phase_ == Phase::kGaveUp; }
   bool encrypted() const { return phase_ == Phase::kEncrypted; }
+  // Framing was lost on the backend and a new request was written since: the answers still
+  // awaited were given up, and the backend reader must look for a message at its next bytes.
+  // True once per realignment (the caller resynchronises the reader).
+  bool TakeBackendRealign() { return std::exchange(realign_backend_, false); }
 
   size_t pending() const { return pending_.size(); }
   size_t operations() const { return ops_.size(); }
@@ -112,6 +121,8 @@ class Stitcher {
   // Pops the head entry; the operation it was the last hope of ends per `fate`.
   enum class Fate : uint8_t { kKeep, kLost, kNotExecuted };
   void PopHead(Fate fate, Output& out);
+  // A new request while the backend is unaligned: see the header.
+  void RealignBeforeRequest(Output& out);
   void GiveUp();
 
   const Limits& limits_;
@@ -126,6 +137,8 @@ class Stitcher {
   std::optional<uint64_t> group_;    // the extended-query batch being gathered
   std::optional<uint64_t> copy_in_;  // the operation whose COPY FROM STDIN is running
   bool sync_group_failed_ = false;   // an error is skipping messages up to the next Sync
+  bool backend_unaligned_ = false;   // framing lost on the backend since its last ReadyForQuery
+  bool realign_backend_ = false;
   db::StatementTable<std::string> statements_;
   db::StatementTable<std::string> portals_;
 };
