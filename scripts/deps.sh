@@ -42,14 +42,15 @@ DEPS_RUN=(
 # chromium: tests/e2e/test_web_view.py opens the web view in it (driven by npm playwright-core,
 # which downloads no browser of its own).
 # postgresql (server, psql, pgbench), python3-psycopg2, mariadb-server, mariadb-client,
-# redis-server, redis-tools (redis-cli), python3-redis: tests/e2e/test_db_spans.py starts its own
-# PostgreSQL 15, MariaDB 10.11 and Redis 7 in temp dirs and drives them with psql, pgbench,
-# psycopg2, Node pg (npm), the mariadb CLI, Node mysql2 (npm), redis-cli and redis-py.
+# redis-server, redis-tools (redis-cli), python3-redis, python3-pymysql: tests/e2e/test_db_spans.py
+# starts its own PostgreSQL 15, MariaDB 10.11 and Redis 7 in temp dirs and drives them with psql,
+# pgbench, psycopg2, Node pg (npm), the mariadb CLI, Node mysql2 (npm), redis-cli, redis-py and
+# (in its web service) PyMySQL.
 # nghttp2-client (h2load): 100 concurrent HTTP/2 streams on one connection
 # (tests/e2e/test_http2.py).
 DEPS_TEST_PEERS=(
   nodejs nginx openssl golang-go yamllint mmdebstrap libcap2-bin chromium
-  postgresql python3-psycopg2 mariadb-server mariadb-client redis-server redis-tools python3-redis
+  postgresql python3-psycopg2 mariadb-server mariadb-client redis-server redis-tools python3-redis python3-pymysql
   nghttp2-client
 )
 # What bench/overhead.py drives: nginx (HTTP and HTTPS with a self-signed cert made by openssl),

@@ -53,11 +53,12 @@ class Environment:
             if m:
                 self.metrics_url = m.group(1)
         self.web = None
-        if self.pg is not None and self.redis is not None:
+        if self.pg is not None and self.redis is not None and self.mariadb is not None:
             try:
-                python = require_debian_python(test, "psycopg2", "redis")
+                python = require_debian_python(test, "psycopg2", "redis", "pymysql")
                 self.web = PeerProcess([python, os.path.join(PEERS, "db_web_service.py"), str(self.web_port),
-                                        str(self.pg.port), str(self.redis.port)], port=self.web_port)
+                                        str(self.pg.port), str(self.redis.port), str(self.mariadb.port)],
+                                       port=self.web_port)
                 cleanup(self.web.stop)
             except unittest.SkipTest as e:
                 self.missing["web"] = str(e)
@@ -450,37 +451,49 @@ print(json.dumps({"pid": os.getpid(), "messages": got}))
 
     # -- one trace across a web request and its databases ------------------------------------
     def test_web_request_is_one_trace_with_its_queries(self):
-        self.env.require(self, "postgres", "redis", "web")
+        self.env.require(self, "postgres", "redis", "mariadb", "web")
         require_tool(self, "curl")
         url = f"http://{LOOPBACK}:{self.env.web_port}/order/1"
         p = self.run_client(["curl", "-sS", "--noproxy", "*", "--max-time", "10", url])
+        self.assertEqual(json.loads(p.out)["customer"], "Ada", p.out)
         self.assertIn("12.5", p.out)
         web_pid = self.env.web.pid
 
-        def ours(ss: list[SpanRecord]) -> tuple[list, list, list]:
+        def ours(ss: list[SpanRecord]) -> tuple[list, list, list, list]:
             server = [x for x in ss if x.is_server and x.pid == web_pid]
             query = [x for x in ss if x.pid == web_pid and x.attrs.get("db.collection.name") == "e2e_web_orders"
                      and x.attrs.get("db.operation.name") == "SELECT"]
+            customer = [x for x in ss if x.pid == web_pid and x.attrs.get("db.system.name") == "mariadb"
+                        and x.attrs.get("db.collection.name") == "customers"
+                        and x.attrs.get("db.operation.name") == "SELECT"]
             cache = [x for x in ss if x.pid == web_pid and x.attrs.get("db.system.name") == "redis"
                      and x.attrs.get("db.query.text") == "INCRBY views:1 ?"]
-            return server, query, cache
+            return server, query, customer, cache
         spans = wait_for_spans(self.env.agent, lambda ss: all(ours(ss)))
-        server, query, cache = ours(spans)
+        server, query, customer, cache = ours(spans)
         self.assertEqual(len(server), 1, [s.brief() for s in server])
-        server, query, cache = server[0], query[0], cache[0]
+        self.assertEqual(len(customer), 1, [s.brief() for s in customer])
+        server, query, customer, cache = server[0], query[0], customer[0], cache[0]
         self.assertEqual(server.name, "GET /order/{id}")
         self.assertEqual(query.name, "SELECT e2e_web_orders")
+        self.assertEqual(customer.name, "SELECT customers")
         self.assertEqual(cache.name, "INCRBY")  # redis-py sends INCR as INCRBY key 1
-        # One trace: both database calls are children of the request that made them.
-        for child in (query, cache):
+        # Each driver wrote the order id into its statement; the spans carry a ? instead.
+        self.assertEqual(query.attrs.get("db.query.text"), "SELECT total FROM e2e_web_orders WHERE id = ?")
+        self.assertEqual(customer.attrs.get("db.query.text"), "SELECT name FROM customers WHERE order_id = ?")
+        self.assertEqual(customer.attrs.get("db.namespace"), "e2e_web")  # from PyMySQL's COM_INIT_DB
+        self.assertEqual(customer.attrs.get("server.port"), self.env.mariadb.port)
+        # One trace: the three database calls are children of the request that made them.
+        for child in (query, customer, cache):
             self.assertEqual(child.kind, SPAN_KIND_CLIENT)
             self.assertEqual(child.trace_id, server.trace_id, child.brief())
             self.assertEqual(child.parent_span_id, server.span_id, child.brief())
             self.assertEqual(child.attrs.get("threadline.parent.source"), "thread")
             self.assertGreaterEqual(child.start_ns, server.start_ns)
             self.assertLessEqual(child.end_ns, server.end_ns)
-        self.assertLessEqual(query.end_ns, cache.start_ns)  # the handler asks PostgreSQL, then Redis
-
+        # The handler asks PostgreSQL, then MariaDB, then Redis.
+        self.assertLessEqual(query.end_ns, customer.start_ns)
+        self.assertLessEqual(customer.end_ns, cache.start_ns)
 
 if __name__ == "__main__":
     main()
