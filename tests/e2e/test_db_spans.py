@@ -419,6 +419,74 @@ print(json.dumps({"pid": os.getpid(), "messages": got}))
         self.assertFalse(get.is_error)
         self.assertFalse(any(s.is_error for s in spans if s is not pipeline), [s.brief() for s in spans])
 
+    # -- sanitisation, end to end ------------------------------------------------------------
+    def test_no_literal_leaves_the_node(self):
+        """A value written into statements in every way the three protocols allow (string, escape,
+        dollar-quoted, hex and numeric literals, lists, comments, a literal in an error message,
+        prepared-statement arguments, COPY and LOAD DATA rows, Redis values, scripts and a
+        password) appears nowhere in what the agent prints or serves: not in any span, log line
+        or metric."""
+        self.env.require(self, "postgres", "mariadb", "redis")
+        secret = f"tlsecret{os.urandom(6).hex()}"
+        number = str(int.from_bytes(os.urandom(4), "big") | 1 << 31)  # ten digits
+        hex_secret = secret.encode().hex()
+        pg, m, r = self.env.pg, self.env.mariadb, self.env.redis
+        psql = self.run_client(["psql", pg.dsn(), "-X", "-q"], stdin=(
+            "CREATE TABLE IF NOT EXISTS e2e_leak (name text, n bigint);\n"
+            f"INSERT INTO e2e_leak VALUES ('{secret}', {number}), (E'{secret}\\t', -{number});\n"
+            f"SELECT n FROM e2e_leak WHERE name = '{secret}' OR n IN ({number}, {number}) "
+            f"OR name = $q${secret}$q$; -- {secret}\n"
+            f"SELECT /* {secret} */ '{secret}'::int;\n"  # 22P02, its message quotes the value
+            "PREPARE e2e_leak_p(text) AS SELECT count(*) FROM e2e_leak WHERE name = $1;\n"
+            f"EXECUTE e2e_leak_p('{secret}');\n"
+            f"COPY e2e_leak FROM STDIN;\n{secret}\t{number}\n\\.\n"
+            "SELECT count(*) AS e2e_leak_end FROM e2e_leak;\n"))
+        rows = os.path.join(m.dir, "leak.tsv")
+        with open(rows, "w") as f:
+            f.write(f"{secret}\t{number}\n")
+        maria = self.run_client(m.cli("--force", "--local-infile=1"), stdin=(
+            "CREATE DATABASE IF NOT EXISTS e2e_leak; USE e2e_leak;\n"
+            "CREATE TABLE IF NOT EXISTS t (name varchar(80), n bigint);\n"
+            f"INSERT INTO t VALUES ('{secret}', {number}), (\"{secret}\", -{number});\n"
+            f"SELECT n FROM t WHERE name = '{secret}' OR n IN ({number}) OR name = X'{hex_secret}' "
+            f"OR name = 0x{hex_secret}; # {secret}\n"
+            f"SELECT '{secret}' FROM;\n"  # 1064, its message quotes the statement
+            "PREPARE s FROM 'SELECT count(*) FROM t WHERE name = ?';\n"
+            f"SET @v = '{secret}'; EXECUTE s USING @v;\n"
+            f"LOAD DATA LOCAL INFILE '{rows}' INTO TABLE t;\n"
+            "SELECT count(*) AS e2e_leak_end FROM t;\n"))
+        cli = self.run_client(["redis-cli", "-h", r.host, "-p", str(r.port)], stdin=(
+            f"SET e2e:leak {secret}\nHSET e2e:leak:h field {secret}\nECHO {secret}\n"
+            f"EVAL \"return '{secret}'\" 0\nAUTH {secret}\nPUBLISH e2e:leak:chan {secret}\n"
+            "GET e2e:leak\nEXISTS e2e:leak:end\n"))
+        self.assertIn(secret, psql.out + maria.out + cli.out)  # the values went through
+
+        def done(ss: list[SpanRecord]) -> bool:
+            texts = {x.attrs.get("db.query.text") for x in ss if x.pid in (psql.pid, maria.pid, cli.pid)}
+            return {"SELECT count(*) AS e2e_leak_end FROM e2e_leak;", "SELECT count(*) AS e2e_leak_end FROM t",
+                    "EXISTS e2e:leak:end"} <= texts
+        spans = wait_for_spans(self.env.agent, done)
+        ours = [x for x in spans if x.pid in (psql.pid, maria.pid, cli.pid)]
+        texts = [x.attrs.get("db.query.text") for x in ours]
+        # The statements that held the value are there, with ? in its place.
+        for expected in ("INSERT INTO e2e_leak VALUES (?), (?, -?);", "SELECT ?::int;", "EXECUTE e2e_leak_p(?);",
+                         "SELECT n FROM e2e_leak WHERE name = ? OR n IN (?) OR name = ?;",
+                         "INSERT INTO t VALUES (?), (?, -?)", "SELECT ? FROM", "SET @v = ?",
+                         "SELECT n FROM t WHERE name = ? OR n IN (?) OR name = ? OR name = ?",
+                         "LOAD DATA LOCAL INFILE ? INTO TABLE t",
+                         "SET e2e:leak ?", "HSET e2e:leak:h ? ?", "ECHO ?", "EVAL ? ?", "AUTH ?",
+                         "PUBLISH e2e:leak:chan ?"):
+            self.assertIn(expected, texts)
+        errors = {x.attrs.get("db.response.status_code") for x in ours if x.is_error}
+        self.assertTrue({"22P02", "1064", "ERR"} <= errors, errors)
+        with urllib.request.urlopen(self.env.metrics_url, timeout=10) as resp:
+            metrics = resp.read().decode()
+        for where, text in (("spans", "\n".join(self.env.agent.stdout_lines)),
+                            ("logs", "\n".join(self.env.agent.stderr_lines)), ("metrics", metrics)):
+            for value in (secret, number, hex_secret):
+                at = text.find(value)
+                self.assertEqual(at, -1, f"{value} in the agent's {where}: ...{text[max(0, at - 300):at + 100]}...")
+
     # -- RED metrics ---------------------------------------------------------------------------
     def test_red_metrics_of_database_calls(self):
         self.env.require(self, "postgres")
