@@ -1,0 +1,325 @@
+"""Parent correctness under concurrency (issue #13): the matrix of front services.
+
+Each front service receives GET /a/<id> from 16 concurrent keep-alive clients (unique ids) and
+calls a backend for each request. From the spans the agent exports we score every backend
+request: `right` when its SERVER span chains up (through the front's CLIENT span) to the front's
+SERVER span of the same id, `wrong` when it chains up to another request's, `broken` when it
+reaches no front request. A wrong edge is worse than a missing one: the asserted rule is
+wrong = 0 for every front on the agent's defaults, and right >= 95% where the runtime gives real
+evidence (thread per request, goroutines, a proxy forwarding the path; Node with the async
+context helper).
+
+Fronts (tests/e2e/peers/matrix_front.*), each untouched:
+  python   ThreadingHTTPServer + urllib, the outgoing path without the id (/b/<id reversed>)
+  nginx    proxy_pass /a/ -> /b/ (the id forwarded in the path), one worker, upstream keep-alive
+  node     http server + http.get on a keep-alive agent after a 2 ms timer, /b/<id reversed>
+  go       net/http: a goroutine and its child call the backend at once (/b/<rev>-1, /b/<rev>-2)
+           through http.Get (written by the transport's own goroutine); stripped and not
+  asyncio  aiohttp server + aiohttp client session, /b/<id> (the id forwarded in the path)
+The backend is the Go program in backend mode.
+
+The measured table is printed on stderr (copy it into README "Cross-service traces").
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import unittest
+import uuid
+from dataclasses import dataclass, field
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_util import (  # noqa: E402
+    LOOPBACK, REPO, Agent, PeerProcess, SpanRecord, agent_spans, deadline_loop, free_port,
+    give_up, go_peer, main, require_root, require_tool)
+
+IN_FLIGHT = 16
+REQUESTS = 200
+PEERS = os.path.join(REPO, "tests", "e2e", "peers")
+
+
+@dataclass
+class Front:
+    name: str
+    port: int
+    # backend path -> the front request id it was made for
+    backend_id: callable
+    calls_per_request: int = 1
+    pids: set[int] = field(default_factory=set)
+
+
+@dataclass
+class Score:
+    requests: int = 0
+    backend_calls: int = 0
+    right: int = 0
+    wrong: int = 0
+    broken: int = 0
+    missing: int = 0  # backend spans never exported
+    failed: int = 0   # front answered non-200 (or the client failed)
+    sources: dict[str, int] = field(default_factory=dict)
+    wrong_examples: list[str] = field(default_factory=list)
+
+    def pct(self, n: int) -> float:
+        return 100.0 * n / self.backend_calls if self.backend_calls else 0.0
+
+    def row(self, name: str) -> str:
+        src = ", ".join(f"{k} {v}" for k, v in sorted(self.sources.items(), key=lambda kv: -kv[1]))
+        return (f"| {name} | {self.pct(self.right):.1f}% | {self.pct(self.wrong):.1f}% | "
+                f"{self.pct(self.broken):.1f}% | {self.backend_calls} calls, {self.missing} missing, "
+                f"{self.failed} failed; client spans: {src} |")
+
+
+def drive(port: int, ids: list[str]) -> int:
+    """GET /a/<id> for every id from IN_FLIGHT keep-alive connections at once; returns how many
+    did not answer 200."""
+    failed = 0
+    lock = threading.Lock()
+    chunks = [ids[i::IN_FLIGHT] for i in range(IN_FLIGHT)]
+
+    def worker(mine: list[str]) -> None:
+        nonlocal failed
+        conn = http.client.HTTPConnection(LOOPBACK, port, timeout=15)
+        for ident in mine:
+            try:
+                conn.request("GET", f"/a/{ident}")
+                r = conn.getresponse()
+                r.read()
+                ok = r.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection(LOOPBACK, port, timeout=15)
+            if not ok:
+                with lock:
+                    failed += 1
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return failed
+
+
+def score(front: Front, ids: list[str], failed: int, spans: list[SpanRecord],
+          backend_pid: int) -> Score:
+    s = Score(requests=len(ids), failed=failed)
+    by_id = {(sp.trace_id, sp.span_id): sp for sp in spans}
+    front_server = {}
+    for sp in spans:
+        if sp.is_server and sp.pid in front.pids and str(sp.attrs.get("url.path", "")).startswith("/a/"):
+            front_server[(sp.trace_id, sp.span_id)] = sp.attrs["url.path"][3:]
+    wanted = set(ids)
+    seen: dict[str, int] = {}
+    for sp in spans:
+        if not (sp.is_server and sp.pid == backend_pid):
+            continue
+        ident = front.backend_id(str(sp.attrs.get("url.path", "")))
+        if ident not in wanted:
+            continue
+        seen[ident] = seen.get(ident, 0) + 1
+        s.backend_calls += 1
+        # Walk up: backend SERVER -> front CLIENT -> front SERVER (at most a few hops).
+        cur, verdict = sp, "broken"
+        for _ in range(4):
+            if not cur.parent_span_id:
+                break
+            parent = by_id.get((cur.trace_id, cur.parent_span_id))
+            if parent is None:
+                break
+            if parent.is_client and parent.pid in front.pids:
+                src = str(parent.attrs.get("threadline.parent.source"))
+                s.sources[src] = s.sources.get(src, 0) + 1
+            if (parent.trace_id, parent.span_id) in front_server:
+                got = front_server[(parent.trace_id, parent.span_id)]
+                verdict = "right" if got == ident else "wrong"
+                if verdict == "wrong" and len(s.wrong_examples) < 5:
+                    s.wrong_examples.append(f"backend {sp.attrs.get('url.path')} under /a/{got} "
+                                            f"(via {cur.brief()})")
+                break
+            cur = parent
+        setattr(s, verdict, getattr(s, verdict) + 1)
+    expected = len(ids) * front.calls_per_request
+    s.missing = max(0, expected - s.backend_calls)
+    s.broken += s.missing
+    s.backend_calls = expected
+    return s
+
+
+def aiohttp_python() -> str | None:
+    """A Python that imports aiohttp: this one, else Debian's (python3-aiohttp), which a
+    python3 from elsewhere on PATH (pyenv, a venv) does not see."""
+    for python in (sys.executable, "/usr/bin/python3"):
+        if os.access(python, os.X_OK) and subprocess.run(
+                [python, "-c", "import aiohttp"], capture_output=True, timeout=30).returncode == 0:
+            return python
+    return None
+
+
+def new_ids(n: int) -> list[str]:
+    return [uuid.uuid4().hex[:16] for _ in range(n)]
+
+
+def reversed_id(path: str) -> str:
+    tail = path.rsplit("/", 1)[-1]
+    return tail.split("-")[0][::-1]
+
+
+def forwarded_id(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+class ParentingMatrix(unittest.TestCase):
+    def setUp(self) -> None:
+        require_root(self)
+        self.tmp = tempfile.mkdtemp(prefix=f"tl-ctx-matrix-{os.getpid()}-")
+        self.rows: list[str] = []
+
+    # -- peers ------------------------------------------------------------------------------
+    def backend(self) -> PeerProcess:
+        binary = go_peer(self, "matrix_front.go", "matrix_front")
+        port = free_port()
+        return PeerProcess([binary, "backend", str(port)], self, port=port)
+
+    def python_front(self, backend: PeerProcess, mode: str) -> Front:
+        port = free_port()
+        python = sys.executable
+        if mode == "asyncio":
+            python = aiohttp_python()
+            if python is None:
+                give_up(self, "python3-aiohttp not installed (scripts/deps.sh --with-test-peers)")
+        p = PeerProcess([python, os.path.join(PEERS, "matrix_front.py"), mode, str(port),
+                         backend.url("").rstrip("/")], self, port=port)
+        return Front("python" if mode == "threaded" else "asyncio", port,
+                     reversed_id if mode == "threaded" else forwarded_id, pids={p.pid})
+
+    def node_front(self, backend: PeerProcess) -> Front:
+        require_tool(self, "node")
+        port = free_port()
+        p = PeerProcess(["node", os.path.join(PEERS, "matrix_front.js"), str(port),
+                         str(backend.port)], self, port=port)
+        return Front("node", port, reversed_id, pids={p.pid})
+
+    def go_front(self, backend: PeerProcess, stripped: bool) -> Front:
+        binary = go_peer(self, "matrix_front.go",
+                         "matrix_front_stripped" if stripped else "matrix_front", stripped=stripped)
+        port = free_port()
+        p = PeerProcess([binary, "front", str(port), backend.url("").rstrip("/")], self, port=port)
+        return Front("go (stripped)" if stripped else "go", port, reversed_id,
+                     calls_per_request=2, pids={p.pid})
+
+    def nginx_front(self, backend: PeerProcess) -> Front:
+        require_tool(self, "nginx")
+        port = free_port()
+        d = os.path.join(self.tmp, "nginx")
+        os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(textwrap.dedent(f"""\
+                daemon off;
+                master_process on;
+                worker_processes 1;
+                user root;
+                pid {d}/nginx.pid;
+                error_log {d}/error.log warn;
+                events {{ worker_connections 256; }}
+                http {{
+                  access_log off;
+                  client_body_temp_path {d}/tmp/body;
+                  proxy_temp_path {d}/tmp/proxy;
+                  fastcgi_temp_path {d}/tmp/fastcgi;
+                  uwsgi_temp_path {d}/tmp/uwsgi;
+                  scgi_temp_path {d}/tmp/scgi;
+                  upstream backend {{ server 127.0.0.1:{backend.port}; keepalive 16; }}
+                  server {{
+                    listen 127.0.0.1:{port};
+                    keepalive_requests 100000;
+                    location /a/ {{
+                      proxy_pass http://backend/b/;
+                      proxy_http_version 1.1;
+                      proxy_set_header Connection "";
+                    }}
+                  }}
+                }}
+                """))
+        p = PeerProcess(["nginx", "-p", d, "-c", conf], self, port=port)
+        pids = {p.pid}
+        try:  # the worker is a child of the master
+            with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+                pids |= {int(x) for x in f.read().split()}
+        except OSError:
+            pass
+        return Front("nginx", port, forwarded_id, pids=pids)
+
+    # -- running ----------------------------------------------------------------------------
+    def agent(self, ports: list[int], extra: list[str] | None = None) -> Agent:
+        args = ["--output=json", "--stats-interval", "0"]
+        for p in ports:
+            args += ["--port", str(p)]
+        return Agent(args + (extra or []), self)
+
+    def run_fronts(self, agent: Agent, backend: PeerProcess, fronts: list[Front],
+                   requests: dict[str, int] | None = None) -> dict[str, Score]:
+        plan = []
+        for f in fronts:
+            ids = new_ids((requests or {}).get(f.name, REQUESTS))
+            failed = drive(f.port, ids)
+            plan.append((f, ids, failed))
+        want = sum(len(ids) * f.calls_per_request for f, ids, _ in plan)
+        # Wait until every backend span showed up (or stopped coming).
+        last, stable = -1, 0
+        for _ in deadline_loop(30.0, 0.5):
+            n = sum(1 for sp in agent_spans(agent) if sp.is_server and sp.pid == backend.pid)
+            if n >= want:
+                break
+            stable = stable + 1 if n == last else 0
+            last = n
+            if stable >= 10:
+                break
+        spans = agent_spans(agent)
+        scores = {}
+        for f, ids, failed in plan:
+            s = score(f, ids, failed, spans, backend.pid)
+            scores[f.name] = s
+            self.rows.append(s.row(f.name))
+        print("\n| front | right | wrong | broken | notes |\n|---|---|---|---|---|\n" +
+              "\n".join(self.rows), file=sys.stderr)
+        for name, s in scores.items():
+            for ex in s.wrong_examples:
+                print(f"  {name} wrong: {ex}", file=sys.stderr)
+        return scores
+
+    def assert_no_wrong(self, scores: dict[str, Score]) -> None:
+        for name, s in scores.items():
+            self.assertEqual(s.wrong, 0, f"{name}: {s.wrong} backend calls linked to another "
+                             f"request ({s.wrong_examples})")
+
+    def assert_right(self, scores: dict[str, Score], names: list[str], pct: float = 95.0) -> None:
+        for name in names:
+            s = scores[name]
+            self.assertEqual(s.failed, 0, f"{name}: {s.failed} requests failed")
+            self.assertGreaterEqual(s.pct(s.right), pct, f"{name}: {s.row(name)}")
+
+    # -- tests ------------------------------------------------------------------------------
+    def test_defaults(self) -> None:
+        """The agent's defaults: no wrong edge on any front; right where there is evidence."""
+        backend = self.backend()
+        fronts = [self.python_front(backend, "threaded"), self.nginx_front(backend),
+                  self.node_front(backend), self.go_front(backend, stripped=False),
+                  self.go_front(backend, stripped=True), self.python_front(backend, "asyncio")]
+        agent = self.agent([backend.port] + [f.port for f in fronts])
+        scores = self.run_fronts(agent, backend, fronts,
+                                 requests={"go (stripped)": REQUESTS // 2})
+        self.assert_no_wrong(scores)
+        self.assert_right(scores, ["python", "nginx", "go", "go (stripped)"])
+
+
+if __name__ == "__main__":
+    main()
