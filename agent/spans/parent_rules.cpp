@@ -3,6 +3,7 @@
 #include <array>
 #include <vector>
 
+#include "agent/spans/context_rules.h"
 #include "agent/spans/trace_context.h"
 
 namespace threadline {
@@ -172,71 +173,6 @@ class TupleRule final : public ParentRule {
   std::unordered_map<PeerLinker::Token, Waiting> waiting_;
 };
 
-class ThreadRule final : public ParentRule {
- public:
-  ThreadRule(size_t max_threads, InFlightSpans& in_flight, MetricsRegistry& metrics)
-      : max_threads_(max_threads),
-        in_flight_(in_flight),
-        table_full_(metrics.GetCounter("threadline_span_thread_table_full_total", {},
-                                       "Server requests not registered for thread parenting")) {}
-
-  std::string_view name() const override { return "thread"; }
-
-  bool Choose(const ParentQuery& q, Identity& id) override {
-    if (q.role != Role::kClient) return false;
-    const ChunkMeta& first = q.request.edge.first;
-    auto it = active_.find(ThreadKey(q.conn.id.tgid, first.tid));
-    if (it == active_.end() || it->second.since_ts > first.ts_ns) return false;
-    // The server span as it stands now (the tuple rule may have completed it since).
-    const Identity* server = in_flight_.Find(it->second.conn, it->second.span_id);
-    if (!server) return false;
-    id.trace_id = server->trace_id;
-    id.parent_span_id = server->span_id;
-    id.flags = server->flags;
-    id.trace_state = server->trace_state;
-    return true;
-  }
-
-  void OnIdentity(const ParentQuery& q, const Identity& id) override {
-    if (q.role != Role::kServer) return;
-    // The thread that read the end of the request handles it until the response is written.
-    const ChunkMeta& last = q.request.edge.last;
-    const uint64_t key = ThreadKey(q.conn.id.tgid, last.tid);
-    if (active_.size() < max_threads_ || active_.count(key)) {
-      active_[key] = Active{q.conn.id, id.span_id, last.ts_ns};
-    } else {
-      table_full_.Add(1);
-    }
-  }
-
-  void OnSpanEnd(const ConnectionInfo& c, Role role, const RequestView& request,
-                 const Identity& id) override {
-    if (role != Role::kServer) return;
-    auto it = active_.find(ThreadKey(c.id.tgid, request.edge.last.tid));
-    if (it != active_.end() && it->second.span_id == id.span_id) active_.erase(it);
-  }
-
-  void OnConnectionDone(const ConnectionInfo& c) override {
-    for (auto it = active_.begin(); it != active_.end();) {
-      if (it->second.conn == c.id) it = active_.erase(it);
-      else ++it;
-    }
-  }
-
- private:
-  // A server request a thread is handling.
-  struct Active {
-    ConnId conn;
-    SpanId span_id;
-    uint64_t since_ts = 0;  // the request's last byte was read
-  };
-
-  size_t max_threads_;
-  InFlightSpans& in_flight_;
-  std::unordered_map<uint64_t, Active> active_;
-  Counter& table_full_;
-};
-
 class RootRule final : public ParentRule {
  public:
   explicit RootRule(const TraceIdRatioSampler& sampler) : sampler_(sampler) {}
@@ -267,7 +203,7 @@ std::vector<std::unique_ptr<ParentRule>> DefaultParentRules(const ParentRulesCon
   rules.push_back(std::make_unique<KernelRule>());
   rules.push_back(std::make_unique<HeaderRule>());
   rules.push_back(std::make_unique<TupleRule>(config.same_node_linking, in_flight, metrics));
-  rules.push_back(std::make_unique<ThreadRule>(config.max_active_threads, in_flight, metrics));
+  for (auto& rule : ConcurrencyParentRules(in_flight, sampler, metrics)) rules.push_back(std::move(rule));
   rules.push_back(std::make_unique<RootRule>(sampler));
   return rules;
 }

@@ -5,19 +5,21 @@
 //
 // Default order (DefaultParentRules):
 //   kernel  a client request into which the kernel injected a traceparent: exactly those ids
-//           (agreement with the kernel; the source is the kernel's: "thread" or "root")
+//           (agreement with the kernel; the source is the kernel's context rule's: "thread",
+//           "goroutine", "node_async" or "root")
 //   header  a valid W3C traceparent in the request's carrier. For a server span the caller is the
 //           parent; for a client span the header means the application is instrumented and made
 //           its own span for this call: ours joins that trace as its child and links to it.
 //   tuple   a server request whose client end is a traced process on this node: the client span
 //           is the parent (agent/spans/peer_linker.h); possibly decided later, when the client
 //           call is seen after the server request (the identity in flight is then updated)
-//   thread  a client request written by a thread that is handling a server request of the same
-//           process (read the request, response not written yet): thread-per-request servers
+//   context, forwarded, ambiguous (agent/spans/context_rules.h): client requests by the kernel's
+//           context verdict ("thread", "goroutine", "node_async"), else by forwarded evidence
+//           ("forwarded_header", "forwarded_target"), else "ambiguous" when the sender had
+//           several requests in flight: never a guess
 //   root    none of the above: a new trace (the kernel's trace id when it chose one for this
 //           server request), sampled by the ratio rule
-// A rule for the TCP header option context belongs between header and tuple; rules for
-// goroutines and event loops (and "ambiguous") next to thread. Insert with
+// A rule for the TCP header option context belongs between header and tuple. Insert with
 // SpanBuilder::InsertParentRule.
 #pragma once
 
@@ -100,22 +102,16 @@ class ParentRule {
 };
 
 struct ParentRulesConfig {
-  size_t max_active_threads = 65536;
   // Same-node tuple linking (--same-node-linking off: e.g. processes in separate network
   // namespaces of one node that should be linked only by the header, as across nodes).
   bool same_node_linking = true;
 };
 
-// kernel, header, tuple, thread, root (see the top of this file).
+// kernel, header, tuple, context, forwarded, ambiguous, root (see the top of this file).
 std::vector<std::unique_ptr<ParentRule>> DefaultParentRules(const ParentRulesConfig& config,
                                                             const TraceIdRatioSampler& sampler,
                                                             InFlightSpans& in_flight,
                                                             MetricsRegistry& metrics);
 
-// The key the thread rule groups requests by: one thread of one process. (Goroutine or async
-// execution units would refine it: see ARCHITECTURE.md, spans.)
-inline uint64_t ThreadKey(uint32_t tgid, uint32_t tid) {
-  return (static_cast<uint64_t>(tgid) << 32) | tid;
-}
 
 }  // namespace threadline

@@ -150,12 +150,19 @@ struct SampledPipeline {
     e.trace_flags = trace_flags;
     builder.OnKernelTraceContext(e);
   }
-  void ServerRequest(const ConnId& id, const std::string& path, const std::string& headers = "") {
-    table.OnData(gen.Data(id, Direction::kIngress, "GET " + path + " HTTP/1.1\r\nHost: a\r\n" + headers + "\r\n"));
+  // `ctx_tag`: the kernel's context verdict on the request (bpf/capture/ctx.bpf.h).
+  void ServerRequest(const ConnId& id, const std::string& path, const std::string& headers = "",
+                     uint32_t ctx_tag = 0) {
+    DataEvent e = gen.Data(id, Direction::kIngress, "GET " + path + " HTTP/1.1\r\nHost: a\r\n" + headers + "\r\n");
+    e.ctx_tag = ctx_tag;
+    table.OnData(e);
   }
   void ServerResponse(const ConnId& id) { table.OnData(gen.Data(id, Direction::kEgress, kResponse)); }
-  void ClientRequest(const ConnId& id, const std::string& path, const std::string& headers = "") {
-    table.OnData(gen.Data(id, Direction::kEgress, "GET " + path + " HTTP/1.1\r\nHost: b\r\n" + headers + "\r\n"));
+  void ClientRequest(const ConnId& id, const std::string& path, const std::string& headers = "",
+                     uint32_t ctx_tag = 0) {
+    DataEvent e = gen.Data(id, Direction::kEgress, "GET " + path + " HTTP/1.1\r\nHost: b\r\n" + headers + "\r\n");
+    e.ctx_tag = ctx_tag;
+    table.OnData(e);
   }
   void ClientResponse(const ConnId& id) { table.OnData(gen.Data(id, Direction::kIngress, kResponse)); }
 
@@ -264,8 +271,10 @@ TEST(HttpSpanSamplingTest, ACallMadeWhileServingFollowsTheServerSpan) {
     SampledPipeline p(ratio);
     const ConnId srv = p.Open(Role::kServer);
     const ConnId cli = p.Open(Role::kClient);
-    p.ServerRequest(srv, "/front", "traceparent: 00-" + kRuleKeeps + "-00f067aa0ba902b7-" + flags + "\r\n");
-    p.ClientRequest(cli, "/back");  // same thread, request not answered yet
+    p.ServerRequest(srv, "/front", "traceparent: 00-" + kRuleKeeps + "-00f067aa0ba902b7-" + flags + "\r\n",
+                    TL_CTX_TAG(TL_CTAG_SERVER, 1));
+    // The kernel: the same thread, request 1 not answered yet.
+    p.ClientRequest(cli, "/back", "", TL_CTX_TAG(TL_CTAG_THREAD, 1));
     p.ClientResponse(cli);
     p.ServerResponse(srv);
     ASSERT_EQ(p.tap.spans.size(), 2u);

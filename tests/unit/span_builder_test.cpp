@@ -135,9 +135,10 @@ struct Pipeline {
     dispatcher.OnConnectionOpened(c);
     return c;
   }
+  // `ctx_tag`: the kernel's context verdict on the request these bytes start.
   void Send(const ConnectionInfo& c, Direction dir, std::string_view line, uint32_t tid,
-            uint64_t pos = 0) {
-    ChunkMeta meta{ts, ts - 5, tid, 0, pos};
+            uint64_t pos = 0, uint32_t ctx_tag = 0) {
+    ChunkMeta meta{ts, ts - 5, tid, 0, pos, ctx_tag};
     ts += 1000;
     dispatcher.OnStreamData(c, dir, pos,
                             {reinterpret_cast<const uint8_t*>(line.data()), line.size()}, meta);
@@ -157,16 +158,18 @@ constexpr Direction kIn = Direction::kIngress;
 constexpr Direction kOut = Direction::kEgress;
 constexpr std::string_view kTp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-TEST(SpanBuilderTest, AnyProtocolGetsHeaderThreadAndRootParents) {
+TEST(SpanBuilderTest, AnyProtocolGetsHeaderContextAndRootParents) {
   Pipeline p;
   const ConnectionInfo srv = p.Conn(5, Role::kServer);
   const ConnectionInfo cli = p.Conn(6, Role::kClient);
-  p.Send(srv, kIn, "REQ front " + std::string(kTp) + "\n", 7);
-  p.Send(cli, kOut, "REQ back\n", 7);  // same thread, while serving: child of the server span
+  p.Send(srv, kIn, "REQ front " + std::string(kTp) + "\n", 7, 0, TL_CTX_TAG(TL_CTAG_SERVER, 3));
+  // The kernel: the same thread, while serving request 3: its child.
+  p.Send(cli, kOut, "REQ back\n", 7, 0, TL_CTX_TAG(TL_CTAG_THREAD, 3));
   p.Send(cli, kIn, "RSP\n", 7);
   p.Send(srv, kOut, "RSP\n", 7);
   const ConnectionInfo other = p.Conn(8, Role::kClient);
-  p.Send(other, kOut, "REQ alone\n", 9);  // another thread, nothing in progress: a new trace
+  // Another thread, nothing in progress: a new trace.
+  p.Send(other, kOut, "REQ alone\n", 9, 0, TL_CTX_TAG(TL_CTAG_ROOT, 0));
   p.Send(other, kIn, "RSP\n", 9);
 
   ASSERT_EQ(p.out.spans.size(), 3u);
