@@ -271,7 +271,7 @@ async function tracePage(main, id) {
       h('span', {}, legendSample('crit'), 'critical path (what the request waited for)'),
       h('span', {}, legendSample('faded'), 'off the path'),
       h('span', {}, legendSample('net'), 'network + queueing (a call outside its server)'),
-      h('span', {}, legendSample('inferred'), 'parent inferred on this node (tuple, thread)'),
+      h('span', {}, legendSample('inferred'), 'parent inferred on this node (tuple, thread, goroutine, forwarded...)'),
       h('span', {}, legendSample('missing'), 'parent span missing (placed by time)'),
       h('span', {}, '→ a call (CLIENT span) · wheel: zoom · drag: pan · double-click: reset')),
     h('div', { class: 'split' },
