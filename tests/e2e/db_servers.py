@@ -37,6 +37,20 @@ def require_debian_python(test: unittest.TestCase, *modules: str) -> str:
     return DEBIAN_PYTHON
 
 
+def self_signed_certificate(test: unittest.TestCase, directory: str, owner=None) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key (0600), in `directory`, owned by `owner` (a pwd
+    entry) when given."""
+    require_tool(test, "openssl")
+    cert, key = os.path.join(directory, "server.crt"), os.path.join(directory, "server.key")
+    _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+          "-days", "1", "-subj", "/CN=127.0.0.1"])
+    if owner is not None:
+        for f in (cert, key):
+            os.chown(f, owner.pw_uid, owner.pw_gid)
+    os.chmod(key, 0o600)
+    return cert, key
+
+
 def _run(cmd: list[str], timeout: float = 60.0, **kw) -> subprocess.CompletedProcess:
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
     if p.returncode != 0:
@@ -67,13 +81,7 @@ class Postgres:
         options = (f"-p {self.port} -k {self.dir} -c listen_addresses={self.host} -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off")
         if tls:
-            require_tool(test, "openssl")
-            cert, key = os.path.join(self.dir, "server.crt"), os.path.join(self.dir, "server.key")
-            _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                  "-days", "1", "-subj", "/CN=127.0.0.1"])
-            for f in (cert, key):
-                os.chown(f, user.pw_uid, user.pw_gid)
-            os.chmod(key, 0o600)
+            cert, key = self_signed_certificate(test, self.dir, user)
             options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
         _run(["runuser", "-u", "postgres", "--", f"{self.bin}/pg_ctl", "-D", self.data, "-o", options,
               "-l", os.path.join(self.dir, "server.log"), "-w", "-t", "60", "start"], timeout=90)
@@ -106,16 +114,27 @@ class Postgres:
 
 
 class Redis:
-    """redis-server 7 without persistence, in a temp dir of its own."""
+    """redis-server 7 without persistence, in a temp dir of its own; TLS on a second port
+    (`tls_port`, a self-signed certificate, no client certificates)."""
 
     def __init__(self, test: unittest.TestCase, cleanup=None):
         require_tool(test, "redis-server", "redis-cli")
         self.host = LOOPBACK
         self.port = free_port()
+        self.tls_port = free_port()
         self.dir = tempfile.mkdtemp(prefix="tl-e2e-redis-")
         (cleanup or test.addCleanup)(self.stop)
+        cert, key = self_signed_certificate(test, self.dir)
         self.server = PeerProcess(["redis-server", "--port", str(self.port), "--bind", self.host, "--save", "",
-                                   "--appendonly", "no", "--dir", self.dir], port=self.port)
+                                   "--appendonly", "no", "--dir", self.dir, "--tls-port", str(self.tls_port),
+                                   "--tls-cert-file", cert, "--tls-key-file", key, "--tls-auth-clients", "no"],
+                                  port=self.port)
+
+    def cli(self, *args: str, tls: bool = False) -> list[str]:
+        """redis-cli's argv for this server (its TLS port when asked)."""
+        if tls:
+            return ["redis-cli", "-h", self.host, "-p", str(self.tls_port), "--tls", "--insecure", *args]
+        return ["redis-cli", "-h", self.host, "-p", str(self.port), *args]
 
     def stop(self) -> None:
         if getattr(self, "server", None) is not None:
@@ -125,7 +144,8 @@ class Redis:
 
 class MariaDb:
     """MariaDB 10.11 (mysql-server is not in Debian) as root, user root without a password, no
-    binary log, a small buffer pool, in a temp dir of its own."""
+    binary log, a small buffer pool, in a temp dir of its own; TLS offered (a self-signed
+    certificate), taken by clients that ask (`cli(tls=True)`)."""
 
     def __init__(self, test: unittest.TestCase, cleanup=None):
         require_tool(test, "mariadb-install-db", "mariadbd", "mariadb")
@@ -135,17 +155,20 @@ class MariaDb:
         self.server = None
         (cleanup or test.addCleanup)(self.stop)
         data = os.path.join(self.dir, "data")
+        cert, key = self_signed_certificate(test, self.dir)
         _run(["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={data}",
               "--auth-root-authentication-method=normal", "--skip-test-db"], timeout=120)
         self.server = PeerProcess(["mariadbd", "--no-defaults", "--user=root", f"--datadir={data}",
                                    f"--socket={os.path.join(self.dir, 'sock')}", f"--port={self.port}",
                                    f"--bind-address={self.host}", f"--pid-file={os.path.join(self.dir, 'pid')}",
-                                   "--skip-log-bin", "--innodb-buffer-pool-size=16M", "--skip-name-resolve"],
+                                   "--skip-log-bin", "--innodb-buffer-pool-size=16M", "--skip-name-resolve",
+                                   f"--ssl-cert={cert}", f"--ssl-key={key}"],
                                   port=self.port, ready_timeout=60)
 
-    def cli(self, *args: str) -> list[str]:
-        """The mariadb command line client's argv for this server (no TLS)."""
-        return ["mariadb", "-h", self.host, "-P", str(self.port), "-u", "root", "--ssl=0", *args]
+    def cli(self, *args: str, tls: bool = False) -> list[str]:
+        """The mariadb command line client's argv for this server (TLS only when asked)."""
+        ssl = ["--ssl", "--ssl-verify-server-cert=0"] if tls else ["--ssl=0"]
+        return ["mariadb", "-h", self.host, "-P", str(self.port), "-u", "root", *ssl, *args]
 
     def stop(self) -> None:
         if self.server is not None:

@@ -39,6 +39,8 @@ class Environment:
         self.redis = self._start("redis", test, lambda: Redis(test, cleanup=cleanup))
         self.mariadb = self._start("mariadb", test, lambda: MariaDb(test, cleanup=cleanup))
         ports = [s.port for s in (self.pg, self.pg_tls, self.redis, self.mariadb) if s is not None]
+        if self.redis is not None:
+            ports.append(self.redis.tls_port)
         self.web_port = free_port()
         ports.append(self.web_port)
         argv = ["--output=json", "--inject", "off", "--stats-interval", "0", "--metrics-address", "127.0.0.1:0",
@@ -270,6 +272,31 @@ print(json.dumps({"pid": os.getpid()}))
         select = next(s for s in spans if s.name == "SELECT")
         self.assertEqual(select.attrs.get("db.query.text"), "SELECT ? AS answer")
         self.assert_postgres_span(select, pg.port)
+
+    def test_tls_mariadb_and_redis_give_the_same_spans(self):
+        """The plaintext the TLS capture takes at libssl: MariaDB's starts inside the handshake
+        (the greeting and SSLRequest were clear text), Redis's at the first command."""
+        self.env.require(self, "mariadb", "redis")
+        m, r = self.env.mariadb, self.env.redis
+        subprocess.run(m.cli("-e", "CREATE DATABASE IF NOT EXISTS e2e_tls"), check=True, capture_output=True, timeout=60)
+        p = self.run_client(m.cli("--database=e2e_tls", "-e", "SHOW STATUS LIKE 'Ssl_cipher'; SELECT 42 AS answer",
+                                  tls=True))
+        self.assertIn("TLS", p.out)  # the connection really was TLS
+        spans = self.wait_db_spans(p.pid, 2, port=m.port)
+        select = next((s for s in spans if s.attrs.get("db.query.text") == "SELECT ? AS answer"), None)
+        self.assertIsNotNone(select, [s.brief() for s in spans])
+        self.assert_mariadb_span(select)  # MariaDB: the clear-text greeting said so
+        self.assertEqual(select.attrs.get("db.namespace"), "e2e_tls")  # the HandshakeResponse inside TLS
+        self.assertFalse(select.is_error)
+        pids = [self.run_client(r.cli(*args, tls=True)).pid
+                for args in (["SET", "e2e:tls", "secret-tls"], ["GET", "e2e:tls"])]
+        set_, get = [self.wait_db_spans(pid, 1, port=r.tls_port)[0] for pid in pids]
+        for s in (set_, get):
+            self.assertEqual(s.attrs.get("db.system.name"), "redis", s.brief())
+            self.assertFalse(s.is_error, s.brief())
+        self.assertEqual(set_.attrs.get("db.query.text"), "SET e2e:tls ?")
+        self.assertNotIn("secret-tls", json.dumps(set_.raw))
+        self.assertEqual(get.attrs.get("db.query.text"), "GET e2e:tls")
 
     # -- MariaDB (MySQL protocol) ------------------------------------------------------------
     def assert_mariadb_span(self, s: SpanRecord) -> None:

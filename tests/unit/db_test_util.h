@@ -110,7 +110,9 @@ class Feeder {
   void Run(const Conversation& conv, Role role = Role::kClient,
            std::optional<std::pair<size_t, size_t>> split = std::nullopt, bool close = true) {
     ConnectionInfo c;
-    c.id = ConnId{1000, static_cast<int32_t>(10 + conns_), static_cast<uint64_t>(++conns_)};
+    if (!same_connection || conns_ == 0) ++conns_;
+    c.id = ConnId{1000, static_cast<int32_t>(10 + conns_), static_cast<uint64_t>(conns_)};
+    c.tls = tls;
     c.role = role;
     c.tuple_known = true;
     const uint8_t local[4] = {127, 0, 0, 1};
@@ -144,6 +146,10 @@ class Feeder {
   }
 
   uint16_t server_port = 5432;  // the database's port in the connections' tuples
+  // The next Run's connection: TLS plaintext; the same id as the last Run's (as the connection
+  // table restarts a connection whose clear text turned to TLS).
+  bool tls = false;
+  bool same_connection = false;
 
   MetricsRegistry& metrics() { return metrics_; }
   ProtocolDispatcher& dispatcher() { return dispatcher_; }

@@ -280,6 +280,57 @@ TEST(MySqlProtocolTest, SslRequestStopsParsing) {
   EXPECT_EQ(feeder.metrics().CounterTotal("threadline_parse_failures_total"), 0u);
 }
 
+// A TLS connection: the clear text is the greeting and the SSLRequest; the connection table then
+// restarts the connection (same id) with the plaintext the TLS capture gives, from the client's
+// HandshakeResponse (sequence id 2) on. Its spans know the server (MariaDB, from the clear-text
+// greeting) and the schema (from the HandshakeResponse inside TLS).
+TEST(MySqlProtocolTest, TlsPlaintextContinuesTheHandshake) {
+  auto cli = LoadRecording("mysql_node_mysql2")[0];
+  const std::string& greeting = cli[0].bytes;
+  std::string response = cli[1].bytes;  // HandshakeResponse, sequence id 1, schema shop
+  ASSERT_EQ(response[3], 1);
+  const uint32_t caps = static_cast<uint8_t>(response[4]) | static_cast<uint8_t>(response[5]) << 8 |
+                        static_cast<uint8_t>(response[6]) << 16 | static_cast<uint32_t>(static_cast<uint8_t>(response[7])) << 24;
+  ASSERT_TRUE(caps & mysql::kClientConnectWithDb);
+  response[5] = static_cast<char>(response[5] | 0x08);  // CLIENT_SSL
+  std::string ssl = response.substr(4, 32);              // an SSLRequest: the response's first 32 bytes
+  response[3] = 2;                                       // inside TLS it is the third packet
+
+  DescribingSink sink;
+  Feeder feeder(sink);
+  feeder.server_port = 3306;
+  feeder.Run({{false, greeting}, {true, Packet(1, ssl)}});
+  EXPECT_TRUE(sink.records.empty());
+  feeder.tls = true;
+  feeder.same_connection = true;
+  db_test::Conversation plaintext{{true, response}, {false, Ok(3)},
+                                  {true, Query("UPDATE orders SET total = 1 WHERE id = 7")}, {false, Ok(1)}};
+  feeder.Run(plaintext);
+  ASSERT_EQ(sink.records.size(), 1u) << db_test::Summary(sink.records);
+  EXPECT_EQ(sink.records[0].name, "UPDATE orders");
+  EXPECT_EQ(sink.records[0].Attr("db.system.name"), "mariadb");
+  EXPECT_EQ(sink.records[0].Attr("db.namespace"), "shop");
+  EXPECT_FALSE(sink.records[0].error);
+  EXPECT_EQ(feeder.metrics().CounterTotal("threadline_parse_failures_total"), 0u);
+
+  // The same plaintext without its clear text (the agent started mid-handshake): still parsed,
+  // the server unknown.
+  DescribingSink alone;
+  Feeder lone(alone);
+  lone.tls = true;
+  lone.Run(plaintext);
+  ASSERT_EQ(alone.records.size(), 1u) << db_test::Summary(alone.records);
+  EXPECT_EQ(alone.records[0].Attr("db.system.name"), "mysql");
+  EXPECT_EQ(alone.records[0].Attr("db.namespace"), "shop");
+
+  // Not TLS: such a packet starts nothing (the query joins the connection mid-stream, its
+  // schema unknown).
+  DescribingSink clear;
+  Feeder(clear).Run(plaintext);
+  ASSERT_EQ(clear.records.size(), 1u) << db_test::Summary(clear.records);
+  EXPECT_FALSE(clear.records[0].Has("db.namespace"));
+}
+
 TEST(MySqlProtocolTest, CompressionStopsParsing) {
   auto cli = LoadRecording("mysql_mariadb_cli")[1];
   db_test::Conversation conv(cli.begin(), cli.begin() + 3);
@@ -304,6 +355,12 @@ TEST(MySqlProtocolTest, DetectionIsStrict) {
   EXPECT_EQ(classify("GET / HTTP/1.1\r\n\r\n"), mysql::FirstBytes::kUnknown);
   EXPECT_EQ(classify(std::string("Q\0\0\0\x0dSELECT 1\0", 14)), mysql::FirstBytes::kUnknown);
   EXPECT_EQ(classify("*1\r\n$4\r\nPING\r\n"), mysql::FirstBytes::kUnknown);
+  std::string tls_response = LoadRecording("mysql_mariadb_cli")[0][1].bytes;
+  tls_response[3] = 2;
+  EXPECT_EQ(classify(tls_response), mysql::FirstBytes::kUnknown);  // no CLIENT_SSL
+  tls_response[5] = static_cast<char>(tls_response[5] | 0x08);
+  EXPECT_EQ(classify(tls_response), mysql::FirstBytes::kTlsHandshakeResponse);
+  EXPECT_EQ(classify(tls_response.substr(0, 40)), mysql::FirstBytes::kUnknown);  // cut short
 }
 
 TEST(MySqlProtocolTest, GarbageIsCountedNeverACrash) {

@@ -78,8 +78,18 @@ size_t PacketRules::FindFrameStart(std::span<const uint8_t> b) const {
 }
 
 FirstBytes Classify(std::span<const uint8_t> b) {
-  if (b.size() < 5 || b[3] != 0) return FirstBytes::kUnknown;
+  if (b.size() < 5) return FirstBytes::kUnknown;
   const uint32_t len = PacketLength(b, 0);
+  if (b[3] == 2 && len > 32 && len <= 4096 && len + 4 == b.size()) {
+    // Capabilities with PROTOCOL_41 and SSL, max packet (4), charset (1), a filler of 23 zero
+    // bytes (MariaDB puts its extended capabilities in the last 4), the user NUL-terminated.
+    const uint32_t caps = Le(b, 4, 4);
+    const bool filler = std::all_of(b.begin() + 13, b.begin() + 32, [](uint8_t x) { return x == 0; });
+    const bool user = std::find(b.begin() + 36, b.end(), 0) != b.end();
+    if ((caps & kClientProtocol41) && (caps & kClientSsl) && filler && user) return FirstBytes::kTlsHandshakeResponse;
+    return FirstBytes::kUnknown;
+  }
+  if (b[3] != 0) return FirstBytes::kUnknown;
   if (b[4] == 10 && len >= 30 && len <= 1024) {
     // Protocol 10, then the server's version: printable, starting with a digit, NUL-terminated.
     size_t i = 5;

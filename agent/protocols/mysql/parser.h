@@ -63,6 +63,9 @@ enum class FirstBytes : uint8_t {
   kUnknown,
   kGreeting,  // the server's initial handshake (protocol 10): the connection's start
   kCommand,   // a whole COM_QUERY (or COM_PING) packet: a client joined mid-stream
+  // A HandshakeResponse with sequence id 2 and CLIENT_SSL: the first plaintext of a TLS
+  // connection (it follows the SSLRequest, id 1). Means that only for a TLS connection's plaintext.
+  kTlsHandshakeResponse,
 };
 FirstBytes Classify(std::span<const uint8_t> first_bytes);
 

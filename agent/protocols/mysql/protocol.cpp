@@ -1,5 +1,6 @@
 #include "agent/protocols/mysql/protocol.h"
 
+#include <array>
 #include <optional>
 #include <utility>
 
@@ -32,25 +33,67 @@ class Bridge final : public Stitcher::Output {
   ParserOutput& out_;
 };
 
+// What the clear-text greetings of connections that turned to TLS said, by connection, until
+// their plaintext starts (the connection table starts a TLS connection's plaintext as a
+// connection of its own, with the same id). A few recent ones: the plaintext follows at once.
+class TlsHandoffs {
+ public:
+  void Put(const ConnId& id, const GreetingFacts& facts) {
+    entries_[next_++ % entries_.size()] = Entry{id, facts, true};
+  }
+  std::optional<GreetingFacts> Take(const ConnId& id) {
+    for (Entry& e : entries_)
+      if (e.used && e.id == id) {
+        e.used = false;
+        return e.facts;
+      }
+    return std::nullopt;
+  }
+
+ private:
+  struct Entry {
+    ConnId id;
+    GreetingFacts facts;
+    bool used = false;
+  };
+  std::array<Entry, 64> entries_{};
+  size_t next_ = 0;
+};
+
+// The first bytes as this connection may take them: a TLS HandshakeResponse only in plaintext.
+FirstBytes ClassifyFor(std::span<const uint8_t> bytes, bool tls) {
+  const FirstBytes k = Classify(bytes);
+  return k == FirstBytes::kTlsHandshakeResponse && !tls ? FirstBytes::kUnknown : k;
+}
+
 class MySqlParser final : public ConnectionParser {
  public:
-  MySqlParser(const ConnectionInfo& conn, const ProtocolOptions& options, db::Metrics& metrics)
-      : side_(conn.role, options.db_server_spans, metrics), limits_(options.mysql), metrics_(metrics) {}
+  MySqlParser(const ConnectionInfo& conn, const ProtocolOptions& options, db::Metrics& metrics,
+              TlsHandoffs& handoffs)
+      : side_(conn.role, options.db_server_spans, metrics),
+        limits_(options.mysql),
+        metrics_(metrics),
+        handoffs_(handoffs),
+        id_(conn.id),
+        tls_(conn.tls) {}
 
   void OnData(Direction dir, std::span<const uint8_t> bytes, const ChunkMeta& meta,
               ParserOutput& out) override {
     if (done()) return;
-    const FirstBytes k = stitcher_ ? FirstBytes::kUnknown : Classify(bytes);
+    const FirstBytes k = stitcher_ ? FirstBytes::kUnknown : ClassifyFor(bytes, tls_);
     if (!side_.Decided()) {
       if (k == FirstBytes::kUnknown) return;  // wait for bytes that tell
       side_.Decide(k == FirstBytes::kGreeting ? db::Other(dir) : dir);
       if (side_.skipped()) return;
     }
     if (!stitcher_) {
-      // Seen from its start when the server's greeting is the stream's first bytes.
+      // Seen from its start when the server's greeting is the stream's first bytes, or when a
+      // TLS connection's plaintext starts with the client's HandshakeResponse.
+      const bool tls_start = k == FirstBytes::kTlsHandshakeResponse && meta.pos == 0;
       const bool at_start = k == FirstBytes::kGreeting && meta.pos == 0;
       if (!at_start && dir != side_.requests()) return;  // answers to commands never seen
       stitcher_.emplace(limits_, metrics_, at_start);
+      if (tls_start) stitcher_->StartAfterTls(handoffs_.Take(id_));
     }
     Bridge bridge(out);
     out_ = &bridge;
@@ -59,6 +102,7 @@ class MySqlParser final : public ConnectionParser {
     if (stitcher_->done()) {
       client_.Stop();
       server_.Stop();
+      if (stitcher_->tls_follows()) handoffs_.Put(id_, *stitcher_->tls_follows());
     }
   }
 
@@ -117,6 +161,9 @@ class MySqlParser final : public ConnectionParser {
   ServerSide server_side_{*this};
   db::FrameReader client_{client_rules_, client_side_};
   db::FrameReader server_{server_rules_, server_side_};
+  TlsHandoffs& handoffs_;
+  const ConnId id_;
+  const bool tls_;
   std::optional<Stitcher> stitcher_;
   Stitcher::Output* out_ = nullptr;  // during a call
   bool closed_ = false;
@@ -129,7 +176,7 @@ class MySqlProtocol final : public Protocol {
 
   ProtocolId id() const override { return ProtocolId::kMySql; }
   bool Detect(std::span<const uint8_t> bytes, Direction dir, const ConnectionInfo& conn) const override {
-    const FirstBytes k = Classify(bytes);
+    const FirstBytes k = ClassifyFor(bytes, conn.tls);
     if (k == FirstBytes::kUnknown) return false;
     const std::optional<Direction> requests = db::RequestSide::DirectionOf(conn.role);
     if (!requests) return true;
@@ -138,12 +185,13 @@ class MySqlProtocol final : public Protocol {
   std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn,
                                                   std::span<const uint8_t> /*first_bytes*/,
                                                   Direction /*dir*/) override {
-    return std::make_unique<MySqlParser>(conn, options_, metrics_);
+    return std::make_unique<MySqlParser>(conn, options_, metrics_, handoffs_);
   }
 
  private:
   ProtocolOptions options_;
   db::Metrics metrics_;
+  TlsHandoffs handoffs_;
 };
 
 }  // namespace

@@ -62,6 +62,14 @@ Stitcher::Stitcher(const Limits& limits, db::Metrics& metrics, bool at_start)
       phase_(at_start ? Phase::kGreeting : Phase::kCommand),
       statements_(limits.max_statements) {}
 
+void Stitcher::StartAfterTls(const std::optional<GreetingFacts>& greeting) {
+  phase_ = Phase::kHandshakeResponse;
+  if (!greeting) return;  // the server and its capabilities stay unknown
+  mariadb_ = greeting->mariadb;
+  server_caps_ = greeting->capabilities;
+  server_caps_known_ = true;
+}
+
 Stitcher::Eof Stitcher::EofAfterDefinitions() const {
   if (!caps_known_) return Eof::kUnknown;
   return (client_caps_ & server_caps_ & kClientDeprecateEof) ? Eof::kNotSent : Eof::kSent;
@@ -105,9 +113,10 @@ void Stitcher::OnHandshake(const db::Frame& f) {
     return;
   }
   client_caps_ = r->capabilities;
-  caps_known_ = true;
+  caps_known_ = server_caps_known_;
   if (r->ssl_request) {
     phase_ = Phase::kDone;  // TLS from here: its plaintext is a connection of its own
+    if (server_caps_known_) tls_follows_ = GreetingFacts{mariadb_, server_caps_};
     return;
   }
   if (client_caps_ & server_caps_ & kClientCompress) {
@@ -244,6 +253,7 @@ void Stitcher::OnServerPacket(const db::Frame& f, Output& out) {
     case Phase::kGreeting:
       if (const std::optional<Greeting> g = DecodeGreeting(f.body)) {
         server_caps_ = g->capabilities;
+        server_caps_known_ = true;
         mariadb_ = g->version.find("MariaDB") != std::string_view::npos;
       }
       phase_ = Phase::kHandshakeResponse;

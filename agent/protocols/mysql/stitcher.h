@@ -14,14 +14,16 @@
 // own. When the server's side lost framing (a result larger than the captured prefix, its end
 // never seen), the client's next command says the answer is over (the protocol answers one
 // command at a time): what waits ends as it stands, and pairing starts again at the server's
-// next bytes. The handshake's SSLRequest turns the connection into TLS (the plaintext arrives as a
-// connection of its own); a negotiated CLIENT_COMPRESS stops parsing (compressed packets). Not thread-safe; results go to the Output passed to each
-// call, during that call.
+// next bytes. The handshake's SSLRequest turns the connection into TLS: the plaintext arrives as a
+// connection of its own, started by StartAfterTls with what the greeting said. A negotiated
+// CLIENT_COMPRESS stops parsing (compressed packets). Not thread-safe; results go to the Output
+// passed to each call, during that call.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -32,6 +34,13 @@
 #include "agent/protocols/mysql/types.h"
 
 namespace threadline::mysql {
+
+// What a connection's clear-text greeting said, kept when TLS takes over: the TLS plaintext is a
+// connection of its own that starts at the client's HandshakeResponse, after the greeting.
+struct GreetingFacts {
+  bool mariadb = false;
+  uint32_t capabilities = 0;
+};
 
 class Stitcher {
  public:
@@ -46,6 +55,12 @@ class Stitcher {
   Stitcher(const Limits& limits, db::Metrics& metrics, bool at_start);
   Stitcher(const Stitcher&) = delete;
   Stitcher& operator=(const Stitcher&) = delete;
+
+  // The connection is a TLS connection's plaintext, starting at the HandshakeResponse that
+  // followed the SSLRequest; `greeting`: what the clear-text greeting said, when it was seen.
+  void StartAfterTls(const std::optional<GreetingFacts>& greeting);
+  // The client asked for TLS after this greeting (once done(): its plaintext comes next).
+  const std::optional<GreetingFacts>& tls_follows() const { return tls_follows_; }
 
   void OnClientPacket(const db::Frame& f, Output& out);
   void OnServerPacket(const db::Frame& f, Output& out);
@@ -101,8 +116,10 @@ class Stitcher {
   Phase phase_;
   uint32_t server_caps_ = 0;
   uint32_t client_caps_ = 0;
-  bool caps_known_ = false;
+  bool server_caps_known_ = false;  // a greeting was decoded
+  bool caps_known_ = false;         // both sides' (DEPRECATE_EOF, QUERY_ATTRIBUTES)
   bool mariadb_ = false;
+  std::optional<GreetingFacts> tls_follows_;
   std::string database_;
   bool client_continues_ = false;  // the last client packet was 16 MiB - 1: the next continues it
   bool server_continues_ = false;
