@@ -446,6 +446,31 @@ print(json.dumps({"pid": os.getpid(), "messages": got}))
         self.assertFalse(get.is_error)
         self.assertFalse(any(s.is_error for s in spans if s is not pipeline), [s.brief() for s in spans])
 
+    def test_redis_cli_resp3_pushes_between_replies(self):
+        """RESP3 (redis-cli -3 says HELLO 3) with client-side caching: the server pushes an
+        invalidation to the connection that read the key when it changes, between the replies;
+        the push is counted, never paired with a command."""
+        self.env.require(self, "redis")
+        r = self.env.redis
+
+        def pushes() -> int:
+            with urllib.request.urlopen(self.env.metrics_url, timeout=10) as resp:
+                body = resp.read().decode()
+            m = re.search(r'^threadline_db_pushes_total\{protocol="redis"\} (\d+)', body, re.M)
+            return int(m.group(1)) if m else 0
+        before = pushes()
+        p = self.run_client(r.cli("-3"), stdin="CLIENT TRACKING on\nGET e2e:track\nSET e2e:track 1\n"
+                                                "GET e2e:track\nSET e2e:track 2\nEXISTS e2e:track:end\n")
+        self.assertEqual(p.out.split(), ["OK", "OK", "1", "OK", "0"], p.out)  # (redis-cli prints no pushes)
+        spans = sorted(self.wait_db_spans(p.pid, 7, port=r.port), key=lambda s: s.start_ns)
+        texts = [s.attrs.get("db.query.text") for s in spans]
+        self.assertEqual(texts, ["HELLO ?", "COMMAND DOCS", "CLIENT TRACKING ?", "GET e2e:track", "SET e2e:track ?",
+                                 "GET e2e:track", "SET e2e:track ?", "EXISTS e2e:track:end"][-len(texts):], texts)
+        for s in spans:
+            self.assert_redis_span(s)
+            self.assertFalse(s.is_error, s.brief())
+        self.assertGreaterEqual(pushes() - before, 2)
+
     # -- sanitisation, end to end ------------------------------------------------------------
     def test_no_literal_leaves_the_node(self):
         """A value written into statements in every way the three protocols allow (string, escape,
