@@ -17,10 +17,11 @@ import re
 import subprocess
 import unittest
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 from db_servers import MariaDb, Postgres, Redis, require_debian_python
 from e2e_util import (LOOPBACK, SPAN_KIND_CLIENT, Agent, PeerProcess, SpanRecord, deadline_loop, free_port,
-                      give_up, main, npm_peer, require_root, require_tool, wait_for_spans)
+                      give_up, go_peer, main, npm_peer, require_root, require_tool, wait_for_spans)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, "peers")
@@ -42,7 +43,8 @@ class Environment:
         if self.redis is not None:
             ports.append(self.redis.tls_port)
         self.web_port = free_port()
-        ports.append(self.web_port)
+        self.go_port = free_port()  # tests/e2e/peers/go_db_service.go, started by its test
+        ports += [self.web_port, self.go_port]
         argv = ["--output=json", "--inject", "off", "--stats-interval", "0", "--metrics-address", "127.0.0.1:0",
                 "--ui-address", "off"]
         for p in ports:
@@ -614,6 +616,55 @@ print(json.dumps({"pid": os.getpid(), "messages": got}))
         # The handler asks PostgreSQL, then MariaDB, then Redis.
         self.assertLessEqual(query.end_ns, customer.start_ns)
         self.assertLessEqual(customer.end_ns, cache.start_ns)
+
+    def test_go_goroutines_parent_their_queries_under_concurrency(self):
+        """A Go net/http service (its own small PostgreSQL and Redis clients over net.Conn, pooled,
+        written from the goroutine that calls) gets 16 requests at once; each request's handler
+        goroutine asks Redis while a goroutine it started asks PostgreSQL. Both queries of each
+        request must be children of that request's SERVER span: only goroutine context can tell
+        (16 requests in flight in one process, threads shared by all goroutines)."""
+        self.env.require(self, "postgres", "redis")
+        binary = go_peer(self, "go_db_service.go", "go_db_service")
+        svc = PeerProcess([binary, str(self.env.go_port), str(self.env.pg.port), str(self.env.redis.port)],
+                          self, port=self.env.go_port)
+        ids = list(range(101, 117))
+
+        def fetch(i: int) -> str:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{self.env.go_port}/item/{i}", timeout=20) as r:
+                return r.read().decode().strip()
+        with ThreadPoolExecutor(len(ids)) as pool:
+            self.assertEqual(list(pool.map(fetch, ids)), [str(i) for i in ids])
+
+        def split(ss: list[SpanRecord]) -> tuple[dict, dict, dict]:
+            servers, queries, gets = {}, {}, {}
+            for x in ss:
+                if x.pid != svc.pid:
+                    continue
+                if x.is_server and (x.attrs.get("url.path") or "").startswith("/item/"):
+                    servers[int(x.attrs["url.path"].rsplit("/", 1)[-1])] = x
+                m = re.fullmatch(r"SELECT \? AS i(\d+)", x.attrs.get("db.query.text") or "")
+                if m:
+                    queries[int(m.group(1))] = x
+                m = re.fullmatch(r"GET item:(\d+)", x.attrs.get("db.query.text") or "")
+                if m:
+                    gets[int(m.group(1))] = x
+            return servers, queries, gets
+        spans = wait_for_spans(self.env.agent, lambda ss: all(len(d) == len(ids) for d in split(ss)))
+        servers, queries, gets = split(spans)
+        verdicts = {"right": 0, "wrong": 0, "broken": 0}
+        for i in ids:
+            for child in (queries[i], gets[i]):
+                self.assertEqual(child.kind, SPAN_KIND_CLIENT, child.brief())
+                if child.parent_span_id == servers[i].span_id and child.trace_id == servers[i].trace_id:
+                    verdicts["right"] += 1
+                elif any(child.parent_span_id == s.span_id for s in servers.values()):
+                    verdicts["wrong"] += 1
+                else:
+                    verdicts["broken"] += 1
+        self.assertEqual(verdicts, {"right": 2 * len(ids), "wrong": 0, "broken": 0},
+                         [c.brief() for c in list(queries.values()) + list(gets.values())])
+        for child in list(queries.values()) + list(gets.values()):
+            self.assertEqual(child.attrs.get("threadline.parent.source"), "goroutine", child.brief())
 
 if __name__ == "__main__":
     main()
