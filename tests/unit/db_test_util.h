@@ -13,6 +13,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/protocols/describe.h"
@@ -165,6 +166,42 @@ class Feeder {
   ProtocolDispatcher dispatcher_;
   uint64_t ts_ = 1'000'000;
   uint32_t conns_ = 0;
+};
+
+// One client connection fed by hand, chunk by chunk, with gaps where bytes were never captured
+// (for tests that lose bytes in the middle of a conversation).
+class LiveConnection {
+ public:
+  explicit LiveConnection(RecordSink& sink) : dispatcher_(DispatcherConfig{}, sink, metrics_) {
+    conn_.id = ConnId{9, 4, 1};
+    conn_.role = Role::kClient;
+    dispatcher_.OnConnectionOpened(conn_);
+  }
+  void Client(std::string_view bytes) { Feed(Direction::kEgress, bytes); }
+  void Server(std::string_view bytes) { Feed(Direction::kIngress, bytes); }
+  void ServerGap(uint64_t len) {
+    const ChunkMeta m = Next(Direction::kIngress);
+    dispatcher_.OnStreamGap(conn_, Direction::kIngress, m.pos, len, GapReason::kNotCaptured, m);
+    pos_[static_cast<int>(Direction::kIngress)] += len;
+  }
+  MetricsRegistry& metrics() { return metrics_; }
+
+ private:
+  ChunkMeta Next(Direction d) {
+    ts_ += 10;
+    return ChunkMeta{ts_, ts_ - 5, 1, 0, pos_[static_cast<int>(d)]};
+  }
+  void Feed(Direction d, std::string_view b) {
+    const ChunkMeta m = Next(d);
+    dispatcher_.OnStreamData(conn_, d, m.pos, {reinterpret_cast<const uint8_t*>(b.data()), b.size()}, m);
+    pos_[static_cast<int>(d)] += b.size();
+  }
+
+  MetricsRegistry metrics_;
+  ProtocolDispatcher dispatcher_;
+  ConnectionInfo conn_;
+  uint64_t pos_[2] = {0, 0};
+  uint64_t ts_ = 1000;
 };
 
 // Names, errors and attributes of the records: equal for every split point of a conversation.

@@ -186,30 +186,16 @@ TEST(MySqlProtocolTest, MultiPacketPayloadsAreJoinedNotMisread) {
 }
 
 TEST(MySqlProtocolTest, GapOverRowsEndsAtTheNextCommand) {
-  MetricsRegistry metrics;
   DescribingSink sink;
-  ProtocolDispatcher dispatcher(DispatcherConfig{}, sink, metrics);
-  ConnectionInfo c;
-  c.id = ConnId{9, 4, 1};
-  c.role = Role::kClient;
-  dispatcher.OnConnectionOpened(c);
-  uint64_t pos[2] = {0, 0};
-  uint64_t ts = 1000;
-  auto feed = [&](Direction d, const std::string& b) {
-    ChunkMeta m{ts += 10, ts - 5, 1, 0, pos[static_cast<int>(d)]};
-    dispatcher.OnStreamData(c, d, m.pos, {reinterpret_cast<const uint8_t*>(b.data()), b.size()}, m);
-    pos[static_cast<int>(d)] += b.size();
-  };
-  feed(Direction::kEgress, Query("SELECT * FROM big"));
+  db_test::LiveConnection conn(sink);
+  conn.Client(Query("SELECT * FROM big"));
   std::string rows = Packet(1, "\x01") + ColumnDef(2) + Eof(3);
   for (int i = 0; i < 20; ++i) rows += Row(static_cast<uint8_t>(4 + i), "row");
-  feed(Direction::kIngress, rows);
-  ChunkMeta gm{ts += 10, ts - 5, 1, 0, pos[1]};
-  dispatcher.OnStreamGap(c, Direction::kIngress, pos[1], 50000, GapReason::kNotCaptured, gm);
-  pos[1] += 50000;
-  feed(Direction::kIngress, "w\x03rowzz");  // inside rows: no chain to resync on
-  feed(Direction::kEgress, Query("SELECT 2"));
-  feed(Direction::kIngress, Packet(1, "\x01") + ColumnDef(2) + Eof(3) + Row(4, "2") + Eof(5));
+  conn.Server(rows);
+  conn.ServerGap(50000);
+  conn.Server("w\x03rowzz");  // inside rows: no chain to resync on
+  conn.Client(Query("SELECT 2"));
+  conn.Server(Packet(1, "\x01") + ColumnDef(2) + Eof(3) + Row(4, "2") + Eof(5));
   ASSERT_EQ(sink.records.size(), 2u) << db_test::Summary(sink.records);
   EXPECT_EQ(sink.records[0].name, "SELECT big");
   EXPECT_EQ(sink.records[0].Attr("threadline.response.incomplete"), "true");
@@ -220,29 +206,15 @@ TEST(MySqlProtocolTest, GapOverRowsEndsAtTheNextCommand) {
 // After lost framing the reader may resynchronise on rows that look like packets and expect a
 // long one: the next command realigns it, so its answer is not swallowed.
 TEST(MySqlProtocolTest, NextCommandRealignsAReaderResynchronisedOnRows) {
-  MetricsRegistry metrics;
   DescribingSink sink;
-  ProtocolDispatcher dispatcher(DispatcherConfig{}, sink, metrics);
-  ConnectionInfo c;
-  c.id = ConnId{9, 5, 1};
-  c.role = Role::kClient;
-  dispatcher.OnConnectionOpened(c);
-  uint64_t pos[2] = {0, 0};
-  uint64_t ts = 1000;
-  auto feed = [&](Direction d, const std::string& b) {
-    ChunkMeta m{ts += 10, ts - 5, 1, 0, pos[static_cast<int>(d)]};
-    dispatcher.OnStreamData(c, d, m.pos, {reinterpret_cast<const uint8_t*>(b.data()), b.size()}, m);
-    pos[static_cast<int>(d)] += b.size();
-  };
-  feed(Direction::kEgress, Query("SELECT * FROM big"));
-  feed(Direction::kIngress, Packet(1, "\x01") + ColumnDef(2) + Eof(3) + Row(4, "r"));
-  ChunkMeta gm{ts += 10, ts - 5, 1, 0, pos[1]};
-  dispatcher.OnStreamGap(c, Direction::kIngress, pos[1], 90000, GapReason::kNotCaptured, gm);
-  pos[1] += 90000;
+  db_test::LiveConnection conn(sink);
+  conn.Client(Query("SELECT * FROM big"));
+  conn.Server(Packet(1, "\x01") + ColumnDef(2) + Eof(3) + Row(4, "r"));
+  conn.ServerGap(90000);
   // Two rows in order, then the header of a long one: a chain the reader takes.
-  feed(Direction::kIngress, Row(40, "a") + Row(41, "b") + std::string("\x60\xea\x00\x2a", 4) + "xx");
-  feed(Direction::kEgress, Query("SELECT 2"));
-  feed(Direction::kIngress, Packet(1, "\x01") + ColumnDef(2) + Eof(3) + Row(4, "2") + Eof(5));
+  conn.Server(Row(40, "a") + Row(41, "b") + std::string("\x60\xea\x00\x2a", 4) + "xx");
+  conn.Client(Query("SELECT 2"));
+  conn.Server(Packet(1, "\x01") + ColumnDef(2) + Eof(3) + Row(4, "2") + Eof(5));
   ASSERT_EQ(sink.records.size(), 2u) << db_test::Summary(sink.records);
   EXPECT_EQ(sink.records[0].name, "SELECT big");
   EXPECT_EQ(sink.records[0].Attr("threadline.response.incomplete"), "true");

@@ -203,42 +203,27 @@ TEST(PostgresProtocolTest, HugeResultWithGapsIsSkippedNotBuffered) {
 TEST(PostgresProtocolTest, GapOverMessageBoundariesResynchronises) {
   // The same conversation as the previous test, but most of the rows never captured: the gap
   // swallows message headers, the reader resynchronises on CommandComplete + ReadyForQuery.
-  MetricsRegistry metrics;
   DescribingSink sink;
-  ProtocolDispatcher dispatcher(DispatcherConfig{}, sink, metrics);
-  ConnectionInfo c;
-  c.id = ConnId{7, 3, 1};
-  c.role = Role::kClient;
-  dispatcher.OnConnectionOpened(c);
+  db_test::LiveConnection conn(sink);
   auto conv = LoadRecording("postgres_psql_error")[0];
-  uint64_t pos[2] = {0, 0};
-  uint64_t ts = 1000;
-  auto feed = [&](bool client, const std::string& b) {
-    const Direction d = client ? Direction::kEgress : Direction::kIngress;
-    ChunkMeta m{ts += 10, ts - 5, 1, 0, pos[static_cast<int>(d)]};
-    dispatcher.OnStreamData(c, d, m.pos, {reinterpret_cast<const uint8_t*>(b.data()), b.size()}, m);
-    pos[static_cast<int>(d)] += b.size();
-  };
-  feed(true, conv[0].bytes);
-  feed(false, conv[1].bytes);
-  feed(true, std::string("Q\0\0\0\x16SELECT * FROM big\0", 23));
+  conn.Client(conv[0].bytes);
+  conn.Server(conv[1].bytes);
+  conn.Client(std::string("Q\0\0\0\x16SELECT * FROM big\0", 23));
   std::string rows = std::string("D\0\0\0\x10\0\1\0\0\0\x06", 11) + "abcdef";
   std::string head;
   for (int i = 0; i < 10; ++i) head += rows;
-  feed(false, head);
-  ChunkMeta gm{ts += 10, ts - 5, 1, 0, pos[1]};
-  dispatcher.OnStreamGap(c, Direction::kIngress, pos[1], 100000 + 7, GapReason::kNotCaptured, gm);
-  pos[1] += 100007;
+  conn.Server(head);
+  conn.ServerGap(100000 + 7);
   // The captured prefix of the next read starts inside a row.
-  feed(false, std::string("xyz") + rows + std::string("C\0\0\0\x12SELECT 123456\0Z\0\0\0\x05I", 25));
-  feed(true, std::string("Q\0\0\0\x0dSELECT 2\0", 14));
-  feed(false, std::string("C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I", 20));
+  conn.Server(std::string("xyz") + rows + std::string("C\0\0\0\x12SELECT 123456\0Z\0\0\0\x05I", 25));
+  conn.Client(std::string("Q\0\0\0\x0dSELECT 2\0", 14));
+  conn.Server(std::string("C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I", 20));
   ASSERT_EQ(sink.records.size(), 2u) << db_test::Summary(sink.records);
   EXPECT_EQ(sink.records[0].name, "SELECT big");
   EXPECT_EQ(sink.records[0].Attr("threadline.response.incomplete"), "true");
   EXPECT_EQ(sink.records[1].name, "SELECT");
   EXPECT_EQ(sink.records[1].Attr("db.query.text"), "SELECT ?");
-  EXPECT_GE(metrics.GetCounter("threadline_parse_failures_total", {{"protocol", "postgres"}, {"reason", "framing_lost"}}).Value(), 1u);
+  EXPECT_GE(conn.metrics().GetCounter("threadline_parse_failures_total", {{"protocol", "postgres"}, {"reason", "framing_lost"}}).Value(), 1u);
 }
 
 // The usual shape of a large result under a 4 KiB capture: every read's tail is a gap, the last
@@ -246,43 +231,25 @@ TEST(PostgresProtocolTest, GapOverMessageBoundariesResynchronises) {
 // ReadyForQuery) ends the first and pairs with its own answer, whatever the reader resynchronised
 // on meanwhile.
 TEST(PostgresProtocolTest, GapSwallowingTheEndRealignsAtTheNextQuery) {
-  MetricsRegistry metrics;
   DescribingSink sink;
-  ProtocolDispatcher dispatcher(DispatcherConfig{}, sink, metrics);
-  ConnectionInfo c;
-  c.id = ConnId{7, 5, 1};
-  c.role = Role::kClient;
-  dispatcher.OnConnectionOpened(c);
+  db_test::LiveConnection conn(sink);
   auto conv = LoadRecording("postgres_psql_error")[0];
-  uint64_t pos[2] = {0, 0};
-  uint64_t ts = 1000;
-  auto feed = [&](bool client, const std::string& b) {
-    const Direction d = client ? Direction::kEgress : Direction::kIngress;
-    ChunkMeta m{ts += 10, ts - 5, 1, 0, pos[static_cast<int>(d)]};
-    dispatcher.OnStreamData(c, d, m.pos, {reinterpret_cast<const uint8_t*>(b.data()), b.size()}, m);
-    pos[static_cast<int>(d)] += b.size();
-  };
-  auto gap = [&](uint64_t n) {
-    ChunkMeta m{ts += 10, ts - 5, 1, 0, pos[1]};
-    dispatcher.OnStreamGap(c, Direction::kIngress, pos[1], n, GapReason::kNotCaptured, m);
-    pos[1] += n;
-  };
-  feed(true, conv[0].bytes);
-  feed(false, conv[1].bytes);
-  feed(true, std::string("Q\0\0\0\x16SELECT * FROM big\0", 23));
+  conn.Client(conv[0].bytes);
+  conn.Server(conv[1].bytes);
+  conn.Client(std::string("Q\0\0\0\x16SELECT * FROM big\0", 23));
   const std::string row = std::string("D\0\0\0\x10\0\1\0\0\0\x06", 11) + "abcdef";
   std::string rows;
   for (int i = 0; i < 10; ++i) rows += row;
   for (int read = 0; read < 3; ++read) {
-    feed(false, rows + "D\0\0");  // the captured prefix of a read ends inside a row...
-    gap(5000 + read);               // ...the rest of the read (rows, and at last C and Z) is a gap
+    conn.Server(rows + "D\0\0");  // the captured prefix of a read ends inside a row...
+    conn.ServerGap(5000 + read);               // ...the rest of the read (rows, and at last C and Z) is a gap
   }
   // The last read: the reader resynchronised on rows, and its captured prefix ends in the header
   // of a long row whose end the gap (with C and Z) does not reach.
-  feed(false, rows + std::string("D\0\x01\0\0", 5));
-  gap(100);
-  feed(true, std::string("Q\0\0\0\x0dSELECT 2\0", 14));
-  feed(false, std::string("T\0\0\0\x06\0\0", 7) + std::string("C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I", 20));
+  conn.Server(rows + std::string("D\0\x01\0\0", 5));
+  conn.ServerGap(100);
+  conn.Client(std::string("Q\0\0\0\x0dSELECT 2\0", 14));
+  conn.Server(std::string("T\0\0\0\x06\0\0", 7) + std::string("C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I", 20));
   ASSERT_EQ(sink.records.size(), 2u) << db_test::Summary(sink.records);
   EXPECT_EQ(sink.records[0].name, "SELECT big");
   EXPECT_EQ(sink.records[0].Attr("threadline.response.incomplete"), "true");
@@ -290,7 +257,7 @@ TEST(PostgresProtocolTest, GapSwallowingTheEndRealignsAtTheNextQuery) {
   EXPECT_EQ(sink.records[1].name, "SELECT");
   EXPECT_FALSE(sink.records[1].error);
   EXPECT_FALSE(sink.records[1].Has("threadline.response.incomplete"));
-  EXPECT_EQ(metrics.GetCounter("threadline_db_operations_total", {{"protocol", "postgres"}, {"outcome", "closed_before_response"}}).Value(), 0u);
+  EXPECT_EQ(conn.metrics().GetCounter("threadline_db_operations_total", {{"protocol", "postgres"}, {"outcome", "closed_before_response"}}).Value(), 0u);
 }
 
 TEST(PostgresProtocolTest, SslAcceptedStopsParsingTheCiphertext) {

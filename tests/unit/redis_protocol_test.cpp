@@ -147,45 +147,28 @@ std::string Cmd(std::initializer_list<std::string> args) {
 // marks it incomplete. A gap over reply boundaries (a pipeline's replies) loses framing: what
 // waited ends as lost, and pairing starts again with the reply to the next command.
 TEST(RedisProtocolTest, GapsInsideAndAcrossReplies) {
-  MetricsRegistry metrics;
   DescribingSink sink;
-  ProtocolDispatcher dispatcher(DispatcherConfig{}, sink, metrics);
-  ConnectionInfo c;
-  c.id = ConnId{9, 4, 1};
-  c.role = Role::kClient;
-  dispatcher.OnConnectionOpened(c);
-  uint64_t pos[2] = {0, 0};
-  uint64_t ts = 1000;
-  auto feed = [&](Direction d, const std::string& b) {
-    ChunkMeta m{ts += 10, ts - 5, 1, 0, pos[static_cast<int>(d)]};
-    dispatcher.OnStreamData(c, d, m.pos, {reinterpret_cast<const uint8_t*>(b.data()), b.size()}, m);
-    pos[static_cast<int>(d)] += b.size();
-  };
-  auto gap = [&](Direction d, uint64_t n) {
-    ChunkMeta m{ts += 10, ts - 5, 1, 0, pos[static_cast<int>(d)]};
-    dispatcher.OnStreamGap(c, d, m.pos, n, GapReason::kNotCaptured, m);
-    pos[static_cast<int>(d)] += n;
-  };
-  feed(Direction::kEgress, Cmd({"GET", "blob"}));
-  feed(Direction::kIngress, "$1000000\r\n" + std::string(4000, 'x'));
-  gap(Direction::kIngress, 1000000 - 4000 + 2);
+  db_test::LiveConnection conn(sink);
+  conn.Client(Cmd({"GET", "blob"}));
+  conn.Server("$1000000\r\n" + std::string(4000, 'x'));
+  conn.ServerGap(1000000 - 4000 + 2);
   ASSERT_EQ(sink.records.size(), 1u);
   EXPECT_EQ(sink.records[0].Attr("threadline.response.incomplete"), "true");
   // A pipeline of 100 GETs whose replies' middle was never captured.
   std::string pipeline;
   for (int i = 0; i < 100; ++i) pipeline += Cmd({"GET", "k" + std::to_string(i)});
-  feed(Direction::kEgress, pipeline);
+  conn.Client(pipeline);
   std::string replies;
   for (int i = 0; i < 10; ++i) replies += "$3\r\nabc\r\n";
-  feed(Direction::kIngress, replies + "$3\r\na");
-  gap(Direction::kIngress, 2000);
-  feed(Direction::kIngress, "bc\r\n$3\r\nabc\r\n");  // the tail of the pipeline's replies
+  conn.Server(replies + "$3\r\na");
+  conn.ServerGap(2000);
+  conn.Server("bc\r\n$3\r\nabc\r\n");  // the tail of the pipeline's replies
   ASSERT_EQ(sink.records.size(), 2u) << db_test::Summary(sink.records);
   EXPECT_EQ(sink.records[1].name, "PIPELINE GET");
   EXPECT_EQ(sink.records[1].Attr("threadline.response.incomplete"), "true");
   // The next command pairs with its own reply.
-  feed(Direction::kEgress, Cmd({"PING"}));
-  feed(Direction::kIngress, "+PONG\r\n");
+  conn.Client(Cmd({"PING"}));
+  conn.Server("+PONG\r\n");
   ASSERT_EQ(sink.records.size(), 3u);
   EXPECT_EQ(sink.records[2].name, "PING");
   EXPECT_FALSE(sink.records[2].error);
