@@ -29,8 +29,17 @@ TEST(SqlTest, CommentsAndWhitespaceGo) {
   EXPECT_EQ(Pg("SELECT  a\n\t FROM t -- password 'x'\n WHERE /* 'y' /* nested */ */ b = 'z'").sanitized,
             "SELECT a FROM t WHERE b = ?");
   EXPECT_EQ(My("SELECT 1 # comment\n, 2 /*! 'v' */").sanitized, "SELECT ? , ?");
-  // MySQL needs a space after --; 5--3 is arithmetic.
-  EXPECT_EQ(My("SELECT 5--3").sanitized, "SELECT ?--?");
+  // MySQL needs a space after --; 5--3 is arithmetic (5 minus -3).
+  EXPECT_EQ(My("SELECT 5--3").sanitized, "SELECT ?-?");
+}
+
+TEST(SqlTest, ASignWhereNoValueEndsBelongsToTheNumber) {
+  EXPECT_EQ(Pg("SELECT a - 1, b-2, -3, x = -.5, f(-1), +4, 1e-3 FROM t WHERE c=-7").sanitized,
+            "SELECT a - ?, b-?, ?, x = ?, f(?), ?, ? FROM t WHERE c=?");
+  EXPECT_EQ(My("SELECT (a)-1, t.b -2, `c` - 3").sanitized, "SELECT (a)-?, t.b -?, `c` - ?");
+  // Lists with negative numbers collapse like the others.
+  EXPECT_EQ(Pg("INSERT INTO t VALUES (1, 'x'), (-2, 'y'), (3, -4.5)").sanitized, "INSERT INTO t VALUES (?)");
+  EXPECT_EQ(My("SELECT * FROM t WHERE id IN (-1, 2, -3)").sanitized, "SELECT * FROM t WHERE id IN (?)");
 }
 
 TEST(SqlTest, ListsOfPlaceholdersCollapse) {

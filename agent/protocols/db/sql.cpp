@@ -109,6 +109,8 @@ class Lexer {
       t.kind = kind;
       t.text = s_.substr(start, end - start);
       i_ = end;
+      value_before_ = kind != Tok::kOperator &&
+                      (kind != Tok::kPunct || s_[start] == ')' || s_[start] == ']');
       return true;
     };
     if (c == '\'') return take(Tok::kLiteral, SkipQuoted(s_, i_, '\'', d_ == SqlDialect::kMySql));
@@ -127,6 +129,13 @@ class Lexer {
     }
     if (c == '?') return take(Tok::kParam, i_ + 1);
     if (IsDigit(c) || (c == '.' && i_ + 1 < s_.size() && IsDigit(s_[i_ + 1]))) return take(Tok::kLiteral, NumberEnd());
+    // A sign where no value ends (after an operator, `(`, `,`, or first) belongs to the number
+    // after it: `VALUES (1, -2)` is `(?, ?)` like any other list, not `(?, -?)`.
+    if ((c == '-' || c == '+') && !value_before_ && i_ + 1 < s_.size() &&
+        (IsDigit(s_[i_ + 1]) || (s_[i_ + 1] == '.' && i_ + 2 < s_.size() && IsDigit(s_[i_ + 2])))) {
+      ++i_;
+      return take(Tok::kLiteral, NumberEnd());
+    }
     if (IsWordStart(c)) {
       size_t j = i_ + 1;
       while (j < s_.size() && IsWordChar(s_[j])) ++j;
@@ -201,6 +210,7 @@ class Lexer {
   std::string_view s_;
   SqlDialect d_;
   size_t i_ = 0;
+  bool value_before_ = false;  // the last token ends a value (a binary operator may follow)
 };
 
 // Words that are never a table name or an alias where the summary looks for one.
