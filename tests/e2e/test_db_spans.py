@@ -44,7 +44,8 @@ class Environment:
             ports.append(self.redis.tls_port)
         self.web_port = free_port()
         self.go_port = free_port()  # tests/e2e/peers/go_db_service.go, started by its test
-        ports += [self.web_port, self.go_port]
+        self.node_port = free_port()  # tests/e2e/peers/node-pg/web_service.js, the same
+        ports += [self.web_port, self.go_port, self.node_port]
         argv = ["--output=json", "--inject", "off", "--stats-interval", "0", "--metrics-address", "127.0.0.1:0",
                 "--ui-address", "off"]
         for p in ports:
@@ -85,6 +86,37 @@ _ENV: Environment | None = None
 
 def spans_of_pid(spans: list[SpanRecord], pid: int) -> list[SpanRecord]:
     return [s for s in spans if s.pid == pid]
+
+
+def parent_verdicts(servers: dict[int, SpanRecord], *children: dict[int, SpanRecord]) -> dict[str, int]:
+    """For database spans keyed by the id of the request that made them: right when the parent is
+    that request's SERVER span, wrong when another request's, broken when none of them."""
+    verdicts = {"right": 0, "wrong": 0, "broken": 0}
+    for by_id in children:
+        for i, child in by_id.items():
+            if child.parent_span_id == servers[i].span_id and child.trace_id == servers[i].trace_id:
+                verdicts["right"] += 1
+            elif any(child.parent_span_id == s.span_id for s in servers.values()):
+                verdicts["wrong"] += 1
+            else:
+                verdicts["broken"] += 1
+    return verdicts
+
+
+def spans_by_request(spans: list[SpanRecord], pid: int, path: str, *texts: str) -> list[dict[int, SpanRecord]]:
+    """The process's SERVER spans of `path`<id>, then for each regular expression of `texts` (one
+    group: the id) its CLIENT spans whose db.query.text matches, each keyed by id."""
+    out: list[dict[int, SpanRecord]] = [{} for _ in range(1 + len(texts))]
+    for x in spans:
+        if x.pid != pid:
+            continue
+        if x.is_server and (x.attrs.get("url.path") or "").startswith(path):
+            out[0][int(x.attrs["url.path"].rsplit("/", 1)[-1])] = x
+        for k, pattern in enumerate(texts):
+            m = re.fullmatch(pattern, x.attrs.get("db.query.text") or "")
+            if m and x.kind == SPAN_KIND_CLIENT:
+                out[1 + k][int(m.group(1))] = x
+    return out
 
 
 def db_spans(spans: list[SpanRecord], port: int) -> list[SpanRecord]:
@@ -635,36 +667,50 @@ print(json.dumps({"pid": os.getpid(), "messages": got}))
         with ThreadPoolExecutor(len(ids)) as pool:
             self.assertEqual(list(pool.map(fetch, ids)), [str(i) for i in ids])
 
-        def split(ss: list[SpanRecord]) -> tuple[dict, dict, dict]:
-            servers, queries, gets = {}, {}, {}
-            for x in ss:
-                if x.pid != svc.pid:
-                    continue
-                if x.is_server and (x.attrs.get("url.path") or "").startswith("/item/"):
-                    servers[int(x.attrs["url.path"].rsplit("/", 1)[-1])] = x
-                m = re.fullmatch(r"SELECT \? AS i(\d+)", x.attrs.get("db.query.text") or "")
-                if m:
-                    queries[int(m.group(1))] = x
-                m = re.fullmatch(r"GET item:(\d+)", x.attrs.get("db.query.text") or "")
-                if m:
-                    gets[int(m.group(1))] = x
-            return servers, queries, gets
+        def split(ss: list[SpanRecord]) -> list[dict[int, SpanRecord]]:
+            return spans_by_request(ss, svc.pid, "/item/", r"SELECT \? AS i(\d+)", r"GET item:(\d+)")
         spans = wait_for_spans(self.env.agent, lambda ss: all(len(d) == len(ids) for d in split(ss)))
         servers, queries, gets = split(spans)
-        verdicts = {"right": 0, "wrong": 0, "broken": 0}
-        for i in ids:
-            for child in (queries[i], gets[i]):
-                self.assertEqual(child.kind, SPAN_KIND_CLIENT, child.brief())
-                if child.parent_span_id == servers[i].span_id and child.trace_id == servers[i].trace_id:
-                    verdicts["right"] += 1
-                elif any(child.parent_span_id == s.span_id for s in servers.values()):
-                    verdicts["wrong"] += 1
-                else:
-                    verdicts["broken"] += 1
+        verdicts = parent_verdicts(servers, queries, gets)
         self.assertEqual(verdicts, {"right": 2 * len(ids), "wrong": 0, "broken": 0},
                          [c.brief() for c in list(queries.values()) + list(gets.values())])
         for child in list(queries.values()) + list(gets.values()):
             self.assertEqual(child.attrs.get("threadline.parent.source"), "goroutine", child.brief())
+
+    def test_node_event_loop_queries_never_get_a_wrong_parent(self):
+        """A Node http service querying PostgreSQL through a node-postgres Pool: alone in flight,
+        its request's query is its child (the one request the thread serves); with 16 in
+        flight on the one event-loop thread nothing ties a query to its request, and the rule is
+        that it then gets no parent (ambiguous), never another request's."""
+        self.env.require(self, "postgres")
+        peer = npm_peer("node-pg", self)
+        port = self.env.node_port
+        svc = PeerProcess(["node", os.path.join(peer, "web_service.js"), str(port), str(self.env.pg.port)],
+                          self, port=port)
+
+        def fetch(i: int) -> str:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/item/{i}", timeout=20) as r:
+                return r.read().decode().strip()
+
+        def split(ss: list[SpanRecord]) -> list[dict[int, SpanRecord]]:
+            return spans_by_request(ss, svc.pid, "/item/", r"SELECT \? AS i(\d+)")
+        self.assertEqual(fetch(1), "1")
+        servers, queries = split(wait_for_spans(self.env.agent, lambda ss: all(1 in d for d in split(ss))))
+        self.assertEqual(parent_verdicts({1: servers[1]}, {1: queries[1]}), {"right": 1, "wrong": 0, "broken": 0},
+                         queries[1].brief())
+        ids = list(range(201, 217))
+        with ThreadPoolExecutor(len(ids)) as pool:
+            self.assertEqual(list(pool.map(fetch, ids)), [str(i) for i in ids])
+        servers, queries = split(wait_for_spans(
+            self.env.agent, lambda ss: all(all(i in d for i in ids) for d in split(ss))))
+        servers = {i: servers[i] for i in ids}
+        queries = {i: queries[i] for i in ids}
+        verdicts = parent_verdicts(servers, queries)
+        self.assertEqual(verdicts["wrong"], 0, [q.brief() for q in queries.values()])
+        for q in queries.values():
+            if q.parent_span_id != servers[int(q.attrs["db.query.text"].rsplit("i", 1)[-1])].span_id:
+                self.assertEqual(q.attrs.get("threadline.parent.source"), "ambiguous", q.brief())
+        print(f"node event loop, 16 in flight: {verdicts}")
 
 if __name__ == "__main__":
     main()
