@@ -139,6 +139,8 @@ static __always_inline int exit__buffer(void *ctx, long ret, __u8 direction, __u
 	}
 	if (!args__take_or_recover(&a, sys, 0, 1, 2, i_flags))
 		return 0;
+	if (sys == TL_SYS_WRITE && ret == sizeof(struct tl_node_marker) && tl_node_helpers)
+		ctx__node_marker(&a);
 	data__from_buffer(ctx, &a, direction, (__u64)ret);
 	/* OpenSSL's socket BIO writes with write(); other write paths fall back to the return
 	 * probe (tls.bpf.h). */

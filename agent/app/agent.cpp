@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <utility>
@@ -26,6 +27,7 @@
 #include "agent/kernel/bpf_env.h"
 #include "agent/kernel/capture_program.h"
 #include "agent/kernel/go_ctx_probes.h"
+#include "agent/runtimes/node_async_context.h"
 #include "agent/kernel/inject_canary.h"
 #include "agent/kernel/injector.h"
 #include "agent/kernel/tls_attacher.h"
@@ -88,6 +90,7 @@ Agent::~Agent() {
   injector_.reset();  // uses capture_'s maps; detaching it leaves enrolled sockets untouched
   tls_.reset();      // its uprobes use capture_'s programs
   go_ctx_.reset();   // the same
+  node_ctx_.reset();  // writes capture_'s maps
   capture_.reset();  // detaches every hook
   table_.reset();
   dispatcher_.reset();
@@ -314,6 +317,28 @@ Status Agent::Start() {
     spdlog::info("selection by pod: {}; the containers of matching pods on this node are traced (cgroup "
                  "set under {}, kept in step with the API's pods)", pod_rule.Describe(), *cgroup2_root);
   }
+  if (options_.node_async_context) {
+    NodeAsyncContextOptions node{.proc_root = options_.proc_root, .agent_pid = sel.agent_pid};
+    CaptureProgram& capture = *capture_;
+    const bool by_cgroup = pod_rule.active();
+    const std::string cgroup_root = cgroup2_root.value_or("");
+    const std::string proc_root = options_.proc_root;
+    node.traced = [&capture, by_cgroup, cgroup_root, proc_root](uint32_t pid) {
+      if (!capture.ProcessSelected(pid)) return false;
+      if (!by_cgroup) return true;
+      // cgroup v2: the id is the inode of the process's cgroup directory ("0::<path>").
+      std::ifstream f(proc_root + "/" + std::to_string(pid) + "/cgroup");
+      std::string line;
+      while (std::getline(f, line)) {
+        if (!line.starts_with("0::")) continue;
+        struct stat st {};
+        return ::stat((cgroup_root + line.substr(3)).c_str(), &st) == 0 &&
+               capture.CgroupSelected(static_cast<uint64_t>(st.st_ino));
+      }
+      return false;
+    };
+    ASSIGN_OR_RETURN(node_ctx_, NodeAsyncContext::Create(*capture_, std::move(node), metrics_));
+  }
   StartInjection(caps);
   ASSIGN_OR_RETURN(ring_, RingConsumer::Create(capture_->ring_buffer_fd(), *this, metrics_));
 
@@ -494,6 +519,7 @@ void Agent::OnConnState(const ConnStateEvent& e) { table_->OnConnState(e); }
 void Agent::OnProcExec(const ProcExecEvent& e) {
   if (tls_) tls_->OnExec(e.pid);
   if (go_ctx_) go_ctx_->OnExec(e.pid);
+  if (node_ctx_) node_ctx_->OnExec(e.pid);
   processes_->OnExec(e.pid);
   if (resources_) resources_->OnExec(e.pid);
   bool traced = selector_->trace_all_processes();
@@ -597,6 +623,7 @@ void Agent::PublishInjectStats() {
 void Agent::OnProcExit(const ProcExitEvent& e) {
   table_->OnProcExit(e);
   if (go_ctx_) go_ctx_->OnExit(e.pid);
+  if (node_ctx_) node_ctx_->OnExit(e.pid);
   processes_->OnExit(e.pid);
   if (resources_) resources_->OnExit(e.pid);
   exits_since_sweep_ = true;

@@ -21,6 +21,7 @@ namespace threadline {
 class CaptureProgram;
 class TlsAttacher;
 class GoContextTracker;
+class NodeAsyncContext;
 class Injector;
 class RingConsumer;
 class ConnectionTable;
@@ -114,6 +115,7 @@ class Agent : public EventSink {
   std::unique_ptr<Injector> injector_;  // sk_msg + sockops; shares capture_'s maps
   std::unique_ptr<TlsAttacher> tls_;  // TLS uprobes on capture_'s programs
   std::unique_ptr<GoContextTracker> go_ctx_;  // goroutine uprobes on capture_'s programs
+  std::unique_ptr<NodeAsyncContext> node_ctx_;  // --node-async-context: the Node helper loader
   std::unique_ptr<RingConsumer> ring_;
   // --namespace/--label: keeps capture_'s cgroup set equal to the matching pods' containers.
   std::unique_ptr<class PodCgroupSelector> pod_selector_;

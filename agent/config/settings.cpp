@@ -348,6 +348,11 @@ std::vector<Setting> BuildSettings() {
                     "on (default): a server span's parent is the traced client span at the other end "
                     "of its connection on this node; off: only headers and threads link spans",
                     &AgentOptions::same_node_linking));
+  t.push_back(OnOff("node_async_context", "--node-async-context",
+                    "off (default); on: load a small JavaScript helper into each traced Node.js "
+                    "process through its inspector (opened on loopback for the load, then closed), "
+                    "so client requests made for a request find it as parent",
+                    &AgentOptions::node_async_context));
   // databases (protocols/db).
   t.push_back(OnOff("db.query_text", "--db-query-text",
                     "on (default): database spans carry db.query.text, the statement with every literal "

@@ -190,6 +190,7 @@ static_assert(sizeof(tl_ctx_request) == 8 + 16 + 8 + 4 + 4 + 8);
 static_assert(sizeof(tl_ctx_thread) == 16);
 static_assert(sizeof(tl_go_ctx) == 8);
 static_assert(sizeof(tl_ctx_pair) == 8);
+static_assert(sizeof(tl_node_marker) == 16);
 static_assert(sizeof(tl_sender_ctx) == 16 + 8 + 4 + 4);
 static_assert(sizeof(tl_go_ctx_layout) == 8);
 static_assert(sizeof(tl_inject_out) == 16 + 8 + 8 + 8 + 8);

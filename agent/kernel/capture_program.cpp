@@ -165,6 +165,10 @@ void CaptureProgram::SetTraceContextOn(bool on) {
   __atomic_store_n(&skel_->bss->tl_inject_on, on ? 1u : 0u, __ATOMIC_RELEASE);
 }
 
+void CaptureProgram::SetNodeHelpersOn(bool on) {
+  __atomic_store_n(&skel_->bss->tl_node_helpers, on ? 1u : 0u, __ATOMIC_RELEASE);
+}
+
 Status CaptureProgram::Select(uint32_t tgid, uint32_t flags) {
   tl_selection sel{flags, 0};
   if (bpf_map__update_elem(skel_->maps.selected, &tgid, sizeof(tgid), &sel, sizeof(sel), BPF_ANY))
@@ -176,6 +180,19 @@ Status CaptureProgram::Unselect(uint32_t tgid) {
   if (bpf_map__delete_elem(skel_->maps.selected, &tgid, sizeof(tgid), 0) && errno != ENOENT)
     return Error::FromErrno("unselect pid " + std::to_string(tgid), errno);
   return OkStatus();
+}
+
+bool CaptureProgram::ProcessSelected(uint32_t tgid) const {
+  if (tgid == config_.agent_tgid) return false;
+  tl_selection sel{};
+  const bool found = bpf_map__lookup_elem(skel_->maps.selected, &tgid, sizeof(tgid), &sel, sizeof(sel), 0) == 0;
+  if (found && (sel.flags & TL_SEL_EXCLUDE)) return false;
+  return config_.trace_all || (found && (sel.flags & TL_SEL_TRACE));
+}
+
+bool CaptureProgram::CgroupSelected(uint64_t cgroup_id) const {
+  uint8_t on = 0;
+  return bpf_map__lookup_elem(skel_->maps.selected_cgroups, &cgroup_id, sizeof(cgroup_id), &on, sizeof(on), 0) == 0;
 }
 
 Status CaptureProgram::SelectCgroup(uint64_t cgroup_id) {

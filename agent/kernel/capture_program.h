@@ -78,12 +78,19 @@ class CaptureProgram {
   // (bpf/capture/trace_ctx.bpf.h; off until injection passed its canary).
   int MapFd(const char* name) const;
   void SetTraceContextOn(bool on);
+  // The Node async-context helper is loaded in some process (node_markers has entries): write
+  // exits then look for its markers (bpf/capture/trace_ctx.bpf.h).
+  void SetNodeHelpersOn(bool on);
   const std::vector<AttachedHook>& hooks() const { return hooks_; }
   const CaptureConfig& config() const { return config_; }
 
   // Selection map: which processes produce events (flags TL_SEL_*).
   Status Select(uint32_t tgid, uint32_t flags = TL_SEL_TRACE | TL_SEL_INHERIT);
   Status Unselect(uint32_t tgid);
+  // Does the selection map trace this process (as proc__selected decides, less the cgroup
+  // filter, which is CgroupSelected's)?
+  bool ProcessSelected(uint32_t tgid) const;
+  bool CgroupSelected(uint64_t cgroup_id) const;
   // Cgroup selection map (CaptureConfig::filter_by_cgroup): cgroup v2 ids (the directory's
   // inode number, what bpf_get_current_cgroup_id returns) whose tasks are traced.
   Status SelectCgroup(uint64_t cgroup_id);

@@ -27,6 +27,41 @@
  * chooses ids for the wire (injection switched on after its canary; the TCP option). */
 __u32 tl_inject_on = 0;
 
+/* Node processes the async-context helper was loaded into (--node-async-context): the fd of its
+ * marker, by tgid (events.h, struct tl_node_marker). tl_node_helpers: any loaded (a write's
+ * exit looks further only then). Both set by userspace (agent/runtimes/node_async_context). */
+__u32 tl_node_helpers = 0;
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __s32);
+} node_markers SEC(".maps");
+
+/* A write that may be a Node helper's marker: records the pairing it states. */
+static __always_inline void ctx__node_marker(const struct tl_io_args *a)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__s32 *fd = bpf_map_lookup_elem(&node_markers, &tgid);
+	if (!fd || *fd != a->fd)
+		return;
+	struct tl_node_marker m;
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)a->buf) || m.magic != TL_NODE_MARKER_MAGIC ||
+	    m.out_fd < 0)
+		return;
+	struct tl_ctx_pair pair = {.in_fd = -1, .seq = 0};
+	if (m.in_fd >= 0) {
+		struct tl_fd_key in = {.tgid = tgid, .fd = m.in_fd};
+		struct tl_ctx_request *r = bpf_map_lookup_elem(&ctx_reqs, &in);
+		pair.in_fd = m.in_fd;
+		/* Answered already (its response started): no request will ever have this number,
+		 * so the pairing says "ended", never the connection's next request. */
+		pair.seq = r ? r->seq : TL_CTX_TAG_SEQ_MASK + 1;
+	}
+	struct tl_fd_key out = {.tgid = tgid, .fd = m.out_fd};
+	bpf_map_update_elem(&ctx_node_pairs, &out, &pair, BPF_ANY);
+}
+
 /* Server request numbers (tl_ctx_request.seq): one counter for all. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

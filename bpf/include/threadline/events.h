@@ -329,6 +329,18 @@ struct tl_ctx_pair {
 	__u32 seq;
 };
 
+/* What the Node helper writes (one write(2) of exactly this size to its marker fd, a /dev/null
+ * it opened; key "node_markers": tgid -> that fd) before a request is sent on out_fd: the request
+ * is for the one in flight on in_fd (-1: for none). Read at the write's exit; the fd must be the
+ * one the agent registered for the process, so no other write is ever taken for a marker. */
+#define TL_NODE_MARKER_MAGIC 0x314e4c54u /* "TLN1" */
+struct tl_node_marker {
+	__u32 magic;
+	__s32 in_fd;
+	__s32 out_fd;
+	__u32 _pad;
+};
+
 /* Value of "go_procs" (key: tgid): Go processes. */
 #define TL_GO_PROC_TRACKED 0x1u /* goroutine probes attached: the goroutine rule applies */
 
