@@ -86,7 +86,7 @@ struct AgentOptions {
   Toggle inject = Toggle::kAuto;             // [inject] traceparent injection (sk_msg)
   bool same_node_linking = true;             // [same_node_linking] tuple parent matching
   // Node.js: load the async-context helper through the inspector into traced Node processes, so
-  // their client requests find their server request (see docs/cross-service.md, "Node").
+  // their client requests find their server request (see docs/parenting.md, "Node.js").
   bool node_async_context = false;           // [node_async_context]
   // Databases: db.query.text (always sanitised) on database spans; SERVER spans for a traced
   // database server's own connections (off: its clients' CLIENT spans are enough, see

@@ -9,7 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "agent/common/unique_fd.h"
@@ -146,15 +148,28 @@ Result<InspectorTarget> ListInspectorTarget(uint16_t port, std::chrono::millisec
                           "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
                               "\r\nConnection: close\r\n\r\n",
                           deadline));
+  // Node answers HTTP/1.0 with a Content-Length and may keep the connection open: read the head,
+  // then exactly the body.
   std::string resp;
   bool eof = false;
-  while (!eof && ReceiveSome(fd.get(), resp, deadline, &eof)) {
+  size_t head_end = std::string::npos;
+  size_t want = std::string::npos;
+  while (true) {
+    if (head_end == std::string::npos && (head_end = resp.find("\r\n\r\n")) != std::string::npos) {
+      std::string head = resp.substr(0, head_end);
+      for (char& ch : head) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (size_t cl = head.find("\r\ncontent-length:"); cl != std::string::npos)
+        want = head_end + 4 + std::strtoull(head.c_str() + cl + 17, nullptr, 10);
+    }
+    if (want != std::string::npos && resp.size() >= want) break;
+    if (!ReceiveSome(fd.get(), resp, deadline, &eof)) break;
   }
-  if (!eof) return Error{"inspector /json/list: no complete answer in time", ETIMEDOUT};
-  const size_t body = resp.find("\r\n\r\n");
-  if (!resp.starts_with("HTTP/1.1 200") || body == std::string::npos)
+  const bool whole = want != std::string::npos ? resp.size() >= want : eof && head_end != std::string::npos;
+  if (!whole) return Error{"inspector /json/list: no complete answer in time", ETIMEDOUT};
+  const size_t body = head_end;
+  if (!(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200")))
     return Error{"inspector /json/list: " + resp.substr(0, resp.find("\r\n"))};
-  Json list = Json::parse(resp.substr(body + 4), nullptr, false);
+  Json list = Json::parse(resp.substr(body + 4, want == std::string::npos ? std::string::npos : want - body - 4), nullptr, false);
   if (!list.is_array() || list.empty() || !list[0].is_object())
     return Error{"inspector /json/list: no target"};
   const std::string url = list[0].value("webSocketDebuggerUrl", "");

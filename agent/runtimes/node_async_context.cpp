@@ -31,7 +31,7 @@ using std::chrono::milliseconds;
 constexpr milliseconds kAttemptDelays[] = {milliseconds(1000), milliseconds(3000), milliseconds(10000)};
 constexpr milliseconds kInspectorOpenWait(3000);
 constexpr milliseconds kInspectorCallTimeout(3000);
-constexpr milliseconds kInspectorCloseWait(3000);
+constexpr milliseconds kInspectorCloseWait(1000);
 
 std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -144,7 +144,7 @@ Result<std::unique_ptr<NodeAsyncContext>> NodeAsyncContext::Create(CaptureProgra
   if (n->markers_fd_ < 0) return Error{"capture object has no map node_markers"};
   n->own_netns_ = InodeOf("/proc/self/ns/net");
   spdlog::info("Node async context on: traced Node.js processes get a helper through their inspector "
-               "(127.0.0.1:{}, open only while it loads); see docs/cross-service.md",
+               "(127.0.0.1:{}, open only while it loads); see docs/parenting.md",
                n->options_.inspector_port);
   if (n->options_.scan_at_start) {
     for (uint32_t pid : ListPids(n->options_.proc_root)) {
@@ -270,14 +270,21 @@ std::string NodeAsyncContext::Load(uint32_t pid) {
       }
     }
   }
-  // The helper closes the inspector once we are gone; make sure it did.
-  bool closed = false;
-  while (Clock::now() - opened < kInspectorOpenWait + kInspectorCloseWait) {
-    if (!OwnsSocket(proc, ListenersOn(proc, port))) {
-      closed = true;
-      break;
-    }
-    std::this_thread::sleep_for(milliseconds(10));
+  // The helper closes the inspector once we are gone; make sure it did, and when it did not run
+  // (or did not get that far), ask the inspector to close itself.
+  auto wait_closed = [&](milliseconds budget) {
+    const auto until = Clock::now() + budget;
+    do {
+      if (!OwnsSocket(proc, ListenersOn(proc, port))) return true;
+      std::this_thread::sleep_for(milliseconds(10));
+    } while (Clock::now() < until);
+    return false;
+  };
+  bool closed = wait_closed(kInspectorCloseWait);
+  if (!closed) {
+    auto again = target.ok() ? target : ListInspectorTarget(port, kInspectorCallTimeout);
+    if (again.ok()) (void)EvaluateInInspector(port, *again, kNodeInspectorCloseJs, kInspectorCallTimeout);
+    closed = wait_closed(kInspectorCloseWait);
   }
   const auto open_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - opened).count();
   if (!closed) {

@@ -13,6 +13,8 @@ inline constexpr const char* kNodeAsyncContextHelperJs = R"JS((function threadli
   const http = require('http');
   const dc = require('diagnostics_channel');
   const { AsyncLocalStorage } = require('async_hooks');
+  // `require` is the console's, gone once this evaluation returns: take what later code needs now.
+  const inspector = require('inspector');
   const als = new AsyncLocalStorage();
   const fd = fs.openSync('/dev/null', 'w');
   // {magic "TLN1", server socket fd, client socket fd, 0}: events.h struct tl_node_marker.
@@ -47,8 +49,13 @@ inline constexpr const char* kNodeAsyncContextHelperJs = R"JS((function threadli
   };
   globalThis[key] = { fd };
   // The agent disconnects as soon as it has the answer; the inspector closes right after.
-  setImmediate(() => { try { require('inspector').close(); } catch (e) { /* ignore */ } });
+  setImmediate(() => { try { inspector.close(); } catch (e) { /* ignore */ } });
   return JSON.stringify({ ok: true, fd, node: process.version });
 })())JS";
+
+// Closes the inspector when the helper could not (it did not run, or threw before): after the
+// agent's session is gone, as inspector.close() waits for open sessions.
+inline constexpr const char* kNodeInspectorCloseJs =
+    R"JS(((inspector) => { setImmediate(() => { try { inspector.close(); } catch (e) { /* ignore */ } }); return 'closing'; })(require('inspector')))JS";
 
 }  // namespace threadline

@@ -105,7 +105,7 @@ static __always_inline void conn__forget(__u32 tgid, __s32 fd, __u8 reason)
 		return;
 	conn__emit(TL_EV_CONN_CLOSE, &key, st, 0, reason);
 	bpf_map_delete_elem(&conns, &key);
-	ctx__request_end(tgid, fd);
+	ctx__conn_gone(tgid, fd);
 }
 
 /* The tracked state of fd in the current process, creating it (and announcing the connection)
@@ -123,7 +123,7 @@ static __always_inline struct tl_conn_state *conn__get(__s32 fd, __u8 source, __
 			return st;
 		conn__emit(TL_EV_CONN_CLOSE, &key, st, 0, TL_CLOSE_FD_REPLACED);
 		bpf_map_delete_elem(&conns, &key);
-		ctx__request_end(key.tgid, fd);
+		ctx__conn_gone(key.tgid, fd);
 	}
 	struct sock *sk = file__tcp_sock(f);
 	if (!sk)

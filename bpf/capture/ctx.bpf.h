@@ -182,3 +182,12 @@ static __always_inline bool ctx__request_end(__u32 tgid, __s32 fd)
 		__sync_fetch_and_add(&t->inflight, -1);
 	return true;
 }
+
+/* Connection (tgid, fd) is gone (closed, or its fd now holds another file): its request in
+ * flight ends, and a Node pairing of the fd must not speak for the next socket on that number. */
+static __always_inline void ctx__conn_gone(__u32 tgid, __s32 fd)
+{
+	struct tl_fd_key key = {.tgid = tgid, .fd = fd};
+	ctx__request_end(tgid, fd);
+	bpf_map_delete_elem(&ctx_node_pairs, &key);
+}

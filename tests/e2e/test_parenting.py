@@ -30,6 +30,7 @@ import tempfile
 import textwrap
 import threading
 import unittest
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 
@@ -319,6 +320,76 @@ class ParentingMatrix(unittest.TestCase):
                                  requests={"go (stripped)": REQUESTS // 2})
         self.assert_no_wrong(scores)
         self.assert_right(scores, ["python", "nginx", "go", "go (stripped)"])
+
+    def test_node_async_context(self) -> None:
+        """--node-async-context on: the helper is loaded into the traced Node front through its
+        inspector (logged, in /metrics, the inspector closed again), and the front's calls find
+        their request; a Node process with an inspector of its own is left alone and counted."""
+        require_tool(self, "node")
+        backend = self.backend()
+        front = self.node_front(backend)
+        own = PeerProcess(["node", "--inspect=127.0.0.1:0", "-e", "setInterval(() => {}, 1000)"], self)
+        front_pid = next(iter(front.pids))
+        metrics_port = free_port()
+        agent = Agent(["--output=json", "--stats-interval", "0", "--node-async-context", "on",
+                       "--metrics-address", f"{LOOPBACK}:{metrics_port}", "--pid", str(backend.pid),
+                       "--pid", str(front_pid), "--pid", str(own.pid)], self)
+        left_alone = 'threadline_node_async_context_total{result="has_inspector"}'
+        values: dict[str, float] = {}
+
+        def loaded() -> float | None:
+            return next((v for k, v in values.items() if k.startswith(
+                "threadline_node_async_context_loaded{") and f'pid="{front_pid}"' in k), None)
+
+        for _ in deadline_loop(20.0, 0.2):
+            values = scrape_metrics(metrics_port)
+            if loaded() == 1 and values.get(left_alone, 0) >= 1:
+                break
+        self.assertEqual(loaded(), 1, f"helper not loaded into {front_pid}: "
+                         f"{ {k: v for k, v in values.items() if 'node_async' in k} }\n"
+                         f"{agent.stderr_tail()}")
+        self.assertGreaterEqual(values.get(left_alone, 0), 1, values)
+        line = next((l for l in agent.stderr_lines if f"helper loaded into pid {front_pid}" in l), "")
+        self.assertIn("then closed", line, agent.stderr_tail())
+        print(f"\n{line}", file=sys.stderr)
+        self.assertFalse(listens_on(front_pid, 9229), "the front's inspector is still open")
+        scores = self.run_fronts(agent, backend, [front])
+        self.assert_no_wrong(scores)
+        self.assert_right(scores, ["node"])
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """The agent's /metrics as {'name{labels}': value}."""
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            try:
+                out[key] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Does process `pid` own a socket listening on `port` (IPv4 or IPv6)?"""
+    listening = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    listening.add(cols[9])
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in listening:
+            return True
+    return False
 
 
 if __name__ == "__main__":

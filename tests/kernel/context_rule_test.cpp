@@ -5,9 +5,11 @@
 // Node helper's pairing wins where it was given.
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -215,6 +217,50 @@ TEST_F(ContextRuleTest, NodeHelperPairingDecidesWhileItsRequestIsInFlight) {
   EXPECT_EQ(calls[0], TL_CTX_TAG(TL_CTAG_NODE_ASYNC, seq_b)) << Describe(calls[0]);
   EXPECT_EQ(Kind(calls[1]), static_cast<uint32_t>(TL_CTAG_ENDED)) << Describe(calls[1]);
   EXPECT_EQ(Kind(calls[2]), static_cast<uint32_t>(TL_CTAG_ROOT)) << Describe(calls[2]);
+}
+
+TEST_F(ContextRuleTest, NodeHelperMarkerWritesPairAndTheSocketsCloseForgetsIt) {
+  Load();
+  if (HasFatalFailure()) return;
+  const int pairs = capture_->MapFd("ctx_node_pairs");
+  const int markers = capture_->MapFd("node_markers");
+  ASSERT_GE(pairs, 0);
+  ASSERT_GE(markers, 0);
+  SocketPair a, b;
+  auto back = std::make_unique<SocketPair>();
+  MakePair(a);
+  MakePair(b);
+  MakePair(*back);
+  ServerReads(a);
+  ServerReads(b);
+  Drain();
+  const uint32_t seq_b = ServerSeq(b.server);
+  // What the helper does (agent/runtimes/node_helper_js.h): its /dev/null, registered by the
+  // agent, gets {"TLN1", server fd, client fd} before the request is sent.
+  const int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(null_fd, 0);
+  const uint32_t tgid = self();
+  ASSERT_EQ(bpf_map_update_elem(markers, &tgid, &null_fd, BPF_ANY), 0);
+  capture_->SetNodeHelpersOn(true);
+  tl_node_marker wrong_fd{TL_NODE_MARKER_MAGIC, a.server, back->client, 0};
+  const int other_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);  // not the registered fd
+  ASSERT_EQ(::write(other_fd, &wrong_fd, sizeof(wrong_fd)), static_cast<ssize_t>(sizeof(wrong_fd)));
+  tl_node_marker m{TL_NODE_MARKER_MAGIC, b.server, back->client, 0};
+  ASSERT_EQ(::write(null_fd, &m, sizeof(m)), static_cast<ssize_t>(sizeof(m)));
+  ClientCalls(*back);
+  Drain();
+  auto calls = Tags(back->client, Direction::kEgress);
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0], TL_CTX_TAG(TL_CTAG_NODE_ASYNC, seq_b)) << Describe(calls[0]);
+  tl_fd_key key{tgid, back->client};
+  tl_ctx_pair pair{};
+  EXPECT_EQ(bpf_map_lookup_elem(pairs, &key, &pair), 0);
+  back.reset();  // closes the client socket: its fd number must not keep the pairing
+  ServerAnswers(a);  // a later event, so the close was seen
+  Drain();
+  EXPECT_NE(bpf_map_lookup_elem(pairs, &key, &pair), 0) << "pairing left for a closed socket";
+  ::close(other_fd);
+  ::close(null_fd);
 }
 
 }  // namespace

@@ -57,7 +57,7 @@ struct TwoInFlight {
   ConnId srv1, srv2;
 };
 
-TEST(ContextRuleTest, TheKernelsVerdictNamesTheRequestWhateverTheOrder) {
+TEST(ContextParentRuleTest, TheKernelsVerdictNamesTheRequestWhateverTheOrder) {
   TwoInFlight t;
   t.Call("/b/one", TL_CTX_TAG(TL_CTAG_GOROUTINE, 2));
   t.Call("/b/two", TL_CTX_TAG(TL_CTAG_THREAD, 1));
@@ -75,7 +75,7 @@ TEST(ContextRuleTest, TheKernelsVerdictNamesTheRequestWhateverTheOrder) {
   EXPECT_EQ(SourceOf(ByPath(spans, "/b/three")), "node_async");
 }
 
-TEST(ContextRuleTest, AVerdictBeatsForwardedEvidenceForAnotherRequest) {
+TEST(ContextParentRuleTest, AVerdictBeatsForwardedEvidenceForAnotherRequest) {
   TwoInFlight t;
   // The path tail is request 2's, but the kernel saw the thread of request 1 send it.
   t.Call("/b/77aa0b3c5e", TL_CTX_TAG(TL_CTAG_THREAD, 1));
@@ -85,7 +85,7 @@ TEST(ContextRuleTest, AVerdictBeatsForwardedEvidenceForAnotherRequest) {
   EXPECT_EQ(SourceOf(call), "thread");
 }
 
-TEST(ContextRuleTest, ANamedRequestThatIsGoneIsCountedNotGuessed) {
+TEST(ContextParentRuleTest, ANamedRequestThatIsGoneIsCountedNotGuessed) {
   TwoInFlight t;
   t.Call("/b/late", TL_CTX_TAG(TL_CTAG_THREAD, 9));  // request 9: lost, or answered already
   t.Finish();
@@ -95,7 +95,7 @@ TEST(ContextRuleTest, ANamedRequestThatIsGoneIsCountedNotGuessed) {
   EXPECT_EQ(t.Counter("threadline_parent_context_unmatched_total"), 1u);
 }
 
-TEST(ContextRuleTest, ARequestAnsweredBeforeTheCallIsNoLongerAParent) {
+TEST(ContextParentRuleTest, ARequestAnsweredBeforeTheCallIsNoLongerAParent) {
   SampledPipeline p(1.0);
   const ConnId srv = p.Open(Role::kServer);
   p.ServerRequest(srv, "/a/4f2c9e81d0", "", TL_CTX_TAG(TL_CTAG_SERVER, 1));
