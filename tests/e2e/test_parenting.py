@@ -13,10 +13,11 @@ Fronts (tests/e2e/peers/matrix_front.*), each untouched:
   python   ThreadingHTTPServer + urllib, the outgoing path without the id (/b/<id reversed>)
   nginx    proxy_pass /a/ -> /b/ (the id forwarded in the path), one worker, upstream keep-alive
   node     http server + http.get on a keep-alive agent after a 2 ms timer, /b/<id reversed>
-  go       net/http: a goroutine and its child call the backend at once (/b/<rev>-1, /b/<rev>-2)
-           through http.Get (written by the transport's own goroutine); stripped and not
+  go       net/http: a goroutine and its child call two backends at once (/b/<rev>-1 on the
+           second, /b/<rev>-2 on the first) through http.Get (written by the transport's own
+           goroutine): both calls must be children of the one request; stripped and not
   asyncio  aiohttp server + aiohttp client session, /b/<id> (the id forwarded in the path)
-The backend is the Go program in backend mode.
+The backends are the Go program in backend mode.
 
 The measured table is printed on stderr (copy it into README "Cross-service traces").
 """
@@ -110,7 +111,7 @@ def drive(port: int, ids: list[str]) -> int:
 
 
 def score(front: Front, ids: list[str], failed: int, spans: list[SpanRecord],
-          backend_pid: int) -> Score:
+          backend_pids: set[int]) -> Score:
     s = Score(requests=len(ids), failed=failed)
     by_id = {(sp.trace_id, sp.span_id): sp for sp in spans}
     front_server = {}
@@ -120,7 +121,7 @@ def score(front: Front, ids: list[str], failed: int, spans: list[SpanRecord],
     wanted = set(ids)
     seen: dict[str, int] = {}
     for sp in spans:
-        if not (sp.is_server and sp.pid == backend_pid):
+        if not (sp.is_server and sp.pid in backend_pids):
             continue
         ident = front.backend_id(str(sp.attrs.get("url.path", "")))
         if ident not in wanted:
@@ -208,11 +209,12 @@ class ParentingMatrix(unittest.TestCase):
                          str(backend.port)], self, port=port)
         return Front("node", port, reversed_id, pids={p.pid})
 
-    def go_front(self, backend: PeerProcess, stripped: bool) -> Front:
+    def go_front(self, backend: PeerProcess, second: PeerProcess, stripped: bool) -> Front:
         binary = go_peer(self, "matrix_front.go",
                          "matrix_front_stripped" if stripped else "matrix_front", stripped=stripped)
         port = free_port()
-        p = PeerProcess([binary, "front", str(port), backend.url("").rstrip("/")], self, port=port)
+        p = PeerProcess([binary, "front", str(port), backend.url("").rstrip("/"),
+                         second.url("").rstrip("/")], self, port=port)
         return Front("go (stripped)" if stripped else "go", port, reversed_id,
                      calls_per_request=2, pids={p.pid})
 
@@ -266,8 +268,9 @@ class ParentingMatrix(unittest.TestCase):
             args += ["--port", str(p)]
         return Agent(args + (extra or []), self)
 
-    def run_fronts(self, agent: Agent, backend: PeerProcess, fronts: list[Front],
+    def run_fronts(self, agent: Agent, backends: list[PeerProcess], fronts: list[Front],
                    requests: dict[str, int] | None = None) -> dict[str, Score]:
+        backend_pids = {b.pid for b in backends}
         plan = []
         for f in fronts:
             ids = new_ids((requests or {}).get(f.name, REQUESTS))
@@ -277,7 +280,7 @@ class ParentingMatrix(unittest.TestCase):
         # Wait until every backend span showed up (or stopped coming).
         last, stable = -1, 0
         for _ in deadline_loop(30.0, 0.5):
-            n = sum(1 for sp in agent_spans(agent) if sp.is_server and sp.pid == backend.pid)
+            n = sum(1 for sp in agent_spans(agent) if sp.is_server and sp.pid in backend_pids)
             if n >= want:
                 break
             stable = stable + 1 if n == last else 0
@@ -287,7 +290,7 @@ class ParentingMatrix(unittest.TestCase):
         spans = agent_spans(agent)
         scores = {}
         for f, ids, failed in plan:
-            s = score(f, ids, failed, spans, backend.pid)
+            s = score(f, ids, failed, spans, backend_pids)
             scores[f.name] = s
             self.rows.append(s.row(f.name))
         print("\n| front | right | wrong | broken | notes |\n|---|---|---|---|---|\n" +
@@ -311,15 +314,17 @@ class ParentingMatrix(unittest.TestCase):
     # -- tests ------------------------------------------------------------------------------
     def test_defaults(self) -> None:
         """The agent's defaults: no wrong edge on any front; right where there is evidence."""
-        backend = self.backend()
+        backend, second = self.backend(), self.backend()
         fronts = [self.python_front(backend, "threaded"), self.nginx_front(backend),
-                  self.node_front(backend), self.go_front(backend, stripped=False),
-                  self.go_front(backend, stripped=True), self.python_front(backend, "asyncio")]
-        agent = self.agent([backend.port] + [f.port for f in fronts])
-        scores = self.run_fronts(agent, backend, fronts,
+                  self.node_front(backend), self.go_front(backend, second, stripped=False),
+                  self.go_front(backend, second, stripped=True), self.python_front(backend, "asyncio")]
+        agent = self.agent([backend.port, second.port] + [f.port for f in fronts])
+        scores = self.run_fronts(agent, [backend, second], fronts,
                                  requests={"go (stripped)": REQUESTS // 2})
         self.assert_no_wrong(scores)
         self.assert_right(scores, ["python", "nginx", "go", "go (stripped)"])
+        for name in ("go", "go (stripped)"):  # the goroutine rule, not evidence, decided
+            self.assertEqual(set(scores[name].sources), {"goroutine"}, scores[name].row(name))
 
     def test_node_async_context(self) -> None:
         """--node-async-context on: the helper is loaded into the traced Node front through its
@@ -353,7 +358,7 @@ class ParentingMatrix(unittest.TestCase):
         self.assertIn("then closed", line, agent.stderr_tail())
         print(f"\n{line}", file=sys.stderr)
         self.assertFalse(listens_on(front_pid, 9229), "the front's inspector is still open")
-        scores = self.run_fronts(agent, backend, [front])
+        scores = self.run_fronts(agent, [backend], [front])
         self.assert_no_wrong(scores)
         self.assert_right(scores, ["node"])
 

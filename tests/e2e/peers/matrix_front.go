@@ -2,12 +2,13 @@
 // Built at test time with the Debian toolchain, offline (GOPROXY=off GO111MODULE=off), stripped
 // and not.
 //
-//	matrix_front front PORT BACKEND_BASE_URL
+//	matrix_front front PORT BACKEND_BASE_URL [SECOND_BACKEND_BASE_URL]
 //	matrix_front backend PORT
 //
-// front: GET /a/<id> starts a goroutine, which starts another; the two call the backend at the
-// same time (GET /b/<rev>-1 from the grandchild, /b/<rev>-2 from the child, <rev> the id
-// reversed) with http.Get's keep-alive client, and the handler answers 200 when both did. The
+// front: GET /a/<id> starts a goroutine, which starts another; the two call their backends at
+// the same time (GET /b/<rev>-1 from the grandchild, on the second backend when given, and
+// /b/<rev>-2 from the child, <rev> the id reversed) with http.Get's keep-alive client, and the
+// handler answers 200 when both did. The
 // client writes each request from the transport's own write goroutine, and the outgoing paths
 // carry no forwarded id: only goroutine context links them to the request.
 // backend: answers every request 200 "ok".
@@ -49,14 +50,17 @@ func main() {
 			io.WriteString(w, "ok\n")
 		})
 	} else {
-		backend := os.Args[3]
+		backend, second := os.Args[3], os.Args[3]
+		if len(os.Args) > 4 {
+			second = os.Args[4]
+		}
 		http.HandleFunc("/a/", func(w http.ResponseWriter, r *http.Request) {
 			rev := reverse(strings.TrimPrefix(r.URL.Path, "/a/"))
 			var wg sync.WaitGroup
 			var mu sync.Mutex
 			ok := true
-			call := func(suffix string) {
-				good := get(backend + "/b/" + rev + suffix)
+			call := func(base, suffix string) {
+				good := get(base + "/b/" + rev + suffix)
 				mu.Lock()
 				ok = ok && good
 				mu.Unlock()
@@ -64,8 +68,8 @@ func main() {
 			}
 			wg.Add(2)
 			go func() {
-				go call("-1")
-				call("-2")
+				go call(second, "-1")
+				call(backend, "-2")
 			}()
 			wg.Wait()
 			if !ok {
