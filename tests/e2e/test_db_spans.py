@@ -332,6 +332,40 @@ print(json.dumps({"pid": os.getpid()}))
         self.assertNotIn("secret-tls", json.dumps(set_.raw))
         self.assertEqual(get.attrs.get("db.query.text"), "GET e2e:tls")
 
+    def test_huge_results_are_skipped_and_the_next_operation_pairs(self):
+        """Results far larger than the 4 KiB captured per read (most of them gaps) end their
+        operation, and the next one on the connection pairs with its own answer: 20000 rows from
+        MariaDB's sequence engine, a 2 MiB Redis value."""
+        self.env.require(self, "mariadb", "redis")
+        m, r = self.env.mariadb, self.env.redis
+        p = self.run_client(m.cli("-e", "SELECT seq, REPEAT('x', 100) FROM seq_1_to_20000; SELECT 7 AS after_big",
+                                  "mysql"))
+        spans = sorted(self.wait_db_spans(p.pid, 2, port=m.port), key=lambda s: s.start_ns)
+        texts = [s.attrs.get("db.query.text") for s in spans]
+        big = spans[texts.index("SELECT seq, REPEAT(?, ?) FROM seq_1_to_20000")]
+        after = spans[texts.index("SELECT ? AS after_big")]
+        for s in (big, after):
+            self.assert_mariadb_span(s)
+            self.assertFalse(s.is_error, s.brief())
+        self.assertLess(big.end_ns, after.start_ns)
+        python = require_debian_python(self, "redis")
+        script = ("import json, os, sys, redis\n"
+                  "c = redis.Redis(host='127.0.0.1', port=int(sys.argv[1]), single_connection_client=True)\n"
+                  "c.set('e2e:big', b'v' * (2 << 20))\n"
+                  "n = len(c.get('e2e:big'))\n"
+                  "c.get('e2e:after_big')\n"
+                  "print(json.dumps({'pid': os.getpid(), 'n': n}))\n")
+        q = self.run_client([python, "-c", script, str(r.port)])
+        result = json.loads(q.out.strip().splitlines()[-1])
+        self.assertEqual(result["n"], 2 << 20)
+        spans = sorted(self.wait_db_spans(result["pid"], 3, port=r.port), key=lambda s: s.start_ns)
+        texts = [s.attrs.get("db.query.text") for s in spans]
+        self.assertEqual(texts[-3:], ["SET e2e:big ?", "GET e2e:big", "GET e2e:after_big"], texts)
+        for s in spans[-3:]:
+            self.assert_redis_span(s)
+            self.assertFalse(s.is_error, s.brief())
+        self.assertLess(spans[-2].end_ns, spans[-1].start_ns)
+
     # -- MariaDB (MySQL protocol) ------------------------------------------------------------
     def assert_mariadb_span(self, s: SpanRecord) -> None:
         self.assertEqual(s.kind, SPAN_KIND_CLIENT, s.brief())
@@ -659,6 +693,13 @@ print(json.dumps({"pid": os.getpid(), "messages": got}))
         binary = go_peer(self, "go_db_service.go", "go_db_service")
         svc = PeerProcess([binary, str(self.env.go_port), str(self.env.pg.port), str(self.env.redis.port)],
                           self, port=self.env.go_port)
+        # The agent probes a Go binary when it is exec'd, asynchronously: requests before that
+        # would run on goroutines nobody followed.
+        for _ in deadline_loop(20, 0.05):
+            if any("followed by goroutine" in line and "go_db_service" in line for line in self.env.agent.stderr_lines):
+                break
+        else:
+            self.fail(f"the agent did not follow {binary}'s goroutines\n{self.env.agent.stderr_tail()}")
         ids = list(range(101, 117))
 
         def fetch(i: int) -> str:
