@@ -607,6 +607,29 @@ print(json.dumps({"pid": os.getpid(), "messages": got}))
                 at = text.find(value)
                 self.assertEqual(at, -1, f"{value} in the agent's {where}: ...{text[max(0, at - 300):at + 100]}...")
 
+    def test_query_text_switched_off(self):
+        """--db-query-text off: the spans keep their name, operation and collection but carry no
+        statement text at all (a second agent, given the switch by its environment variable)."""
+        self.env.require(self, "postgres", "redis")
+        pg, r = self.env.pg, self.env.redis
+        agent = Agent(["--output=json", "--inject", "off", "--stats-interval", "0", "--ui-address", "off",
+                       "--tls", "off", "--port", str(pg.port), "--port", str(r.port)],
+                      env={"THREADLINE_DB_QUERY_TEXT": "off"})
+        self.addCleanup(agent.kill)
+        self.assertTrue(any("no statement text (--db-query-text off)" in line for line in agent.stderr_lines),
+                        agent.stderr_tail())
+        p = self.run_client(["psql", pg.dsn(), "-X", "-q", "-c", "SELECT count(*) FROM pg_class WHERE relname = 'x'"])
+        q = self.run_client(r.cli("SET", "e2e:notext", "v"))
+        spans = wait_for_spans(agent, lambda ss: {p.pid, q.pid} <= {x.pid for x in ss})
+        ours = [x for x in spans if x.pid in (p.pid, q.pid) and x.is_client]
+        select = next(x for x in ours if x.pid == p.pid)
+        self.assertEqual(select.name, "SELECT pg_class")
+        self.assertEqual(select.attrs.get("db.collection.name"), "pg_class")
+        set_ = next(x for x in ours if x.pid == q.pid)
+        self.assertEqual(set_.name, "SET")
+        for x in ours:
+            self.assertNotIn("db.query.text", x.attrs, x.brief())
+
     # -- RED metrics ---------------------------------------------------------------------------
     def test_red_metrics_of_database_calls(self):
         self.env.require(self, "postgres")
