@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "exporter/otlp_protobuf.h"
+
 namespace threadline {
 
 namespace {
@@ -169,7 +171,8 @@ void BatchSpanExporter::RecordPartialSuccess(uint64_t rejected, const std::strin
 
 void BatchSpanExporter::ExportBatch(std::vector<Span>& batch) {
   const uint64_t n = batch.size();
-  const otlp_pb::collector::ExportTraceServiceRequest request = ToExportRequest(batch);
+  request_.clear();
+  AppendOtlpProtobuf(batch, request_);
   batch.clear();
 
   RetrySchedule schedule(options_.retry, SteadyClock::now() + options_.export_timeout, uniform01_);
@@ -185,7 +188,7 @@ void BatchSpanExporter::ExportBatch(std::vector<Span>& batch) {
       dropped_shutdown_.Add(n);
       return;
     }
-    const ExportResult r = transport_->Send(request, std::min(start + options_.request_timeout, limit));
+    const ExportResult r = transport_->Send(request_.view(), std::min(start + options_.request_timeout, limit));
     const SteadyClock::time_point end = SteadyClock::now();
     latency_.Observe(std::chrono::duration<double>(end - start).count());
 

@@ -41,19 +41,38 @@ class ZStream {
 
 }  // namespace
 
-Result<std::string> GzipCompress(std::string_view data) {
-  ZStream z(true);
-  if (!z.Init()) return Error{"gzip: deflateInit2 failed"};
-  std::string out;
-  out.resize(deflateBound(z.get(), static_cast<uLong>(data.size())) + 32);
-  z.get()->next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  z.get()->avail_in = static_cast<uInt>(data.size());
-  z.get()->next_out = reinterpret_cast<Bytef*>(out.data());
-  z.get()->avail_out = static_cast<uInt>(out.size());
+struct GzipCompressor::State {
+  ZStream z{true};
+  bool ready = false;
+};
+
+GzipCompressor::GzipCompressor() : state_(std::make_unique<State>()) {}
+GzipCompressor::~GzipCompressor() = default;
+
+Result<std::string_view> GzipCompressor::Compress(std::string_view data) {
+  z_stream* z = state_->z.get();
+  if (!state_->ready) {
+    if (!state_->z.Init()) return Error{"gzip: deflateInit2 failed"};
+    state_->ready = true;
+  } else if (deflateReset(z) != Z_OK) {
+    return Error{"gzip: deflateReset failed"};
+  }
+  // The buffer only grows, so a steady stream of requests stops allocating.
+  const size_t bound = deflateBound(z, static_cast<uLong>(data.size())) + 32;
+  if (out_.size() < bound) out_.resize(bound);
+  z->next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z->avail_in = static_cast<uInt>(data.size());
+  z->next_out = reinterpret_cast<Bytef*>(out_.data());
+  z->avail_out = static_cast<uInt>(out_.size());
   // deflateBound guarantees a single Z_FINISH call is enough.
-  if (deflate(z.get(), Z_FINISH) != Z_STREAM_END) return Error{"gzip: deflate did not finish"};
-  out.resize(z.get()->total_out);
-  return out;
+  if (deflate(z, Z_FINISH) != Z_STREAM_END) return Error{"gzip: deflate did not finish"};
+  return std::string_view(out_.data(), z->total_out);
+}
+
+Result<std::string> GzipCompress(std::string_view data) {
+  GzipCompressor compressor;
+  ASSIGN_OR_RETURN(std::string_view compressed, compressor.Compress(data));
+  return std::string(compressed);
 }
 
 Result<std::string> GzipDecompress(std::string_view data) {

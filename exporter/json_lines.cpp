@@ -4,41 +4,15 @@
 #include <cmath>
 #include <type_traits>
 
-#include "exporter/otlp_convert.h"
+#include "exporter/otlp_protobuf.h"
 #include "exporter/resource_groups.h"
+#include "exporter/utf8.h"
 
 namespace threadline {
 
 namespace {
 
 constexpr char kHexDigits[] = "0123456789abcdef";
-
-// Length of the valid UTF-8 sequence at the start of `s`, or 0 if it is not one (overlong
-// forms, surrogates, code points above U+10FFFF and truncated sequences are invalid).
-size_t ValidUtf8Length(std::string_view s) {
-  const auto b = [&](size_t i) { return static_cast<uint8_t>(s[i]); };
-  const uint8_t c = b(0);
-  size_t len;
-  uint8_t lo = 0x80, hi = 0xbf;  // allowed range of the second byte
-  if (c >= 0xc2 && c <= 0xdf) {
-    len = 2;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    if (c == 0xe0) lo = 0xa0;
-    if (c == 0xed) hi = 0x9f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    if (c == 0xf0) lo = 0x90;
-    if (c == 0xf4) hi = 0x8f;
-  } else {
-    return 0;
-  }
-  if (s.size() < len) return 0;
-  if (b(1) < lo || b(1) > hi) return 0;
-  for (size_t i = 2; i < len; ++i)
-    if (b(i) < 0x80 || b(i) > 0xbf) return 0;
-  return len;
-}
 
 void AppendU64String(uint64_t v, std::string& out) {
   char buf[24];

@@ -1,11 +1,13 @@
 #include "exporter/otlp_grpc_transport.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <fstream>
 #include <sstream>
 
 #include "agent/common/text.h"
 #include "agent/spans/span.h"
+#include "exporter/otlp_messages.h"
 #include "threadline/rpc/status.pb.h"
 
 namespace threadline {
@@ -13,6 +15,8 @@ namespace threadline {
 namespace {
 
 constexpr std::string_view kRetryInfoType = "type.googleapis.com/google.rpc.RetryInfo";
+// The full method name of TraceService.Export (trace_service.proto).
+const std::string kExportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 Result<std::string> ReadPemFile(const std::string& path, std::string_view what) {
   std::ifstream in(path, std::ios::binary);
@@ -127,14 +131,13 @@ Result<std::unique_ptr<OtlpGrpcTransport>> OtlpGrpcTransport::Create(const OtlpE
 OtlpGrpcTransport::OtlpGrpcTransport(PassKey, std::shared_ptr<grpc::Channel> channel,
                                      const OtlpExporterConfig& config, std::string description)
     : channel_(std::move(channel)),
-      stub_(otlp_pb::collector::TraceService::NewStub(channel_)),
+      stub_(channel_),
       gzip_(config.compression == OtlpCompression::kGzip),
       description_(std::move(description)) {
   for (const auto& [k, v] : config.headers) metadata_.emplace_back(AsciiLower(k), v);
 }
 
-ExportResult OtlpGrpcTransport::Send(const otlp_pb::collector::ExportTraceServiceRequest& request,
-                                     std::chrono::steady_clock::time_point deadline) {
+ExportResult OtlpGrpcTransport::Send(std::string_view request, std::chrono::steady_clock::time_point deadline) {
   grpc::ClientContext ctx;
   ctx.set_deadline(ToSystemClock(deadline));
   // Fail at once (UNAVAILABLE) while the channel cannot connect rather than wait out the
@@ -147,14 +150,34 @@ ExportResult OtlpGrpcTransport::Send(const otlp_pb::collector::ExportTraceServic
     if (cancelled_.load()) return ExportResult::Retryable("export cancelled (shutdown)");
     in_flight_ = &ctx;
   }
-  otlp_pb::collector::ExportTraceServiceResponse response;
-  const grpc::Status status = stub_->Export(&ctx, request, &response);
+  grpc::Slice slice(request.data(), request.size());
+  const grpc::ByteBuffer request_buffer(&slice, 1);
+  grpc::ByteBuffer response_buffer;
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  std::optional<grpc::Status> status;
+  stub_.UnaryCall(&ctx, kExportMethod, grpc::StubOptions(), &request_buffer, &response_buffer,
+                  [&](grpc::Status s) {
+                    std::lock_guard lock(done_mu);
+                    status = std::move(s);
+                    done_cv.notify_one();
+                  });
+  {
+    std::unique_lock lock(done_mu);
+    done_cv.wait(lock, [&] { return status.has_value(); });
+  }
   {
     std::lock_guard lock(in_flight_mu_);
     in_flight_ = nullptr;
   }
-  if (!status.ok()) return ClassifyGrpcStatus(status);
-  if (response.has_partial_success()) {
+  if (!status->ok()) return ClassifyGrpcStatus(*status);
+  std::vector<grpc::Slice> slices;
+  std::string body;
+  if (response_buffer.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) body.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  otlp_pb::collector::ExportTraceServiceResponse response;
+  if (!body.empty() && response.ParseFromString(body) && response.has_partial_success()) {
     return ExportResult::Success(response.partial_success().rejected_spans(),
                                  response.partial_success().error_message());
   }

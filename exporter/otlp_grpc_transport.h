@@ -1,4 +1,5 @@
-// OTLP/gRPC: TraceService/Export over one long-lived grpc++ channel.
+// OTLP/gRPC: TraceService/Export over one long-lived grpc++ channel, the request sent as the
+// serialized bytes the encoder wrote (no message objects).
 //
 // TLS (grpc::SslCredentials) when the endpoint is https://, or has no scheme and INSECURE is not
 // true; the CA file, when given, replaces the system roots, and a client key + certificate make
@@ -13,6 +14,7 @@
 // A google.rpc.RetryInfo in the status details (grpc-status-details-bin) gives the delay.
 #pragma once
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -25,7 +27,6 @@
 
 #include "exporter/otlp_config.h"
 #include "exporter/otlp_transport.h"
-#include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 
 namespace threadline {
 
@@ -33,8 +34,7 @@ class OtlpGrpcTransport : public OtlpTransport {
  public:
   static Result<std::unique_ptr<OtlpGrpcTransport>> Create(const OtlpExporterConfig& config);
 
-  ExportResult Send(const otlp_pb::collector::ExportTraceServiceRequest& request,
-                    std::chrono::steady_clock::time_point deadline) override;
+  ExportResult Send(std::string_view request, std::chrono::steady_clock::time_point deadline) override;
   std::string Describe() const override { return description_; }
   void Cancel() override;
 
@@ -48,7 +48,8 @@ class OtlpGrpcTransport : public OtlpTransport {
 
  private:
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<otlp_pb::collector::TraceService::Stub> stub_;
+  // The request is already serialized (otlp_protobuf.h): a generic stub sends bytes as they are.
+  grpc::GenericStub stub_;
   OtlpHeaders metadata_;  // keys lower-cased, as gRPC requires
   bool gzip_;
   std::string description_;

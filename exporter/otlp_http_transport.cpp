@@ -8,7 +8,7 @@
 #include "agent/common/curl.h"
 #include "agent/common/text.h"
 #include "agent/spans/span.h"
-#include "exporter/gzip.h"
+#include "exporter/otlp_messages.h"
 #include "threadline/rpc/status.pb.h"
 
 namespace threadline {
@@ -150,7 +150,7 @@ Result<std::unique_ptr<OtlpHttpTransport>> OtlpHttpTransport::Create(const OtlpE
 OtlpHttpTransport::OtlpHttpTransport(PassKey, std::unique_ptr<Handles> handles,
                                      const OtlpExporterConfig& config, std::string description)
     : handles_(std::move(handles)),
-      gzip_(config.compression == OtlpCompression::kGzip),
+      gzip_(config.compression == OtlpCompression::kGzip ? std::make_unique<GzipCompressor>() : nullptr),
       description_(std::move(description)) {
   CURL* c = handles_->easy.get();
   // Callbacks' user pointers refer to members, so set them once the object has its address.
@@ -161,26 +161,25 @@ OtlpHttpTransport::OtlpHttpTransport(PassKey, std::unique_ptr<Handles> handles,
 
 OtlpHttpTransport::~OtlpHttpTransport() = default;
 
-ExportResult OtlpHttpTransport::Send(const otlp_pb::collector::ExportTraceServiceRequest& request,
-                                     std::chrono::steady_clock::time_point deadline) {
+ExportResult OtlpHttpTransport::Send(std::string_view request, std::chrono::steady_clock::time_point deadline) {
   if (cancelled_.load()) return ExportResult::Retryable("export cancelled (shutdown)");
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
   if (left.count() <= 0) return ExportResult::Retryable("deadline passed before the request was sent");
 
-  body_.clear();
-  if (!request.SerializeToString(&body_)) return ExportResult::Permanent("cannot serialize the request");
+  std::string_view body = request;
   if (gzip_) {
-    Result<std::string> compressed = GzipCompress(body_);
+    Result<std::string_view> compressed = gzip_->Compress(request);
     if (!compressed.ok()) return ExportResult::Permanent(compressed.error().message);
-    body_ = std::move(compressed).value();
+    body = *compressed;
   }
   response_.clear();
   retry_after_.clear();
   handles_->error_buffer[0] = '\0';  // curl writes it only on some failures
 
   CURL* c = handles_->easy.get();
-  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body_.data());
-  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body_.size()));
+  // curl does not copy POSTFIELDS: `body` stays valid until curl_easy_perform returns.
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data());
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count()));
   const CURLcode rc = curl_easy_perform(c);
   if (rc != CURLE_OK) {

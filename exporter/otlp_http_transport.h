@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 
+#include "exporter/gzip.h"
 #include "exporter/otlp_config.h"
 #include "exporter/otlp_transport.h"
 
@@ -27,8 +28,7 @@ class OtlpHttpTransport : public OtlpTransport {
   static Result<std::unique_ptr<OtlpHttpTransport>> Create(const OtlpExporterConfig& config);
   ~OtlpHttpTransport() override;
 
-  ExportResult Send(const otlp_pb::collector::ExportTraceServiceRequest& request,
-                    std::chrono::steady_clock::time_point deadline) override;
+  ExportResult Send(std::string_view request, std::chrono::steady_clock::time_point deadline) override;
   std::string Describe() const override { return description_; }
   void Cancel() override { cancelled_.store(true); }
 
@@ -43,10 +43,9 @@ class OtlpHttpTransport : public OtlpTransport {
 
  private:
   std::unique_ptr<Handles> handles_;
-  bool gzip_;
+  std::unique_ptr<GzipCompressor> gzip_;  // null: no compression
   std::string description_;
   std::atomic<bool> cancelled_{false};
-  std::string body_;      // reused between requests
   std::string response_;  // reused between requests
   std::string retry_after_;
 };

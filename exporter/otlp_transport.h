@@ -9,9 +9,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "agent/common/result.h"
-#include "exporter/otlp_convert.h"
 
 namespace threadline {
 
@@ -43,10 +43,10 @@ struct ExportResult {
 class OtlpTransport {
  public:
   virtual ~OtlpTransport() = default;
-  // Sends one request and waits for the answer until `deadline` at the latest. Never throws.
-  // Called from one thread at a time (the exporter's worker).
-  virtual ExportResult Send(const otlp_pb::collector::ExportTraceServiceRequest& request,
-                            std::chrono::steady_clock::time_point deadline) = 0;
+  // Sends one request, a serialized ExportTraceServiceRequest (otlp_protobuf.h), and waits for
+  // the answer until `deadline` at the latest. Never throws. Called from one thread at a time
+  // (the exporter's worker).
+  virtual ExportResult Send(std::string_view request, std::chrono::steady_clock::time_point deadline) = 0;
   // For logs: "OTLP/gRPC to collector:4317 (TLS, gzip)".
   virtual std::string Describe() const = 0;
   // From another thread: makes a Send() in progress, and every later one, return soon with a

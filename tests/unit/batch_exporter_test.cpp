@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "exporter/otlp_messages.h"
+
 namespace threadline {
 namespace {
 
@@ -73,8 +75,9 @@ struct FakeState {
 class FakeTransport : public OtlpTransport {
  public:
   explicit FakeTransport(std::shared_ptr<FakeState> s) : s_(std::move(s)) {}
-  ExportResult Send(const otlp_pb::collector::ExportTraceServiceRequest& request,
-                    SteadyClock::time_point /*deadline*/) override {
+  ExportResult Send(std::string_view wire, SteadyClock::time_point /*deadline*/) override {
+    otlp_pb::collector::ExportTraceServiceRequest request;
+    EXPECT_TRUE(request.ParseFromArray(wire.data(), static_cast<int>(wire.size())));
     std::vector<std::string> names;
     for (const auto& rs : request.resource_spans())
       for (const auto& ss : rs.scope_spans())

@@ -12,7 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "exporter/otlp_convert.h"
+#include "exporter/otlp_messages.h"
+#include "exporter/otlp_protobuf.h"
 
 namespace threadline {
 namespace {
@@ -159,7 +160,7 @@ TEST(JsonLinesTest, EscapingAppliesToEveryString) {
 }
 
 // protobuf's JSON parser (strict: unknown field names fail) accepts every name and value type
-// we write, and the result equals ToExportRequest's message apart from the ids (OTLP JSON has
+// we write, and the result equals what our protobuf encoder sends, decoded, apart from the ids (OTLP JSON has
 // hex ids where protobuf's mapping expects base64).
 void ClearIds(otlp_pb::collector::ExportTraceServiceRequest& req) {
   for (auto& rs : *req.mutable_resource_spans())
@@ -175,14 +176,17 @@ void ClearIds(otlp_pb::collector::ExportTraceServiceRequest& req) {
       }
 }
 
-TEST(JsonLinesTest, ProtobufJsonParserAgreesWithToExportRequest) {
+TEST(JsonLinesTest, ProtobufJsonParserAgreesWithTheProtobufEncoder) {
   Span other = FixedSpan();
   other.resource = MakeResource("other");
   const std::vector<Span> spans = {FixedSpan(), other};
   otlp_pb::collector::ExportTraceServiceRequest parsed;
   const auto st = google::protobuf::util::JsonStringToMessage(ToOtlpJson(spans), &parsed);
   ASSERT_TRUE(st.ok()) << st.ToString();
-  auto expected = ToExportRequest(spans);
+  protobuf::ByteBuffer wire;
+  AppendOtlpProtobuf(spans, wire);
+  otlp_pb::collector::ExportTraceServiceRequest expected;
+  ASSERT_TRUE(expected.ParseFromString(std::string(wire.view())));
   ClearIds(parsed);
   ClearIds(expected);
   EXPECT_EQ(parsed.DebugString(), expected.DebugString());

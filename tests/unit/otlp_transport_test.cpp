@@ -14,6 +14,9 @@
 #include "exporter/otlp_config.h"
 #include "exporter/otlp_grpc_transport.h"
 #include "exporter/otlp_http_transport.h"
+#include "exporter/otlp_messages.h"
+#include "exporter/otlp_protobuf.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 #include "threadline/rpc/status.pb.h"
 
 namespace threadline {
@@ -36,14 +39,17 @@ std::string StatusWithRetryInfo(int64_t seconds, int32_t nanos, int code = 8) {
   return status.SerializeAsString();
 }
 
-otlp_pb::collector::ExportTraceServiceRequest RequestWithSpans(int n) {
+// A serialized ExportTraceServiceRequest, as the exporter hands it to a transport.
+std::string RequestWithSpans(int n) {
   std::vector<Span> spans(n);
   for (int i = 0; i < n; ++i) {
     spans[i].trace_id = TraceId::Random();
     spans[i].span_id = SpanId::Random();
     spans[i].name = "span-" + std::to_string(i);
   }
-  return ToExportRequest(spans);
+  protobuf::ByteBuffer wire;
+  AppendOtlpProtobuf(spans, wire);
+  return std::string(wire.view());
 }
 
 // ---- classification ------------------------------------------------------------------------
@@ -124,6 +130,16 @@ TEST(Gzip, RoundTrip) {
   EXPECT_EQ(GzipDecompress(*z).value(), data);
   EXPECT_EQ(GzipDecompress(GzipCompress("").value()).value(), "");
   EXPECT_FALSE(GzipDecompress("not gzip").ok());
+}
+
+TEST(Gzip, CompressorIsReusedAcrossRequests) {
+  GzipCompressor compressor;
+  const std::string big(100000, 'a');
+  for (const std::string& data : {big, std::string("small"), std::string(), big + "b"}) {
+    Result<std::string_view> z = compressor.Compress(data);
+    ASSERT_TRUE(z.ok());
+    EXPECT_EQ(GzipDecompress(*z).value(), data);
+  }
 }
 
 // ---- gRPC against an in-process grpc++ server ----------------------------------------------
@@ -322,7 +338,8 @@ TEST(OtlpHttpTransport, PostsProtobufAndClassifiesAgainstARealServer) {
     }
     otlp_pb::collector::ExportTraceServiceRequest got;
     ASSERT_TRUE(got.ParseFromString(body));
-    EXPECT_EQ(got.SerializeAsString(), request.SerializeAsString());
+    EXPECT_EQ(body, request);
+    EXPECT_EQ(got.resource_spans(0).scope_spans(0).spans_size(), 4);
   }
 }
 

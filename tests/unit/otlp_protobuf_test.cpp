@@ -1,12 +1,20 @@
-// Span model -> OTLP protobuf: every field, resource grouping, parent-less spans, the remote
-// parent flag bits, and splitting into several requests.
-#include "exporter/otlp_convert.h"
+// Span model -> OTLP protobuf bytes (our direct wire encoder), decoded with the generated
+// protobuf classes: every field, resource grouping, parent-less spans, the remote parent flag
+// bits; and the bytes are canonical (decoding and re-serializing gives exactly our bytes), for
+// shapes whose lengths cross the varint boundaries the encoder guesses at.
+#include "exporter/otlp_protobuf.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
+
+#include "exporter/otlp_messages.h"
 
 namespace threadline {
 namespace {
@@ -63,6 +71,21 @@ Span FullSpan() {
   return s;
 }
 
+// Our bytes for `spans`, decoded; fails the test unless the generated classes write exactly the
+// same bytes back (so the field order, varints and omitted defaults are protobuf's own).
+pb::collector::ExportTraceServiceRequest Decode(const std::vector<Span>& spans) {
+  protobuf::ByteBuffer buffer;
+  AppendOtlpProtobuf(spans, buffer);
+  const std::string wire(buffer.view());
+  // Appends to what the buffer holds.
+  AppendOtlpProtobuf(spans, buffer);
+  EXPECT_EQ(buffer.view(), wire + wire);
+  pb::collector::ExportTraceServiceRequest req;
+  EXPECT_TRUE(req.ParseFromString(wire));
+  EXPECT_EQ(req.SerializeAsString(), wire) << "not what protobuf itself writes";
+  return req;
+}
+
 Span SimpleSpan(std::shared_ptr<const Resource> r, uint8_t id) {
   Span s;
   s.trace_id = Tid("4bf92f3577b34da6a3ce929d0e0e4736");
@@ -72,9 +95,9 @@ Span SimpleSpan(std::shared_ptr<const Resource> r, uint8_t id) {
   return s;
 }
 
-TEST(OtlpConvertTest, EveryField) {
+TEST(OtlpProtobufTest, EveryField) {
   const std::vector<Span> spans = {FullSpan()};
-  const pb::collector::ExportTraceServiceRequest req = ToExportRequest(spans);
+  const pb::collector::ExportTraceServiceRequest req = Decode(spans);
 
   ASSERT_EQ(req.resource_spans_size(), 1);
   const pb::trace::ResourceSpans& rs = req.resource_spans(0);
@@ -133,23 +156,14 @@ TEST(OtlpConvertTest, EveryField) {
   EXPECT_EQ(s.status().message(), "boom");
 }
 
-TEST(OtlpConvertTest, SurvivesTheWire) {
-  const std::vector<Span> spans = {FullSpan()};
-  const auto req = ToExportRequest(spans);
-  pb::collector::ExportTraceServiceRequest decoded;
-  ASSERT_TRUE(decoded.ParseFromString(req.SerializeAsString()));
-  EXPECT_EQ(decoded.SerializeAsString(), req.SerializeAsString());
-  EXPECT_EQ(decoded.resource_spans(0).scope_spans(0).spans(0).flags(), 0x301u);
-}
-
-TEST(OtlpConvertTest, RootSpanHasEmptyParentAndLocalFlags) {
+TEST(OtlpProtobufTest, RootSpanHasEmptyParentAndLocalFlags) {
   Span s = FullSpan();
   s.parent_span_id = SpanId{};
   s.parent_is_remote = false;
   Span unsampled = s;
   unsampled.flags = 0;
   const std::vector<Span> spans = {s, unsampled};
-  const auto req = ToExportRequest(spans);
+  const auto req = Decode(spans);
   const auto& out = req.resource_spans(0).scope_spans(0).spans();
   ASSERT_EQ(out.size(), 2);
   EXPECT_TRUE(out[0].parent_span_id().empty());
@@ -157,14 +171,14 @@ TEST(OtlpConvertTest, RootSpanHasEmptyParentAndLocalFlags) {
   EXPECT_EQ(out[1].flags(), 0x100u);
 }
 
-TEST(OtlpConvertTest, FlagsKeepOnlyTheW3cByteOfSpanFlags) {
+TEST(OtlpProtobufTest, FlagsKeepOnlyTheW3cByteOfSpanFlags) {
   Span s = FullSpan();
   s.flags = 0xffff03;  // bits above the W3C byte are not ours to send
   s.parent_is_remote = false;
   EXPECT_EQ(OtlpSpanFlags(s), 0x103u);
 }
 
-TEST(OtlpConvertTest, UnsetStatusIsLeftOut) {
+TEST(OtlpProtobufTest, UnsetStatusIsLeftOut) {
   Span s = FullSpan();
   s.status = StatusCode::kUnset;
   s.status_message.clear();
@@ -172,17 +186,17 @@ TEST(OtlpConvertTest, UnsetStatusIsLeftOut) {
   ok.status = StatusCode::kOk;
   ok.status_message.clear();
   const std::vector<Span> spans = {s, ok};
-  const auto req = ToExportRequest(spans);
+  const auto req = Decode(spans);
   EXPECT_FALSE(req.resource_spans(0).scope_spans(0).spans(0).has_status());
   EXPECT_EQ(req.resource_spans(0).scope_spans(0).spans(1).status().code(), pb::trace::Status::STATUS_CODE_OK);
 }
 
-TEST(OtlpConvertTest, InvalidIdsAreEmptyBytes) {
+TEST(OtlpProtobufTest, InvalidIdsAreEmptyBytes) {
   Span s;
   s.name = "no ids";
   s.resource = MakeResource("x");
   const std::vector<Span> spans = {s};
-  const auto req = ToExportRequest(spans);  // kept: `out` refers into it
+  const auto req = Decode(spans);  // kept: `out` refers into it
   const auto& out = req.resource_spans(0).scope_spans(0).spans(0);
   EXPECT_TRUE(out.trace_id().empty());
   EXPECT_TRUE(out.span_id().empty());
@@ -190,13 +204,13 @@ TEST(OtlpConvertTest, InvalidIdsAreEmptyBytes) {
   EXPECT_EQ(out.kind(), pb::trace::Span::SPAN_KIND_UNSPECIFIED);
 }
 
-TEST(OtlpConvertTest, GroupsByResourcePointerThenEqualAttributes) {
+TEST(OtlpProtobufTest, GroupsByResourcePointerThenEqualAttributes) {
   auto a = MakeResource("a");
   auto a_again = MakeResource("a");  // another object, same attributes
   auto b = MakeResource("b");
   const std::vector<Span> spans = {SimpleSpan(a, 1), SimpleSpan(b, 2), SimpleSpan(a_again, 3),
                                    SimpleSpan(a, 4), SimpleSpan(b, 5)};
-  const auto req = ToExportRequest(spans);
+  const auto req = Decode(spans);
   ASSERT_EQ(req.resource_spans_size(), 2);
   const auto names = [&](int i) {
     std::vector<std::string> n;
@@ -213,47 +227,86 @@ TEST(OtlpConvertTest, GroupsByResourcePointerThenEqualAttributes) {
   }
 }
 
-TEST(OtlpConvertTest, SpansWithoutResourceGetAnEmptyResource) {
+TEST(OtlpProtobufTest, SpansWithoutResourceGetAnEmptyResource) {
   const std::vector<Span> spans = {SimpleSpan(nullptr, 1), SimpleSpan(MakeResource("a"), 2),
                                    SimpleSpan(nullptr, 3)};
-  const auto req = ToExportRequest(spans);
+  const auto req = Decode(spans);
   ASSERT_EQ(req.resource_spans_size(), 2);
   EXPECT_TRUE(req.resource_spans(0).has_resource());
   EXPECT_EQ(req.resource_spans(0).resource().attributes_size(), 0);
   EXPECT_EQ(req.resource_spans(0).scope_spans(0).spans_size(), 2);
 }
 
-TEST(OtlpConvertTest, EmptyInputGivesEmptyRequest) {
-  EXPECT_EQ(ToExportRequest({}).resource_spans_size(), 0);
-  EXPECT_TRUE(ToExportRequests({}, 10).empty());
+TEST(OtlpProtobufTest, EmptyInputGivesEmptyRequest) {
+  protobuf::ByteBuffer wire;
+  AppendOtlpProtobuf({}, wire);
+  EXPECT_TRUE(wire.empty());
+  EXPECT_EQ(Decode({}).resource_spans_size(), 0);
 }
 
-TEST(OtlpConvertTest, SplitsAtMaxSpansPerRequest) {
+TEST(OtlpProtobufTest, ValuesProtobufWritesSpecially) {
+  Span s = SimpleSpan(MakeResource("v"), 1);
+  s.attributes = {{"empty", std::string()},      // a oneof member is written even when empty
+                  {"zero", int64_t{0}},
+                  {"negative", int64_t{-1}},     // ten-byte varint
+                  {"min", INT64_MIN},
+                  {"false", false},
+                  {"nan", std::numeric_limits<double>::quiet_NaN()},
+                  {"", std::string("no key")}};  // an empty key is omitted, the value kept
+  const auto req = Decode({s});
+  const auto& a = req.resource_spans(0).scope_spans(0).spans(0).attributes();
+  ASSERT_EQ(a.size(), 7);
+  EXPECT_EQ(a[0].value().value_case(), pb::common::AnyValue::kStringValue);
+  EXPECT_EQ(a[1].value().value_case(), pb::common::AnyValue::kIntValue);
+  EXPECT_EQ(a[2].value().int_value(), -1);
+  EXPECT_EQ(a[3].value().int_value(), INT64_MIN);
+  EXPECT_EQ(a[4].value().value_case(), pb::common::AnyValue::kBoolValue);
+  EXPECT_FALSE(a[4].value().bool_value());
+  EXPECT_TRUE(std::isnan(a[5].value().double_value()));
+  EXPECT_EQ(a[6].key(), "");
+  EXPECT_EQ(a[6].value().string_value(), "no key");
+}
+
+TEST(OtlpProtobufTest, InvalidUtf8BecomesReplacementCharacters) {
+  Span s = SimpleSpan(MakeResource("u"), 1);
+  s.name = "GET /caf\xc3\xa9/\xff\xfe";  // valid two-byte sequence, then two stray bytes
+  s.attributes = {{"url.path", std::string("/a\x80" "b")}, {"k\xc3", std::string("v")}};
+  const auto req = Decode({s});
+  const auto& out = req.resource_spans(0).scope_spans(0).spans(0);
+  EXPECT_EQ(out.name(), "GET /caf\xc3\xa9/\xef\xbf\xbd\xef\xbf\xbd");
+  EXPECT_EQ(out.attributes(0).value().string_value(), "/a\xef\xbf\xbd" "b");
+  EXPECT_EQ(out.attributes(1).key(), "k\xef\xbf\xbd");
+}
+
+// Nested lengths are reserved before the contents are known: sizes around 127/128 and
+// 16383/16384 bytes, and a full batch (hundreds of KiB), must still give protobuf's bytes.
+TEST(OtlpProtobufTest, CanonicalAcrossLengthBoundaries) {
+  for (size_t len : {0, 1, 60, 100, 110, 126, 127, 128, 129, 200, 16300, 16383, 16384, 16500, 70000}) {
+    Span s = FullSpan();
+    s.name = std::string(len, 'n');
+    s.events[0].name = std::string(len, 'e');
+    s.links[0].trace_state = std::string(len, 'l');
+    s.status_message = std::string(len, 'm');
+    s.resource = std::make_shared<const Resource>(Resource{.attributes = {{"r", std::string(len, 'r')}}});
+    SCOPED_TRACE(len);
+    const auto req = Decode({s});
+    EXPECT_EQ(req.resource_spans(0).scope_spans(0).spans(0).name().size(), len);
+  }
+  std::mt19937 rng(7);
+  std::vector<Span> batch;
   auto a = MakeResource("a");
   auto b = MakeResource("b");
-  std::vector<Span> spans;
-  for (uint8_t i = 1; i <= 5; ++i) spans.push_back(SimpleSpan(i % 2 ? a : b, i));
-
-  const auto reqs = ToExportRequests(spans, 2);
-  ASSERT_EQ(reqs.size(), 3u);
-  std::vector<std::string> all;
-  std::vector<int> per_request;
-  for (const auto& req : reqs) {
-    int n = 0;
-    for (const auto& rs : req.resource_spans())
-      for (const auto& s : rs.scope_spans(0).spans()) {
-        all.push_back(s.name());
-        ++n;
-      }
-    per_request.push_back(n);
+  for (int i = 0; i < 512; ++i) {
+    Span s = FullSpan();
+    s.resource = i % 3 ? a : b;
+    s.name = std::string(rng() % 300, 'x');
+    if (i % 5 == 0) s.events.clear();
+    if (i % 7 == 0) s.links.clear();
+    batch.push_back(std::move(s));
   }
-  EXPECT_EQ(per_request, (std::vector<int>{2, 2, 1}));
-  EXPECT_EQ(all, (std::vector<std::string>{"span1", "span2", "span3", "span4", "span5"}));
-  EXPECT_EQ(reqs[0].resource_spans_size(), 2);  // a and b
-
-  ASSERT_EQ(ToExportRequests(spans, 0).size(), 1u);  // 0: no limit
-  ASSERT_EQ(ToExportRequests(spans, 5).size(), 1u);
-  EXPECT_EQ(ToExportRequests(spans, 5)[0].SerializeAsString(), ToExportRequest(spans).SerializeAsString());
+  const auto req = Decode(batch);
+  ASSERT_EQ(req.resource_spans_size(), 2);
+  EXPECT_EQ(req.resource_spans(0).scope_spans(0).spans_size() + req.resource_spans(1).scope_spans(0).spans_size(), 512);
 }
 
 }  // namespace

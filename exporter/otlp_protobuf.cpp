@@ -1,0 +1,185 @@
+#include "exporter/otlp_protobuf.h"
+
+#include <type_traits>
+
+#include "exporter/protobuf_writer.h"
+#include "exporter/resource_groups.h"
+#include "exporter/utf8.h"
+
+namespace threadline {
+
+namespace {
+
+using protobuf::VarintSize;
+
+// Field numbers (exporter/proto/opentelemetry/proto/...).
+namespace field {
+constexpr uint32_t kRequestResourceSpans = 1;      // ExportTraceServiceRequest
+constexpr uint32_t kResourceSpansResource = 1;     // ResourceSpans
+constexpr uint32_t kResourceSpansScopeSpans = 2;
+constexpr uint32_t kResourceAttributes = 1;        // Resource
+constexpr uint32_t kScopeSpansScope = 1;           // ScopeSpans
+constexpr uint32_t kScopeSpansSpans = 2;
+constexpr uint32_t kScopeName = 1;                 // InstrumentationScope
+constexpr uint32_t kScopeVersion = 2;
+constexpr uint32_t kKeyValueKey = 1;               // KeyValue
+constexpr uint32_t kKeyValueValue = 2;
+constexpr uint32_t kAnyString = 1;                 // AnyValue (oneof)
+constexpr uint32_t kAnyBool = 2;
+constexpr uint32_t kAnyInt = 3;
+constexpr uint32_t kAnyDouble = 4;
+constexpr uint32_t kSpanTraceId = 1;               // Span
+constexpr uint32_t kSpanSpanId = 2;
+constexpr uint32_t kSpanTraceState = 3;
+constexpr uint32_t kSpanParentSpanId = 4;
+constexpr uint32_t kSpanName = 5;
+constexpr uint32_t kSpanKind = 6;
+constexpr uint32_t kSpanStart = 7;
+constexpr uint32_t kSpanEnd = 8;
+constexpr uint32_t kSpanAttributes = 9;
+constexpr uint32_t kSpanEvents = 11;
+constexpr uint32_t kSpanLinks = 13;
+constexpr uint32_t kSpanStatus = 15;
+constexpr uint32_t kSpanFlags = 16;
+constexpr uint32_t kEventTime = 1;                 // Span.Event
+constexpr uint32_t kEventName = 2;
+constexpr uint32_t kEventAttributes = 3;
+constexpr uint32_t kLinkTraceId = 1;               // Span.Link
+constexpr uint32_t kLinkSpanId = 2;
+constexpr uint32_t kLinkTraceState = 3;
+constexpr uint32_t kLinkAttributes = 4;
+constexpr uint32_t kLinkFlags = 6;
+constexpr uint32_t kStatusMessage = 2;             // Status
+constexpr uint32_t kStatusCode = 3;
+}  // namespace field
+
+// Tag (one byte for fields 1..15) + length varint + bytes.
+constexpr size_t LengthDelimitedSize(size_t length) { return 1 + VarintSize(length) + length; }
+
+class Encoder {
+ public:
+  explicit Encoder(protobuf::ByteBuffer& out) : w_(out) {}
+
+  void Request(std::span<const Span> spans) {
+    for (const ResourceGroup& group : GroupByResource(spans)) {
+      // A request of 512 spans is a few hundred KiB: three length bytes.
+      const size_t rs = w_.BeginMessage(field::kRequestResourceSpans, 3);
+      const size_t resource = w_.BeginMessage(field::kResourceSpansResource, 2);
+      if (group.resource != nullptr) WriteAttributes(field::kResourceAttributes, group.resource->attributes);
+      w_.EndMessage(resource);
+      const size_t ss = w_.BeginMessage(field::kResourceSpansScopeSpans, 3);
+      w_.LengthPrefix(field::kScopeSpansScope, LengthDelimitedSize(kScopeName.size()) +
+                                                   LengthDelimitedSize(kScopeVersion.size()));
+      w_.BytesField(field::kScopeName, kScopeName);
+      w_.BytesField(field::kScopeVersion, kScopeVersion);
+      for (const Span* span : group.spans) WriteSpan(*span);
+      w_.EndMessage(ss);
+      w_.EndMessage(rs);
+    }
+  }
+
+ private:
+  // A proto3 string field: omitted when empty, made valid UTF-8 when it is not.
+  void String(uint32_t field, std::string_view s) {
+    if (!s.empty()) w_.BytesField(field, ValidUtf8(s, scratch_));
+  }
+
+  template <size_t N>
+  void Id(uint32_t field, const std::array<uint8_t, N>& bytes, bool valid) {
+    if (valid) w_.BytesField(field, {reinterpret_cast<const char*>(bytes.data()), N});
+  }
+
+  // Every KeyValue's size is known before it is written: no length to patch.
+  void WriteAttributes(uint32_t field, const Attributes& attrs) {
+    for (const Attribute& a : attrs) {
+      const std::string_view key = ValidUtf8(a.key, key_scratch_);
+      const size_t key_size = key.empty() ? 0 : LengthDelimitedSize(key.size());
+      std::visit(
+          [&](const auto& x) {
+            using T = std::decay_t<decltype(x)>;
+            if constexpr (std::is_same_v<T, std::string>) {
+              const std::string_view v = ValidUtf8(x, scratch_);
+              const size_t any = LengthDelimitedSize(v.size());
+              KeyValueHeader(field, key, key_size, any);
+              w_.BytesField(field::kAnyString, v);
+            } else if constexpr (std::is_same_v<T, int64_t>) {
+              const size_t any = 1 + VarintSize(static_cast<uint64_t>(x));
+              KeyValueHeader(field, key, key_size, any);
+              w_.Int64Field(field::kAnyInt, x);
+            } else if constexpr (std::is_same_v<T, double>) {
+              KeyValueHeader(field, key, key_size, 1 + 8);
+              w_.DoubleField(field::kAnyDouble, x);
+            } else {
+              static_assert(std::is_same_v<T, bool>);
+              KeyValueHeader(field, key, key_size, 1 + 1);
+              w_.BoolField(field::kAnyBool, x);
+            }
+          },
+          a.value);
+    }
+  }
+
+  // The KeyValue's tag and length, its key, and the AnyValue's tag and length; the caller
+  // writes the AnyValue's one member (`any_size` bytes).
+  void KeyValueHeader(uint32_t field, std::string_view key, size_t key_size, size_t any_size) {
+    w_.LengthPrefix(field, key_size + LengthDelimitedSize(any_size));
+    if (!key.empty()) w_.BytesField(field::kKeyValueKey, key);
+    w_.LengthPrefix(field::kKeyValueValue, any_size);
+  }
+
+  void WriteSpan(const Span& s) {
+    // A span with its attributes takes a few hundred bytes: two length bytes.
+    const size_t mark = w_.BeginMessage(field::kScopeSpansSpans, 2);
+    Id(field::kSpanTraceId, s.trace_id.bytes, s.trace_id.valid());
+    Id(field::kSpanSpanId, s.span_id.bytes, s.span_id.valid());
+    String(field::kSpanTraceState, s.trace_state);
+    Id(field::kSpanParentSpanId, s.parent_span_id.bytes, s.parent_span_id.valid());
+    String(field::kSpanName, s.name);
+    if (s.kind != SpanKind::kUnspecified) w_.VarintField(field::kSpanKind, static_cast<uint64_t>(s.kind));
+    if (s.start_unix_ns != 0) w_.Fixed64Field(field::kSpanStart, s.start_unix_ns);
+    if (s.end_unix_ns != 0) w_.Fixed64Field(field::kSpanEnd, s.end_unix_ns);
+    WriteAttributes(field::kSpanAttributes, s.attributes);
+    for (const SpanEvent& e : s.events) {
+      const size_t ev = w_.BeginMessage(field::kSpanEvents, 1);
+      if (e.time_unix_ns != 0) w_.Fixed64Field(field::kEventTime, e.time_unix_ns);
+      String(field::kEventName, e.name);
+      WriteAttributes(field::kEventAttributes, e.attributes);
+      w_.EndMessage(ev);
+    }
+    for (const SpanLink& l : s.links) {
+      const size_t link = w_.BeginMessage(field::kSpanLinks, 1);
+      Id(field::kLinkTraceId, l.trace_id.bytes, l.trace_id.valid());
+      Id(field::kLinkSpanId, l.span_id.bytes, l.span_id.valid());
+      String(field::kLinkTraceState, l.trace_state);
+      WriteAttributes(field::kLinkAttributes, l.attributes);
+      if (l.flags != 0) w_.Fixed32Field(field::kLinkFlags, l.flags);
+      w_.EndMessage(link);
+    }
+    if (s.status != StatusCode::kUnset || !s.status_message.empty()) {
+      const size_t status = w_.BeginMessage(field::kSpanStatus, 1);
+      String(field::kStatusMessage, s.status_message);
+      if (s.status != StatusCode::kUnset) w_.VarintField(field::kStatusCode, static_cast<uint64_t>(s.status));
+      w_.EndMessage(status);
+    }
+    if (const uint32_t flags = OtlpSpanFlags(s)) w_.Fixed32Field(field::kSpanFlags, flags);
+    w_.EndMessage(mark);
+  }
+
+  protobuf::Writer w_;
+  std::string scratch_;      // a string value that had to be made valid UTF-8
+  std::string key_scratch_;  // the same for its key (both are needed at once)
+};
+
+}  // namespace
+
+uint32_t OtlpSpanFlags(const Span& span) {
+  uint32_t flags = (span.flags & kOtlpTraceFlagsMask) | kOtlpContextHasIsRemote;
+  if (span.parent_is_remote) flags |= kOtlpContextIsRemote;
+  return flags;
+}
+
+void AppendOtlpProtobuf(std::span<const Span> spans, protobuf::ByteBuffer& out) {
+  Encoder(out).Request(spans);
+}
+
+}  // namespace threadline

@@ -1,0 +1,145 @@
+// Protocol-buffers wire format written straight into a byte string, for encoders that map our
+// own structs to a message without building protobuf message objects (otlp_protobuf.h).
+//
+// The output is canonical, i.e. what protobuf's SerializeToString would write for the same
+// field values when the caller writes fields in field-number order and skips proto3 default
+// values itself: minimal varints, and nested messages' lengths as minimal varints too. A nested
+// message's length is only known after its contents: BeginMessage() reserves room for the
+// length the caller expects (`length_bytes`), EndMessage() writes it and moves the contents if
+// the guess was wrong (once per message; a good guess makes it a no-op).
+//
+// Writes go through a raw pointer into a ByteBuffer that grows ahead (doubling, never
+// zero-filled): a field costs a bounds check and a few stores, not a std::string::append per
+// piece.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string_view>
+
+namespace threadline::protobuf {
+
+enum class WireType : uint8_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
+
+constexpr size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+constexpr uint32_t Tag(uint32_t field, WireType type) {
+  return (field << 3) | static_cast<uint32_t>(type);
+}
+
+// Bytes for a message being written. Kept and reused between messages (clear() keeps the
+// storage), so encoding allocates only until it has grown to the largest message.
+class ByteBuffer {
+ public:
+  std::string_view view() const { return {data_.get(), size_}; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  void clear() { size_ = 0; }
+
+ private:
+  friend class Writer;
+  std::unique_ptr<char[]> data_;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+};
+
+// Appends to a ByteBuffer it does not own, from its current end.
+class Writer {
+ public:
+  explicit Writer(ByteBuffer& out);
+  ~Writer();  // sets `out`'s size to what was written
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  void VarintField(uint32_t field, uint64_t v) {
+    Ensure(kMaxVarint * 2);
+    PutVarint(Tag(field, WireType::kVarint));
+    PutVarint(v);
+  }
+  // int64 fields: negative values are ten-byte two's complement varints, as protobuf writes them.
+  void Int64Field(uint32_t field, int64_t v) { VarintField(field, static_cast<uint64_t>(v)); }
+  void BoolField(uint32_t field, bool v) { VarintField(field, v ? 1 : 0); }
+
+  void Fixed64Field(uint32_t field, uint64_t v) {
+    Ensure(kMaxVarint + 8);
+    PutVarint(Tag(field, WireType::kFixed64));
+    PutLittle(v);
+  }
+  void Fixed32Field(uint32_t field, uint32_t v) {
+    Ensure(kMaxVarint + 4);
+    PutVarint(Tag(field, WireType::kFixed32));
+    PutLittle(v);
+  }
+  void DoubleField(uint32_t field, double v) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    Fixed64Field(field, bits);
+  }
+
+  // A bytes field, or a string field whose value is known to be valid UTF-8.
+  void BytesField(uint32_t field, std::string_view v) {
+    Ensure(kMaxVarint * 2 + v.size());
+    PutVarint(Tag(field, WireType::kLengthDelimited));
+    PutVarint(v.size());
+    std::memcpy(pos_, v.data(), v.size());
+    pos_ += v.size();
+  }
+
+  // The tag of a length-delimited field and its length, known in advance; the caller writes
+  // exactly `length` bytes of contents next.
+  void LengthPrefix(uint32_t field, size_t length) {
+    Ensure(kMaxVarint * 2);
+    PutVarint(Tag(field, WireType::kLengthDelimited));
+    PutVarint(length);
+  }
+
+  // Starts a nested message; `length_bytes` (1 to 3) is the varint size its length is expected
+  // to take (1: below 128 bytes, 2: below 16 KiB, 3: below 2 MiB). Returns a mark for
+  // EndMessage().
+  size_t BeginMessage(uint32_t field, size_t length_bytes) {
+    Ensure(kMaxVarint * 2);
+    PutVarint(Tag(field, WireType::kLengthDelimited));
+    const size_t at = static_cast<size_t>(pos_ - base_);
+    pos_ += length_bytes;
+    return at | (length_bytes << kReservedShift);
+  }
+  void EndMessage(size_t mark);
+
+ private:
+  static constexpr size_t kMaxVarint = 10;
+  // The reserved length size travels in the mark's top bits (offsets stay far below 2^56).
+  static constexpr unsigned kReservedShift = 56;
+
+  void Ensure(size_t n) {
+    if (static_cast<size_t>(end_ - pos_) < n) Grow(n);
+  }
+  void Grow(size_t n);
+
+  void PutVarint(uint64_t v) {
+    while (v >= 0x80) {
+      *pos_++ = static_cast<char>(static_cast<uint8_t>(v) | 0x80);
+      v >>= 7;
+    }
+    *pos_++ = static_cast<char>(v);
+  }
+  template <typename T>
+  void PutLittle(T v) {
+    for (size_t i = 0; i < sizeof(T); ++i) *pos_++ = static_cast<char>(static_cast<uint8_t>(v >> (8 * i)));
+  }
+
+  ByteBuffer& out_;
+  char* base_;  // out_'s storage; changes when it grows
+  char* pos_;
+  char* end_;
+};
+
+}  // namespace threadline::protobuf
