@@ -218,7 +218,7 @@ class ProtobufSink : public SpanSink {
  private:
   size_t max_batch_;
   std::vector<Span> batch_;
-  protobuf::ByteBuffer wire_;
+  ByteBuffer wire_;
   uint64_t bytes_out_ = 0;
 };
 

@@ -44,7 +44,7 @@
 #include "agent/common/result.h"
 #include "agent/spans/span.h"
 #include "exporter/otlp_transport.h"
-#include "exporter/protobuf_writer.h"
+#include "exporter/byte_writer.h"
 #include "exporter/retry_policy.h"
 
 namespace threadline {
@@ -134,7 +134,7 @@ class BatchSpanExporter : public SpanSink {
   std::mutex shutdown_mu_;       // serialises Shutdown() callers
 
   // Worker thread only.
-  protobuf::ByteBuffer request_;  // the batch being sent, serialized; reused, so it stops allocating
+  ByteBuffer request_;  // the batch being sent, serialized; reused, so it stops allocating
   uint64_t partial_successes_ = 0;
   uint64_t failed_attempts_in_a_row_ = 0;  // to log the start and the end of an outage once
 

@@ -1,5 +1,6 @@
 #include "exporter/json_lines.h"
 
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <type_traits>
@@ -14,250 +15,336 @@ namespace {
 
 constexpr char kHexDigits[] = "0123456789abcdef";
 
-void AppendU64String(uint64_t v, std::string& out) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  out += '"';
-  out.append(buf, r.ptr);
-  out += '"';
-}
+// Bytes copied into a JSON string as they are: printable ASCII except '"' and '\'.
+constexpr std::array<bool, 256> kPlainJsonByte = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x80; ++c) t[static_cast<size_t>(c)] = c != '"' && c != '\\';
+  return t;
+}();
 
-void AppendI64String(int64_t v, std::string& out) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  out += '"';
-  out.append(buf, r.ptr);
-  out += '"';
-}
-
-void AppendU32(uint32_t v, std::string& out) {
-  char buf[16];
-  auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  out.append(buf, r.ptr);
-}
-
-void AppendDouble(double v, std::string& out) {
-  if (std::isnan(v)) {
-    out += "\"NaN\"";
-  } else if (std::isinf(v)) {
-    out += v > 0 ? "\"Infinity\"" : "\"-Infinity\"";
-  } else {
-    char buf[32];
-    auto r = std::to_chars(buf, buf + sizeof(buf), v);  // shortest round-trip form
-    out.append(buf, r.ptr);
-  }
-}
-
-template <size_t N>
-void AppendHexId(const std::array<uint8_t, N>& bytes, std::string& out) {
-  out += '"';
-  for (uint8_t x : bytes) {
-    out += kHexDigits[x >> 4];
-    out += kHexDigits[x & 0xf];
-  }
-  out += '"';
-}
-
-// Writes `"name":` preceded by a comma unless it is the first field of the object.
-class ObjectWriter {
+// The OTLP JSON encoding, written into a ByteBuffer. Objects track whether a field was written
+// already (for the comma) in a small stack of flags, one per open object.
+class JsonWriter {
  public:
-  explicit ObjectWriter(std::string& out) : out_(out) { out_ += '{'; }
-  ~ObjectWriter() { out_ += '}'; }
-  ObjectWriter(const ObjectWriter&) = delete;
-  ObjectWriter& operator=(const ObjectWriter&) = delete;
+  explicit JsonWriter(ByteBuffer& out) : w_(out) {}
 
-  std::string& Field(std::string_view name) {
-    if (!first_) out_ += ',';
-    first_ = false;
-    out_ += '"';
-    out_ += name;  // our field names never need escaping
-    out_ += "\":";
-    return out_;
+  void String(std::string_view s) {
+    // Worst case per input byte: \u00XX (6 bytes); U+FFFD for one stray byte takes 3.
+    w_.Ensure(2 + 6 * s.size());
+    w_.PutUnchecked('"');
+    size_t i = 0;
+    while (i < s.size()) {
+      size_t j = i;
+      while (j < s.size() && kPlainJsonByte[static_cast<uint8_t>(s[j])]) ++j;
+      w_.PutUnchecked(s.substr(i, j - i));
+      i = j;
+      if (i < s.size()) i += Escape(s.substr(i));
+    }
+    w_.PutUnchecked('"');
+  }
+
+  void BeginObject() {
+    w_.Put('{');
+    first_[++depth_] = true;
+  }
+  void EndObject() {
+    w_.Put('}');
+    --depth_;
+  }
+  void BeginArray() { w_.Put('['); }
+  void EndArray() { w_.Put(']'); }
+  // Between array elements.
+  void Comma() { w_.Put(','); }
+
+  // `"name":`, with a comma before unless it is the object's first field. Our field names
+  // never need escaping.
+  void Field(std::string_view name) {
+    w_.Ensure(name.size() + 4);
+    if (!first_[depth_]) w_.PutUnchecked(',');
+    first_[depth_] = false;
+    w_.PutUnchecked('"');
+    w_.PutUnchecked(name);
+    w_.PutUnchecked("\":");
+  }
+
+  void Raw(std::string_view s) { w_.Put(s); }
+
+  template <typename Int>
+  void Integer(Int v, bool quoted) {
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof(buf), v);
+    w_.Ensure(sizeof(buf) + 2);
+    if (quoted) w_.PutUnchecked('"');
+    w_.PutUnchecked(std::string_view(buf, static_cast<size_t>(r.ptr - buf)));
+    if (quoted) w_.PutUnchecked('"');
+  }
+
+  void Double(double v) {
+    if (std::isnan(v)) {
+      Raw("\"NaN\"");
+    } else if (std::isinf(v)) {
+      Raw(v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+    } else {
+      char buf[32];
+      const auto r = std::to_chars(buf, buf + sizeof(buf), v);  // shortest round-trip form
+      Raw(std::string_view(buf, static_cast<size_t>(r.ptr - buf)));
+    }
+  }
+
+  template <size_t N>
+  void HexId(const std::array<uint8_t, N>& bytes) {
+    w_.Ensure(2 * N + 2);
+    w_.PutUnchecked('"');
+    for (uint8_t x : bytes) {
+      w_.PutUnchecked(kHexDigits[x >> 4]);
+      w_.PutUnchecked(kHexDigits[x & 0xf]);
+    }
+    w_.PutUnchecked('"');
   }
 
  private:
-  std::string& out_;
-  bool first_ = true;
+  // Writes the escape for the byte(s) at the start of `s` (not a plain byte); returns how many
+  // input bytes it consumed. Room was ensured by String().
+  size_t Escape(std::string_view s) {
+    const auto c = static_cast<uint8_t>(s[0]);
+    if (c < 0x80) {
+      switch (c) {
+        case '"': w_.PutUnchecked("\\\""); break;
+        case '\\': w_.PutUnchecked("\\\\"); break;
+        case '\b': w_.PutUnchecked("\\b"); break;
+        case '\f': w_.PutUnchecked("\\f"); break;
+        case '\n': w_.PutUnchecked("\\n"); break;
+        case '\r': w_.PutUnchecked("\\r"); break;
+        case '\t': w_.PutUnchecked("\\t"); break;
+        default:
+          w_.PutUnchecked("\\u00");
+          w_.PutUnchecked(kHexDigits[c >> 4]);
+          w_.PutUnchecked(kHexDigits[c & 0xf]);
+      }
+      return 1;
+    }
+    const size_t n = ValidUtf8Length(s);
+    if (n == 0) {
+      w_.PutUnchecked("\xef\xbf\xbd");  // U+FFFD
+      return 1;
+    }
+    if (n == 3 && c == 0xe2 && static_cast<uint8_t>(s[1]) == 0x80 &&
+        (static_cast<uint8_t>(s[2]) == 0xa8 || static_cast<uint8_t>(s[2]) == 0xa9)) {
+      // U+2028/U+2029 are valid JSON but end a line in JavaScript.
+      w_.PutUnchecked(static_cast<uint8_t>(s[2]) == 0xa8 ? "\\u2028" : "\\u2029");
+      return 3;
+    }
+    w_.PutUnchecked(s.substr(0, n));
+    return n;
+  }
+
+  ByteWriter w_;
+  // Nesting of our documents is bounded (request > resourceSpans > scopeSpans > spans >
+  // events/links > attributes > value): 16 levels is plenty.
+  std::array<bool, 16> first_{};
+  size_t depth_ = 0;
 };
 
-void AppendAnyValue(const AttributeValue& v, std::string& out) {
-  ObjectWriter o(out);
+void AnyValue(JsonWriter& j, const AttributeValue& v) {
+  j.BeginObject();
   std::visit(
       [&](const auto& x) {
         using T = std::decay_t<decltype(x)>;
         if constexpr (std::is_same_v<T, std::string>) {
-          AppendJsonString(x, o.Field("stringValue"));
+          j.Field("stringValue");
+          j.String(x);
         } else if constexpr (std::is_same_v<T, int64_t>) {
-          AppendI64String(x, o.Field("intValue"));
+          j.Field("intValue");
+          j.Integer(x, true);
         } else if constexpr (std::is_same_v<T, double>) {
-          AppendDouble(x, o.Field("doubleValue"));
+          j.Field("doubleValue");
+          j.Double(x);
         } else {
           static_assert(std::is_same_v<T, bool>);
-          o.Field("boolValue") += x ? "true" : "false";
+          j.Field("boolValue");
+          j.Raw(x ? "true" : "false");
         }
       },
       v);
+  j.EndObject();
 }
 
 // `"attributes":[...]`, omitted when empty.
-void AppendAttributesField(ObjectWriter& o, const Attributes& attrs) {
+void AttributesField(JsonWriter& j, const Attributes& attrs) {
   if (attrs.empty()) return;
-  std::string& out = o.Field("attributes");
-  out += '[';
+  j.Field("attributes");
+  j.BeginArray();
   for (size_t i = 0; i < attrs.size(); ++i) {
-    if (i) out += ',';
-    ObjectWriter kv(out);
-    AppendJsonString(attrs[i].key, kv.Field("key"));
-    AppendAnyValue(attrs[i].value, kv.Field("value"));
+    if (i) j.Comma();
+    j.BeginObject();
+    j.Field("key");
+    j.String(attrs[i].key);
+    j.Field("value");
+    AnyValue(j, attrs[i].value);
+    j.EndObject();
   }
-  out += ']';
+  j.EndArray();
 }
 
-void AppendEvent(const SpanEvent& e, std::string& out) {
-  ObjectWriter o(out);
-  if (e.time_unix_ns) AppendU64String(e.time_unix_ns, o.Field("timeUnixNano"));
-  if (!e.name.empty()) AppendJsonString(e.name, o.Field("name"));
-  AppendAttributesField(o, e.attributes);
+void Event(JsonWriter& j, const SpanEvent& e) {
+  j.BeginObject();
+  if (e.time_unix_ns) {
+    j.Field("timeUnixNano");
+    j.Integer(e.time_unix_ns, true);
+  }
+  if (!e.name.empty()) {
+    j.Field("name");
+    j.String(e.name);
+  }
+  AttributesField(j, e.attributes);
+  j.EndObject();
 }
 
-void AppendLink(const SpanLink& l, std::string& out) {
-  ObjectWriter o(out);
-  if (l.trace_id.valid()) AppendHexId(l.trace_id.bytes, o.Field("traceId"));
-  if (l.span_id.valid()) AppendHexId(l.span_id.bytes, o.Field("spanId"));
-  if (!l.trace_state.empty()) AppendJsonString(l.trace_state, o.Field("traceState"));
-  AppendAttributesField(o, l.attributes);
-  if (l.flags) AppendU32(l.flags, o.Field("flags"));
+void Link(JsonWriter& j, const SpanLink& l) {
+  j.BeginObject();
+  if (l.trace_id.valid()) {
+    j.Field("traceId");
+    j.HexId(l.trace_id.bytes);
+  }
+  if (l.span_id.valid()) {
+    j.Field("spanId");
+    j.HexId(l.span_id.bytes);
+  }
+  if (!l.trace_state.empty()) {
+    j.Field("traceState");
+    j.String(l.trace_state);
+  }
+  AttributesField(j, l.attributes);
+  if (l.flags) {
+    j.Field("flags");
+    j.Integer(l.flags, false);
+  }
+  j.EndObject();
 }
 
-void AppendSpan(const Span& s, std::string& out) {
-  ObjectWriter o(out);
-  if (s.trace_id.valid()) AppendHexId(s.trace_id.bytes, o.Field("traceId"));
-  if (s.span_id.valid()) AppendHexId(s.span_id.bytes, o.Field("spanId"));
-  if (!s.trace_state.empty()) AppendJsonString(s.trace_state, o.Field("traceState"));
-  if (s.parent_span_id.valid()) AppendHexId(s.parent_span_id.bytes, o.Field("parentSpanId"));
-  if (uint32_t flags = OtlpSpanFlags(s)) AppendU32(flags, o.Field("flags"));
-  if (!s.name.empty()) AppendJsonString(s.name, o.Field("name"));
-  if (s.kind != SpanKind::kUnspecified) AppendU32(static_cast<uint32_t>(s.kind), o.Field("kind"));
-  if (s.start_unix_ns) AppendU64String(s.start_unix_ns, o.Field("startTimeUnixNano"));
-  if (s.end_unix_ns) AppendU64String(s.end_unix_ns, o.Field("endTimeUnixNano"));
-  AppendAttributesField(o, s.attributes);
+void SpanObject(JsonWriter& j, const Span& s) {
+  j.BeginObject();
+  if (s.trace_id.valid()) {
+    j.Field("traceId");
+    j.HexId(s.trace_id.bytes);
+  }
+  if (s.span_id.valid()) {
+    j.Field("spanId");
+    j.HexId(s.span_id.bytes);
+  }
+  if (!s.trace_state.empty()) {
+    j.Field("traceState");
+    j.String(s.trace_state);
+  }
+  if (s.parent_span_id.valid()) {
+    j.Field("parentSpanId");
+    j.HexId(s.parent_span_id.bytes);
+  }
+  if (const uint32_t flags = OtlpSpanFlags(s)) {
+    j.Field("flags");
+    j.Integer(flags, false);
+  }
+  if (!s.name.empty()) {
+    j.Field("name");
+    j.String(s.name);
+  }
+  if (s.kind != SpanKind::kUnspecified) {
+    j.Field("kind");
+    j.Integer(static_cast<uint32_t>(s.kind), false);
+  }
+  if (s.start_unix_ns) {
+    j.Field("startTimeUnixNano");
+    j.Integer(s.start_unix_ns, true);
+  }
+  if (s.end_unix_ns) {
+    j.Field("endTimeUnixNano");
+    j.Integer(s.end_unix_ns, true);
+  }
+  AttributesField(j, s.attributes);
   if (!s.events.empty()) {
-    std::string& e = o.Field("events");
-    e += '[';
+    j.Field("events");
+    j.BeginArray();
     for (size_t i = 0; i < s.events.size(); ++i) {
-      if (i) e += ',';
-      AppendEvent(s.events[i], e);
+      if (i) j.Comma();
+      Event(j, s.events[i]);
     }
-    e += ']';
+    j.EndArray();
   }
   if (!s.links.empty()) {
-    std::string& l = o.Field("links");
-    l += '[';
+    j.Field("links");
+    j.BeginArray();
     for (size_t i = 0; i < s.links.size(); ++i) {
-      if (i) l += ',';
-      AppendLink(s.links[i], l);
+      if (i) j.Comma();
+      Link(j, s.links[i]);
     }
-    l += ']';
+    j.EndArray();
   }
-  ObjectWriter status(o.Field("status"));
-  if (!s.status_message.empty()) AppendJsonString(s.status_message, status.Field("message"));
-  if (s.status != StatusCode::kUnset)
-    AppendU32(static_cast<uint32_t>(s.status), status.Field("code"));
+  j.Field("status");
+  j.BeginObject();
+  if (!s.status_message.empty()) {
+    j.Field("message");
+    j.String(s.status_message);
+  }
+  if (s.status != StatusCode::kUnset) {
+    j.Field("code");
+    j.Integer(static_cast<uint32_t>(s.status), false);
+  }
+  j.EndObject();
+  j.EndObject();
 }
 
 }  // namespace
 
 void AppendJsonString(std::string_view s, std::string& out) {
-  out.reserve(out.size() + s.size() + 2);
-  out += '"';
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<uint8_t>(s[i]);
-    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-      // Copy the run of plain ASCII in one go.
-      size_t j = i + 1;
-      while (j < s.size()) {
-        const auto d = static_cast<uint8_t>(s[j]);
-        if (d < 0x20 || d >= 0x80 || d == '"' || d == '\\') break;
-        ++j;
-      }
-      out.append(s.data() + i, j - i);
-      i = j;
-      continue;
-    }
-    if (c < 0x80) {
-      switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-          out += "\\u00";
-          out += kHexDigits[c >> 4];
-          out += kHexDigits[c & 0xf];
-      }
-      ++i;
-      continue;
-    }
-    const size_t n = ValidUtf8Length(s.substr(i));
-    if (n == 0) {
-      out += "\xef\xbf\xbd";  // U+FFFD
-      ++i;
-    } else if (n == 3 && c == 0xe2 && static_cast<uint8_t>(s[i + 1]) == 0x80 &&
-               (static_cast<uint8_t>(s[i + 2]) == 0xa8 || static_cast<uint8_t>(s[i + 2]) == 0xa9)) {
-      // U+2028/U+2029 are valid JSON but end a line in JavaScript.
-      out += static_cast<uint8_t>(s[i + 2]) == 0xa8 ? "\\u2028" : "\\u2029";
-      i += 3;
-    } else {
-      out.append(s.data() + i, n);
-      i += n;
-    }
-  }
-  out += '"';
+  ByteBuffer buffer;
+  JsonWriter(buffer).String(s);
+  out += buffer.view();
 }
 
-void AppendOtlpJson(std::span<const Span> spans, std::string& out) {
-  ObjectWriter req(out);
+void AppendOtlpJson(std::span<const Span> spans, ByteBuffer& out) {
+  JsonWriter j(out);
+  j.BeginObject();
   const std::vector<ResourceGroup> groups = GroupByResource(spans);
-  if (groups.empty()) return;
-  std::string& rs_list = req.Field("resourceSpans");
-  rs_list += '[';
-  for (size_t g = 0; g < groups.size(); ++g) {
-    if (g) rs_list += ',';
-    ObjectWriter rs(rs_list);
-    {
-      ObjectWriter resource(rs.Field("resource"));
-      if (groups[g].resource != nullptr) AppendAttributesField(resource, groups[g].resource->attributes);
-    }
-    std::string& ss_list = rs.Field("scopeSpans");
-    ss_list += '[';
-    {
-      ObjectWriter ss(ss_list);
-      {
-        ObjectWriter scope(ss.Field("scope"));
-        AppendJsonString(kScopeName, scope.Field("name"));
-        AppendJsonString(kScopeVersion, scope.Field("version"));
-      }
-      std::string& spans_list = ss.Field("spans");
-      spans_list += '[';
+  if (!groups.empty()) {
+    j.Field("resourceSpans");
+    j.BeginArray();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      if (g) j.Comma();
+      j.BeginObject();
+      j.Field("resource");
+      j.BeginObject();
+      if (groups[g].resource != nullptr) AttributesField(j, groups[g].resource->attributes);
+      j.EndObject();
+      j.Field("scopeSpans");
+      j.BeginArray();
+      j.BeginObject();
+      j.Field("scope");
+      j.BeginObject();
+      j.Field("name");
+      j.String(kScopeName);
+      j.Field("version");
+      j.String(kScopeVersion);
+      j.EndObject();
+      j.Field("spans");
+      j.BeginArray();
       for (size_t i = 0; i < groups[g].spans.size(); ++i) {
-        if (i) spans_list += ',';
-        AppendSpan(*groups[g].spans[i], spans_list);
+        if (i) j.Comma();
+        SpanObject(j, *groups[g].spans[i]);
       }
-      spans_list += ']';
+      j.EndArray();
+      j.EndObject();
+      j.EndArray();
+      j.EndObject();
     }
-    ss_list += ']';
+    j.EndArray();
   }
-  rs_list += ']';
+  j.EndObject();
 }
 
 std::string ToOtlpJson(std::span<const Span> spans) {
-  std::string out;
+  ByteBuffer out;
   AppendOtlpJson(spans, out);
-  return out;
+  return std::string(out.view());
 }
 
 JsonLinesSink::JsonLinesSink(std::FILE* out, size_t max_batch_spans, MetricsRegistry& metrics)
@@ -284,9 +371,9 @@ void JsonLinesSink::Flush() {
 void JsonLinesSink::WriteBatch() {
   line_.clear();
   AppendOtlpJson(batch_, line_);
-  line_ += '\n';
-  const bool ok = std::fwrite(line_.data(), 1, line_.size(), out_) == line_.size() &&
-                  std::fflush(out_) == 0;
+  ByteWriter(line_).Put('\n');
+  const std::string_view line = line_.view();
+  const bool ok = std::fwrite(line.data(), 1, line.size(), out_) == line.size() && std::fflush(out_) == 0;
   if (ok) {
     lines_written_.Add();
     spans_written_.Add(batch_.size());

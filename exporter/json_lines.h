@@ -30,6 +30,7 @@
 
 #include "agent/common/metrics.h"
 #include "agent/spans/span.h"
+#include "exporter/byte_writer.h"
 
 namespace threadline {
 
@@ -38,7 +39,7 @@ void AppendJsonString(std::string_view s, std::string& out);
 
 // Appends one ExportTraceServiceRequest holding `spans` (grouped by resource, like
 // ToExportRequest) as compact JSON, without a newline.
-void AppendOtlpJson(std::span<const Span> spans, std::string& out);
+void AppendOtlpJson(std::span<const Span> spans, ByteBuffer& out);
 std::string ToOtlpJson(std::span<const Span> spans);
 
 // A SpanSink that writes JSON lines to a FILE* it does not own. Spans are held until Flush()
@@ -63,7 +64,7 @@ class JsonLinesSink : public SpanSink {
   std::FILE* out_;
   size_t max_batch_spans_;
   std::vector<Span> batch_;
-  std::string line_;  // reused between lines
+  ByteBuffer line_;  // reused between lines
   Counter& lines_written_;
   Counter& spans_written_;
   Counter& write_errors_;

@@ -58,7 +58,7 @@ constexpr size_t LengthDelimitedSize(size_t length) { return 1 + VarintSize(leng
 
 class Encoder {
  public:
-  explicit Encoder(protobuf::ByteBuffer& out) : w_(out) {}
+  explicit Encoder(ByteBuffer& out) : w_(out) {}
 
   void Request(std::span<const Span> spans) {
     for (const ResourceGroup& group : GroupByResource(spans)) {
@@ -178,7 +178,7 @@ uint32_t OtlpSpanFlags(const Span& span) {
   return flags;
 }
 
-void AppendOtlpProtobuf(std::span<const Span> spans, protobuf::ByteBuffer& out) {
+void AppendOtlpProtobuf(std::span<const Span> spans, ByteBuffer& out) {
   Encoder(out).Request(spans);
 }
 

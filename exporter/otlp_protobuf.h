@@ -32,7 +32,7 @@
 #include <span>
 
 #include "agent/spans/span.h"
-#include "exporter/protobuf_writer.h"
+#include "exporter/byte_writer.h"
 
 namespace threadline {
 
@@ -46,6 +46,6 @@ uint32_t OtlpSpanFlags(const Span& span);
 
 // Appends one ExportTraceServiceRequest holding all `spans`, grouped by resource, in input
 // order within a group. An empty input appends nothing (the empty request).
-void AppendOtlpProtobuf(std::span<const Span> spans, protobuf::ByteBuffer& out);
+void AppendOtlpProtobuf(std::span<const Span> spans, ByteBuffer& out);
 
 }  // namespace threadline

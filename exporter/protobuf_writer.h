@@ -1,4 +1,4 @@
-// Protocol-buffers wire format written straight into a byte string, for encoders that map our
+// Protocol-buffers wire format written straight into a ByteBuffer, for encoders that map our
 // own structs to a message without building protobuf message objects (otlp_protobuf.h).
 //
 // The output is canonical, i.e. what protobuf's SerializeToString would write for the same
@@ -7,17 +7,14 @@
 // message's length is only known after its contents: BeginMessage() reserves room for the
 // length the caller expects (`length_bytes`), EndMessage() writes it and moves the contents if
 // the guess was wrong (once per message; a good guess makes it a no-op).
-//
-// Writes go through a raw pointer into a ByteBuffer that grows ahead (doubling, never
-// zero-filled): a field costs a bounds check and a few stores, not a std::string::append per
-// piece.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <string_view>
+
+#include "exporter/byte_writer.h"
 
 namespace threadline::protobuf {
 
@@ -36,32 +33,12 @@ constexpr uint32_t Tag(uint32_t field, WireType type) {
   return (field << 3) | static_cast<uint32_t>(type);
 }
 
-// Bytes for a message being written. Kept and reused between messages (clear() keeps the
-// storage), so encoding allocates only until it has grown to the largest message.
-class ByteBuffer {
- public:
-  std::string_view view() const { return {data_.get(), size_}; }
-  size_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
-  void clear() { size_ = 0; }
-
- private:
-  friend class Writer;
-  std::unique_ptr<char[]> data_;
-  size_t size_ = 0;
-  size_t capacity_ = 0;
-};
-
-// Appends to a ByteBuffer it does not own, from its current end.
 class Writer {
  public:
-  explicit Writer(ByteBuffer& out);
-  ~Writer();  // sets `out`'s size to what was written
-  Writer(const Writer&) = delete;
-  Writer& operator=(const Writer&) = delete;
+  explicit Writer(ByteBuffer& out) : w_(out) {}
 
   void VarintField(uint32_t field, uint64_t v) {
-    Ensure(kMaxVarint * 2);
+    w_.Ensure(kMaxVarint * 2);
     PutVarint(Tag(field, WireType::kVarint));
     PutVarint(v);
   }
@@ -70,12 +47,12 @@ class Writer {
   void BoolField(uint32_t field, bool v) { VarintField(field, v ? 1 : 0); }
 
   void Fixed64Field(uint32_t field, uint64_t v) {
-    Ensure(kMaxVarint + 8);
+    w_.Ensure(kMaxVarint + 8);
     PutVarint(Tag(field, WireType::kFixed64));
     PutLittle(v);
   }
   void Fixed32Field(uint32_t field, uint32_t v) {
-    Ensure(kMaxVarint + 4);
+    w_.Ensure(kMaxVarint + 4);
     PutVarint(Tag(field, WireType::kFixed32));
     PutLittle(v);
   }
@@ -87,17 +64,16 @@ class Writer {
 
   // A bytes field, or a string field whose value is known to be valid UTF-8.
   void BytesField(uint32_t field, std::string_view v) {
-    Ensure(kMaxVarint * 2 + v.size());
+    w_.Ensure(kMaxVarint * 2 + v.size());
     PutVarint(Tag(field, WireType::kLengthDelimited));
     PutVarint(v.size());
-    std::memcpy(pos_, v.data(), v.size());
-    pos_ += v.size();
+    w_.PutUnchecked(v);
   }
 
   // The tag of a length-delimited field and its length, known in advance; the caller writes
   // exactly `length` bytes of contents next.
   void LengthPrefix(uint32_t field, size_t length) {
-    Ensure(kMaxVarint * 2);
+    w_.Ensure(kMaxVarint * 2);
     PutVarint(Tag(field, WireType::kLengthDelimited));
     PutVarint(length);
   }
@@ -106,10 +82,10 @@ class Writer {
   // to take (1: below 128 bytes, 2: below 16 KiB, 3: below 2 MiB). Returns a mark for
   // EndMessage().
   size_t BeginMessage(uint32_t field, size_t length_bytes) {
-    Ensure(kMaxVarint * 2);
+    w_.Ensure(kMaxVarint + length_bytes);
     PutVarint(Tag(field, WireType::kLengthDelimited));
-    const size_t at = static_cast<size_t>(pos_ - base_);
-    pos_ += length_bytes;
+    const size_t at = w_.offset();
+    w_.set_offset(at + length_bytes);
     return at | (length_bytes << kReservedShift);
   }
   void EndMessage(size_t mark);
@@ -119,27 +95,19 @@ class Writer {
   // The reserved length size travels in the mark's top bits (offsets stay far below 2^56).
   static constexpr unsigned kReservedShift = 56;
 
-  void Ensure(size_t n) {
-    if (static_cast<size_t>(end_ - pos_) < n) Grow(n);
-  }
-  void Grow(size_t n);
-
   void PutVarint(uint64_t v) {
     while (v >= 0x80) {
-      *pos_++ = static_cast<char>(static_cast<uint8_t>(v) | 0x80);
+      w_.PutUnchecked(static_cast<char>(static_cast<uint8_t>(v) | 0x80));
       v >>= 7;
     }
-    *pos_++ = static_cast<char>(v);
+    w_.PutUnchecked(static_cast<char>(v));
   }
   template <typename T>
   void PutLittle(T v) {
-    for (size_t i = 0; i < sizeof(T); ++i) *pos_++ = static_cast<char>(static_cast<uint8_t>(v >> (8 * i)));
+    for (size_t i = 0; i < sizeof(T); ++i) w_.PutUnchecked(static_cast<char>(static_cast<uint8_t>(v >> (8 * i))));
   }
 
-  ByteBuffer& out_;
-  char* base_;  // out_'s storage; changes when it grows
-  char* pos_;
-  char* end_;
+  ByteWriter w_;
 };
 
 }  // namespace threadline::protobuf

@@ -183,7 +183,7 @@ TEST(JsonLinesTest, ProtobufJsonParserAgreesWithTheProtobufEncoder) {
   otlp_pb::collector::ExportTraceServiceRequest parsed;
   const auto st = google::protobuf::util::JsonStringToMessage(ToOtlpJson(spans), &parsed);
   ASSERT_TRUE(st.ok()) << st.ToString();
-  protobuf::ByteBuffer wire;
+  ByteBuffer wire;
   AppendOtlpProtobuf(spans, wire);
   otlp_pb::collector::ExportTraceServiceRequest expected;
   ASSERT_TRUE(expected.ParseFromString(std::string(wire.view())));

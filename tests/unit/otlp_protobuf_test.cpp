@@ -74,7 +74,7 @@ Span FullSpan() {
 // Our bytes for `spans`, decoded; fails the test unless the generated classes write exactly the
 // same bytes back (so the field order, varints and omitted defaults are protobuf's own).
 pb::collector::ExportTraceServiceRequest Decode(const std::vector<Span>& spans) {
-  protobuf::ByteBuffer buffer;
+  ByteBuffer buffer;
   AppendOtlpProtobuf(spans, buffer);
   const std::string wire(buffer.view());
   // Appends to what the buffer holds.
@@ -238,7 +238,7 @@ TEST(OtlpProtobufTest, SpansWithoutResourceGetAnEmptyResource) {
 }
 
 TEST(OtlpProtobufTest, EmptyInputGivesEmptyRequest) {
-  protobuf::ByteBuffer wire;
+  ByteBuffer wire;
   AppendOtlpProtobuf({}, wire);
   EXPECT_TRUE(wire.empty());
   EXPECT_EQ(Decode({}).resource_spans_size(), 0);

@@ -47,7 +47,7 @@ std::string RequestWithSpans(int n) {
     spans[i].span_id = SpanId::Random();
     spans[i].name = "span-" + std::to_string(i);
   }
-  protobuf::ByteBuffer wire;
+  ByteBuffer wire;
   AppendOtlpProtobuf(spans, wire);
   return std::string(wire.view());
 }
