@@ -38,7 +38,7 @@ namespace threadline {
 void AppendJsonString(std::string_view s, std::string& out);
 
 // Appends one ExportTraceServiceRequest holding `spans` (grouped by resource, like
-// ToExportRequest) as compact JSON, without a newline.
+// the protobuf encoder) as compact JSON, without a newline.
 void AppendOtlpJson(std::span<const Span> spans, ByteBuffer& out);
 std::string ToOtlpJson(std::span<const Span> spans);
 
