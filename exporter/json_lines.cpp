@@ -178,7 +178,7 @@ void AttributesField(JsonWriter& j, const Attributes& attrs) {
     if (i) j.Comma();
     j.BeginObject();
     j.Field("key");
-    j.String(attrs[i].key);
+    j.String(attrs[i].key.view());
     j.Field("value");
     AnyValue(j, attrs[i].value);
     j.EndObject();

@@ -92,7 +92,7 @@ class Encoder {
   // Every KeyValue's size is known before it is written: no length to patch.
   void WriteAttributes(uint32_t field, const Attributes& attrs) {
     for (const Attribute& a : attrs) {
-      const std::string_view key = ValidUtf8(a.key, key_scratch_);
+      const std::string_view key = ValidUtf8(a.key.view(), key_scratch_);
       const size_t key_size = key.empty() ? 0 : LengthDelimitedSize(key.size());
       std::visit(
           [&](const auto& x) {

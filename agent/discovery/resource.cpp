@@ -237,7 +237,7 @@ std::string JoinArgs(const std::vector<std::string>& argv) {
   return out;
 }
 
-void SetAttribute(Attributes& attrs, std::string key, AttributeValue value) {
+void SetAttribute(Attributes& attrs, AttributeKey key, AttributeValue value) {
   for (auto& a : attrs) {
     if (a.key == key) {
       a.value = std::move(value);
@@ -304,7 +304,7 @@ Result<Attributes> ParseResourceAttributes(std::string_view value) {
     auto val = StrictPercentDecode(TrimSpace(member.substr(eq + 1)));
     if (!key || key->empty() || !val)
       return Error{"OTEL_RESOURCE_ATTRIBUTES: bad member \"" + std::string(member) + "\"", EINVAL};
-    SetAttribute(attrs, std::move(*key), std::move(*val));
+    SetAttribute(attrs, AttributeKey(std::move(*key)), std::move(*val));
   }
   return attrs;
 }
@@ -396,10 +396,11 @@ std::shared_ptr<const Resource> BuildResource(const ProcessInfo& info, std::stri
   AddDistro(attrs);
   if (container) attrs.push_back({"container.id", container->container_id});
   if (k8s)
-    for (auto& [key, value] : k8s::ResourceAttributes(*k8s)) attrs.push_back({std::move(key), std::move(value)});
+    for (auto& [key, value] : k8s::ResourceAttributes(*k8s)) attrs.push_back({AttributeKey(std::move(key)), std::move(value)});
 
   for (auto& a : user) {
-    if (a.key == "service.name" || a.key.starts_with("process.") || a.key.starts_with("telemetry."))
+    const std::string_view key = a.key.view();
+    if (key == "service.name" || key.starts_with("process.") || key.starts_with("telemetry."))
       continue;
     SetAttribute(attrs, std::move(a.key), std::move(a.value));
   }

@@ -47,10 +47,10 @@ void AddOutcome(Outcome outcome, ExchangeView& out);
 // network.transport.
 void AddNetworkPeer(const ConnectionInfo& conn, Attributes& attrs);
 // Attribute helpers for the protocols' Describe functions.
-inline void AddString(Attributes& a, std::string key, std::string_view value) {
+inline void AddString(Attributes& a, AttributeKey key, std::string_view value) {
   a.push_back({std::move(key), AttributeValue{std::string(value)}});
 }
-inline void AddInt(Attributes& a, std::string key, int64_t value) {
+inline void AddInt(Attributes& a, AttributeKey key, int64_t value) {
   a.push_back({std::move(key), AttributeValue{value}});
 }
 

@@ -82,7 +82,7 @@ std::string_view ToString(StatusCode c) {
 
 const AttributeValue* FindAttribute(const Attributes& attrs, std::string_view key) {
   for (const auto& a : attrs)
-    if (a.key == key) return &a.value;
+    if (a.key.view() == key) return &a.value;
   return nullptr;
 }
 

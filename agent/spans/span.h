@@ -40,10 +40,36 @@ enum class StatusCode : uint8_t { kUnset = 0, kOk = 1, kError = 2 };
 std::string_view ToString(SpanKind k);    // "SERVER", "CLIENT", ...
 std::string_view ToString(StatusCode c);  // "UNSET", "OK", "ERROR"
 
+// An attribute's name. Nearly every name is a semantic-convention constant spelled as a string
+// literal where the attribute is made: such a key is a view of the literal (no copy, so making
+// and moving a span's attributes never allocates for their names). Names that come from data
+// (resource attributes from a process's environment, Kubernetes labels, names read from OTLP
+// files) are owned copies, made explicitly.
+class AttributeKey {
+ public:
+  // Implicit, so `{"http.request.method", ...}` reads as before. Only for string literals (any
+  // array of static storage): the key keeps a pointer to it.
+  template <size_t N>
+  constexpr AttributeKey(const char (&literal)[N]) : literal_(literal), literal_size_(N - 1) {}
+  // A name computed at run time: the key owns a copy.
+  explicit AttributeKey(std::string_view name) : owned_(name) {}
+  explicit AttributeKey(std::string&& name) : owned_(std::move(name)) {}
+
+  std::string_view view() const {
+    return literal_ != nullptr ? std::string_view(literal_, literal_size_) : std::string_view(owned_);
+  }
+  friend bool operator==(const AttributeKey& a, const AttributeKey& b) { return a.view() == b.view(); }
+
+ private:
+  const char* literal_ = nullptr;
+  size_t literal_size_ = 0;
+  std::string owned_;
+};
+
 using AttributeValue = std::variant<std::string, int64_t, double, bool>;
 
 struct Attribute {
-  std::string key;
+  AttributeKey key;
   AttributeValue value;
   bool operator==(const Attribute&) const = default;
 };

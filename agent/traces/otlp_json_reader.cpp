@@ -149,7 +149,7 @@ Attributes AttributesOf(const Json& obj) {
     const std::string key = StringOf(Field(kv, "key"));
     if (key.empty()) continue;
     const Json* value = Field(kv, "value");
-    out.push_back({key, value != nullptr ? ValueOf(*value) : AttributeValue(std::string())});
+    out.push_back({AttributeKey(key), value != nullptr ? ValueOf(*value) : AttributeValue(std::string())});
   }
   return out;
 }

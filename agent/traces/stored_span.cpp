@@ -125,17 +125,17 @@ void PackAttributes(const Attributes& attrs, const std::vector<SpanEvent>& event
   // Event attributes are keyed "event.<event name>.<key>".
   auto event_prefix = [](const SpanEvent& e) { return 7 + e.name.size(); };
   size_t need = 0;
-  for (const auto& a : attrs) need += EntrySize(a.key.size(), a.value);
+  for (const auto& a : attrs) need += EntrySize(a.key.view().size(), a.value);
   for (const auto& e : events)
-    for (const auto& a : e.attributes) need += EntrySize(event_prefix(e) + a.key.size(), a.value);
+    for (const auto& a : e.attributes) need += EntrySize(event_prefix(e) + a.key.view().size(), a.value);
   const size_t at = out.size();
   out.resize(at + need);
   char* p = out.data() + at;
-  for (const auto& a : attrs) p = PutEntry(a.key, {}, a.value, p);
+  for (const auto& a : attrs) p = PutEntry(a.key.view(), {}, a.value, p);
   std::string prefix;
   for (const auto& e : events) {
     prefix.assign("event.").append(e.name).append(".");
-    for (const auto& a : e.attributes) p = PutEntry(prefix, a.key, a.value, p);
+    for (const auto& a : e.attributes) p = PutEntry(prefix, a.key.view(), a.value, p);
   }
 }
 

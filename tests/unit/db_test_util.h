@@ -93,7 +93,7 @@ class DescribingSink : public RecordSink {
       if (auto* s = std::get_if<std::string>(&a.value)) v = *s;
       else if (auto* i = std::get_if<int64_t>(&a.value)) v = std::to_string(*i);
       else if (auto* b = std::get_if<bool>(&a.value)) v = *b ? "true" : "false";
-      d.attrs[a.key] = v;
+      d.attrs[std::string(a.key.view())] = v;
     }
     records.push_back(std::move(d));
   }

@@ -77,11 +77,7 @@ struct Collect : SpanSink {
   void OnSpan(Span s) override { spans.push_back(std::move(s)); }
 };
 
-const AttributeValue* Attr(const Span& s, std::string_view key) {
-  for (const auto& a : s.attributes)
-    if (a.key == key) return &a.value;
-  return nullptr;
-}
+const AttributeValue* Attr(const Span& s, std::string_view key) { return FindAttribute(s.attributes, key); }
 
 // The agent's wiring: data through the table, trace ids straight to the builder.
 struct Pipeline : EventSink {
