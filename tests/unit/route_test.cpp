@@ -161,5 +161,26 @@ TEST(HttpSpanName, MethodAndRoute) {
   EXPECT_EQ(HttpSpanName("FOO", ""), "HTTP");
 }
 
+// What semconv calls per span (written into the name, no route string) says the same as
+// HttpSpanName(ResolveRoute(...)), configured or inferred, and reuses the name's storage.
+TEST(HttpSpanName, SetInPlaceAgreesWithResolveRoute) {
+  auto table = RouteTable::Create({"/users/{user}", "/static/*"});
+  ASSERT_TRUE(table.ok());
+  std::string name = "previous name, longer than any of these";
+  for (std::string_view method : {"GET", "PROPFIND"}) {
+    for (std::string_view path :
+         {"/users/bob", "/static/a/b.css", "/orders/17", "/", "*", "http://h/x/9", "/a/b/c/d/e/f/g/h/i/j",
+          "/items/550e8400-e29b-41d4-a716-446655440000/app.3f2a9c1b.js", "/x?q=1"}) {
+      const ResolvedRoute resolved = ResolveRoute(*table, path);
+      const std::string* configured = SetHttpSpanName(*table, method, path, name);
+      EXPECT_EQ(name, HttpSpanName(method, resolved.route)) << path;
+      EXPECT_EQ(configured != nullptr, resolved.configured) << path;
+      if (configured != nullptr) {
+        EXPECT_EQ(*configured, resolved.route);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace threadline

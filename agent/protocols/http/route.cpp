@@ -16,15 +16,34 @@ bool IsHexDigit(char c) {
   return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
+// The non-empty segments of a path, one at a time (no container: this runs for every span).
+class Segments {
+ public:
+  explicit Segments(std::string_view path) : path_(path) {}
+  // The next segment, or false at the end.
+  bool Next(std::string_view& segment) {
+    while (pos_ < path_.size()) {
+      size_t slash = path_.find('/', pos_);
+      if (slash == std::string_view::npos) slash = path_.size();
+      const size_t start = pos_;
+      pos_ = slash + 1;
+      if (slash > start) {
+        segment = path_.substr(start, slash - start);
+        return true;
+      }
+    }
+    return false;
+  }
+
+ private:
+  std::string_view path_;
+  size_t pos_ = 0;
+};
+
 std::vector<std::string_view> SplitSegments(std::string_view path) {
   std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < path.size()) {
-    size_t slash = path.find('/', i);
-    if (slash == std::string_view::npos) slash = path.size();
-    if (slash > i) out.push_back(path.substr(i, slash - i));
-    i = slash + 1;
-  }
+  Segments segments(path);
+  for (std::string_view seg; segments.Next(seg);) out.push_back(seg);
   return out;
 }
 
@@ -92,8 +111,7 @@ bool IsGeneratedToken(std::string_view s) {
 }
 
 // "app.3f2a9c1b.js" -> "app.{hex}.js": hashed asset names keep their readable parts.
-std::string ReplaceDottedParts(std::string_view s) {
-  std::string out;
+void AppendDottedParts(std::string_view s, std::string& out) {
   size_t i = 0;
   while (true) {
     size_t dot = s.find('.', i);
@@ -109,7 +127,6 @@ std::string ReplaceDottedParts(std::string_view s) {
     out += '.';
     i = dot + 1;
   }
-  return out;
 }
 
 // "name.js", "archive.tar.gz", "clip.mp4": a file name, whose parts are judged one by one
@@ -122,16 +139,27 @@ bool HasFileExtension(std::string_view s) {
          std::all_of(ext.begin(), ext.end(), [](char c) { return IsAlpha(c) || IsDigit(c); });
 }
 
-std::string TemplateSegment(std::string_view seg) {
-  if (AllDigits(seg) || DigitsWithSeparators(seg)) return "{id}";
-  if (IsUuid(seg)) return "{uuid}";
-  if (IsHexId(seg)) return "{hex}";
-  if (IsEmailLike(seg)) return "{email}";
-  if (seg.size() > kMaxRouteSegmentLength) return "{token}";
-  if (HasFileExtension(seg)) return ReplaceDottedParts(seg);
-  if (IsGeneratedToken(seg)) return "{token}";
-  if (seg.find('.') != std::string_view::npos) return ReplaceDottedParts(seg);
-  return std::string(seg);
+// Appends the segment's template to `out`.
+void AppendTemplateSegment(std::string_view seg, std::string& out) {
+  if (AllDigits(seg) || DigitsWithSeparators(seg)) {
+    out += "{id}";
+  } else if (IsUuid(seg)) {
+    out += "{uuid}";
+  } else if (IsHexId(seg)) {
+    out += "{hex}";
+  } else if (IsEmailLike(seg)) {
+    out += "{email}";
+  } else if (seg.size() > kMaxRouteSegmentLength) {
+    out += "{token}";
+  } else if (HasFileExtension(seg)) {
+    AppendDottedParts(seg, out);
+  } else if (IsGeneratedToken(seg)) {
+    out += "{token}";
+  } else if (seg.find('.') != std::string_view::npos) {
+    AppendDottedParts(seg, out);
+  } else {
+    out += seg;
+  }
 }
 
 // A pattern segment "{name}" (name non-empty, no braces inside).
@@ -152,37 +180,47 @@ constexpr std::array<std::string_view, 9> kKnownMethods = {
 }  // namespace
 
 std::string InferRoute(std::string_view path) {
+  std::string route;
+  AppendInferredRoute(path, route);
+  return route;
+}
+
+void AppendInferredRoute(std::string_view path, std::string& out) {
   path = PathOnly(path);
-  if (path == "*") return "*";
+  if (path == "*") {
+    out += '*';
+    return;
+  }
   // Absolute-form request targets ("http://host/x", sent to proxies) carry the route after the
   // authority.
   if (size_t scheme = path.find("://"); scheme != std::string_view::npos && path[0] != '/') {
     size_t slash = path.find('/', scheme + 3);
     path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
   }
-  std::vector<std::string_view> segments = SplitSegments(path);
-  std::string route;
+  const size_t start = out.size();
+  Segments segments(path);
+  size_t count = 0;
   bool cut = false;
-  for (size_t i = 0; i < segments.size(); ++i) {
-    if (i == kMaxRouteSegments) {
+  for (std::string_view seg; segments.Next(seg); ++count) {
+    if (count == kMaxRouteSegments) {
       cut = true;
       break;
     }
-    std::string seg = TemplateSegment(segments[i]);
-    if (route.size() + 1 + seg.size() > kMaxRouteLength) {
+    const size_t before = out.size();
+    out += '/';
+    AppendTemplateSegment(seg, out);
+    if (out.size() - start > kMaxRouteLength) {
+      out.resize(before);
       cut = true;
       break;
     }
-    route += '/';
-    route += seg;
   }
   if (cut) {
-    route += '/';
-    route += kEllipsis;
-  } else if (route.empty() || path.back() == '/') {
-    route += '/';
+    out += '/';
+    out += kEllipsis;
+  } else if (out.size() == start || path.back() == '/') {
+    out += '/';
   }
-  return route;
 }
 
 Result<RouteTable> RouteTable::Create(const std::vector<std::string>& patterns) {
@@ -212,18 +250,27 @@ Status RouteTable::Add(std::string_view pattern) {
   return OkStatus();
 }
 
-std::optional<std::string> RouteTable::Match(std::string_view path) const {
-  std::vector<std::string_view> segments = SplitSegments(PathOnly(path));
+const std::string* RouteTable::Find(std::string_view path) const {
   for (const auto& p : routes_) {
-    size_t fixed = p.segments.size() - (p.trailing_wildcard ? 1 : 0);
-    if (p.trailing_wildcard ? segments.size() < fixed : segments.size() != fixed) continue;
+    const size_t fixed = p.segments.size() - (p.trailing_wildcard ? 1 : 0);
+    Segments segments(PathOnly(path));
+    size_t i = 0;
     bool ok = true;
-    for (size_t i = 0; i < fixed && ok; ++i) {
+    for (std::string_view seg; ok && segments.Next(seg); ++i) {
+      if (i >= fixed) {
+        ok = p.trailing_wildcard;
+        break;
+      }
       const std::string& want = p.segments[i];
-      ok = want == "{}" || want == "*" || want == segments[i];
+      ok = want == "{}" || want == "*" || want == seg;
     }
-    if (ok) return p.text;
+    if (ok && i >= fixed) return &p.text;
   }
+  return nullptr;
+}
+
+std::optional<std::string> RouteTable::Match(std::string_view path) const {
+  if (const std::string* route = Find(path)) return *route;
   return std::nullopt;
 }
 
@@ -239,6 +286,22 @@ bool IsKnownHttpMethod(std::string_view method) {
 std::string_view NormalizeHttpMethod(std::string_view method) {
   auto it = std::find(kKnownMethods.begin(), kKnownMethods.end(), method);
   return it != kKnownMethods.end() ? *it : std::string_view("_OTHER");
+}
+
+const std::string* SetHttpSpanName(const RouteTable& table, std::string_view method,
+                                   std::string_view path, std::string& name) {
+  const std::string* configured = table.Find(path);
+  name.assign(IsKnownHttpMethod(method) ? method : std::string_view("HTTP"));
+  if (configured != nullptr) {
+    if (!configured->empty()) {
+      name += ' ';
+      name += *configured;
+    }
+  } else {
+    name += ' ';
+    AppendInferredRoute(path, name);
+  }
+  return configured;
 }
 
 std::string HttpSpanName(std::string_view method, std::string_view route) {

@@ -38,6 +38,8 @@ inline constexpr size_t kMaxRouteSegmentLength = 64;
 //   (base64, JWTs, "ord_12345678", slugs with numbers)
 //   anything else (items, v1, api, index.html) is kept as it is.
 std::string InferRoute(std::string_view path);
+// The same, appended to `out` (a span name being built: no string of its own).
+void AppendInferredRoute(std::string_view path, std::string& out);
 
 // User-configured routes such as "/items/{id}", "/users/{user}/orders/{order}", "/static/*".
 // A "{name}" segment matches exactly one non-empty path segment; a "*" segment matches one
@@ -55,6 +57,8 @@ class RouteTable {
   Status Add(std::string_view pattern);
   // The first matching pattern, as configured.
   std::optional<std::string> Match(std::string_view path) const;
+  // The same without a copy: the pattern, or nullptr. Valid while the table is.
+  const std::string* Find(std::string_view path) const;
   size_t size() const { return routes_.size(); }
 
  private:
@@ -75,6 +79,12 @@ struct ResolvedRoute {
 
 // table.Match(path), else InferRoute(path).
 ResolvedRoute ResolveRoute(const RouteTable& table, std::string_view path);
+
+// A span's name for `method` on `path`, "GET /items/{id}" (HttpSpanName of the resolved route),
+// written into `name`; returns the configured route that matched, or nullptr when the route was
+// inferred. What semconv uses per span: no string besides the name.
+const std::string* SetHttpSpanName(const RouteTable& table, std::string_view method,
+                                   std::string_view path, std::string& name);
 
 // True for the methods the OTel HTTP conventions know: GET HEAD POST PUT DELETE CONNECT OPTIONS
 // TRACE PATCH, matched case-sensitively ("get" is not known).

@@ -86,10 +86,10 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
   attrs.reserve(28);
 
   const Target target = SplitTarget(f.target, f.method);
-  const ResolvedRoute route =
-      ResolveRoute(options.routes, target.path.empty() ? f.target : target.path);
-  out.name = f.method == "CONNECT" ? std::string("CONNECT") : HttpSpanName(f.method, route.route);
-  if (route.configured) AddString(attrs, "http.route", route.route);
+  const std::string* configured_route =
+      SetHttpSpanName(options.routes, f.method, target.path.empty() ? f.target : target.path, out.name);
+  if (f.method == "CONNECT") out.name = "CONNECT";
+  if (configured_route != nullptr) AddString(attrs, "http.route", *configured_route);
 
   const std::string_view method = NormalizeHttpMethod(f.method);
   AddString(attrs, "http.request.method", method);
