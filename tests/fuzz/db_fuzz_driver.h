@@ -20,9 +20,9 @@ inline void Check(bool ok) {
 }
 
 // The client's requests go out; a server receives them (unknown: as a client, the parser must
-// find out).
-inline void DriveConnection(ConnectionParser& parser, Role role, const uint8_t* data, size_t size,
-                            ParserOutput& out) {
+// find out). Returns how many bytes of `data` it read (up to and with a close record).
+inline size_t DriveConnection(ConnectionParser& parser, Role role, const uint8_t* data, size_t size,
+                              ParserOutput& out) {
   const Direction client_dir = role == Role::kServer ? Direction::kIngress : Direction::kEgress;
   const Direction server_dir = client_dir == Direction::kEgress ? Direction::kIngress : Direction::kEgress;
   uint64_t ts = 1000;
@@ -54,10 +54,11 @@ inline void DriveConnection(ConnectionParser& parser, Role role, const uint8_t* 
       }
       case 3:
         parser.OnClose(ts, false, out);
-        return;
+        return i;
     }
   }
   parser.OnClose(ts, false, out);
+  return size;
 }
 
 }  // namespace threadline::fuzz

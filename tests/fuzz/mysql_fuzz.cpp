@@ -3,8 +3,10 @@
 // (db_fuzz_driver.h); describes every operation (the SQL sanitiser reads fuzzed statements) and
 // checks the bounds promised.
 //
-// Input: byte 0 picks the role (client, server with server spans, unknown) and small limits;
-// the rest is db_fuzz_driver.h's records.
+// Input: byte 0 picks the role (client, server with server spans, unknown), small limits, TLS
+// plaintext (0x20), and (0x40) a second connection: the records after the first close are the TLS
+// plaintext of the same connection (the clear-text greeting's facts handed over by connection
+// id); the rest is db_fuzz_driver.h's records.
 #include <cstddef>
 #include <cstdint>
 
@@ -58,8 +60,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   out.limits = options.mysql;
   out.conn.id = ConnId{1, 3, 1};
   out.conn.role = out.role;
+  out.conn.tls = (config & 0x20) != 0;
   std::unique_ptr<Protocol> protocol = mysql::CreateProtocol(options, metrics);
   std::unique_ptr<ConnectionParser> parser = protocol->NewConnection(out.conn, {}, Direction::kEgress);
-  fuzz::DriveConnection(*parser, out.role, data + 1, size - 1, out);
+  const size_t used = fuzz::DriveConnection(*parser, out.role, data + 1, size - 1, out);
+  if ((config & 0x40) && used < size - 1) {
+    out.conn.tls = true;
+    std::unique_ptr<ConnectionParser> plaintext = protocol->NewConnection(out.conn, {}, Direction::kEgress);
+    fuzz::DriveConnection(*plaintext, out.role, data + 1 + used, size - 1 - used, out);
+  }
   return 0;
 }
