@@ -32,7 +32,8 @@
  * traced or is excluded.
  *
  * Maps shared with the capture object (selected, io_args, conns, tls_calls: capture/shared.bpf.h;
- * ctx_reqs, ctx_threads, ctx_goroutines, go_procs, ctx_node_pairs: capture/ctx.bpf.h;
+ * ctx_reqs, ctx_threads, ctx_goroutines, go_procs, ctx_node_pairs, ctx_unclassified:
+ * capture/ctx.bpf.h;
  * inject_out: inject/ids.bpf.h) are declared by the headers both objects include and
  * replaced by the capture object's maps before load (agent/kernel/injector.cpp,
  * bpf_map__reuse_fd).

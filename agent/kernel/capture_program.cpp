@@ -165,6 +165,10 @@ void CaptureProgram::SetTraceContextOn(bool on) {
   __atomic_store_n(&skel_->bss->tl_inject_on, on ? 1u : 0u, __ATOMIC_RELEASE);
 }
 
+void CaptureProgram::SetExecClassificationOn(bool on) {
+  __atomic_store_n(&skel_->bss->tl_ctx_classify_on, on ? 1u : 0u, __ATOMIC_RELEASE);
+}
+
 void CaptureProgram::SetNodeHelpersOn(bool on) {
   __atomic_store_n(&skel_->bss->tl_node_helpers, on ? 1u : 0u, __ATOMIC_RELEASE);
 }

@@ -81,6 +81,9 @@ class CaptureProgram {
   // The Node async-context helper is loaded in some process (node_markers has entries): write
   // exits then look for its markers (bpf/capture/trace_ctx.bpf.h).
   void SetNodeHelpersOn(bool on);
+  // Execs are looked at by userspace (is it Go?), which clears "ctx_unclassified" for each: the
+  // kernel may fill it from now on (bpf/capture/ctx.bpf.h).
+  void SetExecClassificationOn(bool on);
   const std::vector<AttachedHook>& hooks() const { return hooks_; }
   const CaptureConfig& config() const { return config_; }
 

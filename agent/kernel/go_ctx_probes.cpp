@@ -77,6 +77,7 @@ GoContextTracker::GoContextTracker(CaptureProgram& capture, const GoContextOptio
     : capture_(capture), options_(options), metrics_(metrics) {}
 
 GoContextTracker::~GoContextTracker() {
+  capture_.SetExecClassificationOn(false);
   {
     std::lock_guard lock(queue_mu_);
     stopping_ = true;
@@ -96,6 +97,8 @@ Result<std::unique_ptr<GoContextTracker>> GoContextTracker::Create(CaptureProgra
   std::unique_ptr<GoContextTracker> t(new GoContextTracker(capture, options, metrics));
   t->go_procs_fd_ = capture.MapFd("go_procs");
   if (t->go_procs_fd_ < 0) return Error{"capture object has no map go_procs"};
+  t->unclassified_fd_ = capture.MapFd("ctx_unclassified");
+  if (t->unclassified_fd_ < 0) return Error{"capture object has no map ctx_unclassified"};
   t->agent_exe_ = KeyOf(options.proc_root + "/" + std::to_string(options.agent_pid) + "/exe");
   if (options.scan_at_start) {
     size_t go = 0, tracked = 0;
@@ -110,6 +113,9 @@ Result<std::unique_ptr<GoContextTracker>> GoContextTracker::Create(CaptureProgra
                  "processes are looked at when they exec", go, tracked);
   }
   t->worker_ = std::thread([p = t.get()] { p->Run(); });
+  // From now on every exec is looked at (OnExec), so the kernel may hold the thread rule back
+  // for a process until then.
+  capture.SetExecClassificationOn(true);
   return t;
 }
 
@@ -124,6 +130,7 @@ void GoContextTracker::OnExec(uint32_t pid) {
 }
 
 void GoContextTracker::OnExit(uint32_t pid) {
+  bpf_map_delete_elem(unclassified_fd_, &pid);
   std::lock_guard lock(mu_);
   if (marked_.erase(pid)) bpf_map_delete_elem(go_procs_fd_, &pid);
 }
@@ -139,6 +146,7 @@ void GoContextTracker::Run() {
     queue_.pop_front();
     lock.unlock();
     Track(pid);
+    bpf_map_delete_elem(unclassified_fd_, &pid);  // Go or not, it is known now
     lock.lock();
   }
 }

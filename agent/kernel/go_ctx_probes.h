@@ -101,6 +101,7 @@ class GoContextTracker {
   GoContextOptions options_;
   MetricsRegistry& metrics_;
   int go_procs_fd_ = -1;
+  int unclassified_fd_ = -1;  // "ctx_unclassified": execs not looked at yet
   std::optional<symbolizer::FileKey> agent_exe_;
 
   mutable std::mutex mu_;  // files_, marked_

@@ -82,7 +82,7 @@ Status Injector::Open() {
       {skel_->maps.inject_out, "inject_out"},
       {skel_->maps.ctx_reqs, "ctx_reqs"},     {skel_->maps.ctx_threads, "ctx_threads"},
       {skel_->maps.ctx_goroutines, "ctx_goroutines"}, {skel_->maps.go_procs, "go_procs"},
-      {skel_->maps.ctx_node_pairs, "ctx_node_pairs"},
+      {skel_->maps.ctx_node_pairs, "ctx_node_pairs"}, {skel_->maps.ctx_unclassified, "ctx_unclassified"},
   };
   for (const Shared& s : shared) {
     int fd = capture_.MapFd(s.name);

@@ -75,6 +75,18 @@ struct {
 	__type(value, struct tl_ctx_pair);
 } ctx_node_pairs SEC(".maps");
 
+/* Processes that exec'd while the agent runs and whose executable userspace has not looked at
+ * yet (is it Go? agent/kernel/go_ctx_probes.cpp deletes the entry once it knows). Until then the
+ * thread rule could be wrong: a Go program's threads run all its goroutines, so a thread with one
+ * request in flight may well send for another. THREAD becomes AMBIGUOUS meanwhile. Filled at exec
+ * only while tl_ctx_classify_on (userspace clears entries only then). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} ctx_unclassified SEC(".maps");
+
 static __always_inline bool ctx__kind_has_parent(__u8 kind)
 {
 	return kind == TL_CTAG_THREAD || kind == TL_CTAG_GOROUTINE || kind == TL_CTAG_NODE_ASYNC;
@@ -152,9 +164,12 @@ static __always_inline __u8 ctx__sender_context_g(__u64 pid_tgid, __s32 fd, __u6
 		return out->kind = TL_CTAG_ROOT;
 	if (t->inflight > 1 || t->multiplexed)
 		return out->kind = TL_CTAG_AMBIGUOUS;
-	/* One in flight and never two: it is the last one the thread read. */
-	return out->kind = ctx__request_of(tgid, t->last_fd, t->last_seq, out) ? TL_CTAG_THREAD
-										: TL_CTAG_AMBIGUOUS;
+	/* One in flight and never two: it is the last one the thread read (unless the process may
+	 * be a Go program not looked at yet). */
+	if (!ctx__request_of(tgid, t->last_fd, t->last_seq, out) ||
+	    bpf_map_lookup_elem(&ctx_unclassified, &tgid))
+		return out->kind = TL_CTAG_AMBIGUOUS;
+	return out->kind = TL_CTAG_THREAD;
 }
 
 /* The same, for a sender running now in a program that can read the task (tracepoints,

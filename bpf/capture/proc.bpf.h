@@ -67,6 +67,10 @@ static __always_inline void proc__on_exec(struct trace_event_raw_sched_process_e
 			return;
 		}
 	}
+	if (tl_ctx_classify_on) {
+		__u8 one = 1;
+		bpf_map_update_elem(&ctx_unclassified, &tgid, &one, BPF_ANY);
+	}
 	__u32 ppid = BPF_CORE_READ(task, real_parent, tgid);
 	__u32 off = ctx->__data_loc_filename & 0xFFFF;
 	proc__emit(TL_EV_PROC_EXEC, pid_tgid, tgid, ppid, 0, (void *)ctx + off);

@@ -27,6 +27,10 @@
  * chooses ids for the wire (injection switched on after its canary; the TCP option). */
 __u32 tl_inject_on = 0;
 
+/* Userspace looks at every exec'd executable (Go or not) and clears ctx_unclassified for it
+ * (ctx.bpf.h); set once it does. */
+__u32 tl_ctx_classify_on = 0;
+
 /* Node processes the async-context helper was loaded into (--node-async-context): the fd of its
  * marker, by tgid (events.h, struct tl_node_marker). tl_node_helpers: any loaded (a write's
  * exit looks further only then). Both set by userspace (agent/runtimes/node_async_context). */

@@ -97,6 +97,39 @@ TEST_F(ContextRuleTest, ThreadWithOneRequestInFlightIsItsParent) {
   EXPECT_TRUE(Tags(back.client, Direction::kIngress).empty());
 }
 
+TEST_F(ContextRuleTest, AProcessNotLookedAtYetGetsNoThreadParent) {
+  // Exec'd while the agent runs, its executable not looked at yet: it may be a Go program, whose
+  // threads serve every goroutine, so the thread rule holds back until userspace knows.
+  Load();
+  if (HasFatalFailure()) return;
+  const int unclassified = capture_->MapFd("ctx_unclassified");
+  ASSERT_GE(unclassified, 0);
+  const uint32_t tgid = self();
+  const uint8_t one = 1;
+  ASSERT_EQ(bpf_map_update_elem(unclassified, &tgid, &one, BPF_ANY), 0);
+  SocketPair front, back, front2, back2;
+  MakePair(front);
+  MakePair(back);
+  MakePair(front2);
+  MakePair(back2);
+  ServerReads(front);
+  ClientCalls(back);  // not looked at yet: ambiguous
+  ASSERT_EQ(bpf_map_delete_elem(unclassified, &tgid), 0);  // userspace: not Go
+  // The same on a fresh thread (this one read the call's own request too: several in flight).
+  std::thread([&] {
+    ServerReads(front2);
+    ClientCalls(back2);  // the thread rule again
+  }).join();
+  Drain();
+  auto calls = Tags(back.client, Direction::kEgress);
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(Kind(calls[0]), static_cast<uint32_t>(TL_CTAG_AMBIGUOUS)) << Describe(calls[0]);
+  const uint32_t seq2 = ServerSeq(front2.server);
+  calls = Tags(back2.client, Direction::kEgress);
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0], TL_CTX_TAG(TL_CTAG_THREAD, seq2)) << Describe(calls[0]);
+}
+
 TEST_F(ContextRuleTest, TwoRequestsInFlightOnOneThreadAreAmbiguousAndStaySo) {
   Load();
   if (HasFatalFailure()) return;
