@@ -1,6 +1,8 @@
 #include "agent/runtimes/node_async_context.h"
 
 #include <bpf/bpf.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -14,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "agent/common/unique_fd.h"
 #include "agent/discovery/process_info.h"
 #include "agent/kernel/capture_program.h"
 #include "agent/runtimes/inspector_client.h"
@@ -120,6 +123,32 @@ bool OwnsSocket(const std::string& proc, const std::vector<uint64_t>& inodes) {
   }
   return false;
 }
+
+// While alive after Enter, the calling thread is in another network namespace; back home at the
+// end (the worker thread must never stay elsewhere).
+class ThreadNetns {
+ public:
+  ThreadNetns() = default;
+  ThreadNetns(const ThreadNetns&) = delete;
+  ThreadNetns& operator=(const ThreadNetns&) = delete;
+  ~ThreadNetns() {
+    if (home_.valid() && ::setns(home_.get(), CLONE_NEWNET) != 0)
+      spdlog::error("Node async context: cannot return to the agent's network namespace: {}",
+                    std::strerror(errno));
+  }
+  Status Enter(const std::string& ns_path) {
+    UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!home.valid()) return Error::FromErrno("open /proc/thread-self/ns/net", errno);
+    UniqueFd theirs(::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!theirs.valid()) return Error::FromErrno("open " + ns_path, errno);
+    if (::setns(theirs.get(), CLONE_NEWNET) != 0) return Error::FromErrno("setns", errno);
+    home_ = std::move(home);
+    return OkStatus();
+  }
+
+ private:
+  UniqueFd home_;
+};
 
 }  // namespace
 
@@ -230,14 +259,20 @@ std::string NodeAsyncContext::Load(uint32_t pid) {
     spdlog::info("Node async context: pid {} ({}) left alone ({}): {}", pid, exe, result, why);
     return result;
   };
-  if (InodeOf(proc + "/ns/net") != own_netns_)
-    return skip("other_netns", "in another network namespace (its inspector's loopback is not ours)");
   if (HasInspectorFlags(proc))
     return skip("has_inspector", "it sets its own inspector or debug flags");
   if (!CatchesSigusr1(proc)) return "not_ready";  // SIGUSR1 would end it: not up yet
   if (!ListenersOn(proc, port).empty())
     return skip("port_busy", "something already listens on 127.0.0.1:" + std::to_string(port) +
                                  " (an inspector, or another program)");
+
+  // A process in another network namespace (a container): its inspector listens on that
+  // namespace's loopback, so this thread talks to it from there (setns moves only this thread).
+  ThreadNetns netns;
+  if (InodeOf(proc + "/ns/net") != own_netns_) {
+    if (auto entered = netns.Enter(proc + "/ns/net"); !entered.ok())
+      return skip("other_netns", "cannot enter its network namespace: " + entered.error().message);
+  }
 
   const auto opened = Clock::now();
   if (::kill(static_cast<pid_t>(pid), SIGUSR1) != 0) return errno == ESRCH ? "gone" : skip("error", std::strerror(errno));

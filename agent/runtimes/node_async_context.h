@@ -17,10 +17,12 @@
 //     in flight on the server socket: the context rule's NODE_ASYNC verdict. No
 //     bpf_probe_write_user, no change to any byte the application sends.
 // Safety:
-//   - only processes that are traced (the selection), whose executable is node, in the agent's
-//     network namespace, with Node's SIGUSR1 handler installed (else the signal would kill the
+//   - only processes that are traced (the selection), whose executable is node, with Node's
+//     SIGUSR1 handler installed (else the signal would kill the
 //     process: looked at again later), no --inspect/--inspect-port/--debug-port flag of their own
 //     (command line or NODE_OPTIONS), and nothing else listening on the inspector port;
+//   - a process in another network namespace (a container) is talked to from there: the worker
+//     thread enters it (setns, this thread only) for the load and returns;
 //   - SIGUSR1 opens Node's inspector on 127.0.0.1:9229 (loopback: Node's default; a process that
 //     set another host has an --inspect flag and is left alone); the agent checks the listener
 //     is that process's own socket, evaluates the helper, disconnects, and the helper closes the

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_util import (  # noqa: E402
     LOOPBACK, REPO, Agent, PeerProcess, SpanRecord, agent_spans, deadline_loop, free_port,
-    give_up, go_peer, main, require_root, require_tool)
+    give_up, go_peer, main, require_root, require_tool, wait_for_spans)
 
 IN_FLIGHT = 16
 REQUESTS = 200
@@ -361,6 +361,47 @@ class ParentingMatrix(unittest.TestCase):
         scores = self.run_fronts(agent, [backend], [front])
         self.assert_no_wrong(scores)
         self.assert_right(scores, ["node"])
+
+    def test_node_async_context_in_another_network_namespace(self) -> None:
+        """A Node front and its backend in a network namespace of their own (as in a container):
+        the helper is loaded through the inspector on that namespace's loopback, closed again,
+        and 16 concurrent requests' calls find their request."""
+        require_tool(self, "node", "ip", "curl")
+        ns = f"tl-ctx-{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        binary = go_peer(self, "matrix_front.go", "matrix_front")
+        bport, fport = free_port(), free_port()
+        backend = PeerProcess(["ip", "netns", "exec", ns, binary, "backend", str(bport)], self)
+        front = PeerProcess(["ip", "netns", "exec", ns, "node", os.path.join(PEERS, "matrix_front.js"),
+                             str(fport), str(bport)], self)
+        for p in (backend, front):
+            for _ in deadline_loop(15.0, 0.05):
+                if any("listening" in l for l in p.stdout_lines):
+                    break
+            self.assertTrue(any("listening" in l for l in p.stdout_lines), p.stderr_lines)
+        agent = Agent(["--output=json", "--stats-interval", "0", "--node-async-context", "on",
+                       "--pid", str(backend.pid), "--pid", str(front.pid)], self)
+        for _ in deadline_loop(20.0, 0.1):
+            if any(f"helper loaded into pid {front.pid}" in l for l in agent.stderr_lines):
+                break
+        line = next((l for l in agent.stderr_lines if f"helper loaded into pid {front.pid}" in l), "")
+        self.assertIn("then closed", line, agent.stderr_tail())
+        ids = new_ids(32)
+        out = subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "--parallel", "--parallel-max",
+                              str(IN_FLIGHT), "-o", "/dev/null", "-w", "%{http_code}\n",
+                              *[f"http://{LOOPBACK}:{fport}/a/{i}" for i in ids]],
+                             capture_output=True, text=True, timeout=60)
+        failed = sum(1 for code in out.stdout.split() if code != "200") + len(ids) - len(out.stdout.split())
+        f = Front("node (netns)", fport, reversed_id, pids={front.pid})
+        spans = wait_for_spans(agent, lambda ss: sum(
+            1 for sp in ss if sp.is_server and sp.pid == backend.pid) >= len(ids))
+        s = score(f, ids, failed, spans, {backend.pid})
+        print(f"\n{line}\n{s.row(f.name)}", file=sys.stderr)
+        self.assertEqual(s.wrong, 0, s.wrong_examples)
+        self.assertEqual(s.failed, 0)
+        self.assertGreaterEqual(s.pct(s.right), 95.0, s.row(f.name))
 
 
 def scrape_metrics(port: int) -> dict[str, float]:
