@@ -205,9 +205,11 @@ void NodeAsyncContext::OnExit(uint32_t pid) {
   auto it = loaded_.find(pid);
   if (it == loaded_.end()) return;
   bpf_map_delete_elem(markers_fd_, &pid);
-  metrics_.GetGauge("threadline_node_async_context_loaded", {{"pid", std::to_string(pid)}, {"exe", it->second}})
-      .Set(0);
+  if (per_pid_series_.count(pid))
+    metrics_.GetGauge("threadline_node_async_context_loaded", {{"pid", std::to_string(pid)}, {"exe", it->second}})
+        .Set(0);
   loaded_.erase(it);
+  LoadedNow().Set(static_cast<int64_t>(loaded_.size()));
 }
 
 void NodeAsyncContext::Run() {
@@ -234,6 +236,11 @@ void NodeAsyncContext::Run() {
     }
     lock.lock();
   }
+}
+
+Gauge& NodeAsyncContext::LoadedNow() {
+  return metrics_.GetGauge("threadline_node_async_context_processes", {},
+                           "Node.js processes running with the async-context helper loaded");
 }
 
 void NodeAsyncContext::Count(const std::string& result) {
@@ -335,11 +342,18 @@ std::string NodeAsyncContext::Load(uint32_t pid) {
   {
     std::lock_guard lock(mu_);
     loaded_[pid] = exe;
+    // A series per process, for the first ones: the registry keeps every series it made, so a
+    // node that restarts Node processes all day must not grow /metrics without bound.
+    if (per_pid_series_.size() < kMaxPerPidSeries || per_pid_series_.count(pid)) {
+      per_pid_series_.insert(pid);
+      metrics_
+          .GetGauge("threadline_node_async_context_loaded", {{"pid", std::to_string(pid)}, {"exe", exe}},
+                    "1 while the async-context helper is loaded in this Node.js process (the "
+                    "first 256 processes; all are logged)")
+          .Set(1);
+    }
+    LoadedNow().Set(static_cast<int64_t>(loaded_.size()));
   }
-  metrics_
-      .GetGauge("threadline_node_async_context_loaded", {{"pid", std::to_string(pid)}, {"exe", exe}},
-                "1 while the async-context helper is loaded in this Node.js process")
-      .Set(1);
   spdlog::info("Node async context: helper loaded into pid {} ({}, Node {}) through its inspector on "
                "127.0.0.1:{}, open {} ms{}; marker fd {}",
                pid, exe, detail, port, open_ms, closed ? " then closed" : " (STILL OPEN)", marker_fd);

@@ -82,6 +82,7 @@ class NodeAsyncContext {
   void Schedule(uint32_t pid, int attempt, std::chrono::milliseconds delay);
   void Run();
   void Count(const std::string& result);
+  Gauge& LoadedNow();  // threadline_node_async_context_processes
 
   CaptureProgram& capture_;
   NodeAsyncContextOptions options_;
@@ -92,6 +93,8 @@ class NodeAsyncContext {
   std::mutex mu_;  // loaded_, due_, stopping_
   std::condition_variable cv_;
   std::map<uint32_t, std::string> loaded_;  // pid -> exe
+  static constexpr size_t kMaxPerPidSeries = 256;
+  std::set<uint32_t> per_pid_series_;  // pids with a ..._loaded{pid,exe} series
   std::multimap<std::chrono::steady_clock::time_point, std::pair<uint32_t, int>> due_;  // pid, attempt
   bool stopping_ = false;
   std::thread worker_;

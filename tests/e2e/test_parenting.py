@@ -354,6 +354,7 @@ class ParentingMatrix(unittest.TestCase):
                          f"{ {k: v for k, v in values.items() if 'node_async' in k} }\n"
                          f"{agent.stderr_tail()}")
         self.assertGreaterEqual(values.get(left_alone, 0), 1, values)
+        self.assertEqual(values.get("threadline_node_async_context_processes"), 1, values)
         line = next((l for l in agent.stderr_lines if f"helper loaded into pid {front_pid}" in l), "")
         self.assertIn("then closed", line, agent.stderr_tail())
         print(f"\n{line}", file=sys.stderr)
