@@ -303,6 +303,32 @@ TEST(MySqlProtocolTest, TlsPlaintextContinuesTheHandshake) {
   EXPECT_FALSE(clear.records[0].Has("db.namespace"));
 }
 
+// COM_CHANGE_USER (connection pools re-using a connection): its schema is the namespace of what
+// follows; a cut one leaves the namespace as it was.
+TEST(MySqlProtocolTest, ChangeUserSwitchesTheNamespace) {
+  auto cli = LoadRecording("mysql_mariadb_cli")[1];
+  db_test::Conversation conv(cli.begin(), cli.begin() + 3);  // greeting, response (schema shop), OK
+  const std::string auth(20, 'a');
+  const std::string change = std::string("\x11root\0", 6) + static_cast<char>(auth.size()) + auth +
+                             std::string("e2e_other\0\x21\0mysql_native_password\0", 34);
+  conv.push_back({true, Query("SELECT 1")});
+  conv.push_back({false, Packet(1, "\x01") + ColumnDef(2) + Eof(3) + Row(4, "1") + Eof(5)});
+  conv.push_back({true, Packet(0, change)});
+  conv.push_back({false, Ok(1)});
+  conv.push_back({true, Query("SELECT 2")});
+  conv.push_back({false, Packet(1, "\x01") + ColumnDef(2) + Eof(3) + Row(4, "2") + Eof(5)});
+  conv.push_back({true, Packet(0, "\x11root")});  // cut: no schema read
+  conv.push_back({false, Ok(1)});
+  conv.push_back({true, Query("SELECT 3")});
+  conv.push_back({false, Packet(1, "\x01") + ColumnDef(2) + Eof(3) + Row(4, "3") + Eof(5)});
+  auto r = Spans(conv);
+  ASSERT_EQ(r.size(), 3u) << db_test::Summary(r);
+  EXPECT_EQ(r[0].Attr("db.namespace"), "shop");
+  EXPECT_EQ(r[1].Attr("db.namespace"), "e2e_other");
+  EXPECT_EQ(r[2].Attr("db.namespace"), "e2e_other");
+  for (const auto& s : r) EXPECT_FALSE(s.error) << s.name;
+}
+
 TEST(MySqlProtocolTest, CompressionStopsParsing) {
   auto cli = LoadRecording("mysql_mariadb_cli")[1];
   db_test::Conversation conv(cli.begin(), cli.begin() + 3);

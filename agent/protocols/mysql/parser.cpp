@@ -140,6 +140,24 @@ std::optional<Greeting> DecodeGreeting(std::span<const uint8_t> p) {
   return g;
 }
 
+std::optional<std::string_view> DecodeChangeUserSchema(std::span<const uint8_t> p, uint32_t client_caps) {
+  const auto user_end = std::find(p.begin() + std::min<std::ptrdiff_t>(1, std::ssize(p)), p.end(), 0);
+  if (user_end == p.end()) return std::nullopt;
+  size_t o = static_cast<size_t>(user_end - p.begin()) + 1;
+  if (client_caps & kClientSecureConnection) {
+    if (o >= p.size()) return std::nullopt;
+    o += 1 + p[o];
+  } else {
+    const auto auth_end = std::find(p.begin() + static_cast<std::ptrdiff_t>(o), p.end(), 0);
+    if (auth_end == p.end()) return std::nullopt;
+    o = static_cast<size_t>(auth_end - p.begin()) + 1;
+  }
+  if (o >= p.size()) return std::nullopt;
+  const auto schema_end = std::find(p.begin() + static_cast<std::ptrdiff_t>(o), p.end(), 0);
+  if (schema_end == p.end()) return std::nullopt;
+  return std::string_view(reinterpret_cast<const char*>(p.data() + o), static_cast<size_t>(schema_end - p.begin()) - o);
+}
+
 std::optional<HandshakeResponse> DecodeHandshakeResponse(std::span<const uint8_t> p, uint64_t length) {
   if (p.size() < 32) return std::nullopt;
   HandshakeResponse r;

@@ -85,6 +85,11 @@ struct HandshakeResponse {
 };
 std::optional<HandshakeResponse> DecodeHandshakeResponse(std::span<const uint8_t> payload, uint64_t length);
 
+// The schema a COM_CHANGE_USER switches to (its payload, the command byte first; "" for none):
+// user NUL-terminated, the auth response (length-prefixed with CLIENT_SECURE_CONNECTION, as every
+// client since 4.1 sends it; else NUL-terminated), the schema NUL-terminated. nullopt when cut.
+std::optional<std::string_view> DecodeChangeUserSchema(std::span<const uint8_t> payload, uint32_t client_caps);
+
 struct ErrPacket {
   uint16_t code = 0;
   std::string_view sqlstate;  // 5 characters, when the server sent one

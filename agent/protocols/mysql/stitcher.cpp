@@ -142,7 +142,11 @@ void Stitcher::OnCommand(const db::Frame& f, Output& out) {
       phase_ = Phase::kDone;  // replication: a stream of another kind follows
       return;
     case kComChangeUser:
-      phase_ = Phase::kAuth;  // answered through authentication
+      // Answered through authentication; the schema it names is the namespace from then on
+      // (the client's capabilities unknown: as every 4.1+ client, a length-prefixed auth response).
+      if (const auto schema = DecodeChangeUserSchema(f.body, client_caps_ ? client_caps_ : kClientSecureConnection))
+        database_ = std::string(*schema);
+      phase_ = Phase::kAuth;
       return;
     default:
       break;

@@ -6,7 +6,8 @@
 // prepared-statement OK with its parameter and column definitions, LOCAL INFILE.
 //
 // Per-connection state: the server (MariaDB or MySQL) and the capabilities from the handshake,
-// the current schema (handshake, COM_INIT_DB, USE), prepared statements by id (bounded).
+// the current schema (handshake, COM_INIT_DB, USE, COM_CHANGE_USER), prepared statements by id
+// (bounded).
 // Capabilities unknown (joined mid-stream): EOF packets are told apart by their size (an EOF is
 // 5 bytes; a row or OK that ends rows is not).
 //
