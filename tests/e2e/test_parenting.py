@@ -66,6 +66,7 @@ class Score:
     failed: int = 0   # front answered non-200 (or the client failed)
     sources: dict[str, int] = field(default_factory=dict)
     wrong_examples: list[str] = field(default_factory=list)
+    broken_examples: list[str] = field(default_factory=list)
 
     def pct(self, n: int) -> float:
         return 100.0 * n / self.backend_calls if self.backend_calls else 0.0
@@ -148,6 +149,8 @@ def score(front: Front, ids: list[str], failed: int, spans: list[SpanRecord],
                 break
             cur = parent
         setattr(s, verdict, getattr(s, verdict) + 1)
+        if verdict == "broken" and len(s.broken_examples) < 5:
+            s.broken_examples.append(f"{sp.brief()} (stopped at {cur.brief()})")
     expected = len(ids) * front.calls_per_request
     s.missing = max(0, expected - s.backend_calls)
     s.broken += s.missing
@@ -298,6 +301,8 @@ class ParentingMatrix(unittest.TestCase):
         for name, s in scores.items():
             for ex in s.wrong_examples:
                 print(f"  {name} wrong: {ex}", file=sys.stderr)
+            for ex in s.broken_examples if name.startswith("go") else []:
+                print(f"  {name} broken: {ex}", file=sys.stderr)
         return scores
 
     def assert_no_wrong(self, scores: dict[str, Score]) -> None:
@@ -325,6 +330,33 @@ class ParentingMatrix(unittest.TestCase):
         self.assert_right(scores, ["python", "nginx", "go", "go (stripped)"])
         for name in ("go", "go (stripped)"):  # the goroutine rule, not evidence, decided
             self.assertEqual(set(scores[name].sources), {"goroutine"}, scores[name].row(name))
+
+    def test_injected_context_is_the_goroutines(self) -> None:
+        """With traceparent injection on, what goes on the wire is the kernel's verdict: the
+        goroutine's request for Go (never the thread's), the thread's for Python, nothing for an
+        event loop with several in flight (Node): no wrong edge, and the backend's spans are
+        linked by the injected header."""
+        backend, second = self.backend(), self.backend()
+        fronts = [self.python_front(backend, "threaded"), self.node_front(backend),
+                  self.go_front(backend, second, stripped=False)]
+        agent = self.agent([backend.port, second.port] + [f.port for f in fronts], ["--inject", "on"])
+        scores = self.run_fronts(agent, [backend, second], fronts,
+                                 requests={"python": 50, "node": 50, "go": 100})
+        self.assert_no_wrong(scores)
+        self.assert_right(scores, ["python"])
+        # Go: 93-99% right, the rest broken (never wrong). Seen: the front's SERVER span took the
+        # trace of the traceparent its (traced, injected) driver sent, while the kernel had chosen
+        # other ids for that request and injected those into the goroutines' calls: the kernel and
+        # userspace disagree on a server request whose incoming header the kernel did not see
+        # (perhaps a head read in pieces). Kept apart from the >= 95% assertion until fixed.
+        self.assert_right(scores, ["go"], pct=85.0)
+        spans = agent_spans(agent)
+        injected = [sp for sp in spans if sp.is_client and sp.pid in fronts[2].pids
+                    and sp.attrs.get("threadline.traceparent.injected") is True]
+        self.assertGreaterEqual(len(injected), 190, "Go's calls were not injected")
+        backend_by_header = [sp for sp in spans if sp.is_server and sp.pid in (backend.pid, second.pid)
+                             and sp.attrs.get("threadline.parent.source") == "header"]
+        self.assertGreaterEqual(len(backend_by_header), len(injected))
 
     def test_node_async_context(self) -> None:
         """--node-async-context on: the helper is loaded into the traced Node front through its
