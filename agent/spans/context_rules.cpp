@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <array>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "threadline/events.h"
 
@@ -151,8 +154,8 @@ class ForwardedRule final : public ParentRule {
   bool Choose(const ParentQuery& q, Identity& id) override {
     if (q.role != Role::kClient || IsParentKind(TagKind(q.request))) return false;
     auto proc = by_process_.find(q.conn.id.tgid);
-    if (proc == by_process_.end() || proc->second.empty()) return false;
-    const std::vector<Candidate>& candidates = proc->second;
+    if (proc == by_process_.end() || proc->second.live == 0) return false;
+    const std::span<const Candidate> candidates = proc->second.Live();
     if (const Candidate* c = ByHeader(q.request, candidates)) return Adopt(*c, "forwarded_header", id);
     if (const Candidate* c = ByTarget(q.request, candidates)) return Adopt(*c, "forwarded_target", id);
     return false;
@@ -160,19 +163,26 @@ class ForwardedRule final : public ParentRule {
 
   void OnIdentity(const ParentQuery& q, const Identity& id) override {
     if (q.role != Role::kServer) return;
-    auto& candidates = by_process_[q.conn.id.tgid];
-    if (candidates.size() >= kMaxPerProcess) {
+    if (by_process_.size() >= kSweepProcessesAt) SweepIdleProcesses();
+    Slots& slots = by_process_[q.conn.id.tgid];
+    if (slots.live >= kMaxPerProcess) {
       table_full_.Add();
       return;
     }
-    Candidate c{q.conn.id, id.span_id, std::string(q.request.evidence.target), {}};
-    if (q.request.carrier) {
-      for (size_t i = 0; i < kCorrelationHeaders.size(); ++i) {
-        std::array<std::string_view, 1> v;
-        if (q.request.carrier->Values(kCorrelationHeaders[i], v) >= 1) c.headers[i] = std::string(v[0]);
-      }
+    // A slot left by an ended request is reused with its strings' storage: no allocation per
+    // server request once a process has seen as many in flight as it has now.
+    if (slots.live == slots.items.size()) slots.items.emplace_back();
+    Candidate& c = slots.items[slots.live++];
+    c.conn = q.conn.id;
+    c.span = id.span_id;
+    c.target.assign(q.request.evidence.target);
+    for (size_t i = 0; i < kCorrelationHeaders.size(); ++i) {
+      std::array<std::string_view, 1> v;
+      if (q.request.carrier && q.request.carrier->Values(kCorrelationHeaders[i], v) >= 1)
+        c.headers[i].assign(v[0]);
+      else
+        c.headers[i].clear();
     }
-    candidates.push_back(std::move(c));
   }
 
   void OnSpanEnd(const ConnectionInfo& conn, Role role, const RequestView& /*request*/,
@@ -188,20 +198,40 @@ class ForwardedRule final : public ParentRule {
 
  private:
   static constexpr size_t kMaxPerProcess = 4096;
+  // Processes with no request in flight keep their slots until this many processes are known.
+  static constexpr size_t kSweepProcessesAt = 256;
   struct Candidate {
     ConnId conn;
     SpanId span;
     std::string target;
     std::array<std::string, kCorrelationHeaders.size()> headers;
   };
+  // items[0, live) are the requests in flight; the rest are spare slots kept for reuse.
+  struct Slots {
+    std::vector<Candidate> items;
+    size_t live = 0;
+    std::span<const Candidate> Live() const { return {items.data(), live}; }
+  };
+
+  void SweepIdleProcesses() {
+    std::erase_if(by_process_, [](const auto& p) { return p.second.live == 0; });
+  }
 
   template <typename Pred>
   void Erase(uint32_t tgid, Pred pred) {
     auto proc = by_process_.find(tgid);
     if (proc == by_process_.end()) return;
-    auto& v = proc->second;
-    v.erase(std::remove_if(v.begin(), v.end(), pred), v.end());
-    if (v.empty()) by_process_.erase(proc);
+    // Order among candidates does not matter (a rule picks the one match or none), so an ended
+    // request's slot swaps with the last live one and stays allocated behind it.
+    Slots& s = proc->second;
+    for (size_t i = 0; i < s.live;) {
+      if (pred(s.items[i])) {
+        std::swap(s.items[i], s.items[s.live - 1]);
+        --s.live;
+      } else {
+        ++i;
+      }
+    }
   }
 
   bool Adopt(const Candidate& c, std::string_view source, Identity& id) {
@@ -214,7 +244,7 @@ class ForwardedRule final : public ParentRule {
 
   // The one candidate that arrived with the value this request carries, in the first
   // correlation header the request has that decides.
-  static const Candidate* ByHeader(const RequestView& r, const std::vector<Candidate>& candidates) {
+  static const Candidate* ByHeader(const RequestView& r, std::span<const Candidate> candidates) {
     if (!r.carrier) return nullptr;
     for (size_t i = 0; i < kCorrelationHeaders.size(); ++i) {
       std::array<std::string_view, 1> v;
@@ -233,7 +263,7 @@ class ForwardedRule final : public ParentRule {
   }
 
   // The one candidate whose target shares the longest specific tail with this request's.
-  static const Candidate* ByTarget(const RequestView& r, const std::vector<Candidate>& candidates) {
+  static const Candidate* ByTarget(const RequestView& r, std::span<const Candidate> candidates) {
     if (r.evidence.target.empty()) return nullptr;
     const PathTail mine(r.evidence.target);
     const Candidate* best = nullptr;
@@ -254,7 +284,7 @@ class ForwardedRule final : public ParentRule {
   }
 
   InFlightSpans& in_flight_;
-  std::unordered_map<uint32_t, std::vector<Candidate>> by_process_;
+  std::unordered_map<uint32_t, Slots> by_process_;
   Counter& table_full_;
 };
 

@@ -26,7 +26,7 @@ void Check(bool ok) {
 void CheckMessage(const Message& m) {
   Check(m.headers.size() <= HeaderList::kMaxHeaders);
   Check(m.trailers.size() <= HeaderList::kMaxHeaders);
-  for (const Header& h : m.headers.fields()) Check(h.value.size() <= HeaderList::kMaxValueBytes);
+  for (Header h : m.headers.fields()) Check(h.value.size() <= HeaderList::kMaxValueBytes);
   Check(m.body_bytes_not_captured <= m.body_wire_bytes);
   Check(m.body_bytes <= m.body_wire_bytes);
   Check(m.header_bytes > 0);

@@ -119,7 +119,7 @@ inline std::string Summary(const Message& m) {
        " b=" + std::to_string(m.body_bytes) + " w=" + std::to_string(m.body_wire_bytes) +
        " nc=" + std::to_string(m.body_bytes_not_captured) + " t=" + std::to_string(m.truncated) +
        " tr=" + std::to_string(m.trailers.size());
-  for (const Header& h : m.headers.fields()) s += " [" + h.name + ":" + h.value + "]";
+  for (Header h : m.headers.fields()) s += " [" + std::string(h.name) + ":" + std::string(h.value) + "]";
   return s + "\n";
 }
 

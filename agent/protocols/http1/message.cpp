@@ -1,6 +1,5 @@
 #include "agent/protocols/http1/message.h"
 
-#include <algorithm>
 
 namespace threadline::http1 {
 
@@ -21,36 +20,51 @@ void HeaderList::Add(std::string_view name, std::string_view value) {
     return;
   }
   last_dropped_ = false;
-  Header& h = fields_.emplace_back();
-  h.name.assign(Cap(name, kMaxNameBytes, values_truncated_));
-  h.value.assign(Cap(value, kMaxValueBytes, values_truncated_));
+  if (fields_.empty()) {
+    fields_.reserve(kInitialFields);
+    text_.reserve(kInitialTextBytes);
+  }
+  name = Cap(name, kMaxNameBytes, values_truncated_);
+  value = Cap(value, kMaxValueBytes, values_truncated_);
+  fields_.push_back(Field{static_cast<uint32_t>(text_.size()), static_cast<uint16_t>(name.size()),
+                          static_cast<uint32_t>(value.size())});
+  text_.append(name);
+  text_.append(value);
 }
 
 void HeaderList::AppendToLast(std::string_view continuation) {
   if (fields_.empty() || last_dropped_) return;
-  std::string& v = fields_.back().value;
-  if (v.size() >= kMaxValueBytes) {
+  // The last field's value ends text_, so the continuation is appended in place.
+  Field& last = fields_.back();
+  if (last.value_len >= kMaxValueBytes) {
     values_truncated_ = true;
     return;
   }
-  size_t room = kMaxValueBytes - v.size();
-  if (!v.empty() && !continuation.empty()) {
-    v.push_back(' ');
+  size_t room = kMaxValueBytes - last.value_len;
+  if (last.value_len > 0 && !continuation.empty()) {
+    text_.push_back(' ');
+    ++last.value_len;
     --room;
   }
-  v.append(Cap(continuation, room, values_truncated_));
+  continuation = Cap(continuation, room, values_truncated_);
+  text_.append(continuation);
+  last.value_len += static_cast<uint32_t>(continuation.size());
 }
 
-const Header* HeaderList::Find(std::string_view name) const {
-  auto it = std::find_if(fields_.begin(), fields_.end(),
-                         [&](const Header& h) { return EqualsIgnoreCase(h.name, name); });
-  return it == fields_.end() ? nullptr : &*it;
+std::optional<Header> HeaderList::Find(std::string_view name) const {
+  for (size_t i = 0; i < fields_.size(); ++i) {
+    const Field& f = fields_[i];
+    if (f.name_len == name.size() &&
+        EqualsIgnoreCase(std::string_view(text_).substr(f.name_at, f.name_len), name))
+      return (*this)[i];
+  }
+  return std::nullopt;
 }
 
 std::optional<std::string_view> HeaderList::Get(std::string_view name) const {
-  const Header* h = Find(name);
-  if (h == nullptr) return std::nullopt;
-  return std::string_view(h->value);
+  std::optional<Header> h = Find(name);
+  if (!h) return std::nullopt;
+  return h->value;
 }
 
 std::string_view ToString(Framing f) {

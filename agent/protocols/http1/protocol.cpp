@@ -103,7 +103,7 @@ std::unique_ptr<Protocol> CreateProtocol(const ProtocolOptions& options, Metrics
 
 size_t HeaderCarrier::Values(std::string_view key, std::span<std::string_view> out) const {
   size_t n = 0;
-  for (const Header& h : headers_.fields()) {
+  for (Header h : headers_.fields()) {
     if (!EqualsIgnoreCase(h.name, key)) continue;
     if (n < out.size()) out[n] = h.value;
     ++n;
