@@ -23,6 +23,14 @@ The server's core then carries only what tracing adds to the server itself (the 
 run in its syscalls); the agent's userspace work competes with the load generator, as it would
 compete with other work on a node. Change with --server-cpu/--load-cpu/--agent-cpu.
 
+--defaults: the agent as a new user runs it on a node: no --pid (every process traced, the load
+generator and the receiver too), the agent not pinned to a CPU, its default settings (trace
+store and web view on). Server and load generator stay pinned so that runs compare.
+
+The receiver of the full mode is one single-threaded non-blocking loop that reads each export
+request and answers a canned 200 without parsing the body (no thread per request, no HTTP
+library): its CPU seconds are printed at the end ("sink: ..."), so that `full` is the agent's cost.
+
 Run as root from the repository root:  sudo python3 bench/overhead.py [--quick] [--markdown]
 It installs nginx, wrk, hey and openssl with scripts/deps.sh --with-bench (idempotent).
 Exit status: 0 ok, 1 failure, 77 prerequisites missing (skip; under CI=true that is 1).
@@ -105,32 +113,73 @@ def full_agent_args(args):
 
 
 # An OTLP/HTTP receiver that accepts every export and discards it, counting requests and bytes
-# (printed on SIGTERM). Python's http.server is plenty: the agent batches spans (hundreds per
-# request), so a few dozen requests per second arrive.
+# (printed on SIGTERM). One thread, one selectors loop, no HTTP library: it finds the end of the
+# headers and Content-Length, skips that many bytes, and writes a canned response. The agent
+# batches spans (hundreds per request), so a few dozen requests per second arrive: its cost is
+# a fraction of a percent of a core, and it is printed (CPU seconds) when it stops.
 SINK_CODE = r"""
-import signal, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import os, selectors, signal, socket, sys
 counts = {"requests": 0, "bytes": 0}
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(n)
-        counts["requests"] += 1
+OK = (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n"
+      b"Content-Length: 0\r\n\r\n")
+sel = selectors.DefaultSelector()
+lst = socket.socket()
+lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+lst.bind(("127.0.0.1", int(sys.argv[1])))
+lst.listen(64)
+lst.setblocking(False)
+sel.register(lst, selectors.EVENT_READ, None)
+state = {}  # socket -> [header bytes so far, body bytes still to skip]
+def on_data(c):
+    try:
+        data = c.recv(1 << 20)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError:
+        data = b""
+    if not data:
+        sel.unregister(c); c.close(); state.pop(c, None); return
+    st = state[c]
+    while data:
+        if st[1] > 0:
+            take = min(st[1], len(data)); st[1] -= take; data = data[take:]
+            if st[1] == 0:
+                counts["requests"] += 1; c.sendall(OK)
+            continue
+        st[0] += data; data = b""
+        end = st[0].find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head, rest = st[0][:end].lower(), st[0][end + 4:]
+        st[0] = b""
+        n = 0
+        for line in head.split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                n = int(line.split(b":", 1)[1])
         counts["bytes"] += n
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-srv = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+        if n == 0:
+            counts["requests"] += 1; c.sendall(OK)
+        st[1] = n
+        data = rest
 def stop(*_):
-    print(f"sink: {counts['requests']} export requests, {counts['bytes']} bytes", flush=True)
+    t = os.times()
+    print(f"sink: {counts['requests']} export requests, {counts['bytes']} bytes, "
+          f"{t.user + t.system:.2f} s CPU", flush=True)
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
 print("sink ready", flush=True)
-srv.serve_forever()
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is lst:
+            try:
+                c, _ = lst.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            c.setblocking(False)
+            state[c] = [b"", 0]
+            sel.register(c, selectors.EVENT_READ, None)
+        else:
+            on_data(key.fileobj)
 """
 
 
@@ -152,7 +201,7 @@ class OtlpSink:
 
 
 def agent_command(args, mode, server_pids):
-    pin = ["taskset", "-c", str(args.agent_cpu)]
+    pin = [] if args.defaults else ["taskset", "-c", str(args.agent_cpu)]
     if mode == "bpf":
         sel = [] if args.trace_all else [a for p in server_pids for a in ("--pid", str(p))]
         return pin + [args.bpf_only] + sel
@@ -616,6 +665,9 @@ def parse_args(argv):
     p.add_argument("--agent-cpu", type=int, default=1)
     p.add_argument("--trace-all", action="store_true",
                    help="trace every process (the load generator too), not only the server")
+    p.add_argument("--defaults", action="store_true",
+                   help="the agent as a user runs it: every process traced (no --pid), agent not "
+                        "pinned, default settings (implies --trace-all)")
     p.add_argument("--full-agent-args", default="",
                    help="agent arguments of the 'full' mode instead of the built-in ones")
     p.add_argument("--quick", action="store_true",
@@ -626,6 +678,8 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.duration, args.latency_duration = 1, 1, 1
+    if args.defaults:
+        args.trace_all = True
     args.duration = max(1, int(args.duration))
     args.latency_duration = max(1, int(args.latency_duration))
     return args
@@ -659,8 +713,9 @@ def main(argv):
     others = other_tracers(os.getpid())
     if others:
         print(f"WARNING: other tracers attached during the run (they slow every syscall): {' '.join(others)}")
+    agent_at = "agent not pinned (defaults)" if args.defaults else f"agent on CPU {args.agent_cpu}"
     print(f"placement: server on CPU {args.server_cpu}, load generator on CPU {args.load_cpu}, "
-          f"agent on CPU {args.agent_cpu}; traced: {'all processes' if args.trace_all else 'the server only (--pid)'}")
+          f"{agent_at}; traced: {'all processes' if args.trace_all else 'the server only (--pid)'}")
     print(f"runs: {args.repeats} repeats x (wrk {args.duration}s max throughput + hey "
           f"{args.latency_duration}s fixed rate) per scenario and mode, modes interleaved; "
           "hey reports latency in 0.1 ms steps")
