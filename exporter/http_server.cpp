@@ -116,6 +116,8 @@ struct HttpServerAccess {
     MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, &CollectQuery, &request.query);
     if (const char* host = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
       request.host = host;
+    if (const char* accept = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT))
+      request.accept = accept;
     HttpResponse response;
     try {
       response = server->handler_(request);

@@ -25,6 +25,7 @@ struct HttpRequest {
   std::string path;    // without the query string, not percent-decoded
   std::map<std::string, std::string> query;  // decoded; a repeated key keeps its last value
   std::string host;    // the Host header, as sent
+  std::string accept;  // the Accept header, as sent (empty without one)
 
   // The query value of `key`, or `fallback`.
   std::string Query(const std::string& key, const std::string& fallback = "") const {

@@ -8,6 +8,8 @@ namespace threadline {
 
 HttpResponse MetricsServer::Handle(const HttpRequest& request) const {
   if (request.path == "/metrics") {
+    if (NegotiateExposition(request.accept) == ExpositionFormat::kOpenMetrics)
+      return {200, std::string(kOpenMetricsContentType), RenderOpenMetricsText(registry_), {}};
     return {200, std::string(kPrometheusContentType), RenderPrometheusText(registry_), {}};
   }
   auto probe = [](const std::function<ProbeAnswer()>& check) {

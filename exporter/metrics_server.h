@@ -1,5 +1,6 @@
-// The agent's /metrics endpoint: Prometheus text (prometheus_text.h) of a MetricsRegistry on
-// GET /metrics, and the probes a Kubernetes kubelet and an operator use:
+// The agent's /metrics endpoint: a MetricsRegistry on GET /metrics, as Prometheus text or, when
+// the Accept header prefers it, OpenMetrics text with exemplars (prometheus_text.h); and the
+// probes a Kubernetes kubelet and an operator use:
 //   GET /healthz       liveness:  200 "ok: <why>" or 503 "<why not>" (plain "ok" without a handler)
 //   GET /readyz        readiness: 200 "ready: <what runs>" or 503 "<why not>" (404 without a handler)
 //   GET /capabilities  the capability report as JSON (404 without a handler)

@@ -48,8 +48,11 @@ DEPS_RUN=(
 # (in its web service) PyMySQL.
 # nghttp2-client (h2load): 100 concurrent HTTP/2 streams on one connection
 # (tests/e2e/test_http2.py).
+# prometheus (server and promtool, 2.42): tests/e2e/test_exemplars.py scrapes the agent with a real
+# Prometheus (its OpenMetrics parser, exemplar storage); tests/deploy/test_prometheus_rules.py runs
+# `promtool check rules` and `promtool test rules` on deploy/prometheus/.
 DEPS_TEST_PEERS=(
-  nodejs nginx openssl golang-go yamllint mmdebstrap libcap2-bin chromium
+  nodejs nginx openssl golang-go yamllint mmdebstrap libcap2-bin chromium prometheus
   postgresql python3-psycopg2 mariadb-server mariadb-client redis-server redis-tools python3-redis python3-pymysql
   nghttp2-client
 )

@@ -17,10 +17,25 @@ Histogram::Histogram(std::vector<double> upper_bounds)
   for (size_t i = 0; i <= bounds_.size(); ++i) buckets_[i].store(0, std::memory_order_relaxed);
 }
 
+size_t Histogram::BucketOf(double v) const {
+  return static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin());
+}
+
 void Histogram::Observe(double v) {
-  size_t i = static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin());
-  buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  buckets_[BucketOf(v)].fetch_add(1, std::memory_order_relaxed);
   sum_.fetch_add(v, std::memory_order_relaxed);
+}
+
+void Histogram::ObserveWithExemplar(const Exemplar& e) {
+  Observe(e.value);
+  SetExemplar(e);
+}
+
+void Histogram::SetExemplar(const Exemplar& e) {
+  const size_t i = BucketOf(e.value);
+  std::lock_guard lock(exemplars_mu_);
+  if (exemplars_.empty()) exemplars_.resize(bounds_.size() + 1);
+  exemplars_[i] = e;
 }
 
 Histogram::Data Histogram::Read() const {
@@ -34,6 +49,8 @@ Histogram::Data Histogram::Read() const {
   }
   d.count = running;
   d.sum = sum_.load(std::memory_order_relaxed);
+  std::lock_guard lock(exemplars_mu_);
+  d.exemplars = exemplars_;
   return d;
 }
 

@@ -5,6 +5,7 @@
 // registry's lifetime, and Add() is one relaxed atomic increment.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -39,9 +40,24 @@ class Gauge {
   std::atomic<int64_t> v_{0};
 };
 
+// One observation that stands for its bucket: the span it came from (OpenMetrics exemplar with
+// the labels trace_id and span_id), its value and when it happened.
+struct Exemplar {
+  std::array<uint8_t, 16> trace_id{};
+  std::array<uint8_t, 8> span_id{};
+  double value = 0;
+  uint64_t time_unix_ns = 0;
+  bool operator==(const Exemplar&) const = default;
+};
+
 // Fixed-bucket histogram (Prometheus semantics: bucket i counts observations <= bounds[i], and
 // an implicit +Inf bucket takes the rest). Observe() is lock-free: a binary search of the bounds
 // and two relaxed atomic adds, so hot paths can call it.
+//
+// Exemplars: ObserveWithExemplar() also keeps the observation as its bucket's exemplar (the
+// latest one wins; one per bucket, as OpenMetrics allows). Their storage is made on the first
+// exemplar and guarded by a mutex of its own, taken only on that path and by Read(): histograms
+// that never get one cost nothing more.
 class Histogram {
  public:
   // `upper_bounds` strictly increasing, finite; it need not list +Inf.
@@ -50,20 +66,30 @@ class Histogram {
   Histogram& operator=(const Histogram&) = delete;
 
   void Observe(double v);
+  // Observe(e.value) and keep `e` as the exemplar of the bucket it falls in.
+  void ObserveWithExemplar(const Exemplar& e);
+  // Keeps `e` as its bucket's exemplar without counting it (it was observed before).
+  void SetExemplar(const Exemplar& e);
 
   struct Data {
     std::vector<double> upper_bounds;  // without +Inf
     std::vector<uint64_t> cumulative;  // size upper_bounds.size() + 1; the last is +Inf
     double sum = 0;
     uint64_t count = 0;                // == cumulative.back()
+    // Empty, or one per bucket (same indexing as `cumulative`); time_unix_ns == 0: none.
+    std::vector<Exemplar> exemplars;
   };
   Data Read() const;
   const std::vector<double>& upper_bounds() const { return bounds_; }
 
  private:
+  size_t BucketOf(double v) const;
+
   std::vector<double> bounds_;
   std::unique_ptr<std::atomic<uint64_t>[]> buckets_;  // bounds_.size() + 1, not cumulative
   std::atomic<double> sum_{0};
+  mutable std::mutex exemplars_mu_;
+  std::vector<Exemplar> exemplars_;  // empty until the first exemplar, then bounds_.size() + 1
 };
 
 // Seconds, 1 ms .. 30 s: latencies of network calls (up to the usual export timeouts).

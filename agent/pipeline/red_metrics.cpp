@@ -116,12 +116,19 @@ void RedMetricsSink::OnSpan(Span span) {
                          ? static_cast<double>(span.end_unix_ns - span.start_unix_ns) / 1e9
                          : 0.0;
     const std::string_view db_system = StringAttr(span.attributes, "db.system.name", "");
+    Histogram* h = nullptr;
     if (!db_system.empty()) {
-      if (span.kind == SpanKind::kClient) DbSeriesFor(span, db_system).Observe(seconds);
+      if (span.kind == SpanKind::kClient) h = &DbSeriesFor(span, db_system);
     } else if (FindAttribute(span.attributes, "http.request.method") != nullptr) {
       // HTTP requests (HTTP/1 and HTTP/2); gRPC calls have no method or status class to file
       // them under here.
-      SeriesFor(span).Observe(seconds);
+      h = &SeriesFor(span);
+    }
+    if (h != nullptr && span.sampled()) {
+      // A kept span: it can stand for its bucket (the exemplar links to a trace that exists).
+      h->ObserveWithExemplar(Exemplar{span.trace_id.bytes, span.span_id.bytes, seconds, span.end_unix_ns});
+    } else if (h != nullptr) {
+      h->Observe(seconds);
     }
   }
   next_.OnSpan(std::move(span));

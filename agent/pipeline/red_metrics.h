@@ -10,6 +10,11 @@
 // statement's summary (never its values); past max_series distinct label sets (per family) new
 // ones are folded into route="_other" / db_collection_name="_other" (counted). Database spans
 // of a server's own side (db.server_spans) are not in these metrics.
+//
+// Exemplars: a sampled span (one that goes on to the output) becomes the exemplar of the bucket
+// it falls in (trace id, span id, duration, end time), so a latency bucket links to a trace; the
+// OpenMetrics exposition shows them (exporter/prometheus_text.h). Unsampled spans are counted
+// but never exemplars: their traces are not exported.
 #pragma once
 
 #include <cstddef>
