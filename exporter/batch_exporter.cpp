@@ -57,6 +57,8 @@ BatchSpanExporter::BatchSpanExporter(PassKey, const BatchExporterOptions& option
       queue_depth_(metrics.GetGauge("threadline_export_queue_depth", {}, "Spans waiting for export.")),
       latency_(metrics.GetHistogram("threadline_export_latency_seconds", {}, DefaultLatencyBuckets(),
                                     "Duration of OTLP export requests (each attempt).")) {
+  metrics.GetGauge("threadline_export_queue_limit", {}, "Spans the export queue holds at most (OTEL_BSP_MAX_QUEUE_SIZE).")
+      .Set(static_cast<int64_t>(options_.max_queue_size));
   spdlog::info("OTLP export: {}; queue {} spans, batches of {} every {} ms, {} ms per request, "
                "{} ms per batch including retries",
                transport_->Describe(), options_.max_queue_size, options_.max_export_batch_size,

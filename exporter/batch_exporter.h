@@ -24,6 +24,7 @@
 //   threadline_spans_dropped_total{reason=queue_full|export_failed|retries_exhausted|shutdown}
 //   threadline_export_requests_total{result=success|retryable_error|permanent_error}
 //   threadline_export_queue_depth                          spans waiting (gauge)
+//   threadline_export_queue_limit                          max_queue_size (gauge)
 //   threadline_export_latency_seconds                      per request attempt (histogram)
 //   threadline_export_partial_success_rejected_spans_total spans a receiver refused in an
 //                                                          accepted request (not retried)

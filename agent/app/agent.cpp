@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -119,6 +120,9 @@ Result<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& options, Metric
 }
 
 Status Agent::Start() {
+  // Restarts show as changes of this value (deploy/prometheus: ThreadlineAgentRestarting).
+  metrics_.GetGauge("threadline_start_time_seconds", {}, "When the agent started, Unix time in seconds")
+      .Set(static_cast<int64_t>(std::time(nullptr)));
   health_.SetStarting("probing the kernel's BPF capabilities");
   RETURN_IF_ERROR(PrepareBpfEnvironment());
   const CapabilityReport& caps = ProbeCapabilities();
@@ -435,8 +439,10 @@ void Agent::Upkeep(uint64_t now) {
     span_sink_->Flush();
     last_span_flush_ns_ = now;
   }
-  if (injector_ && now - last_inject_stats_ns_ >= kSecond) {
-    PublishInjectStats();
+  if (now - last_inject_stats_ns_ >= kSecond) {
+    // Kernel loss on /metrics within a second, not only with --stats-interval (alerts read it).
+    PublishKernelDrops();
+    if (injector_) PublishInjectStats();
     last_inject_stats_ns_ = now;
   }
   if (now - last_clock_refresh_ns_ >= 10 * kSecond) {

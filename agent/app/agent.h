@@ -124,7 +124,7 @@ class Agent : public EventSink {
   uint64_t last_stats_ns_ = 0;
   uint64_t last_clock_refresh_ns_ = 0;
   uint64_t next_trim_ns_ = 0;
-  uint64_t last_inject_stats_ns_ = 0;
+  uint64_t last_inject_stats_ns_ = 0;  // also when kernel drops were last published
   mutable std::mutex caps_json_mu_;
   std::string caps_json_;
 };

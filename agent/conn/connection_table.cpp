@@ -20,8 +20,10 @@ ChunkMeta MetaAt(uint64_t ts_ns, uint32_t tid = 0, uint8_t syscall = 0) {
   return m;
 }
 
+// threadline_conn_<name>_total: counters end in _total, as OpenMetrics requires of their samples
+// (so the text and OpenMetrics expositions name them alike).
 Counter& Named(MetricsRegistry& m, const char* name, const char* help, Labels labels = {}) {
-  return m.GetCounter(std::string("threadline_conn_") + name, labels, help);
+  return m.GetCounter(std::string("threadline_conn_") + name + "_total", labels, help);
 }
 
 }  // namespace

@@ -8,6 +8,11 @@
 // nothing of metrics; RedMetricsSink stays an observer that forwards everything; the wiring
 // (agent/app/agent.cpp) reads as the rule: builder -> RED metrics -> this filter -> output.
 // With every span sampled it costs one flag test per span.
+//
+// Kept spans are counted by why: threadline_spans_kept_total{reason="ratio"} for roots (the ratio
+// rule on a new trace id kept it), {reason="parent"} for the others (they follow their parent's
+// sampled flag). Kept + not_sampled = every span built; what is kept is what the output should
+// deliver, which the "tracing silence" alert compares with what was exported.
 #pragma once
 
 #include "agent/common/metrics.h"
@@ -21,13 +26,17 @@ class SampledSpanFilter : public SpanSink {
   SampledSpanFilter(SpanSink& next, MetricsRegistry& metrics)
       : next_(next),
         not_sampled_(metrics.GetCounter("threadline_spans_dropped_total", {{"reason", "not_sampled"}},
-                                        "Spans not exported, by reason")) {}
+                                        "Spans not exported, by reason")),
+        kept_ratio_(metrics.GetCounter("threadline_spans_kept_total", {{"reason", "ratio"}},
+                                       "Spans the sampling kept (sent on to the output), by reason")),
+        kept_parent_(metrics.GetCounter("threadline_spans_kept_total", {{"reason", "parent"}})) {}
 
   void OnSpan(Span span) override {
     if (!span.sampled()) {
       not_sampled_.Add(1);
       return;
     }
+    (span.parent_span_id.valid() ? kept_parent_ : kept_ratio_).Add(1);
     next_.OnSpan(std::move(span));
   }
   void Flush() override { next_.Flush(); }
@@ -35,6 +44,8 @@ class SampledSpanFilter : public SpanSink {
  private:
   SpanSink& next_;
   Counter& not_sampled_;
+  Counter& kept_ratio_;
+  Counter& kept_parent_;
 };
 
 }  // namespace threadline

@@ -21,9 +21,17 @@ SpanBuilder::SpanBuilder(SpanBuilderConfig config, ResourceCache& resources,
       resources_(resources),
       clock_(clock),
       out_(out),
+      metrics_(metrics),
       server_spans_(metrics.GetCounter("threadline_spans_created_total", {{"kind", "server"}},
-                                       "Spans built, by kind")),
+                                       "Spans ended (built when their operation ended), by kind")),
       client_spans_(metrics.GetCounter("threadline_spans_created_total", {{"kind", "client"}})),
+      server_started_(metrics.GetCounter("threadline_spans_started_total", {{"kind", "server"}},
+                                         "Spans started (a request seen whole, its identity fixed), by kind")),
+      client_started_(metrics.GetCounter("threadline_spans_started_total", {{"kind", "client"}})),
+      lost_abandoned_(metrics.GetCounter("threadline_spans_lost_total", {{"reason", "abandoned"}},
+                                         "Spans started that never ended, by reason")),
+      lost_connection_closed_(metrics.GetCounter("threadline_spans_lost_total", {{"reason", "connection_closed"}})),
+      lost_in_flight_limit_(metrics.GetCounter("threadline_spans_lost_total", {{"reason", "in_flight_limit"}})),
       no_request_(metrics.GetCounter("threadline_spans_dropped_total",
                                      {{"reason", "response_without_request"}},
                                      "Spans not exported, by reason")),
@@ -36,6 +44,21 @@ SpanBuilder::SpanBuilder(SpanBuilderConfig config, ResourceCache& resources,
       kernel_trace_mismatch_(metrics.GetCounter("threadline_kernel_trace_ids_total",
                                                 {{"result", "header_trace_differs"}})) {
   rules_ = DefaultParentRules(config_.parents, sampler_, *this, metrics);
+  // The outcomes every deployment has, so their series exist from the start (rates and ratios
+  // over them are 0, not absent); rules added later get theirs on first use.
+  for (Role role : {Role::kServer, Role::kClient})
+    for (std::string_view source : {"root", "ambiguous"}) (void)ParentSourceCounter(role, source);
+}
+
+Counter& SpanBuilder::ParentSourceCounter(Role role, std::string_view source) {
+  for (const SourceCounter& c : parent_sources_)
+    if (c.role == role && c.source == source) return *c.counter;
+  Counter& c = metrics_.GetCounter(
+      "threadline_spans_parent_source_total",
+      {{"kind", role == Role::kServer ? "server" : "client"}, {"source", std::string(source)}},
+      "Spans ended, by kind and the rule that chose their parent (threadline.parent.source)");
+  parent_sources_.push_back({role, std::string(source), &c});
+  return c;
 }
 
 SpanBuilder::~SpanBuilder() = default;
@@ -109,8 +132,12 @@ void SpanBuilder::Fix(const ConnectionInfo& c, Role role, const RequestView& req
     kernel_trace_mismatch_.Add(1);  // the kernel missed the header: downstream gets its trace
   for (const auto& rule : rules_) rule->OnIdentity(q, id);
 
+  (role == Role::kServer ? server_started_ : client_started_).Add(1);
   auto& in_flight = conns_[c.id].in_flight;
-  if (in_flight.size() >= kMaxInFlightPerConnection) in_flight.erase(in_flight.begin());
+  if (in_flight.size() >= kMaxInFlightPerConnection) {
+    in_flight.erase(in_flight.begin());
+    lost_in_flight_limit_.Add(1);
+  }
   in_flight.push_back(InFlight{request.stream_id, request.edge.first.pos,
                                request.edge.first.ts_ns, std::move(id)});
 }
@@ -134,6 +161,7 @@ Identity SpanBuilder::TakeIdentity(const ConnectionInfo& c, Role role, const Req
       auto stale = std::remove_if(in_flight.begin(), match + 1, [&](const InFlight& f) {
         return f.stream_id == request.stream_id;
       });
+      lost_abandoned_.Add(static_cast<uint64_t>(match + 1 - stale) - 1);  // all but this one
       in_flight.erase(stale, match + 1);
       return id;
     }
@@ -156,6 +184,7 @@ void SpanBuilder::OnRecord(const ConnectionInfo& c, Role role, Record&& r) {
   for (const auto& rule : rules_) rule->OnSpanEnd(c, role, r.request, id);
   // Unsampled spans too: the RED metrics downstream count every request (see the header).
   (role == Role::kServer ? server_spans_ : client_spans_).Add(1);
+  ParentSourceCounter(role, id.parent_source.empty() ? std::string_view("root") : id.parent_source).Add(1);
   out_.OnSpan(Build(c, role, r, std::move(id)));
 }
 
@@ -168,7 +197,11 @@ void SpanBuilder::OnConnectionOpened(const ConnectionInfo& c) {
 
 void SpanBuilder::OnConnectionDone(const ConnectionInfo& c) {
   for (const auto& rule : rules_) rule->OnConnectionDone(c);
-  conns_.erase(c.id);
+  auto it = conns_.find(c.id);
+  if (it == conns_.end()) return;
+  // The protocol flushed what it could at the close; requests still here never became spans.
+  lost_connection_closed_.Add(it->second.in_flight.size());
+  conns_.erase(it);
 }
 
 Span SpanBuilder::Build(const ConnectionInfo& c, Role role, const Record& r, Identity id) const {

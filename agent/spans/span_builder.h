@@ -27,12 +27,20 @@
 // the request's first byte to the read that returned the response's last byte (or the close
 // that ended the wait). Boot-clock ns from the kernel, converted to epoch ns with BootClock.
 //
+// Tracing-health counters (docs/metrics.md): every request whose identity is fixed is a span
+// started (threadline_spans_started_total{kind}); it either ends as a built span
+// (threadline_spans_created_total{kind}, "ended", counted with its parent rule in
+// threadline_spans_parent_source_total{kind,source}) or is lost (threadline_spans_lost_total
+// {reason}: the protocol gave the request up, its connection ended without it, the in-flight
+// bound pushed it out). So started = created + lost + in flight, at any time.
+//
 // Single-threaded (the consumer thread). Bounded: per-connection state is dropped with the
 // connection; the rules bound their own tables.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -105,8 +113,24 @@ class SpanBuilder final : public RecordSink, private InFlightSpans {
   std::unordered_map<ConnId, ConnState, ConnIdHash> conns_;
   std::vector<std::unique_ptr<ParentRule>> rules_;
 
+  // The counter of threadline_spans_parent_source_total for (role, source): found by a short
+  // linear search (a handful of rule names), made on first use.
+  Counter& ParentSourceCounter(Role role, std::string_view source);
+
+  MetricsRegistry& metrics_;
   Counter& server_spans_;
   Counter& client_spans_;
+  Counter& server_started_;
+  Counter& client_started_;
+  Counter& lost_abandoned_;
+  Counter& lost_connection_closed_;
+  Counter& lost_in_flight_limit_;
+  struct SourceCounter {
+    Role role;
+    std::string source;
+    Counter* counter;
+  };
+  std::vector<SourceCounter> parent_sources_;
   Counter& no_request_;
   Counter& unknown_role_;
   Counter& kernel_ids_used_;

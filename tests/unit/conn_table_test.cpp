@@ -31,7 +31,7 @@ class ConnTableTest : public ::testing::Test {
     table_ = std::make_unique<ConnectionTable>(config, out_, metrics_, resolver);
   }
   uint64_t Count(const std::string& name, const Labels& labels = {}) {
-    return metrics_.GetCounter("threadline_conn_" + name, labels).Value();
+    return metrics_.GetCounter("threadline_conn_" + name + "_total", labels).Value();
   }
   int64_t GaugeValue(const std::string& name) {
     return metrics_.GetGauge("threadline_conn_" + name).Value();

@@ -275,6 +275,56 @@ TEST(SpanBuilderTest, RecordsOfConcurrentStreamsFindTheirOwnIdentity) {
   EXPECT_EQ(metrics.CounterTotal("threadline_spans_created_total"), 3u);
 }
 
+// The tracing-health counters (docs/metrics.md): every span started ends (created, by parent
+// source) or is lost with a reason, so started == created + lost once nothing is in flight.
+TEST(SpanBuilderTest, StartedEndedLostAndParentSourcesAreCounted) {
+  Pipeline p;
+  const ConnectionInfo srv = p.Conn(5, Role::kServer);
+  const ConnectionInfo cli = p.Conn(6, Role::kClient);
+  p.Send(srv, kIn, "REQ front " + std::string(kTp) + "\n", 7);
+  p.Send(cli, kOut, "REQ back\n", 7);
+  p.Send(cli, kIn, "RSP\n", 7);
+  p.Send(srv, kOut, "RSP\n", 7);
+  auto source = [&](const char* kind, const char* src) {
+    return p.metrics.GetCounter("threadline_spans_parent_source_total", {{"kind", kind}, {"source", src}}).Value();
+  };
+  EXPECT_EQ(source("server", "header"), 1u);
+  EXPECT_EQ(source("client", "thread"), 1u);
+  EXPECT_EQ(source("server", "root"), 0u);  // registered from the start, still zero
+  EXPECT_EQ(source("client", "ambiguous"), 0u);
+
+  // Requests of one stream answered out of the protocol's sight: the first two were given up.
+  ConnectionInfo c;
+  c.id = ConnId{p.pid, 9, 9};
+  c.role = Role::kServer;
+  p.builder.OnConnectionOpened(c);
+  RequestView last;
+  for (uint64_t pos : {0u, 10u, 20u}) {
+    last.edge = MessageEdge{true, ChunkMeta{1000 + pos, 990, 7, 0, pos}, ChunkMeta{1000 + pos, 990, 7, 0, pos}};
+    p.builder.OnRequest(c, Role::kServer, last);
+  }
+  Record r;
+  r.request = last;
+  r.response = MessageEdge{true, ChunkMeta{5000, 0, 7, 0, 0}, ChunkMeta{5000, 0, 7, 0, 0}};
+  p.builder.OnRecord(c, Role::kServer, std::move(r));
+  // And one whose connection ends before its record.
+  p.builder.OnRequest(c, Role::kServer, RequestView{.edge = MessageEdge{true, ChunkMeta{6000, 0, 7, 0, 30}, {}}});
+  p.builder.OnConnectionDone(c);
+
+  auto lost = [&](const char* reason) {
+    return p.metrics.GetCounter("threadline_spans_lost_total", {{"reason", reason}}).Value();
+  };
+  EXPECT_EQ(lost("abandoned"), 2u);
+  EXPECT_EQ(lost("connection_closed"), 1u);
+  EXPECT_EQ(lost("in_flight_limit"), 0u);
+  EXPECT_EQ(p.metrics.GetCounter("threadline_spans_started_total", {{"kind", "server"}}).Value(), 5u);
+  EXPECT_EQ(p.metrics.GetCounter("threadline_spans_started_total", {{"kind", "client"}}).Value(), 1u);
+  EXPECT_EQ(p.metrics.CounterTotal("threadline_spans_started_total"),
+            p.metrics.CounterTotal("threadline_spans_created_total") + p.metrics.CounterTotal("threadline_spans_lost_total"));
+  EXPECT_EQ(p.metrics.CounterTotal("threadline_spans_parent_source_total"),
+            p.metrics.CounterTotal("threadline_spans_created_total"));
+}
+
 TEST(SpanBuilderTest, KernelIdsAreTiedToTheRequestsStreamPosition) {
   Pipeline p;
   const ConnectionInfo srv = p.Conn(5, Role::kServer);
