@@ -7,8 +7,8 @@ storage, its HTTP API.
     prom.query("sum(threadline_spans_exported_total)")
     prom.exemplars("http_server_request_duration_seconds_bucket")
 
-Data lives in a temporary directory removed at cleanup; the server listens on a free loopback
-port and is stopped by the test's cleanup.
+Data lives in a temporary directory removed at cleanup; the server (an e2e_util.PeerProcess)
+listens on a free loopback port and is stopped by the test's cleanup.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import unittest
@@ -43,17 +42,12 @@ class PrometheusServer:
                                   "evaluation_interval": scrape_interval},
                        "scrape_configs": [{"job_name": "threadline",
                                            "static_configs": [{"targets": targets}]}]}, f)
-        self.log_path = os.path.join(self.dir, "prometheus.log")
-        self.log = open(self.log_path, "w")
         args = ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={self.dir}/data",
                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
         if features:
             args.append("--enable-feature=" + ",".join(features))
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-        test.addCleanup(self.stop)
+        self.proc = e2e_util.PeerProcess(args, test, port=self.port, ready_timeout=30)
         for _ in e2e_util.deadline_loop(30, 0.2):
-            if self.proc.poll() is not None:
-                break
             try:
                 with urllib.request.urlopen(self.url("/-/ready"), timeout=2) as r:
                     if r.status == 200:
@@ -65,10 +59,8 @@ class PrometheusServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def log_tail(self, n: int = 4000) -> str:
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()[-n:]
+    def log_tail(self) -> str:
+        return self.proc.describe()
 
     def api(self, path: str, **params: str) -> dict:
         url = self.url(path) + ("?" + urllib.parse.urlencode(params) if params else "")
@@ -115,11 +107,4 @@ class PrometheusServer:
         return self.api("/api/v1/metadata", metric=metric).get(metric, [])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        self.proc.stop()

@@ -18,7 +18,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(__file__))
 import e2e_util  # noqa: E402
 from e2e_util import Agent, HttpServer, curl, free_port, require_root  # noqa: E402
-from test_otlp_export import Receiver, ensure_receiver_installed, parse_metrics, unavailable  # noqa: E402
+from test_otlp_export import Receiver, ReceiverTestCase, parse_metrics  # noqa: E402
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -43,14 +43,7 @@ def wait_metric(test: unittest.TestCase, port: int, prefix: str, minimum: float,
     return values
 
 
-class AgentOtlpTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        try:
-            cls.modules = ensure_receiver_installed()
-        except Exception as e:  # noqa: BLE001 - any setup failure is the reason
-            unavailable(f"cannot install the OTLP receiver: {e}")
-
+class AgentOtlpTest(ReceiverTestCase):
     def setUp(self):
         require_root(self)
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 import e2e_util  # noqa: E402
 from e2e_util import Agent, HttpServer, curl, free_port, require_root  # noqa: E402
 from prom_server import PrometheusServer, require_prometheus  # noqa: E402
-from test_otlp_export import Receiver, ensure_receiver_installed, unavailable  # noqa: E402
+from test_otlp_export import Receiver, ReceiverTestCase  # noqa: E402
 
 SERVER_DURATION = "http_server_request_duration_seconds"
 
@@ -42,14 +41,7 @@ def fetch(url: str, accept: str | None) -> tuple[str, str]:
         return r.headers.get("Content-Type", ""), r.read().decode()
 
 
-class ExemplarTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        try:
-            cls.modules = ensure_receiver_installed()
-        except Exception as e:  # noqa: BLE001 - any setup failure is the reason
-            unavailable(f"cannot install the OTLP receiver: {e}")
-
+class ExemplarTest(ReceiverTestCase):
     def setUp(self):
         require_root(self)
         require_prometheus(self)

@@ -66,6 +66,17 @@ def ensure_receiver_installed() -> str:
     return modules
 
 
+class ReceiverTestCase(unittest.TestCase):
+    """A test class that needs the receiver: installed once per class into `cls.modules`."""
+
+    @classmethod
+    def setUpClass(cls):
+        try:
+            cls.modules = ensure_receiver_installed()
+        except Exception as e:  # noqa: BLE001 - any setup failure is the reason
+            unavailable(f"cannot install the OTLP receiver: {e}")
+
+
 class Receiver:
     """otlp_receiver.js in the background; its JSON lines collected by a thread."""
 
