@@ -281,8 +281,9 @@ TEST(SpanBuilderTest, StartedEndedLostAndParentSourcesAreCounted) {
   Pipeline p;
   const ConnectionInfo srv = p.Conn(5, Role::kServer);
   const ConnectionInfo cli = p.Conn(6, Role::kClient);
-  p.Send(srv, kIn, "REQ front " + std::string(kTp) + "\n", 7);
-  p.Send(cli, kOut, "REQ back\n", 7);
+  p.Send(srv, kIn, "REQ front " + std::string(kTp) + "\n", 7, 0, TL_CTX_TAG(TL_CTAG_SERVER, 3));
+  // The kernel's verdict: the same thread, while serving request 3.
+  p.Send(cli, kOut, "REQ back\n", 7, 0, TL_CTX_TAG(TL_CTAG_THREAD, 3));
   p.Send(cli, kIn, "RSP\n", 7);
   p.Send(srv, kOut, "RSP\n", 7);
   auto source = [&](const char* kind, const char* src) {
