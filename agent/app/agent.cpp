@@ -41,6 +41,7 @@
 #include "agent/protocols/dispatcher.h"
 #include "agent/spans/span_builder.h"
 #include "agent/pipeline/red_metrics.h"
+#include "agent/config/settings.h"
 #include "agent/pipeline/sampled_filter.h"
 #include "agent/spans/sampler.h"
 #include "agent/traces/trace_store.h"
@@ -234,18 +235,37 @@ Status Agent::Start() {
     } else {
       span_sink_ = std::make_unique<NullSpanSink>();
     }
-    // Every span reaches the RED metrics and the trace store; only sampled ones go on to the
-    // output.
-    sampled_filter_ = std::make_unique<SampledSpanFilter>(*span_sink_, metrics_);
+    // Every span reaches the RED metrics and the trace store; sampled ones go on to the output,
+    // unsampled ones wait for their local trace to complete (tail keep) or are dropped.
+    ASSIGN_OR_RETURN(TailKeepOptions tail, TailKeepFromOptions(options_));
+    sampled_filter_ = std::make_unique<SampledSpanFilter>(*span_sink_, metrics_, tail);
     SpanSink* after_metrics = sampled_filter_.get();
-    if (!options_.ui_address.empty()) {
-      StartWebView();
-      if (trace_store_) {
-        trace_store_tee_ = std::make_unique<TraceStoreSink>(*trace_store_, *sampled_filter_);
-        after_metrics = trace_store_tee_.get();
+    if (!options_.ui_address.empty()) StartWebView();
+    if (tail.enabled && !trace_store_) {
+      // Tail keep needs to know when a local trace is complete: the trace store tells, web
+      // view or not (its bounds, ui.max_traces and ui.max_mb, apply).
+      trace_store_ = std::make_unique<TraceStore>(TraceStoreOptionsFrom(options_), metrics_);
+    }
+    if (trace_store_) {
+      trace_store_tee_ = std::make_unique<TraceStoreSink>(*trace_store_, *sampled_filter_);
+      after_metrics = trace_store_tee_.get();
+      if (tail.enabled) {
+        trace_store_->AddHook([filter = sampled_filter_.get()](const CompletedTracePtr& t) {
+          filter->OnLocalTraceComplete(t->trace_id);
+        });
       }
     }
-    red_metrics_ = std::make_unique<RedMetricsSink>(*after_metrics, metrics_);
+    auto red = std::make_unique<RedMetricsSink>(*after_metrics, metrics_);
+    sampled_filter_->SetOnTailKept([red = red.get()](const Span& span) { red->SetExemplar(span); });
+    red_metrics_ = std::move(red);
+    if (tail.enabled) {
+      std::string routes;
+      for (const auto& [route, ns] : tail.slow_routes) routes += " " + route + "=" + std::to_string(ns / 1'000'000) + "ms";
+      spdlog::info("sampling: tail keep on: local traces the ratio dropped are still exported when a span {}{} "
+                   "(decided when the local trace completes; at most {} spans held, {} ms){}",
+                   tail.keep_errors ? "is an ERROR or " : "", tail.slow_ns ? "is slower than " + std::to_string(tail.slow_ns / 1'000'000) + " ms" : "is slower than its route's threshold",
+                   tail.max_spans, tail.max_wait_ns / 1'000'000, routes.empty() ? "" : "; per route:" + routes);
+    }
     span_builder_ = std::make_unique<SpanBuilder>(std::move(span_config), *resources_, clock_,
                                                   *red_metrics_, metrics_);
     own_sockets_ = std::make_unique<OwnSockets>(metrics_);
@@ -359,10 +379,32 @@ Status Agent::Start() {
   return OkStatus();
 }
 
-void Agent::StartWebView() {
+TraceStoreOptions Agent::TraceStoreOptionsFrom(const AgentOptions& options) {
   TraceStoreOptions store_options;
-  store_options.max_traces = options_.trace_store_max_traces;
-  store_options.max_bytes = static_cast<size_t>(options_.trace_store_max_mb) << 20;
+  store_options.max_traces = options.trace_store_max_traces;
+  store_options.max_bytes = static_cast<size_t>(options.trace_store_max_mb) << 20;
+  return store_options;
+}
+
+Result<TailKeepOptions> Agent::TailKeepFromOptions(const AgentOptions& options) {
+  TailKeepOptions tail;
+  tail.keep_errors = options.sampling_keep_errors;
+  tail.slow_ns = uint64_t{options.sampling_slow_ms} * 1'000'000;
+  for (const std::string& item : options.sampling_slow_routes) {
+    ASSIGN_OR_RETURN(auto route, config::ParseSlowRoute(item));
+    tail.slow_routes.emplace_back(route.first, uint64_t{route.second} * 1'000'000);
+  }
+  tail.max_spans = options.sampling_tail_max_spans;
+  tail.max_wait_ns = uint64_t{options.sampling_tail_max_wait_ms} * 1'000'000;
+  // Only when the ratio drops traces, and something could be worth keeping.
+  tail.enabled = options.sampling_ratio < 1.0 &&
+                 (tail.keep_errors || tail.slow_ns != 0 ||
+                  std::any_of(tail.slow_routes.begin(), tail.slow_routes.end(), [](const auto& r) { return r.second != 0; }));
+  return tail;
+}
+
+void Agent::StartWebView() {
+  const TraceStoreOptions store_options = TraceStoreOptionsFrom(options_);
   auto store = std::make_unique<TraceStore>(store_options, metrics_);
   // Not fatal: a second agent on the node, or a busy port, must not stop tracing.
   auto ui = UiServer::Start(options_.ui_address, *store, "live: this agent", metrics_);
@@ -426,15 +468,17 @@ Status Agent::Run(const std::atomic<bool>& stop) {
   health_.SetStopping();
   ring_->Drain();
   if (printer_) printer_->Flush();
-  if (span_sink_) span_sink_->Flush();
   if (trace_store_) trace_store_->CompleteAll();  // the completion hooks see every trace
+  if (sampled_filter_) sampled_filter_->DecideAll();  // what tail keep still holds goes on or is dropped
+  if (span_sink_) span_sink_->Flush();
   return OkStatus();
 }
 
 void Agent::Upkeep(uint64_t now) {
   table_->Tick(now);
   if (console_) console_->Poll();
-  if (trace_store_) trace_store_->Tick();
+  if (trace_store_) trace_store_->Tick();  // completion hooks: tail decisions
+  if (sampled_filter_) sampled_filter_->Tick();
   if (span_sink_ && !console_ && now - last_span_flush_ns_ >= kSecond) {
     span_sink_->Flush();
     last_span_flush_ns_ = now;

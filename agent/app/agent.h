@@ -33,6 +33,9 @@ class StreamConsumer;
 class ResourceCache;
 class K8sMetadataService;
 class SpanSink;
+class SampledSpanFilter;
+struct TailKeepOptions;
+struct TraceStoreOptions;
 class ConsoleTreeSink;
 class SpanBuilder;
 class ProtocolDispatcher;
@@ -78,6 +81,8 @@ class Agent : public EventSink {
   void PublishCapabilities(const struct CapabilityReport& caps);
   // The trace store and the web view's server (never fatal: without them tracing goes on).
   void StartWebView();
+  static TraceStoreOptions TraceStoreOptionsFrom(const AgentOptions& options);
+  static Result<TailKeepOptions> TailKeepFromOptions(const AgentOptions& options);
   // Pod metadata from the API server, when kubernetes is active (never fatal in auto mode).
   Status StartKubernetes();
 
@@ -98,9 +103,11 @@ class Agent : public EventSink {
   std::unique_ptr<SpanSink> span_sink_;
   ConsoleTreeSink* console_ = nullptr;  // span_sink_ when --output=console
   BatchSpanExporter* exporter_ = nullptr;  // span_sink_ when --output=otlp
-  std::unique_ptr<SpanSink> sampled_filter_;  // drops unsampled spans, in front of span_sink_
-  // The web view: recent traces kept for it (fed by a tee in front of sampled_filter_, so it
-  // sees every span) and its HTTP server. Both null with --ui-address off.
+  // Sampled spans on to span_sink_; unsampled ones dropped, or held for tail keep.
+  std::unique_ptr<SampledSpanFilter> sampled_filter_;
+  // Recent traces (fed by a tee in front of sampled_filter_, so it sees every span), for the
+  // web view and for tail keep (its completion hook), and the web view's HTTP server. The
+  // store is null when neither is on, the server with --ui-address off.
   std::unique_ptr<TraceStore> trace_store_;
   std::unique_ptr<SpanSink> trace_store_tee_;
   std::unique_ptr<UiServer> ui_server_;

@@ -148,10 +148,11 @@ std::string FormatEffectiveConfig(const AgentOptions& o) {
     if (s.secret)
       for (auto& v : values) v = RedactHeaderValues(v);
     std::string rendered;
-    if (s.key == "selection.labels") {
+    if (s.map_items) {
+      // key=value items as the map the file may hold (keys never hold '=': labels, routes).
       rendered = "{";
       for (size_t i = 0; i < values.size(); ++i) {
-        const size_t eq = values[i].find('=');
+        const size_t eq = values[i].rfind('=');
         rendered += (i ? ", " : "") + Quote(values[i].substr(0, eq)) + ": " + Quote(values[i].substr(eq + 1));
       }
       rendered += "}";

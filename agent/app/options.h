@@ -67,6 +67,14 @@ struct AgentOptions {
   std::vector<std::string> labels;           // [selection.labels]
   std::vector<std::string> routes;           // [routes] URL path patterns for span names
   double sampling_ratio = 1.0;               // [sampling.ratio] fraction of new traces kept (parent-based)
+  // Tail keep (agent/pipeline/sampled_filter.h, docs/sampling.md): with sampling.ratio < 1, local
+  // traces the head dropped are still exported when a span is an ERROR or slower than its route's
+  // threshold.
+  bool sampling_keep_errors = true;          // [sampling.keep_errors]
+  uint32_t sampling_slow_ms = 1000;          // [sampling.slow_ms] 0: no global threshold
+  std::vector<std::string> sampling_slow_routes;  // [sampling.slow_routes] "ROUTE=MS", first match wins
+  uint32_t sampling_tail_max_spans = 10000;  // [sampling.tail_max_spans] unsampled spans held at most
+  uint32_t sampling_tail_max_wait_ms = 10000;  // [sampling.tail_max_wait_ms] longest a local trace is held
   std::vector<std::string> redact_query_keys;   // [redaction.query_keys]
   std::vector<std::string> redact_header_names; // [redaction.headers]
   uint32_t capture_bytes = 4096;             // [limits.capture_bytes]

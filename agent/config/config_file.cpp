@@ -62,9 +62,9 @@ class Walker {
         if (!item.IsScalar()) return Fail(item, s.key + ": list items must be plain values");
         raw.items.push_back(item.Scalar());
       }
-    } else if (v.IsMap() && s.key == "selection.labels") {
+    } else if (v.IsMap() && s.map_items) {
       for (const auto& e : v) {
-        if (!e.first.IsScalar() || !e.second.IsScalar()) return Fail(e.first, s.key + ": labels must be name: value");
+        if (!e.first.IsScalar() || !e.second.IsScalar()) return Fail(e.first, s.key + ": entries must be key: value");
         raw.items.push_back(e.first.Scalar() + "=" + e.second.Scalar());
       }
     } else {

@@ -187,10 +187,28 @@ Status CheckLabel(const std::string& item) {
   return OkStatus();
 }
 
+Status CheckSlowRoute(const std::string& item) {
+  if (!ParseSlowRoute(item).ok()) return Bad(item, "is not ROUTE=MS (a route pattern and milliseconds)");
+  return OkStatus();
+}
+
 Status CheckAbsolutePath(const std::string& path) {
   if (path.empty() || path.front() != '/') return Bad(path, "is not an absolute path");
   return OkStatus();
 }
+
+}  // namespace
+
+Result<std::pair<std::string, uint32_t>> ParseSlowRoute(const std::string& item) {
+  const size_t eq = item.rfind('=');
+  if (eq == std::string::npos || eq == 0) return Bad(item, "is not ROUTE=MS");
+  const std::string route = Trim(item.substr(0, eq));
+  if (route.empty()) return Bad(item, "is not ROUTE=MS");
+  ASSIGN_OR_RETURN(uint64_t ms, ParseUint(item.substr(eq + 1), 0, 3'600'000));
+  return std::make_pair(route, static_cast<uint32_t>(ms));
+}
+
+namespace {
 
 std::vector<Setting> BuildSettings() {
   std::vector<Setting> t;
@@ -283,10 +301,14 @@ std::vector<Setting> BuildSettings() {
                    "Kubernetes: trace only the containers of pods in these namespaces (globs); repeatable; "
                    "needs kubernetes metadata and cgroup v2",
                    &AgentOptions::namespaces));
-  t.push_back(Strs("selection.labels", "--label",
-                   "Kubernetes: trace only the containers of pods with this label, key=value (all must "
-                   "match); repeatable",
-                   &AgentOptions::labels, CheckLabel));
+  {
+    Setting s = Strs("selection.labels", "--label",
+                     "Kubernetes: trace only the containers of pods with this label, key=value (all must "
+                     "match); repeatable",
+                     &AgentOptions::labels, CheckLabel);
+    s.map_items = true;
+    t.push_back(std::move(s));
+  }
 
   // spans.
   t.push_back(Strs("routes", "--route",
@@ -310,6 +332,30 @@ std::vector<Setting> BuildSettings() {
     s.get = [](const AgentOptions& o) { return std::vector<std::string>{FormatDouble(o.sampling_ratio)}; };
     t.push_back(std::move(s));
   }
+  t.push_back(OnOff("sampling.keep_errors", "--sampling-keep-errors",
+                    "With sampling.ratio < 1, still export the local traces the ratio dropped that have an "
+                    "ERROR span (tail keep, docs/sampling.md)",
+                    &AgentOptions::sampling_keep_errors));
+  t.push_back(Uint("sampling.slow_ms", "--sampling-slow-ms",
+                   "With sampling.ratio < 1, still export the local traces the ratio dropped that have a span "
+                   "slower than this many ms (0: only routes of sampling.slow_routes)",
+                   &AgentOptions::sampling_slow_ms, 0, 3'600'000));
+  {
+    Setting s = Strs("sampling.slow_routes", "--sampling-slow-route",
+                     "Per-route slow threshold ROUTE=MS (the span name's route, a glob; first match wins; 0: "
+                     "never slow); repeatable; in the file a map route: ms",
+                     &AgentOptions::sampling_slow_routes, CheckSlowRoute);
+    s.map_items = true;
+    t.push_back(std::move(s));
+  }
+  t.push_back(Uint("sampling.tail_max_spans", "--sampling-tail-max-spans",
+                   "Unsampled spans held at most while their local trace completes; past it the oldest "
+                   "traces are decided early (counted)",
+                   &AgentOptions::sampling_tail_max_spans, 1, 10'000'000));
+  t.push_back(Uint("sampling.tail_max_wait_ms", "--sampling-tail-max-wait-ms",
+                   "Longest a local trace is held for the tail decision; then it is decided with what it "
+                   "has (counted)",
+                   &AgentOptions::sampling_tail_max_wait_ms, 100, 600'000));
   t.push_back(Strs("redaction.query_keys", "--redact-query-key",
                    "Extra query parameter whose value is replaced by REDACTED; repeatable",
                    &AgentOptions::redact_query_keys));

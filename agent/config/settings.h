@@ -8,6 +8,7 @@
 #pragma once
 
 #include <functional>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,11 +29,14 @@ struct Setting {
   std::function<Status(AgentOptions&, const std::vector<std::string>&)> set;
   std::function<std::vector<std::string>(const AgentOptions&)> get;
   bool secret = false;  // printed redacted by --print-config
+  bool map_items = false;  // a list whose file form may also be a map: `key: value` -> "key=value"
   std::string Env() const;  // THREADLINE_<KEY>: upper case, '.' -> '_'
 };
 
 // Every setting, grouped by section in the order --print-config prints them.
 const std::vector<Setting>& Settings();
+// One item of sampling.slow_routes, "ROUTE=MS": the route pattern and the milliseconds.
+Result<std::pair<std::string, uint32_t>> ParseSlowRoute(const std::string& item);
 const Setting* FindSetting(std::string_view key);
 
 // One value from one source, before parsing.

@@ -22,11 +22,6 @@ std::string_view StatusClass(const Span& span) {
   return "none";  // no response (connection closed, lost)
 }
 
-// The route part of "GET /items/{id}".
-std::string_view RouteOf(const Span& span) {
-  size_t sp = span.name.find(' ');
-  return sp == std::string::npos ? std::string_view("/") : std::string_view(span.name).substr(sp + 1);
-}
 
 // The series' label values joined into `key` (reused, so a known series costs no allocation).
 void SeriesKey(std::string& key, char family, std::initializer_list<std::string_view> parts) {
@@ -54,17 +49,17 @@ RedMetricsSink::RedMetricsSink(SpanSink& next, MetricsRegistry& metrics, size_t 
                                       "Database spans whose RED label set was folded into "
                                       "db_collection_name=_other")) {}
 
-Histogram& RedMetricsSink::SeriesFor(const Span& span) {
+Histogram& RedMetricsSink::SeriesFor(const Span& span, bool count_overflow) {
   const bool server = span.kind == SpanKind::kServer;
   const std::string_view service = ServiceOf(span);
   const std::string_view method = StringAttr(span.attributes, "http.request.method", "_OTHER");
-  std::string_view route = RouteOf(span);
+  std::string_view route = RouteOfSpanName(span.name);
   const std::string_view status = StatusClass(span);
   SeriesKey(key_, server ? 's' : 'c', {service, method, route, status});
   auto it = series_.find(key_);
   if (it != series_.end()) return *it->second;
   if (series_.size() >= max_series_) {
-    overflow_.Add(1);
+    if (count_overflow) overflow_.Add(1);
     route = "_other";
     SeriesKey(key_, server ? 's' : 'c', {service, method, route, status});
     it = series_.find(key_);
@@ -83,7 +78,7 @@ Histogram& RedMetricsSink::SeriesFor(const Span& span) {
   return h;
 }
 
-Histogram& RedMetricsSink::DbSeriesFor(const Span& span, std::string_view system) {
+Histogram& RedMetricsSink::DbSeriesFor(const Span& span, std::string_view system, bool count_overflow) {
   const std::string_view service = ServiceOf(span);
   const std::string_view operation = StringAttr(span.attributes, "db.operation.name", "");
   std::string_view collection = StringAttr(span.attributes, "db.collection.name", "");
@@ -92,7 +87,7 @@ Histogram& RedMetricsSink::DbSeriesFor(const Span& span, std::string_view system
   auto it = db_series_.find(key_);
   if (it != db_series_.end()) return *it->second;
   if (db_series_.size() >= max_series_) {
-    db_overflow_.Add(1);
+    if (count_overflow) db_overflow_.Add(1);
     collection = "_other";
     SeriesKey(key_, 'd', {service, system, operation, collection, error});
     it = db_series_.find(key_);
@@ -110,28 +105,41 @@ Histogram& RedMetricsSink::DbSeriesFor(const Span& span, std::string_view system
   return h;
 }
 
+Histogram* RedMetricsSink::HistogramFor(const Span& span, bool count_overflow) {
+  if (span.kind != SpanKind::kServer && span.kind != SpanKind::kClient) return nullptr;
+  const std::string_view db_system = StringAttr(span.attributes, "db.system.name", "");
+  if (!db_system.empty())
+    return span.kind == SpanKind::kClient ? &DbSeriesFor(span, db_system, count_overflow) : nullptr;
+  // HTTP requests (HTTP/1 and HTTP/2); gRPC calls have no method or status class to file them
+  // under here.
+  if (FindAttribute(span.attributes, "http.request.method") != nullptr) return &SeriesFor(span, count_overflow);
+  return nullptr;
+}
+
+namespace {
+Exemplar ExemplarOf(const Span& span) {
+  const double seconds = span.end_unix_ns > span.start_unix_ns
+                             ? static_cast<double>(span.end_unix_ns - span.start_unix_ns) / 1e9
+                             : 0.0;
+  return Exemplar{span.trace_id.bytes, span.span_id.bytes, seconds, span.end_unix_ns};
+}
+}  // namespace
+
 void RedMetricsSink::OnSpan(Span span) {
-  if (span.kind == SpanKind::kServer || span.kind == SpanKind::kClient) {
-    double seconds = span.end_unix_ns > span.start_unix_ns
-                         ? static_cast<double>(span.end_unix_ns - span.start_unix_ns) / 1e9
-                         : 0.0;
-    const std::string_view db_system = StringAttr(span.attributes, "db.system.name", "");
-    Histogram* h = nullptr;
-    if (!db_system.empty()) {
-      if (span.kind == SpanKind::kClient) h = &DbSeriesFor(span, db_system);
-    } else if (FindAttribute(span.attributes, "http.request.method") != nullptr) {
-      // HTTP requests (HTTP/1 and HTTP/2); gRPC calls have no method or status class to file
-      // them under here.
-      h = &SeriesFor(span);
-    }
-    if (h != nullptr && span.sampled()) {
-      // A kept span: it can stand for its bucket (the exemplar links to a trace that exists).
-      h->ObserveWithExemplar(Exemplar{span.trace_id.bytes, span.span_id.bytes, seconds, span.end_unix_ns});
-    } else if (h != nullptr) {
-      h->Observe(seconds);
+  if (Histogram* h = HistogramFor(span, /*count_overflow=*/true)) {
+    const Exemplar e = ExemplarOf(span);
+    // A kept span can stand for its bucket (the exemplar links to a trace that is exported).
+    if (span.sampled()) {
+      h->ObserveWithExemplar(e);
+    } else {
+      h->Observe(e.value);
     }
   }
   next_.OnSpan(std::move(span));
+}
+
+void RedMetricsSink::SetExemplar(const Span& span) {
+  if (Histogram* h = HistogramFor(span, /*count_overflow=*/false)) h->SetExemplar(ExemplarOf(span));
 }
 
 }  // namespace threadline

@@ -14,7 +14,7 @@
 // Exemplars: a sampled span (one that goes on to the output) becomes the exemplar of the bucket
 // it falls in (trace id, span id, duration, end time), so a latency bucket links to a trace; the
 // OpenMetrics exposition shows them (exporter/prometheus_text.h). Unsampled spans are counted
-// but never exemplars: their traces are not exported.
+// but not exemplars, unless the tail rule keeps them later (SetExemplar).
 #pragma once
 
 #include <cstddef>
@@ -32,11 +32,17 @@ class RedMetricsSink : public SpanSink {
   RedMetricsSink(SpanSink& next, MetricsRegistry& metrics, size_t max_series = 2000);
 
   void OnSpan(Span span) override;
+  // Makes `span`, observed before as unsampled and kept later by the tail rule
+  // (agent/pipeline/sampled_filter.h), the exemplar of its bucket. Not counted again.
+  void SetExemplar(const Span& span);
   void Flush() override { next_.Flush(); }
 
  private:
-  Histogram& SeriesFor(const Span& span);
-  Histogram& DbSeriesFor(const Span& span, std::string_view system);
+  // The histogram `span` is counted in, or nullptr (database spans of a server's own side).
+  // `count_overflow`: a label set folded into _other is counted (once per span, when observed).
+  Histogram* HistogramFor(const Span& span, bool count_overflow);
+  Histogram& SeriesFor(const Span& span, bool count_overflow);
+  Histogram& DbSeriesFor(const Span& span, std::string_view system, bool count_overflow);
 
   SpanSink& next_;
   MetricsRegistry& metrics_;

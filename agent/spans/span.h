@@ -125,6 +125,13 @@ struct Span {
   bool sampled() const { return flags & kTraceFlagSampled; }
 };
 
+// The route part of a span name: "/items/{id}" of "GET /items/{id}" ("/" when there is none).
+// What the RED metrics label http_route and what per-route settings match.
+inline std::string_view RouteOfSpanName(std::string_view name) {
+  const size_t sp = name.find(' ');
+  return sp == std::string_view::npos ? std::string_view("/") : name.substr(sp + 1);
+}
+
 // The instrumentation scope every span carries.
 inline constexpr std::string_view kScopeName = "threadline";
 inline constexpr std::string_view kScopeVersion = "0.1.0";

@@ -357,6 +357,37 @@ TEST(Config, EveryFlagNamesItsKeyAndEnvInHelp) {
   EXPECT_THAT(r.error().message, HasSubstr("--print-config"));
 }
 
+TEST(Config, TailKeepSettingsFromEverySource) {
+  AgentOptions d = Ok({});
+  EXPECT_TRUE(d.sampling_keep_errors);
+  EXPECT_EQ(d.sampling_slow_ms, 1000u);
+  EXPECT_TRUE(d.sampling_slow_routes.empty());
+  EXPECT_EQ(d.sampling_tail_max_spans, 10000u);
+  EXPECT_EQ(d.sampling_tail_max_wait_ms, 10000u);
+  // The file's per-route thresholds are a map; the env a comma list; a flag repeats.
+  TempFile f("sampling:\n  ratio: 0.01\n  slow_ms: 250\n  slow_routes: {\"/report\": 2000, \"/static/*\": 0}\n");
+  AgentOptions o = Ok({"--config", f.path(), "--sampling-keep-errors", "off"}, {{"THREADLINE_SAMPLING_TAIL_MAX_SPANS", "500"}});
+  EXPECT_FALSE(o.sampling_keep_errors);
+  EXPECT_EQ(o.sampling_slow_ms, 250u);
+  EXPECT_EQ(o.sampling_slow_routes, (std::vector<std::string>{"/report=2000", "/static/*=0"}));
+  EXPECT_EQ(o.sampling_tail_max_spans, 500u);
+  EXPECT_EQ(Ok({}, {{"THREADLINE_SAMPLING_SLOW_ROUTES", "/a=1,/b/{id}=20"}}).sampling_slow_routes,
+            (std::vector<std::string>{"/a=1", "/b/{id}=20"}));
+  EXPECT_EQ(Ok({"--sampling-slow-route", "/x=5", "--sampling-slow-route", "/y=6"}).sampling_slow_routes,
+            (std::vector<std::string>{"/x=5", "/y=6"}));
+  const std::string yaml = FormatEffectiveConfig(o);
+  EXPECT_THAT(yaml, HasSubstr("  slow_routes: {\"/report\": \"2000\", \"/static/*\": \"0\"}  # file"));
+  TempFile again(yaml);
+  EXPECT_EQ(Ok({"--config", again.path()}).sampling_slow_routes, o.sampling_slow_routes);
+  EXPECT_NE(Fails({"--sampling-slow-route", "/x"}).find("is not ROUTE=MS"), std::string::npos);
+  EXPECT_NE(Fails({"--sampling-slow-route", "/x=soon"}).find("is not ROUTE=MS"), std::string::npos);
+  EXPECT_NE(Fails({"--sampling-tail-max-wait-ms", "5"}).find("out of range"), std::string::npos);
+  auto route = config::ParseSlowRoute("/a=b=7");
+  ASSERT_TRUE(route.ok());
+  EXPECT_EQ(route->first, "/a=b");
+  EXPECT_EQ(route->second, 7u);
+}
+
 TEST(Config, WebViewAddressAndStoreBounds) {
   AgentOptions o = Ok({"--ui-address", "[::1]:9999", "--ui-max-traces", "500"}, {{"THREADLINE_UI_MAX_MB", "4"}});
   EXPECT_EQ(o.ui_address, "[::1]:9999");
