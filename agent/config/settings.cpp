@@ -132,6 +132,14 @@ Setting Strs(std::string key, std::string flag, std::string help, MemberStrings 
   return s;
 }
 
+// A key=value list whose file form may also be a map (`key: value`), e.g. labels, routes.
+Setting MapStrs(std::string key, std::string flag, std::string help, MemberStrings m,
+                std::function<Status(const std::string&)> check) {
+  Setting s = Strs(std::move(key), std::move(flag), std::move(help), m, std::move(check));
+  s.map_items = true;
+  return s;
+}
+
 Setting OnOff(std::string key, std::string flag, std::string help, MemberBool m) {
   Setting s{std::move(key), std::move(flag), {}, false, std::move(help), {}, {}};
   s.set = [m](AgentOptions& o, const std::vector<std::string>& v) -> Status {
@@ -301,14 +309,10 @@ std::vector<Setting> BuildSettings() {
                    "Kubernetes: trace only the containers of pods in these namespaces (globs); repeatable; "
                    "needs kubernetes metadata and cgroup v2",
                    &AgentOptions::namespaces));
-  {
-    Setting s = Strs("selection.labels", "--label",
-                     "Kubernetes: trace only the containers of pods with this label, key=value (all must "
-                     "match); repeatable",
-                     &AgentOptions::labels, CheckLabel);
-    s.map_items = true;
-    t.push_back(std::move(s));
-  }
+  t.push_back(MapStrs("selection.labels", "--label",
+                      "Kubernetes: trace only the containers of pods with this label, key=value (all must "
+                      "match); repeatable",
+                      &AgentOptions::labels, CheckLabel));
 
   // spans.
   t.push_back(Strs("routes", "--route",
@@ -340,14 +344,10 @@ std::vector<Setting> BuildSettings() {
                    "With sampling.ratio < 1, still export the local traces the ratio dropped that have a span "
                    "slower than this many ms (0: only routes of sampling.slow_routes)",
                    &AgentOptions::sampling_slow_ms, 0, 3'600'000));
-  {
-    Setting s = Strs("sampling.slow_routes", "--sampling-slow-route",
-                     "Per-route slow threshold ROUTE=MS (the span name's route, a glob; first match wins; 0: "
-                     "never slow); repeatable; in the file a map route: ms",
-                     &AgentOptions::sampling_slow_routes, CheckSlowRoute);
-    s.map_items = true;
-    t.push_back(std::move(s));
-  }
+  t.push_back(MapStrs("sampling.slow_routes", "--sampling-slow-route",
+                      "Per-route slow threshold ROUTE=MS (the span name's route, a glob; first match wins; 0: "
+                      "never slow); repeatable; in the file a map route: ms",
+                      &AgentOptions::sampling_slow_routes, CheckSlowRoute));
   t.push_back(Uint("sampling.tail_max_spans", "--sampling-tail-max-spans",
                    "Unsampled spans held at most while their local trace completes; past it the oldest "
                    "traces are decided early (counted)",
