@@ -49,6 +49,7 @@ ALERTS = {
     "ThreadlineExportQueueNearlyFull",    # queue above 90%
     "ThreadlineKernelEventsLost",         # kernel event loss
     "ThreadlineAgentRestarted",           # agent restarts
+    "ThreadlineTailKeepDecidingEarly",    # tail keep bounds deciding before traces complete
     "ThreadlineAgentDown",                # (and an agent that cannot be scraped at all)
     "ThreadlineIngestionBudgetBurnFast",  # multi-window burn rate, 99.5% over 30 days: page
     "ThreadlineIngestionBudgetBurnSlow",  # ... ticket
