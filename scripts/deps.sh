@@ -51,10 +51,12 @@ DEPS_RUN=(
 # prometheus (server and promtool, 2.42): tests/e2e/test_exemplars.py scrapes the agent with a real
 # Prometheus (its OpenMetrics parser, exemplar storage); tests/deploy/test_prometheus_rules.py runs
 # `promtool check rules` and `promtool test rules` on deploy/prometheus/.
+# golang-golang-x-net-dev: Go's h2c server (golang.org/x/net/http2/h2c: h2c by Upgrade and by
+# prior knowledge) in tests/e2e/test_http2.py, built in GOPATH mode from Debian's sources.
 DEPS_TEST_PEERS=(
   nodejs nginx openssl golang-go yamllint mmdebstrap libcap2-bin chromium prometheus
   postgresql python3-psycopg2 mariadb-server mariadb-client redis-server redis-tools python3-redis python3-pymysql
-  nghttp2-client
+  nghttp2-client golang-golang-x-net-dev
 )
 # What bench/overhead.py drives: nginx (HTTP and HTTPS with a self-signed cert made by openssl),
 # wrk (max throughput), hey (fixed-rate latency), perf (profiles of bench/pipeline_bench).

@@ -49,6 +49,9 @@ ProtocolDispatcher::ProtocolDispatcher(const DispatcherConfig& config, RecordSin
     protocols_.push_back(spec.create(config_.protocols, metrics));
     detected_.push_back(&metrics.GetCounter("threadline_protocol_connections_total",
                                             {{"protocol", std::string(spec.name)}}));
+    switched_.push_back(&metrics.GetCounter(
+        "threadline_protocol_switches_total", {{"protocol", std::string(spec.name)}},
+        "Connections handed to a protocol after switching on the wire (HTTP/1.1 Upgrade: h2c)"));
   }
 }
 
@@ -85,8 +88,38 @@ void ProtocolDispatcher::OnStreamData(const ConnectionInfo& c, Direction dir, ui
   State& s = conns_[c.id];
   if (!s.decided) Decide(s, c, dir, bytes);
   if (!s.parser || s.parser->done()) return;
+  {
+    BoundOutput out(c, *s.parser, out_);
+    s.parser->OnData(dir, bytes, meta, out);
+  }
+  if (s.parser->done()) Switch(s, c, dir, bytes, meta);
+}
+
+void ProtocolDispatcher::Switch(State& s, const ConnectionInfo& c, Direction dir,
+                                std::span<const uint8_t> bytes, const ChunkMeta& meta) {
+  std::optional<Handover> h = s.parser->TakeHandover();
+  if (!h) return;
+  std::unique_ptr<ConnectionParser> next;
+  for (size_t i = 0; i < protocols_.size() && !next; ++i) {
+    if (protocols_[i]->id() != h->to) continue;
+    next = protocols_[i]->TakeOver(c, *h);
+    if (next) switched_[i]->Add(1);
+  }
+  if (!next) return;  // the protocol is not in the table: the connection stays opaque
+  s.parser = std::move(next);
   BoundOutput out(c, *s.parser, out_);
-  s.parser->OnData(dir, bytes, meta, out);
+  for (const http1::HeldChunk& held : h->held) {
+    if (s.parser->done()) return;
+    if (held.gap > 0) s.parser->OnGap(h->request_dir, held.gap, held.reason, held.meta, out);
+    else s.parser->OnData(h->request_dir, held.bytes, held.meta, out);
+  }
+  // The rest of the chunk that carried the switch is the new protocol's first bytes.
+  if (dir != h->switch_dir || h->resume_pos < meta.pos || h->resume_pos >= meta.pos + bytes.size())
+    return;
+  ChunkMeta rest = meta;
+  rest.pos = h->resume_pos;
+  if (!s.parser->done())
+    s.parser->OnData(dir, bytes.subspan(static_cast<size_t>(h->resume_pos - meta.pos)), rest, out);
 }
 
 void ProtocolDispatcher::OnStreamGap(const ConnectionInfo& c, Direction dir, uint64_t /*pos*/,

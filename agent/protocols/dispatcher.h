@@ -54,11 +54,17 @@ class ProtocolDispatcher : public StreamConsumer {
   class BoundOutput;
 
   void Decide(State& s, const ConnectionInfo& c, Direction dir, std::span<const uint8_t> bytes);
+  // After a call that left the parser done: hand the connection to the protocol it switched to
+  // (ConnectionParser::TakeHandover), feeding the new parser what the old one held and the rest
+  // of the chunk `bytes`.
+  void Switch(State& s, const ConnectionInfo& c, Direction dir, std::span<const uint8_t> bytes,
+              const ChunkMeta& meta);
 
   DispatcherConfig config_;
   RecordSink& out_;
   std::vector<std::unique_ptr<Protocol>> protocols_;  // ProtocolTable() order
   std::vector<Counter*> detected_;                    // by protocols_ index
+  std::vector<Counter*> switched_;                    // by protocols_ index
   std::unordered_map<ConnId, State, ConnIdHash> conns_;
   Counter& detected_other_;
   Counter& ignored_;

@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "agent/common/metrics.h"
 #include "agent/conn/stream_consumer.h"
@@ -33,6 +34,22 @@ class ParserOutput {
   virtual void OnRecord(Record&&) = 0;
 };
 
+// A connection switching protocols on the wire (HTTP/1.1 "Upgrade: h2c" answered by 101): what
+// the parser that saw the switch leaves to the protocol that takes the connection over.
+struct Handover {
+  ProtocolId to = ProtocolId::kHttp1;
+  Direction request_dir = Direction::kEgress;
+  // The request that asked for the switch, answered in the new protocol (HTTP/2: on stream 1).
+  // It was announced as an HTTP/1 request (stream id 0): its Record keeps that identity.
+  std::optional<http1::Message> request;
+  // Where the new protocol starts in the direction whose chunk carried the switch (the
+  // dispatcher feeds the rest of that chunk to the new parser).
+  Direction switch_dir = Direction::kIngress;
+  uint64_t resume_pos = 0;
+  // Bytes of the request direction that came before the switch was seen, in order.
+  std::vector<http1::HeldChunk> held;
+};
+
 // One connection of one protocol: both directions in, operations out.
 class ConnectionParser {
  public:
@@ -52,6 +69,9 @@ class ConnectionParser {
   // The direction requests travel, once the parser knows it (for connections whose role the
   // kernel did not know).
   virtual std::optional<Direction> request_direction() const = 0;
+  // Once done(): whether the connection switched to another protocol the dispatcher should
+  // hand it to (taken once).
+  virtual std::optional<Handover> TakeHandover() { return std::nullopt; }
 };
 
 // Settings of every protocol (one struct, so the dispatcher passes them without knowing them).
@@ -83,6 +103,13 @@ class Protocol {
   virtual std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn,
                                                           std::span<const uint8_t> first_bytes,
                                                           Direction dir) = 0;
+  // The parser of a connection another protocol's parser hands over (Handover); nullptr when
+  // this protocol cannot take one over. The dispatcher then feeds it `handover.held` and the
+  // rest of the chunk that carried the switch.
+  virtual std::unique_ptr<ConnectionParser> TakeOver(const ConnectionInfo& /*conn*/,
+                                                     Handover& /*handover*/) {
+    return nullptr;
+  }
 };
 
 // A row of the protocol table: how to make a Protocol.

@@ -890,12 +890,21 @@ def npm_peer(name: str, test: unittest.TestCase, timeout: float = 180.0) -> str:
     return dest
 
 
-def go_peer(test: unittest.TestCase, source: str, out: str, stripped: bool = False) -> str:
-    """Builds the std-lib-only Go program tests/e2e/peers/<source> offline (Debian's Go, no
-    module proxy) into <build>/go-peers/<out> and returns the binary; kept while it is newer
-    than the source. `stripped`: -ldflags="-s -w" (no ELF symbol table). A missing go fails the
-    test under CI=true and skips it elsewhere."""
+GO_DEBIAN_GOPATH = "/usr/share/gocode"  # Debian's golang-*-dev source packages
+
+
+def go_peer(test: unittest.TestCase, source: str, out: str, stripped: bool = False,
+            debian_packages: tuple[tuple[str, str], ...] = ()) -> str:
+    """Builds the Go program tests/e2e/peers/<source> offline (Debian's Go, no module proxy)
+    into <build>/go-peers/<out> and returns the binary; kept while it is newer than the source.
+    `stripped`: -ldflags="-s -w" (no ELF symbol table). `debian_packages`: (import path, Debian
+    package) pairs it imports besides the standard library, built in GOPATH mode from Debian's
+    sources. A missing go or package fails the test under CI=true and skips it elsewhere."""
     require_tool(test, "go", hint="scripts/deps.sh --with-test-peers installs golang-go")
+    for import_path, package in debian_packages:
+        if not os.path.isdir(os.path.join(GO_DEBIAN_GOPATH, "src", import_path)):
+            give_up(test, f"Go package {import_path} not installed "
+                               f"(scripts/deps.sh --with-test-peers installs {package})")
     src = os.path.join(REPO, "tests", "e2e", "peers", source)
     out_dir = os.path.join(build_dir(), "go-peers")
     os.makedirs(out_dir, exist_ok=True)
@@ -903,6 +912,8 @@ def go_peer(test: unittest.TestCase, source: str, out: str, stripped: bool = Fal
     if os.path.exists(dest) and os.path.getmtime(dest) >= os.path.getmtime(src):
         return dest
     env = {**os.environ, "GO111MODULE": "off", "GOPROXY": "off", "GOFLAGS": "", "CGO_ENABLED": "0"}
+    if debian_packages:
+        env["GOPATH"] = GO_DEBIAN_GOPATH
     env.setdefault("GOCACHE", os.path.join(out_dir, "gocache"))
     cmd = ["go", "build", "-o", dest, *(["-ldflags=-s -w"] if stripped else []), src]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -1,6 +1,7 @@
 """HTTP/2 and gRPC spans from real peers.
 
-h2c with prior knowledge (curl --http2-prior-knowledge, Node's http2 module), 100 concurrent
+h2c with prior knowledge (curl --http2-prior-knowledge, Node's http2 module), h2c by Upgrade
+(curl --http2 on http:// against Go's golang.org/x/net/http2/h2c server), 100 concurrent
 streams on one connection (h2load), h2 inside TLS where ALPN chose it (Node's http2 over OpenSSL
 in its own binary, nginx over libssl, Go net/http over crypto/tls, curl as the client), an
 HTTP/1 front calling an h2 backend (one trace), and gRPC on @grpc/grpc-js (unary,
@@ -18,13 +19,14 @@ import tempfile
 import textwrap
 import unittest
 
-from e2e_util import (LOOPBACK, Agent, PeerProcess, agent_spans, curl, format_spans, free_port,
-                      go_peer, main, npm_peer, require_root, require_tool, wait_for_spans)
+from e2e_util import (LOOPBACK, Agent, PeerProcess, agent_metrics, agent_spans, curl, format_spans,
+                      free_port, go_peer, main, npm_peer, require_root, require_tool, wait_for_spans)
 from test_tls import make_cert
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE_H2 = os.path.join(REPO, "tests", "e2e", "peers", "node_h2.js")
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+X_NET = (("golang.org/x/net/http2/h2c", "golang-golang-x-net-dev"),)
 
 
 def h2_spans(spans, kind_server: bool, pid: int | None = None, path: str | None = None):
@@ -49,6 +51,11 @@ class Http2SpansTest(unittest.TestCase):
     def node_h2(self, port: int, *extra: str) -> PeerProcess:
         return PeerProcess(["node", NODE_H2, "server", str(port), *extra], self, port=port,
                            cwd=self.tmp, ready_timeout=20)
+
+    def go_h2c(self, port: int) -> PeerProcess:
+        go_bin = go_peer(self, "go_h2c_server.go", "go_h2c_server", debian_packages=X_NET)
+        return PeerProcess([go_bin, f"{LOOPBACK}:{port}"], self, port=port, cwd=self.tmp,
+                           ready_timeout=20)
 
     def assert_linked(self, spans, client, server) -> None:
         self.assertEqual(server.trace_id, client.trace_id, format_spans(spans))
@@ -86,6 +93,67 @@ class Http2SpansTest(unittest.TestCase):
         self.assertFalse(missing.is_error, missing.brief())    # 4xx: not a server error
         self.assertEqual(client.attrs.get("url.full"), f"http://{LOOPBACK}:{port}/missing")
         self.assert_linked(spans, client, missing)
+
+    def test_curl_upgrade_h2c_to_go(self) -> None:
+        # curl --http2 on an http:// URL asks for "Upgrade: h2c"; Go's h2c server answers 101
+        # and stream 1 over HTTP/2; the second URL goes on the same connection as stream 3.
+        port = free_port()
+        agent = self.agent(port)
+        srv = self.go_h2c(port)
+        base = f"http://{LOOPBACK}:{port}"
+        p = subprocess.run(["curl", "-sS", "--noproxy", "*", "--max-time", "10", "--http2",
+                            "-o", "/dev/null", "-o", "/dev/null", "-w", "%{http_code} %{http_version}\n",
+                            f"{base}/up/a?delay_ms=60", f"{base}/missing/b"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(p.stdout.split(), ["200", "2", "404", "2"], p.stderr)
+        # A traceparent on the upgraded request is honoured like any request's.
+        t = curl(f"{base}/up/traced", "--http2", "-H", f"traceparent: {TRACEPARENT}")
+        self.assertEqual(t.stdout, "200", t.stderr)
+
+        def ready(sp):
+            return (h2_spans(sp, True, srv.pid, "/up/a") and h2_spans(sp, True, srv.pid, "/missing/b")
+                    and h2_spans(sp, True, srv.pid, "/up/traced")
+                    and len([s for s in h2_spans(sp, False) if s.attrs.get("server.port") == port
+                             and s.attrs.get("url.path") in ("/up/a", "/missing/b")]) >= 2)
+
+        spans = wait_for_spans(agent, ready)
+        self.assertTrue(any(l.startswith("proto HTTP/1.1 /up/a") for l in srv.stdout_lines)
+                        and any(l.startswith("proto HTTP/2.0 /missing/b") for l in srv.stdout_lines),
+                        srv.describe())
+        up = h2_spans(spans, True, srv.pid, "/up/a")[0]
+        second = h2_spans(spans, True, srv.pid, "/missing/b")[0]
+        # The upgraded request is stream 1: HTTP/2, its request as sent over HTTP/1.1, its
+        # response as it came over HTTP/2 (timing from both).
+        self.assertEqual(up.attrs.get("threadline.http2.stream_id"), 1, up.brief())
+        self.assertEqual(up.attrs.get("http.request.method"), "GET")
+        self.assertEqual(up.attrs.get("url.scheme"), "http")
+        self.assertEqual(up.attrs.get("url.query"), "delay_ms=60")
+        self.assertEqual(up.attrs.get("http.response.status_code"), 200)
+        self.assertEqual(up.attrs.get("user_agent.original", "").split("/")[0], "curl")
+        self.assertGreaterEqual(up.duration_ns, 60_000_000, up.brief())
+        self.assertEqual(second.attrs.get("threadline.http2.stream_id"), 3, second.brief())
+        self.assertEqual(second.attrs.get("http.response.status_code"), 404)
+        self.assertLess(second.duration_ns, 60_000_000, second.brief())
+        self.assertFalse(any(s.attrs.get("http.response.status_code") == 101 for s in spans
+                             if s.pid == srv.pid), format_spans(spans))
+        # curl's side switched too: its calls are the parents of their own streams' spans.
+        for server in (up, second):
+            path = server.attrs["url.path"]
+            client = [s for s in h2_spans(spans, False) if s.attrs.get("url.path") == path
+                      and s.attrs.get("server.port") == port]
+            self.assertEqual(len(client), 1, format_spans(spans))
+            self.assertEqual(client[0].attrs.get("threadline.http2.stream_id"),
+                             server.attrs.get("threadline.http2.stream_id"))
+            self.assert_linked(spans, client[0], server)
+        traced = h2_spans(spans, True, srv.pid, "/up/traced")[0]
+        self.assertEqual(traced.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", traced.brief())
+        self.assertEqual(traced.parent_span_id, "00f067aa0ba902b7", traced.brief())
+        self.assertEqual(traced.attrs.get("threadline.parent.source"), "header")
+        agent.stop(timeout=30)
+        metrics = agent_metrics(agent.stderr_lines)
+        # Both ends of both curl connections.
+        self.assertEqual(metrics.get("threadline_protocol_switches_total{protocol=http2}", 0), 4,
+                                agent.stderr_tail())
 
     def test_100_concurrent_streams_on_one_connection(self) -> None:
         # Go's net/http over TLS: it writes whole frames per write (Node's h2c server writes one

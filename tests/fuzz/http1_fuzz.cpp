@@ -8,7 +8,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <span>
+#include <string_view>
 
 #include "agent/common/metrics.h"
 #include "agent/protocols/http1/detect.h"
@@ -70,15 +72,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     size_t announced = 0;
     size_t with_request = 0;
   } out;
-  Http1Connection conn(role, limits, http1_metrics);
+  static constexpr std::string_view kSwitchTokens[] = {"h2c"};
+  Http1Connection conn(role, limits, http1_metrics, kSwitchTokens);
 
   uint64_t ts = 1000;
+  uint64_t pos[2] = {0, 0};  // stream positions by direction (egress, ingress)
   size_t i = 1;
   while (i + 3 <= size) {
     uint8_t op = data[i];
     uint64_t len = data[i + 1] | (static_cast<uint64_t>(data[i + 2]) << 8);
     i += 3;
-    ChunkMeta meta{ts, ts - 1, static_cast<uint32_t>(op), 0};
     ts += 10;
     Direction dir = (op & 4) ? Direction::kEgress : Direction::kIngress;
     switch (op & 3) {
@@ -86,21 +89,46 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 1: {
         dir = (op & 3) == 0 ? Direction::kIngress : Direction::kEgress;
         size_t n = std::min<size_t>(len, size - i);
-        conn.OnData(dir, {data + i, n}, meta, out);
+        uint64_t& at = pos[dir == Direction::kEgress ? 0 : 1];
+        conn.OnData(dir, {data + i, n}, ChunkMeta{ts, ts - 1, op, 0, at}, out);
+        at += n;
         i += n;
         break;
       }
-      case 2:
-        conn.OnGap(dir, (op & 0x80) ? (len << 12) + 1 : len + 1,
-                   static_cast<GapReason>((op >> 3) % 3), meta, out);
+      case 2: {
+        const uint64_t gap = (op & 0x80) ? (len << 12) + 1 : len + 1;
+        uint64_t& at = pos[dir == Direction::kEgress ? 0 : 1];
+        conn.OnGap(dir, gap, static_cast<GapReason>((op >> 3) % 3), ChunkMeta{ts, ts - 1, op, 0, at},
+                   out);
+        at += gap;
         break;
+      }
       case 3:
         conn.OnClose(ts, out);
         i = size;
         break;
     }
     Check(conn.buffered_bytes() <= 2 * limits.parser.max_header_bytes +
-                                       2 * limits.parser.max_resync_line);
+                                       2 * limits.parser.max_resync_line +
+                                       Http1Connection::kMaxHeldBytes);
+    if (std::optional<Switch> sw = conn.TakeSwitch()) {
+      // A 101 to h2c: the request that asked goes to HTTP/2 (announced here first), with what
+      // was held after it, in order and bounded.
+      Check(conn.done());
+      if (sw->request) {
+        CheckMessage(*sw->request);
+        Check(out.announced > out.with_request);
+      }
+      size_t held = 0;
+      uint64_t next_pos = 0;
+      for (const HeldChunk& h : sw->held) {
+        Check(h.gap == 0 || h.bytes.empty());
+        Check(next_pos == 0 || h.meta.pos == next_pos);  // contiguous: chunks and gaps in order
+        next_pos = h.meta.pos + h.bytes.size() + h.gap;
+        held += h.bytes.size();
+      }
+      Check(held <= Http1Connection::kMaxHeldBytes);
+    }
     Check(conn.pending_requests() <= 2 * limits.max_pending_requests + 1);  // + dropped runs
   }
   conn.OnClose(ts, out);

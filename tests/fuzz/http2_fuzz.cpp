@@ -2,7 +2,8 @@
 // with bytes, gaps and a close split the way the input says, and the HPACK decoder alone with a
 // block, and checks the bounds they promise (buffered bytes, open streams, table size).
 //
-// Input: byte 0 picks the role, a mid-way join and small limits; then records of
+// Input: byte 0 picks the role, a mid-way join, small limits and an h2c upgrade (stream 1 adopted
+// from HTTP/1); then records of
 //   op (1 byte), len (2 bytes, little endian), then for data ops `len` payload bytes.
 //   op & 3: 0 = data ingress, 1 = data egress, 2 = gap (direction op>>2 & 1, len << 12 when
 //   op & 0x80), 3 = one HPACK block decoded by a separate decoder.
@@ -70,6 +71,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Http2Connection conn(role, (config & 0x20) != 0, limits, http2_metrics);
   HpackDecoder hpack(limits.max_table_bytes);
   Out out;
+  if ((config & 0x40) && role != Role::kUnknown) {
+    // h2c by Upgrade: stream 1 is an HTTP/1 request, announced by HTTP/1 (not by this parser).
+    http1::Message upgraded;
+    upgraded.method = "GET";
+    upgraded.target = (config & 0x80) ? "http://h:1/abs?q" : "/up";
+    upgraded.headers.Add("Host", "h:1");
+    upgraded.headers.Add("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    upgraded.header_bytes = 60;
+    conn.AdoptUpgradedRequest(upgraded);
+    out.requests = 1;
+  }
 
   uint64_t ts = 1000;
   uint64_t pos[2] = {0, 0};

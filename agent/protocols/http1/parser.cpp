@@ -36,7 +36,7 @@ MessageParser::MessageParser(MessageKind kind, const ParserLimits& limits, Liste
 bool MessageParser::in_message() const {
   switch (state_) {
     case State::kStartLine: return msg_started_;
-    case State::kResync: case State::kPaused: case State::kStopped: return false;
+    case State::kResync: case State::kPaused: case State::kHeld: case State::kStopped: return false;
     default: return true;
   }
 }
@@ -61,6 +61,8 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
   while (!in.empty()) {
     switch (state_) {
       case State::kStopped:
+      case State::kHeld:
+        NoteSwitchPos(in);
         return;
       case State::kPaused:
         paused_dropped_ += in.size();
@@ -153,6 +155,15 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
         break;
     }
   }
+  if (state_ == State::kHeld || state_ == State::kStopped) NoteSwitchPos(in);
+}
+
+void MessageParser::NoteSwitchPos(std::string_view rest) {
+  // Only a switch at a message's end has a boundary to tell (Stop() from outside, e.g. giving
+  // up, has none).
+  if (!switch_pending_) return;
+  switch_pending_ = false;
+  switch_pos_ = PosOf(rest.data());
 }
 
 void MessageParser::Gap(uint64_t len, GapReason /*reason*/, const ChunkMeta& meta) {
@@ -160,6 +171,7 @@ void MessageParser::Gap(uint64_t len, GapReason /*reason*/, const ChunkMeta& met
   while (len > 0) {
     switch (state_) {
       case State::kStopped:
+      case State::kHeld:  // the holder keeps the gap (Http1Connection)
         return;
       case State::kPaused:
         paused_dropped_ += len;
@@ -247,6 +259,15 @@ void MessageParser::Resume() {
   paused_dropped_ = 0;
 }
 
+void MessageParser::Release() {
+  if (state_ != State::kHeld) return;
+  state_ = State::kStartLine;
+  next_state_after_message_ = State::kStartLine;
+  msg_started_ = false;
+  switch_pending_ = false;
+  switch_pos_.reset();
+}
+
 void MessageParser::StartMessage(uint64_t first_byte_pos) {
   // A long line of an earlier message must not pin its buffer for the connection's lifetime.
   if (line_.empty() && line_.capacity() > kRetainedLineCapacity) std::string().swap(line_);
@@ -319,6 +340,9 @@ void MessageParser::OnHeadersDone() {
   next_state_after_message_ = State::kStartLine;
   if (kind_ == MessageKind::kRequest) {
     msg_.upgrade_requested = saw_connection_upgrade_ && saw_upgrade_field_;
+    // What follows an upgrade request is another protocol's if the answer is 101: held until
+    // the answer tells (a client may speak the new protocol before the agent saw the 101).
+    if (msg_.upgrade_requested) next_state_after_message_ = State::kHeld;
     if (msg_.method == "CONNECT") {
       // CONNECT has no content; what follows belongs to the tunnel unless it is refused.
       no_body = true;
@@ -449,6 +473,7 @@ void MessageParser::FinishMessage() {
   msg_started_ = false;
   state_ = next_state_after_message_;
   next_state_after_message_ = State::kStartLine;
+  switch_pending_ = state_ == State::kHeld || state_ == State::kStopped;
   listener_.OnMessage(std::move(msg_));
 }
 

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -79,8 +80,17 @@ class MessageParser {
   void Stop();
   // Leave the pause that follows a CONNECT request (the CONNECT was refused): resynchronise.
   void Resume();
+  // Leave the hold that follows a request asking for an upgrade (it was refused): the next
+  // byte fed starts a message again.
+  void Release();
 
   bool stopped() const { return state_ == State::kStopped; }
+  // After a request asking for an upgrade (Connection: upgrade + Upgrade), a request parser
+  // consumes nothing more until Release() or Stop(): what follows may be another protocol's.
+  bool held() const { return state_ == State::kHeld; }
+  // Held, or stopped after a message that switched protocols: the stream position of the first
+  // byte the parser did not consume (known once a Feed has reached it).
+  std::optional<uint64_t> switch_pos() const { return switch_pos_; }
   // Bytes held for an unfinished line (the only buffering the parser does).
   size_t buffered_bytes() const { return line_.size(); }
   size_t buffer_capacity() const { return line_.capacity(); }
@@ -100,6 +110,7 @@ class MessageParser {
     kTrailers,
     kResync,
     kPaused,  // after a CONNECT request, until Resume()
+    kHeld,    // after a request asking for an upgrade, until Release() or Stop()
     kStopped,
   };
 
@@ -120,12 +131,17 @@ class MessageParser {
   void Fail(FailureReason reason, bool message_lost);
   void EnterResync(bool keep_line);
   void CountSkipped(uint64_t n);
+  // Held or stopped with `rest` (the unconsumed bytes of the chunk being fed) left: note where.
+  void NoteSwitchPos(std::string_view rest);
 
   MessageKind kind_;
   ParserLimits limits_;
   Listener& listener_;
   State state_ = State::kStartLine;
-  State next_state_after_message_ = State::kStartLine;  // kPaused after CONNECT, kStopped after 101
+  // kPaused after CONNECT, kHeld after an upgrade request, kStopped after 101
+  State next_state_after_message_ = State::kStartLine;
+  std::optional<uint64_t> switch_pos_;  // see switch_pos()
+  bool switch_pending_ = false;          // held or stopped at a message's end, position not noted
 
   std::string line_;  // the unfinished line, never over the limit of the current state
   ChunkMeta meta_;    // of the chunk (or gap) being processed

@@ -1,5 +1,7 @@
 #include "agent/protocols/http1/protocol.h"
 
+#include <array>
+#include <string_view>
 #include <utility>
 
 #include "agent/protocols/http1/detect.h"
@@ -8,6 +10,10 @@
 namespace threadline::http1 {
 
 namespace {
+
+// Upgrade tokens of protocols the agent parses once a 101 switched to them (RFC 9113 §3.2's
+// h2c: HTTP/2 over cleartext TCP).
+constexpr std::array<std::string_view, 1> kSwitchTokens = {"h2c"};
 
 MessageEdge EdgeOf(const Message& m) {
   return MessageEdge{.seen = true, .first = m.first_chunk, .last = m.last_chunk};
@@ -45,7 +51,7 @@ class Bridge final : public Http1Connection::Output {
 class Http1Parser final : public ConnectionParser {
  public:
   Http1Parser(Role role, const Http1Limits& limits, Http1Metrics& metrics)
-      : conn_(role, limits, metrics) {}
+      : conn_(role, limits, metrics, kSwitchTokens) {}
 
   void OnData(Direction dir, std::span<const uint8_t> bytes, const ChunkMeta& meta,
               ParserOutput& out) override {
@@ -69,6 +75,20 @@ class Http1Parser final : public ConnectionParser {
   }
   bool done() const override { return conn_.done(); }
   std::optional<Direction> request_direction() const override { return conn_.request_direction(); }
+
+  std::optional<Handover> TakeHandover() override {
+    std::optional<Switch> sw = conn_.TakeSwitch();
+    const std::optional<Direction> request_dir = conn_.request_direction();
+    if (!sw || !request_dir) return std::nullopt;
+    Handover h;
+    h.to = ProtocolId::kHttp2;  // the one token of kSwitchTokens
+    h.request_dir = *request_dir;
+    h.request = std::move(sw->request);
+    h.switch_dir = *request_dir == Direction::kEgress ? Direction::kIngress : Direction::kEgress;
+    h.resume_pos = sw->response_resume_pos;
+    h.held = std::move(sw->held);
+    return h;
+  }
 
  private:
   Http1Connection conn_;

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "agent/protocols/http1/detect.h"
+#include "agent/protocols/http1/syntax.h"
 
 namespace threadline::http1 {
 
@@ -35,9 +36,11 @@ Http1Metrics::Http1Metrics(MetricsRegistry& metrics) {
                                   "Requests whose connection the agent evicted before the response");
 }
 
-Http1Connection::Http1Connection(Role role, const Http1Limits& limits, Http1Metrics& metrics)
+Http1Connection::Http1Connection(Role role, const Http1Limits& limits, Http1Metrics& metrics,
+                                 std::span<const std::string_view> switch_tokens)
     : limits_(limits),
       metrics_(metrics),
+      switch_tokens_(switch_tokens),
       request_parser_(MessageKind::kRequest, limits.parser, request_side_),
       response_parser_(MessageKind::kResponse, limits.parser, response_side_) {
   if (role == Role::kServer) request_dir_ = Direction::kIngress;
@@ -62,20 +65,87 @@ MessageParser* Http1Connection::ParserFor(Direction dir, std::span<const uint8_t
 
 void Http1Connection::OnData(Direction dir, std::span<const uint8_t> bytes,
                              const ChunkMeta& meta, Output& out) {
-  if (MessageParser* p = ParserFor(dir, bytes)) p->Feed(bytes, meta);
+  MessageParser* p = ParserFor(dir, bytes);
+  if (p == &request_parser_) {
+    FeedRequestSide(bytes, meta);
+  } else if (p) {
+    p->Feed(bytes, meta);
+    if (switch_) {
+      switch_->response_resume_pos =
+          response_parser_.switch_pos().value_or(meta.pos + bytes.size());
+    }
+  }
+  if (release_held_) ReleaseHeld();
   Deliver(out);
+}
+
+void Http1Connection::FeedRequestSide(std::span<const uint8_t> bytes, const ChunkMeta& meta) {
+  if (request_parser_.held()) {
+    Hold(bytes, meta);
+    return;
+  }
+  request_parser_.Feed(bytes, meta);
+  if (request_parser_.held()) HoldRest(bytes, meta);
+}
+
+void Http1Connection::HoldRest(std::span<const uint8_t> bytes, const ChunkMeta& meta) {
+  const std::optional<uint64_t> at = request_parser_.switch_pos();
+  if (!at || *at < meta.pos || *at >= meta.pos + bytes.size()) return;
+  ChunkMeta rest = meta;
+  rest.pos = *at;
+  Hold(bytes.subspan(static_cast<size_t>(*at - meta.pos)), rest);
+}
+
+void Http1Connection::Hold(std::span<const uint8_t> bytes, const ChunkMeta& meta, uint64_t gap,
+                           GapReason reason) {
+  if (held_bytes_ + bytes.size() > kMaxHeldBytes) {
+    // Too much for a client waiting for its answer: it is speaking HTTP/1 on.
+    ReleaseHeld();
+    if (gap > 0) request_parser_.Gap(gap, reason, meta);
+    else FeedRequestSide(bytes, meta);
+    return;
+  }
+  HeldChunk& h = held_.emplace_back();
+  h.meta = meta;
+  h.bytes.assign(bytes.begin(), bytes.end());
+  h.gap = gap;
+  h.reason = reason;
+  held_bytes_ += bytes.size();
+}
+
+void Http1Connection::ReleaseHeld() {
+  release_held_ = false;
+  if (!request_parser_.held()) return;
+  request_parser_.Release();
+  std::vector<HeldChunk> held = std::move(held_);
+  held_.clear();
+  held_bytes_ = 0;
+  for (HeldChunk& h : held) {
+    if (h.gap > 0) {
+      if (request_parser_.held()) Hold({}, h.meta, h.gap, h.reason);
+      else request_parser_.Gap(h.gap, h.reason, h.meta);
+    } else {
+      FeedRequestSide(h.bytes, h.meta);  // may hold again, after another upgrade request
+    }
+  }
 }
 
 void Http1Connection::OnGap(Direction dir, uint64_t len, GapReason reason,
                             const ChunkMeta& meta, Output& out) {
   if (!request_dir_ || done()) return;  // nothing known yet: the first message will tell
-  MessageParser& p = dir == *request_dir_ ? request_parser_ : response_parser_;
-  p.Gap(len, reason, meta);
+  if (dir == *request_dir_ && request_parser_.held()) {
+    Hold({}, meta, len, reason);
+  } else {
+    MessageParser& p = dir == *request_dir_ ? request_parser_ : response_parser_;
+    p.Gap(len, reason, meta);
+  }
+  if (release_held_) ReleaseHeld();
   Deliver(out);
 }
 
 void Http1Connection::OnClose(uint64_t ts_ns, Output& out) {
   if (closed_) return;
+  ReleaseHeld();  // what the client sent after its upgrade request is still HTTP/1
   // Requests first: a truncated request is registered before responses are matched.
   request_parser_.Close();
   response_parser_.Close();
@@ -93,6 +163,8 @@ void Http1Connection::Abandon() {
   closed_ = true;
   pending_.clear();
   finished_ = 0;
+  held_.clear();
+  held_bytes_ = 0;
 }
 
 size_t Http1Connection::CountRequests() const {
@@ -119,6 +191,7 @@ void Http1Connection::OnRequestHeaders(const Message& m) {
   if (!dropping_request_) {
     pending_.back().context.head = m.method == "HEAD";
     pending_.back().context.connect = m.method == "CONNECT";
+    pending_.back().asks_upgrade = m.upgrade_requested && m.method != "CONNECT";
   }
 }
 
@@ -181,10 +254,13 @@ void Http1Connection::OnResponse(Message&& m) {
     ++p->answers;
   } else {
     p->answered = true;
+    // The answer to an upgrade request ends the hold: replayed as HTTP/1 unless switching.
+    if (p->asks_upgrade && m.status_code != 101) release_held_ = true;
     if (p->kind == Pending::Kind::kLost) {
       p->outcome = Outcome::kResponseWithoutRequest;
     } else if (m.status_code == 101) {
       p->outcome = Outcome::kUpgraded;
+      if (p->request) HandOver(*p, m);
     } else if (p->context.connect) {
       p->outcome = switching ? Outcome::kTunnel : Outcome::kComplete;
       if (!switching) request_parser_.Resume();  // refused: requests may follow
@@ -193,6 +269,9 @@ void Http1Connection::OnResponse(Message&& m) {
   }
   if (switching) SwitchProtocols();
   MarkFinished();
+  // Now, before the next response is matched: requests the client sent after the refused
+  // upgrade request are what later responses answer.
+  if (release_held_) ReleaseHeld();
 }
 
 void Http1Connection::OnResponseFailure(FailureReason r, bool lost) {
@@ -205,14 +284,34 @@ void Http1Connection::OnResponseFailure(FailureReason r, bool lost) {
   } else {
     p->answered = true;
     p->outcome = Outcome::kResponseLost;
+    if (p->asks_upgrade) release_held_ = true;  // whatever it was, bytes after it are parsed
   }
   MarkFinished();
+  if (release_held_) ReleaseHeld();
+}
+
+void Http1Connection::HandOver(Pending& p, const Message& response) {
+  const std::optional<std::string_view> upgrade = response.headers.Get("upgrade");
+  if (!upgrade) return;
+  for (std::string_view token : switch_tokens_) {
+    if (!syntax::ListHasToken(*upgrade, token)) continue;
+    Switch& s = switch_.emplace();
+    s.token = std::string(token);
+    s.request = std::move(p.request);
+    s.held = std::move(held_);
+    held_.clear();
+    held_bytes_ = 0;
+    p.handed_over = true;
+    return;
+  }
 }
 
 void Http1Connection::SwitchProtocols() {
   upgraded_ = true;
   request_parser_.Stop();
   response_parser_.Stop();
+  held_.clear();  // another protocol's bytes, and none of ours will parse them
+  held_bytes_ = 0;
 }
 
 
@@ -249,8 +348,9 @@ void Http1Connection::Deliver(Output& out) {
   for (; finished_ > 0; --finished_) {
     Pending& p = pending_.front();
     // Dropped requests, a lost request whose response was never seen, a request cut short
-    // before its header block ended: nothing to report.
-    const bool reportable = p.kind == Pending::Kind::kRequest ? p.request.has_value()
+    // before its header block ended, a request the new protocol answers: nothing to report.
+    const bool reportable = p.handed_over                     ? false
+                            : p.kind == Pending::Kind::kRequest ? p.request.has_value()
                             : p.kind == Pending::Kind::kLost  ? p.response.has_value()
                                                               : false;
     if (reportable) {

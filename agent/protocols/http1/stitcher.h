@@ -11,6 +11,12 @@
 // requests waiting for responses (more are counted and dropped, their responses skipped so
 // pairing stays aligned).
 //
+// Upgrade (RFC 9110 §7.8): after a request asking for one, the request side holds what follows
+// (bounded) until the answer: a 101 stops both parsers (bytes after it belong to the new
+// protocol); any other final answer replays the held bytes as HTTP/1. A 101 to a protocol named
+// in `switch_tokens` (h2c) is not reported here: TakeSwitch() hands the request and the new
+// protocol's first bytes to whoever parses it next.
+//
 // Not thread-safe; an Output must not call back into the connection.
 #pragma once
 
@@ -20,6 +26,9 @@
 #include <iterator>
 #include <optional>
 #include <span>
+#include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "agent/common/metrics.h"
@@ -44,6 +53,26 @@ struct Http1Metrics {
   Counter* abandoned = nullptr;  // requests of connections the agent evicted unanswered
 };
 
+// Bytes of one direction kept for a later parser: a chunk (meta.pos: its first byte), or a gap
+// of `gap` bytes.
+struct HeldChunk {
+  ChunkMeta meta;
+  std::vector<uint8_t> bytes;
+  uint64_t gap = 0;
+  GapReason reason = GapReason::kLost;
+};
+
+// The connection switched, by a 101, to a protocol another parser takes over.
+struct Switch {
+  std::string token;               // the 101's Upgrade token, as listed in switch_tokens
+  std::optional<Message> request;  // the request that asked: the new protocol answers it
+  // The response-direction stream position where the new protocol's bytes start (the rest of
+  // the chunk that carried the 101, or the next chunk).
+  uint64_t response_resume_pos = 0;
+  // Request-direction bytes that followed the request before the 101 was seen, in order.
+  std::vector<HeldChunk> held;
+};
+
 class Http1Connection {
  public:
   // Receives what one call finished, at its end: every request that became whole (before its
@@ -56,8 +85,13 @@ class Http1Connection {
     virtual void OnExchange(Exchange&&) = 0;
   };
 
-  // `metrics` must outlive the connection.
-  Http1Connection(Role role, const Http1Limits& limits, Http1Metrics& metrics);
+  // Bytes held after an upgrade request while its answer is awaited; past this the hold ends
+  // and they are parsed as HTTP/1 (a client that did not wait for the answer).
+  static constexpr size_t kMaxHeldBytes = 64 * 1024;
+
+  // `metrics` must outlive the connection; `switch_tokens` (lower case) too.
+  Http1Connection(Role role, const Http1Limits& limits, Http1Metrics& metrics,
+                  std::span<const std::string_view> switch_tokens = {});
   Http1Connection(const Http1Connection&) = delete;
   Http1Connection& operator=(const Http1Connection&) = delete;
 
@@ -77,8 +111,10 @@ class Http1Connection {
   bool done() const { return gave_up_ || upgraded_ || closed_; }
   size_t pending_requests() const { return pending_.size(); }
   size_t buffered_bytes() const {
-    return request_parser_.buffered_bytes() + response_parser_.buffered_bytes();
+    return request_parser_.buffered_bytes() + response_parser_.buffered_bytes() + held_bytes_;
   }
+  // Set by the call whose 101 switched to a protocol of switch_tokens; taken once.
+  std::optional<Switch> TakeSwitch() { return std::exchange(switch_, std::nullopt); }
   const MessageParser& request_parser() const { return request_parser_; }
   const MessageParser& response_parser() const { return response_parser_; }
   std::optional<Direction> request_direction() const { return request_dir_; }
@@ -95,6 +131,8 @@ class Http1Connection {
     uint32_t answers = 0;   // kDropped: responses consumed by it
     Outcome outcome = Outcome::kComplete;
     bool announced = false;  // kRequest: the whole request went to Output::OnRequest
+    bool asks_upgrade = false;  // kRequest: Connection: upgrade + Upgrade (not CONNECT)
+    bool handed_over = false;   // answered by a switch: the new protocol reports it
   };
 
   class RequestSide : public MessageParser::Listener {
@@ -135,9 +173,20 @@ class Http1Connection {
   // Hands the new whole requests and the finished exchanges to `out` (end of every call).
   void Deliver(Output& out);
   void SwitchProtocols();
+  // A 101 answered `p`: when it names a protocol of switch_tokens_, prepare the Switch.
+  void HandOver(Pending& p, const Message& response);
+  // The request side is held: keep `bytes` (or a gap) for whoever parses them next.
+  void Hold(std::span<const uint8_t> bytes, const ChunkMeta& meta, uint64_t gap = 0,
+            GapReason reason = GapReason::kLost);
+  // The request parser became held inside this chunk: keep the rest of it.
+  void HoldRest(std::span<const uint8_t> bytes, const ChunkMeta& meta);
+  // The upgrade was refused (or the hold overflowed): the held bytes are HTTP/1 again.
+  void ReleaseHeld();
+  void FeedRequestSide(std::span<const uint8_t> bytes, const ChunkMeta& meta);
 
   Http1Limits limits_;
   Http1Metrics& metrics_;
+  std::span<const std::string_view> switch_tokens_;
 
   RequestSide request_side_{*this};
   ResponseSide response_side_{*this};
@@ -193,6 +242,10 @@ class Http1Connection {
   bool gave_up_ = false;
   bool upgraded_ = false;
   bool closed_ = false;
+  std::vector<HeldChunk> held_;  // while request_parser_.held()
+  size_t held_bytes_ = 0;
+  bool release_held_ = false;    // the upgrade was refused: release after the current feed
+  std::optional<Switch> switch_;
 };
 
 }  // namespace threadline::http1

@@ -26,6 +26,12 @@ uint32_t Be32(const uint8_t* p) {
 
 void Keep(std::string& dst, std::string_view v) { dst.assign(v.substr(0, kMaxKeptValue)); }
 
+std::string AsciiLower(std::string_view v) {
+  std::string out(v);
+  for (char& c : out) if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
 ChunkMeta At(const ChunkMeta& meta, std::span<const uint8_t> chunk, const uint8_t* p) {
   ChunkMeta m = meta;
   m.pos = meta.pos + static_cast<uint64_t>(p - chunk.data());
@@ -177,6 +183,44 @@ Http2Connection::Http2Connection(Role role, bool joined_mid_stream, const Http2L
     // Role unknown: whichever side starts with the preface is the client.
     for (Side& s : sides_) s.read = Side::Read::kPreface;
   }
+}
+
+void Http2Connection::AdoptUpgradedRequest(const http1::Message& request) {
+  Stream& s = streams_[1];
+  s.rec.stream_id = 1;
+  s.view_stream_id = 0;
+  StreamRecord& r = s.rec;
+  Keep(r.method, request.method);
+  // Origin-form (the usual), or absolute-form "http://host/path" (a proxy's request).
+  std::string_view target = request.target;
+  std::string_view authority = request.headers.Get("host").value_or("");
+  if (const size_t scheme_end = target.find("://"); scheme_end != std::string_view::npos &&
+                                                    target.find('/') > scheme_end) {
+    const std::string_view rest = target.substr(scheme_end + 3);
+    const size_t slash = rest.find('/');
+    authority = rest.substr(0, slash);
+    target = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  }
+  Keep(r.path, target);
+  Keep(r.authority, authority);
+  r.scheme = "http";  // h2c: HTTP/2 over cleartext TCP
+  for (const http1::Header& h : request.headers.fields()) {
+    using http1::EqualsIgnoreCase;
+    if (EqualsIgnoreCase(h.name, "content-type")) Keep(r.content_type, h.value);
+    else if (EqualsIgnoreCase(h.name, "user-agent")) Keep(r.user_agent, h.value);
+    else if (EqualsIgnoreCase(h.name, "x-forwarded-for")) Keep(r.forwarded_for, h.value);
+    else if (EqualsIgnoreCase(h.name, "x-request-id")) Keep(s.request_id, h.value);
+    else if ((EqualsIgnoreCase(h.name, "traceparent") || EqualsIgnoreCase(h.name, "tracestate")) &&
+             s.carrier.size() < kMaxCarrierFields)
+      s.carrier.emplace_back(AsciiLower(h.name), std::string(h.value.substr(0, kMaxKeptValue)));
+  }
+  r.request.headers_seen = true;
+  r.request.body_bytes = request.body_bytes;
+  r.request.body_bytes_lost = request.missing_bytes();
+  s.request = MessageEdge{true, request.first_chunk, request.last_chunk};
+  s.announced = true;  // by HTTP/1, with this very edge
+  s.announced_edge = s.request;
+  s.request_ended = true;
 }
 
 size_t Http2Connection::buffered_bytes() const {
@@ -458,6 +502,7 @@ void Http2Connection::FinishBlock(Direction dir, Side& side, const ChunkMeta& la
         if (streams_.size() < limits_.max_streams) {
           s = &streams_[id];
           s->rec.stream_id = id;
+          s->view_stream_id = id;
           s->rec.joined_mid_connection = side.decoder.unknown_past();
         } else {
           Fail(Failure::kTooManyStreams);
@@ -494,6 +539,7 @@ void Http2Connection::FinishBlock(Direction dir, Side& side, const ChunkMeta& la
       s = &streams_[id];
       s->rec = std::move(probe.rec);
       s->rec.stream_id = id;
+      s->view_stream_id = id;
       s->rec.joined_mid_connection = true;
       s->carrier = std::move(probe.carrier);
       s->request_id = std::move(probe.request_id);
@@ -575,7 +621,7 @@ void Http2Connection::Announce(Stream& s, ParserOutput& out) {
   const Carrier carrier(s.carrier);
   RequestView v;
   v.protocol = ProtocolId::kHttp2;
-  v.stream_id = s.rec.stream_id;
+  v.stream_id = s.view_stream_id;
   v.edge = s.announced_edge;
   v.carrier = &carrier;
   v.evidence.target = s.rec.path;
@@ -596,8 +642,8 @@ void Http2Connection::Finish(uint32_t id, Outcome outcome, uint64_t closed_ts, P
   r.response = s.response;
   const Carrier carrier(s.carrier);
   if (s.announced) {
-    r.request.protocol = ProtocolId::kHttp2;
-    r.request.stream_id = s.rec.stream_id;
+    r.request.protocol = s.view_stream_id == s.rec.stream_id ? ProtocolId::kHttp2 : ProtocolId::kHttp1;
+    r.request.stream_id = s.view_stream_id;
     r.request.edge = s.announced_edge;
     r.request.carrier = &carrier;
   }

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "agent/common/metrics.h"
+#include "agent/protocols/http1/message.h"
 #include "agent/protocols/http2/hpack.h"
 #include "agent/protocols/http2/limits.h"
 #include "agent/protocols/http2/types.h"
@@ -78,6 +79,11 @@ class Http2Connection final : public ConnectionParser {
   bool done() const override { return closed_; }
   std::optional<Direction> request_direction() const override { return request_dir_; }
 
+  // h2c by Upgrade (RFC 9113 §3.2): `request`, sent as HTTP/1.1 and answered by 101, is stream
+  // 1, half-closed by the client; its response comes on stream 1. It was announced as an HTTP/1
+  // request (stream id 0), so its Record keeps that view. Call before any bytes.
+  void AdoptUpgradedRequest(const http1::Message& request);
+
   size_t open_streams() const { return streams_.size(); }
   size_t buffered_bytes() const;
 
@@ -94,6 +100,7 @@ class Http2Connection final : public ConnectionParser {
     MessageEdge request;
     MessageEdge response;
     MessageEdge announced_edge;  // the request edge as announced (the record repeats it)
+    uint32_t view_stream_id = 0;  // the stream id of its RequestView (0: upgraded from HTTP/1)
     bool announced = false;
     bool request_ended = false;
     // Bytes of the response direction were lost while this stream was open: its end may have

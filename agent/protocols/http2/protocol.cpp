@@ -43,6 +43,17 @@ class Http2Protocol final : public Protocol {
     return std::make_unique<Http2Connection>(conn.role, joined, limits_, metrics_);
   }
 
+  // h2c by Upgrade: HTTP/1 saw the 101; the client's preface and the server's SETTINGS follow.
+  std::unique_ptr<ConnectionParser> TakeOver(const ConnectionInfo& conn, Handover& h) override {
+    const Role role = conn.role != Role::kUnknown ? conn.role
+                      : h.request_dir == Direction::kIngress ? Role::kServer
+                                                             : Role::kClient;
+    auto parser = std::make_unique<Http2Connection>(role, /*joined_mid_stream=*/false, limits_,
+                                                    metrics_);
+    if (h.request) parser->AdoptUpgradedRequest(*h.request);
+    return parser;
+  }
+
  private:
   Http2Limits limits_;
   Http2Metrics metrics_;
