@@ -7,10 +7,16 @@
 /* Scratch for one event under construction, one slot per CPU (an ARRAY indexed by CPU: a
  * PERCPU_ARRAY value may not exceed 32 KiB). The payload area is twice the capture bound so the
  * verifier can prove `offset < MAX && len <= MAX` stays inside it. */
+struct tl_user_iovec {
+	__u64 base;
+	__u64 len;
+};
+
 struct tl_data_scratch {
 	struct tl_data_event ev;
 	__u8 buf[2 * TL_MAX_CAPTURE]; /* right after ev: the two go out as one record */
 	struct tl_ctx_args ctx_args;  /* ctx__on_data's arguments: here, not on the stack */
+	struct tl_user_iovec iov;     /* the iovec entry data__iov_step is copying */
 };
 
 struct {
@@ -20,12 +26,7 @@ struct {
 	__type(value, struct tl_data_scratch);
 } data_scratch SEC(".maps");
 
-/* User-space layouts (stable ABI), read with bpf_probe_read_user. */
-struct tl_user_iovec {
-	__u64 base;
-	__u64 len;
-};
-
+/* User-space layouts (stable ABI), read with bpf_probe_read_user (and tl_user_iovec above). */
 struct tl_user_mmsghdr {
 	struct user_msghdr hdr;
 	__u32 len;
@@ -178,52 +179,74 @@ static __always_inline void data__from_buffer(void *ctx, const struct tl_io_args
 	data__submit(s, a, st, dir, pos, size, n, flags);
 }
 
-/* Copies up to the capture limit from an iovec array into the scratch payload. */
-static __always_inline __u32 data__copy_iov(struct tl_data_scratch *s, __u64 iov_addr,
-					    __u32 iovcnt, __u64 size, __u8 *flags, const int max_iov)
+/* One walk over an iovec array (bpf_loop's context: on the caller's stack, the only place it
+ * may be). */
+struct tl_iov_walk {
+	__u64 iov_addr;
+	__u32 limit; /* bytes to capture in all (data__capture_limit) */
+	__u32 off;   /* captured so far */
+	__u8 flags;
+	__u8 _pad[7];
+};
+
+/* bpf_loop step: copies iovec entry `i` into the scratch payload, up to the walk's limit. The
+ * entry is read into the scratch too, so the callback's frame stays small (it adds to the
+ * largest program frame in the verifier's 512-byte budget per call chain). */
+static long data__iov_step(__u64 i, void *ctx)
 {
-	const struct tl_user_iovec *iov = (const struct tl_user_iovec *)iov_addr;
-	__u32 limit = data__capture_limit(size);
-	__u32 off = 0;
-	for (int i = 0; i < max_iov; i++) {
-		if (i >= iovcnt || off >= limit)
-			break;
-		struct tl_user_iovec v;
-		if (bpf_probe_read_user(&v, sizeof(v), &iov[i])) {
-			*flags |= TL_DATA_F_READ_FAULT;
-			drops__count(TL_DROP_READ_FAULT);
-			break;
-		}
-		__u64 len = v.len;
-		__u32 room = limit - off;
-		if (len > room)
-			len = room;
-		/* off < limit <= TL_MAX_CAPTURE already; the mask (which the barrier keeps the
-		 * compiler from dropping) is what lets the verifier see it. */
-		__u32 at = off;
-		barrier_var(at);
-		at &= TL_MAX_CAPTURE - 1;
-		barrier_var(len);
-		if (len > TL_MAX_CAPTURE)
-			len = TL_MAX_CAPTURE;
-		if (len && bpf_probe_read_user(&s->buf[at], len, (void *)v.base)) {
-			*flags |= TL_DATA_F_READ_FAULT;
-			drops__count(TL_DROP_READ_FAULT);
-			break;
-		}
-		off += len;
+	struct tl_iov_walk *w = ctx;
+	__u32 off = w->off;
+	if (off >= w->limit)
+		return 1;
+	struct tl_data_scratch *s = data__scratch();
+	if (!s)
+		return 1;
+	const struct tl_user_iovec *iov = (const struct tl_user_iovec *)w->iov_addr;
+	if (bpf_probe_read_user(&s->iov, sizeof(s->iov), &iov[i])) {
+		w->flags |= TL_DATA_F_READ_FAULT;
+		drops__count(TL_DROP_READ_FAULT);
+		return 1;
 	}
-	if (iovcnt > max_iov && off < limit)
+	__u64 len = s->iov.len;
+	__u32 room = w->limit - off;
+	if (len > room)
+		len = room;
+	/* off < limit <= TL_MAX_CAPTURE already; the mask (which the barrier keeps the compiler
+	 * from dropping) is what lets the verifier see it. */
+	__u32 at = off;
+	barrier_var(at);
+	at &= TL_MAX_CAPTURE - 1;
+	barrier_var(len);
+	if (len > TL_MAX_CAPTURE)
+		len = TL_MAX_CAPTURE;
+	if (len && bpf_probe_read_user(&s->buf[at], len, (void *)s->iov.base)) {
+		w->flags |= TL_DATA_F_READ_FAULT;
+		drops__count(TL_DROP_READ_FAULT);
+		return 1;
+	}
+	w->off = off + (__u32)len;
+	return 0;
+}
+
+/* Copies up to the capture limit from an iovec array into the scratch payload: every entry
+ * until the limit is reached (a writer that puts each HTTP/2 frame in its own iovec loses
+ * nothing of what the limit allows), at most TL_MAX_IOV entries (the kernel's own bound). */
+static __always_inline __u32 data__copy_iov(__u64 iov_addr, __u32 iovcnt, __u64 size, __u8 *flags)
+{
+	struct tl_iov_walk w = {.iov_addr = iov_addr, .limit = data__capture_limit(size)};
+	__u32 n = iovcnt > TL_MAX_IOV ? TL_MAX_IOV : iovcnt;
+	if (n && w.limit)
+		bpf_loop(n, data__iov_step, &w, 0);
+	*flags |= w.flags;
+	if (iovcnt > TL_MAX_IOV && w.off < w.limit)
 		*flags |= TL_DATA_F_IOV_LIMIT;
-	return off;
+	return w.off;
 }
 
 /* readv/writev/sendmsg/recvmsg: the iovec array at iov_addr, iovcnt long (a->buf and a->count
- * but for the messages of sendmmsg/recvmmsg). max_iov bounds the iovecs walked (a constant: it
- * is the verifier's loop bound). */
+ * but for the messages of sendmmsg/recvmmsg). */
 static __always_inline void data__from_iovec_n(void *ctx, const struct tl_io_args *a, __u8 dir,
-					       __u64 size, __u64 iov_addr, __u32 iovcnt,
-					       const int max_iov)
+					       __u64 size, __u64 iov_addr, __u32 iovcnt)
 {
 	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_PEEK))
 		return;
@@ -239,7 +262,7 @@ static __always_inline void data__from_iovec_n(void *ctx, const struct tl_io_arg
 	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_TRUNC))
 		flags |= TL_DATA_F_NO_PAYLOAD;
 	else
-		n = data__copy_iov(s, iov_addr, iovcnt, size, &flags, max_iov);
+		n = data__copy_iov(iov_addr, iovcnt, size, &flags);
 	if (data__starts_tls_record(st, a->fd, s, pos, n))
 		return;
 	data__submit(s, a, st, dir, pos, size, n, flags);
@@ -248,13 +271,11 @@ static __always_inline void data__from_iovec_n(void *ctx, const struct tl_io_arg
 static __always_inline void data__from_iovec(void *ctx, const struct tl_io_args *a, __u8 dir,
 					     __u64 size)
 {
-	data__from_iovec_n(ctx, a, dir, size, a->buf, a->count, TL_MAX_IOV);
+	data__from_iovec_n(ctx, a, dir, size, a->buf, a->count);
 }
 
-/* sendmmsg/recvmmsg: one data event per message, each with its own position. Only the first
- * TL_MAX_MMSG_IOV iovecs of each message are captured (TL_DATA_F_IOV_LIMIT says when more were
- * skipped): TL_MAX_IOV per message for TL_MAX_MMSG messages is more than the verifier accepts,
- * and multi-message I/O on TCP is rare. Each message's three fields are read one by one rather
+/* sendmmsg/recvmmsg: one data event per message, each with its own position, its iovecs walked
+ * like writev's. Each message's three fields are read one by one rather
  * than the whole mmsghdr onto the stack: these programs have the largest frames of the object,
  * and their frame plus ctx__on_data's plus its bpf_loop callback must stay within the 512
  * bytes the verifier allows a call chain. */
@@ -277,7 +298,7 @@ static __always_inline void data__from_mmsg(void *ctx, const struct tl_io_args *
 		}
 		if (len == 0)
 			continue;
-		data__from_iovec_n(ctx, a, dir, len, iov, (__u32)iovlen, TL_MAX_MMSG_IOV);
+		data__from_iovec_n(ctx, a, dir, len, iov, (__u32)iovlen);
 	}
 	/* Messages past the loop bound: claim their bytes so userspace sees a gap, and count. */
 	struct tl_conn_state *st = NULL;

@@ -313,6 +313,97 @@ TEST_F(CaptureTest, OneMebibyteWritePrefixCapturedFullSizeRight) {
   EXPECT_EQ(total, big.size());
 }
 
+// Writers that put every frame in its own iovec (Node's HTTP/2 answers many streams with one
+// writev of hundreds of small entries): every entry is captured until the capture bound, not
+// only the first few, on writev, readv, sendmsg and each message of sendmmsg.
+TEST_F(CaptureTest, EveryIovecEntryIsCapturedUpToTheCaptureBound) {
+  CaptureConfig config;
+  config.capture_bytes = 4096;
+  Load(config);
+  if (HasFatalFailure()) return;
+  SocketPair p;
+  MakePair(p);
+  // 300 entries of 9..17 bytes (an HTTP/2 frame header and a small payload each): ~3.9 KiB.
+  std::vector<std::string> parts;
+  std::string small_total;
+  for (int i = 0; i < 300; ++i) {
+    parts.push_back(std::string(9 + i % 9, static_cast<char>('a' + i % 26)));
+    small_total += parts.back();
+  }
+  ASSERT_LT(small_total.size(), 4096u);
+  std::vector<iovec> iov;
+  for (auto& s : parts) iov.push_back({s.data(), s.size()});
+  ASSERT_EQ(writev(p.client, iov.data(), static_cast<int>(iov.size())),
+            static_cast<ssize_t>(small_total.size()));
+  // Received with readv into 200 entries of 20 bytes (the last ones stay empty).
+  std::string in(200 * 20, '\0');
+  std::vector<iovec> in_iov;
+  for (int i = 0; i < 200; ++i) in_iov.push_back({in.data() + i * 20, 20});
+  size_t got = 0;
+  while (got < small_total.size()) {  // a stream socket may hand it over in pieces
+    std::vector<iovec> rest;
+    size_t skip = got;
+    for (const auto& v : in_iov) {
+      if (skip >= v.iov_len) { skip -= v.iov_len; continue; }
+      rest.push_back({static_cast<char*>(v.iov_base) + skip, v.iov_len - skip});
+      skip = 0;
+    }
+    ssize_t n = readv(p.server, rest.data(), static_cast<int>(rest.size()));
+    ASSERT_GT(n, 0);
+    got += static_cast<size_t>(n);
+  }
+  ASSERT_EQ(in.substr(0, got), small_total);
+  // Past the bound: 400 entries of 25 bytes (10000), of which the first 4096 bytes are captured.
+  std::string big;
+  for (int i = 0; i < 400; ++i) big += std::string(25, static_cast<char>('A' + i % 26));
+  std::vector<iovec> big_iov;
+  for (int i = 0; i < 400; ++i) big_iov.push_back({big.data() + i * 25, 25});
+  msghdr m{};
+  m.msg_iov = big_iov.data();
+  m.msg_iovlen = big_iov.size();
+  ASSERT_EQ(sendmsg(p.client, &m, 0), static_cast<ssize_t>(big.size()));
+  ASSERT_EQ(DoRecv(Recv::kRead, p.server, big.size()), big);
+  // sendmmsg: two messages of 40 entries each (the old walk stopped at 4 per message).
+  std::string mm_total;
+  std::vector<std::string> mm_parts;
+  for (int i = 0; i < 80; ++i) mm_parts.push_back(std::string(11, static_cast<char>('0' + i % 10)));
+  std::vector<iovec> mm_iov;
+  for (auto& s : mm_parts) {
+    mm_iov.push_back({s.data(), s.size()});
+    mm_total += s;
+  }
+  mmsghdr mm[2]{};
+  mm[0].msg_hdr.msg_iov = &mm_iov[0];
+  mm[0].msg_hdr.msg_iovlen = 40;
+  mm[1].msg_hdr.msg_iov = &mm_iov[40];
+  mm[1].msg_hdr.msg_iovlen = 40;
+  ASSERT_EQ(sendmmsg(p.client, mm, 2, 0), 2);
+  ASSERT_EQ(DoRecv(Recv::kRead, p.server, mm_total.size()), mm_total);
+  Drain();
+
+  const ConnOpenEvent* c = rec_.OpenFor(self(), p.client);
+  const ConnOpenEvent* s = rec_.OpenFor(self(), p.server);
+  ASSERT_NE(c, nullptr);
+  ASSERT_NE(s, nullptr);
+  const auto sends = rec_.DataFor(c->id, Direction::kEgress);
+  ASSERT_EQ(sends.size(), 4u) << "writev, sendmsg, and one event per sendmmsg message";
+  EXPECT_EQ(sends[0].payload, small_total) << "all 300 writev entries";
+  EXPECT_EQ(sends[0].ev.flags & TL_DATA_F_IOV_LIMIT, 0);
+  EXPECT_EQ(sends[1].ev.size, big.size());
+  EXPECT_EQ(sends[1].payload, big.substr(0, 4096)) << "sendmsg entries up to the capture bound";
+  EXPECT_EQ(sends[1].ev.flags & TL_DATA_F_IOV_LIMIT, 0);
+  EXPECT_EQ(sends[2].payload, mm_total.substr(0, 440));
+  EXPECT_EQ(sends[3].payload, mm_total.substr(440));
+  // readv on the other side: each read whole, at its place in what writev sent.
+  size_t readv_bytes = 0;
+  for (const auto& d : rec_.DataFor(s->id, Direction::kIngress)) {
+    if (d.ev.syscall != TL_SYS_READV) continue;
+    EXPECT_EQ(d.payload, small_total.substr(d.ev.pos, d.ev.size));
+    readv_bytes += d.payload.size();
+  }
+  EXPECT_EQ(readv_bytes, small_total.size());
+}
+
 TEST_F(CaptureTest, FdReuseGivesANewConnectionId) {
   Load();
   if (HasFatalFailure()) return;

@@ -24,14 +24,14 @@
 /* Upper bound of the payload prefix one data event carries. The effective bound is set at load
  * time (rodata capture_bytes, <= this) and must be a power of two for the verifier masks. */
 #define TL_MAX_CAPTURE 16384
-/* iovec entries walked per readv/writev/sendmsg/recvmsg; bytes in later entries are counted in
- * the full size but not captured (the event is then marked TL_DATA_F_IOV_LIMIT). */
-#define TL_MAX_IOV 16
+/* iovec entries walked per readv/writev/sendmsg/recvmsg (and per message of sendmmsg/recvmmsg),
+ * until the capture bound is reached: the kernel's own UIO_MAXIOV, so in practice every entry.
+ * Bytes in later entries are counted in the full size but not captured (the event is then
+ * marked TL_DATA_F_IOV_LIMIT). */
+#define TL_MAX_IOV 1024
 /* messages of one sendmmsg/recvmmsg turned into events; later ones advance the stream position
  * (userspace sees a gap) and are counted as TL_DROP_MMSG_LIMIT. */
 #define TL_MAX_MMSG 8
-/* iovec entries walked per message of sendmmsg/recvmmsg (the verifier bounds the product). */
-#define TL_MAX_MMSG_IOV 4
 #define TL_COMM_LEN 16
 #define TL_FILENAME_LEN 128
 #define TL_EXE_NAME_LEN 64
