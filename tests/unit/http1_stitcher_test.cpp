@@ -323,6 +323,27 @@ TEST(Http1Stitcher, TooManyPipelinedRequestsAreDroppedAndPairingHolds) {
   EXPECT_FALSE(h.conn.gave_up());
 }
 
+// Responses that answer nothing while a request is still arriving (its body not complete) wait
+// behind it to keep the order: max_pending_requests entries wait in all, the rest are counted (found by
+// fuzz.http1: they piled up without bound).
+TEST(Http1Stitcher, ResponsesAnsweringNothingBehindAnUnfinishedRequestAreBounded) {
+  Http1Limits limits;
+  limits.max_pending_requests = 4;
+  ConnHarness h(Role::kServer, limits);
+  h.Data(kIn, "POST /big HTTP/1.1\r\nContent-Length: 100000\r\n\r\nxxxx", 1000);
+  std::string resps;
+  for (int i = 0; i < 20; ++i) resps += test::NginxOk(i);
+  h.Data(kOut, resps, 2000);
+  EXPECT_LE(h.conn.pending_requests(), 2 * limits.max_pending_requests);
+  // The first answers the POST; of the 19 others, max_pending_requests - 1 wait behind it.
+  EXPECT_EQ(h.Failures("too_many_pipelined"), 19u - (limits.max_pending_requests - 1));
+  h.Close(3000);
+  ASSERT_EQ(h.exchanges.size(), limits.max_pending_requests);
+  EXPECT_EQ(h.exchanges[0].request->target, "/big");
+  EXPECT_EQ(h.exchanges[0].response->body_bytes, 0u);
+  EXPECT_EQ(h.exchanges[1].outcome, Outcome::kResponseWithoutRequest);
+}
+
 TEST(Http1Stitcher, GarbageTlsAndHttp2GiveUp) {
   ConnHarness tls;
   std::string hello("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11);

@@ -243,7 +243,10 @@ void Http1Connection::OnResponse(Message&& m) {
     if (p != nullptr) ++p->interim;
     return;
   }
-  if (p == nullptr) {
+  if (p == nullptr && pending_.size() - finished_ >= limits_.max_pending_requests) {
+    // Answers nothing, behind a request still arriving (its body, say): only so many wait.
+    CountFailure(FailureReason::kTooManyPipelined);
+  } else if (p == nullptr) {
     // Answers nothing we know of: a finished entry of its own, delivered in order.
     Pending& lone = pending_.emplace_back();
     lone.kind = Pending::Kind::kLost;
