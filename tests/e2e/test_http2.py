@@ -2,7 +2,8 @@
 
 h2c with prior knowledge (curl --http2-prior-knowledge, Node's http2 module), h2c by Upgrade
 (curl --http2 on http:// against Go's golang.org/x/net/http2/h2c server), 100 concurrent
-streams on one connection (h2load), h2 inside TLS where ALPN chose it (Node's http2 over OpenSSL
+streams on one connection (h2load against Node's h2c and Go's h2), a connection opened before the
+agent (HPACK past unknown), h2 inside TLS where ALPN chose it (Node's http2 over OpenSSL
 in its own binary, nginx over libssl, Go net/http over crypto/tls, curl as the client), an
 HTTP/1 front calling an h2 backend (one trace), and gRPC on @grpc/grpc-js (unary,
 server-streaming, error statuses with the RPC conventions' server/client error rule).
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import textwrap
 import unittest
 
-from e2e_util import (LOOPBACK, Agent, PeerProcess, agent_metrics, agent_spans, curl, format_spans,
-                      free_port, go_peer, main, npm_peer, require_root, require_tool, wait_for_spans)
+from e2e_util import (LOOPBACK, Agent, PeerProcess, agent_metrics, agent_spans, curl, deadline_loop,
+                      format_spans, free_port, go_peer, main, npm_peer, require_root, require_tool, wait_for_spans)
 from test_tls import make_cert
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -153,6 +155,47 @@ class Http2SpansTest(unittest.TestCase):
         metrics = agent_metrics(agent.stderr_lines)
         # Both ends of both curl connections.
         self.assertEqual(metrics.get("threadline_protocol_switches_total{protocol=http2}", 0), 4,
+                                agent.stderr_tail())
+
+    def test_connection_opened_before_the_agent(self) -> None:
+        # Node's client opens its session and makes a first request before the agent runs: the
+        # HPACK tables both ends built then are unknown to it. The next request on the same
+        # connection still becomes a span on both ends: its stream id, timing, what was literal
+        # or in the static table, flagged incomplete, the unknown fields counted.
+        port = free_port()
+        srv = self.node_h2(port)
+        client = PeerProcess(["node", NODE_H2, "hold", f"http://{LOOPBACK}:{port}",
+                              "/before/1?delay_ms=0", "/after/2?delay_ms=50"], self, cwd=self.tmp)
+        for _ in deadline_loop(20):
+            if client.stdout_lines:
+                break
+        self.assertEqual(client.stdout_lines, ["/before/1?delay_ms=0 200"], client.describe())
+        agent = Agent(["--output", "json", "--port", str(port)], test=self)
+        os.kill(client.pid, signal.SIGUSR2)
+
+        def after(sp, server):
+            return [s for s in sp if s.is_server == server and s.pid == (srv.pid if server else client.pid)
+                    and s.attrs.get("threadline.http2.stream_id") == 3]
+
+        spans = wait_for_spans(agent, lambda sp: after(sp, True) and after(sp, False))
+        self.assertEqual(client.stdout_lines[-1], "/after/2?delay_ms=50 200", client.describe())
+        for s in after(spans, True) + after(spans, False):
+            self.assertEqual(s.attrs.get("network.protocol.version"), "2", s.brief())
+            self.assertEqual(s.attrs.get("http.request.method"), "GET", s.brief())  # static table
+            self.assertEqual(s.attrs.get("http.response.status_code"), 200, s.brief())
+            self.assertGreaterEqual(s.duration_ns, 50_000_000, s.brief())
+            self.assertLess(s.duration_ns, 5_000_000_000, s.brief())
+        server = after(spans, True)[0]
+        # Node's encoder indexed :authority and user-agent on the first request: the second one
+        # refers to them, so the server's request lacks them; :path is new, hence literal.
+        self.assertEqual(server.attrs.get("url.path"), "/after/2", server.brief())
+        self.assertTrue(server.attrs.get("threadline.request.incomplete"), server.raw)
+        self.assertFalse([s for s in agent_spans(agent) if s.attrs.get("url.path") == "/before/1"])
+        agent.stop(timeout=30)
+        metrics = agent_metrics(agent.stderr_lines)
+        self.assertGreaterEqual(metrics.get("threadline_http2_connections_joined_total", 0), 2,
+                                agent.stderr_tail())
+        self.assertGreaterEqual(metrics.get("threadline_http2_unknown_header_fields_total", 0), 1,
                                 agent.stderr_tail())
 
     def test_100_concurrent_streams_on_one_connection(self) -> None:

@@ -6,6 +6,8 @@
 //       <backend-url> + its path over h2 (an HTTP/1 front on an h2 backend).
 //   node node_h2.js client <url> <path> [n]     n concurrent GETs on one h2 session; prints the
 //       statuses.
+//   node node_h2.js hold <url> <path>...        GETs each path in turn on ONE h2 session, the
+//       first at once, each next one on SIGUSR2; prints "<path> <status>" each.
 const http = require('http'), http2 = require('http2'), fs = require('fs');
 const [mode, ...args] = process.argv.slice(2);
 const sessions = new Map();
@@ -64,4 +66,13 @@ if (mode === 'server') {
       }
     });
   }
+} else if (mode === 'hold') {
+  const [url, ...paths] = args;
+  let i = 0;
+  const next = () => get(url + paths[i], (status) => {
+    console.log(paths[i] + ' ' + status);
+    if (++i === paths.length) for (const s of sessions.values()) s.close();
+  });
+  process.on('SIGUSR2', () => { if (i < paths.length) next(); });
+  next();
 }
