@@ -1,5 +1,6 @@
 #include "agent/protocols/http1/message.h"
 
+#include <cstring>
 
 namespace threadline::http1 {
 
@@ -11,53 +12,77 @@ std::string_view Cap(std::string_view s, size_t cap, bool& truncated) {
   return s.substr(0, cap);
 }
 
+uint16_t ReadU16(const char* p) {
+  uint16_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+uint32_t ReadU32(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
 }  // namespace
 
+Header HeaderList::Iterator::operator*() const {
+  const uint16_t name_len = ReadU16(at_);
+  const uint32_t value_len = ReadU32(at_ + 2);
+  const char* name = at_ + kFieldHead;
+  return Header{std::string_view(name, name_len), std::string_view(name + name_len, value_len)};
+}
+
+HeaderList::Iterator& HeaderList::Iterator::operator++() {
+  at_ += kFieldHead + ReadU16(at_) + ReadU32(at_ + 2);
+  return *this;
+}
+
 void HeaderList::Add(std::string_view name, std::string_view value) {
-  if (fields_.size() >= kMaxHeaders) {
+  if (count_ >= kMaxHeaders) {
     ++dropped_fields_;
     last_dropped_ = true;
     return;
   }
   last_dropped_ = false;
-  if (fields_.empty()) {
-    fields_.reserve(kInitialFields);
-    text_.reserve(kInitialTextBytes);
-  }
+  if (count_ == 0) text_.reserve(kInitialBytes);
   name = Cap(name, kMaxNameBytes, values_truncated_);
   value = Cap(value, kMaxValueBytes, values_truncated_);
-  fields_.push_back(Field{static_cast<uint32_t>(text_.size()), static_cast<uint16_t>(name.size()),
-                          static_cast<uint32_t>(value.size())});
+  const auto name_len = static_cast<uint16_t>(name.size());
+  const auto value_len = static_cast<uint32_t>(value.size());
+  char head[kFieldHead];
+  std::memcpy(head, &name_len, 2);
+  std::memcpy(head + 2, &value_len, 4);
+  last_at_ = text_.size();
+  text_.append(head, kFieldHead);
   text_.append(name);
   text_.append(value);
+  ++count_;
 }
 
 void HeaderList::AppendToLast(std::string_view continuation) {
-  if (fields_.empty() || last_dropped_) return;
+  if (count_ == 0 || last_dropped_) return;
   // The last field's value ends text_, so the continuation is appended in place.
-  Field& last = fields_.back();
-  if (last.value_len >= kMaxValueBytes) {
+  uint32_t value_len = ReadU32(text_.data() + last_at_ + 2);
+  if (value_len >= kMaxValueBytes) {
     values_truncated_ = true;
     return;
   }
-  size_t room = kMaxValueBytes - last.value_len;
-  if (last.value_len > 0 && !continuation.empty()) {
+  size_t room = kMaxValueBytes - value_len;
+  if (value_len > 0 && !continuation.empty()) {
     text_.push_back(' ');
-    ++last.value_len;
+    ++value_len;
     --room;
   }
   continuation = Cap(continuation, room, values_truncated_);
   text_.append(continuation);
-  last.value_len += static_cast<uint32_t>(continuation.size());
+  value_len += static_cast<uint32_t>(continuation.size());
+  std::memcpy(text_.data() + last_at_ + 2, &value_len, 4);
 }
 
 std::optional<Header> HeaderList::Find(std::string_view name) const {
-  for (size_t i = 0; i < fields_.size(); ++i) {
-    const Field& f = fields_[i];
-    if (f.name_len == name.size() &&
-        EqualsIgnoreCase(std::string_view(text_).substr(f.name_at, f.name_len), name))
-      return (*this)[i];
-  }
+  for (Header h : fields())
+    if (EqualsIgnoreCase(h.name, name)) return h;
   return std::nullopt;
 }
 

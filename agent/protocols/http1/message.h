@@ -26,17 +26,14 @@ struct Header {
 // Header fields (or trailer fields) of one message, bounded: fields past kMaxHeaders and value
 // bytes past kMaxValueBytes are dropped and only counted. Framing-relevant fields are read by
 // the parser while parsing, so dropping a stored field never changes how a message is framed.
-// Names and values live back to back in one text buffer and the fields are offsets into it:
-// a message's headers cost two allocations (text and table, both sized for a typical message
-// up front), not one per field and per long value.
+// The fields live back to back in one buffer, each as [name length: 2 bytes][value length:
+// 4 bytes][name][value], sized for a typical message at the first field: one allocation per
+// message with headers, not one per field and per long value.
 class HeaderList {
  public:
   static constexpr size_t kMaxHeaders = 64;
   static constexpr size_t kMaxNameBytes = 256;
   static constexpr size_t kMaxValueBytes = 8 * 1024;
-
-  HeaderList() = default;
-  // Copies re-point nothing (fields are offsets), so the defaults are right.
 
   void Add(std::string_view name, std::string_view value);
   // obs-fold: a continuation line joins the last stored field's value with one SP.
@@ -47,52 +44,37 @@ class HeaderList {
   // Its value, or nullopt.
   std::optional<std::string_view> Get(std::string_view name) const;
 
-  // Field i (i < size()), in arrival order.
-  Header operator[](size_t i) const {
-    const Field& f = fields_[i];
-    return Header{std::string_view(text_).substr(f.name_at, f.name_len),
-                  std::string_view(text_).substr(f.name_at + f.name_len, f.value_len)};
-  }
-  // Iterates the fields as Header views: `for (Header h : list.fields())`.
+  // Iterates the fields in arrival order as Header views: `for (Header h : list.fields())`.
   class Iterator {
    public:
-    Iterator(const HeaderList* list, size_t i) : list_(list), i_(i) {}
-    Header operator*() const { return (*list_)[i_]; }
-    Iterator& operator++() {
-      ++i_;
-      return *this;
-    }
-    bool operator!=(const Iterator& o) const { return i_ != o.i_; }
-    bool operator==(const Iterator& o) const { return i_ == o.i_; }
+    explicit Iterator(const char* at) : at_(at) {}
+    Header operator*() const;
+    Iterator& operator++();
+    bool operator!=(const Iterator& o) const { return at_ != o.at_; }
+    bool operator==(const Iterator& o) const { return at_ == o.at_; }
 
    private:
-    const HeaderList* list_;
-    size_t i_;
+    const char* at_;
   };
   struct Range {
     const HeaderList* list;
-    Iterator begin() const { return Iterator(list, 0); }
-    Iterator end() const { return Iterator(list, list->size()); }
+    Iterator begin() const { return Iterator(list->text_.data()); }
+    Iterator end() const { return Iterator(list->text_.data() + list->text_.size()); }
   };
   Range fields() const { return Range{this}; }
-  size_t size() const { return fields_.size(); }
-  bool empty() const { return fields_.empty(); }
+  size_t size() const { return count_; }
+  bool empty() const { return count_ == 0; }
   uint32_t dropped_fields() const { return dropped_fields_; }  // past kMaxHeaders
   bool values_truncated() const { return values_truncated_; }  // some value or name was capped
 
  private:
-  // A field's name starts at name_at; its value follows the name directly in text_.
-  struct Field {
-    uint32_t name_at;
-    uint16_t name_len;  // <= kMaxNameBytes
-    uint32_t value_len;  // <= kMaxValueBytes
-  };
-  // Typical sizes (a browser's request, nginx's response) so that most messages never grow.
-  static constexpr size_t kInitialFields = 16;
-  static constexpr size_t kInitialTextBytes = 512;
+  static constexpr size_t kFieldHead = 6;  // name length (2 bytes), value length (4 bytes)
+  // A browser's request or nginx's response fits, so most messages never grow the buffer.
+  static constexpr size_t kInitialBytes = 768;
 
   std::string text_;
-  std::vector<Field> fields_;
+  size_t last_at_ = 0;  // offset of the last stored field's head
+  uint32_t count_ = 0;
   uint32_t dropped_fields_ = 0;
   bool values_truncated_ = false;
   bool last_dropped_ = false;  // an obs-fold after a dropped field is dropped too
