@@ -3,6 +3,7 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 
 #include "exporter/otlp_protobuf.h"
@@ -22,6 +23,63 @@ constexpr std::array<bool, 256> kPlainJsonByte = [] {
   return t;
 }();
 
+// Worst case per input byte: \u00XX (6 bytes); U+FFFD for one stray byte takes 3.
+constexpr size_t JsonStringRoom(size_t bytes) { return 2 + 6 * bytes; }
+
+// Writes the escape for the byte(s) at the start of `s` (not a plain byte) at `p`; returns the
+// end of what it wrote and advances `s` past what it consumed.
+char* WriteEscape(std::string_view& s, char* p) {
+  const auto put = [&](std::string_view x) {
+    std::memcpy(p, x.data(), x.size());
+    p += x.size();
+  };
+  const auto c = static_cast<uint8_t>(s[0]);
+  size_t consumed = 1;
+  if (c < 0x80) {
+    switch (c) {
+      case '"': put("\\\""); break;
+      case '\\': put("\\\\"); break;
+      case '\b': put("\\b"); break;
+      case '\f': put("\\f"); break;
+      case '\n': put("\\n"); break;
+      case '\r': put("\\r"); break;
+      case '\t': put("\\t"); break;
+      default:
+        put("\\u00");
+        *p++ = kHexDigits[c >> 4];
+        *p++ = kHexDigits[c & 0xf];
+    }
+  } else if (const size_t n = ValidUtf8Length(s); n == 0) {
+    put("\xef\xbf\xbd");  // U+FFFD
+  } else if (n == 3 && c == 0xe2 && static_cast<uint8_t>(s[1]) == 0x80 &&
+             (static_cast<uint8_t>(s[2]) == 0xa8 || static_cast<uint8_t>(s[2]) == 0xa9)) {
+    // U+2028/U+2029 are valid JSON but end a line in JavaScript.
+    put(static_cast<uint8_t>(s[2]) == 0xa8 ? "\\u2028" : "\\u2029");
+    consumed = 3;
+  } else {
+    put(s.substr(0, n));
+    consumed = n;
+  }
+  s.remove_prefix(consumed);
+  return p;
+}
+
+// Writes `s` as a JSON string literal at `p`, which has room for JsonStringRoom(s.size())
+// bytes; returns the end of what it wrote.
+char* WriteJsonString(std::string_view s, char* p) {
+  *p++ = '"';
+  while (!s.empty()) {
+    size_t plain = 0;
+    while (plain < s.size() && kPlainJsonByte[static_cast<uint8_t>(s[plain])]) ++plain;
+    std::memcpy(p, s.data(), plain);
+    p += plain;
+    s.remove_prefix(plain);
+    if (!s.empty()) p = WriteEscape(s, p);
+  }
+  *p++ = '"';
+  return p;
+}
+
 // The OTLP JSON encoding, written into a ByteBuffer. Objects track whether a field was written
 // already (for the comma) in a small stack of flags, one per open object.
 class JsonWriter {
@@ -29,18 +87,8 @@ class JsonWriter {
   explicit JsonWriter(ByteBuffer& out) : w_(out) {}
 
   void String(std::string_view s) {
-    // Worst case per input byte: \u00XX (6 bytes); U+FFFD for one stray byte takes 3.
-    w_.Ensure(2 + 6 * s.size());
-    w_.PutUnchecked('"');
-    size_t i = 0;
-    while (i < s.size()) {
-      size_t j = i;
-      while (j < s.size() && kPlainJsonByte[static_cast<uint8_t>(s[j])]) ++j;
-      w_.PutUnchecked(s.substr(i, j - i));
-      i = j;
-      if (i < s.size()) i += Escape(s.substr(i));
-    }
-    w_.PutUnchecked('"');
+    w_.Ensure(JsonStringRoom(s.size()));
+    w_.set_offset(static_cast<size_t>(WriteJsonString(s, w_.at(w_.offset())) - w_.at(0)));
   }
 
   void BeginObject() {
@@ -103,41 +151,6 @@ class JsonWriter {
   }
 
  private:
-  // Writes the escape for the byte(s) at the start of `s` (not a plain byte); returns how many
-  // input bytes it consumed. Room was ensured by String().
-  size_t Escape(std::string_view s) {
-    const auto c = static_cast<uint8_t>(s[0]);
-    if (c < 0x80) {
-      switch (c) {
-        case '"': w_.PutUnchecked("\\\""); break;
-        case '\\': w_.PutUnchecked("\\\\"); break;
-        case '\b': w_.PutUnchecked("\\b"); break;
-        case '\f': w_.PutUnchecked("\\f"); break;
-        case '\n': w_.PutUnchecked("\\n"); break;
-        case '\r': w_.PutUnchecked("\\r"); break;
-        case '\t': w_.PutUnchecked("\\t"); break;
-        default:
-          w_.PutUnchecked("\\u00");
-          w_.PutUnchecked(kHexDigits[c >> 4]);
-          w_.PutUnchecked(kHexDigits[c & 0xf]);
-      }
-      return 1;
-    }
-    const size_t n = ValidUtf8Length(s);
-    if (n == 0) {
-      w_.PutUnchecked("\xef\xbf\xbd");  // U+FFFD
-      return 1;
-    }
-    if (n == 3 && c == 0xe2 && static_cast<uint8_t>(s[1]) == 0x80 &&
-        (static_cast<uint8_t>(s[2]) == 0xa8 || static_cast<uint8_t>(s[2]) == 0xa9)) {
-      // U+2028/U+2029 are valid JSON but end a line in JavaScript.
-      w_.PutUnchecked(static_cast<uint8_t>(s[2]) == 0xa8 ? "\\u2028" : "\\u2029");
-      return 3;
-    }
-    w_.PutUnchecked(s.substr(0, n));
-    return n;
-  }
-
   ByteWriter w_;
   // Nesting of our documents is bounded (request > resourceSpans > scopeSpans > spans >
   // events/links > attributes > value): 16 levels is plenty.
@@ -296,9 +309,9 @@ void SpanObject(JsonWriter& j, const Span& s) {
 }  // namespace
 
 void AppendJsonString(std::string_view s, std::string& out) {
-  ByteBuffer buffer;
-  JsonWriter(buffer).String(s);
-  out += buffer.view();
+  const size_t at = out.size();
+  out.resize(at + JsonStringRoom(s.size()));
+  out.resize(static_cast<size_t>(WriteJsonString(s, out.data() + at) - out.data()));
 }
 
 void AppendOtlpJson(std::span<const Span> spans, ByteBuffer& out) {
