@@ -66,9 +66,9 @@ void SampledSpanFilter::OnSpan(Span span) {
 
 uint64_t SampledSpanFilter::SlowThresholdNs(std::string_view route) const {
   if (!tail_.slow_routes.empty()) {
-    const std::string r(route);
+    route_scratch_.assign(route);  // fnmatch wants a C string; the scratch keeps its capacity
     for (const auto& [pattern, ns] : tail_.slow_routes)
-      if (fnmatch(pattern.c_str(), r.c_str(), 0) == 0) return ns;
+      if (fnmatch(pattern.c_str(), route_scratch_.c_str(), 0) == 0) return ns;
   }
   return tail_.slow_ns;
 }

@@ -108,6 +108,8 @@ class SampledSpanFilter : public SpanSink {
   TailKeepOptions tail_;
   NowFn now_;
   std::function<void(const Span&)> on_tail_kept_;
+  // SlowThresholdNs()'s copy of the route, reused: every unsampled span is judged.
+  mutable std::string route_scratch_;
 
   std::unordered_map<TraceId, Held, TraceIdHash> held_;
   std::deque<std::pair<TraceId, uint64_t>> held_order_;  // (trace, first_ns), oldest first; may be stale
