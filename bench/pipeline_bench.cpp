@@ -5,8 +5,9 @@
 // are replayed through exactly the agent's stages:
 //
 //   DecodeEvent (ingest) -> ConnectionTable (conn) -> ProtocolDispatcher (protocols/http1)
-//     -> SpanBuilder (spans) -> TraceStoreSink (the web view's store, --trace-store on, the
-//     agent's default) -> SampledSpanFilter (pipeline)
+//     -> SpanBuilder (spans) -> RedMetricsSink (RED histograms and their exemplars, pipeline)
+//     -> TraceStoreSink (the web view's store, --trace-store on, the agent's default)
+//     -> SampledSpanFilter (pipeline)
 //     -> an encoding sink (none | OTLP JSON lines | OTLP protobuf)
 //
 // Reported per encoding: kernel events/s and spans/s on one pinned core, ns per event, and heap
@@ -44,6 +45,7 @@
 #include "agent/conn/connection_table.h"
 #include "agent/discovery/resource.h"
 #include "agent/ingest/decoder.h"
+#include "agent/pipeline/red_metrics.h"
 #include "agent/pipeline/sampled_filter.h"
 #include "agent/protocols/dispatcher.h"
 #include "agent/spans/span_builder.h"
@@ -272,7 +274,8 @@ struct Pipeline {
       tee = std::make_unique<TraceStoreSink>(*store, *filter);
       first = tee.get();
     }
-    builder = std::make_unique<SpanBuilder>(SpanBuilderConfig{}, *resources, clock, *first, metrics);
+    red = std::make_unique<RedMetricsSink>(*first, metrics);
+    builder = std::make_unique<SpanBuilder>(SpanBuilderConfig{}, *resources, clock, *red, metrics);
     dispatcher = std::make_unique<ProtocolDispatcher>(DispatcherConfig{}, *builder, metrics);
     ConnectionTableConfig tc;
     tc.max_connections = max_connections;
@@ -305,6 +308,7 @@ struct Pipeline {
   std::unique_ptr<SampledSpanFilter> filter;
   std::unique_ptr<TraceStore> store;
   std::unique_ptr<TraceStoreSink> tee;
+  std::unique_ptr<RedMetricsSink> red;
   std::unique_ptr<ResourceCache> resources;
   std::unique_ptr<SpanBuilder> builder;
   std::unique_ptr<ProtocolDispatcher> dispatcher;
