@@ -42,6 +42,22 @@ char LICENSE[] SEC("license") = "GPL";
  * Argument stashing: entry programs record the arguments by pid_tgid, exit programs (which
  * alone know the byte count) do the work.
  */
+/* Syscalls that may send on a socket (and so run the sk_msg program while in progress). */
+static __always_inline bool args__sends(__u8 syscall)
+{
+	switch (syscall) {
+	case TL_SYS_WRITE:
+	case TL_SYS_WRITEV:
+	case TL_SYS_SENDTO:
+	case TL_SYS_SENDMSG:
+	case TL_SYS_SENDMMSG:
+	case TL_SYS_SENDFILE:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static __always_inline void args__stash(__u8 syscall, __s64 fd, __u64 buf, __u64 count,
 					__u64 flags)
 {
@@ -56,8 +72,10 @@ static __always_inline void args__stash(__u8 syscall, __s64 fd, __u64 buf, __u64
 		.flags = (__u32)flags,
 		.syscall = syscall,
 	};
-	if (tl_inject_on) {
-		/* For the sk_msg program's context rule (only Go programs need the goroutine). */
+	/* For the sk_msg program's context rule, which runs inside a sending syscall only (only
+	 * Go programs need the goroutine). `syscall` is a constant at every call site, so the
+	 * receiving ones compile this out and pay no go_procs lookup. */
+	if (args__sends(syscall) && tl_inject_on) {
 		__u32 tgid = pid_tgid >> 32;
 		if (bpf_map_lookup_elem(&go_procs, &tgid))
 			a.g = ctx__current_g();
