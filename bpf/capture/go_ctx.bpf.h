@@ -40,18 +40,12 @@ struct {
 	__type(value, struct tl_go_ctx);
 } ctx_handoff SEC(".maps");
 
-/* An entry probe's checks: traced process, valid layout cookie, not the morestack pass. */
+/* go__entry_ok (go_tls.bpf.h), with this probe's layout (its cookie) into l. */
 static __always_inline bool go_ctx__entry(struct pt_regs *ctx, struct tl_go_ctx_layout *l)
 {
-	if (!proc__selected(bpf_get_current_pid_tgid() >> 32))
-		return false;
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__builtin_memcpy(l, &cookie, sizeof(*l));
-	if (!(l->flags & TL_GO_LAYOUT_VALID))
-		return false;
-	if ((l->flags & TL_GO_SITE_STACK_CHECK) && (ctx->flags & (TL_X86_EFLAGS_CF | TL_X86_EFLAGS_ZF)))
-		return false;
-	return true;
+	return go__entry_ok(ctx, l->flags);
 }
 
 /* The socket fd behind an http.conn, -1 unless the chain of pointers leads to a TCP socket's

@@ -53,21 +53,28 @@ struct {
 #define TL_X86_EFLAGS_CF 0x0001
 #define TL_X86_EFLAGS_ZF 0x0040
 
-/* An entry probe's checks: the process is traced, and the Conn layout of this probe's binary
- * (its cookie). False when not traced, when there is no layout, or when this is the morestack
- * pass of a probe on the stack-check jump (see TL_GO_SITE_STACK_CHECK): the function is about to
- * restart and will come by again. */
-static __always_inline bool go_tls__entry(struct pt_regs *ctx, struct tl_go_tls_layout *l)
+/* An entry probe's checks, for every Go probe on a function's entry (these, and the goroutine
+ * context probes of go_ctx.bpf.h), given the flags of the probe's layout cookie: the process is
+ * traced, the cookie has a layout (TL_GO_LAYOUT_VALID), and this is not the morestack pass of a
+ * probe on the stack-check jump (see TL_GO_SITE_STACK_CHECK): the function is about to restart
+ * and will come by again. */
+static __always_inline bool go__entry_ok(struct pt_regs *ctx, __u32 layout_flags)
 {
 	if (!proc__selected(bpf_get_current_pid_tgid() >> 32))
 		return false;
-	__u64 cookie = bpf_get_attach_cookie(ctx);
-	__builtin_memcpy(l, &cookie, sizeof(*l));
-	if (!(l->flags & TL_GO_LAYOUT_VALID))
+	if (!(layout_flags & TL_GO_LAYOUT_VALID))
 		return false;
-	if ((l->flags & TL_GO_SITE_STACK_CHECK) && (ctx->flags & (TL_X86_EFLAGS_CF | TL_X86_EFLAGS_ZF)))
+	if ((layout_flags & TL_GO_SITE_STACK_CHECK) && (ctx->flags & (TL_X86_EFLAGS_CF | TL_X86_EFLAGS_ZF)))
 		return false;
 	return true;
+}
+
+/* go__entry_ok, with the Conn layout of this probe's binary (its cookie) into l. */
+static __always_inline bool go_tls__entry(struct pt_regs *ctx, struct tl_go_tls_layout *l)
+{
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__builtin_memcpy(l, &cookie, sizeof(*l));
+	return go__entry_ok(ctx, l->flags);
 }
 
 /* The socket fd behind a *tls.Conn, -1 when the chain of pointers does not lead to one. */
