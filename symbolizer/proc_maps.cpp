@@ -1,5 +1,6 @@
 #include "symbolizer/proc_maps.h"
 
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
 
 #include <algorithm>
@@ -66,6 +67,12 @@ std::vector<MappedFile> ParseMaps(std::string_view text, const std::string& proc
     out.push_back(MappedFile{key, std::string(path), root + std::string(path), exec});
   }
   return out;
+}
+
+std::optional<FileKey> FileKeyOf(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return FileKey{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
 }
 
 std::vector<MappedFile> MappedFiles(const std::string& proc_root, uint32_t pid) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,6 +17,10 @@ struct FileKey {
   uint64_t inode = 0;
   auto operator<=>(const FileKey&) const = default;
 };
+
+// The key of the file at `path` (stat follows links: /proc/<pid>/exe is the executable itself);
+// nullopt when it cannot be stat'ed.
+std::optional<FileKey> FileKeyOf(const std::string& path);
 
 struct MappedFile {
   FileKey key;

@@ -39,6 +39,11 @@ Result<std::string> ReadLink(const std::string& path) {
   return buf;
 }
 
+std::string LinkTargetOr(const std::string& path) {
+  auto target = ReadLink(path);
+  return target.ok() && !target->empty() ? *target : path;
+}
+
 std::optional<uint64_t> ParseDecimal(std::string_view text) {
   if (text.empty()) return std::nullopt;
   uint64_t v = 0;

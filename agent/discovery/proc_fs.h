@@ -18,6 +18,9 @@ Result<std::string> ReadProcFile(const std::string& path, size_t max_bytes = 1 <
 // The target of a symlink (procfs magic links like /proc/<pid>/exe and /proc/<pid>/fd/<n>).
 Result<std::string> ReadLink(const std::string& path);
 
+// How a file is named in logs: the target of the link at `path` (/proc/<pid>/exe), else `path`.
+std::string LinkTargetOr(const std::string& path);
+
 // The number in a procfs anonymous-object link such as "socket:[123]" or "net:[4026531840]",
 // given its prefix ("socket", "net"). nullopt when the text is not of that form.
 std::optional<uint64_t> ParseBracketedInode(std::string_view link, std::string_view prefix);

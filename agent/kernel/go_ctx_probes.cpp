@@ -3,13 +3,12 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 #include "agent/discovery/process_info.h"
+#include "agent/discovery/proc_fs.h"
 #include "agent/kernel/capture_program.h"
 #include "symbolizer/x86_insn.h"
 
@@ -46,17 +45,6 @@ uint64_t Cookie(const tl_go_ctx_layout& l) {
   return c;
 }
 
-std::optional<symbolizer::FileKey> KeyOf(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-  return symbolizer::FileKey{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
-}
-
-std::string ReadLink(const std::string& path) {
-  char buf[4096];
-  ssize_t n = ::readlink(path.c_str(), buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : path;
-}
 
 constexpr const char* kReadRequestProgram = "tl_go_ctx_read_request";
 constexpr const char* kNewprocProgram = "tl_go_ctx_newproc";
@@ -99,7 +87,7 @@ Result<std::unique_ptr<GoContextTracker>> GoContextTracker::Create(CaptureProgra
   if (t->go_procs_fd_ < 0) return Error{"capture object has no map go_procs"};
   t->unclassified_fd_ = capture.MapFd("ctx_unclassified");
   if (t->unclassified_fd_ < 0) return Error{"capture object has no map ctx_unclassified"};
-  t->agent_exe_ = KeyOf(options.proc_root + "/" + std::to_string(options.agent_pid) + "/exe");
+  t->agent_exe_ = symbolizer::FileKeyOf(options.proc_root + "/" + std::to_string(options.agent_pid) + "/exe");
   if (options.scan_at_start) {
     size_t go = 0, tracked = 0;
     for (uint32_t pid : ListPids(options.proc_root)) {
@@ -165,12 +153,12 @@ void GoContextTracker::Count(const char* result) {
 
 std::optional<GoContextFile> GoContextTracker::Track(uint32_t pid) {
   const std::string exe = options_.proc_root + "/" + std::to_string(pid) + "/exe";
-  auto key = KeyOf(exe);
+  auto key = symbolizer::FileKeyOf(exe);
   if (!key) return std::nullopt;
   std::lock_guard lock(mu_);
   if (agent_exe_ && *key == *agent_exe_) return GoContextFile{};
   auto it = files_.find(*key);
-  if (it == files_.end()) it = files_.emplace(*key, Attach(exe, ReadLink(exe))).first;
+  if (it == files_.end()) it = files_.emplace(*key, Attach(exe, discovery::LinkTargetOr(exe))).first;
   const GoContextFile& f = it->second.file;
   if (f.go) {
     Mark(pid, f.tracked);

@@ -2,7 +2,6 @@
 
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "agent/discovery/proc_fs.h"
 #include "agent/kernel/capture_program.h"
 #include "symbolizer/elf_file.h"
 #include "symbolizer/probe_site.h"
@@ -50,17 +50,6 @@ uint64_t MonotonicNs() {
                                    .count());
 }
 
-std::optional<symbolizer::FileKey> KeyOf(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-  return symbolizer::FileKey{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
-}
-
-std::string ReadLink(const std::string& path) {
-  char buf[4096];
-  ssize_t n = ::readlink(path.c_str(), buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : path;
-}
 
 // Up to `n` bytes of `path` at `offset` (fewer at the end of the file, none on error).
 std::vector<uint8_t> ReadAt(const std::string& path, uint64_t offset, size_t n) {
@@ -162,7 +151,7 @@ Result<std::unique_ptr<TlsAttacher>> TlsAttacher::Create(CaptureProgram& capture
   }
   if (auto go = GoTlsProbes::CheckPrograms(capture); !go.ok()) return go.error();
   std::unique_ptr<TlsAttacher> a(new TlsAttacher(capture, options, metrics));
-  a->agent_exe_ = KeyOf(options.proc_root + "/" + std::to_string(options.agent_pid) + "/exe");
+  a->agent_exe_ = symbolizer::FileKeyOf(options.proc_root + "/" + std::to_string(options.agent_pid) + "/exe");
   if (options.scan_at_start) {
     std::lock_guard lock(a->mu_);
     a->ScanLibraryDirsLocked();
@@ -232,7 +221,7 @@ size_t TlsAttacher::ScanProcessLocked(uint32_t pid) {
   const std::string proc = options_.proc_root + "/" + std::to_string(pid);
   // The executable first: OpenSSL linked in statically (node). Through /proc/<pid>/exe, so a
   // binary in another mount namespace, or replaced on disk since, is still the right inode.
-  if (auto exe = KeyOf(proc + "/exe")) attached += ConsiderLocked(*exe, proc + "/exe", false);
+  if (auto exe = symbolizer::FileKeyOf(proc + "/exe")) attached += ConsiderLocked(*exe, proc + "/exe", false);
   for (const auto& m : symbolizer::MappedFiles(options_.proc_root, pid)) {
     if (!m.executable || !LooksLikeTlsLibrary(m.path)) continue;
     attached += ConsiderLocked(m.key, m.open_path, true);
@@ -247,14 +236,14 @@ void TlsAttacher::ScanLibraryDirsLocked() {
       const std::string name = entry.path().filename().string();
       if (!name.starts_with("libssl.so")) continue;
       const std::string path = entry.path().string();
-      auto key = KeyOf(path);  // symlinks and merged /usr: same inode, looked at once
+      auto key = symbolizer::FileKeyOf(path);  // symlinks and merged /usr: same inode, looked at once
       if (!key) continue;
       // The resolved name reads better in logs, but under <proc_root>/1/root (the host's
       // libraries seen from a container) resolving goes through the magic link to the wrong
       // root: keep it only when it still names the same file.
       std::error_code canon_ec;
       const auto canonical = std::filesystem::canonical(entry.path(), canon_ec);
-      const bool same = !canon_ec && KeyOf(canonical.string()) == key;
+      const bool same = !canon_ec && symbolizer::FileKeyOf(canonical.string()) == key;
       ConsiderLocked(*key, same ? canonical.string() : path, true);
     }
   }
@@ -274,7 +263,7 @@ bool TlsAttacher::ConsiderLocked(const symbolizer::FileKey& key, const std::stri
 }
 
 Result<TlsFileReport> TlsAttacher::AttachFile(const std::string& open_path) {
-  auto key = KeyOf(open_path);
+  auto key = symbolizer::FileKeyOf(open_path);
   if (!key) return Error::FromErrno("stat " + open_path, errno);
   std::lock_guard lock(mu_);
   if (auto it = files_.find(*key); it != files_.end()) {
@@ -300,7 +289,7 @@ Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
   }
 
   TlsFileReport report;
-  report.path = open_path.ends_with("/exe") ? ReadLink(open_path) : open_path;
+  report.path = open_path.ends_with("/exe") ? discovery::LinkTargetOr(open_path) : open_path;
   report.build_id = elf->build_id();
   const std::vector<OpenSslSite> sites =
       PlanOpenSslSites(*elf, open_path, options_.cheap_openssl_sites);
@@ -354,7 +343,7 @@ Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
 std::optional<Result<TlsFileReport>> TlsAttacher::AttachGoLocked(const symbolizer::FileKey& key,
                                                                  FileState& state,
                                                                  const std::string& open_path) {
-  const std::string shown = open_path.ends_with("/exe") ? ReadLink(open_path) : open_path;
+  const std::string shown = open_path.ends_with("/exe") ? discovery::LinkTargetOr(open_path) : open_path;
   auto go = go_probes_.Attach(open_path, shown);
   if (!go) return std::nullopt;
   if (!go->attached) {
