@@ -23,6 +23,7 @@ The measured table is printed on stderr (copy it into README "Cross-service trac
 """
 from __future__ import annotations
 
+import fcntl
 import http.client
 import os
 import subprocess
@@ -363,6 +364,15 @@ class ParentingMatrix(unittest.TestCase):
         inspector (logged, in /metrics, the inspector closed again), and the front's calls find
         their request; a Node process with an inspector of its own is left alone and counted."""
         require_tool(self, "node")
+        # The agent opens the front's inspector with SIGUSR1, which Node binds to the process's
+        # debug port: 9229 unless the process set --inspect-port, and a process with inspector
+        # flags of its own is exactly what the agent must leave alone (`own` below). So this
+        # test cannot move to an ephemeral port; copies of it running at once (parallel
+        # worktrees on one machine) take turns on a lock instead of failing with port_busy.
+        # (The network-namespace test below has a loopback of its own.)
+        lock = open(os.path.join(tempfile.gettempdir(), "threadline-node-inspector-9229.lock"), "w")
+        self.addCleanup(lock.close)
+        fcntl.flock(lock, fcntl.LOCK_EX)
         backend = self.backend()
         front = self.node_front(backend)
         own = PeerProcess(["node", "--inspect=127.0.0.1:0", "-e", "setInterval(() => {}, 1000)"], self)
