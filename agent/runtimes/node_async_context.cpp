@@ -4,12 +4,14 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +19,8 @@
 #include <sstream>
 
 #include "agent/common/unique_fd.h"
+#include "agent/discovery/proc_fs.h"
+#include "agent/discovery/proc_socket_resolver.h"
 #include "agent/discovery/process_info.h"
 #include "agent/kernel/capture_program.h"
 #include "agent/runtimes/inspector_client.h"
@@ -92,20 +96,13 @@ bool CatchesSigusr1(const std::string& proc) {
 
 // Inodes of the sockets listening on `port` in the process's network namespace.
 std::vector<uint64_t> ListenersOn(const std::string& proc, uint16_t port) {
+  constexpr uint8_t kTcpListen = 10;
   std::vector<uint64_t> out;
-  for (const char* table : {"/net/tcp", "/net/tcp6"}) {
-    std::istringstream in(ReadFile(proc + table));
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      std::istringstream f(line);
-      std::string sl, local, remote, st, queues, tr, retr, uid, timeout, inode;
-      f >> sl >> local >> remote >> st >> queues >> tr >> retr >> uid >> timeout >> inode;
-      const size_t colon = local.rfind(':');
-      if (st != "0A" || colon == std::string::npos) continue;  // LISTEN
-      if (std::strtoul(local.c_str() + colon + 1, nullptr, 16) != port) continue;
-      out.push_back(std::strtoull(inode.c_str(), nullptr, 10));
-    }
+  for (auto [table, family] : {std::pair{"/net/tcp", AF_INET}, std::pair{"/net/tcp6", AF_INET6}}) {
+    auto text = discovery::ReadProcFile(proc + table);
+    if (!text.ok()) continue;
+    for (const TcpSocketEntry& e : discovery::ParseProcNetTcp(*text, static_cast<uint16_t>(family)))
+      if (e.state == kTcpListen && e.tuple.local_port == port) out.push_back(e.inode);
   }
   return out;
 }
@@ -114,12 +111,9 @@ std::vector<uint64_t> ListenersOn(const std::string& proc, uint16_t port) {
 bool OwnsSocket(const std::string& proc, const std::vector<uint64_t>& inodes) {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(proc + "/fd", ec)) {
-    std::error_code lec;
-    const std::string target = std::filesystem::read_symlink(entry.path(), lec).string();
-    if (!target.starts_with("socket:[")) continue;
-    const uint64_t inode = std::strtoull(target.c_str() + 8, nullptr, 10);
-    for (uint64_t i : inodes)
-      if (i == inode) return true;
+    auto target = discovery::ReadLink(entry.path().string());
+    auto inode = target.ok() ? discovery::ParseBracketedInode(*target, "socket") : std::nullopt;
+    if (inode && std::find(inodes.begin(), inodes.end(), *inode) != inodes.end()) return true;
   }
   return false;
 }
