@@ -83,12 +83,7 @@ SampledSpanFilter::Verdict SampledSpanFilter::Judge(const Span& span) const {
 
 void SampledSpanFilter::Hold(Span span) {
   // Room first: the oldest held traces are decided now, with what they have.
-  while (held_spans_ >= tail_.max_spans && !held_order_.empty()) {
-    auto [id, first_ns] = held_order_.front();
-    held_order_.pop_front();
-    auto it = held_.find(id);
-    if (it != held_.end() && it->second.first_ns == first_ns) Decide(it, kBufferFull);
-  }
+  while (held_spans_ >= tail_.max_spans && !held_order_.empty()) DecideOldest(kBufferFull);
   const Verdict verdict = Judge(span);
   auto [it, inserted] = held_.try_emplace(span.trace_id);
   Held& h = it->second;
@@ -129,6 +124,14 @@ void SampledSpanFilter::Decide(std::unordered_map<TraceId, Held, TraceIdHash>::i
   }
 }
 
+void SampledSpanFilter::DecideOldest(Trigger trigger) {
+  const auto [id, first_ns] = held_order_.front();
+  held_order_.pop_front();
+  // A stale entry (its trace was decided since, and maybe held again) decides nothing.
+  auto it = held_.find(id);
+  if (it != held_.end() && it->second.first_ns == first_ns) Decide(it, trigger);
+}
+
 void SampledSpanFilter::OnLocalTraceComplete(const TraceId& id) {
   auto it = held_.find(id);
   if (it != held_.end()) Decide(it, kComplete);
@@ -137,12 +140,7 @@ void SampledSpanFilter::OnLocalTraceComplete(const TraceId& id) {
 void SampledSpanFilter::Tick() {
   if (held_order_.empty()) return;
   const uint64_t now = now_();
-  while (!held_order_.empty() && now - held_order_.front().second >= tail_.max_wait_ns) {
-    auto [id, first_ns] = held_order_.front();
-    held_order_.pop_front();
-    auto it = held_.find(id);
-    if (it != held_.end() && it->second.first_ns == first_ns) Decide(it, kMaxWait);
-  }
+  while (!held_order_.empty() && now - held_order_.front().second >= tail_.max_wait_ns) DecideOldest(kMaxWait);
   // Entries of traces decided meanwhile: drop them from the front so the deque stays small.
   while (!held_order_.empty()) {
     auto it = held_.find(held_order_.front().first);

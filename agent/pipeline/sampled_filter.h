@@ -102,6 +102,8 @@ class SampledSpanFilter : public SpanSink {
   Verdict Judge(const Span& span) const;
   void Hold(Span span);
   void Decide(std::unordered_map<TraceId, Held, TraceIdHash>::iterator it, Trigger trigger);
+  // Pops held_order_'s oldest entry and decides its trace (a bound was reached).
+  void DecideOldest(Trigger trigger);
   void Remember(const TraceId& id, Verdict verdict);
 
   SpanSink& next_;
