@@ -6,6 +6,7 @@
 
 #include "agent/protocols/db/frame_reader.h"
 #include "agent/protocols/db/metrics.h"
+#include "agent/protocols/db/stitched_parser.h"
 #include "agent/protocols/db/wire.h"
 #include "agent/protocols/mysql/parser.h"
 #include "agent/protocols/mysql/stitcher.h"
@@ -13,25 +14,6 @@
 namespace threadline::mysql {
 
 namespace {
-
-// Hands one call's results of the stitcher to the dispatcher's output, as neutral views.
-class Bridge final : public Stitcher::Output {
- public:
-  explicit Bridge(ParserOutput& out) : out_(out) {}
-  void OnRequest(const Operation& op) override { out_.OnRequest(ViewOf(op)); }
-  void OnOperation(Operation&& op) override {
-    Record r;
-    r.outcome = op.outcome;
-    r.closed_ts_ns = op.closed_ts_ns;
-    r.response = MessageEdge{op.response_seen, op.response_first, op.response_last};
-    const Operation& placed = r.detail.emplace<Operation>(std::move(op));
-    r.request = ViewOf(placed);
-    out_.OnRecord(std::move(r));
-  }
-
- private:
-  ParserOutput& out_;
-};
 
 // What the clear-text greetings of connections that turned to TLS said, by connection, until
 // their plaintext starts (the connection table starts a TLS connection's plaintext as a
@@ -66,11 +48,11 @@ FirstBytes ClassifyFor(std::span<const uint8_t> bytes, bool tls) {
   return k == FirstBytes::kTlsHandshakeResponse && !tls ? FirstBytes::kUnknown : k;
 }
 
-class MySqlParser final : public ConnectionParser {
+class MySqlParser final : public db::StitchedParser<Stitcher, Operation, db::FrameReader> {
  public:
   MySqlParser(const ConnectionInfo& conn, const ProtocolOptions& options, db::Metrics& metrics,
               TlsHandoffs& handoffs)
-      : side_(conn.role, options.db_server_spans, metrics),
+      : StitchedParser(conn, options.db_server_spans, metrics),
         limits_(options.mysql),
         metrics_(metrics),
         handoffs_(handoffs),
@@ -95,10 +77,10 @@ class MySqlParser final : public ConnectionParser {
       stitcher_.emplace(limits_, metrics_, at_start);
       if (tls_start) stitcher_->StartAfterTls(handoffs_.Take(id_));
     }
-    Bridge bridge(out);
-    out_ = &bridge;
-    (dir == side_.requests() ? client_ : server_).Feed(bytes, meta);
-    out_ = nullptr;
+    {
+      const Call call(*this, out);
+      ReaderFor(dir == side_.requests()).Feed(bytes, meta);
+    }
     if (stitcher_->done()) {
       client_.Stop();
       server_.Stop();
@@ -106,35 +88,12 @@ class MySqlParser final : public ConnectionParser {
     }
   }
 
-  void OnGap(Direction dir, uint64_t len, GapReason /*reason*/, const ChunkMeta& meta,
-             ParserOutput& out) override {
-    if (done() || !stitcher_) return;
-    Bridge bridge(out);
-    out_ = &bridge;
-    (dir == side_.requests() ? client_ : server_).Gap(len, meta);
-    out_ = nullptr;
-  }
-
-  void OnClose(uint64_t ts_ns, bool evicted, ParserOutput& out) override {
-    closed_ = true;
-    if (!stitcher_) return;
-    if (evicted) {
-      stitcher_->Abandon();
-      return;
-    }
-    Bridge bridge(out);
-    stitcher_->OnClose(ts_ns, bridge);
-  }
-
-  bool done() const override { return closed_ || side_.skipped() || (stitcher_ && stitcher_->done()); }
-  std::optional<Direction> request_direction() const override { return side_.request_direction(); }
-
  private:
   class ClientSide final : public db::FrameReader::Listener {
    public:
     explicit ClientSide(MySqlParser& p) : p_(p) {}
     void OnFrame(const db::Frame& f) override {
-      p_.stitcher_->OnClientPacket(f, *p_.out_);
+      p_.stitcher_->OnClientPacket(f, p_.output());
       if (p_.stitcher_->TakeServerRealign()) p_.server_.Resync();
     }
     void OnFramingLost(const ChunkMeta&, bool) override { p_.stitcher_->OnClientLost(); }
@@ -145,14 +104,15 @@ class MySqlParser final : public ConnectionParser {
   class ServerSide final : public db::FrameReader::Listener {
    public:
     explicit ServerSide(MySqlParser& p) : p_(p) {}
-    void OnFrame(const db::Frame& f) override { p_.stitcher_->OnServerPacket(f, *p_.out_); }
+    void OnFrame(const db::Frame& f) override { p_.stitcher_->OnServerPacket(f, p_.output()); }
     void OnFramingLost(const ChunkMeta&, bool) override { p_.stitcher_->OnServerLost(); }
 
    private:
     MySqlParser& p_;
   };
 
-  db::RequestSide side_;
+  db::FrameReader& ReaderFor(bool requests) override { return requests ? client_ : server_; }
+
   const Limits& limits_;
   db::Metrics& metrics_;
   PacketRules client_rules_{true, limits_};
@@ -164,9 +124,6 @@ class MySqlParser final : public ConnectionParser {
   TlsHandoffs& handoffs_;
   const ConnId id_;
   const bool tls_;
-  std::optional<Stitcher> stitcher_;
-  Stitcher::Output* out_ = nullptr;  // during a call
-  bool closed_ = false;
 };
 
 class MySqlProtocol final : public Protocol {

@@ -5,6 +5,7 @@
 
 #include "agent/protocols/db/frame_reader.h"
 #include "agent/protocols/db/metrics.h"
+#include "agent/protocols/db/stitched_parser.h"
 #include "agent/protocols/db/wire.h"
 #include "agent/protocols/postgres/parser.h"
 #include "agent/protocols/postgres/stitcher.h"
@@ -13,29 +14,10 @@ namespace threadline::postgres {
 
 namespace {
 
-// Hands one call's results of the stitcher to the dispatcher's output, as neutral views.
-class Bridge final : public Stitcher::Output {
- public:
-  explicit Bridge(ParserOutput& out) : out_(out) {}
-  void OnRequest(const Operation& op) override { out_.OnRequest(ViewOf(op)); }
-  void OnOperation(Operation&& op) override {
-    Record r;
-    r.outcome = op.outcome;
-    r.closed_ts_ns = op.closed_ts_ns;
-    r.response = MessageEdge{op.response_seen, op.response_first, op.response_last};
-    const Operation& placed = r.detail.emplace<Operation>(std::move(op));
-    r.request = ViewOf(placed);  // points into r.detail
-    out_.OnRecord(std::move(r));
-  }
-
- private:
-  ParserOutput& out_;
-};
-
-class PostgresParser final : public ConnectionParser {
+class PostgresParser final : public db::StitchedParser<Stitcher, Operation, db::FrameReader> {
  public:
   PostgresParser(const ConnectionInfo& conn, const ProtocolOptions& options, db::Metrics& metrics)
-      : side_(conn.role, options.db_server_spans, metrics),
+      : StitchedParser(conn, options.db_server_spans, metrics),
         limits_(options.postgres),
         metrics_(metrics),
         front_rules_(limits_) {}
@@ -56,41 +38,16 @@ class PostgresParser final : public ConnectionParser {
       stitcher_.emplace(limits_, metrics_, at_start);
       SyncRules();
     }
-    Bridge bridge(out);
-    out_ = &bridge;
-    (dir == side_.requests() ? front_ : back_).Feed(bytes, meta);
-    out_ = nullptr;
+    const Call call(*this, out);
+    ReaderFor(dir == side_.requests()).Feed(bytes, meta);
   }
-
-  void OnGap(Direction dir, uint64_t len, GapReason /*reason*/, const ChunkMeta& meta,
-             ParserOutput& out) override {
-    if (done() || !stitcher_) return;
-    Bridge bridge(out);
-    out_ = &bridge;
-    (dir == side_.requests() ? front_ : back_).Gap(len, meta);
-    out_ = nullptr;
-  }
-
-  void OnClose(uint64_t ts_ns, bool evicted, ParserOutput& out) override {
-    closed_ = true;
-    if (!stitcher_) return;
-    if (evicted) {
-      stitcher_->Abandon();
-      return;
-    }
-    Bridge bridge(out);
-    stitcher_->OnClose(ts_ns, bridge);
-  }
-
-  bool done() const override { return closed_ || side_.skipped() || (stitcher_ && stitcher_->done()); }
-  std::optional<Direction> request_direction() const override { return side_.request_direction(); }
 
  private:
   class FrontSide final : public db::FrameReader::Listener {
    public:
     explicit FrontSide(PostgresParser& p) : p_(p) {}
     void OnFrame(const db::Frame& f) override {
-      p_.stitcher_->OnFrontend(f, *p_.out_);
+      p_.stitcher_->OnFrontend(f, p_.output());
       p_.SyncRules();
     }
     void OnFramingLost(const ChunkMeta&, bool) override { p_.stitcher_->OnFrontendLost(); }
@@ -102,7 +59,7 @@ class PostgresParser final : public ConnectionParser {
    public:
     explicit BackSide(PostgresParser& p) : p_(p) {}
     void OnFrame(const db::Frame& f) override {
-      p_.stitcher_->OnBackend(f, *p_.out_);
+      p_.stitcher_->OnBackend(f, p_.output());
       p_.SyncRules();
     }
     void OnFramingLost(const ChunkMeta&, bool) override { p_.stitcher_->OnBackendLost(); }
@@ -110,6 +67,8 @@ class PostgresParser final : public ConnectionParser {
    private:
     PostgresParser& p_;
   };
+
+  db::FrameReader& ReaderFor(bool requests) override { return requests ? front_ : back_; }
 
   // The framing each side expects next follows the conversation (startup packets, SSL answer).
   void SyncRules() {
@@ -122,7 +81,6 @@ class PostgresParser final : public ConnectionParser {
     }
   }
 
-  db::RequestSide side_;
   const Limits& limits_;
   db::Metrics& metrics_;
   FrontendRules front_rules_;
@@ -131,9 +89,6 @@ class PostgresParser final : public ConnectionParser {
   BackSide back_side_{*this};
   db::FrameReader front_{front_rules_, front_side_};
   db::FrameReader back_{back_rules_, back_side_};
-  std::optional<Stitcher> stitcher_;
-  Stitcher::Output* out_ = nullptr;  // during a call
-  bool closed_ = false;
 };
 
 class PostgresProtocol final : public Protocol {
