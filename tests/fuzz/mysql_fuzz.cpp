@@ -20,26 +20,13 @@ using fuzz::Check;
 
 namespace {
 
-struct Checker final : ParserOutput {
-  void OnRequest(const RequestView& v) override {
-    Check(v.protocol == ProtocolId::kMySql);
-    ++announced;
-  }
-  void OnRecord(Record&& r) override {
-    const auto* op = std::get_if<mysql::Operation>(&r.detail);
-    Check(op != nullptr);
-    Check(++records <= announced);
-    Check(op->text.size() <= limits.max_statement_bytes);
-    ExchangeView view;
-    mysql::Describe(*op, role, conn, options, view);
-    Check(!view.name.empty());
+struct Checker final : fuzz::CheckedOutput<mysql::Operation> {
+  using CheckedOutput::CheckedOutput;
+  void CheckOperation(const mysql::Operation& op, const Record& /*r*/, const ExchangeView& view) override {
+    Check(op.text.size() <= limits.max_statement_bytes);
+    fuzz::CheckSanitizedText(view);
   }
   mysql::Limits limits;
-  Role role = Role::kClient;
-  ConnectionInfo conn;
-  DescribeOptions options;
-  size_t announced = 0;
-  size_t records = 0;
 };
 
 }  // namespace
@@ -48,26 +35,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static MetricsRegistry& metrics = *new MetricsRegistry();
   if (size < 1) return 0;
   const uint8_t config = data[0];
-  ProtocolOptions options;
-  Checker out;
-  out.role = config % 3 == 0 ? Role::kClient : config % 3 == 1 ? Role::kServer : Role::kUnknown;
-  options.db_server_spans = true;
-  if (config & 0x10) {
+  fuzz::FuzzedConnection fuzzed(config);
+  ProtocolOptions& options = fuzzed.options;
+  if (fuzzed.small_limits) {
     options.mysql.max_statement_bytes = 16;
     options.mysql.max_statements = 2;
     options.mysql.max_operations = 3;
   }
+  fuzzed.conn.tls = (config & 0x20) != 0;
+  Checker out(ProtocolId::kMySql, fuzzed);
   out.limits = options.mysql;
-  out.conn.id = ConnId{1, 3, 1};
-  out.conn.role = out.role;
-  out.conn.tls = (config & 0x20) != 0;
   std::unique_ptr<Protocol> protocol = mysql::CreateProtocol(options, metrics);
-  std::unique_ptr<ConnectionParser> parser = protocol->NewConnection(out.conn, {}, Direction::kEgress);
-  const size_t used = fuzz::DriveConnection(*parser, out.role, data + 1, size - 1, out);
+  std::unique_ptr<ConnectionParser> parser = protocol->NewConnection(fuzzed.conn, {}, Direction::kEgress);
+  const size_t used = fuzz::DriveConnection(*parser, fuzzed.role, data + 1, size - 1, out);
   if ((config & 0x40) && used < size - 1) {
-    out.conn.tls = true;
-    std::unique_ptr<ConnectionParser> plaintext = protocol->NewConnection(out.conn, {}, Direction::kEgress);
-    fuzz::DriveConnection(*plaintext, out.role, data + 1 + used, size - 1 - used, out);
+    fuzzed.conn.tls = true;
+    std::unique_ptr<ConnectionParser> plaintext = protocol->NewConnection(fuzzed.conn, {}, Direction::kEgress);
+    fuzz::DriveConnection(*plaintext, fuzzed.role, data + 1 + used, size - 1 - used, out);
   }
   return 0;
 }

@@ -8,7 +8,6 @@
 #include <cstdint>
 
 #include "agent/common/metrics.h"
-#include "agent/protocols/db/sql.h"
 #include "agent/protocols/postgres/describe.h"
 #include "agent/protocols/postgres/protocol.h"
 #include "tests/fuzz/db_fuzz_driver.h"
@@ -18,32 +17,14 @@ using fuzz::Check;
 
 namespace {
 
-struct Checker final : ParserOutput {
-  void OnRequest(const RequestView& v) override {
-    Check(v.protocol == ProtocolId::kPostgres);
-    ++announced;
-  }
-  void OnRecord(Record&& r) override {
-    const auto* op = std::get_if<postgres::Operation>(&r.detail);
-    Check(op != nullptr);
-    Check(++records <= announced);
-    Check(op->text.size() <= limits.max_statement_bytes);
-    Check(r.request.evidence.target.data() == op->text.data());
-    ExchangeView view;
-    postgres::Describe(*op, role, conn, options, view);
-    Check(!view.name.empty());
-    for (const Attribute& a : view.attributes) {
-      if (a.key != "db.query.text") continue;
-      const auto& text = std::get<std::string>(a.value);
-      Check(text.size() <= db::kMaxSanitizedBytes);
-    }
+struct Checker final : fuzz::CheckedOutput<postgres::Operation> {
+  using CheckedOutput::CheckedOutput;
+  void CheckOperation(const postgres::Operation& op, const Record& r, const ExchangeView& view) override {
+    Check(op.text.size() <= limits.max_statement_bytes);
+    Check(r.request.evidence.target.data() == op.text.data());
+    fuzz::CheckSanitizedText(view);
   }
   postgres::Limits limits;
-  Role role = Role::kClient;
-  ConnectionInfo conn;
-  DescribeOptions options;
-  size_t announced = 0;
-  size_t records = 0;
 };
 
 }  // namespace
@@ -51,23 +32,19 @@ struct Checker final : ParserOutput {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static MetricsRegistry& metrics = *new MetricsRegistry();
   if (size < 1) return 0;
-  const uint8_t config = data[0];
-  ProtocolOptions options;
-  Checker out;
-  out.role = config % 3 == 0 ? Role::kClient : config % 3 == 1 ? Role::kServer : Role::kUnknown;
-  options.db_server_spans = true;
-  if (config & 0x10) {
+  fuzz::FuzzedConnection fuzzed(data[0]);
+  ProtocolOptions& options = fuzzed.options;
+  if (fuzzed.small_limits) {
     options.postgres.max_statement_bytes = 16;
     options.postgres.max_statements = 2;
     options.postgres.max_portals = 2;
     options.postgres.max_pending = 8;
     options.postgres.max_operations = 3;
   }
+  Checker out(ProtocolId::kPostgres, fuzzed);
   out.limits = options.postgres;
-  out.conn.id = ConnId{1, 3, 1};
-  out.conn.role = out.role;
   std::unique_ptr<Protocol> protocol = postgres::CreateProtocol(options, metrics);
-  std::unique_ptr<ConnectionParser> parser = protocol->NewConnection(out.conn, {}, Direction::kEgress);
-  fuzz::DriveConnection(*parser, out.role, data + 1, size - 1, out);
+  std::unique_ptr<ConnectionParser> parser = protocol->NewConnection(fuzzed.conn, {}, Direction::kEgress);
+  fuzz::DriveConnection(*parser, fuzzed.role, data + 1, size - 1, out);
   return 0;
 }

@@ -17,28 +17,14 @@ using fuzz::Check;
 
 namespace {
 
-struct Checker final : ParserOutput {
-  void OnRequest(const RequestView& v) override {
-    Check(v.protocol == ProtocolId::kRedis);
-    ++announced;
-  }
-  void OnRecord(Record&& r) override {
-    const auto* op = std::get_if<redis::Operation>(&r.detail);
-    Check(op != nullptr);
-    Check(++records <= announced);
-    Check(op->commands.size() <= redis::Operation::kKeptCommands);
-    Check(op->command_count >= op->commands.size());
-    for (const redis::Command& c : op->commands)
+struct Checker final : fuzz::CheckedOutput<redis::Operation> {
+  using CheckedOutput::CheckedOutput;
+  void CheckOperation(const redis::Operation& op, const Record& /*r*/, const ExchangeView& /*view*/) override {
+    Check(op.commands.size() <= redis::Operation::kKeptCommands);
+    Check(op.command_count >= op.commands.size());
+    for (const redis::Command& c : op.commands)
       for (const std::string& a : c.args) Check(a.size() <= redis::Command::kMaxArgBytes);
-    ExchangeView view;
-    redis::Describe(*op, role, conn, options, view);
-    Check(!view.name.empty());
   }
-  Role role = Role::kClient;
-  ConnectionInfo conn;
-  DescribeOptions options;
-  size_t announced = 0;
-  size_t records = 0;
 };
 
 }  // namespace
@@ -46,20 +32,16 @@ struct Checker final : ParserOutput {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static MetricsRegistry& metrics = *new MetricsRegistry();
   if (size < 1) return 0;
-  const uint8_t config = data[0];
-  ProtocolOptions options;
-  Checker out;
-  out.role = config % 3 == 0 ? Role::kClient : config % 3 == 1 ? Role::kServer : Role::kUnknown;
-  options.db_server_spans = true;
-  if (config & 0x10) {
+  fuzz::FuzzedConnection fuzzed(data[0]);
+  ProtocolOptions& options = fuzzed.options;
+  if (fuzzed.small_limits) {
     options.redis.max_line_bytes = 8;
     options.redis.max_depth = 2;
     options.redis.max_pending = 3;
   }
-  out.conn.id = ConnId{1, 3, 1};
-  out.conn.role = out.role;
+  Checker out(ProtocolId::kRedis, fuzzed);
   std::unique_ptr<Protocol> protocol = redis::CreateProtocol(options, metrics);
-  std::unique_ptr<ConnectionParser> parser = protocol->NewConnection(out.conn, {}, Direction::kEgress);
-  fuzz::DriveConnection(*parser, out.role, data + 1, size - 1, out);
+  std::unique_ptr<ConnectionParser> parser = protocol->NewConnection(fuzzed.conn, {}, Direction::kEgress);
+  fuzz::DriveConnection(*parser, fuzzed.role, data + 1, size - 1, out);
   return 0;
 }
