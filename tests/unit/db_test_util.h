@@ -215,4 +215,23 @@ inline std::string Summary(const std::vector<Described>& records) {
   return out.str();
 }
 
+// Every recorded conversation of `recording`, fed with each chunk cut in two at every byte (the
+// first chunk only from `first_chunk_from`: detection needs that much, and a client writes its
+// first message whole), gives the spans it gives fed whole, and those are not none.
+inline void ExpectSameSpansAtEverySplit(const std::string& recording, size_t first_chunk_from) {
+  for (const Conversation& conv : LoadRecording(recording)) {
+    DescribingSink whole;
+    Feeder(whole).Run(conv);
+    const std::string expected = Summary(whole.records);
+    ASSERT_FALSE(whole.records.empty()) << recording;
+    for (size_t i = 0; i < conv.size(); ++i) {
+      for (size_t k = i == 0 ? first_chunk_from : 1; k < conv[i].bytes.size(); ++k) {
+        DescribingSink split;
+        Feeder(split).Run(conv, Role::kClient, std::make_pair(i, k));
+        ASSERT_EQ(Summary(split.records), expected) << recording << " chunk " << i << " split at " << k;
+      }
+    }
+  }
+}
+
 }  // namespace threadline::db_test
