@@ -13,11 +13,7 @@ void FrameReader::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) {
         return;
       case State::kResync: {
         const size_t at = rules_.FindFrameStart(bytes.subspan(i));
-        if (at == std::string::npos || at >= bytes.size() - i) {
-          skipped_ += bytes.size() - i;
-          return;
-        }
-        skipped_ += at;
+        if (at == std::string::npos || at >= bytes.size() - i) return;
         i += at;
         state_ = State::kHeader;
         header_len_ = 0;
@@ -67,15 +63,12 @@ void FrameReader::Gap(uint64_t len, const ChunkMeta& meta) {
   if (len == 0) return;
   switch (state_) {
     case State::kStopped:
-      return;
     case State::kResync:
-      skipped_ += len;
       return;
     case State::kHeader:
       // The gap covers (part of) a header: where the next frame starts is unknown.
       listener_.OnFramingLost(meta, true);
       if (state_ != State::kStopped) EnterResync();
-      skipped_ += len;
       return;
     case State::kBody:
       frame_.missing = true;
@@ -89,7 +82,6 @@ void FrameReader::Gap(uint64_t len, const ChunkMeta& meta) {
       if (len > 0 && state_ == State::kHeader) {
         listener_.OnFramingLost(meta, true);
         if (state_ != State::kStopped) EnterResync();
-        skipped_ += len;
       }
       return;
   }

@@ -63,12 +63,6 @@ class FrameReader {
   // Skip bytes until a frame start is found (the caller knows framing is lost).
   void Resync() { EnterResync(); }
 
-  bool stopped() const { return state_ == State::kStopped; }
-  bool synced() const { return state_ == State::kHeader || state_ == State::kBody; }
-  uint64_t skipped_bytes() const { return skipped_; }  // while resynchronising
-  size_t buffered_bytes() const { return body_.size() + header_len_; }
-  size_t buffer_capacity() const { return body_.capacity(); }
-
  private:
   enum class State : uint8_t { kHeader, kBody, kResync, kStopped };
 
@@ -84,7 +78,6 @@ class FrameReader {
   std::string body_;        // its kept bytes
   size_t keep_ = 0;
   uint64_t remaining_ = 0;  // body bytes still to come
-  uint64_t skipped_ = 0;
 };
 
 }  // namespace threadline::db

@@ -77,8 +77,6 @@ class Stitcher {
 
   // No more plaintext protocol here (TLS, replication) or given up.
   bool done() const { return phase_ == Phase::kDone; }
-  size_t operations() const { return ops_.size(); }
-  size_t statements() const { return statements_.size(); }
 
  private:
   enum class Phase : uint8_t { kGreeting, kHandshakeResponse, kAuth, kCommand, kDone };

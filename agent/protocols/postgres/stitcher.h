@@ -12,7 +12,7 @@
 // - COPY: CopyData of either side belongs to the operation that started the COPY.
 // - Startup: StartupMessage parameters (user, database) are kept for every later operation; the
 //   answer to SSLRequest/GSSENCRequest decides whether the connection goes on in the clear
-//   (`encrypted()`: the TLS plaintext arrives as a connection of its own from the conn stage).
+//   (done() once encrypted: the TLS plaintext arrives as a connection of its own from the conn stage).
 // - CancelRequest: an operation of its own connection, ended when that connection closes.
 //
 // Lost framing (a gap over a message boundary) is survived: responses keep pairing with the
@@ -72,15 +72,10 @@ class Stitcher {
   bool backend_ssl_reply() const { return ssl_requested_; }
   // No more plaintext on this connection (TLS or GSS encryption was accepted), or it was given up.
   bool done() const { return phase_ == Phase::kEncrypted || phase_ == Phase::kGaveUp; }
-  bool encrypted() const { return phase_ == Phase::kEncrypted; }
   // Framing was lost on the backend and a new request was written since: the answers still
   // awaited were given up, and the backend reader must look for a message at its next bytes.
   // True once per realignment (the caller resynchronises the reader).
   bool TakeBackendRealign() { return std::exchange(realign_backend_, false); }
-
-  size_t pending() const { return pending_.size(); }
-  size_t operations() const { return ops_.size(); }
-  size_t statements() const { return statements_.size(); }
 
  private:
   enum class Phase : uint8_t { kStartup, kAuth, kReady, kCancel, kEncrypted, kGaveUp };

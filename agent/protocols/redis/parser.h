@@ -64,10 +64,6 @@ class RespReader {
   void Resync();
   void Stop() { state_ = State::kStopped; }
 
-  bool lost() const { return state_ == State::kLost; }
-  bool stopped() const { return state_ == State::kStopped; }
-  size_t buffered_bytes() const { return line_.size(); }
-
  private:
   enum class State : uint8_t { kType, kLine, kInline, kBulk, kLost, kStopped };
   struct Frame {

@@ -60,8 +60,6 @@ class Stitcher {
 
   // No more RESP on this connection (MONITOR, replication) or given up.
   bool done() const { return done_; }
-  size_t pending() const { return pending_.size(); }
-  size_t operations() const { return groups_.size(); }
 
  private:
   struct Pending {
