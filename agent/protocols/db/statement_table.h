@@ -37,13 +37,16 @@ class StatementTable {
     return evicted;
   }
 
-  const StatementText* Find(const Key& key) const {
+  // `key`: anything comparable with a Key (a string_view for string keys: no copy to look up).
+  template <class K>
+  const StatementText* Find(const K& key) const {
     for (const auto& e : entries_)
       if (e.first == key) return &e.second;
     return nullptr;
   }
 
-  void Erase(const Key& key) {
+  template <class K>
+  void Erase(const K& key) {
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
       if (it->first == key) {
         entries_.erase(it);
@@ -52,8 +55,6 @@ class StatementTable {
     }
   }
 
-  void Clear() { entries_.clear(); }
-  size_t size() const { return entries_.size(); }
 
  private:
   size_t capacity_;

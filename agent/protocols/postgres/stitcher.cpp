@@ -187,7 +187,7 @@ void Stitcher::OnFrontend(const db::Frame& f, Output& out) {
       const std::string_view portal = ReadCString(f.body, o, ok);
       const std::string_view statement = ok ? ReadCString(f.body, o, ok) : std::string_view();
       if (ok) {
-        const db::StatementText* st = statements_.Find(std::string(statement));
+        const db::StatementText* st = statements_.Find(statement);
         db::StatementText bound = st ? *st : db::StatementText{};
         if (s) {
           s->op.statement = std::string(statement);
@@ -215,7 +215,7 @@ void Stitcher::OnFrontend(const db::Frame& f, Output& out) {
         s->op.kind = OpKind::kExecute;
         if (!s->has_parse && s->op.text.empty()) {
           // Executing a portal bound earlier (a suspended one, or a named one).
-          if (const db::StatementText* st = portals_.Find(std::string(portal)); st && !st->text.empty()) {
+          if (const db::StatementText* st = portals_.Find(portal); st && !st->text.empty()) {
             s->op.text = st->text;
             s->op.text_truncated = st->truncated;
             s->op.text_known = true;
@@ -233,7 +233,7 @@ void Stitcher::OnFrontend(const db::Frame& f, Output& out) {
     case 'C': {
       const char kind = f.body.empty() ? 0 : static_cast<char>(f.body[0]);
       o = 1;
-      const std::string name(ReadCString(f.body, o, ok));
+      const std::string_view name = ReadCString(f.body, o, ok);
       if (ok && kind == 'S') statements_.Erase(name);
       if (ok && kind == 'P') portals_.Erase(name);
       if (group_) GroupOp(f);
