@@ -290,34 +290,43 @@ TEST(PostgresProtocolTest, GarbageIsCountedNeverACrash) {
   }
 }
 
+// A typed message: type, 4-byte big-endian length (itself included), body.
+std::string Message(char type, const std::string& body) {
+  const uint32_t len = static_cast<uint32_t>(body.size() + 4);
+  std::string m(1, type);
+  for (int shift = 24; shift >= 0; shift -= 8) m += static_cast<char>((len >> shift) & 0xff);
+  return m + body;
+}
+
+// 1000 named statements prepared on one connection: the table keeps the latest
+// max_statements (128); an Execute of one forgotten has no text, of one kept has its own.
 TEST(PostgresProtocolTest, StatementTableIsBounded) {
   auto pg = LoadRecording("postgres_psql_error")[0];
   db_test::Conversation conv(pg.begin(), pg.begin() + 2);
   std::string many;
-  for (int i = 0; i < 1000; ++i) {
-    const std::string name = "s" + std::to_string(i);
-    const std::string text = "SELECT " + std::to_string(i);
-    std::string body = name + '\0' + text + '\0' + std::string("\0\0", 2);
-    const uint32_t len = static_cast<uint32_t>(body.size() + 4);
-    many += 'P';
-    many += static_cast<char>(len >> 24);
-    many += static_cast<char>(len >> 16);
-    many += static_cast<char>(len >> 8);
-    many += static_cast<char>(len);
-    many += body;
-  }
-  many += std::string("S\0\0\0\x04", 5);
+  for (int i = 0; i < 1000; ++i)
+    many += Message('P', "s" + std::to_string(i) + '\0' + "SELECT " + std::to_string(i) + " FROM t" + '\0' +
+                             std::string("\0\0", 2));
+  many += Message('S', "");
   conv.push_back({true, many});
   std::string answers;
-  for (int i = 0; i < 1000; ++i) answers += std::string("1\0\0\0\x04", 5);
-  answers += std::string("Z\0\0\0\x05I", 6);
+  for (int i = 0; i < 1000; ++i) answers += Message('1', "");
+  answers += Message('Z', "I");
   conv.push_back({false, answers});
+  for (const char* statement : {"s0", "s999"}) {
+    const std::string no_formats_or_params(6, '\0');
+    conv.push_back({true, Message('B', std::string(1, '\0') + statement + '\0' + no_formats_or_params) +
+                              Message('E', std::string(5, '\0')) + Message('S', "")});
+    conv.push_back({false, Message('2', "") + Message('C', std::string("SELECT 1") + '\0') + Message('Z', "I")});
+  }
   DescribingSink sink;
-  Feeder feeder(sink);
-  feeder.Run(conv);
-  // One prepare batch (a Parse and no Execute before the Sync).
-  ASSERT_EQ(sink.records.size(), 1u);
+  Feeder(sink).Run(conv);
+  // One prepare batch (Parses and no Execute before the Sync), then the two Executes.
+  ASSERT_EQ(sink.records.size(), 3u) << db_test::Summary(sink.records);
   EXPECT_EQ(sink.records[0].Attr("db.operation.name"), "PREPARE");
+  EXPECT_EQ(sink.records[1].Attr("db.operation.name"), "EXECUTE");  // s0 was forgotten
+  EXPECT_FALSE(sink.records[1].Has("db.query.text"));
+  EXPECT_EQ(sink.records[2].Attr("db.query.text"), "SELECT ? FROM t");  // s999 is remembered
 }
 
 }  // namespace
