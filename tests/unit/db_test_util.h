@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/protocols/db/metrics.h"
 #include "agent/protocols/describe.h"
 #include "agent/protocols/dispatcher.h"
 
@@ -155,6 +156,14 @@ class Feeder {
   MetricsRegistry& metrics() { return metrics_; }
   ProtocolDispatcher& dispatcher() { return dispatcher_; }
   uint64_t Counter(const std::string& name, const Labels& labels) { return metrics_.GetCounter(name, labels).Value(); }
+  // threadline_parse_failures_total of `protocol`, all reasons.
+  uint64_t ParseFailures(const std::string& protocol) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < db::kFailureCount; ++i)
+      n += Counter("threadline_parse_failures_total",
+                   {{"protocol", protocol}, {"reason", std::string(db::ToString(static_cast<db::Failure>(i)))}});
+    return n;
+  }
 
  private:
   static DispatcherConfig Config(const ProtocolOptions& protocols) {

@@ -350,6 +350,9 @@ TEST(MySqlProtocolTest, DetectionIsStrict) {
 TEST(MySqlProtocolTest, GarbageIsCountedNeverACrash) {
   std::mt19937 rng(5);
   auto cli = LoadRecording("mysql_mariadb_cli")[0];
+  DescribingSink sink;
+  Feeder feeder(sink);
+  feeder.server_port = 3306;
   for (int round = 0; round < 300; ++round) {
     db_test::Conversation conv(cli.begin(), cli.begin() + 3);
     for (int i = 0; i < 6; ++i) {
@@ -358,8 +361,14 @@ TEST(MySqlProtocolTest, GarbageIsCountedNeverACrash) {
       if (i % 2 == 0) junk = Packet(0, "\x03" + junk);
       conv.push_back({i % 2 == 0, junk});
     }
-    Spans(conv);
+    feeder.Run(conv);
   }
+  // The server's junk reads as packets of the length its first bytes say (a length-prefixed
+  // protocol has no invalid header): it swallows the rest, and every command written ends
+  // unanswered at close, each one counted.
+  EXPECT_EQ(sink.records.size(), 900u);
+  EXPECT_EQ(feeder.Counter("threadline_db_operations_total", {{"protocol", "mysql"}, {"outcome", "closed_before_response"}}),
+            900u);
 }
 
 }  // namespace
