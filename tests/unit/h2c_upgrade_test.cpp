@@ -263,6 +263,29 @@ TEST(H2cUpgrade, RefusedUpgradeReplaysHeldBytesAsHttp1) {
   }
 }
 
+TEST(H2cUpgrade, UpgradeAcceptedAfterARefusedOneInTheSameResponseChunk) {
+  // Two upgrade requests pipelined: the second waits behind the first. The server refuses the
+  // first (200) and accepts the second (101) in one write, so the second request is parsed
+  // from held bytes and handed to HTTP/2 inside one call: it is still announced once, whole,
+  // before its stream's record (found by the fuzzer: it was announced moved-from, empty).
+  const Bytes first = UpgradeRequest("/a");
+  const Bytes second = UpgradeRequest("/b2");
+  Conn conn;
+  conn.Feed(kIn, Concat({first, second}), 1000);
+  conn.Feed(kOut, Concat({Text("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), SwitchingProtocols(),
+                          ServerAfter101()}), 2000);
+  conn.Feed(kIn, Concat({Preface(), Settings()}), 3000);
+  conn.Close();
+  ASSERT_EQ(conn.out.requests.size(), 2u);
+  EXPECT_EQ(conn.out.requests[1].first_pos, first.size());
+  EXPECT_EQ(conn.out.requests[1].traceparent, kTraceparent);
+  EXPECT_EQ(conn.out.exchange_targets, std::vector<std::string>{"/a"});
+  ASSERT_EQ(conn.out.streams.size(), 1u);
+  EXPECT_EQ(conn.out.streams[0].path, "/b2");
+  EXPECT_EQ(conn.out.streams[0].status, 200);
+  EXPECT_EQ(conn.Switches(), 1u);
+}
+
 TEST(H2cUpgrade, UpgradeToAnotherProtocolStaysAnHttp1Span) {
   Conn conn;
   conn.Feed(kIn, UpgradeRequest("/ws", "websocket"), 1000);

@@ -301,6 +301,10 @@ void Http1Connection::HandOver(Pending& p, const Message& response) {
     Switch& s = switch_.emplace();
     s.token = std::string(token);
     s.request = std::move(p.request);
+    // Parsed from held bytes inside the same call as its 101 (a refused upgrade released
+    // them): not announced yet, and its Message now lives here. Deliver announces it.
+    announce_switch_request_ = !p.announced;
+    p.announced = true;
     s.held = std::move(held_);
     held_.clear();
     held_bytes_ = 0;
@@ -348,6 +352,9 @@ void Http1Connection::Deliver(Output& out) {
       out.OnRequest(*p.request);
     }
   }
+  // After the requests before it: the one the new protocol answers, if no call announced it.
+  if (announce_switch_request_ && switch_ && switch_->request) out.OnRequest(*switch_->request);
+  announce_switch_request_ = false;
   for (; finished_ > 0; --finished_) {
     Pending& p = pending_.front();
     // Dropped requests, a lost request whose response was never seen, a request cut short

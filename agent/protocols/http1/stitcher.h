@@ -244,6 +244,7 @@ class Http1Connection {
   bool closed_ = false;
   std::vector<HeldChunk> held_;  // while request_parser_.held()
   size_t held_bytes_ = 0;
+  bool announce_switch_request_ = false;  // switch_->request was handed over unannounced
   bool release_held_ = false;    // the upgrade was refused: release after the current feed
   std::optional<Switch> switch_;
 };
