@@ -299,6 +299,15 @@ class Agent(_CollectedProcess):
                 break
         return pred(self.events())
 
+    def wait_logged(self, *parts: str, timeout: float = 20.0) -> str:
+        """The first stderr line containing every one of `parts` (e.g. a probe attach that the
+        agent does asynchronously after an exec); AssertionError when none shows in time."""
+        for _ in deadline_loop(timeout, 0.05):
+            for line in self.stderr_lines:
+                if all(p in line for p in parts):
+                    return line
+        raise AssertionError(f"no stderr line with {parts} within {timeout:.0f}s\n{self.describe()}")
+
     def wait_exit(self, timeout: float) -> int | None:
         try:
             self.returncode = self.proc.wait(timeout=timeout)

@@ -25,7 +25,7 @@ import tempfile
 import unittest
 
 from e2e_util import (LOOPBACK, Agent, PeerProcess, agent_metrics, agent_spans, curl,
-                      deadline_loop, format_events, format_spans, free_port, go_peer, main,
+                      format_events, format_spans, free_port, go_peer, main,
                       require_root, require_tool, wait_for_spans)
 from test_tls import assert_linked_https_pair, https_server, make_cert
 
@@ -50,11 +50,7 @@ class GoTlsSpansTest(unittest.TestCase):
 
     def wait_attached(self, agent: Agent, binary: str) -> str:
         """The agent's log line saying it probed `binary` (found at exec)."""
-        for _ in deadline_loop(20, 0.05):
-            for line in agent.stderr_lines:
-                if "Go TLS: uprobes attached to" in line and binary in line:
-                    return line
-        self.fail(f"no Go TLS attach logged for {binary}\n{agent.stderr_tail()}")
+        return agent.wait_logged("Go TLS: uprobes attached to", binary)
 
     def assert_pair(self, agent: Agent, server_pid: int, client_pid: int, path: str,
                     status: int) -> None:

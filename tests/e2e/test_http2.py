@@ -210,6 +210,8 @@ class Http2SpansTest(unittest.TestCase):
         go_bin = go_peer(self, "go_h2_server.go", "go_h2_server")
         go = PeerProcess([go_bin, f"{LOOPBACK}:{go_port}", cert, key], self, port=go_port,
                          cwd=self.tmp, ready_timeout=20)
+        # Go's TLS is probed asynchronously after the exec: requests before it are unseen.
+        agent.wait_logged("Go TLS: uprobes attached to", go_bin)
         for srv, base in ((node, f"http://{LOOPBACK}:{node_port}"), (go, f"https://{LOOPBACK}:{go_port}")):
             with self.subTest(server=base):
                 self.check_100_streams(agent, srv, base)
@@ -293,6 +295,8 @@ class Http2SpansTest(unittest.TestCase):
         go_bin = go_peer(self, "go_h2_server.go", "go_h2_server")
         go = PeerProcess([go_bin, f"{LOOPBACK}:{go_port}", cert, key], self, port=go_port,
                          cwd=self.tmp, ready_timeout=20)
+        # Go's TLS is probed asynchronously after the exec: requests before it are unseen.
+        agent.wait_logged("Go TLS: uprobes attached to", go_bin)
 
         for port, path, status in ((node_port, "/node/a", 200), (nginx_port, "/missing/n", 404),
                                    (go_port, "/go/b", 200)):
