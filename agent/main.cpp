@@ -62,11 +62,11 @@ int main(int argc, char** argv) {
   }
   Status run = (*agent)->Run(g_stop);
   (*agent)->LogStats(true);
-  agent->reset();  // detach before reporting the stop
+  agent->reset();  // flushes, and leaves the hooks' teardown to a child (Agent::DetachHooks)
   if (!run.ok()) {
     spdlog::error("stopped on error: {}", run.error().message);
     return 1;
   }
-  spdlog::info("threadline stopped; all hooks detached");
+  spdlog::info("threadline stopped");
   return 0;
 }

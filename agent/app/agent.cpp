@@ -8,13 +8,16 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "agent/app/injection_policy.h"
 #include "agent/capabilities/capability_json.h"
@@ -90,10 +93,11 @@ Agent::~Agent() {
   pod_selector_.reset();  // writes capture_'s map and reads k8s_'s store
   ring_.reset();
   injector_.reset();  // uses capture_'s maps; detaching it leaves enrolled sockets untouched
-  tls_.reset();      // its uprobes use capture_'s programs
-  go_ctx_.reset();   // the same
+  DetachHooks();
+  tls_.reset();
+  go_ctx_.reset();
   node_ctx_.reset();  // writes capture_'s maps
-  capture_.reset();  // detaches every hook
+  capture_.reset();  // the programs and maps
   table_.reset();
   dispatcher_.reset();
   span_builder_.reset();
@@ -112,6 +116,29 @@ Agent::~Agent() {
   span_sink_.reset();
   metrics_server_.reset();
   if (out_ && owns_out_) std::fclose(out_);
+}
+
+void Agent::DetachHooks() {
+  // Every tracepoint and uprobe at once, finished by a child process (bpf_handles.h says why):
+  // in this process the kernel's teardown took 4-10 s on a loaded machine, and a stop that
+  // slow gets the agent killed (Kubernetes' grace period, the tests' stop()).
+  std::vector<BpfLink> links;
+  auto take = [&links](std::vector<BpfLink> more) {
+    std::move(more.begin(), more.end(), std::back_inserter(links));
+  };
+  if (tls_) take(tls_->ReleaseLinks());  // its uprobes use capture_'s programs
+  if (go_ctx_) take(go_ctx_->ReleaseLinks());  // the same
+  if (capture_) take(capture_->ReleaseLinks());
+  const auto start = std::chrono::steady_clock::now();
+  const BackgroundDetach detach = DestroyLinksInBackground(std::move(links));
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start).count();
+  if (detach.detacher_pid)
+    spdlog::info("{} hooks disabled in {} ms; process {} (tl-detach) finishes detaching them "
+                 "(the kernel waits for RCU grace periods, seconds under load)",
+                 detach.links, ms, detach.detacher_pid);
+  else if (detach.links)
+    spdlog::info("{} hooks detached in {} ms", detach.links, ms);
 }
 
 Result<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& options, MetricsRegistry& metrics) {

@@ -70,6 +70,9 @@ class Agent : public EventSink {
  private:
   Agent(const AgentOptions& options, MetricsRegistry& metrics);
   Status Start();
+  // Detaches every tracepoint and uprobe at once (the slow part of a stop); the programs and
+  // maps stay until their owners go.
+  void DetachHooks();
   void Upkeep(uint64_t now_boot_ns);
   void PublishKernelDrops();
   // Traceparent injection: load, canary, switch on (or say loudly why not). Never fatal.

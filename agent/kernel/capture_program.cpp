@@ -74,7 +74,7 @@ void CaptureProgram::SkelDeleter::operator()(capture_bpf* s) const { capture_bpf
 
 CaptureProgram::CaptureProgram(const CaptureConfig& config) : config_(config) {}
 CaptureProgram::~CaptureProgram() {
-  links_.clear();  // detach before the programs and maps go
+  DestroyLinksConcurrently(ReleaseLinks());  // detach before the programs and maps go
   skel_.reset();
 }
 

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agent/common/bpf_handles.h"
@@ -105,6 +106,10 @@ class CaptureProgram {
   size_t TrackedConnections() const;
 
   KernelDrops ReadDrops() const;
+
+  // Hands over the links of the hooks above (the programs and maps stay until destruction),
+  // so the owner can detach them together with the uprobes (DestroyLinksConcurrently).
+  std::vector<BpfLink> ReleaseLinks() { return std::exchange(links_, {}); }
 
  private:
   explicit CaptureProgram(const CaptureConfig& config);

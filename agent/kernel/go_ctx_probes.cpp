@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 #include "agent/discovery/process_info.h"
 #include "agent/discovery/proc_fs.h"
@@ -64,7 +65,9 @@ GoContextTracker::GoContextTracker(CaptureProgram& capture, const GoContextOptio
                                    MetricsRegistry& metrics)
     : capture_(capture), options_(options), metrics_(metrics) {}
 
-GoContextTracker::~GoContextTracker() {
+GoContextTracker::~GoContextTracker() { DestroyLinksConcurrently(ReleaseLinks()); }
+
+std::vector<BpfLink> GoContextTracker::ReleaseLinks() {
   capture_.SetExecClassificationOn(false);
   {
     std::lock_guard lock(queue_mu_);
@@ -73,7 +76,12 @@ GoContextTracker::~GoContextTracker() {
   queue_cv_.notify_all();
   if (worker_.joinable()) worker_.join();
   std::lock_guard lock(mu_);
-  files_.clear();  // detaches
+  std::vector<BpfLink> links;
+  for (auto& [key, file] : files_) {
+    std::move(file.links.begin(), file.links.end(), std::back_inserter(links));
+    file.links.clear();
+  }
+  return links;
 }
 
 Result<std::unique_ptr<GoContextTracker>> GoContextTracker::Create(CaptureProgram& capture,

@@ -85,6 +85,9 @@ class GoContextTracker {
 
   size_t tracked_files() const;
 
+  // Stops the thread and hands over every probe's link (see TlsAttacher::ReleaseLinks).
+  std::vector<BpfLink> ReleaseLinks();
+
  private:
   struct FileState {
     GoContextFile file;

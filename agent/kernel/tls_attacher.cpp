@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 
 #include "agent/discovery/proc_fs.h"
 #include "agent/kernel/capture_program.h"
@@ -129,7 +130,9 @@ TlsAttacher::TlsAttacher(CaptureProgram& capture, const TlsAttacherOptions& opti
                                           "TLS uprobes attached (entry and return count apart)")),
       go_probes_(capture, metrics) {}
 
-TlsAttacher::~TlsAttacher() {
+TlsAttacher::~TlsAttacher() { DestroyLinksConcurrently(ReleaseLinks()); }
+
+std::vector<BpfLink> TlsAttacher::ReleaseLinks() {
   {
     std::lock_guard lock(queue_mu_);
     stopping_ = true;
@@ -137,7 +140,12 @@ TlsAttacher::~TlsAttacher() {
   queue_cv_.notify_all();
   if (worker_.joinable()) worker_.join();
   std::lock_guard lock(mu_);
-  files_.clear();  // detaches
+  std::vector<BpfLink> links;
+  for (auto& [key, file] : files_) {
+    std::move(file.links.begin(), file.links.end(), std::back_inserter(links));
+    file.links.clear();
+  }
+  return links;
 }
 
 Result<std::unique_ptr<TlsAttacher>> TlsAttacher::Create(CaptureProgram& capture,

@@ -81,6 +81,10 @@ class TlsAttacher {
 
   size_t attached_files() const;
 
+  // Stops the thread and hands over every probe's link, so the owner can detach them together
+  // with others (DestroyLinksConcurrently); the attacher attaches nothing afterwards.
+  std::vector<BpfLink> ReleaseLinks();
+
  private:
   struct FileState {
     bool attached = false;
