@@ -547,13 +547,15 @@ def pid_alive(pid: int) -> bool:
 
 
 def leaked_tl_progs(baseline_ids: set[int], owned_ids: set[int],
-                    timeout: float = 5.0) -> list[dict]:
+                    timeout: float = 30.0) -> list[dict]:
     """tl_ programs still loaded after our agents exited.
 
     A leak is a program the agents held while running (owned_ids), or a tl_ program that is
     new since the baseline and that no live process holds (e.g. attached to a cgroup and
     orphaned). Programs held by other live processes belong to agents other tests run.
-    The kernel frees programs a moment after the last reference goes; poll for a bit.
+    The kernel frees programs a moment after the last reference goes, and an agent that
+    stopped leaves its hooks' teardown to its tl-detach child (seconds on a loaded machine: RCU
+    grace periods one after the other): poll for a while.
     """
     leaked: list[dict] = []
     for _ in deadline_loop(timeout, 0.2):
