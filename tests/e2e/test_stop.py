@@ -56,11 +56,7 @@ class StopWithUprobesTest(unittest.TestCase):
         agent = Agent(["--output", "none", "--metrics-address", "off", "--ui-address", "off",
                        "--port", str(free_port())], self)
         for path in self.copies:
-            for _ in deadline_loop(20, 0.05):
-                if any("Go TLS: uprobes attached to" in l and path in l for l in agent.stderr_lines):
-                    break
-            else:
-                self.fail(f"no Go TLS attach logged for {path}\n{agent.describe()}")
+            agent.wait_logged("Go TLS: uprobes attached to", path)
         owned = {p["id"] for p in tl_progs() if agent.pid in prog_pids(p)}
         self.assertTrue(owned, "bpftool shows no tl_ programs held by the running agent")
 
