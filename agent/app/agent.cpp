@@ -134,8 +134,8 @@ void Agent::DetachHooks() {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - start).count();
   if (detach.detacher_pid)
-    spdlog::info("{} hooks disabled in {} ms; process {} (tl-detach) finishes detaching them "
-                 "(the kernel waits for RCU grace periods, seconds under load)",
+    spdlog::info("{} hooks handed over in {} ms to process {} (tl-detach), which detaches them "
+                 "(the kernel waits for RCU grace periods: seconds under load)",
                  detach.links, ms, detach.detacher_pid);
   else if (detach.links)
     spdlog::info("{} hooks detached in {} ms", detach.links, ms);

@@ -109,7 +109,7 @@ BackgroundDetach DestroyLinksInBackground(std::vector<BpfLink> links) {
     DestroyLinksConcurrently(std::move(links));
     return result;
   }
-  // Disables each hook and drops this process's references: quick, the child holds them too.
+  // Drops this process's references: quick, the child holds them too.
   for (auto& l : links) l.reset();
   close(go[1]);
   result.detacher_pid = child;

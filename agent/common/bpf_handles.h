@@ -68,10 +68,10 @@ struct BackgroundDetach {
 // (measured: 5-10 s), because perf_trace_destroy and perf_uprobe_destroy hold the global
 // event_mutex across their grace periods, so no number of threads overlaps them. A forked
 // child keeps a reference to every link (and its perf event) and closes nothing else; this
-// process disables and closes its own copies (quick: not the last reference) and goes on;
-// the child then destroys them concurrently and exits. The hooks stop firing at once
-// (PERF_EVENT_IOC_DISABLE) but the kernel frees them seconds later, in the child. Falls back
-// to DestroyLinksConcurrently here when fork fails.
+// process closes its own copies (quick: not the last reference) and goes on; the child then
+// destroys them concurrently and exits. Until it has, the programs still run (libbpf's
+// PERF_EVENT_IOC_DISABLE does not stop a tracepoint's or uprobe's BPF program), writing to a
+// ring nobody reads. Falls back to DestroyLinksConcurrently here when fork fails.
 BackgroundDetach DestroyLinksInBackground(std::vector<BpfLink> links);
 
 }  // namespace threadline

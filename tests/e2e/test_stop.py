@@ -67,7 +67,7 @@ class StopWithUprobesTest(unittest.TestCase):
         self.assertIsNotNone(rc, f"no exit within {STOP_TIMEOUT:.0f}s of SIGINT\n{agent.describe()}")
         self.assertEqual(rc, 0, agent.describe())
         err = "\n".join(agent.stderr_lines)
-        m = re.search(r"(\d+) hooks disabled in \d+ ms; process (\d+) \(tl-detach\)", err)
+        m = re.search(r"(\d+) hooks handed over in \d+ ms to process (\d+) \(tl-detach\)", err)
         self.assertIsNotNone(m, f"no background detach logged\n{agent.describe()}")
         hooks, detacher = int(m.group(1)), int(m.group(2))
         self.assertGreaterEqual(hooks, 36 + 10 * self.GO_COPIES, agent.describe())
