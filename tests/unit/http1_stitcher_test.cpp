@@ -129,6 +129,64 @@ TEST(Http1Stitcher, HundredKeepAliveRequests) {
   }
 }
 
+// With a MessagePool the messages an output hands back are reused for the next ones: a
+// keep-alive connection's later exchanges carry their own values (nothing stale from the
+// message whose buffers they reuse), the pool keeps the buffers, and it stays bounded.
+struct PoolHarness : Http1Connection::Output {
+  explicit PoolHarness(MessagePool& pool) : http1_metrics(metrics), conn(Role::kServer, {}, http1_metrics, {}, &pool) {}
+  void OnExchange(Exchange&& e) override {
+    // What a span needs, read before the messages go back to the pool.
+    seen.push_back(e.request->method + " " + e.request->target + " " + std::to_string(e.response->status_code) +
+                   " " + std::string(e.request->headers.Get("x-id").value_or("-")) + " " +
+                   std::to_string(e.request->headers.size()));
+  }
+  MetricsRegistry metrics;
+  Http1Metrics http1_metrics;
+  Http1Connection conn;
+  std::vector<std::string> seen;
+};
+
+TEST(Http1Stitcher, PooledMessagesAreReusedAndCleared) {
+  MessagePool pool;
+  PoolHarness h(pool);
+  for (int i = 0; i < 50; ++i) {
+    // Every other request carries an extra header: a reused message must not keep it.
+    std::string req = "GET /items/" + std::to_string(1000 + i) + "?q=1 HTTP/1.1\r\nHost: x\r\n" +
+                      (i % 2 ? "X-Id: " + std::to_string(i) + "\r\n" : std::string()) + "\r\n";
+    h.conn.OnData(kIn, Bytes(req), Meta(1000 + 10 * i, 1), h);
+    h.conn.OnData(kOut, Bytes(i % 3 ? test::NginxOk(i) : std::string(test::kNginxNotModified)),
+                  Meta(1005 + 10 * i, 2), h);
+  }
+  ASSERT_EQ(h.seen.size(), 50u);
+  for (int i = 0; i < 50; ++i) {
+    const std::string want = "GET /items/" + std::to_string(1000 + i) + "?q=1 " + (i % 3 ? "200" : "304") + " " +
+                             (i % 2 ? std::to_string(i) + " 2" : std::string("- 1"));
+    EXPECT_EQ(h.seen[i], want) << i;
+  }
+  // Both messages of the last exchange came back; the next request takes one of them.
+  EXPECT_EQ(pool.size(), 2u);
+}
+
+TEST(Http1Stitcher, MessagePoolIsBounded) {
+  MessagePool pool;
+  for (size_t i = 0; i < MessagePool::kMaxBuffers + 10; ++i) {
+    Message m;
+    m.target.assign(100, 'x');
+    m.headers.Add("Name", std::string(MessagePool::kMaxRetainedBytes * 2, 'v'));  // too large to keep
+    pool.Give(std::move(m));
+  }
+  EXPECT_EQ(pool.size(), MessagePool::kMaxBuffers);
+  Message m;
+  pool.Lend(m);
+  EXPECT_EQ(pool.size(), MessagePool::kMaxBuffers - 1);
+  EXPECT_TRUE(m.target.empty());
+  EXPECT_GE(m.target.capacity(), 100u);  // the small buffer is kept
+  EXPECT_TRUE(m.headers.empty());
+  EXPECT_EQ(m.headers.fields().begin(), m.headers.fields().end());
+  m.headers.Add("A", "b");  // a lent (here: fresh) header buffer works as a new one
+  EXPECT_EQ(m.headers.Get("a").value_or(""), "b");
+}
+
 // A client that keeps 20 requests in flight for 500 requests: the queue of pending requests
 // never drains, so its storage is moved down as it goes (PendingQueue); every response must
 // still pair with its own request, in order.

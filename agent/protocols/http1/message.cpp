@@ -60,6 +60,18 @@ void HeaderList::Add(std::string_view name, std::string_view value) {
   ++count_;
 }
 
+std::string HeaderList::ReleaseBuffer() {
+  std::string buffer = std::move(text_);
+  *this = HeaderList{};
+  return buffer;
+}
+
+void HeaderList::AdoptBuffer(std::string&& buffer) {
+  if (count_ != 0 || !text_.empty()) return;
+  text_ = std::move(buffer);
+  text_.clear();
+}
+
 void HeaderList::AppendToLast(std::string_view continuation) {
   if (count_ == 0 || last_dropped_) return;
   // The last field's value ends text_, so the continuation is appended in place.
@@ -90,6 +102,23 @@ std::optional<std::string_view> HeaderList::Get(std::string_view name) const {
   std::optional<Header> h = Find(name);
   if (!h) return std::nullopt;
   return h->value;
+}
+
+void MessagePool::Lend(Message& m) {
+  if (free_.empty()) return;
+  Buffers& b = free_.back();
+  m.target = std::move(b.target);
+  m.target.clear();
+  m.headers.AdoptBuffer(std::move(b.header_text));
+  free_.pop_back();
+}
+
+void MessagePool::Give(Message&& m) {
+  if (free_.size() >= kMaxBuffers) return;
+  Buffers& b = free_.emplace_back();
+  if (m.target.capacity() <= kMaxRetainedBytes) b.target = std::move(m.target);
+  std::string text = m.headers.ReleaseBuffer();
+  if (text.capacity() <= kMaxRetainedBytes) b.header_text = std::move(text);
 }
 
 std::string_view ToString(Framing f) {

@@ -30,8 +30,9 @@ std::string_view ToString(FailureReason r) {
   return "unknown";
 }
 
-MessageParser::MessageParser(MessageKind kind, const ParserLimits& limits, Listener& listener)
-    : kind_(kind), limits_(limits), listener_(listener) {}
+MessageParser::MessageParser(MessageKind kind, const ParserLimits& limits, Listener& listener,
+                             MessagePool* pool)
+    : kind_(kind), limits_(limits), listener_(listener), pool_(pool) {}
 
 bool MessageParser::in_message() const {
   switch (state_) {
@@ -272,6 +273,7 @@ void MessageParser::StartMessage(uint64_t first_byte_pos) {
   // A long line of an earlier message must not pin its buffer for the connection's lifetime.
   if (line_.empty() && line_.capacity() > kRetainedLineCapacity) std::string().swap(line_);
   msg_ = Message{};
+  if (pool_) pool_->Lend(msg_);
   msg_.kind = kind_;
   msg_.first_chunk = meta_;
   msg_.first_chunk.pos = first_byte_pos;

@@ -68,7 +68,9 @@ class MessageParser {
     virtual void OnFailure(FailureReason, bool message_lost) = 0;
   };
 
-  MessageParser(MessageKind kind, const ParserLimits& limits, Listener& listener);
+  // `pool` (optional, must outlive the parser): where new messages take their buffers from.
+  MessageParser(MessageKind kind, const ParserLimits& limits, Listener& listener,
+                MessagePool* pool = nullptr);
 
   void Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta);
   void Gap(uint64_t len, GapReason reason, const ChunkMeta& meta);
@@ -137,6 +139,7 @@ class MessageParser {
   MessageKind kind_;
   ParserLimits limits_;
   Listener& listener_;
+  MessagePool* pool_;
   State state_ = State::kStartLine;
   // kPaused after CONNECT, kHeld after an upgrade request, kStopped after 101
   State next_state_after_message_ = State::kStartLine;

@@ -22,7 +22,7 @@ MessageEdge EdgeOf(const Message& m) {
 // Hands one call's results of an Http1Connection to the dispatcher's output, as neutral views.
 class Bridge final : public Http1Connection::Output {
  public:
-  explicit Bridge(ParserOutput& out) : out_(out) {}
+  Bridge(ParserOutput& out, MessagePool& pool) : out_(out), pool_(pool) {}
 
   void OnRequest(const Message& request) override {
     const HeaderCarrier carrier(request.headers);
@@ -35,32 +35,42 @@ class Bridge final : public Http1Connection::Output {
     r.closed_ts_ns = e.closed_ts_ns;
     if (e.response) r.response = EdgeOf(*e.response);
     const Exchange& placed = r.detail.emplace<Exchange>(std::move(e));
-    if (!placed.request) {
+    if (placed.request) {
+      const HeaderCarrier carrier(placed.request->headers);  // views point into r.detail
+      r.request = ViewOf(*placed.request, carrier);
       out_.OnRecord(std::move(r));
-      return;
+    } else {
+      out_.OnRecord(std::move(r));
     }
-    const HeaderCarrier carrier(placed.request->headers);  // views point into r.detail
-    r.request = ViewOf(*placed.request, carrier);
-    out_.OnRecord(std::move(r));
+    // The spans stage is done with the record (it keeps no views into it): the messages'
+    // buffers serve the next messages. Given from here rather than moved back into `e` (a
+    // Message move costs more than the malloc it saves); `e` holds nothing to give any more.
+    if (auto* done = std::get_if<Exchange>(&r.detail)) {
+      if (done->request) pool_.Give(std::move(*done->request));
+      if (done->response) pool_.Give(std::move(*done->response));
+    }
+    e.request.reset();
+    e.response.reset();
   }
 
  private:
   ParserOutput& out_;
+  MessagePool& pool_;
 };
 
 class Http1Parser final : public ConnectionParser {
  public:
-  Http1Parser(Role role, const Http1Limits& limits, Http1Metrics& metrics)
-      : conn_(role, limits, metrics, kSwitchTokens) {}
+  Http1Parser(Role role, const Http1Limits& limits, Http1Metrics& metrics, MessagePool& pool)
+      : conn_(role, limits, metrics, kSwitchTokens, &pool), pool_(pool) {}
 
   void OnData(Direction dir, std::span<const uint8_t> bytes, const ChunkMeta& meta,
               ParserOutput& out) override {
-    Bridge bridge(out);
+    Bridge bridge(out, pool_);
     conn_.OnData(dir, bytes, meta, bridge);
   }
   void OnGap(Direction dir, uint64_t len, GapReason reason, const ChunkMeta& meta,
              ParserOutput& out) override {
-    Bridge bridge(out);
+    Bridge bridge(out, pool_);
     conn_.OnGap(dir, len, reason, meta, bridge);
   }
   void OnClose(uint64_t ts_ns, bool evicted, ParserOutput& out) override {
@@ -70,7 +80,7 @@ class Http1Parser final : public ConnectionParser {
       conn_.Abandon();
       return;
     }
-    Bridge bridge(out);
+    Bridge bridge(out, pool_);
     conn_.OnClose(ts_ns, bridge);
   }
   bool done() const override { return conn_.done(); }
@@ -92,6 +102,7 @@ class Http1Parser final : public ConnectionParser {
 
  private:
   Http1Connection conn_;
+  MessagePool& pool_;
 };
 
 class Http1Protocol final : public Protocol {
@@ -107,12 +118,13 @@ class Http1Protocol final : public Protocol {
   std::unique_ptr<ConnectionParser> NewConnection(const ConnectionInfo& conn,
                                                   std::span<const uint8_t> /*first_bytes*/,
                                                   Direction /*dir*/) override {
-    return std::make_unique<Http1Parser>(conn.role, limits_, metrics_);
+    return std::make_unique<Http1Parser>(conn.role, limits_, metrics_, pool_);
   }
 
  private:
   Http1Limits limits_;
   Http1Metrics metrics_;
+  MessagePool pool_;  // shared by this protocol's connections (consumer thread)
 };
 
 }  // namespace

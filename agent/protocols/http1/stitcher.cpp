@@ -37,12 +37,13 @@ Http1Metrics::Http1Metrics(MetricsRegistry& metrics) {
 }
 
 Http1Connection::Http1Connection(Role role, const Http1Limits& limits, Http1Metrics& metrics,
-                                 std::span<const std::string_view> switch_tokens)
+                                 std::span<const std::string_view> switch_tokens, MessagePool* pool)
     : limits_(limits),
       metrics_(metrics),
       switch_tokens_(switch_tokens),
-      request_parser_(MessageKind::kRequest, limits.parser, request_side_),
-      response_parser_(MessageKind::kResponse, limits.parser, response_side_) {
+      pool_(pool),
+      request_parser_(MessageKind::kRequest, limits.parser, request_side_, pool),
+      response_parser_(MessageKind::kResponse, limits.parser, response_side_, pool) {
   if (role == Role::kServer) request_dir_ = Direction::kIngress;
   if (role == Role::kClient) request_dir_ = Direction::kEgress;
 }
@@ -372,6 +373,12 @@ void Http1Connection::Deliver(Output& out) {
       if (!p.answered) e.closed_ts_ns = closed_ts_ns_;
       metrics_.exchanges[static_cast<size_t>(e.outcome)]->Add();
       out.OnExchange(std::move(e));
+      // What the output left in (or moved back to) the Exchange is done with: its buffers
+      // serve the next messages.
+      if (pool_) {
+        if (e.request) pool_->Give(std::move(*e.request));
+        if (e.response) pool_->Give(std::move(*e.response));
+      }
     }
     pending_.pop_front();
   }

@@ -77,7 +77,9 @@ class Http1Connection {
  public:
   // Receives what one call finished, at its end: every request that became whole (before its
   // response: a span in progress), then the exchanges that completed, in request order. The
-  // same Message comes back later inside its Exchange.
+  // same Message comes back later inside its Exchange. OnExchange may leave the messages in
+  // the Exchange when it is done with them (or move them back there): with a MessagePool they
+  // are recycled once it returns.
   class Output {
    public:
     virtual ~Output() = default;
@@ -89,9 +91,10 @@ class Http1Connection {
   // and they are parsed as HTTP/1 (a client that did not wait for the answer).
   static constexpr size_t kMaxHeldBytes = 64 * 1024;
 
-  // `metrics` must outlive the connection; `switch_tokens` (lower case) too.
+  // `metrics` must outlive the connection; `switch_tokens` (lower case) too, and `pool`
+  // (optional): messages take their buffers from it, and reported ones go back to it.
   Http1Connection(Role role, const Http1Limits& limits, Http1Metrics& metrics,
-                  std::span<const std::string_view> switch_tokens = {});
+                  std::span<const std::string_view> switch_tokens = {}, MessagePool* pool = nullptr);
   Http1Connection(const Http1Connection&) = delete;
   Http1Connection& operator=(const Http1Connection&) = delete;
 
@@ -187,6 +190,7 @@ class Http1Connection {
   Http1Limits limits_;
   Http1Metrics& metrics_;
   std::span<const std::string_view> switch_tokens_;
+  MessagePool* pool_;
 
   RequestSide request_side_{*this};
   ResponseSide response_side_{*this};
