@@ -37,6 +37,8 @@ uint64_t TraceStore::SteadyNowNs() {
 TraceStore::TraceStore(TraceStoreOptions options, MetricsRegistry& metrics, NowFn now)
     : options_(options),
       now_(std::move(now)),
+      open_(0, TraceIdHash{}, std::equal_to<TraceId>{},
+            RecyclingAllocator<std::pair<const TraceId, OpenTrace>>(&open_nodes_)),
       spans_added_(metrics.GetCounter("threadline_trace_store_spans_total", {},
                                       "Spans added to the trace store (every span built, sampled or not)")),
       spans_late_(metrics.GetCounter("threadline_trace_store_late_spans_total", {},
