@@ -14,9 +14,10 @@
  *
  * ctx.bpf.h is the context rule (who a request is for: thread, goroutine, Node helper, or
  * ambiguous); trace_ctx.bpf.h applies it on the data path, tags the events that start requests
- * and reports the trace ids the kernel chooses for the wire (off until userspace switches it on;
- * the injection programs are bpf/inject.bpf.c, a separate object that shares some of these
- * maps); go_ctx.bpf.h follows goroutines in Go programs.
+ * and reports the trace ids the kernel chooses for the wire (off until userspace switches it on):
+ * traceparent injection (bpf/inject.bpf.c) and the TCP header option (tcp_option.bpf.h here, the
+ * sockops program in bpf/tcp_option.bpf.c), separate objects that share some of these maps;
+ * go_ctx.bpf.h follows goroutines in Go programs.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -30,6 +31,7 @@
 #include "capture/ctx.bpf.h"
 #include "capture/conn.bpf.h"
 #include "capture/trace_ctx.bpf.h"
+#include "capture/tcp_option.bpf.h"
 #include "capture/data.bpf.h"
 #include "capture/proc.bpf.h"
 #include "capture/tls.bpf.h"
@@ -40,7 +42,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* ------------------------------------------------------------------------------------------
  * Argument stashing: entry programs record the arguments by pid_tgid, exit programs (which
- * alone know the byte count) do the work.
+ * alone know the byte count) do the work. Returns the entry time stashed (0: not traced).
  */
 /* Syscalls that may send on a socket (and so run the sk_msg program while in progress). */
 static __always_inline bool args__sends(__u8 syscall)
@@ -58,12 +60,12 @@ static __always_inline bool args__sends(__u8 syscall)
 	}
 }
 
-static __always_inline void args__stash(__u8 syscall, __s64 fd, __u64 buf, __u64 count,
-					__u64 flags)
+static __always_inline __u64 args__stash(__u8 syscall, __s64 fd, __u64 buf, __u64 count,
+					 __u64 flags)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!proc__selected(pid_tgid >> 32))
-		return;
+		return 0;
 	struct tl_io_args a = {
 		.enter_ts = bpf_ktime_get_boot_ns(),
 		.buf = buf,
@@ -80,8 +82,19 @@ static __always_inline void args__stash(__u8 syscall, __s64 fd, __u64 buf, __u64
 		if (bpf_map_lookup_elem(&go_procs, &tgid))
 			a.g = ctx__current_g();
 	}
-	if (bpf_map_update_elem(&io_args, &pid_tgid, &a, BPF_ANY))
+	if (bpf_map_update_elem(&io_args, &pid_tgid, &a, BPF_ANY)) {
 		drops__count(TL_DROP_ARGS_MAP_FULL);
+		return 0;
+	}
+	return a.enter_ts;
+}
+
+/* A send's entry: stash, and (TCP option) record a request start before tcp_sendmsg runs. */
+static __always_inline void args__stash_send(__u8 syscall, __s64 fd, __u64 buf, __u64 count,
+					     __u64 flags)
+{
+	__u64 enter_ts = args__stash(syscall, fd, buf, count, flags);
+	opt__on_send((__s32)fd, buf, syscall, enter_ts);
 }
 
 /* Returns the stashed arguments (a copy) and forgets them. */
@@ -144,8 +157,8 @@ static __always_inline bool args__take_or_recover(struct tl_io_args *out, __u8 s
 /* --- single-buffer I/O: read, write, sendto, recvfrom ------------------------------------- */
 
 SYS_ENTER(read) { args__stash(TL_SYS_READ, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
-SYS_ENTER(write) { args__stash(TL_SYS_WRITE, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
-SYS_ENTER(sendto) { args__stash(TL_SYS_SENDTO, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
+SYS_ENTER(write) { args__stash_send(TL_SYS_WRITE, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
+SYS_ENTER(sendto) { args__stash_send(TL_SYS_SENDTO, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
 SYS_ENTER(recvfrom) { args__stash(TL_SYS_RECVFROM, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
 
 static __always_inline int exit__buffer(void *ctx, long ret, __u8 direction, __u8 sys, int i_flags)
@@ -175,8 +188,8 @@ SYS_EXIT(recvfrom) { return exit__buffer(ctx, ctx->ret, TL_DIR_INGRESS, TL_SYS_R
 /* --- iovec I/O: readv, writev, sendmsg, recvmsg -------------------------------------------- */
 
 SYS_ENTER(readv) { args__stash(TL_SYS_READV, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
-SYS_ENTER(writev) { args__stash(TL_SYS_WRITEV, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
-SYS_ENTER(sendmsg) { args__stash(TL_SYS_SENDMSG, ctx->args[0], ctx->args[1], 0, ctx->args[2]); return 0; }
+SYS_ENTER(writev) { args__stash_send(TL_SYS_WRITEV, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
+SYS_ENTER(sendmsg) { args__stash_send(TL_SYS_SENDMSG, ctx->args[0], ctx->args[1], 0, ctx->args[2]); return 0; }
 SYS_ENTER(recvmsg) { args__stash(TL_SYS_RECVMSG, ctx->args[0], ctx->args[1], 0, ctx->args[2]); return 0; }
 
 static __always_inline int exit__iov(void *ctx, long ret, __u8 direction, __u8 sys)
@@ -221,7 +234,7 @@ SYS_EXIT(recvmsg) { return exit__msg(ctx, ctx->ret, TL_DIR_INGRESS, TL_SYS_RECVM
 
 /* --- multi-message I/O: sendmmsg, recvmmsg (ret = number of messages) ---------------------- */
 
-SYS_ENTER(sendmmsg) { args__stash(TL_SYS_SENDMMSG, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
+SYS_ENTER(sendmmsg) { args__stash_send(TL_SYS_SENDMMSG, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
 SYS_ENTER(recvmmsg) { args__stash(TL_SYS_RECVMMSG, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
 
 static __always_inline int exit__mmsg(void *ctx, long ret, __u8 direction, __u8 sys)
@@ -242,7 +255,7 @@ SYS_EXIT(recvmmsg) { return exit__mmsg(ctx, ctx->ret, TL_DIR_INGRESS, TL_SYS_REC
 
 /* --- sendfile: bytes move from a file to the socket; size known, payload not ---------------- */
 
-SYS_ENTER(sendfile64) { args__stash(TL_SYS_SENDFILE, ctx->args[0], 0, ctx->args[3], 0); return 0; }
+SYS_ENTER(sendfile64) { args__stash_send(TL_SYS_SENDFILE, ctx->args[0], 0, ctx->args[3], 0); return 0; }
 SYS_EXIT(sendfile64)
 {
 	struct tl_io_args a;
@@ -318,6 +331,8 @@ int tl_inet_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
 	conn__state_change((__u64)ctx->skaddr, ctx->oldstate, ctx->newstate);
+	if (ctx->newstate == TL_TCP_CLOSE)
+		opt__forget((__u64)ctx->skaddr);
 	return 0;
 }
 

@@ -287,27 +287,35 @@ int tl_inject_msg(struct sk_msg_md *msg)
 	 * the sender's context is ambiguous (or its parent started before ids were on): a new
 	 * trace id would contradict the parent the agent may still find by evidence. */
 	struct tl_inject_out out = {};
-	out.enter_ts_ns = enter_ts;
-	if (!canary) {
-		struct tl_sender_ctx sc;
-		__u8 kind = ctx__sender_context_g(pid_tgid, io_fd, io_g, &sc);
-		if (ctx__kind_sends_nothing(kind) || (ctx__kind_has_parent(kind) && !sc.has_ids)) {
-			stat__count(TL_INJ_SKIP_AMBIGUOUS);
-			return TL_SK_PASS;
+	struct tl_inject_out *chosen = canary ? NULL : bpf_map_lookup_elem(&inject_out, &pid_tgid);
+	if (chosen && chosen->enter_ts_ns == enter_ts) {
+		/* This send's entry already chose the request's ids (the TCP header option carries
+		 * them too): one request, one set of ids on the wire. */
+		out = *chosen;
+	} else {
+		out.enter_ts_ns = enter_ts;
+		if (!canary) {
+			struct tl_sender_ctx sc;
+			__u8 kind = ctx__sender_context_g(pid_tgid, io_fd, io_g, &sc);
+			if (ctx__kind_sends_nothing(kind) || (ctx__kind_has_parent(kind) && !sc.has_ids)) {
+				stat__count(TL_INJ_SKIP_AMBIGUOUS);
+				return TL_SK_PASS;
+			}
+			out.ctx_tag = TL_CTX_TAG(kind, sc.seq);
+			if (ctx__kind_has_parent(kind)) {
+				__builtin_memcpy(out.trace_id, sc.trace_id, 16);
+				__builtin_memcpy(out.parent_span_id, sc.span_id, 8);
+				out.trace_flags = sc.trace_flags;
+				out.has_parent = 1;
+			}
 		}
-		out.ctx_tag = TL_CTX_TAG(kind, sc.seq);
-		if (ctx__kind_has_parent(kind)) {
-			__builtin_memcpy(out.trace_id, sc.trace_id, 16);
-			__builtin_memcpy(out.parent_span_id, sc.span_id, 8);
-			out.trace_flags = sc.trace_flags;
-			out.has_parent = 1;
+		if (!out.has_parent) {
+			ids__random(out.trace_id, 4);
+			out.trace_flags = sample__flags(out.trace_id);
 		}
+		ids__random(out.span_id, 2);
 	}
-	if (!out.has_parent) {
-		ids__random(out.trace_id, 4);
-		out.trace_flags = sample__flags(out.trace_id);
-	}
-	ids__random(out.span_id, 2);
+	out.flags |= TL_CTX_F_INJECTED;
 	__u8 line[TL_TRACEPARENT_LINE_LEN];
 	line__format(line, out.trace_id, out.span_id, out.trace_flags);
 

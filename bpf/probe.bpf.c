@@ -217,6 +217,73 @@ int probe_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+/* The header-option callbacks the TCP trace-context option needs (bpf/tcp_option.bpf.c), in a
+ * cgroup created for the probe whose only process is the probe's child: it connects to its own
+ * loopback listener, so both ends are in the cgroup. The client end reserves and writes an
+ * option (kind 25, length 26, the probe's cookie in its first 8 bytes of id) on each segment
+ * with payload; the accepted end parses it. `observed` counts options written, `hits` options
+ * read back with the cookie. */
+#define PROBE_OPT_KIND 25
+#define PROBE_OPT_LEN 26
+struct probe_tcp_option {
+	__u8 kind;
+	__u8 len;
+	__u8 id[24];
+	__u8 _pad[2];
+};
+
+struct probe_tcphdr {
+	__u8 ports_seq_ack[12];
+	__u8 doff_res;
+	__u8 flags;
+	__u8 rest[6];
+};
+
+SEC("sockops")
+int probe_hdr_opt(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_PARSE_UNKNOWN_HDR_OPT_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		/* The MSS calculation (no segment) and segments with payload; never a SYN. */
+		if (skops->args[0] == BPF_WRITE_HDR_TCP_CURRENT_MSS ||
+		    (skops->skb_len > 0 && !(skops->skb_tcp_flags & 0x02)))
+			bpf_reserve_hdr_opt(skops, 28, 0);
+		break;
+	case BPF_SOCK_OPS_WRITE_HDR_OPT_CB: {
+		void *data = (void *)(long)skops->skb_data;
+		void *data_end = (void *)(long)skops->skb_data_end;
+		struct probe_tcphdr *th = data;
+		if ((void *)(th + 1) > data_end || skops->skb_len <= (__u32)(th->doff_res >> 4) * 4)
+			break;
+		struct probe_tcp_option opt = {.kind = PROBE_OPT_KIND, .len = PROBE_OPT_LEN};
+		__u64 cookie = ringbuf_cookie;
+		__builtin_memcpy(opt.id, &cookie, sizeof(cookie));
+		if (bpf_store_hdr_opt(skops, &opt, PROBE_OPT_LEN, 0) == 0)
+			__sync_fetch_and_add(&observed, 1);
+		break;
+	}
+	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB: {
+		struct probe_tcp_option opt = {.kind = PROBE_OPT_KIND};
+		__u64 cookie = 0;
+		if (bpf_load_hdr_opt(skops, &opt, sizeof(opt), 0) != PROBE_OPT_LEN)
+			break;
+		__builtin_memcpy(&cookie, opt.id, sizeof(cookie));
+		if (cookie == ringbuf_cookie)
+			probe__hit();
+		break;
+	}
+	}
+	return 1;
+}
+
 SEC("tracepoint/syscalls/sys_enter_getppid")
 int probe_ringbuf(void *ctx)
 {

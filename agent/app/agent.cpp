@@ -34,6 +34,7 @@
 #include "agent/runtimes/node_async_context.h"
 #include "agent/kernel/inject_canary.h"
 #include "agent/kernel/injector.h"
+#include "agent/kernel/tcp_option_program.h"
 #include "agent/kernel/tls_attacher.h"
 #include "agent/discovery/k8s_watcher.h"
 #include "agent/discovery/own_sockets.h"
@@ -92,6 +93,7 @@ Agent::Agent(const AgentOptions& options, MetricsRegistry& metrics)
 Agent::~Agent() {
   pod_selector_.reset();  // writes capture_'s map and reads k8s_'s store
   ring_.reset();
+  tcp_option_.reset();  // uses capture_'s maps; armed sockets keep flags that do nothing without it
   injector_.reset();  // uses capture_'s maps; detaching it leaves enrolled sockets untouched
   DetachHooks();
   tls_.reset();
@@ -390,7 +392,11 @@ Status Agent::Start() {
     };
     ASSIGN_OR_RETURN(node_ctx_, NodeAsyncContext::Create(*capture_, std::move(node), metrics_));
   }
-  StartInjection(caps);
+  {
+    CapabilityReport outcome = caps;  // the probe's report plus what became of the mechanisms
+    StartTcpOption(outcome);
+    StartInjection(outcome);
+  }
   ASSIGN_OR_RETURN(ring_, RingConsumer::Create(capture_->ring_buffer_fd(), *this, metrics_));
 
   std::string scope = cc.trace_all ? "all processes" : std::to_string(selected) + " selected processes";
@@ -516,6 +522,10 @@ void Agent::Upkeep(uint64_t now) {
     if (injector_) PublishInjectStats();
     last_inject_stats_ns_ = now;
   }
+  if (tcp_option_ && now - last_tcp_option_stats_ns_ >= kSecond) {
+    PublishTcpOptionStats();
+    last_tcp_option_stats_ns_ = now;
+  }
   if (now - last_clock_refresh_ns_ >= 10 * kSecond) {
     clock_.Refresh();
     last_clock_refresh_ns_ = now;
@@ -563,6 +573,7 @@ void Agent::PublishKernelDrops() {
 void Agent::LogStats(bool final_report) {
   PublishKernelDrops();
   PublishInjectStats();
+  PublishTcpOptionStats();
   std::string line;
   for (const auto& s : metrics_.Snapshot()) {
     if (s.value == 0) continue;
@@ -628,8 +639,62 @@ void Agent::OnTraceContext(const TraceCtxEvent& e) {
   if (span_builder_) span_builder_->OnKernelTraceContext(e);
 }
 
-void Agent::StartInjection(const CapabilityReport& probed) {
-  CapabilityReport caps = probed;
+void Agent::RecordContextOutcome(CapabilityReport& caps, const char* hook, bool on, const std::string& why) {
+  const std::string before = RecordHookOutcome(caps, hook, on, why);
+  if (!on && !before.empty())
+    metrics_.GetGauge("threadline_hook_choice", {{"hook", hook}, {"chosen", before}}).Set(0);
+  PublishCapabilities(caps);
+  SetCapabilitiesJson(CapabilityReportJson(caps));
+}
+
+void Agent::StartTcpOption(CapabilityReport& caps) {
+  auto& enabled = metrics_.GetGauge("threadline_tcp_option_enabled", {},
+                                    "1 when trace context goes out and is read in a TCP header option");
+  enum Level { kQuiet, kWarn, kLoud };
+  auto conclude = [&](bool on, const std::string& why, Level level) {
+    enabled.Set(on ? 1 : 0);
+    RecordContextOutcome(caps, kTcpOptionHook, on, why);
+    if (on) spdlog::info("context in TCP header option ON: {}", why);
+    else if (level == kLoud) spdlog::error("context in TCP header option DISABLED: {}", why);
+    else if (level == kWarn) spdlog::warn("context in TCP header option off: {}", why);
+    else spdlog::info("context in TCP header option off: {}", why);
+  };
+  if (!options_.context_tcp)
+    return conclude(false, "left out by configuration (context_propagation: " +
+                               std::string(options_.context_headers ? "headers" : "none") + ")",
+                    kQuiet);
+  if (options_.output == OutputMode::kEvents)
+    return conclude(false, "no spans in --output=events, so nothing would use the ids", kQuiet);
+  if (!caps.Works(ProbeKind::kSockops) || !caps.Works(ProbeKind::kTcpHeaderOption))
+    return conclude(false, "this kernel's sockops header-option callbacks did not work in the probe (see --probe)",
+                    kWarn);
+  TcpOptionConfig tc;
+  tc.agent_tgid = static_cast<uint32_t>(getpid());
+  tc.trace_all = selector_->trace_all_processes();
+  tc.filter_by_cgroup = capture_->config().filter_by_cgroup;
+  tc.port_filter = !capture_->config().ports.empty();
+  tc.cgroup2_root = CgroupV2Root().value_or("");
+  auto program = TcpOptionProgram::Create(*capture_, tc);
+  if (!program.ok()) return conclude(false, "cannot load or attach: " + program.error().message, kLoud);
+  tcp_option_ = std::move(*program);
+  tcp_option_->SetOn(true);
+  conclude(true, "client sockets of traced processes connected from now on carry the trace context on the "
+                 "segment starting each request (option kind 25); options arriving on any connection are "
+                 "read (sockops on " + tc.cgroup2_root + ")",
+           kQuiet);
+}
+
+void Agent::PublishTcpOptionStats() {
+  if (!tcp_option_) return;
+  const TcpOptionStats stats = tcp_option_->ReadStats();
+  for (int i = 0; i < TL_OPT__COUNT; ++i)
+    metrics_.GetGauge("threadline_tcp_option_total", {{"result", std::string(TcpOptionStatName(i))}},
+                      "Trace context in TCP header options: sockets armed, request starts, options written, "
+                      "read, and every reason one was not")
+        .Set(static_cast<int64_t>(stats[i]));
+}
+
+void Agent::StartInjection(CapabilityReport& caps) {
   auto& enabled = metrics_.GetGauge("threadline_inject_enabled", {},
                                     "1 when traceparent injection is on (sk_msg + sockops, canary passed)");
   // The decision is injection_policy.h's; here it is carried out and said (an error when
@@ -638,17 +703,15 @@ void Agent::StartInjection(const CapabilityReport& probed) {
   using Level = InjectionDecision::Level;
   auto conclude = [&](const InjectionDecision& d) {
     enabled.Set(d.on ? 1 : 0);
-    const std::string before = RecordInjectionOutcome(caps, d.on, d.why);
-    if (!d.on && !before.empty())
-      metrics_.GetGauge("threadline_hook_choice", {{"hook", kInjectionHook}, {"chosen", before}}).Set(0);
-    PublishCapabilities(caps);
-    SetCapabilitiesJson(CapabilityReportJson(caps));
+    RecordContextOutcome(caps, kInjectionHook, d.on, d.why);
     if (!d.warning.empty()) spdlog::warn("{}", d.warning);
     if (d.on) spdlog::info("traceparent injection ON: {}", d.why);
     else if (d.level == Level::kError) spdlog::error("traceparent injection DISABLED: {}", d.why);
     else if (d.level == Level::kWarn) spdlog::warn("traceparent injection DISABLED: {}", d.why);
     else spdlog::info("traceparent injection off: {}", d.why);
   };
+  if (!options_.context_headers)
+    return conclude(InjectionDecision{.why = "left out by configuration (context_propagation without headers)"});
   if (auto d = DecideInjectionBeforeCanary(options_.inject, options_.output,
                                            caps.Works(ProbeKind::kSkMsg) && caps.Works(ProbeKind::kSockops)))
     return conclude(*d);

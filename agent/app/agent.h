@@ -76,8 +76,14 @@ class Agent : public EventSink {
   void Upkeep(uint64_t now_boot_ns);
   void PublishKernelDrops();
   // Traceparent injection: load, canary, switch on (or say loudly why not). Never fatal.
-  void StartInjection(const struct CapabilityReport& caps);
+  void StartInjection(struct CapabilityReport& caps);
   void PublishInjectStats();
+  // Context in a TCP header option: load, attach, switch on where the probe found the
+  // header-option callbacks working (or say why not). Never fatal.
+  void StartTcpOption(struct CapabilityReport& caps);
+  void PublishTcpOptionStats();
+  // Folds a context mechanism's outcome into the capability report and its metrics.
+  void RecordContextOutcome(struct CapabilityReport& caps, const char* hook, bool on, const std::string& why);
   // GET /capabilities (metrics server thread): the probe report, with the injection outcome.
   void SetCapabilitiesJson(std::string json);
   std::string CapabilitiesJson() const;
@@ -123,6 +129,7 @@ class Agent : public EventSink {
   std::unique_ptr<ConnectionTable> table_;
   std::unique_ptr<CaptureProgram> capture_;
   std::unique_ptr<Injector> injector_;  // sk_msg + sockops; shares capture_'s maps
+  std::unique_ptr<class TcpOptionProgram> tcp_option_;  // sockops header option; shares capture_'s maps
   std::unique_ptr<TlsAttacher> tls_;  // TLS uprobes on capture_'s programs
   std::unique_ptr<GoContextTracker> go_ctx_;  // goroutine uprobes on capture_'s programs
   std::unique_ptr<NodeAsyncContext> node_ctx_;  // --node-async-context: the Node helper loader
@@ -135,6 +142,7 @@ class Agent : public EventSink {
   uint64_t last_clock_refresh_ns_ = 0;
   uint64_t next_trim_ns_ = 0;
   uint64_t last_inject_stats_ns_ = 0;  // also when kernel drops were last published
+  uint64_t last_tcp_option_stats_ns_ = 0;
   mutable std::mutex caps_json_mu_;
   std::string caps_json_;
 };

@@ -91,7 +91,10 @@ struct AgentOptions {
   // TLS plaintext capture with uprobes on TLS libraries (off: sockets only; uprobes cost every
   // process that uses the library, traced or not; see README "TLS").
   bool tls = true;                           // [tls]
-  Toggle inject = Toggle::kAuto;             // [inject] traceparent injection (sk_msg)
+  // [context_propagation] how context crosses to other nodes: the TCP header option, headers.
+  bool context_tcp = true;
+  bool context_headers = true;
+  Toggle inject = Toggle::kAuto;             // [inject] traceparent injection (sk_msg): headers' policy
   bool same_node_linking = true;             // [same_node_linking] tuple parent matching
   // Node.js: load the async-context helper through the inspector into traced Node processes, so
   // their client requests find their server request (see docs/parenting.md, "Node.js").

@@ -57,6 +57,7 @@ enum class Trigger {
   kUretprobeCall,
   kSkMsgSend,
   kSockopsChild,
+  kHdrOptExchange,
   kRingBufferRecord,
   kWriteUser,
 };
@@ -106,6 +107,8 @@ const std::vector<ProbeSpec>& ProbeSpecs() {
        Attach::kAuto, Trigger::kRingBufferRecord},
       {ProbeKind::kProbeWriteUser, "syscalls:sys_enter_getppid", {"probe_write_user"}, {},
        Attach::kAuto, Trigger::kWriteUser},
+      {ProbeKind::kTcpHeaderOption, "probe cgroup, loopback TCP", {"probe_hdr_opt"}, {},
+       Attach::kSockops, Trigger::kHdrOptExchange},
   };
   return specs;
 }
@@ -361,6 +364,30 @@ Step TriggerAndVerify(const ProbeSpec& spec, const ProbeSettings& settings, Prob
       if (!procs_fd.valid()) return Error::FromErrno("open " + procs, errno);
       RETURN_IF_ERROR(capabilities::RunProbeChild({procs_fd.get(), listener.port}));
       return Fired(ReadCounter(bss.hits), "a connect() from a child in the probe cgroup");
+    }
+
+    case Trigger::kHdrOptExchange: {
+      // Both ends in the probe cgroup (the child's own listener), a small MSS so the payload
+      // leaves in many segments: the option must be read back and every byte arrive as sent.
+      const std::string procs = s.cgroup->path() + "/cgroup.procs";
+      UniqueFd procs_fd(::open(procs.c_str(), O_WRONLY | O_CLOEXEC));
+      if (!procs_fd.valid()) return Error::FromErrno("open " + procs, errno);
+      capabilities::ChildPlan plan;
+      plan.cgroup_procs_fd = procs_fd.get();
+      plan.loopback_exchange_bytes = capabilities::kHdrOptProbeBytes;
+      plan.loopback_exchange_mss = capabilities::kHdrOptProbeMss;
+      RETURN_IF_ERROR(capabilities::RunProbeChild(plan));
+      const uint64_t written = ReadCounter(bss.observed);
+      const uint64_t read = ReadCounter(bss.hits);
+      if (written == 0) return Error{"attached, but no option was written on a data segment", ENODATA};
+      if (read == 0) {
+        return Error{"options written on " + std::to_string(written) +
+                         " segments, none read back on the receiving end",
+                     ENODATA};
+      }
+      return "option written on " + std::to_string(written) + " segments, read on " +
+             std::to_string(read) + "; " + std::to_string(capabilities::kHdrOptProbeBytes >> 10) +
+             " KiB at MSS " + std::to_string(capabilities::kHdrOptProbeMss) + " arrived intact";
     }
 
     case Trigger::kRingBufferRecord: {

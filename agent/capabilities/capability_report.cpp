@@ -34,7 +34,7 @@ const std::vector<ProbeKind>& AllProbeKinds() {
       ProbeKind::kTpBtf,             ProbeKind::kRawTracepoint,  ProbeKind::kUprobe,
       ProbeKind::kUretprobe,         ProbeKind::kKprobe,         ProbeKind::kFentry,
       ProbeKind::kSkMsg,             ProbeKind::kSockops,        ProbeKind::kRingBuffer,
-      ProbeKind::kProbeWriteUser,
+      ProbeKind::kProbeWriteUser,    ProbeKind::kTcpHeaderOption,
   };
   return kinds;
 }
@@ -54,6 +54,7 @@ std::string_view ProbeKindName(ProbeKind kind) {
     case ProbeKind::kSockops: return "sockops";
     case ProbeKind::kRingBuffer: return "ring buffer";
     case ProbeKind::kProbeWriteUser: return "bpf_probe_write_user";
+    case ProbeKind::kTcpHeaderOption: return "tcp header option";
   }
   return "unknown";
 }

@@ -26,6 +26,9 @@ enum class ProbeKind {
   kSockops = 10,
   kRingBuffer = 11,
   kProbeWriteUser = 12,
+  // sockops header-option callbacks (BPF_SOCK_OPS_{HDR_OPT_LEN,WRITE_HDR_OPT,PARSE_HDR_OPT}_CB):
+  // an option written on loopback segments and read back on the other end.
+  kTcpHeaderOption = 13,
 };
 
 // All kinds, in the order the report lists them.

@@ -2,9 +2,10 @@
 
 namespace threadline {
 
-std::string RecordInjectionOutcome(CapabilityReport& report, bool enabled, const std::string& reason) {
+std::string RecordHookOutcome(CapabilityReport& report, std::string_view hook, bool enabled,
+                              const std::string& reason) {
   for (HookChoice& c : report.choices) {
-    if (c.hook != kInjectionHook) continue;
+    if (c.hook != hook) continue;
     std::string before = c.chosen;
     if (!enabled) {
       c.active = false;

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -43,6 +44,44 @@ sockaddr_in Loopback(uint16_t port) {
   return addr;
 }
 
+// The child's side of ChildPlan::loopback_exchange_bytes: an exit code, 0 when the accepted end
+// received exactly what was sent. Async-signal-safe calls only (it runs in a forked child).
+int LoopbackExchange(const ChildPlan& plan) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int client = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (listener < 0 || client < 0) return 14;
+  sockaddr_in addr = Loopback(0);
+  socklen_t len = sizeof(addr);
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listener, 1) != 0 ||
+      ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    return 14;
+  if (plan.loopback_exchange_mss > 0 &&
+      ::setsockopt(client, IPPROTO_TCP, TCP_MAXSEG, &plan.loopback_exchange_mss,
+                   sizeof(plan.loopback_exchange_mss)) != 0)
+    return 14;
+  if (::connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return 12;
+  const int server = ::accept(listener, nullptr, nullptr);
+  if (server < 0) return 14;
+  static uint8_t sent[kHdrOptProbeBytes];
+  static uint8_t received[kHdrOptProbeBytes];
+  const uint32_t total = plan.loopback_exchange_bytes < sizeof(sent) ? plan.loopback_exchange_bytes
+                                                                     : sizeof(sent);
+  for (uint32_t i = 0; i < total; ++i) sent[i] = static_cast<uint8_t>(i * 7 + i / 251);
+  // Loopback buffers take the whole payload before the receiver reads.
+  for (uint32_t off = 0; off < total;) {
+    const ssize_t n = ::write(client, sent + off, total - off);
+    if (n <= 0) return 13;
+    off += static_cast<uint32_t>(n);
+  }
+  for (uint32_t off = 0; off < total;) {
+    const ssize_t n = ::read(server, received + off, total - off);
+    if (n <= 0) return 13;
+    off += static_cast<uint32_t>(n);
+  }
+  return std::memcmp(sent, received, total) == 0 ? 0 : 13;
+}
+
 // A probe cgroup whose creator is gone was left by a crash; it holds no processes (its only
 // member was a child that exited), so it can be removed.
 void RemoveStaleProbeCgroups(const std::string& root) {
@@ -51,10 +90,11 @@ void RemoveStaleProbeCgroups(const std::string& root) {
   while (dirent* entry = ::readdir(dir)) {
     std::string_view name = entry->d_name;
     if (name.substr(0, kCgroupPrefix.size()) != kCgroupPrefix) continue;
+    // threadline-probe-<pid>-<tid>
     const std::string pid_text(name.substr(kCgroupPrefix.size()));
     char* end = nullptr;
     const long pid = std::strtol(pid_text.c_str(), &end, 10);
-    if (end == pid_text.c_str() || *end != '\0' || pid <= 0) continue;
+    if (end == pid_text.c_str() || (*end != '\0' && *end != '-') || pid <= 0) continue;
     if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
     const std::string path = root + "/" + std::string(name);
     if (::rmdir(path.c_str()) == 0) spdlog::info("removed stale probe cgroup {}", path);
@@ -162,7 +202,10 @@ Result<std::string> ReceiveWithin(int fd, size_t expected, int timeout_ms) {
 
 Result<ScopedCgroup> ScopedCgroup::Create(const std::string& root) {
   RemoveStaleProbeCgroups(root);
-  const std::string path = root + "/" + std::string(kCgroupPrefix) + std::to_string(::getpid());
+  // One per probing thread: the kinds probe concurrently, and two needing a cgroup must not
+  // share one (the first to finish would remove it under the other).
+  const std::string path = root + "/" + std::string(kCgroupPrefix) + std::to_string(::getpid()) +
+                           "-" + std::to_string(::gettid());
   if (::mkdir(path.c_str(), 0755) != 0) {
     // Same pid as a crashed earlier run (pid reuse): its directory is empty, reuse it.
     if (errno != EEXIST) return Error::FromErrno("mkdir " + path, errno);
@@ -209,7 +252,12 @@ Status RunProbeChild(const ChildPlan& plan, const std::function<void(pid_t)>& be
     // Child: async-signal-safe calls only. Exit codes say which step failed.
     ::close(go_write.get());  // else our own copy keeps the pipe from ever reaching EOF
     char go = 0;
-    // EOF (the parent gave up, or died) is as good as a go: the child only has to exit.
+    // The parent writes a byte to say go. EOF (the parent gave up, or died) is as good as a go:
+    // the child only has to exit. But a probe child forked meanwhile on another probing thread
+    // holds a copy of our write end (fork copies every fd), so EOF never comes if the parent
+    // dies before writing: a generous alarm bounds that wait (an agent killed mid-probe left
+    // such children asleep).
+    ::alarm(120);
     while (::read(go_read.get(), &go, 1) < 0 && errno == EINTR) {
     }
     // The alarm guards the child's own steps only, from the go on: the parent's setup before
@@ -223,10 +271,17 @@ Status RunProbeChild(const ChildPlan& plan, const std::function<void(pid_t)>& be
       sockaddr_in addr = Loopback(plan.connect_port);
       if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) ::_exit(12);
     }
+    if (plan.loopback_exchange_bytes > 0) ::_exit(LoopbackExchange(plan));
     ::_exit(0);
   }
   if (before_child_runs) before_child_runs(pid);
-  go_write.reset();  // EOF on the child's end: go
+  // A byte, not only EOF: a probe child forked meanwhile on another probing thread holds a copy
+  // of this write end, so EOF alone would not reach ours until that one exits, and two such
+  // children waited for each other forever (the agent hung in its capability probe).
+  const char go = 'g';
+  while (::write(go_write.get(), &go, 1) < 0 && errno == EINTR) {
+  }
+  go_write.reset();
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) return Error::FromErrno("waitpid", errno);
@@ -239,6 +294,8 @@ Status RunProbeChild(const ChildPlan& plan, const std::function<void(pid_t)>& be
     case 10: return Error{"probe child could not join the probe cgroup", EPERM};
     case 11: return Error{"probe child could not create a socket", EIO};
     case 12: return Error{"probe child could not connect to the loopback listener", ECONNREFUSED};
+    case 13: return Error{"the loopback exchange arrived altered or short", EIO};
+    case 14: return Error{"probe child could not set up its loopback exchange", EIO};
     default: return Error{"probe child exited with " + std::to_string(WEXITSTATUS(status)), EIO};
   }
 }

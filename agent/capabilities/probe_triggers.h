@@ -47,7 +47,7 @@ Result<std::string> ReceiveWithin(int fd, size_t expected, int timeout_ms);
 // A cgroup v2 directory created for the probe and removed on destruction.
 class ScopedCgroup {
  public:
-  // Creates <root>/threadline-probe-<pid>, removing directories a crashed earlier run left.
+  // Creates <root>/threadline-probe-<pid>-<tid>, removing directories a crashed earlier run left.
   static Result<ScopedCgroup> Create(const std::string& root);
   ScopedCgroup(ScopedCgroup&& other) noexcept;
   ScopedCgroup& operator=(ScopedCgroup&& other) noexcept;
@@ -64,14 +64,21 @@ class ScopedCgroup {
 };
 
 // Forks a child that optionally moves itself into a cgroup (by writing "0" to the already
-// open cgroup.procs fd) and optionally connects to 127.0.0.1:connect_port, then exits; waits
-// for it. `before_child_runs` gets the child's pid before the child does anything. The child
+// open cgroup.procs fd), optionally connects to 127.0.0.1:connect_port and optionally runs a
+// loopback exchange with itself (see ChildPlan), then exits; waits for it. `before_child_runs` gets the child's pid before the child does anything. The child
 // only makes async-signal-safe calls (we may be multi-threaded) and dies by SIGALRM if its
 // own steps hang for 10 s (counted from the go, not from the fork).
 struct ChildPlan {
   int cgroup_procs_fd = -1;
   uint16_t connect_port = 0;
+  // > 0: the child also listens on loopback, connects to itself with this MSS (TCP_MAXSEG),
+  // sends this many bytes and checks the accepted end receives exactly them.
+  uint32_t loopback_exchange_bytes = 0;
+  int loopback_exchange_mss = 0;
 };
+// The header-option probe's exchange: enough segments to cross several skbs and GSO batches.
+inline constexpr uint32_t kHdrOptProbeBytes = 48 * 1024;
+inline constexpr int kHdrOptProbeMss = 1000;
 Status RunProbeChild(const ChildPlan& plan,
                      const std::function<void(pid_t)>& before_child_runs = nullptr);
 

@@ -379,9 +379,42 @@ std::vector<Setting> BuildSettings() {
                     "that maps them; off: sockets only",
                     &AgentOptions::tls));
   {
+    Setting s{"context_propagation", "--context-propagation", {}, true,
+              "How trace context crosses to other nodes: tcp (a TCP header option threadline reads "
+              "on the other end; any protocol, TLS too; where the kernel's header-option callbacks "
+              "work), headers (traceparent injected into plaintext HTTP/1.x, policy set by inject), "
+              "or none; comma-separated or repeated (default tcp,headers)",
+              {}, {}};
+    s.set = [](AgentOptions& o, const std::vector<std::string>& v) -> Status {
+      bool tcp = false, headers = false, none = false;
+      for (const std::string& item : v) {
+        for (std::string_view part : ListMembers(item)) {
+          const std::string m = AsciiLower(part);
+          if (m == "tcp") tcp = true;
+          else if (m == "headers") headers = true;
+          else if (m == "none") none = true;
+          else return Bad(std::string(part), "is not tcp, headers or none");
+        }
+      }
+      if (none && (tcp || headers)) return Bad("none", "cannot be listed with tcp or headers");
+      o.context_tcp = tcp;
+      o.context_headers = headers;
+      return OkStatus();
+    };
+    s.get = [](const AgentOptions& o) {
+      std::vector<std::string> out;
+      if (o.context_tcp) out.push_back("tcp");
+      if (o.context_headers) out.push_back("headers");
+      if (out.empty()) out.push_back("none");
+      return out;
+    };
+    t.push_back(std::move(s));
+  }
+  {
     Setting s{"inject", "--inject", {}, false,
-              "traceparent injection into outgoing plaintext HTTP/1.x (sk_msg): auto (after a "
-              "successful canary), on, off",
+              "traceparent injection into outgoing plaintext HTTP/1.x (sk_msg), the headers "
+              "mechanism of context_propagation: auto (after a successful canary), on (also with "
+              "a kernel defect the canary tolerates), off (the same as leaving headers out)",
               {}, {}};
     s.set = [](AgentOptions& o, const std::vector<std::string>& v) -> Status {
       ASSIGN_OR_RETURN(o.inject, ParseToggle(v.at(0)));
@@ -634,6 +667,12 @@ Status Resolve(AgentOptions& o, const std::vector<RawValue>& file, const std::ve
     // Validate the exporter's settings now (--print-config and startup report the same error).
     auto otlp = OtlpExporterConfigFromEnv(OtlpEnvironment(o, env));
     if (!otlp.ok()) return Error{"OTLP exporter: " + otlp.error().message, 2};
+  }
+  if (o.inject == Toggle::kOn && !o.context_headers) {
+    return Error{"inject: on (" + DescribeOrigin(o.sources["inject"]) +
+                     ") contradicts context_propagation without headers (" +
+                     DescribeOrigin(o.sources["context_propagation"]) + ")",
+                 2};
   }
   o.kubernetes.active = o.kubernetes.enabled == Toggle::kOn ||
                         (o.kubernetes.enabled == Toggle::kAuto && Lookup(env, "KUBERNETES_SERVICE_HOST"));

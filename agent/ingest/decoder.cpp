@@ -133,6 +133,7 @@ DecodeStatus DecodeEvent(std::span<const uint8_t> record, EventSink& sink) {
       t.flags = e->flags;
       t.trace_flags = e->trace_flags;
       t.ctx_tag = e->ctx_tag;
+      t.range_len = e->range_len;
       sink.OnTraceContext(t);
       return DecodeStatus::kOk;
     }

@@ -142,8 +142,9 @@ struct ProcExitEvent {
   std::string_view comm;
 };
 
-// Trace ids the kernel chose for a request (injection: see tl_trace_ctx_event in events.h).
-// Arrives right before the data event it belongs to: same connection, enter_ts_ns and tid.
+// Trace ids the kernel chose for a request, or a context a TCP header option brought (see
+// tl_trace_ctx_event in events.h). Arrives right before the data event it belongs to: same
+// connection, enter_ts_ns and tid.
 struct TraceCtxEvent {
   ConnId id;
   uint64_t ts_ns = 0;
@@ -158,6 +159,7 @@ struct TraceCtxEvent {
   uint8_t flags = 0;  // TL_CTX_F_*
   uint8_t trace_flags = 0;
   uint32_t ctx_tag = 0;  // server: its number; client: the sender's context the parent came from
+  uint32_t range_len = 0;  // TL_CTX_REMOTE: the stream range [pos, pos + range_len)
 };
 
 // Receives decoded events. Implementations must not block: they run on the ring-buffer
@@ -185,7 +187,7 @@ static_assert(sizeof(tl_proc_event) == 24 + 8 + 16 + 128 + 8 + 8 + 64 + 256);
 static_assert(sizeof(tl_conn_state) == 8 + 8 + 8 + 16 + 40 + 8 + 16);
 static_assert(sizeof(tl_tls_call) == 8 * 4 + 4 + 4 + 8);
 static_assert(sizeof(tl_tls_key) == 16);
-static_assert(sizeof(tl_trace_ctx_event) == 24 + 16 + 8 + 8 + 16 + 8 + 8 + 8);
+static_assert(sizeof(tl_trace_ctx_event) == 24 + 16 + 8 + 8 + 16 + 8 + 8 + 8 + 8);
 static_assert(sizeof(tl_ctx_request) == 8 + 16 + 8 + 4 + 4 + 8);
 static_assert(sizeof(tl_ctx_thread) == 16);
 static_assert(sizeof(tl_go_ctx) == 8);

@@ -6,6 +6,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <string>
+#include <tuple>
+#include <utility>
 
 #include "capture.skel.h"
 
@@ -46,6 +50,24 @@ constexpr HookSpec kHookSpecs[] = {
 };
 
 bool IsPowerOfTwo(uint64_t v) { return v && !(v & (v - 1)); }
+
+// The kernel's boot id (a random UUID per boot, the same for every process and container of this
+// node) as the salt of the ids the kernel derives (ids__derive in bpf/inject/ids.bpf.h): every
+// agent on the node derives alike, other nodes differently. {0, 0} when it cannot be read.
+std::pair<uint64_t, uint64_t> NodeIdSalt() {
+  std::ifstream f("/proc/sys/kernel/random/boot_id");
+  std::string text;
+  std::getline(f, text);
+  uint64_t v[2] = {0, 0};
+  int nibbles = 0;
+  for (char c : text) {
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0 || nibbles >= 32) continue;
+    v[nibbles / 16] = (v[nibbles / 16] << 4) | static_cast<uint64_t>(d);
+    ++nibbles;
+  }
+  return {v[0], v[1]};
+}
 
 }  // namespace
 
@@ -102,6 +124,7 @@ Status CaptureProgram::Open() {
   ro->port_filter = !config_.ports.empty();
   ro->capture_bytes = config_.capture_bytes;
   ro->sample_threshold = config_.sample_threshold;
+  std::tie(ro->id_salt_lo, ro->id_salt_hi) = NodeIdSalt();
   // Data events stop at 3/4 full so lifecycle events (open/close/exit) still find room.
   ro->ring_data_limit = static_cast<uint64_t>(config_.ring_buffer_bytes) * 3 / 4;
   ro->ring_wakeup_bytes = config_.ring_wakeup_bytes();
@@ -161,8 +184,14 @@ int CaptureProgram::MapFd(const char* name) const {
   return map ? bpf_map__fd(map) : -1;
 }
 
-void CaptureProgram::SetTraceContextOn(bool on) {
-  __atomic_store_n(&skel_->bss->tl_inject_on, on ? 1u : 0u, __ATOMIC_RELEASE);
+void CaptureProgram::SetTraceContextUser(ContextUser user, bool on) {
+  const uint32_t bit = static_cast<uint32_t>(user);
+  context_users_ = on ? (context_users_ | bit) : (context_users_ & ~bit);
+  __atomic_store_n(&skel_->bss->tl_inject_on, context_users_ ? 1u : 0u, __ATOMIC_RELEASE);
+}
+
+void CaptureProgram::SetTcpOptionOn(bool on) {
+  __atomic_store_n(&skel_->bss->tl_tcpopt_on, on ? 1u : 0u, __ATOMIC_RELEASE);
 }
 
 void CaptureProgram::SetExecClassificationOn(bool on) {

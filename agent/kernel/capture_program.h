@@ -74,11 +74,16 @@ class CaptureProgram {
   // A program of the object, for hooks attached outside the table above (the TLS uprobes,
   // attached per library file by TlsAttacher). Null if there is none by that name.
   bpf_program* FindProgram(const char* name) const;
-  // Traceparent injection (agent/kernel/injector.h): the fd of a map of this object it shares
-  // (-1 if none by that name), and the switch of the trace ids the capture path reports for it
-  // (bpf/capture/trace_ctx.bpf.h; off until injection passed its canary).
+  // Traceparent injection (agent/kernel/injector.h) and the TCP header option
+  // (agent/kernel/tcp_option_program.h): the fd of a map of this object they share (-1 if none
+  // by that name), and the switch of the trace ids the capture path reports for them
+  // (bpf/capture/trace_ctx.bpf.h): on while any user needs it (injection after its canary, the
+  // TCP option while it is on), so one switching off does not switch the other off.
   int MapFd(const char* name) const;
-  void SetTraceContextOn(bool on);
+  enum class ContextUser : uint32_t { kInjection = 1, kTcpOption = 2 };
+  void SetTraceContextUser(ContextUser user, bool on);
+  // The capture path's side of the TCP header option (bpf/capture/tcp_option.bpf.h).
+  void SetTcpOptionOn(bool on);
   // The Node async-context helper is loaded in some process (node_markers has entries): write
   // exits then look for its markers (bpf/capture/trace_ctx.bpf.h).
   void SetNodeHelpersOn(bool on);
@@ -125,6 +130,7 @@ class CaptureProgram {
   std::vector<BpfLink> links_;
   std::vector<AttachedHook> hooks_;
   int ncpus_ = 1;
+  uint32_t context_users_ = 0;  // ContextUser bits
 };
 
 }  // namespace threadline

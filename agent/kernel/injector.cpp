@@ -2,16 +2,14 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <vector>
 
-#include "agent/common/unique_fd.h"
 #include "agent/kernel/capture_program.h"
+#include "agent/kernel/linked_object.h"
 #include "inject.skel.h"
 
 namespace threadline {
@@ -70,26 +68,8 @@ Status Injector::Open() {
   skel_->rodata->sample_threshold = capture_.config().sample_threshold;
   ncpus_ = libbpf_num_possible_cpus();
   if (ncpus_ <= 0) return Error::FromErrno("count possible CPUs", -ncpus_);
-  // One instance of each shared map: the capture object's.
-  struct Shared {
-    bpf_map* map;
-    const char* name;
-  };
-  const Shared shared[] = {
-      {skel_->maps.selected, "selected"},     {skel_->maps.selected_cgroups, "selected_cgroups"},
-      {skel_->maps.io_args, "io_args"},
-      {skel_->maps.conns, "conns"},           {skel_->maps.tls_calls, "tls_calls"},
-      {skel_->maps.inject_out, "inject_out"},
-      {skel_->maps.ctx_reqs, "ctx_reqs"},     {skel_->maps.ctx_threads, "ctx_threads"},
-      {skel_->maps.ctx_goroutines, "ctx_goroutines"}, {skel_->maps.go_procs, "go_procs"},
-      {skel_->maps.ctx_node_pairs, "ctx_node_pairs"}, {skel_->maps.ctx_unclassified, "ctx_unclassified"},
-  };
-  for (const Shared& s : shared) {
-    int fd = capture_.MapFd(s.name);
-    if (fd < 0) return Error{std::string("capture object has no map ") + s.name};
-    if (int err = bpf_map__reuse_fd(s.map, fd))
-      return Error::FromErrno(std::string("share capture map ") + s.name, -err);
-  }
+  // One instance of each map it shares with the capture object: the capture object's.
+  RETURN_IF_ERROR(ShareCaptureMaps(capture_, skel_->obj));
   return OkStatus();
 }
 
@@ -100,11 +80,7 @@ Status Injector::Load() {
 }
 
 Status Injector::Attach() {
-  UniqueFd cgroup(::open(config_.cgroup2_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!cgroup.valid()) return Error::FromErrno("open cgroup v2 root " + config_.cgroup2_root, errno);
-  bpf_link* link = bpf_program__attach_cgroup(skel_->progs.tl_inject_sockops, cgroup.get());
-  if (!link) return Error::FromErrno("attach sockops to " + config_.cgroup2_root, errno);
-  sockops_link_ = BpfLink(link);
+  ASSIGN_OR_RETURN(sockops_link_, AttachToCgroup(skel_->progs.tl_inject_sockops, config_.cgroup2_root));
   msg_prog_fd_ = bpf_program__fd(skel_->progs.tl_inject_msg);
   sockhash_fd_ = bpf_map__fd(skel_->maps.inj_sockets);
   if (bpf_prog_attach(msg_prog_fd_, sockhash_fd_, BPF_SK_MSG_VERDICT, 0)) {
@@ -119,9 +95,9 @@ void Injector::SetMode(Mode mode) {
   if (!skel_) return;
   // The capture path must report injected ids before any request is rewritten, and keep doing
   // so until none can be rewritten any more.
-  if (mode == Mode::kOn) capture_.SetTraceContextOn(true);
+  if (mode == Mode::kOn) capture_.SetTraceContextUser(CaptureProgram::ContextUser::kInjection, true);
   __atomic_store_n(&skel_->bss->inject_mode, static_cast<uint32_t>(mode), __ATOMIC_RELEASE);
-  if (mode != Mode::kOn) capture_.SetTraceContextOn(false);
+  if (mode != Mode::kOn) capture_.SetTraceContextUser(CaptureProgram::ContextUser::kInjection, false);
   mode_ = mode;
 }
 
@@ -138,15 +114,7 @@ bool Injector::IsEnrolled(int fd) const {
 }
 
 InjectStats Injector::ReadStats() const {
-  InjectStats out{};
-  std::vector<uint64_t> values(ncpus_);
-  for (uint32_t i = 0; i < TL_INJ__COUNT; ++i) {
-    if (bpf_map__lookup_elem(skel_->maps.inject_stats, &i, sizeof(i), values.data(),
-                             values.size() * sizeof(uint64_t), 0))
-      continue;
-    for (uint64_t v : values) out[i] += v;
-  }
-  return out;
+  return SumPerCpuCounters<TL_INJ__COUNT>(skel_->maps.inject_stats, ncpus_);
 }
 
 }  // namespace threadline

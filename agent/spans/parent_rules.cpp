@@ -31,18 +31,32 @@ class CarrierValues {
   std::span<const std::string_view> values_;
 };
 
+// Does the request carry a valid traceparent of its own?
+bool CarriesTraceparent(const RequestView& request) {
+  if (!request.carrier) return false;
+  const CarrierValues parents(*request.carrier, "traceparent");
+  if (parents.values().empty()) return false;
+  const CarrierValues states(*request.carrier, "tracestate");
+  return ExtractTraceContext(parents.values(), states.values()).has_value();
+}
+
 class KernelRule final : public ParentRule {
  public:
   std::string_view name() const override { return "kernel"; }
   bool Choose(const ParentQuery& q, Identity& id) override {
     if (!q.kernel || q.kernel->kind != TL_CTX_CLIENT) return false;
-    // The kernel wrote these ids into the request: the span must be exactly that, with the
-    // parent the kernel's context rule named (its thread's, goroutine's or Node pairing's
-    // server span) or none.
+    // Ids that went out only in a TCP option, on a request with its own traceparent: the
+    // receiver takes the header, and the application made its own span for this call, which the
+    // header rule joins. (Injected ids are never on such a request: injection skips it.)
+    if (!(q.kernel->flags & TL_CTX_F_INJECTED) && CarriesTraceparent(q.request)) return false;
+    // The kernel put these ids on the wire (a traceparent it injected, a TCP header option): the
+    // span must be exactly that, with the parent the kernel's context rule named (its thread's,
+    // goroutine's or Node pairing's server span) or none.
     id.trace_id = q.kernel->trace_id;
     id.span_id = q.kernel->span_id;
     id.flags = q.kernel->trace_flags;
-    id.injected = true;
+    id.injected = (q.kernel->flags & TL_CTX_F_INJECTED) != 0;
+    id.tcp_option_sent = (q.kernel->flags & TL_CTX_F_TCP_OPTION) != 0;
     if (q.kernel->flags & TL_CTX_F_HAS_PARENT) {
       id.parent_span_id = q.kernel->parent_span_id;
       id.parent_source = CtxTagKindName(TL_CTX_TAG_KIND(q.kernel->ctx_tag));
@@ -80,6 +94,19 @@ class HeaderRule final : public ParentRule {
     link.flags = header->parent.flags;
     link.attributes.push_back({"threadline.link.reason", std::string("application_span")});
     id.link = std::move(link);
+    return true;
+  }
+};
+
+class TcpOptionRule final : public ParentRule {
+ public:
+  std::string_view name() const override { return "tcp_option"; }
+  bool Choose(const ParentQuery& q, Identity& id) override {
+    if (q.role != Role::kServer || !q.remote) return false;
+    id.trace_id = q.remote->trace_id;
+    id.parent_span_id = q.remote->span_id;
+    id.flags = q.remote->trace_flags;
+    id.parent_is_remote = true;
     return true;
   }
 };
@@ -202,6 +229,7 @@ std::vector<std::unique_ptr<ParentRule>> DefaultParentRules(const ParentRulesCon
   std::vector<std::unique_ptr<ParentRule>> rules;
   rules.push_back(std::make_unique<KernelRule>());
   rules.push_back(std::make_unique<HeaderRule>());
+  rules.push_back(std::make_unique<TcpOptionRule>());
   rules.push_back(std::make_unique<TupleRule>(config.same_node_linking, in_flight, metrics));
   for (auto& rule : ConcurrencyParentRules(in_flight, sampler, metrics)) rules.push_back(std::move(rule));
   rules.push_back(std::make_unique<RootRule>(sampler));

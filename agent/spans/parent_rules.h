@@ -10,6 +10,9 @@
 //   header  a valid W3C traceparent in the request's carrier. For a server span the caller is the
 //           parent; for a client span the header means the application is instrumented and made
 //           its own span for this call: ours joins that trace as its child and links to it.
+//   tcp_option  a server request on whose first byte's segment the sender's agent put its context
+//           in a TCP header option (bpf/tcpopt/wire.bpf.h): the sender's client span is the
+//           parent, in its trace, with its sampled flag
 //   tuple   a server request whose client end is a traced process on this node: the client span
 //           is the parent (agent/spans/peer_linker.h); possibly decided later, when the client
 //           call is seen after the server request (the identity in flight is then updated)
@@ -19,8 +22,7 @@
 //           several requests in flight: never a guess
 //   root    none of the above: a new trace (the kernel's trace id when it chose one for this
 //           server request), sampled by the ratio rule
-// A rule for the TCP header option context belongs between header and tuple. Insert with
-// SpanBuilder::InsertParentRule.
+// Insert rules with SpanBuilder::InsertParentRule.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +54,7 @@ struct Identity {
   std::string_view parent_source;  // static storage: a rule's name (or the kernel's choice)
   std::optional<SpanLink> link;
   bool injected = false;  // the kernel wrote traceparent with these ids into the request
+  bool tcp_option_sent = false;  // the kernel put these ids in a TCP header option
 };
 
 // Ids the kernel chose for a request (traceparent injection, TL_EV_TRACE_CTX), tied to the stream
@@ -69,12 +72,23 @@ struct KernelIds {
   SpanId parent_span_id;
 };
 
+// A context that arrived in a TCP header option (TL_CTX_REMOTE): it marks the request whose
+// first byte lies in the stream range [pos, pos + len) (the bytes of the segments that carried it).
+struct RemoteContext {
+  uint64_t pos = 0;
+  uint64_t len = 0;
+  uint8_t trace_flags = 0;
+  TraceId trace_id;
+  SpanId span_id;  // the sender's client span: the parent
+};
+
 // A request whose parent is being chosen.
 struct ParentQuery {
   const ConnectionInfo& conn;
   Role role;  // kServer or kClient
   const RequestView& request;
   const KernelIds* kernel;  // ids the kernel chose for this request, or nullptr
+  const RemoteContext* remote = nullptr;  // a TCP header option's context for it, or nullptr
 };
 
 // Identities fixed whose spans are not built yet, for rules that complete or read them later.
@@ -107,7 +121,7 @@ struct ParentRulesConfig {
   bool same_node_linking = true;
 };
 
-// kernel, header, tuple, context, forwarded, ambiguous, root (see the top of this file).
+// kernel, header, tcp_option, tuple, context, forwarded, ambiguous, root (see the top of this file).
 std::vector<std::unique_ptr<ParentRule>> DefaultParentRules(const ParentRulesConfig& config,
                                                             const TraceIdRatioSampler& sampler,
                                                             InFlightSpans& in_flight,

@@ -10,7 +10,7 @@ namespace {
 // open (HTTP/1 pipelining is capped far lower, HTTP/2 streams per connection too).
 constexpr size_t kMaxInFlightPerConnection = 1024;
 // Kernel-chosen ids waiting for their request (requests the parser never produced: gaps, a
-// protocol we do not parse after all).
+// protocol we do not parse after all); TCP option contexts likewise.
 constexpr size_t kMaxKernelIdsPerConnection = 64;
 }  // namespace
 
@@ -42,7 +42,14 @@ SpanBuilder::SpanBuilder(SpanBuilderConfig config, ResourceCache& resources,
       kernel_ids_unmatched_(metrics.GetCounter("threadline_kernel_trace_ids_total",
                                                {{"result", "unmatched"}})),
       kernel_trace_mismatch_(metrics.GetCounter("threadline_kernel_trace_ids_total",
-                                                {{"result", "header_trace_differs"}})) {
+                                                {{"result", "header_trace_differs"}})),
+      remote_matched_(metrics.GetCounter("threadline_tcp_option_contexts_total", {{"result", "matched"}},
+                                         "Contexts read from TCP header options, by fate: matched to the "
+                                         "request they mark, unmatched (no request started there), or "
+                                         "overridden by a traceparent header")),
+      remote_unmatched_(metrics.GetCounter("threadline_tcp_option_contexts_total", {{"result", "unmatched"}})),
+      remote_header_wins_(metrics.GetCounter("threadline_tcp_option_contexts_total",
+                                             {{"result", "header_wins"}})) {
   rules_ = DefaultParentRules(config_.parents, sampler_, *this, metrics);
   // The outcomes every deployment has, so their series exist from the start (rates and ratios
   // over them are 0, not absent); rules added later get theirs on first use.
@@ -70,6 +77,21 @@ void SpanBuilder::InsertParentRule(std::unique_ptr<ParentRule> rule, std::string
 }
 
 void SpanBuilder::OnKernelTraceContext(const TraceCtxEvent& e) {
+  if (e.kind == TL_CTX_REMOTE) {
+    RemoteContext r;
+    r.pos = e.pos;
+    r.len = e.range_len;
+    r.trace_flags = e.trace_flags;
+    r.trace_id.bytes = e.trace_id;
+    r.span_id.bytes = e.span_id;
+    auto& remote = conns_[e.id].remote;
+    if (remote.size() >= kMaxKernelIdsPerConnection) {
+      remote.erase(remote.begin());
+      remote_unmatched_.Add(1);
+    }
+    remote.push_back(r);
+    return;
+  }
   KernelIds k;
   k.direction = e.direction;
   k.pos = e.pos;
@@ -108,6 +130,24 @@ std::optional<KernelIds> SpanBuilder::TakeKernelIds(const ConnectionInfo& c, Rol
   return std::nullopt;
 }
 
+std::optional<RemoteContext> SpanBuilder::TakeRemoteContext(const ConnectionInfo& c,
+                                                            const RequestView& request) {
+  auto it = conns_.find(c.id);
+  if (it == conns_.end() || it->second.remote.empty()) return std::nullopt;
+  auto& remote = it->second.remote;
+  const uint64_t start = request.edge.first.pos;
+  // Ranges arrive in stream order: those that end before this request marked none we parsed.
+  size_t stale = 0;
+  while (stale < remote.size() && remote[stale].pos + remote[stale].len <= start) ++stale;
+  remote_unmatched_.Add(stale);
+  remote.erase(remote.begin(), remote.begin() + static_cast<std::ptrdiff_t>(stale));
+  if (remote.empty() || remote.front().pos > start) return std::nullopt;  // for a later request
+  RemoteContext out = remote.front();
+  remote.erase(remote.begin());
+  remote_matched_.Add(1);
+  return out;
+}
+
 Identity* SpanBuilder::Find(const ConnId& conn, const SpanId& span) {
   auto it = conns_.find(conn);
   if (it == conns_.end()) return nullptr;
@@ -118,7 +158,9 @@ Identity* SpanBuilder::Find(const ConnId& conn, const SpanId& span) {
 
 void SpanBuilder::Fix(const ConnectionInfo& c, Role role, const RequestView& request) {
   const std::optional<KernelIds> kernel = TakeKernelIds(c, role, request);
-  const ParentQuery q{c, role, request, kernel ? &*kernel : nullptr};
+  const std::optional<RemoteContext> remote =
+      role == Role::kServer ? TakeRemoteContext(c, request) : std::nullopt;
+  const ParentQuery q{c, role, request, kernel ? &*kernel : nullptr, remote ? &*remote : nullptr};
   Identity id;
   // Requests this server sends were (or will be) injected naming the kernel's span id.
   id.span_id = kernel && kernel->kind == TL_CTX_SERVER ? kernel->span_id : SpanId::Random();
@@ -130,6 +172,7 @@ void SpanBuilder::Fix(const ConnectionInfo& c, Role role, const RequestView& req
   if (kernel && kernel->kind == TL_CTX_SERVER && id.parent_source == std::string_view("header") &&
       id.trace_id != kernel->trace_id)
     kernel_trace_mismatch_.Add(1);  // the kernel missed the header: downstream gets its trace
+  if (remote && id.parent_source == std::string_view("header")) remote_header_wins_.Add(1);
   for (const auto& rule : rules_) rule->OnIdentity(q, id);
 
   (role == Role::kServer ? server_started_ : client_started_).Add(1);
@@ -201,6 +244,7 @@ void SpanBuilder::OnConnectionDone(const ConnectionInfo& c) {
   if (it == conns_.end()) return;
   // The protocol flushed what it could at the close; requests still here never became spans.
   lost_connection_closed_.Add(it->second.in_flight.size());
+  remote_unmatched_.Add(it->second.remote.size());
   conns_.erase(it);
 }
 
@@ -239,6 +283,7 @@ Span SpanBuilder::Build(const ConnectionInfo& c, Role role, const Record& r, Ide
     ev.time_unix_ns = ev.time_unix_ns == 0 ? span.end_unix_ns : Epoch(ev.time_unix_ns);
   span.attributes.push_back({"threadline.parent.source", std::string(id.parent_source)});
   if (id.injected) span.attributes.push_back({"threadline.traceparent.injected", true});
+  if (id.tcp_option_sent) span.attributes.push_back({"threadline.tcp_option.sent", true});
   return span;
 }
 

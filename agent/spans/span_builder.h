@@ -17,6 +17,12 @@
 // traceparent takes the injected ids (parent rule "kernel"), and records
 // threadline.traceparent.injected. The receiving side sees an ordinary header.
 //
+// TCP header option (bpf/tcpopt/wire.bpf.h): a client span whose ids the kernel put in the option
+// records threadline.tcp_option.sent (rule "kernel" as above). On the receiving side the kernel
+// reports what arrived (TL_CTX_REMOTE) with the stream range of the segments that carried it;
+// the server request whose first byte lies in that range gets it (rule "tcp_option"). Contexts
+// no request claims are counted unmatched, never applied to another request.
+//
 // Sampling (agent/spans/sampler.h): a root's sampled flag is the ratio rule on its new trace
 // id; every other span takes its parent's flag. Unsampled spans are built and passed on like
 // the others, so the RED metrics count every request; they are dropped after the metrics
@@ -93,6 +99,7 @@ class SpanBuilder final : public RecordSink, private InFlightSpans {
   struct ConnState {
     std::vector<InFlight> in_flight;  // in request order per stream
     std::vector<KernelIds> kernel_ids;  // bounded; consumed by the request they name
+    std::vector<RemoteContext> remote;  // bounded, in stream order; consumed by position
   };
 
   Identity* Find(const ConnId& conn, const SpanId& span) override;
@@ -100,6 +107,9 @@ class SpanBuilder final : public RecordSink, private InFlightSpans {
   void Fix(const ConnectionInfo& c, Role role, const RequestView& request);
   std::optional<KernelIds> TakeKernelIds(const ConnectionInfo& c, Role role,
                                          const RequestView& request);
+  // The TCP option context whose range holds the server request's first byte (ranges wholly
+  // before it marked no request that was parsed: counted unmatched and dropped).
+  std::optional<RemoteContext> TakeRemoteContext(const ConnectionInfo& c, const RequestView& request);
   // The in-flight identity of this request (fixed now if it was not).
   Identity TakeIdentity(const ConnectionInfo& c, Role role, const RequestView& request);
   Span Build(const ConnectionInfo& c, Role role, const Record& r, Identity id) const;
@@ -136,6 +146,9 @@ class SpanBuilder final : public RecordSink, private InFlightSpans {
   Counter& kernel_ids_used_;
   Counter& kernel_ids_unmatched_;
   Counter& kernel_trace_mismatch_;
+  Counter& remote_matched_;
+  Counter& remote_unmatched_;
+  Counter& remote_header_wins_;
 };
 
 }  // namespace threadline

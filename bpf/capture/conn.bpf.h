@@ -58,13 +58,7 @@ static __always_inline void sock__tuple(struct sock *sk, struct tl_tuple *t)
 
 static __always_inline bool conn__port_selected(const struct tl_tuple *t)
 {
-	if (!port_filter)
-		return true;
-	__u16 p = t->sport;
-	if (bpf_map_lookup_elem(&ports, &p))
-		return true;
-	p = t->dport;
-	return bpf_map_lookup_elem(&ports, &p) != NULL;
+	return ports__selected(t->sport, t->dport);
 }
 
 static __always_inline void conn__emit(__u32 type, const struct tl_fd_key *key,

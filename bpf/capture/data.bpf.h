@@ -88,8 +88,11 @@ static __always_inline struct tl_conn_state *data__begin(const struct tl_io_args
 	*pos = __sync_fetch_and_add(&st->bytes[dir & 1], size);
 	if (st->ignored)
 		return NULL;
-	if (data__is_ciphertext(st, a->fd))
+	if (data__is_ciphertext(st, a->fd)) {
+		if (dir == TL_DIR_INGRESS && a->syscall != TL_SYS_RECVMMSG)
+			opt__on_cipher_read(st, size);
 		return NULL;
+	}
 	return st;
 }
 
@@ -123,9 +126,10 @@ static __always_inline void data__submit(struct tl_data_scratch *s, const struct
 					 struct tl_conn_state *st, __u8 dir, __u64 pos,
 					 __u64 size, __u32 captured, __u8 flags)
 {
-	/* Who the request is for, and trace ids for the wire: first, even when the data event
-	 * below cannot go out (the requests in flight must stay counted). */
-	s->ev.ctx_tag = ctx__on_data_event(s->buf, &s->ctx_args, a, st, dir, pos, captured);
+	/* Who the request is for, and trace ids for the wire (and the TCP option's contexts that
+	 * came with these bytes): first, even when the data event below cannot go out (the
+	 * requests in flight must stay counted). */
+	s->ev.ctx_tag = ctx__on_data_event(s->buf, &s->ctx_args, a, st, dir, pos, size, captured);
 	const __u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	if (ring_data_limit && avail >= ring_data_limit) {
 		drops__count(TL_DROP_DATA_RING_FULL);

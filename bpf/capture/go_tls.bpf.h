@@ -116,6 +116,7 @@ static __always_inline int go_tls__write_enter(struct pt_regs *ctx)
 		.fd = fd,
 		.direction = TL_DIR_EGRESS,
 	};
+	opt__on_tls_write(bpf_get_current_pid_tgid(), fd, 0, call.buf, call.enter_ts);
 	tls__emit(&call, fd, len, TL_SYS_GO_TLS_WRITE);
 	return 0;
 }

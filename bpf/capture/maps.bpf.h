@@ -16,8 +16,9 @@
 #define barrier_var(var) asm volatile("" : "+r"(var))
 #endif
 
-/* agent_tgid, the selection filters and maps (selected, selected_cgroups), io_args, conns,
- * tls_calls and proc__selected: shared with the injection object. */
+/* agent_tgid, the selection filters and maps (selected, selected_cgroups, ports), io_args, conns,
+ * tls_calls, proc__selected and ports__selected: shared with the injection and TCP option
+ * objects. */
 #include "capture/shared.bpf.h"
 
 /* More load-time settings (rodata): fixed before load, read as constants by the verifier. */
@@ -26,7 +27,6 @@
  * excluded with their children the moment they exec, so agents never trace each other. */
 const volatile __u64 agent_exe_ino = 0;
 const volatile __u32 agent_exe_dev = 0;
-const volatile bool port_filter = false;    /* true: only connections with a port in "ports" */
 const volatile __u32 capture_bytes = 4096;  /* payload prefix per event, power of two */
 const volatile __u64 ring_data_limit = 0;   /* data events stop when the ring holds this much */
 /* Reader wake-ups. 0: the kernel's default, a wake-up whenever an event lands in a ring the
@@ -67,20 +67,6 @@ static __always_inline __u64 ring__flags_urgent(void)
 {
 	return ring_wakeup_bytes ? BPF_RB_FORCE_WAKEUP : 0;
 }
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64); /* struct sock * */
-	__type(value, struct tl_sock_owner);
-} sock_conns SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u16); /* port, host order */
-	__type(value, __u8);
-} ports SEC(".maps");
 
 /* Connection generations: one global counter, so (tgid, fd, gen) never repeats. */
 struct {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
-/* The part of the capture object the injection object (bpf/inject.bpf.c) links too: the
+/* The part of the capture object the injection and TCP option objects (bpf/inject.bpf.c,
+ * bpf/tcp_option.bpf.c) link too: the
  * selection rule with its settings and map, and the maps the sk_msg program reads. Declared once
  * here so both objects see the same layout; the capture object creates the maps and the
  * injection object reuses them by fd before load (agent/kernel/injector.cpp), so there is one
@@ -15,6 +16,7 @@ const volatile __u32 agent_tgid = 0;
  * Neither: every process but the excluded ones. */
 const volatile bool filter_by_process = false;
 const volatile bool filter_by_cgroup = false;
+const volatile bool port_filter = false; /* true: only connections with a port in "ports" */
 
 /* A syscall in progress (map "io_args"), stashed at entry for the exit. */
 struct tl_io_args {
@@ -58,6 +60,23 @@ struct {
 	__type(value, __u8);
 } selected_cgroups SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u16); /* port, host order */
+	__type(value, __u8);
+} ports SEC(".maps");
+
+/* The sockets of tracked connections (key: struct sock *), for TCP state changes, which arrive in
+ * softirq context where the current task says nothing about the owner; the TCP option's parse
+ * side asks it whether this agent follows a socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct tl_sock_owner);
+} sock_conns SEC(".maps");
+
 /* TLS (tls.bpf.h): SSL_* calls in progress, by thread. An entry lives from the entry uprobe to
  * the return uprobe (or the thread's exit), so the map holds at most one per thread. */
 struct {
@@ -86,4 +105,12 @@ static __always_inline bool proc__selected(__u32 tgid)
 			return false;
 	}
 	return true;
+}
+
+/* Does the port selection (--port) keep a connection with these ports (host order)? */
+static __always_inline bool ports__selected(__u16 local, __u16 remote)
+{
+	if (!port_filter)
+		return true;
+	return bpf_map_lookup_elem(&ports, &local) || bpf_map_lookup_elem(&ports, &remote);
 }

@@ -32,13 +32,15 @@ static __always_inline int tls__enter(struct pt_regs *ctx, __u8 direction, __u8 
 	};
 	if (bpf_map_update_elem(&tls_calls, &pid_tgid, &call, BPF_ANY))
 		drops__count(TL_DROP_TLS_CALLS_FULL);
+	if (direction == TL_DIR_EGRESS)
+		opt__on_tls_write(pid_tgid, -1, call.ssl, call.buf, call.enter_ts);
 	return 0;
 }
 
 /* The socket fd of this SSL object: the one used under this very call (learned now), else the
- * one learned before, else the one this thread last moved ciphertext on (learned now). -1 when
- * none is known. */
-static __always_inline __s32 tls__conn_fd(__u64 pid_tgid, const struct tl_tls_call *call)
+ * one learned before, else the one this thread last moved ciphertext on (learned now, unless
+ * `guess` is false). -1 when none is known. */
+static __always_inline __s32 tls__conn_fd(__u64 pid_tgid, const struct tl_tls_call *call, bool guess)
 {
 	struct tl_tls_key key = {.tgid = pid_tgid >> 32, .ssl = call->ssl};
 	__s32 fd = call->fd;
@@ -49,7 +51,7 @@ static __always_inline __s32 tls__conn_fd(__u64 pid_tgid, const struct tl_tls_ca
 	__s32 *known = bpf_map_lookup_elem(&tls_conns, &key);
 	if (known)
 		return *known;
-	__s32 *recent = bpf_map_lookup_elem(&tls_thread_fd, &pid_tgid);
+	__s32 *recent = guess ? bpf_map_lookup_elem(&tls_thread_fd, &pid_tgid) : NULL;
 	if (!recent)
 		return -1;
 	fd = *recent;
@@ -139,8 +141,12 @@ static __always_inline int tls__exit(struct pt_regs *ctx)
 	if (size > call.num)
 		size = call.num; /* never more than the buffer: a bad out_len must not fake sizes */
 	/* Learn the SSL object's socket even from a call that moved no plaintext (a handshake
-	 * step, WANT_READ): its next call may not touch the socket. */
-	__s32 fd = tls__conn_fd(pid_tgid, &call);
+	 * step, WANT_READ) when a syscall under it named the socket: its next call may not touch
+	 * the socket. Not by guessing from the thread's last TLS socket, though: an event loop with
+	 * memory BIOs (Node) calls SSL_read on a new client connection's SSL object before any of
+	 * its bytes moved, when that socket is still the server connection it serves, and the guess
+	 * then sent the client's plaintext to the server connection for good. */
+	__s32 fd = tls__conn_fd(pid_tgid, &call, size > 0);
 	if (call.emitted) {
 		if (size < call.num) {
 			struct tl_tls_key key = {.tgid = pid_tgid >> 32, .ssl = call.ssl};

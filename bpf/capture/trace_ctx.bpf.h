@@ -17,7 +17,10 @@
  * A connection whose role the kernel does not know (opened before the agent) counts as a server
  * connection for ingress that starts with an HTTP/1.x method and as a client one for egress that
  * does. Every other event costs one comparison. With propagation on, ids the sk_msg program
- * injected during this very syscall are reported too (TL_CTX_CLIENT). */
+ * injected (or the send's entry chose for the TCP header option) during this very syscall are
+ * reported too (TL_CTX_CLIENT). With the TCP option on, every read of a server connection first
+ * reports the options that came with its bytes (opt__on_read, capture/tcp_option.bpf.h): a server
+ * request starting there takes their context (ctx__wire_context_in). */
 #pragma once
 
 #include "capture/ctx.bpf.h"
@@ -26,6 +29,8 @@
 /* Set by userspace through the skeleton's .bss (agent/kernel/capture_program.cpp): the kernel
  * chooses ids for the wire (injection switched on after its canary; the TCP option). */
 __u32 tl_inject_on = 0;
+/* The TCP header option's send and read paths (capture/tcp_option.bpf.h), set by userspace. */
+__u32 tl_tcpopt_on = 0;
 
 /* Userspace looks at every exec'd executable (Go or not) and clears ctx_unclassified for it
  * (ctx.bpf.h); set once it does. */
@@ -83,28 +88,52 @@ static __always_inline __u32 ctx__next_seq(void)
 	return (__u32)(__sync_fetch_and_add(c, 1) % TL_CTX_TAG_SEQ_MASK) + 1;
 }
 
-/* Context an upstream agent carried on the wire for the request starting at stream position
- * `pos` of this server connection (the TCP header option, issue #14). The one place the incoming
- * side of the wire meets the context rule; false: none. */
-static __always_inline bool ctx__wire_context_in(const struct tl_fd_key *conn, __u64 gen, __u64 pos,
-						 struct tl_sender_ctx *out)
-{
-	return false;
-}
-
 /* What ctx__on_flip needs of the data event (a global function takes at most five arguments,
  * and pointers only to sized types). */
 struct tl_ctx_args {
 	__u64 pos;
 	__u64 enter_ts;
 	__u64 gen;
+	__u64 sk;       /* struct sock *: the TCP option, derived ids */
 	__s32 fd;
 	__u32 captured;
+	__u32 size;     /* bytes the syscall moved */
 	__u8 dir;
 	__u8 role;
 	__u8 flip; /* the connection's data changed direction here */
-	__u8 _pad[5];
+	__u8 tls;       /* TLS plaintext */
+	__u8 syscall;
+	__u8 _pad[7];
 };
+
+/* The TCP header option's read side (capture/tcp_option.bpf.h, included after this file).
+ * ctx__wire_context_in: context an upstream agent carried on the wire for the request starting
+ * at stream position `pos` of this server connection; the one place the incoming side of the
+ * wire meets the context rule; false: none. */
+__noinline int opt__on_read(struct tl_ctx_args *a);
+static __always_inline bool ctx__wire_context_in(const struct tl_fd_key *conn, __u64 gen, __u64 pos,
+						 struct tl_sender_ctx *out);
+
+static __always_inline __u32 tcp__write_seq(__u64 sk)
+{
+	return BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
+}
+
+static __always_inline __u32 tcp__copied_seq(__u64 sk)
+{
+	return BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
+}
+
+/* What derives a server request's ids (ids__derive): the sequence number of the read's first
+ * byte (copied_seq, which the read advanced past its bytes). TLS plaintext: the ciphertext read
+ * so far, and the plaintext position (two requests can come out of one ciphertext read). */
+static __always_inline __u64 ctx__request_key(const struct tl_ctx_args *a)
+{
+	__u32 copied = tcp__copied_seq(a->sk);
+	if (a->tls)
+		return ((__u64)copied << 32) ^ a->pos;
+	return copied - a->size;
+}
 
 /* The captured payload as the verifier must see it: at least TL_SCAN_BYTES + 64 bytes. */
 struct tl_ctx_payload {
@@ -182,13 +211,16 @@ static __always_inline void ctx__server_ids(__u64 pid_tgid, const struct tl_ctx_
 			__builtin_memcpy(r->trace_id, w->wire.trace_id, 16);
 			__builtin_memcpy(w->parent, w->wire.span_id, 8);
 			r->trace_flags = w->wire.trace_flags;
-			flags = TL_CTX_F_HAS_PARENT;
-		} else {
-			ids__random(r->trace_id, 4);
-			r->trace_flags = sample__flags(r->trace_id);
+			flags = TL_CTX_F_HAS_PARENT | TL_CTX_F_TCP_OPTION;
 		}
 	}
-	ids__random(r->span_id, 2);
+	/* Derived from the request's first byte: every agent on the node chooses the same. */
+	const __u64 request_key = ctx__request_key(a);
+	if (!flags) {
+		ids__derive(r->trace_id, 4, a->sk, request_key, TL_ID_TRACE);
+		r->trace_flags = sample__flags(r->trace_id);
+	}
+	ids__derive(r->span_id, 2, a->sk, request_key, TL_ID_SERVER_SPAN);
 	r->has_ids = 1;
 	struct tl_trace_ctx_event *e = &w->ev;
 	__builtin_memcpy(e->trace_id, r->trace_id, 16);
@@ -257,7 +289,7 @@ static __always_inline void ctx__report_injected(__u64 pid_tgid, const struct tl
 	__builtin_memcpy(e->span_id, o->span_id, 8);
 	__builtin_memcpy(e->parent_span_id, o->parent_span_id, 8);
 	e->kind = TL_CTX_CLIENT;
-	e->flags = o->has_parent ? TL_CTX_F_HAS_PARENT : 0;
+	e->flags = (o->has_parent ? TL_CTX_F_HAS_PARENT : 0) | o->flags;
 	e->trace_flags = o->trace_flags;
 	e->ctx_tag = o->ctx_tag;
 	bpf_map_delete_elem(&inject_out, &pid_tgid);
@@ -305,20 +337,29 @@ __noinline int ctx__on_data(struct tl_ctx_payload *payload, struct tl_ctx_args *
 static __always_inline __u32 ctx__on_data_event(__u8 *payload, struct tl_ctx_args *a,
 						const struct tl_io_args *io,
 						struct tl_conn_state *st, __u8 dir, __u64 pos,
-						__u32 captured)
+						__u64 size, __u32 captured)
 {
 	const __u8 now = dir == TL_DIR_EGRESS ? TL_CTX_DIR_EGRESS : TL_CTX_DIR_INGRESS;
 	const __u8 flip = st->ctx_dir != now;
-	if (!flip && !(tl_inject_on && dir == TL_DIR_EGRESS))
+	/* Options may come with any read of a server connection (pipelined requests too). */
+	const bool options = tl_tcpopt_on && dir == TL_DIR_INGRESS && st->role != TL_ROLE_CLIENT;
+	if (!flip && !options && !(tl_inject_on && dir == TL_DIR_EGRESS))
 		return 0;
 	st->ctx_dir = now;
 	a->pos = pos;
 	a->enter_ts = io->enter_ts;
 	a->gen = st->gen;
+	a->sk = st->sk;
 	a->fd = io->fd;
 	a->captured = captured;
+	a->size = (__u32)size;
 	a->dir = dir;
 	a->role = st->role;
 	a->flip = flip;
+	a->tls = st->tls;
+	a->syscall = io->syscall;
+	/* A call of its own (not from ctx__on_data): the two frames never add up on one stack. */
+	if (options)
+		opt__on_read(a);
 	return (__u32)ctx__on_data((struct tl_ctx_payload *)payload, a);
 }

@@ -187,6 +187,47 @@ static __always_inline __u8 sample__flags(const __u8 *trace_id)
 	return r >= sample_threshold ? 1 : 0;
 }
 
+/* Ids derived from what every agent on this node sees alike at that instant (the socket and a
+ * TCP sequence number read from it at the hook: the request's first byte), keyed by a node salt
+ * (the kernel's boot id, set by userspace before load). Two agents tracing the same process
+ * (a restart overlapping the old agent) then choose the same ids for the same request, so
+ * whichever one's context goes on the wire, each agent's spans link up; and no two requests
+ * share ids (sequence numbers start at a random ISN, and one socket never reuses one while
+ * they are in flight). */
+const volatile __u64 id_salt_lo = 0;
+const volatile __u64 id_salt_hi = 0;
+
+static __always_inline __u64 ids__mix(__u64 x)
+{
+	/* splitmix64's finalizer: every input bit moves every output bit. */
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return x;
+}
+
+/* words: 2 (a span id) or 4 (a trace id). `what` tells the ids of one request apart (trace,
+ * server span, client span). Never all zero. */
+static __always_inline void ids__derive(__u8 *out, int words, __u64 sk, __u64 seq_key, __u32 what)
+{
+	__u64 a = ids__mix(sk ^ id_salt_lo);
+	__u64 b = ids__mix(a ^ seq_key ^ ((__u64)what << 56) ^ id_salt_hi);
+	__builtin_memcpy(out, &b, 8);
+	__u64 any = b;
+	if (words == 4) {
+		__u64 c = ids__mix(b ^ 0x9e3779b97f4a7c15ULL ^ id_salt_lo);
+		__builtin_memcpy(out + 8, &c, 8);
+		any |= c;
+	}
+	if (!any)
+		out[0] = 1;
+}
+#define TL_ID_TRACE 1
+#define TL_ID_SERVER_SPAN 2
+#define TL_ID_CLIENT_SPAN 3
+
 /* Random non-zero ids. */
 static __always_inline void ids__random(__u8 *out, int words)
 {

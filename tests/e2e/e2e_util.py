@@ -245,8 +245,10 @@ class Agent(_CollectedProcess):
 
     def __init__(self, args: list[str], test: unittest.TestCase | None = None,
                  wait_ready: bool = True, ready_timeout: float = READY_TIMEOUT,
-                 env: dict[str, str] | None = None, binary: str | None = None):
-        self.args = [binary or agent_bin(), *args]
+                 env: dict[str, str] | None = None, binary: str | None = None,
+                 prefix: list[str] | None = None):
+        # prefix: a command that execs the agent (e.g. nsenter into a network namespace).
+        self.args = [*(prefix or []), binary or agent_bin(), *args]
         self._ready = threading.Event()
         self.returncode: int | None = None
         self._spawn(self.args, env)

@@ -153,9 +153,10 @@ class HttpSpansTest(unittest.TestCase):
     # -- helpers ----------------------------------------------------------------------------
     def start_agent(self, *args: str, exe: tuple[str, ...] = (PYTHON_EXE, "curl"),
                     ports: tuple[int, ...] = (), output: str = "json") -> Agent:
-        # Injection off: these tests pin same-node (tuple) and thread linking; with injection on
-        # the same edges arrive as `header` (tests/e2e/test_inject.py covers that).
-        argv = [f"--output={output}", "--inject", "off"]
+        # No context on the wire (neither injection nor the TCP option): these tests pin
+        # same-node (tuple) and thread linking; with either on the same edges arrive as `header`
+        # or `tcp_option` (tests/e2e/test_inject.py and test_tcp_option.py cover those).
+        argv = [f"--output={output}", "--context-propagation", "none"]
         for e in exe:
             argv += ["--exe", e]
         for p in ports:

@@ -34,9 +34,10 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from e2e_util import (REPO, Agent, PeerProcess, SpanRecord, build_dir, deadline_loop,  # noqa: E402
+from e2e_util import (REPO, Agent, PeerProcess, SpanRecord, deadline_loop,  # noqa: E402
                       agent_spans, format_spans, free_port, go_peer, main, npm_peer, peer_alias,
-                      require_root, require_tool, span_nesting_problem, wait_for_spans)
+                      require_root, span_nesting_problem, wait_for_spans)
+from topology import Namespaces, run, wait_listening  # noqa: E402
 
 PEERS = os.path.join(REPO, "tests", "e2e", "peers")
 GO_LEAF = "tlinj-go-leaf"  # the built Go service's file name (and so its service.name)
@@ -46,56 +47,6 @@ PYTHON_EXE = peer_alias("tlinj-python3", os.path.realpath(sys.executable))
 NODE_EXE = peer_alias("tlinj-node", os.path.realpath(shutil.which("node") or "/usr/bin/node"))
 
 
-def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed (rc {p.returncode}): {p.stderr.strip()}")
-    return p
-
-
-class Namespaces:
-    """Three network namespaces a - b - c joined by two veth pairs, like three hosts on two
-    links: a=10.77.<n>.1 <-> b=10.77.<n>.2 and b=10.77.<n+1>.1 <-> c=10.77.<n+1>.2. Names are
-    tlinj-<pid>-<x> (unique per test process); removed at cleanup whatever happened."""
-
-    def __init__(self, test: unittest.TestCase):
-        require_tool(test, "ip", hint="iproute2, for network namespaces")
-        tag = f"{os.getpid() % 100000}"
-        self.names = {x: f"tlinj-{tag}-{x}" for x in "abc"}
-        net = 1 + os.getpid() % 120
-        self.addr = {"a": f"10.77.{2 * net}.1", "b_left": f"10.77.{2 * net}.2",
-                     "b_right": f"10.77.{2 * net + 1}.1", "c": f"10.77.{2 * net + 1}.2"}
-        test.addCleanup(self.remove)
-        for ns in self.names.values():
-            run("ip", "netns", "add", ns)
-            run("ip", "-n", ns, "link", "set", "lo", "up")
-        self._link(f"tlinj{tag}ab", f"tlinj{tag}ba", "a", "b", self.addr["a"], self.addr["b_left"])
-        self._link(f"tlinj{tag}bc", f"tlinj{tag}cb", "b", "c", self.addr["b_right"], self.addr["c"])
-
-    def _link(self, left: str, right: str, x: str, y: str, ax: str, ay: str) -> None:
-        run("ip", "link", "add", left, "type", "veth", "peer", "name", right)
-        run("ip", "link", "set", left, "netns", self.names[x])
-        run("ip", "link", "set", right, "netns", self.names[y])
-        run("ip", "-n", self.names[x], "addr", "add", f"{ax}/24", "dev", left)
-        run("ip", "-n", self.names[y], "addr", "add", f"{ay}/24", "dev", right)
-        run("ip", "-n", self.names[x], "link", "set", left, "up")
-        run("ip", "-n", self.names[y], "link", "set", right, "up")
-
-    def exec_argv(self, x: str, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.names[x], *argv]
-
-    def remove(self) -> None:
-        for ns in self.names.values():
-            run("ip", "netns", "del", ns, check=False)  # takes its veth ends with it
-
-
-def wait_listening(peer: PeerProcess, timeout: float = 15.0) -> None:
-    for _ in deadline_loop(timeout, 0.05):
-        if any('"listening"' in l for l in peer.stdout_lines):
-            return
-        if peer.proc.poll() is not None:
-            break
-    raise AssertionError(f"peer did not start listening\n{peer.describe()}")
 
 
 def inject_counts(port: int) -> dict[str, int]:
@@ -203,7 +154,8 @@ class InjectTest(unittest.TestCase):
 
     def test_chain_on_one_host_with_injection_off_same_tree_from_tuples(self):
         go_leaf = go_peer(self, "chain_leaf.go", GO_LEAF)
-        agent = self.start_agent(inject="off")
+        # Nothing on the wire at all (no TCP option either): the tuples alone give the tree.
+        agent = self.start_agent("--context-propagation", "none", inject="off")
         self.assertTrue(any("traceparent injection off" in l for l in agent.stderr_lines), agent.describe())
         p_py, p_node, p_go = free_port(), free_port(), free_port()
         go = PeerProcess([go_leaf, str(p_go)], self, port=p_go)

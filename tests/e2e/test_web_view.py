@@ -112,7 +112,8 @@ class AgentWebViewTest(unittest.TestCase):
         python = peer_alias("tlview-python3", os.path.realpath(sys.executable))
         node = peer_alias("tlview-node", os.path.realpath(shutil.which("node") or "/usr/bin/node"))
         ui_port, metrics_port = free_port(), free_port()
-        agent = Agent(["--output=json", "--exe", "tlview-*", "--inject", "off", "--ui-address",
+        # No context on the wire: the chain's hops are same-node (tuple) edges.
+        agent = Agent(["--output=json", "--exe", "tlview-*", "--context-propagation", "none", "--ui-address",
                        f"127.0.0.1:{ui_port}", "--metrics-address", f"127.0.0.1:{metrics_port}"], self)
         base = f"http://127.0.0.1:{ui_port}/"
         self.assertTrue(any(f"web view: open {base}" in l for l in agent.stderr_lines), agent.describe())

@@ -1,6 +1,7 @@
 // The capability report against the real kernel: every kind is really loaded, attached and
 // triggered, so these assertions are about this machine, not about our bookkeeping.
 #include <gtest/gtest.h>
+#include <sys/utsname.h>
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -8,6 +9,8 @@
 #include <linux/bpf.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -162,9 +165,32 @@ TEST_F(CapabilitiesTest, HookChoicesFollowTheProbes) {
             report.Works(ProbeKind::kSkMsg) && report.Works(ProbeKind::kSockops));
   EXPECT_NE(injection->alternatives.find("bpf_probe_write_user"), std::string::npos);
 
+  const HookChoice* option = report.FindChoice("context in TCP header option");
+  ASSERT_NE(option, nullptr);
+  EXPECT_FALSE(option->required);
+  EXPECT_EQ(option->active,
+            report.Works(ProbeKind::kSockops) && report.Works(ProbeKind::kTcpHeaderOption));
+
   const HookChoice* go_tls = report.FindChoice("Go crypto/tls");
   ASSERT_NE(go_tls, nullptr);
   EXPECT_EQ(go_tls->chosen, "uprobes at return instructions");
+}
+
+// The header-option callbacks (Linux 5.10+, CONFIG_CGROUP_BPF): proven by an option written on
+// one end of a loopback connection and read on the other, with the bytes intact.
+TEST_F(CapabilitiesTest, TcpHeaderOptionProbeIsARealExchange) {
+  const CapabilityReport& report = ProbeCapabilities();
+  const ProbeResult& r = ResultFor(report, ProbeKind::kTcpHeaderOption);
+  utsname uts{};
+  ASSERT_EQ(::uname(&uts), 0);
+  int major = 0, minor = 0;
+  std::sscanf(uts.release, "%d.%d", &major, &minor);
+  const bool expected = (major > 5 || (major == 5 && minor >= 10)) &&
+                        testing::KernelConfigValue("CONFIG_CGROUP_BPF").value_or("y") == "y";
+  if (!expected) GTEST_SKIP() << "kernel " << uts.release << " has no header-option callbacks";
+  EXPECT_TRUE(r.works()) << r.detail;
+  EXPECT_NE(r.detail.find("read on"), std::string::npos) << r.detail;
+  EXPECT_NE(r.detail.find("arrived intact"), std::string::npos) << r.detail;
 }
 
 TEST_F(CapabilitiesTest, ReportTextNamesEveryKindAndHook) {

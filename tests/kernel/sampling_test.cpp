@@ -107,7 +107,7 @@ TEST_P(SamplingRatioTest, ServerRootsTakeTheRatioRuleOnTheirTraceId) {
   const double ratio = GetParam();
   LoadWithRatio(ratio);
   if (HasFatalFailure()) return;
-  capture_->SetTraceContextOn(true);  // what the injector does once it is on
+  capture_->SetTraceContextUser(CaptureProgram::ContextUser::kInjection, true);  // what the injector does once it is on
   SocketPair p;
   MakePair(p);
   Bound(p.server);
@@ -150,7 +150,7 @@ INSTANTIATE_TEST_SUITE_P(Ratios, SamplingRatioTest, ::testing::Values(0.0, 0.25,
 TEST_F(SamplingTest, ServerRequestWithTraceparentFollowsItsParentsFlag) {
   LoadWithRatio(0.5);
   if (HasFatalFailure()) return;
-  capture_->SetTraceContextOn(true);
+  capture_->SetTraceContextUser(CaptureProgram::ContextUser::kInjection, true);
   SocketPair p;
   MakePair(p);
   Bound(p.server);

@@ -8,9 +8,11 @@ frame rounded up to 16 bytes with the JIT, to 32 without; newer kernels count ca
 an object that loads on one machine can be refused on the next: that happened with the capture
 object (352 + 160 + 16 = 528) on a 6.18.44 kernel after it had loaded on an earlier 6.18.
 
-This test bounds every chain from above: the largest program frame plus every subprogram of the
-object, each rounded up to 32, must fit in 512. It names the frames when it does not, which the
-verifier's "combined stack size of N calls is M" does not.
+This test bounds every chain from above: for each program, its frame plus the deepest chain of
+subprograms it can reach (calls of global functions, and functions whose address it loads: the
+bpf_loop callbacks), each frame rounded up to 32, must fit in 512. It names the frames of the
+worst chain when it does not, which the verifier's "combined stack size of N calls is M" does
+not.
 
 usage: bpf_stack_budget.py OBJDUMP OBJECT.bpf.o...
 """
@@ -21,27 +23,41 @@ import sys
 LIMIT = 512
 
 
-def frames(objdump, path):
-    """{section: {function: bytes below r10 it touches}} from the disassembly."""
-    out = subprocess.run([objdump, "-d", "--no-show-raw-insn", path], capture_output=True, text=True,
-                         check=True).stdout
-    result, section, func = {}, None, None
+def functions(objdump, path):
+    """{function: (section, bytes below r10 it touches, callees)} from the disassembly.
+
+    Callees: global functions it calls (R_BPF_64_32 relocations) and .text functions whose
+    address it loads (ld_imm64 relocated against .text: bpf_loop and friends' callbacks)."""
+    out = subprocess.run([objdump, "-d", "-r", "--no-show-raw-insn", path], capture_output=True,
+                         text=True, check=True).stdout
+    result, starts, section, func, last_imm = {}, {}, None, None, None
     for line in out.splitlines():
         line = line.strip()
         m = re.match(r"^Disassembly of section (.+):$", line)
         if m:
             section, func = m.group(1), None
             continue
-        m = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+        m = re.match(r"^([0-9a-f]+) <(.+)>:$", line)
         if m:
-            if not m.group(1).startswith("LBB"):  # labels inside a function
-                func = m.group(1)
-                result.setdefault(section, {})[func] = 0
+            if not m.group(2).startswith("LBB"):  # labels inside a function
+                func = m.group(2)
+                result[func] = [section, 0, set()]
+                if section == ".text":
+                    starts[int(m.group(1), 16)] = func
             continue
         if func is None:
             continue
         for off in re.findall(r"r10 - (0x[0-9a-f]+|\d+)", line):
-            result[section][func] = max(result[section][func], int(off, 0))
+            result[func][1] = max(result[func][1], int(off, 0))
+        m = re.match(r"^[0-9a-f]+:\s+r\d+ = (-?\d+) ll$", line)
+        last_imm = int(m.group(1)) if m else (last_imm if "R_BPF" in line else None)
+        m = re.search(r"R_BPF_64_32\s+(\S+)", line)
+        if m and m.group(1) != ".text":
+            result[func][2].add(m.group(1))
+        if re.search(r"R_BPF_64_64\s+\.text", line) and last_imm is not None:
+            result[func][2].add(("text", last_imm))
+    for name, entry in result.items():  # .text offsets to names
+        entry[2] = {starts.get(c[1], f".text+{c[1]}") if isinstance(c, tuple) else c for c in entry[2]}
     return result
 
 
@@ -49,22 +65,31 @@ def round32(n):
     return max(32, (n + 31) // 32 * 32)
 
 
+def deepest(funcs, name, seen=()):
+    """(bound, [frames]) of the deepest chain starting at `name`."""
+    section, frame, callees = funcs.get(name, (None, 0, set()))
+    best = (0, [])
+    for c in sorted(callees):
+        if c in seen:
+            continue  # recursion is refused by the verifier anyway
+        best = max(best, deepest(funcs, c, seen + (name,)))
+    return round32(frame) + best[0], [f"{name} {frame}"] + best[1]
+
+
 def main():
     objdump, objects = sys.argv[1], sys.argv[2:]
     ok = True
     for path in objects:
-        by_section = frames(objdump, path)
-        subprogs = by_section.get(".text", {})
-        programs = {f: b for s, fs in by_section.items() if s != ".text" for f, b in fs.items()}
+        funcs = functions(objdump, path)
+        programs = [f for f, (section, _, _) in funcs.items() if section != ".text"]
         if not programs:
             print(f"{path}: no programs found in the disassembly")
             ok = False
             continue
-        worst = max(programs, key=programs.get)
-        bound = round32(programs[worst]) + sum(round32(b) for b in subprogs.values())
-        parts = " + ".join([f"{worst} {programs[worst]}"] + [f"{f} {b}" for f, b in sorted(subprogs.items())])
+        bound, chain = max(deepest(funcs, p) for p in programs)
         verdict = "ok" if bound <= LIMIT else "OVER"
-        print(f"{path.rsplit('/', 1)[-1]}: {parts} -> at most {bound} of {LIMIT} bytes (frames rounded to 32): {verdict}")
+        print(f"{path.rsplit('/', 1)[-1]}: {' + '.join(chain)} -> at most {bound} of {LIMIT} bytes "
+              f"(frames rounded to 32): {verdict}")
         ok = ok and bound <= LIMIT
     return 0 if ok else 1
 

@@ -401,3 +401,30 @@ TEST(Config, WebViewAddressAndStoreBounds) {
 
 }  // namespace
 }  // namespace threadline
+
+namespace threadline {
+namespace {
+
+TEST(Config, ContextPropagationListsMechanisms) {
+  AgentOptions d = Ok({});
+  EXPECT_TRUE(d.context_tcp);
+  EXPECT_TRUE(d.context_headers);
+  AgentOptions flag = Ok({"--context-propagation", "tcp"});
+  EXPECT_TRUE(flag.context_tcp);
+  EXPECT_FALSE(flag.context_headers);
+  AgentOptions both = Ok({"--context-propagation", "headers,TCP"});
+  EXPECT_TRUE(both.context_tcp && both.context_headers);
+  AgentOptions repeated = Ok({"--context-propagation", "headers", "--context-propagation", "tcp"});
+  EXPECT_TRUE(repeated.context_tcp && repeated.context_headers);
+  AgentOptions env = Ok({}, {{"THREADLINE_CONTEXT_PROPAGATION", "none"}});
+  EXPECT_FALSE(env.context_tcp || env.context_headers);
+  EXPECT_THAT(Fails({"--context-propagation", "udp"}), HasSubstr("is not tcp, headers or none"));
+  EXPECT_THAT(Fails({"--context-propagation", "none,tcp"}), HasSubstr("cannot be listed with"));
+  // inject stays the headers' policy; forcing it on while leaving headers out is a contradiction.
+  EXPECT_THAT(Fails({"--context-propagation", "tcp", "--inject", "on"}), HasSubstr("contradicts"));
+  AgentOptions off = Ok({"--context-propagation", "tcp", "--inject", "off"});
+  EXPECT_EQ(off.inject, Toggle::kOff);
+}
+
+}  // namespace
+}  // namespace threadline

@@ -1,6 +1,7 @@
-// Trace ids chosen in the kernel for traceparent injection (TL_EV_TRACE_CTX): decoded field by
+// Trace ids chosen in the kernel for the context on the wire (TL_EV_TRACE_CTX): decoded field by
 // field, and used exactly by the spans built from the data events they precede (decoder ->
-// connection table -> protocols -> spans, wired like the agent wires them).
+// connection table -> protocols -> spans, wired like the agent wires them); contexts a TCP
+// header option brought (TL_CTX_REMOTE) matched to the request starting in their stream range.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -140,7 +141,9 @@ TEST(KernelTraceIdsTest, SpansUseExactlyTheKernelsIds) {
   p.Feed(Data(pid, tid, 5, 1, TL_DIR_INGRESS, TL_ROLE_SERVER, 0, 100, req));
   // The same thread calls out; the kernel injected (trace 0x11.., span 0x33.., parent 0x22..).
   p.Feed(Bytes(Open(pid, 6, 2, TL_ROLE_CLIENT, 40001, 9090)));
-  p.Feed(Bytes(MakeCtx(pid, tid, 6, 2, TL_CTX_CLIENT, TL_DIR_EGRESS, 200, 0x11, 0x33, 0x22)));
+  auto injected_ctx = MakeCtx(pid, tid, 6, 2, TL_CTX_CLIENT, TL_DIR_EGRESS, 200, 0x11, 0x33, 0x22);
+  injected_ctx.flags |= TL_CTX_F_INJECTED;
+  p.Feed(Bytes(injected_ctx));
   const std::string out_req = "GET /back HTTP/1.1\r\nHost: b\r\n\r\n";
   p.Feed(Data(pid, tid, 6, 2, TL_DIR_EGRESS, TL_ROLE_CLIENT, 0, 200, out_req));
   const std::string resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
@@ -181,6 +184,175 @@ TEST(KernelTraceIdsTest, IdsOfAnotherStreamPositionAreNotUsed) {
   EXPECT_NE(p.out.spans[0].span_id.Hex(), std::string(16, '2'));
   EXPECT_NE(p.out.spans[0].trace_id.Hex(), std::string(32, '1'));
   EXPECT_EQ(p.metrics.GetCounter("threadline_kernel_trace_ids_total", {{"result", "used"}}).Value(), 0u);
+}
+
+// ---- TCP header option contexts (TL_CTX_REMOTE): matched by stream position ----------------
+
+tl_trace_ctx_event Remote(uint32_t tgid, uint32_t tid, int32_t fd, uint64_t gen, uint64_t pos,
+                          uint32_t len, uint64_t enter_ts, uint8_t trace_byte, uint8_t span_byte,
+                          uint8_t trace_flags = 1) {
+  tl_trace_ctx_event e = MakeCtx(tgid, tid, fd, gen, TL_CTX_REMOTE, TL_DIR_INGRESS, enter_ts,
+                                 trace_byte, span_byte, span_byte);
+  e.pos = pos;
+  e.range_len = len;
+  e.flags = TL_CTX_F_TCP_OPTION;
+  e.trace_flags = trace_flags;
+  return e;
+}
+
+uint64_t RemoteCount(Pipeline& p, const char* result) {
+  return p.metrics.GetCounter("threadline_tcp_option_contexts_total", {{"result", result}}).Value();
+}
+
+const std::string kNoContent = "HTTP/1.1 204 No Content\r\n\r\n";
+
+// A server connection (fd 5) of this process, open in the pipeline.
+class TcpOptionContextTest : public ::testing::Test {
+ protected:
+  void SetUp() override { p.Feed(Bytes(Open(pid, 5, 1, TL_ROLE_SERVER, 8080, 40000))); }
+  // Bytes read on the server connection at `pos`, by a read that entered at `enter_ts`.
+  void Read(uint64_t pos, uint64_t enter_ts, std::string_view bytes) {
+    p.Feed(Data(pid, tid, 5, 1, TL_DIR_INGRESS, TL_ROLE_SERVER, pos, enter_ts, bytes));
+  }
+  void Answer(std::string_view bytes) {
+    p.Feed(Data(pid, tid, 5, 1, TL_DIR_EGRESS, TL_ROLE_SERVER, 0, 900, bytes));
+  }
+  void Option(uint64_t pos, uint64_t len, uint64_t enter_ts, uint8_t trace_byte, uint8_t span_byte,
+              uint8_t trace_flags = 1) {
+    p.Feed(Bytes(Remote(pid, tid, 5, 1, pos, static_cast<uint32_t>(len), enter_ts, trace_byte,
+                        span_byte, trace_flags)));
+  }
+  Pipeline p;
+  const uint32_t pid = static_cast<uint32_t>(getpid());
+  const uint32_t tid = pid + 1;
+};
+
+TEST_F(TcpOptionContextTest, ParentsTheRequestStartingInItsRange) {
+  const std::string req = "GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+  Option(0, req.size(), 100, 0x44, 0x55, 0);
+  Read(0, 100, req);
+  Answer(kNoContent);
+  ASSERT_EQ(p.out.spans.size(), 1u);
+  const Span& s = p.out.spans[0];
+  EXPECT_EQ(s.trace_id.Hex(), std::string(32, '4'));
+  EXPECT_EQ(s.parent_span_id.Hex(), std::string(16, '5'));
+  EXPECT_TRUE(s.parent_is_remote);
+  EXPECT_EQ(s.flags, 0u) << "the sender's sampled flag travels with the context";
+  EXPECT_EQ(*Attr(s, "threadline.parent.source"), AttributeValue{std::string("tcp_option")});
+  EXPECT_EQ(RemoteCount(p, "matched"), 1u);
+  EXPECT_EQ(RemoteCount(p, "unmatched"), 0u);
+}
+
+TEST_F(TcpOptionContextTest, PipelinedRequestsInOneReadEachTakeTheContextOfTheirOwnRange) {
+  const std::string r1 = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n";
+  const std::string r2 = "POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody";
+  const std::string r3 = "GET /3 HTTP/1.1\r\nHost: a\r\n\r\n";
+  // One segment per request, the first two with an option (the third's sender had no room).
+  Option(0, r1.size(), 100, 0x61, 0x71);
+  Option(r1.size(), r2.size(), 100, 0x62, 0x72);
+  Read(0, 100, r1 + r2 + r3);
+  Answer(kNoContent + kNoContent + kNoContent);
+  ASSERT_EQ(p.out.spans.size(), 3u);
+  EXPECT_EQ(p.out.spans[0].parent_span_id.Hex(), "7171717171717171");
+  EXPECT_EQ(p.out.spans[0].trace_id.Hex(), "61616161616161616161616161616161");
+  EXPECT_EQ(p.out.spans[1].parent_span_id.Hex(), "7272727272727272");
+  EXPECT_EQ(p.out.spans[1].trace_id.Hex(), "62626262626262626262626262626262");
+  EXPECT_FALSE(p.out.spans[2].parent_span_id.valid());
+  EXPECT_EQ(*Attr(p.out.spans[2], "threadline.parent.source"), AttributeValue{std::string("root")});
+  EXPECT_EQ(RemoteCount(p, "matched"), 2u);
+}
+
+TEST_F(TcpOptionContextTest, ARequestStartingMidReadMatchesByPosition) {
+  const std::string r1 = "POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n";
+  const std::string r2 = "GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+  Read(0, 100, r1 + "01234");
+  // The rest of the body and the next request came in one segment carrying the next's option:
+  // its range starts before the request (GSO/coalescing), the request is the first starting in it.
+  Option(r1.size() + 5, 5 + r2.size(), 150, 0x81, 0x91);
+  Read(r1.size() + 5, 150, "56789" + r2);
+  Answer(kNoContent + kNoContent);
+  ASSERT_EQ(p.out.spans.size(), 2u);
+  EXPECT_FALSE(p.out.spans[0].parent_span_id.valid()) << "the range starts inside /big's body";
+  EXPECT_EQ(p.out.spans[1].parent_span_id.Hex(), "9191919191919191");
+  EXPECT_EQ(RemoteCount(p, "matched"), 1u);
+  EXPECT_EQ(RemoteCount(p, "unmatched"), 0u);
+}
+
+TEST_F(TcpOptionContextTest, ARangeNoRequestStartsInIsCountedNeverMisapplied) {
+  const std::string r1 = "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 20\r\n\r\n";
+  const std::string body(20, 'x');
+  const std::string r2 = "GET /later HTTP/1.1\r\nHost: a\r\n\r\n";
+  Read(0, 100, r1);
+  // An option on body bytes only (a sender that took a body write for a request start).
+  Option(r1.size(), 20, 150, 0xa1, 0xb1);
+  Read(r1.size(), 150, body);
+  Read(r1.size() + 20, 160, r2);
+  Answer(kNoContent + kNoContent);
+  ASSERT_EQ(p.out.spans.size(), 2u);
+  for (const Span& s : p.out.spans) {
+    EXPECT_FALSE(s.parent_span_id.valid());
+    EXPECT_NE(s.trace_id.Hex(), "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1");
+  }
+  EXPECT_EQ(RemoteCount(p, "matched"), 0u);
+  EXPECT_EQ(RemoteCount(p, "unmatched"), 1u);
+}
+
+TEST_F(TcpOptionContextTest, ATraceparentHeaderWins) {
+  const std::string req = "GET /h HTTP/1.1\r\nHost: a\r\n"
+                          "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
+  Option(0, req.size(), 100, 0x44, 0x55);
+  Read(0, 100, req);
+  Answer(kNoContent);
+  ASSERT_EQ(p.out.spans.size(), 1u);
+  EXPECT_EQ(p.out.spans[0].trace_id.Hex(), "0af7651916cd43dd8448eb211c80319c");
+  EXPECT_EQ(p.out.spans[0].parent_span_id.Hex(), "b7ad6b7169203331");
+  EXPECT_EQ(*Attr(p.out.spans[0], "threadline.parent.source"), AttributeValue{std::string("header")});
+  EXPECT_EQ(RemoteCount(p, "header_wins"), 1u);
+}
+
+TEST_F(TcpOptionContextTest, ContextsLeftAtCloseAreCountedUnmatched) {
+  Option(0, 10, 100, 0x44, 0x55);
+  Read(0, 100, std::string("\x01\x02binary", 8));
+  tl_conn_event close = Open(pid, 5, 1, TL_ROLE_SERVER, 8080, 40000);
+  close.hdr.type = TL_EV_CONN_CLOSE;
+  close.close_reason = TL_CLOSE_SYSCALL;
+  p.Feed(Bytes(close));
+  EXPECT_TRUE(p.out.spans.empty());
+  EXPECT_EQ(RemoteCount(p, "unmatched"), 1u);
+}
+
+TEST_F(TcpOptionContextTest, ClientSpansSayTheirContextWentInAnOption) {
+  p.Feed(Bytes(Open(pid, 6, 2, TL_ROLE_CLIENT, 40001, 9090)));
+  auto ctx = MakeCtx(pid, tid, 6, 2, TL_CTX_CLIENT, TL_DIR_EGRESS, 200, 0x11, 0x33, 0);
+  ctx.flags |= TL_CTX_F_TCP_OPTION;
+  p.Feed(Bytes(ctx));
+  p.Feed(Data(pid, tid, 6, 2, TL_DIR_EGRESS, TL_ROLE_CLIENT, 0, 200, "GET /o HTTP/1.1\r\nHost: b\r\n\r\n"));
+  p.Feed(Data(pid, tid, 6, 2, TL_DIR_INGRESS, TL_ROLE_CLIENT, 0, 300, kNoContent));
+  ASSERT_EQ(p.out.spans.size(), 1u);
+  const Span& c = p.out.spans[0];
+  EXPECT_EQ(c.span_id.Hex(), std::string(16, '3'));
+  EXPECT_EQ(c.trace_id.Hex(), std::string(32, '1'));
+  ASSERT_NE(Attr(c, "threadline.tcp_option.sent"), nullptr);
+  EXPECT_EQ(Attr(c, "threadline.traceparent.injected"), nullptr) << "nothing was injected";
+}
+
+TEST_F(TcpOptionContextTest, AnInstrumentedClientsOwnTraceparentDecidesItsSpan) {
+  p.Feed(Bytes(Open(pid, 6, 2, TL_ROLE_CLIENT, 40001, 9090)));
+  // The kernel chose ids for the option, but the application sent its own header: the receiver
+  // takes the header, and our span joins the application's (header rule), as without the option.
+  auto ctx = MakeCtx(pid, tid, 6, 2, TL_CTX_CLIENT, TL_DIR_EGRESS, 200, 0x11, 0x33, 0);
+  ctx.flags |= TL_CTX_F_TCP_OPTION;
+  p.Feed(Bytes(ctx));
+  p.Feed(Data(pid, tid, 6, 2, TL_DIR_EGRESS, TL_ROLE_CLIENT, 0, 200,
+              "GET /o HTTP/1.1\r\nHost: b\r\n"
+              "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"));
+  p.Feed(Data(pid, tid, 6, 2, TL_DIR_INGRESS, TL_ROLE_CLIENT, 0, 300, kNoContent));
+  ASSERT_EQ(p.out.spans.size(), 1u);
+  const Span& c = p.out.spans[0];
+  EXPECT_EQ(c.trace_id.Hex(), "0af7651916cd43dd8448eb211c80319c");
+  EXPECT_EQ(c.parent_span_id.Hex(), "b7ad6b7169203331");
+  EXPECT_EQ(*Attr(c, "threadline.parent.source"), AttributeValue{std::string("header")});
+  EXPECT_EQ(Attr(c, "threadline.tcp_option.sent"), nullptr);
 }
 
 }  // namespace

@@ -16,10 +16,12 @@
 #include <linux/types.h>
 #endif
 
-#define TL_EVENT_ABI_VERSION 5 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only)
+#define TL_EVENT_ABI_VERSION 6 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only)
                                 * 4: what names a process at exec (tl_proc_event.start_boottime_ns,
                                 *    exe_name, args)
-                                * 5: ctx_tag in data events (was padding), the context maps */
+                                * 5: ctx_tag in data events (was padding), the context maps
+                                * 6: the TCP header option (TL_CTX_REMOTE, range_len,
+                                *    tl_inject_out.flags, enum tl_tcpopt_stat) */
 
 /* Upper bound of the payload prefix one data event carries. The effective bound is set at load
  * time (rodata capture_bytes, <= this) and must be a power of two for the verifier masks. */
@@ -390,10 +392,18 @@ struct tl_go_ctx_layout {
 
 enum tl_ctx_kind {
 	TL_CTX_SERVER = 1, /* ids of the server span whose request starts in this read */
-	TL_CTX_CLIENT = 2, /* ids the kernel injected into the request this write sent */
+	TL_CTX_CLIENT = 2, /* ids the kernel put on the wire for the request this write sent
+	                    * (injected traceparent and/or TCP option: see the flags) */
+	/* ABI 6: a context that arrived in a TCP header option on this (server) connection, read
+	 * by this read: the request whose first byte lies in [pos, pos + range_len) of the ingress
+	 * stream is the child of span_id in trace_id (parent_span_id unused). */
+	TL_CTX_REMOTE = 3,
 };
 #define TL_CTX_F_FROM_HEADER 0x1u /* trace id (and parent_span_id) from a traceparent in the bytes */
 #define TL_CTX_F_HAS_PARENT 0x2u  /* parent_span_id is set */
+#define TL_CTX_F_INJECTED 0x4u    /* ABI 6, client: traceparent was inserted into the request */
+#define TL_CTX_F_TCP_OPTION 0x8u  /* ABI 6, client: the ids go out in a TCP header option;
+                                   * server: trace id and parent came from one */
 
 struct tl_trace_ctx_event {
 	struct tl_event_header hdr;
@@ -409,6 +419,8 @@ struct tl_trace_ctx_event {
 	__u8 trace_flags; /* W3C trace-flags (bit 0: sampled) */
 	__u32 ctx_tag;    /* ABI 4: server: TL_CTX_TAG(TL_CTAG_SERVER, seq); client: the sender's
 	                   * context the parent came from (kind and seq, as in data events) */
+	__u32 range_len;  /* ABI 6, TL_CTX_REMOTE: length of the stream range at pos; else 0 */
+	__u32 _pad;
 };
 
 /* Value of "inject_out" (key: pid_tgid): ids the sk_msg program wrote, for the write's exit. */
@@ -419,7 +431,8 @@ struct tl_inject_out {
 	__u64 enter_ts_ns;      /* entry of the syscall that sent it: stale entries never match */
 	__u8 trace_flags;
 	__u8 has_parent;
-	__u8 _pad[2];
+	__u8 flags;             /* ABI 6: TL_CTX_F_INJECTED, TL_CTX_F_TCP_OPTION */
+	__u8 _pad[1];
 	__u32 ctx_tag;          /* ABI 4: the sender's context (kind, seq) the ids came from */
 };
 
@@ -444,6 +457,26 @@ enum tl_inject_stat {
 	TL_INJ_SKIP_AMBIGUOUS = 15,    /* ABI 4: the sender's context is ambiguous (or not followed,
 	                                * or its parent has no kernel ids): no context on the wire */
 	TL_INJ__COUNT = 16,
+};
+
+/* --- trace context in a TCP header option (ABI 6; bpf/tcp_option.bpf.c, bpf/tcpopt/) ---
+ * Per-CPU counters ("tcpopt_stats"), written by the sockops program and the capture path. */
+enum tl_tcpopt_stat {
+	TL_OPT_ARMED = 0,          /* client sockets of traced processes set up to carry options */
+	TL_OPT_STARTS = 1,         /* request starts recorded at a send (a context to put on the wire) */
+	TL_OPT_WRITTEN = 2,        /* options written on a segment carrying a request's first byte */
+	TL_OPT_REWRITTEN = 3,      /* ... again, on a retransmission of that segment */
+	TL_OPT_NO_ROOM = 4,        /* a segment that should carry one had no option space left */
+	TL_OPT_SHARED_SEGMENT = 5, /* a request start whose segment carried an earlier start's option */
+	TL_OPT_UNWRITTEN = 6,      /* request starts acknowledged without any option written */
+	TL_OPT_OTHER_WRITER = 7,   /* the segment already had our option kind (another agent wrote) */
+	TL_OPT_TX_FULL = 8,        /* more request starts in flight on a socket than tracked */
+	TL_OPT_SKIP_AMBIGUOUS = 9, /* the sender's context was ambiguous: no option on the wire */
+	TL_OPT_PARSED = 10,        /* options of ours parsed on arriving segments */
+	TL_OPT_MALFORMED = 11,     /* option kind 25 with a length we do not know */
+	TL_OPT_RX_FULL = 12,       /* arrived options dropped: too many unread on one socket */
+	TL_OPT_READ = 13,          /* arrived options tied to a traced process's read (reported) */
+	TL_OPT__COUNT = 14,
 };
 
 /* Go crypto/tls (bpf/capture/go_tls.bpf.h): where a *tls.Conn keeps its socket fd, for a range

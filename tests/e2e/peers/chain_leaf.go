@@ -1,10 +1,10 @@
 // The last hop of the injection chain (tests/e2e/test_inject.py), an untouched Go net/http
 // service. Built at test time with the Debian toolchain, offline (GOPROXY=off GO111MODULE=off).
 //
-//	chain_leaf PORT
+//	chain_leaf PORT [CERT KEY]
 //
 // Answers every request with JSON naming the traceparent values it received, so the test can
-// check what arrived on the wire.
+// check what arrived on the wire. With CERT and KEY (PEM files) it serves HTTPS.
 package main
 
 import (
@@ -33,5 +33,9 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("{\"listening\": %s}\n", port)
+	if len(os.Args) > 3 {
+		http.ServeTLS(ln, nil, os.Args[2], os.Args[3])
+		return
+	}
 	http.Serve(ln, nil)
 }

@@ -7,9 +7,12 @@ request is forwarded as a GET of DOWNSTREAM_BASE_URL + path with urllib (no trac
 headers of its own), and the downstream body is returned as is. Prints {"listening": PORT}.
 With FORWARD_TRACEPARENT=1 in its environment it passes the incoming `traceparent` header on,
 as an instrumented service would (tests/e2e/test_web_view.py).
+HTTPS: with CHAIN_TLS_CERT and CHAIN_TLS_KEY (PEM files) set it serves TLS; an https downstream
+is verified against SSL_CERT_FILE (OpenSSL's variable).
 """
 import json
 import os
+import ssl
 import sys
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,5 +46,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
+if os.environ.get("CHAIN_TLS_CERT"):
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(os.environ["CHAIN_TLS_CERT"], os.environ["CHAIN_TLS_KEY"])
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
 print(json.dumps({"listening": PORT}), flush=True)
 server.serve_forever()
