@@ -268,9 +268,18 @@ static __always_inline void opt__report(const struct tl_ctx_args *a, __u64 pid_t
 					struct tl_opt_seen *s, __u64 pos, __u64 len,
 					struct tl_wire_in *w)
 {
-	ctx__emit(pid_tgid, a->fd, a->gen, pos, a->enter_ts, TL_DIR_INGRESS, TL_CTX_REMOTE,
-		  TL_CTX_F_TCP_OPTION, s->trace_flags, s->trace_id, s->span_id, s->span_id,
-		  (__u32)len);
+	struct tl_ctx_scratch *sc = ctx__scratch();
+	if (sc) {
+		struct tl_trace_ctx_event *e = &sc->ev;
+		__builtin_memcpy(e->trace_id, s->trace_id, 16);
+		__builtin_memcpy(e->span_id, s->span_id, 8);
+		__builtin_memset(e->parent_span_id, 0, 8);
+		e->kind = TL_CTX_REMOTE;
+		e->flags = TL_CTX_F_TCP_OPTION;
+		e->trace_flags = s->trace_flags;
+		e->ctx_tag = 0;
+		ctx__emit_at(pid_tgid, a, sc, pos, (__u32)len);
+	}
 	tcpopt__count(TL_OPT_READ);
 	s->done = 1;
 	if (w && !w->valid && pos <= a->pos && a->pos < pos + len) {

@@ -165,20 +165,30 @@ static __always_inline struct tl_ctx_scratch *ctx__scratch(void)
 }
 
 /* Reports ids the kernel chose (w->ev's ids, kind, flags and tag filled by the caller) for the
- * data event described by `a`. */
-static __always_inline void ctx__emit(__u64 pid_tgid, const struct tl_ctx_args *a,
-				      struct tl_ctx_scratch *w)
+ * stream range [pos, pos + range_len) of the connection of the data event described by `a`
+ * (range_len 0: the data event's own position). */
+static __always_inline void ctx__emit_at(__u64 pid_tgid, const struct tl_ctx_args *a,
+					 struct tl_ctx_scratch *w, __u64 pos, __u32 range_len)
 {
 	struct tl_trace_ctx_event *e = &w->ev;
 	event__header(&e->hdr, TL_EV_TRACE_CTX, pid_tgid);
 	e->id.tgid = pid_tgid >> 32;
 	e->id.fd = a->fd;
 	e->id.gen = a->gen;
-	e->pos = a->pos;
+	e->pos = pos;
 	e->enter_ts_ns = a->enter_ts;
 	e->direction = a->dir;
+	e->range_len = range_len;
+	e->_pad = 0;
 	if (bpf_ringbuf_output(&events, e, sizeof(*e), ring__flags()))
 		drops__count(TL_DROP_CTRL_RING_FULL);
+}
+
+/* The same for the data event's own position. */
+static __always_inline void ctx__emit(__u64 pid_tgid, const struct tl_ctx_args *a,
+				      struct tl_ctx_scratch *w)
+{
+	ctx__emit_at(pid_tgid, a, w, a->pos, 0);
 }
 
 /* Does the payload start an HTTP/1.x request? */
