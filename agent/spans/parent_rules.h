@@ -10,9 +10,10 @@
 //   header  a valid W3C traceparent in the request's carrier. For a server span the caller is the
 //           parent; for a client span the header means the application is instrumented and made
 //           its own span for this call: ours joins that trace as its child and links to it.
-//   tcp_option  a server request on whose first byte's segment the sender's agent put its context
-//           in a TCP header option (bpf/tcpopt/wire.bpf.h): the sender's client span is the
-//           parent, in its trace, with its sampled flag
+//   tcp_option  a server request the sender's agent marked with its context in a TCP header
+//           option (bpf/tcpopt/wire.bpf.h; the first request starting at or after the segment
+//           that carried it): the sender's client span is the parent, in its trace, with its
+//           sampled flag
 //   tuple   a server request whose client end is a traced process on this node: the client span
 //           is the parent (agent/spans/peer_linker.h); possibly decided later, when the client
 //           call is seen after the server request (the identity in flight is then updated)

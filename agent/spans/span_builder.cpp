@@ -116,18 +116,28 @@ std::optional<KernelIds> SpanBuilder::TakeKernelIds(const ConnectionInfo& c, Rol
   auto it = conns_.find(c.id);
   if (it == conns_.end() || it->second.kernel_ids.empty()) return std::nullopt;
   const uint8_t want = role == Role::kServer ? TL_CTX_SERVER : TL_CTX_CLIENT;
+  const uint64_t start = request.edge.first.pos;
   auto& ids = it->second.kernel_ids;
+  auto match = ids.end();
   for (auto k = ids.begin(); k != ids.end(); ++k) {
-    if (k->kind == want && k->pos == request.edge.first.pos) {
-      KernelIds out = *k;
-      // Older entries were for requests that will not come (a gap swallowed them).
-      kernel_ids_unmatched_.Add(static_cast<uint64_t>(k - ids.begin()));
-      ids.erase(ids.begin(), k + 1);
-      kernel_ids_used_.Add(1);
-      return out;
+    if (k->kind != want) continue;
+    if (k->pos == start) {
+      match = k;
+      break;
     }
+    // Ids sent in a TCP option belong to the first request starting at or after the write that
+    // carried them (an HTTP/2 HEADERS frame written after the preface): the receiver matches
+    // them the same way (TakeRemoteContext), so both ends agree whatever the segmenting.
+    if ((k->flags & TL_CTX_F_TCP_OPTION) && !(k->flags & TL_CTX_F_INJECTED) && k->pos < start)
+      match = k;
   }
-  return std::nullopt;
+  if (match == ids.end()) return std::nullopt;
+  KernelIds out = *match;
+  // Older entries were for requests that will not come (a gap swallowed them).
+  kernel_ids_unmatched_.Add(static_cast<uint64_t>(match - ids.begin()));
+  ids.erase(ids.begin(), match + 1);
+  kernel_ids_used_.Add(1);
+  return out;
 }
 
 std::optional<RemoteContext> SpanBuilder::TakeRemoteContext(const ConnectionInfo& c,
@@ -136,15 +146,15 @@ std::optional<RemoteContext> SpanBuilder::TakeRemoteContext(const ConnectionInfo
   if (it == conns_.end() || it->second.remote.empty()) return std::nullopt;
   auto& remote = it->second.remote;
   const uint64_t start = request.edge.first.pos;
-  // Ranges arrive in stream order: those that end before this request marked none we parsed.
-  size_t stale = 0;
-  while (stale < remote.size() && remote[stale].pos + remote[stale].len <= start) ++stale;
-  remote_unmatched_.Add(stale);
-  remote.erase(remote.begin(), remote.begin() + static_cast<std::ptrdiff_t>(stale));
-  if (remote.empty() || remote.front().pos > start) return std::nullopt;  // for a later request
-  RemoteContext out = remote.front();
-  remote.erase(remote.begin());
-  remote_matched_.Add(1);
+  // Contexts arrive in stream order. Each marks the first request starting at or after its
+  // range's start, as the sender decides (TakeKernelIds): the latest one at or before this
+  // request is its; earlier ones marked no request we parsed (counted, never applied).
+  size_t upto = 0;
+  while (upto < remote.size() && remote[upto].pos <= start) ++upto;
+  if (upto == 0) return std::nullopt;  // for a later request
+  RemoteContext out = remote[upto - 1];
+  remote_unmatched_.Add(upto - 1);
+  remote.erase(remote.begin(), remote.begin() + static_cast<std::ptrdiff_t>(upto));
   return out;
 }
 
@@ -158,8 +168,15 @@ Identity* SpanBuilder::Find(const ConnId& conn, const SpanId& span) {
 
 void SpanBuilder::Fix(const ConnectionInfo& c, Role role, const RequestView& request) {
   const std::optional<KernelIds> kernel = TakeKernelIds(c, role, request);
-  const std::optional<RemoteContext> remote =
+  std::optional<RemoteContext> remote =
       role == Role::kServer ? TakeRemoteContext(c, request) : std::nullopt;
+  // The kernel chose this server request's ids (and so the trace its outgoing calls carry)
+  // without the option: follow it, so the request's children stay in its trace.
+  if (remote && kernel && kernel->kind == TL_CTX_SERVER && !(kernel->flags & TL_CTX_F_TCP_OPTION)) {
+    remote_unmatched_.Add(1);
+    remote.reset();
+  }
+  if (remote) remote_matched_.Add(1);
   const ParentQuery q{c, role, request, kernel ? &*kernel : nullptr, remote ? &*remote : nullptr};
   Identity id;
   // Requests this server sends were (or will be) injected naming the kernel's span id.

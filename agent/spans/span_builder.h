@@ -20,8 +20,10 @@
 // TCP header option (bpf/tcpopt/wire.bpf.h): a client span whose ids the kernel put in the option
 // records threadline.tcp_option.sent (rule "kernel" as above). On the receiving side the kernel
 // reports what arrived (TL_CTX_REMOTE) with the stream range of the segments that carried it;
-// the server request whose first byte lies in that range gets it (rule "tcp_option"). Contexts
-// no request claims are counted unmatched, never applied to another request.
+// the first server request starting at or after the range's start gets it (rule "tcp_option"),
+// as the sender gives the ids to the first request starting at or after the write that carried
+// them (an HTTP/2 preface write carries the first HEADERS' context). Contexts no request claims,
+// or that the kernel's own choice of the request's ids did not take, are counted unmatched.
 //
 // Sampling (agent/spans/sampler.h): a root's sampled flag is the ratio rule on its new trace
 // id; every other span takes its parent's flag. Unsampled spans are built and passed on like
@@ -107,8 +109,8 @@ class SpanBuilder final : public RecordSink, private InFlightSpans {
   void Fix(const ConnectionInfo& c, Role role, const RequestView& request);
   std::optional<KernelIds> TakeKernelIds(const ConnectionInfo& c, Role role,
                                          const RequestView& request);
-  // The TCP option context whose range holds the server request's first byte (ranges wholly
-  // before it marked no request that was parsed: counted unmatched and dropped).
+  // The TCP option context of the server request: the latest whose range starts at or before
+  // its first byte (earlier ones marked no request that was parsed: counted unmatched, dropped).
   std::optional<RemoteContext> TakeRemoteContext(const ConnectionInfo& c, const RequestView& request);
   // The in-flight identity of this request (fixed now if it was not).
   Identity TakeIdentity(const ConnectionInfo& c, Role role, const RequestView& request);

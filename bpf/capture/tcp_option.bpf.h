@@ -144,17 +144,27 @@ static __always_inline bool opt__h2_preface(__u64 w)
 	return (w & 0xffffffffull) == TL_W4('P', 'R', 'I', ' ');
 }
 
-/* Do the bytes of this write start a new request? w: its first 8 bytes when have_w. */
-static __always_inline bool opt__starts_request(const struct tl_conn_state *st, bool have_w, __u64 w)
+/* Do the bytes of this write start a new request? w: its first 8 bytes when have_w.
+ * HTTP/2: the preface's write (its first HEADERS frame may follow in it or later: the ids are
+ * the first request's at or after the write, bpf/tcpopt/wire.bpf.h) and then only writes that
+ * open with a HEADERS frame; SETTINGS acks, WINDOW_UPDATEs and PINGs written after a read must
+ * not take the next request's place. */
+static __always_inline bool opt__starts_request(struct tl_conn_state *st, bool have_w, __u64 w)
 {
 	if (have_w) {
 		__u8 b0 = w & 0xff, b1 = (w >> 8) & 0xff, b2 = (w >> 16) & 0xff;
 		if (b0 >= 0x14 && b0 <= 0x17 && b1 == 0x03 && b2 <= 0x04)
 			return false; /* a TLS record: its plaintext decides (opt__on_tls_write) */
-		if (http__method_prefix(w) || opt__h2_preface(w))
+		if (opt__h2_preface(w)) {
+			st->h2 = 1;
+			return true;
+		}
+		if (st->h2)
+			return ((w >> 24) & 0xff) == 0x1; /* frame type HEADERS */
+		if (http__method_prefix(w))
 			return true;
 	}
-	return st->ctx_dir != TL_CTX_DIR_EGRESS;
+	return !st->h2 && st->ctx_dir != TL_CTX_DIR_EGRESS;
 }
 
 /* The traced, armed client connection behind (tgid, fd), or NULL. */

@@ -18,6 +18,9 @@
  * holds it, on its first transmission and on retransmissions until it is acknowledged. GSO
  * copies the option onto every segment of one super-packet and GRO merges them back, so a
  * receiver sees it on a range of bytes: the request it names is the first one starting there.
+ * Both ends' agents agree on that rule: the ids belong to the first request starting at or after
+ * the start of the write (sender) or of the range (receiver) that carried them; an HTTP/2 preface
+ * write carries the context of the first HEADERS frame, wherever that frame falls.
  *
  * Receiving side: the parse callback keeps what arrived per socket (opt_rx), with the sequence
  * range of the segment(s) that carried it; the capture object's read exit maps sequence numbers

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -278,22 +279,55 @@ TEST_F(TcpOptionContextTest, ARequestStartingMidReadMatchesByPosition) {
   EXPECT_EQ(RemoteCount(p, "unmatched"), 0u);
 }
 
-TEST_F(TcpOptionContextTest, ARangeNoRequestStartsInIsCountedNeverMisapplied) {
+TEST_F(TcpOptionContextTest, AnOptionNoRequestStartsAtIsSupersededByTheNextRequestsOwn) {
   const std::string r1 = "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 20\r\n\r\n";
   const std::string body(20, 'x');
   const std::string r2 = "GET /later HTTP/1.1\r\nHost: a\r\n\r\n";
   Read(0, 100, r1);
-  // An option on body bytes only (a sender that took a body write for a request start).
+  // An option on body bytes only (a sender that took a body write for a request start), then
+  // the next request's own: each request takes the latest context at or before its start.
   Option(r1.size(), 20, 150, 0xa1, 0xb1);
   Read(r1.size(), 150, body);
+  Option(r1.size() + 20, r2.size(), 160, 0xc1, 0xd1);
   Read(r1.size() + 20, 160, r2);
   Answer(kNoContent + kNoContent);
   ASSERT_EQ(p.out.spans.size(), 2u);
-  for (const Span& s : p.out.spans) {
-    EXPECT_FALSE(s.parent_span_id.valid());
-    EXPECT_NE(s.trace_id.Hex(), "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1");
-  }
-  EXPECT_EQ(RemoteCount(p, "matched"), 0u);
+  EXPECT_FALSE(p.out.spans[0].parent_span_id.valid());
+  EXPECT_EQ(p.out.spans[1].parent_span_id.Hex(), "d1d1d1d1d1d1d1d1");
+  for (const Span& s : p.out.spans) EXPECT_NE(s.trace_id.Hex(), "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1");
+  EXPECT_EQ(RemoteCount(p, "matched"), 1u);
+  EXPECT_EQ(RemoteCount(p, "unmatched"), 1u);
+}
+
+TEST_F(TcpOptionContextTest, AnOptionMarksTheFirstRequestAfterItLikeTheSendersSide) {
+  // HTTP/2's preface write carries the option; the first HEADERS frame comes after it in the
+  // stream (here: an HTTP/1 request after bytes no request starts in).
+  const std::string r1 = "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 20\r\n\r\n";
+  const std::string body(20, 'x');
+  const std::string r2 = "GET /later HTTP/1.1\r\nHost: a\r\n\r\n";
+  Read(0, 100, r1);
+  Option(r1.size(), 20, 150, 0xa1, 0xb1);
+  Read(r1.size(), 150, body + r2);
+  Answer(kNoContent + kNoContent);
+  ASSERT_EQ(p.out.spans.size(), 2u);
+  EXPECT_FALSE(p.out.spans[0].parent_span_id.valid());
+  EXPECT_EQ(p.out.spans[1].parent_span_id.Hex(), "b1b1b1b1b1b1b1b1");
+  EXPECT_EQ(RemoteCount(p, "matched"), 1u);
+}
+
+TEST_F(TcpOptionContextTest, TheKernelsChoiceOfTheRequestsIdsWins) {
+  // The kernel chose this request's ids without the option (its outgoing calls carry that
+  // trace): the span follows the kernel, and the context is counted unmatched.
+  const std::string req = "GET /k HTTP/1.1\r\nHost: a\r\n\r\n";
+  Option(0, req.size(), 100, 0x44, 0x55);
+  auto ids = MakeCtx(pid, tid, 5, 1, TL_CTX_SERVER, TL_DIR_INGRESS, 100, 0x66, 0x77, 0);
+  p.Feed(Bytes(ids));
+  Read(0, 100, req);
+  Answer(kNoContent);
+  ASSERT_EQ(p.out.spans.size(), 1u);
+  EXPECT_EQ(p.out.spans[0].span_id.Hex(), std::string(16, '7'));
+  EXPECT_NE(p.out.spans[0].trace_id.Hex(), std::string(32, '4'));
+  EXPECT_NE(*Attr(p.out.spans[0], "threadline.parent.source"), AttributeValue{std::string("tcp_option")});
   EXPECT_EQ(RemoteCount(p, "unmatched"), 1u);
 }
 
@@ -334,6 +368,35 @@ TEST_F(TcpOptionContextTest, ClientSpansSayTheirContextWentInAnOption) {
   EXPECT_EQ(c.trace_id.Hex(), std::string(32, '1'));
   ASSERT_NE(Attr(c, "threadline.tcp_option.sent"), nullptr);
   EXPECT_EQ(Attr(c, "threadline.traceparent.injected"), nullptr) << "nothing was injected";
+}
+
+TEST_F(TcpOptionContextTest, OptionIdsBelongToTheFirstRequestStartingInTheirWrite) {
+  p.Feed(Bytes(Open(pid, 6, 2, TL_ROLE_CLIENT, 40001, 9090)));
+  // One write holds bytes before a request start (here the end of a request the kernel gave no
+  // ids, as an HTTP/2 preface would be) and two requests: the option's ids, sent on the write's
+  // first segment, are those of the first request starting at or after the write, as the
+  // receiver matches them; the request after it gets ids of its own.
+  const std::string a = "GET /a HTTP/1.1\r\nHost: b\r\n\r\n";
+  const std::string bc = "GET /b HTTP/1.1\r\nHost: b\r\n\r\nGET /c HTTP/1.1\r\nHost: b\r\n\r\n";
+  const std::string second = a.substr(a.size() - 3) + bc;  // a's last bytes, then b and c
+  p.Feed(Data(pid, tid, 6, 2, TL_DIR_EGRESS, TL_ROLE_CLIENT, 0, 100, a.substr(0, a.size() - 3)));
+  auto ctx = MakeCtx(pid, tid, 6, 2, TL_CTX_CLIENT, TL_DIR_EGRESS, 200, 0x11, 0x33, 0);
+  ctx.flags |= TL_CTX_F_TCP_OPTION;
+  ctx.pos = a.size() - 3;
+  p.Feed(Bytes(ctx));
+  p.Feed(Data(pid, tid, 6, 2, TL_DIR_EGRESS, TL_ROLE_CLIENT, a.size() - 3, 200, second));
+  p.Feed(Data(pid, tid, 6, 2, TL_DIR_INGRESS, TL_ROLE_CLIENT, 0, 300, kNoContent + kNoContent + kNoContent));
+  ASSERT_EQ(p.out.spans.size(), 3u);
+  std::map<std::string, const Span*> by_path;
+  for (const Span& s : p.out.spans) by_path[std::get<std::string>(*Attr(s, "url.path"))] = &s;
+  ASSERT_EQ(by_path.size(), 3u);
+  EXPECT_EQ(by_path["/b"]->span_id.Hex(), std::string(16, '3'));
+  EXPECT_EQ(by_path["/b"]->trace_id.Hex(), std::string(32, '1'));
+  EXPECT_NE(Attr(*by_path["/b"], "threadline.tcp_option.sent"), nullptr);
+  for (const char* other : {"/a", "/c"}) {
+    EXPECT_NE(by_path[other]->span_id.Hex(), std::string(16, '3')) << other;
+    EXPECT_EQ(Attr(*by_path[other], "threadline.tcp_option.sent"), nullptr) << other;
+  }
 }
 
 TEST_F(TcpOptionContextTest, AnInstrumentedClientsOwnTraceparentDecidesItsSpan) {

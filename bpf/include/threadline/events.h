@@ -218,7 +218,9 @@ struct tl_conn_state {
 	__u8 tls;     /* TLS seen on it: ciphertext is never emitted, plaintext comes from uprobes */
 	__u8 ctx_dir; /* ABI 4: direction of the last data event (TL_CTX_DIR_*): a change starts a
 	               * request or a response (bpf/capture/ctx.bpf.h) */
-	__u8 _pad[4];
+	__u8 h2;      /* ABI 6: this client wrote the HTTP/2 preface: the TCP option marks the
+	               * writes that open with a HEADERS frame (bpf/capture/tcp_option.bpf.h) */
+	__u8 _pad[3];
 	__u64 tls_bytes[2]; /* plaintext stream positions, by direction */
 };
 
