@@ -146,15 +146,15 @@ std::optional<RemoteContext> SpanBuilder::TakeRemoteContext(const ConnectionInfo
   if (it == conns_.end() || it->second.remote.empty()) return std::nullopt;
   auto& remote = it->second.remote;
   const uint64_t start = request.edge.first.pos;
-  // Contexts arrive in stream order. Each marks the first request starting at or after its
-  // range's start, as the sender decides (TakeKernelIds): the latest one at or before this
-  // request is its; earlier ones marked no request we parsed (counted, never applied).
-  size_t upto = 0;
-  while (upto < remote.size() && remote[upto].pos <= start) ++upto;
-  if (upto == 0) return std::nullopt;  // for a later request
-  RemoteContext out = remote[upto - 1];
-  remote_unmatched_.Add(upto - 1);
-  remote.erase(remote.begin(), remote.begin() + static_cast<std::ptrdiff_t>(upto));
+  // Ranges arrive in stream order: those that end before this request marked none we parsed
+  // (counted, never applied to another request: a late or repeated report must not misparent).
+  size_t stale = 0;
+  while (stale < remote.size() && remote[stale].pos + remote[stale].len <= start) ++stale;
+  remote_unmatched_.Add(stale);
+  remote.erase(remote.begin(), remote.begin() + static_cast<std::ptrdiff_t>(stale));
+  if (remote.empty() || remote.front().pos > start) return std::nullopt;  // for a later request
+  RemoteContext out = remote.front();
+  remote.erase(remote.begin());
   return out;
 }
 
