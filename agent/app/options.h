@@ -92,7 +92,7 @@ struct AgentOptions {
   // process that uses the library, traced or not; see README "TLS").
   bool tls = true;                           // [tls]
   // [context_propagation] how context crosses to other nodes: the TCP header option, headers.
-  bool context_tcp = false;  // opt-in for now: docs/cross-service.md "Status"
+  bool context_tcp = true;  // where the capability probe saw the header-option callbacks work
   bool context_headers = true;
   Toggle inject = Toggle::kAuto;             // [inject] traceparent injection (sk_msg): headers' policy
   bool same_node_linking = true;             // [same_node_linking] tuple parent matching

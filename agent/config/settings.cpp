@@ -383,8 +383,7 @@ std::vector<Setting> BuildSettings() {
               "How trace context crosses to other nodes: tcp (a TCP header option threadline reads "
               "on the other end; any protocol, TLS too; where the kernel's header-option callbacks "
               "work), headers (traceparent injected into plaintext HTTP/1.x, policy set by inject), "
-              "or none; comma-separated or repeated (default headers: tcp is opt-in until its parents are "
-              "right behind event-loop proxies, docs/cross-service.md)",
+              "or none; comma-separated or repeated (default tcp,headers)",
               {}, {}};
     s.set = [](AgentOptions& o, const std::vector<std::string>& v) -> Status {
       bool tcp = false, headers = false, none = false;

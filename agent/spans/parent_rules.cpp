@@ -120,6 +120,7 @@ class TupleRule final : public ParentRule {
 
   bool Choose(const ParentQuery& q, Identity& id) override {
     if (q.role != Role::kServer || !q.conn.tuple_known || !enabled_) return false;
+    paired_this_request_ = true;
     PeerLinker::Token wait = 0;
     if (auto call = peers_.OnServerRequest(q.conn.tuple, q.request.stream_id,
                                            q.request.edge.first.ts_ns, &wait)) {
@@ -128,11 +129,26 @@ class TupleRule final : public ParentRule {
     }
     // The client end is traced here but its call was not seen yet: a later rule decides for
     // now, and the call completes this identity when it comes (OnIdentity of the client).
-    if (wait != 0) waiting_[wait] = Waiting{q.conn.id, id.span_id};
+    if (wait != 0) waiting_[wait] = Waiting{q.conn.id, id.span_id, false};
     return false;
   }
 
   void OnIdentity(const ParentQuery& q, const Identity& id) override {
+    if (q.role == Role::kServer) {
+      // An earlier rule (header, tcp_option) chose this server request's parent: its client
+      // call on the tuple is still this request's, so take it out of the pairing order. Left
+      // queued, the connection's NEXT request would pair with it: a wrong parent, and every
+      // later request on the connection one off (test_parenting's nginx front, tcp option on).
+      if (!paired_this_request_ && q.conn.tuple_known && enabled_) {
+        PeerLinker::Token wait = 0;
+        if (!peers_.OnServerRequest(q.conn.tuple, q.request.stream_id,
+                                    q.request.edge.first.ts_ns, &wait) &&
+            wait != 0)
+          waiting_[wait] = Waiting{q.conn.id, id.span_id, true};  // swallow it when it comes
+      }
+      paired_this_request_ = false;
+      return;
+    }
     if (q.role != Role::kClient || !q.conn.tuple_known || !enabled_) return;
     const ChunkMeta& first = q.request.edge.first;
     PeerLinker::Call call{id.trace_id, id.span_id, id.flags, id.trace_state,
@@ -144,6 +160,7 @@ class TupleRule final : public ParentRule {
     if (w == waiting_.end()) return;
     const Waiting waiting = w->second;
     waiting_.erase(w);
+    if (waiting.decided) return;
     if (Identity* server = in_flight_.Find(waiting.conn, waiting.span_id)) Adopt(call, *server);
   }
 
@@ -152,7 +169,8 @@ class TupleRule final : public ParentRule {
     if (role != Role::kServer) return;
     // Still waiting for the client call: the span ended with what it had.
     for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
-      if (it->second.span_id == id.span_id) {
+      // A request whose parent another rule chose keeps its place until its call comes.
+      if (it->second.span_id == id.span_id && !it->second.decided) {
         peers_.Abandon(it->first);
         waiting_.erase(it);
         return;
@@ -184,6 +202,7 @@ class TupleRule final : public ParentRule {
   struct Waiting {
     ConnId conn;
     SpanId span_id;
+    bool decided;  // another rule chose the parent: the call only leaves the pairing order
   };
 
   void Adopt(const PeerLinker::Call& call, Identity& id) const {
@@ -198,6 +217,8 @@ class TupleRule final : public ParentRule {
   InFlightSpans& in_flight_;
   PeerLinker peers_;
   std::unordered_map<PeerLinker::Token, Waiting> waiting_;
+  // Choose ran for the request being fixed (OnIdentity follows in the same SpanBuilder::Fix).
+  bool paired_this_request_ = false;
 };
 
 class RootRule final : public ParentRule {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Trace context in a TCP header option end to end (issue 14): the built agent with
---context-propagation tcp,headers (tcp is opt-in for now, docs/cross-service.md) and no --inject, real eBPF (sockops header-option callbacks) in this kernel,
+"""Trace context in a TCP header option end to end (issue 14): the built agent on DEFAULTS (no
+--inject, no --context-propagation), real eBPF (sockops header-option callbacks) in this kernel,
 untouched services in three languages on simulated hosts (network namespaces joined by veth
 pairs), one agent per host, each tracing only its host's service.
 
@@ -64,8 +64,7 @@ class HostAgent:
         self.ns, self.host = ns, host
         self.mport = free_port()
         self.agent = Agent(["--output=json", "--metrics-address", f"127.0.0.1:{self.mport}",
-                            "--context-propagation", "tcp,headers", "--exe", exe, *args], test,
-                           prefix=ns.enter_argv(host))
+                            "--exe", exe, *args], test, prefix=ns.enter_argv(host))
         err = "\n".join(self.agent.stderr_lines)
         test.assertIn("context in TCP header option ON", err, self.agent.describe())
 
@@ -309,7 +308,6 @@ class TcpOptionTest(unittest.TestCase):
     def test_same_node_option_and_tuple_agree(self):
         mport = free_port()
         agent = Agent(["--output=json", "--metrics-address", f"127.0.0.1:{mport}",
-                       "--context-propagation", "tcp,headers",
                        "--exe", "tlopt-pyclient", "--exe", "tlopt-pyserver"], self)
         port = free_port()
         server = PeerProcess([PYSERVER_EXE, "-c", DIGEST_SERVER, str(port)], self, port=port)

@@ -407,7 +407,7 @@ namespace {
 
 TEST(Config, ContextPropagationListsMechanisms) {
   AgentOptions d = Ok({});
-  EXPECT_FALSE(d.context_tcp) << "opt-in until parents behind event-loop proxies are right";
+  EXPECT_TRUE(d.context_tcp) << "on by default (where the probe says the callbacks work)";
   EXPECT_TRUE(d.context_headers);
   AgentOptions flag = Ok({"--context-propagation", "tcp"});
   EXPECT_TRUE(flag.context_tcp);

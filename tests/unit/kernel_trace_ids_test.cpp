@@ -421,5 +421,73 @@ TEST_F(TcpOptionContextTest, AnInstrumentedClientsOwnTraceparentDecidesItsSpan) 
   EXPECT_EQ(Attr(c, "threadline.tcp_option.sent"), nullptr);
 }
 
+// Both ends on this node (nginx's upstream keep-alive connection): a request linked by its option
+// must still take its client call out of the tuple rule's pairing order, or the connection's next
+// request (no option: its sender's context was ambiguous) pairs with that call, a wrong parent,
+// and every later one is one off. Both orders the ends can be seen in.
+class TcpOptionAndTupleTest : public ::testing::TestWithParam<bool> {
+ protected:
+  // The server end of client connection fd 6 (10.0.0.1:40001 -> 10.0.0.2:9090): fd 5 of `srv`.
+  void SetUp() override {
+    p.Feed(Bytes(Open(cli, 6, 2, TL_ROLE_CLIENT, 40001, 9090)));
+    tl_conn_event s = Open(srv, 5, 3, TL_ROLE_SERVER, 9090, 40001);
+    inet_pton(AF_INET, "10.0.0.2", s.tuple.saddr);
+    inet_pton(AF_INET, "10.0.0.1", s.tuple.daddr);
+    p.Feed(Bytes(s));
+  }
+  void ClientWrites(uint64_t pos, uint64_t ts, const std::string& req, bool option) {
+    if (option) {
+      auto ctx = MakeCtx(cli, cli, 6, 2, TL_CTX_CLIENT, TL_DIR_EGRESS, ts, 0x11, 0x33, 0);
+      ctx.flags |= TL_CTX_F_TCP_OPTION;
+      ctx.pos = pos;
+      p.Feed(Bytes(ctx));
+    }
+    p.Feed(Data(cli, cli, 6, 2, TL_DIR_EGRESS, TL_ROLE_CLIENT, pos, ts, req));
+  }
+  void ServerReads(uint64_t pos, uint64_t ts, const std::string& req, bool option) {
+    if (option) {
+      auto ctx = Remote(srv, srv, 5, 3, pos, static_cast<uint32_t>(req.size()), ts, 0x11, 0x33);
+      p.Feed(Bytes(ctx));
+    }
+    p.Feed(Data(srv, srv, 5, 3, TL_DIR_INGRESS, TL_ROLE_SERVER, pos, ts, req));
+  }
+  void Exchange(uint64_t pos, uint64_t resp_pos, uint64_t ts, const std::string& req, bool option) {
+    if (GetParam()) {  // the client's write seen first
+      ClientWrites(pos, ts, req, option);
+      ServerReads(pos, ts + 1, req, option);
+    } else {
+      ServerReads(pos, ts + 1, req, option);
+      ClientWrites(pos, ts, req, option);
+    }
+    p.Feed(Data(srv, srv, 5, 3, TL_DIR_EGRESS, TL_ROLE_SERVER, resp_pos, ts + 2, kNoContent));
+    p.Feed(Data(cli, cli, 6, 2, TL_DIR_INGRESS, TL_ROLE_CLIENT, resp_pos, ts + 3, kNoContent));
+  }
+  Pipeline p;
+  const uint32_t cli = static_cast<uint32_t>(getpid());
+  const uint32_t srv = cli + 7;
+};
+
+TEST_P(TcpOptionAndTupleTest, ARequestLinkedByItsOptionKeepsTheTuplePairingInStep) {
+  const std::string r1 = "GET /1 HTTP/1.1\r\nHost: b\r\n\r\n";
+  const std::string r2 = "GET /2 HTTP/1.1\r\nHost: b\r\n\r\n";
+  const std::string r3 = "GET /3 HTTP/1.1\r\nHost: b\r\n\r\n";
+  Exchange(0, 0, 100, r1, true);
+  Exchange(r1.size(), kNoContent.size(), 200, r2, false);
+  Exchange(r1.size() + r2.size(), 2 * kNoContent.size(), 300, r3, false);
+  std::map<std::string, const Span*> client, server;
+  for (const Span& s : p.out.spans)
+    (s.kind == SpanKind::kClient ? client : server)[std::get<std::string>(*Attr(s, "url.path"))] = &s;
+  ASSERT_EQ(client.size(), 3u);
+  ASSERT_EQ(server.size(), 3u);
+  EXPECT_EQ(*Attr(*server["/1"], "threadline.parent.source"), AttributeValue{std::string("tcp_option")});
+  for (const char* path : {"/1", "/2", "/3"}) {
+    EXPECT_EQ(server[path]->parent_span_id, client[path]->span_id) << path;
+    EXPECT_EQ(server[path]->trace_id, client[path]->trace_id) << path;
+  }
+  EXPECT_EQ(*Attr(*server["/2"], "threadline.parent.source"), AttributeValue{std::string("tuple")});
+}
+
+INSTANTIATE_TEST_SUITE_P(BothOrders, TcpOptionAndTupleTest, ::testing::Bool());
+
 }  // namespace
 }  // namespace threadline
