@@ -149,7 +149,8 @@ static __always_inline bool opt__h2_preface(__u64 w)
  * the first request's at or after the write, bpf/tcpopt/wire.bpf.h) and then only writes that
  * open with a HEADERS frame; SETTINGS acks, WINDOW_UPDATEs and PINGs written after a read must
  * not take the next request's place. */
-static __always_inline bool opt__starts_request(struct tl_conn_state *st, bool have_w, __u64 w)
+static __always_inline bool opt__starts_request(struct tl_conn_state *st, bool have_w, __u64 w,
+						 bool tls_plaintext)
 {
 	if (have_w) {
 		__u8 b0 = w & 0xff, b1 = (w >> 8) & 0xff, b2 = (w >> 16) & 0xff;
@@ -157,7 +158,11 @@ static __always_inline bool opt__starts_request(struct tl_conn_state *st, bool h
 			return false; /* a TLS record: its plaintext decides (opt__on_tls_write) */
 		if (opt__h2_preface(w)) {
 			st->h2 = 1;
-			return true;
+			/* Over TLS the receiver places an option only to within a ciphertext read, so a
+			 * preface written on its own (curl: SSL_write of the preface, then one of the
+			 * first HEADERS) would give the first stream the preface's ids while the sender's
+			 * span took the HEADERS write's: the HEADERS-first write marks it instead. */
+			return !tls_plaintext;
 		}
 		if (st->h2)
 			return ((w >> 24) & 0xff) == 0x1; /* frame type HEADERS */
@@ -200,7 +205,7 @@ static __always_inline void opt__on_send(__s32 fd, __u64 buf, __u8 sys, __u64 en
 	} else {
 		__u64 w = 0;
 		bool have_w = opt__peek(sys, buf, &w);
-		if (!opt__starts_request(st, have_w, w))
+		if (!opt__starts_request(st, have_w, w, false))
 			return;
 		if (!opt__client_ids(pid_tgid, fd, st->sk, seq, enter_ts, &ids))
 			return;
@@ -235,7 +240,7 @@ static __always_inline void opt__on_tls_write(__u64 pid_tgid, __s32 fd, __u64 ss
 		return;
 	__u64 w = 0;
 	bool have_w = buf && !bpf_probe_read_user(&w, sizeof(w), (void *)buf);
-	if (!opt__starts_request(st, have_w, w))
+	if (!opt__starts_request(st, have_w, w, true))
 		return;
 	/* The ciphertext of this plaintext starts at the socket's write_seq now (nothing of it is
 	 * queued yet): the same for every agent. */
