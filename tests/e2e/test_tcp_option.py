@@ -136,6 +136,8 @@ class TcpOptionTest(unittest.TestCase):
         p_py, p_node, p_go = 18520, 18521, 18522
         go = PeerProcess(ns.exec_argv("c", [go_leaf, str(p_go), *leaf_args]), self)
         wait_listening(go)
+        if tls:  # Go's TLS is probed asynchronously after the exec: requests before it are unseen
+            hosts["c"].agent.wait_logged("Go TLS: uprobes attached to", GO_LEAF)
         node = PeerProcess(ns.exec_argv("b", [NODE_EXE, os.path.join(PEERS, "chain_service.js"), str(p_node),
                                               f"{scheme}://{ns.addr['c']}:{p_go}"]), self, env=env)
         wait_listening(node)
