@@ -9,6 +9,7 @@
 #include <linux/bpf.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -212,7 +213,13 @@ TEST_F(CapabilitiesTest, ReportTextNamesEveryKindAndHook) {
 
 TEST_F(CapabilitiesTest, ProbeIsQuickAndCached) {
   const CapabilityReport& first = ProbeCapabilities();
-  EXPECT_LT(first.elapsed_ms, 1000.0);
+  // Quick means no probe sat out one of its waits (500 ms each): that is what makes a start
+  // slow, and it shows as ETIMEDOUT whatever the machine's load. Wall time is only bounded
+  // loosely: attaching and removing tracepoints and uprobes takes the kernel's global
+  // event_mutex, which other tracers' teardowns hold for seconds on a busy machine (~0.6 s
+  // here alone, 1.5 s seen with agents of parallel tests stopping).
+  for (const ProbeResult& r : first.results) EXPECT_NE(r.error_code, ETIMEDOUT) << r.name << ": " << r.detail;
+  EXPECT_LT(first.elapsed_ms, 10000.0);
   EXPECT_EQ(&first, &ProbeCapabilities());
 }
 
