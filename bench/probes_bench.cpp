@@ -21,6 +21,13 @@
 //                              (compared with untraced AF_UNIX)
 // and untraced once more at the end (drift check). Each case is the median of R runs.
 //
+// --bpf-stats: also the time spent inside the four syscall programs the loop hits (entry and exit
+// of read and write), from the kernel's own per-program counters (BPF_ENABLE_STATS: run_time_ns
+// and run_cnt), as ns per pair, median [min-max] over the runs. That is the part of the
+// overhead our programs decide (the tracepoint's own dispatch is not in it), and it is far less
+// sensitive to a loaded machine than the timed loop (only preemption inside a program counts).
+// The timed figures then include the counters' own cost (two clock reads per program run).
+//
 //
 // Then the uprobes (--no-uprobes skips them):
 //   uprobe kinds               a uprobe (the agent's TLS entry program, process not selected) on
@@ -224,6 +231,25 @@ class Tracer {
   }
   uint64_t data_events() const { return sink_.data_events.load(); }
   CaptureProgram& capture() { return *capture_; }
+  // Summed run_time_ns and run_cnt of the programs a write()+read() pair runs (kernel counters,
+  // counting only while BPF_ENABLE_STATS is on).
+  struct ProgramTime {
+    uint64_t ns = 0;
+    uint64_t runs = 0;
+  };
+  ProgramTime SyscallProgramTime() const {
+    ProgramTime t;
+    for (const char* name : {"tl_enter_write", "tl_exit_write", "tl_enter_read", "tl_exit_read"}) {
+      bpf_program* prog = capture_->FindProgram(name);
+      if (!prog) continue;
+      bpf_prog_info info{};
+      uint32_t len = sizeof(info);
+      if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) != 0) continue;
+      t.ns += info.run_time_ns;
+      t.runs += info.run_cnt;
+    }
+    return t;
+  }
   uint64_t lost() const {
     KernelDrops d = capture_->ReadDrops();
     uint64_t n = 0;
@@ -252,6 +278,9 @@ struct CaseResult {
   // runs, with the kernel's BPF run counters on (off while timing: they cost time).
   int64_t probe_runs = -1;
   uint64_t probe_runs_wanted = 0;
+  // --bpf-stats: ns inside the syscall programs per pair, median/min/max over the runs, and
+  // program runs per pair (4 when every entry and exit ran).
+  double prog_ns = -1, prog_min_ns = 0, prog_max_ns = 0, prog_runs_per_pair = 0;
   int base = -1;  // index of the case the delta is against; -1: the untraced case of its transport
 };
 
@@ -273,11 +302,26 @@ CaseResult RunCase(const std::string& name, const SocketPair& p, size_t iteratio
   const uint64_t events0 = tracer ? tracer->data_events() : 0;
   const uint64_t lost0 = tracer ? tracer->lost() : 0;
   std::vector<double> runs;
+  std::vector<double> prog_ns;
+  uint64_t prog_runs = 0;
   for (int r = 0; r < repeats; ++r) {
+    const Tracer::ProgramTime before = tracer ? tracer->SyscallProgramTime() : Tracer::ProgramTime{};
     runs.push_back(TimePairs(p, iterations));
-    if (tracer) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (tracer) {
+      const Tracer::ProgramTime after = tracer->SyscallProgramTime();
+      prog_ns.push_back(static_cast<double>(after.ns - before.ns) / static_cast<double>(iterations));
+      prog_runs += after.runs - before.runs;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
   }
   CaseResult c = Summarize(name, std::move(runs));
+  if (!prog_ns.empty() && prog_runs > 0) {
+    std::sort(prog_ns.begin(), prog_ns.end());
+    c.prog_ns = prog_ns[prog_ns.size() / 2];
+    c.prog_min_ns = prog_ns.front();
+    c.prog_max_ns = prog_ns.back();
+    c.prog_runs_per_pair = static_cast<double>(prog_runs) / (static_cast<double>(iterations) * repeats);
+  }
   if (tracer) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     c.events = tracer->data_events() - events0;
@@ -529,6 +573,10 @@ int Main(int argc, char** argv) {
   app.add_flag("--smoke", smoke, "Few iterations: checks that it runs and produces numbers");
   bool no_uprobes = false;
   app.add_flag("--no-uprobes", no_uprobes, "Skip the uprobe cases (kinds and OpenSSL)");
+  bool bpf_stats = false;
+  app.add_flag("--bpf-stats", bpf_stats,
+               "Also report the time inside the read/write syscall programs per pair (kernel "
+               "run_time_ns counters; adds their own cost to the timed figures)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -548,6 +596,14 @@ int Main(int argc, char** argv) {
   }
   const bool ci = ::threadline::testing::InCi();
 
+  UniqueFd stats_fd;  // the kernel counts program run time while this is open
+  if (bpf_stats) {
+    stats_fd = UniqueFd(bpf_enable_stats(BPF_STATS_RUN_TIME));
+    if (stats_fd.get() < 0) {
+      std::fprintf(stderr, "probes_bench: --bpf-stats: BPF_ENABLE_STATS failed: %s\n", std::strerror(errno));
+      return 1;
+    }
+  }
   SocketPair tcp = LoopbackTcp();
   SocketPair unix_pair = UnixPair();
   std::printf("probes_bench: %zu write(64 B)+read(64 B) pairs per run, median of %d runs, loop "
@@ -623,6 +679,19 @@ int Main(int argc, char** argv) {
                 c.name.c_str(), c.median_ns, c.min_ns, c.max_ns,
                 static_cast<unsigned long long>(c.events), static_cast<unsigned long long>(c.lost));
     if (!(c.median_ns > 0)) ok = false;
+  }
+  if (bpf_stats) {
+    std::printf("\ntime inside the read/write syscall programs (BPF_ENABLE_STATS), per pair:\n");
+    std::printf("%-40s %9s %17s %14s\n", "case", "ns/pair", "spread (min-max)", "program runs/pair");
+    for (const CaseResult& c : results) {
+      if (c.prog_ns < 0) continue;
+      char spread[64];
+      std::snprintf(spread, sizeof(spread), "%.0f-%.0f", c.prog_min_ns, c.prog_max_ns);
+      std::printf("%-40s %9.1f %17s %14.2f\n", c.name.c_str(), c.prog_ns, spread, c.prog_runs_per_pair);
+      std::printf("RESULT {\"bench\":\"probes_bpf_stats\",\"case\":\"%s\",\"prog_ns_per_pair\":%.1f,"
+                  "\"min\":%.1f,\"max\":%.1f,\"runs_per_pair\":%.2f}\n",
+                  c.name.c_str(), c.prog_ns, c.prog_min_ns, c.prog_max_ns, c.prog_runs_per_pair);
+    }
   }
   // The selected TCP case must really have been traced: two data events per pair.
   const CaseResult& selected = results[3];

@@ -98,9 +98,8 @@ static __always_inline void args__stash_send(__u8 syscall, __s64 fd, __u64 buf, 
 }
 
 /* Returns the stashed arguments (a copy) and forgets them. */
-static __always_inline bool args__take(struct tl_io_args *out)
+static __always_inline bool args__take_of(__u64 pid_tgid, struct tl_io_args *out)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct tl_io_args *a = bpf_map_lookup_elem(&io_args, &pid_tgid);
 	if (!a)
 		return false;
@@ -127,17 +126,34 @@ static __always_inline __u64 regs__arg(struct pt_regs *r, int i)
 	return 0;
 }
 
-/* Like args__take, but when the entry was never seen, rebuilds the arguments from the saved
- * user registers. That happens to every syscall already in flight when the hooks attached: a
- * thread-per-connection server blocked in read() on a keep-alive connection would otherwise
- * lose the first request it gets after the agent starts. Argument indices < 0 read as 0. */
-static __always_inline bool args__take_or_recover(struct tl_io_args *out, __u8 syscall, int i_fd,
-						  int i_buf, int i_count, int i_flags)
+/* The exit side of a syscall: the selection check comes first, before any map is touched,
+ * since an untraced process (which stashed nothing at entry) must pay next to nothing. An entry
+ * stashed while the process was selected and left here because it no longer is gets
+ * overwritten by the thread's next stash or deleted at its exit (proc__on_exit). */
+static __always_inline bool args__take(struct tl_io_args *out)
 {
-	if (args__take(out))
-		return true;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!proc__selected(pid_tgid >> 32))
+		return false;
+	return args__take_of(pid_tgid, out);
+}
+
+/* args__take for a syscall that returned `ret`: false when it failed (its stash is dropped) or
+ * the process is not traced. When the entry was never seen, rebuilds the arguments from the
+ * saved user registers. That happens to every syscall already in flight when the hooks attached:
+ * a thread-per-connection server blocked in read() on a keep-alive connection would otherwise
+ * lose the first request it gets after the agent starts. Argument indices < 0 read as 0. */
+static __always_inline bool args__take_or_recover(struct tl_io_args *out, long ret, __u8 syscall,
+						  int i_fd, int i_buf, int i_count, int i_flags)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if (!proc__maybe_selected(tgid))
+		return false;
+	/* A stash means the process was selected at the entry: no second selection lookup. */
+	if (args__take_of(pid_tgid, out))
+		return ret > 0;
+	if (ret <= 0 || !proc__selected(tgid))
 		return false;
 	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	if (!r)
@@ -164,11 +180,7 @@ SYS_ENTER(recvfrom) { args__stash(TL_SYS_RECVFROM, ctx->args[0], ctx->args[1], c
 static __always_inline int exit__buffer(void *ctx, long ret, __u8 direction, __u8 sys, int i_flags)
 {
 	struct tl_io_args a;
-	if (ret <= 0) {
-		args__take(&a);
-		return 0;
-	}
-	if (!args__take_or_recover(&a, sys, 0, 1, 2, i_flags))
+	if (!args__take_or_recover(&a, ret, sys, 0, 1, 2, i_flags))
 		return 0;
 	if (sys == TL_SYS_WRITE && ret == sizeof(struct tl_node_marker) && tl_node_helpers)
 		ctx__node_marker(&a);
@@ -195,11 +207,7 @@ SYS_ENTER(recvmsg) { args__stash(TL_SYS_RECVMSG, ctx->args[0], ctx->args[1], 0, 
 static __always_inline int exit__iov(void *ctx, long ret, __u8 direction, __u8 sys)
 {
 	struct tl_io_args a;
-	if (ret <= 0) {
-		args__take(&a);
-		return 0;
-	}
-	if (!args__take_or_recover(&a, sys, 0, 1, 2, -1))
+	if (!args__take_or_recover(&a, ret, sys, 0, 1, 2, -1))
 		return 0;
 	data__from_iovec(ctx, &a, direction, (__u64)ret);
 	return 0;
@@ -208,11 +216,7 @@ static __always_inline int exit__iov(void *ctx, long ret, __u8 direction, __u8 s
 static __always_inline int exit__msg(void *ctx, long ret, __u8 direction, __u8 sys)
 {
 	struct tl_io_args a;
-	if (ret <= 0) {
-		args__take(&a);
-		return 0;
-	}
-	if (!args__take_or_recover(&a, sys, 0, 1, -1, 2))
+	if (!args__take_or_recover(&a, ret, sys, 0, 1, -1, 2))
 		return 0;
 	struct user_msghdr msg;
 	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)a.buf)) {
@@ -240,11 +244,7 @@ SYS_ENTER(recvmmsg) { args__stash(TL_SYS_RECVMMSG, ctx->args[0], ctx->args[1], c
 static __always_inline int exit__mmsg(void *ctx, long ret, __u8 direction, __u8 sys)
 {
 	struct tl_io_args a;
-	if (ret <= 0) {
-		args__take(&a);
-		return 0;
-	}
-	if (!args__take_or_recover(&a, sys, 0, 1, 2, 3))
+	if (!args__take_or_recover(&a, ret, sys, 0, 1, 2, 3))
 		return 0;
 	data__from_mmsg(ctx, &a, direction, (__u32)ret);
 	return 0;
@@ -259,11 +259,7 @@ SYS_ENTER(sendfile64) { args__stash_send(TL_SYS_SENDFILE, ctx->args[0], 0, ctx->
 SYS_EXIT(sendfile64)
 {
 	struct tl_io_args a;
-	if (ctx->ret <= 0) {
-		args__take(&a);
-		return 0;
-	}
-	if (!args__take_or_recover(&a, TL_SYS_SENDFILE, 0, -1, 3, -1))
+	if (!args__take_or_recover(&a, ctx->ret, TL_SYS_SENDFILE, 0, -1, 3, -1))
 		return 0;
 	data__without_payload(ctx, &a, TL_DIR_EGRESS, (__u64)ctx->ret);
 	return 0;

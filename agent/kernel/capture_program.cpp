@@ -4,6 +4,10 @@
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -97,8 +101,24 @@ void CaptureProgram::SkelDeleter::operator()(capture_bpf* s) const { capture_bpf
 CaptureProgram::CaptureProgram(const CaptureConfig& config) : config_(config) {}
 CaptureProgram::~CaptureProgram() {
   DestroyLinksConcurrently(ReleaseLinks());  // detach before the programs and maps go
+  if (selected_hint_) munmap(selected_hint_, selected_hint_bytes_);
   skel_.reset();
 }
+
+namespace {
+
+// Words of the selection hint bitmap: one bit per possible tgid (kernel.pid_max, at most the
+// kernel's PID_MAX_LIMIT of 4M: 512 KiB). A tgid past it (pid_max raised later) still works,
+// through the hash.
+size_t SelectedHintWords() {
+  constexpr uint64_t kPidMaxLimit = 4u << 20;
+  uint64_t pid_max = kPidMaxLimit;
+  std::ifstream in("/proc/sys/kernel/pid_max");
+  if (uint64_t v = 0; in >> v && v > 0) pid_max = std::min(v, kPidMaxLimit);
+  return static_cast<size_t>((pid_max + 63) / 64);
+}
+
+}  // namespace
 
 Result<std::unique_ptr<CaptureProgram>> CaptureProgram::Create(const CaptureConfig& config) {
   if (!IsPowerOfTwo(config.capture_bytes) || config.capture_bytes > TL_MAX_CAPTURE)
@@ -135,6 +155,8 @@ Status CaptureProgram::Open() {
   if (!err) err = bpf_map__set_max_entries(skel_->maps.data_scratch, ncpus_);
   if (!err) err = bpf_map__set_max_entries(skel_->maps.conns, config_.max_connections);
   if (!err) err = bpf_map__set_max_entries(skel_->maps.sock_conns, config_.max_connections);
+  selected_hint_words_ = SelectedHintWords();
+  if (!err) err = bpf_map__set_max_entries(skel_->maps.selected_hint, static_cast<uint32_t>(selected_hint_words_));
   if (err) return Error::FromErrno("size capture maps", err);
   return OkStatus();
 }
@@ -142,6 +164,12 @@ Status CaptureProgram::Open() {
 Status CaptureProgram::Load() {
   int err = capture_bpf__load(skel_.get());
   if (err) return Error::FromErrno("load capture BPF programs (run with --log-level=debug for the verifier log)", err);
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  selected_hint_bytes_ = (selected_hint_words_ * sizeof(uint64_t) + page - 1) / page * page;
+  void* hint = mmap(nullptr, selected_hint_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED,
+                    bpf_map__fd(skel_->maps.selected_hint), 0);
+  if (hint == MAP_FAILED) return Error::FromErrno("map the selection hint", errno);
+  selected_hint_ = static_cast<uint64_t*>(hint);
   for (uint16_t port : config_.ports) {
     uint8_t one = 1;
     if (bpf_map__update_elem(skel_->maps.ports, &port, sizeof(port), &one, sizeof(one), BPF_ANY))
@@ -202,16 +230,31 @@ void CaptureProgram::SetNodeHelpersOn(bool on) {
   __atomic_store_n(&skel_->bss->tl_node_helpers, on ? 1u : 0u, __ATOMIC_RELEASE);
 }
 
+// Atomic: the kernel sets and clears bits of the same words (a fork inheriting selection, an
+// exec of the agent, an exit).
+void CaptureProgram::SetSelectedHint(uint32_t tgid, bool on) {
+  if (tgid / 64 >= selected_hint_words_) return;  // past the bitmap: the programs use the hash
+  const uint64_t bit = uint64_t{1} << (tgid % 64);
+  if (on)
+    __atomic_fetch_or(&selected_hint_[tgid / 64], bit, __ATOMIC_SEQ_CST);
+  else
+    __atomic_fetch_and(&selected_hint_[tgid / 64], ~bit, __ATOMIC_SEQ_CST);
+}
+
 Status CaptureProgram::Select(uint32_t tgid, uint32_t flags) {
   tl_selection sel{flags, 0};
+  SetSelectedHint(tgid, true);  // before the entry: a program may never see an entry without its bit
   if (bpf_map__update_elem(skel_->maps.selected, &tgid, sizeof(tgid), &sel, sizeof(sel), BPF_ANY))
     return Error::FromErrno("select pid " + std::to_string(tgid), errno);
   return OkStatus();
 }
 
 Status CaptureProgram::Unselect(uint32_t tgid) {
-  if (bpf_map__delete_elem(skel_->maps.selected, &tgid, sizeof(tgid), 0) && errno != ENOENT)
-    return Error::FromErrno("unselect pid " + std::to_string(tgid), errno);
+  if (bpf_map__delete_elem(skel_->maps.selected, &tgid, sizeof(tgid), 0)) {
+    if (errno != ENOENT) return Error::FromErrno("unselect pid " + std::to_string(tgid), errno);
+    return OkStatus();  // no entry: the bit may belong to one the kernel is adding
+  }
+  SetSelectedHint(tgid, false);  // after the entry is gone
   return OkStatus();
 }
 

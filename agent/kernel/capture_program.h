@@ -131,6 +131,12 @@ class CaptureProgram {
   std::vector<AttachedHook> hooks_;
   int ncpus_ = 1;
   uint32_t context_users_ = 0;  // ContextUser bits
+  // The kernel's "selected_hint" bitmap (shared.bpf.h), mapped: bit tgid is set while
+  // "selected" may hold an entry for tgid, so the programs skip the hash for all others.
+  uint64_t* selected_hint_ = nullptr;
+  size_t selected_hint_words_ = 0;
+  size_t selected_hint_bytes_ = 0;  // the mapping's length
+  void SetSelectedHint(uint32_t tgid, bool on);
 };
 
 }  // namespace threadline

@@ -62,6 +62,7 @@ static __always_inline void proc__on_exec(struct trace_event_raw_sched_process_e
 		if (exe && BPF_CORE_READ(exe, f_inode, i_ino) == agent_exe_ino &&
 		    BPF_CORE_READ(exe, f_inode, i_sb, s_dev) == agent_exe_dev) {
 			struct tl_selection s = {.flags = TL_SEL_EXCLUDE | TL_SEL_INHERIT};
+			proc__hint_set(tgid);
 			if (bpf_map_update_elem(&selected, &tgid, &s, BPF_ANY))
 				drops__count(TL_DROP_SELECT_MAP_FULL);
 			return;
@@ -82,9 +83,10 @@ static __always_inline void proc__on_fork(struct task_struct *parent, struct tas
 	__u32 ctgid = BPF_CORE_READ(child, tgid);
 	if (ptgid == ctgid)
 		return; /* a new thread, not a new process */
-	struct tl_selection *s = bpf_map_lookup_elem(&selected, &ptgid);
+	struct tl_selection *s = proc__selection(ptgid);
 	if (s && (s->flags & TL_SEL_INHERIT)) {
 		struct tl_selection copy = *s;
+		proc__hint_set(ctgid);
 		if (bpf_map_update_elem(&selected, &ctgid, &copy, BPF_ANY))
 			drops__count(TL_DROP_SELECT_MAP_FULL);
 	}
@@ -104,7 +106,8 @@ static __always_inline void proc__on_exit(void)
 		return; /* other threads of the process still run */
 	__u32 tgid = pid_tgid >> 32;
 	bool traced = proc__selected(tgid);
-	bpf_map_delete_elem(&selected, &tgid);
+	if (bpf_map_delete_elem(&selected, &tgid) == 0)
+		proc__hint_clear(tgid);
 	if (!traced)
 		return;
 	proc__emit(TL_EV_PROC_EXIT, pid_tgid, tgid, 0, BPF_CORE_READ(task, exit_code), NULL);

@@ -52,6 +52,21 @@ struct {
 	__type(value, struct tl_selection);
 } selected SEC(".maps");
 
+/* A bitmap in front of "selected": bit (tgid % 64) of word (tgid / 64) is set whenever
+ * "selected" may hold an entry for tgid (set before an entry is added, cleared after it is
+ * removed; by userspace through its mapping, atomically, and by the kernel's exec/fork/exit
+ * hooks). Every syscall of every process asks proc__selected, and nearly all of them have no
+ * entry (not selected with --pid, nothing special without it): an inlined array read answers
+ * them instead of a hash lookup. tgids past the end (pid_max raised after load) fall back to
+ * the hash. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1); /* (pid_max + 63) / 64, set by the agent before load */
+	__type(key, __u32);
+	__type(value, __u64);
+} selected_hint SEC(".maps");
+
 /* cgroup v2 ids (bpf_get_current_cgroup_id) of the selected containers' cgroups. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -90,11 +105,58 @@ struct {
  * (every caller runs in the process's own context: syscalls, uprobes, fork in the parent,
  * sockops connect and sk_msg in the sender), since the cgroup filter reads the current task's
  * cgroup. */
+static __always_inline __u64 *proc__hint_word(__u32 tgid)
+{
+	__u32 word = tgid / 64;
+	return bpf_map_lookup_elem(&selected_hint, &word);
+}
+
+/* The "selected" entry of tgid, or NULL: through the hint, so a tgid without one costs no hash
+ * lookup. */
+static __always_inline struct tl_selection *proc__selection(__u32 tgid)
+{
+	__u64 *bits = proc__hint_word(tgid);
+	if (bits && !(*bits & (1ull << (tgid & 63))))
+		return NULL;
+	return bpf_map_lookup_elem(&selected, &tgid);
+}
+
+/* Call before adding an entry for tgid to "selected". */
+static __always_inline void proc__hint_set(__u32 tgid)
+{
+	__u64 *bits = proc__hint_word(tgid);
+	if (bits && !(*bits & (1ull << (tgid & 63))))
+		__sync_fetch_and_or(bits, 1ull << (tgid & 63));
+}
+
+/* Call after removing tgid's entry from "selected". */
+static __always_inline void proc__hint_clear(__u32 tgid)
+{
+	__u64 *bits = proc__hint_word(tgid);
+	if (bits && (*bits & (1ull << (tgid & 63))))
+		__sync_fetch_and_and(bits, ~(1ull << (tgid & 63)));
+}
+
+/* A first, cheap answer for the hottest paths (syscall exits): false only when the process is
+ * surely not traced (the agent itself, or no "selected" entry while only selected processes
+ * are traced); true means "ask proc__selected". */
+static __always_inline bool proc__maybe_selected(__u32 tgid)
+{
+	if (tgid == agent_tgid)
+		return false;
+	if (filter_by_process) {
+		__u64 *bits = proc__hint_word(tgid);
+		if (bits && !(*bits & (1ull << (tgid & 63))))
+			return false;
+	}
+	return true;
+}
+
 static __always_inline bool proc__selected(__u32 tgid)
 {
 	if (tgid == agent_tgid)
 		return false;
-	struct tl_selection *s = bpf_map_lookup_elem(&selected, &tgid);
+	struct tl_selection *s = proc__selection(tgid);
 	if (s && (s->flags & TL_SEL_EXCLUDE))
 		return false;
 	if (filter_by_process && !(s && (s->flags & TL_SEL_TRACE)))
