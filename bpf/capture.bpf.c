@@ -110,20 +110,54 @@ static __always_inline bool args__take_of(__u64 pid_tgid, struct tl_io_args *out
 
 /* The syscall's i-th argument from the user registers the kernel saved at syscall entry. The
  * argument registers are not written back while the syscall runs (only ax gets the result),
- * so at exit they still hold what the caller passed. */
+ * so at exit they still hold what the caller passed. `r` is a BTF pointer
+ * (bpf_task_pt_regs): plain loads, no helper call per register. */
 static __always_inline __u64 regs__arg(struct pt_regs *r, int i)
 {
 #if defined(__TARGET_ARCH_x86)
 	switch (i) {
-	case 0: return BPF_CORE_READ(r, di);
-	case 1: return BPF_CORE_READ(r, si);
-	case 2: return BPF_CORE_READ(r, dx);
-	case 3: return BPF_CORE_READ(r, r10);
-	case 4: return BPF_CORE_READ(r, r8);
-	case 5: return BPF_CORE_READ(r, r9);
+	case 0: return r->di;
+	case 1: return r->si;
+	case 2: return r->dx;
+	case 3: return r->r10;
+	case 4: return r->r8;
+	case 5: return r->r9;
 	}
 #endif
 	return 0;
+}
+
+/* Rebuilds a syscall's arguments at its exit from the saved user registers, with the exit time
+ * as its entry time. Argument indices < 0 read as 0 (fd: -1). */
+static __always_inline bool args__recover(struct tl_io_args *out, __u8 syscall, int i_fd,
+					  int i_buf, int i_count, int i_flags)
+{
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!r)
+		return false;
+	out->enter_ts = bpf_ktime_get_boot_ns();
+	out->fd = i_fd >= 0 ? (__s32)regs__arg(r, i_fd) : -1;
+	out->buf = i_buf >= 0 ? regs__arg(r, i_buf) : 0;
+	out->count = i_count >= 0 ? (__u32)regs__arg(r, i_count) : 0;
+	out->flags = i_flags >= 0 ? (__u32)regs__arg(r, i_flags) : 0;
+	out->syscall = syscall;
+	out->g = 0;
+	return true;
+}
+
+/* The arguments of a receiving syscall (read, recvfrom, readv, recvmsg, recvmmsg), which have no
+ * entry program: everything their exit needs is in the saved registers, and an entry program
+ * would cost every process on the node one more tracepoint hit per call, and a traced one a
+ * hash update and delete. What is lost is only the entry time, which for a receive says when
+ * the caller started waiting, not when the bytes came: the event's enter_ts is its exit time.
+ * False when the call moved nothing or the process is not traced (checked first: an untraced
+ * process stops at an inlined array read). */
+static __always_inline bool args__at_exit(struct tl_io_args *out, long ret, __u8 syscall,
+					  int i_fd, int i_buf, int i_count, int i_flags)
+{
+	if (ret <= 0 || !proc__selected(bpf_get_current_pid_tgid() >> 32))
+		return false;
+	return args__recover(out, syscall, i_fd, i_buf, i_count, i_flags);
 }
 
 /* The exit side of a syscall: the selection check comes first, before any map is touched,
@@ -138,9 +172,10 @@ static __always_inline bool args__take(struct tl_io_args *out)
 	return args__take_of(pid_tgid, out);
 }
 
-/* args__take for a syscall that returned `ret`: false when it failed (its stash is dropped) or
- * the process is not traced. When the entry was never seen, rebuilds the arguments from the
- * saved user registers. That happens to every syscall already in flight when the hooks attached:
+/* args__take for a sending syscall that returned `ret`: false when it failed (its stash is
+ * dropped) or the process is not traced. Sends keep their entry program: the entry time starts
+ * a client span, and the sk_msg program and the context rule read the stash while the send runs.
+ * When the entry was never seen, rebuilds the arguments from the saved user registers. That happens to every syscall already in flight when the hooks attached:
  * a thread-per-connection server blocked in read() on a keep-alive connection would otherwise
  * lose the first request it gets after the agent starts. Argument indices < 0 read as 0. */
 static __always_inline bool args__take_or_recover(struct tl_io_args *out, long ret, __u8 syscall,
@@ -155,16 +190,7 @@ static __always_inline bool args__take_or_recover(struct tl_io_args *out, long r
 		return ret > 0;
 	if (ret <= 0 || !proc__selected(tgid))
 		return false;
-	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	if (!r)
-		return false;
-	out->enter_ts = bpf_ktime_get_boot_ns(); /* the real entry predates us; exit time is our best */
-	out->fd = i_fd >= 0 ? (__s32)regs__arg(r, i_fd) : -1;
-	out->buf = i_buf >= 0 ? regs__arg(r, i_buf) : 0;
-	out->count = i_count >= 0 ? (__u32)regs__arg(r, i_count) : 0;
-	out->flags = i_flags >= 0 ? (__u32)regs__arg(r, i_flags) : 0;
-	out->syscall = syscall;
-	return true;
+	return args__recover(out, syscall, i_fd, i_buf, i_count, i_flags);
 }
 
 #define SYS_ENTER(name) SEC("tracepoint/syscalls/sys_enter_" #name) int tl_enter_##name(struct trace_event_raw_sys_enter *ctx)
@@ -172,15 +198,14 @@ static __always_inline bool args__take_or_recover(struct tl_io_args *out, long r
 
 /* --- single-buffer I/O: read, write, sendto, recvfrom ------------------------------------- */
 
-SYS_ENTER(read) { args__stash(TL_SYS_READ, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
 SYS_ENTER(write) { args__stash_send(TL_SYS_WRITE, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
 SYS_ENTER(sendto) { args__stash_send(TL_SYS_SENDTO, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
-SYS_ENTER(recvfrom) { args__stash(TL_SYS_RECVFROM, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
 
 static __always_inline int exit__buffer(void *ctx, long ret, __u8 direction, __u8 sys, int i_flags)
 {
 	struct tl_io_args a;
-	if (!args__take_or_recover(&a, ret, sys, 0, 1, 2, i_flags))
+	if (direction == TL_DIR_INGRESS ? !args__at_exit(&a, ret, sys, 0, 1, 2, i_flags)
+					: !args__take_or_recover(&a, ret, sys, 0, 1, 2, i_flags))
 		return 0;
 	if (sys == TL_SYS_WRITE && ret == sizeof(struct tl_node_marker) && tl_node_helpers)
 		ctx__node_marker(&a);
@@ -199,15 +224,14 @@ SYS_EXIT(recvfrom) { return exit__buffer(ctx, ctx->ret, TL_DIR_INGRESS, TL_SYS_R
 
 /* --- iovec I/O: readv, writev, sendmsg, recvmsg -------------------------------------------- */
 
-SYS_ENTER(readv) { args__stash(TL_SYS_READV, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
 SYS_ENTER(writev) { args__stash_send(TL_SYS_WRITEV, ctx->args[0], ctx->args[1], ctx->args[2], 0); return 0; }
 SYS_ENTER(sendmsg) { args__stash_send(TL_SYS_SENDMSG, ctx->args[0], ctx->args[1], 0, ctx->args[2]); return 0; }
-SYS_ENTER(recvmsg) { args__stash(TL_SYS_RECVMSG, ctx->args[0], ctx->args[1], 0, ctx->args[2]); return 0; }
 
 static __always_inline int exit__iov(void *ctx, long ret, __u8 direction, __u8 sys)
 {
 	struct tl_io_args a;
-	if (!args__take_or_recover(&a, ret, sys, 0, 1, 2, -1))
+	if (direction == TL_DIR_INGRESS ? !args__at_exit(&a, ret, sys, 0, 1, 2, -1)
+					: !args__take_or_recover(&a, ret, sys, 0, 1, 2, -1))
 		return 0;
 	data__from_iovec(ctx, &a, direction, (__u64)ret);
 	return 0;
@@ -216,7 +240,8 @@ static __always_inline int exit__iov(void *ctx, long ret, __u8 direction, __u8 s
 static __always_inline int exit__msg(void *ctx, long ret, __u8 direction, __u8 sys)
 {
 	struct tl_io_args a;
-	if (!args__take_or_recover(&a, ret, sys, 0, 1, -1, 2))
+	if (direction == TL_DIR_INGRESS ? !args__at_exit(&a, ret, sys, 0, 1, -1, 2)
+					: !args__take_or_recover(&a, ret, sys, 0, 1, -1, 2))
 		return 0;
 	struct user_msghdr msg;
 	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)a.buf)) {
@@ -239,12 +264,12 @@ SYS_EXIT(recvmsg) { return exit__msg(ctx, ctx->ret, TL_DIR_INGRESS, TL_SYS_RECVM
 /* --- multi-message I/O: sendmmsg, recvmmsg (ret = number of messages) ---------------------- */
 
 SYS_ENTER(sendmmsg) { args__stash_send(TL_SYS_SENDMMSG, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
-SYS_ENTER(recvmmsg) { args__stash(TL_SYS_RECVMMSG, ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]); return 0; }
 
 static __always_inline int exit__mmsg(void *ctx, long ret, __u8 direction, __u8 sys)
 {
 	struct tl_io_args a;
-	if (!args__take_or_recover(&a, ret, sys, 0, 1, 2, 3))
+	if (direction == TL_DIR_INGRESS ? !args__at_exit(&a, ret, sys, 0, 1, 2, 3)
+					: !args__take_or_recover(&a, ret, sys, 0, 1, 2, 3))
 		return 0;
 	data__from_mmsg(ctx, &a, direction, (__u32)ret);
 	return 0;
@@ -278,13 +303,10 @@ SYS_EXIT(connect)
 	return 0;
 }
 
-SYS_ENTER(accept) { args__stash(TL_SYS_ACCEPT, ctx->args[0], 0, 0, 0); return 0; }
-SYS_ENTER(accept4) { args__stash(TL_SYS_ACCEPT4, ctx->args[0], 0, 0, 0); return 0; }
-
+/* No entry program: the new fd is the return value. */
 static __always_inline int exit__accept(long ret)
 {
-	struct tl_io_args a;
-	if (!args__take(&a) || ret < 0)
+	if (ret < 0 || !proc__selected(bpf_get_current_pid_tgid() >> 32))
 		return 0;
 	conn__get((__s32)ret, TL_SRC_ACCEPT, TL_ROLE_SERVER);
 	return 0;

@@ -49,7 +49,7 @@ struct CaptureConfig {
 
 struct AttachedHook {
   std::string program;
-  std::string target;  // e.g. "tracepoint/syscalls/sys_enter_read"
+  std::string target;  // e.g. "tracepoint/syscalls/sys_enter_write"
   bool required = false;
   bool attached = false;
   std::string error;

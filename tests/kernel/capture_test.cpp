@@ -686,6 +686,27 @@ TEST_F(CaptureTest, UnselectedProcessesProduceNothing) {
   EXPECT_TRUE(rec_.data.empty());
 }
 
+// Selection goes through a bitmap in front of the "selected" map (shared.bpf.h): Unselect clears
+// this process's bit, Select sets it again, and the programs must follow both.
+TEST_F(CaptureTest, ReselectedProcessIsTracedAgain) {
+  Load();
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(capture_->Unselect(self()).ok());
+  SocketPair quiet;
+  MakePair(quiet);
+  ASSERT_EQ(write(quiet.client, "quiet", 5), 5);
+  ASSERT_TRUE(capture_->Select(self()).ok());
+  SocketPair loud;
+  MakePair(loud);
+  ASSERT_EQ(write(loud.client, "loud", 4), 4);
+  Drain();
+  const ConnOpenEvent* o = rec_.OpenFor(self(), loud.client);
+  ASSERT_NE(o, nullptr) << "selected again: traced again";
+  EXPECT_EQ(rec_.StreamFor(o->id, Direction::kEgress), "loud");
+  for (const auto& d : rec_.data)
+    EXPECT_NE(d.payload, "quiet") << "written while unselected";
+}
+
 TEST_F(CaptureTest, NoDropsInNormalOperation) {
   Load();
   if (HasFatalFailure()) return;
