@@ -158,8 +158,18 @@ SocketPair UnixPair() {
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-// ns per write()+read() pair over `iterations`.
-double TimePairs(const SocketPair& p, size_t iterations) {
+// CPU time of the calling thread: what the pair costs this process, the BPF programs included
+// (they run in its syscalls), whatever else the machine runs meanwhile.
+double ThreadCpuNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
+}
+
+// ns per write()+read() pair over `iterations` (wall clock); `cpu_ns`, when given, gets the
+// thread's CPU ns per pair.
+double TimePairs(const SocketPair& p, size_t iterations, double* cpu_ns = nullptr) {
+  const double cpu0 = ThreadCpuNs();
   char buf[64];
   std::memset(buf, 'x', sizeof(buf));
   const auto t0 = std::chrono::steady_clock::now();
@@ -171,6 +181,7 @@ double TimePairs(const SocketPair& p, size_t iterations) {
     }
   }
   const auto t1 = std::chrono::steady_clock::now();
+  if (cpu_ns) *cpu_ns = (ThreadCpuNs() - cpu0) / static_cast<double>(iterations);
   return std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(iterations);
 }
 
@@ -281,6 +292,8 @@ struct CaseResult {
   // --bpf-stats: ns inside the syscall programs per pair, median/min/max over the runs, and
   // program runs per pair (4 when every entry and exit ran).
   double prog_ns = -1, prog_min_ns = 0, prog_max_ns = 0, prog_runs_per_pair = 0;
+  // The loop thread's CPU ns per pair (CLOCK_THREAD_CPUTIME_ID), median/min/max; -1: not taken.
+  double cpu_ns = -1, cpu_min_ns = 0, cpu_max_ns = 0;
   int base = -1;  // index of the case the delta is against; -1: the untraced case of its transport
 };
 
@@ -302,11 +315,13 @@ CaseResult RunCase(const std::string& name, const SocketPair& p, size_t iteratio
   const uint64_t events0 = tracer ? tracer->data_events() : 0;
   const uint64_t lost0 = tracer ? tracer->lost() : 0;
   std::vector<double> runs;
-  std::vector<double> prog_ns;
+  std::vector<double> prog_ns, cpu_ns;
   uint64_t prog_runs = 0;
   for (int r = 0; r < repeats; ++r) {
     const Tracer::ProgramTime before = tracer ? tracer->SyscallProgramTime() : Tracer::ProgramTime{};
-    runs.push_back(TimePairs(p, iterations));
+    double cpu = 0;
+    runs.push_back(TimePairs(p, iterations, &cpu));
+    cpu_ns.push_back(cpu);
     if (tracer) {
       const Tracer::ProgramTime after = tracer->SyscallProgramTime();
       prog_ns.push_back(static_cast<double>(after.ns - before.ns) / static_cast<double>(iterations));
@@ -315,6 +330,10 @@ CaseResult RunCase(const std::string& name, const SocketPair& p, size_t iteratio
     }
   }
   CaseResult c = Summarize(name, std::move(runs));
+  std::sort(cpu_ns.begin(), cpu_ns.end());
+  c.cpu_ns = cpu_ns[cpu_ns.size() / 2];
+  c.cpu_min_ns = cpu_ns.front();
+  c.cpu_max_ns = cpu_ns.back();
   if (!prog_ns.empty() && prog_runs > 0) {
     std::sort(prog_ns.begin(), prog_ns.end());
     c.prog_ns = prog_ns[prog_ns.size() / 2];
@@ -679,6 +698,23 @@ int Main(int argc, char** argv) {
                 c.name.c_str(), c.median_ns, c.min_ns, c.max_ns,
                 static_cast<unsigned long long>(c.events), static_cast<unsigned long long>(c.lost));
     if (!(c.median_ns > 0)) ok = false;
+  }
+  // CPU time is what the wall clock would show on a quiet machine, without the time other
+  // processes took the CPU from the loop: on a shared machine, compare these.
+  std::printf("\nthe loop thread's CPU time per pair (CLOCK_THREAD_CPUTIME_ID; others' load not counted):\n");
+  std::printf("%-40s %9s %17s %14s\n", "case", "cpu ns/pair", "spread (min-max)", "delta ns/pair");
+  for (const CaseResult& c : results) {
+    if (c.cpu_ns < 0) continue;
+    const double base = c.name.find("AF_UNIX") != std::string::npos ? results[1].cpu_ns : results[0].cpu_ns;
+    char spread[64];
+    std::snprintf(spread, sizeof(spread), "%.0f-%.0f", c.cpu_min_ns, c.cpu_max_ns);
+    char delta[64];
+    std::snprintf(delta, sizeof(delta), "%+.0f", c.cpu_ns - base);
+    std::printf("%-40s %9.0f %17s %14s\n", c.name.c_str(), c.cpu_ns, spread,
+                c.name.find("untraced") != std::string::npos ? "-" : delta);
+    std::printf("RESULT {\"bench\":\"probes_cpu\",\"case\":\"%s\",\"cpu_ns_per_pair\":%.1f,\"min\":%.1f,"
+                "\"max\":%.1f,\"delta\":%.1f}\n",
+                c.name.c_str(), c.cpu_ns, c.cpu_min_ns, c.cpu_max_ns, c.cpu_ns - base);
   }
   if (bpf_stats) {
     std::printf("\ntime inside the read/write syscall programs (BPF_ENABLE_STATS), per pair:\n");
