@@ -68,6 +68,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
@@ -244,20 +245,27 @@ class Tracer {
   CaptureProgram& capture() { return *capture_; }
   // Summed run_time_ns and run_cnt of the programs a write()+read() pair runs (kernel counters,
   // counting only while BPF_ENABLE_STATS is on).
+  static constexpr const char* kSyscallPrograms[] = {"tl_enter_write", "tl_exit_write", "tl_enter_read",
+                                                     "tl_exit_read"};
+  static constexpr size_t kPrograms = std::size(kSyscallPrograms);
   struct ProgramTime {
     uint64_t ns = 0;
     uint64_t runs = 0;
+    uint64_t each_ns[kPrograms] = {};  // by kSyscallPrograms; 0 for one not in the object
+    uint64_t each_runs[kPrograms] = {};
   };
   ProgramTime SyscallProgramTime() const {
     ProgramTime t;
-    for (const char* name : {"tl_enter_write", "tl_exit_write", "tl_enter_read", "tl_exit_read"}) {
-      bpf_program* prog = capture_->FindProgram(name);
+    for (size_t i = 0; i < kPrograms; ++i) {
+      bpf_program* prog = capture_->FindProgram(kSyscallPrograms[i]);
       if (!prog) continue;
       bpf_prog_info info{};
       uint32_t len = sizeof(info);
       if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) != 0) continue;
       t.ns += info.run_time_ns;
       t.runs += info.run_cnt;
+      t.each_ns[i] = info.run_time_ns;
+      t.each_runs[i] = info.run_cnt;
     }
     return t;
   }
@@ -292,6 +300,7 @@ struct CaseResult {
   // --bpf-stats: ns inside the syscall programs per pair, median/min/max over the runs, and
   // program runs per pair (4 when every entry and exit ran).
   double prog_ns = -1, prog_min_ns = 0, prog_max_ns = 0, prog_runs_per_pair = 0;
+  std::string per_program;  // "name ns/run (runs/pair)" for each program that ran
   // The loop thread's CPU ns per pair (CLOCK_THREAD_CPUTIME_ID), median/min/max; -1: not taken.
   double cpu_ns = -1, cpu_min_ns = 0, cpu_max_ns = 0;
   int base = -1;  // index of the case the delta is against; -1: the untraced case of its transport
@@ -317,6 +326,7 @@ CaseResult RunCase(const std::string& name, const SocketPair& p, size_t iteratio
   std::vector<double> runs;
   std::vector<double> prog_ns, cpu_ns;
   uint64_t prog_runs = 0;
+  Tracer::ProgramTime each{};  // per-program sums over the runs
   for (int r = 0; r < repeats; ++r) {
     const Tracer::ProgramTime before = tracer ? tracer->SyscallProgramTime() : Tracer::ProgramTime{};
     double cpu = 0;
@@ -326,6 +336,10 @@ CaseResult RunCase(const std::string& name, const SocketPair& p, size_t iteratio
       const Tracer::ProgramTime after = tracer->SyscallProgramTime();
       prog_ns.push_back(static_cast<double>(after.ns - before.ns) / static_cast<double>(iterations));
       prog_runs += after.runs - before.runs;
+      for (size_t i = 0; i < Tracer::kPrograms; ++i) {
+        each.each_ns[i] += after.each_ns[i] - before.each_ns[i];
+        each.each_runs[i] += after.each_runs[i] - before.each_runs[i];
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
@@ -340,6 +354,15 @@ CaseResult RunCase(const std::string& name, const SocketPair& p, size_t iteratio
     c.prog_min_ns = prog_ns.front();
     c.prog_max_ns = prog_ns.back();
     c.prog_runs_per_pair = static_cast<double>(prog_runs) / (static_cast<double>(iterations) * repeats);
+    for (size_t i = 0; i < Tracer::kPrograms; ++i) {
+      if (each.each_runs[i] == 0) continue;
+      char part[128];
+      std::snprintf(part, sizeof(part), "%s%s %.0f ns/run (%.2f/pair)", c.per_program.empty() ? "" : ", ",
+                    Tracer::kSyscallPrograms[i],
+                    static_cast<double>(each.each_ns[i]) / static_cast<double>(each.each_runs[i]),
+                    static_cast<double>(each.each_runs[i]) / (static_cast<double>(iterations) * repeats));
+      c.per_program += part;
+    }
   }
   if (tracer) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -724,6 +747,7 @@ int Main(int argc, char** argv) {
       char spread[64];
       std::snprintf(spread, sizeof(spread), "%.0f-%.0f", c.prog_min_ns, c.prog_max_ns);
       std::printf("%-40s %9.1f %17s %14.2f\n", c.name.c_str(), c.prog_ns, spread, c.prog_runs_per_pair);
+      std::printf("    %s\n", c.per_program.c_str());
       std::printf("RESULT {\"bench\":\"probes_bpf_stats\",\"case\":\"%s\",\"prog_ns_per_pair\":%.1f,"
                   "\"min\":%.1f,\"max\":%.1f,\"runs_per_pair\":%.2f}\n",
                   c.name.c_str(), c.prog_ns, c.prog_min_ns, c.prog_max_ns, c.prog_runs_per_pair);
