@@ -3,6 +3,28 @@
  * (falco's way; works on every kernel with BTF, needs no kprobe). */
 #pragma once
 
+/* The walk by plain loads through BTF pointers (the verifier makes them fault-safe loads; a
+ * NULL reads as 0): no probe-read helper call per field, only for the fd array's slot (a
+ * pointer to a pointer). For the hot single-message paths; sendmmsg/recvmmsg, which walk once
+ * per message in one program, keep fd__file: with these loads their verification passed the
+ * kernel's one-million-instruction limit. */
+static __always_inline struct file *fd__file_btf(__s32 fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	if (!fdt)
+		return NULL;
+	unsigned int max_fds = fdt->max_fds;
+	if ((unsigned int)fd >= max_fds)
+		return NULL;
+	struct file **fds = fdt->fd;
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
 static __always_inline struct file *fd__file(__s32 fd)
 {
 	if (fd < 0)
@@ -106,11 +128,12 @@ static __always_inline void conn__forget(__u32 tgid, __s32 fd, __u8 reason)
  * the first time a TCP socket is seen there. NULL when fd is not a TCP socket or the table is
  * full. A cached entry is trusted only while the same struct file sits behind the fd: any
  * reuse we did not see (close_range, SCM_RIGHTS, exit races) becomes a new connection. */
-static __always_inline struct tl_conn_state *conn__get(__s32 fd, __u8 source, __u8 role)
+static __always_inline struct tl_conn_state *conn__get_walk(__s32 fd, __u8 source, __u8 role,
+							   bool btf_walk)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct tl_fd_key key = {.tgid = pid_tgid >> 32, .fd = fd};
-	struct file *f = fd__file(fd);
+	struct file *f = btf_walk ? fd__file_btf(fd) : fd__file(fd);
 	struct tl_conn_state *st = bpf_map_lookup_elem(&conns, &key);
 	if (st) {
 		if (f && st->file == (__u64)f)
@@ -142,6 +165,11 @@ static __always_inline struct tl_conn_state *conn__get(__s32 fd, __u8 source, __
 	bpf_map_update_elem(&sock_conns, &fresh.sk, &owner, BPF_ANY);
 	conn__emit(TL_EV_CONN_OPEN, &key, &fresh, source, 0);
 	return bpf_map_lookup_elem(&conns, &key);
+}
+
+static __always_inline struct tl_conn_state *conn__get(__s32 fd, __u8 source, __u8 role)
+{
+	return conn__get_walk(fd, source, role, false);
 }
 
 static __always_inline void conn__state_change(__u64 sk, int old_state, int new_state)

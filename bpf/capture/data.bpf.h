@@ -80,9 +80,9 @@ static __always_inline bool data__is_ciphertext(struct tl_conn_state *st, __s32 
 /* Claims [pos, pos+size) of the stream for this event and returns the connection, or NULL when
  * the fd is not a traced TCP connection (or the bytes are TLS ciphertext). */
 static __always_inline struct tl_conn_state *data__begin(const struct tl_io_args *a, __u8 dir,
-							  __u64 size, __u64 *pos)
+							  __u64 size, __u64 *pos, bool btf_walk)
 {
-	struct tl_conn_state *st = conn__get(a->fd, TL_SRC_FIRST_IO, TL_ROLE_UNKNOWN);
+	struct tl_conn_state *st = conn__get_walk(a->fd, TL_SRC_FIRST_IO, TL_ROLE_UNKNOWN, btf_walk);
 	if (!st)
 		return NULL;
 	*pos = __sync_fetch_and_add(&st->bytes[dir & 1], size);
@@ -165,7 +165,7 @@ static __always_inline void data__from_buffer(void *ctx, const struct tl_io_args
 	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_PEEK))
 		return; /* peeked bytes will be read again */
 	__u64 pos;
-	struct tl_conn_state *st = data__begin(a, dir, size, &pos);
+	struct tl_conn_state *st = data__begin(a, dir, size, &pos, true);
 	if (!st)
 		return;
 	struct tl_data_scratch *s = data__scratch();
@@ -250,12 +250,13 @@ static __always_inline __u32 data__copy_iov(__u64 iov_addr, __u32 iovcnt, __u64 
 /* readv/writev/sendmsg/recvmsg: the iovec array at iov_addr, iovcnt long (a->buf and a->count
  * but for the messages of sendmmsg/recvmmsg). */
 static __always_inline void data__from_iovec_n(void *ctx, const struct tl_io_args *a, __u8 dir,
-					       __u64 size, __u64 iov_addr, __u32 iovcnt)
+					       __u64 size, __u64 iov_addr, __u32 iovcnt,
+					       bool btf_walk)
 {
 	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_PEEK))
 		return;
 	__u64 pos;
-	struct tl_conn_state *st = data__begin(a, dir, size, &pos);
+	struct tl_conn_state *st = data__begin(a, dir, size, &pos, btf_walk);
 	if (!st)
 		return;
 	struct tl_data_scratch *s = data__scratch();
@@ -275,7 +276,7 @@ static __always_inline void data__from_iovec_n(void *ctx, const struct tl_io_arg
 static __always_inline void data__from_iovec(void *ctx, const struct tl_io_args *a, __u8 dir,
 					     __u64 size)
 {
-	data__from_iovec_n(ctx, a, dir, size, a->buf, a->count);
+	data__from_iovec_n(ctx, a, dir, size, a->buf, a->count, true);
 }
 
 /* sendmmsg/recvmmsg: one data event per message, each with its own position, its iovecs walked
@@ -302,7 +303,7 @@ static __always_inline void data__from_mmsg(void *ctx, const struct tl_io_args *
 		}
 		if (len == 0)
 			continue;
-		data__from_iovec_n(ctx, a, dir, len, iov, (__u32)iovlen);
+		data__from_iovec_n(ctx, a, dir, len, iov, (__u32)iovlen, false);
 	}
 	/* Messages past the loop bound: claim their bytes so userspace sees a gap, and count. */
 	struct tl_conn_state *st = NULL;
@@ -326,7 +327,7 @@ static __always_inline void data__without_payload(void *ctx, const struct tl_io_
 						  __u8 dir, __u64 size)
 {
 	__u64 pos;
-	struct tl_conn_state *st = data__begin(a, dir, size, &pos);
+	struct tl_conn_state *st = data__begin(a, dir, size, &pos, true);
 	if (!st)
 		return;
 	struct tl_data_scratch *s = data__scratch();
