@@ -207,7 +207,9 @@ def agent_command(args, mode, server_pids):
         return pin + [args.bpf_only] + sel
     sel = [] if args.trace_all else ["--pid", str(server_pids[0])]  # descendants included
     out = ["--output", "none"] if mode == "pipeline" else full_agent_args(args)
-    return pin + [args.agent] + sel + out
+    # The CPU budget (default 0.5 cores) would shed part of the very load being measured: these
+    # tables are the cost of tracing all of it.
+    return pin + [args.agent] + sel + out + ["--cpu-budget", "off"]
 
 
 class Agent:

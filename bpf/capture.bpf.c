@@ -29,6 +29,7 @@
 
 #include "capture/maps.bpf.h"
 #include "capture/ctx.bpf.h"
+#include "capture/shed.bpf.h"
 #include "capture/conn.bpf.h"
 #include "capture/trace_ctx.bpf.h"
 #include "capture/tcp_option.bpf.h"

@@ -232,6 +232,10 @@ int tl_inject_msg(struct sk_msg_md *msg)
 			stat__count(TL_INJ_SKIP_TLS);
 			return TL_SK_PASS;
 		}
+		if (st && st->ignored == TL_IGNORED_SHED) {
+			stat__count(TL_INJ_SKIP_SHED);
+			return TL_SK_PASS;
+		}
 	}
 
 	__u32 size = msg->size;

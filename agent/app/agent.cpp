@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "agent/app/cpu_budget.h"
 #include "agent/app/injection_policy.h"
 #include "agent/capabilities/capability_json.h"
 #include "agent/capabilities/capability_probe.h"
@@ -402,6 +403,7 @@ Status Agent::Start() {
   std::string scope = cc.trace_all ? "all processes" : std::to_string(selected) + " selected processes";
   if (pod_rule.active()) scope += " in pods with " + pod_rule.Describe();
   if (!cc.ports.empty()) scope += ", ports filtered";
+  StartCpuBudget();
   spdlog::info("threadline ready: {} hooks attached on syscall/sched/sock tracepoints, tracing {}, "
                "capture {} bytes per syscall, ring buffer {} MiB (reader woken past {} KiB held "
                "and on execs, else every {} ms)",
@@ -410,6 +412,76 @@ Status Agent::Start() {
   health_.SetRunning(BootClock::NowBootNs(),
                      std::to_string(attached) + " BPF hooks attached, ring consumer running, tracing " + scope);
   return OkStatus();
+}
+
+void Agent::StartCpuBudget() {
+  metrics_.GetGauge("threadline_cpu_budget_millicores", {}, "The agent's CPU budget (--cpu-budget); 0: none")
+      .Set(static_cast<int64_t>(options_.cpu_budget_cores * 1000 + 0.5));
+  if (options_.cpu_budget_cores <= 0) {
+    spdlog::info("cpu budget: off (nothing is shed; the ring buffer drops what does not fit)");
+    return;
+  }
+  CpuBudgetSettings settings;
+  settings.budget_cores = options_.cpu_budget_cores;
+  cpu_budget_ = std::make_unique<CpuBudgetController>(settings);
+  last_budget_ns_ = BootClock::NowBootNs();
+  last_cpu_s_ = ProcessCpuSeconds();
+  last_bpf_ns_ = capture_->ProgramRunTimeNs();
+  last_ring_drops_ = 0;
+  metrics_.GetGauge("threadline_load_shed_permille", {},
+                    "Share of new connections the kernel does not capture (CPU budget / ring full), in 1/1000");
+  spdlog::info("cpu budget: {:.3g} cores, measured as the agent's user+system time{}; over it or when the "
+               "ring buffer fills, a hashed share of new connections is not captured",
+               settings.budget_cores,
+               BpfRunTimeStatsEnabled() ? " plus its BPF programs' run time (kernel.bpf_stats_enabled=1)"
+                                        : " (BPF program time not counted: kernel.bpf_stats_enabled=0)");
+}
+
+void Agent::CpuBudgetTick(uint64_t now) {
+  const double elapsed_s = static_cast<double>(now - last_budget_ns_) / 1e9;
+  const double cpu_s = ProcessCpuSeconds();
+  const uint64_t bpf_ns = BpfRunTimeStatsEnabled() ? capture_->ProgramRunTimeNs() : last_bpf_ns_;
+  const KernelDrops drops = capture_->ReadDrops();
+  const uint64_t ring_drops = drops.Total(TL_DROP_DATA_RING_FULL) + drops.Total(TL_DROP_CTRL_RING_FULL);
+  CpuBudgetSample sample;
+  sample.cpu_cores = (cpu_s - last_cpu_s_ + static_cast<double>(bpf_ns - last_bpf_ns_) / 1e9) / elapsed_s;
+  sample.ring_drops = ring_drops - last_ring_drops_;
+  last_budget_ns_ = now;
+  last_cpu_s_ = cpu_s;
+  last_bpf_ns_ = bpf_ns;
+  last_ring_drops_ = ring_drops;
+  metrics_.GetGauge("threadline_agent_cpu_millicores", {},
+                    "CPU the agent used over the last second, as the CPU budget counts it")
+      .Set(static_cast<int64_t>(sample.cpu_cores * 1000 + 0.5));
+  const double before = cpu_budget_->fraction();
+  if (cpu_budget_->Tick(sample)) {
+    const double f = cpu_budget_->fraction();
+    capture_->SetShedFraction(f);
+    metrics_.GetGauge("threadline_load_shed_permille").Set(static_cast<int64_t>(f * 1000 + 0.5));
+    metrics_.GetCounter("threadline_load_shed_changes_total", {{"direction", f > before ? "up" : "down"}},
+                        "Changes of the shed fraction under the CPU budget")
+        .Add();
+    char note[64];
+    std::snprintf(note, sizeof(note), "shedding %.1f%% of new connections", f * 100);
+    health_.SetNote(f > 0 ? std::string(note) + " (cpu budget)" : "");
+    if (f > before)
+      spdlog::warn("cpu budget: {} (was {:.1f}%): {}", note, before * 100, cpu_budget_->reason());
+    else
+      spdlog::info("cpu budget: {} (was {:.1f}%): {}", note, before * 100, cpu_budget_->reason());
+  }
+  PublishShedCounts();
+}
+
+void Agent::PublishShedCounts() {
+  const tl_shed_counts shed = capture_->ReadShedCounts();
+  metrics_.GetGauge("threadline_load_shed_connections_total", {},
+                    "New connections the kernel did not capture under the CPU budget")
+      .Set(static_cast<int64_t>(shed.conns));
+  metrics_.GetGauge("threadline_load_shed_syscalls_total", {},
+                    "Data syscalls of shed connections the kernel skipped")
+      .Set(static_cast<int64_t>(shed.calls));
+  metrics_.GetGauge("threadline_load_shed_bytes_total", {}, "Bytes those skipped syscalls moved")
+      .Set(static_cast<int64_t>(shed.bytes));
 }
 
 TraceStoreOptions Agent::TraceStoreOptionsFrom(const AgentOptions& options) {
@@ -526,6 +598,7 @@ void Agent::Upkeep(uint64_t now) {
     PublishTcpOptionStats();
     last_tcp_option_stats_ns_ = now;
   }
+  if (cpu_budget_ && now - last_budget_ns_ >= kSecond) CpuBudgetTick(now);
   if (now - last_clock_refresh_ns_ >= 10 * kSecond) {
     clock_.Refresh();
     last_clock_refresh_ns_ = now;
@@ -572,6 +645,7 @@ void Agent::PublishKernelDrops() {
 
 void Agent::LogStats(bool final_report) {
   PublishKernelDrops();
+  if (cpu_budget_) PublishShedCounts();
   PublishInjectStats();
   PublishTcpOptionStats();
   std::string line;

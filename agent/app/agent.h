@@ -44,6 +44,7 @@ class MetricsServer;
 class OwnSockets;
 class TraceStore;
 class UiServer;
+class CpuBudgetController;
 
 class Agent : public EventSink {
  public:
@@ -75,6 +76,11 @@ class Agent : public EventSink {
   void DetachHooks();
   void Upkeep(uint64_t now_boot_ns);
   void PublishKernelDrops();
+  // --cpu-budget: once a second, measure the agent's CPU and the ring's drops, set the kernel's
+  // shed fraction (agent/app/cpu_budget.h), say each change and export it.
+  void StartCpuBudget();
+  void CpuBudgetTick(uint64_t now);
+  void PublishShedCounts();
   // Traceparent injection: load, canary, switch on (or say loudly why not). Never fatal.
   void StartInjection(struct CapabilityReport& caps);
   void PublishInjectStats();
@@ -143,6 +149,11 @@ class Agent : public EventSink {
   uint64_t next_trim_ns_ = 0;
   uint64_t last_inject_stats_ns_ = 0;  // also when kernel drops were last published
   uint64_t last_tcp_option_stats_ns_ = 0;
+  std::unique_ptr<CpuBudgetController> cpu_budget_;
+  uint64_t last_budget_ns_ = 0;
+  double last_cpu_s_ = 0;       // ProcessCpuSeconds() at last_budget_ns_
+  uint64_t last_bpf_ns_ = 0;    // CaptureProgram::ProgramRunTimeNs() at last_budget_ns_
+  uint64_t last_ring_drops_ = 0;
   mutable std::mutex caps_json_mu_;
   std::string caps_json_;
 };

@@ -25,6 +25,11 @@ void HealthState::SetRunning(uint64_t now_ns, std::string summary) {
   Set(Phase::kRunning, std::move(summary));
 }
 
+void HealthState::SetNote(std::string note) {
+  std::lock_guard<std::mutex> lock(mu_);
+  note_ = std::move(note);
+}
+
 void HealthState::SetStopping() { Set(Phase::kStopping, "stopping: detaching hooks and flushing spans"); }
 
 void HealthState::SetFailed(std::string reason) { Set(Phase::kFailed, "failed: " + std::move(reason)); }
@@ -38,7 +43,7 @@ HealthStatus HealthState::Liveness(uint64_t now_ns) const {
     if (now_ns > beat && now_ns - beat > kStallLiveness)
       return {false, "ring consumer loop stalled for " + Seconds(now_ns - beat)};
   }
-  return {true, "alive (" + text_ + ")"};
+  return {true, "alive (" + text_ + (note_.empty() ? "" : "; " + note_) + ")"};
 }
 
 HealthStatus HealthState::Readiness(uint64_t now_ns) const {
@@ -48,7 +53,7 @@ HealthStatus HealthState::Readiness(uint64_t now_ns) const {
   const uint64_t beat = last_beat_ns_.load(std::memory_order_relaxed);
   if (now_ns > beat && now_ns - beat > kStallReadiness)
     return {false, "ring consumer loop stalled for " + Seconds(now_ns - beat)};
-  return {true, "ready: " + text_};
+  return {true, "ready: " + text_ + (note_.empty() ? "" : "; " + note_)};
 }
 
 }  // namespace threadline

@@ -35,6 +35,8 @@ class HealthState {
   void SetRunning(uint64_t now_ns, std::string summary);
   void SetStopping();
   void SetFailed(std::string reason);
+  // A condition worth saying while running (the CPU budget's load shedding); empty: none.
+  void SetNote(std::string note);
   void Heartbeat(uint64_t now_ns) { last_beat_ns_.store(now_ns, std::memory_order_relaxed); }
 
   HealthStatus Liveness(uint64_t now_ns) const;
@@ -47,6 +49,7 @@ class HealthState {
   std::atomic<uint64_t> last_beat_ns_{0};
   mutable std::mutex mu_;
   std::string text_ = "starting";
+  std::string note_;
 };
 
 }  // namespace threadline

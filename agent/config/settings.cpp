@@ -373,6 +373,27 @@ std::vector<Setting> BuildSettings() {
                    "Connections tracked at once (kernel and userspace tables)", &AgentOptions::max_connections,
                    64, 1u << 22));
 
+  {
+    Setting s{"limits.cpu_budget", "--cpu-budget", {}, false,
+              "CPU the agent may use, in cores (0.5: half of one core; its own user+system time, plus its "
+              "BPF programs' run time when kernel.bpf_stats_enabled=1). Over it, or when the ring buffer "
+              "fills, the kernel stops capturing a hashed share of NEW connections (each traced whole or "
+              "not at all) until the load falls; 0 or off: no budget (docs/performance.md)",
+              {}, {}};
+    s.set = [](AgentOptions& o, const std::vector<std::string>& v) -> Status {
+      if (AsciiLower(Trim(v.at(0))) == "off") {
+        o.cpu_budget_cores = 0;
+        return OkStatus();
+      }
+      ASSIGN_OR_RETURN(o.cpu_budget_cores, ParseDouble(v.at(0), 0.0, 1024.0));
+      return OkStatus();
+    };
+    s.get = [](const AgentOptions& o) {
+      return std::vector<std::string>{o.cpu_budget_cores > 0 ? FormatDouble(o.cpu_budget_cores) : "off"};
+    };
+    t.push_back(std::move(s));
+  }
+
   // hooks.
   t.push_back(OnOff("tls", "--tls",
                     "on (default): read HTTPS plaintext with uprobes on TLS libraries in every process "

@@ -79,7 +79,8 @@ void RingConsumer::OnRecord(const uint8_t* data, size_t size) {
   }
 }
 
-int RingConsumer::Consume() {
+int RingConsumer::Consume(uint32_t limit) {
+  yielded_ = false;
   auto* consumer_pos = static_cast<unsigned long*>(consumer_page_);
   const auto* producer_pos = static_cast<const unsigned long*>(producer_pages_);
   const uint64_t mask = data_bytes_ - 1;
@@ -112,6 +113,10 @@ int RingConsumer::Consume() {
         ++n;
       }
       __atomic_store_n(consumer_pos, cons, __ATOMIC_RELEASE);
+      if (limit && static_cast<uint32_t>(n) >= limit) {
+        yielded_ = true;
+        return n;
+      }
     }
   }
   return n;
@@ -119,12 +124,14 @@ int RingConsumer::Consume() {
 
 Result<int> RingConsumer::Poll(int timeout_ms) {
   epoll_event ev;
-  if (epoll_wait(epoll_fd_, &ev, 1, timeout_ms) < 0 && errno != EINTR)
+  // After a call that stopped at its limit, no wake-up may come for what is waiting (events
+  // committed without one, or none at all while the ring is full): no wait then.
+  if (epoll_wait(epoll_fd_, &ev, 1, yielded_ ? 0 : timeout_ms) < 0 && errno != EINTR)
     return Error::FromErrno("poll ring buffer", errno);
   // Woken or not (timeout, EINTR): whatever was committed, with or without a wake-up, is read.
-  return Consume();
+  return Consume(kMaxRecordsPerPoll);
 }
 
-int RingConsumer::Drain() { return Consume(); }
+int RingConsumer::Drain() { return Consume(0); }
 
 }  // namespace threadline

@@ -32,7 +32,12 @@ class RingConsumer {
   // the capture programs commit most events without waking the reader (ring_wakeup_bytes in
   // bpf/capture/maps.bpf.h), so a timeout is the normal way a quiet ring gets read. Returns the
   // number of records consumed, or an error (EINTR is not an error: returns 0).
+  // At most kMaxRecordsPerPoll records per call: under a load the agent cannot keep up with, the
+  // producers keep committing and a call that read until the ring is empty would never return,
+  // so the caller's upkeep (span flushes, liveness, the CPU budget that would shed that load)
+  // would never run. The rest is read by the next call, which then does not wait.
   Result<int> Poll(int timeout_ms);
+  static constexpr uint32_t kMaxRecordsPerPoll = 8192;
   // Consumes whatever is in the ring without waiting (used at shutdown).
   int Drain();
 
@@ -43,7 +48,8 @@ class RingConsumer {
  private:
   RingConsumer(EventSink& sink, MetricsRegistry& metrics);
   void OnRecord(const uint8_t* data, size_t size);
-  int Consume();
+  // Reads up to `limit` records (0: until the ring is empty).
+  int Consume(uint32_t limit);
 
   EventSink& sink_;
   int epoll_fd_ = -1;
@@ -55,6 +61,7 @@ class RingConsumer {
   std::vector<uint8_t> wrapped_;    // a record that wraps past the end, made contiguous
   uint64_t records_ = 0;
   uint64_t wrapped_records_ = 0;
+  bool yielded_ = false;  // the last Consume stopped at its limit: records are waiting
   // By enum tl_event_type; 0 (no such type) counts unknown types.
   static constexpr uint32_t kEventTypes = TL_EV_TRACE_CTX + 1;
   Counter* by_type_[kEventTypes] = {};

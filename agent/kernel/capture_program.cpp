@@ -317,6 +317,40 @@ size_t CaptureProgram::TrackedConnections() const {
   return n;
 }
 
+void CaptureProgram::SetShedFraction(double fraction) {
+  const double f = fraction < 0 ? 0 : fraction > 1 ? 1 : fraction;
+  const uint64_t below = static_cast<uint64_t>(f * 4294967296.0);  // of the 32-bit hash space
+  __atomic_store_n(&skel_->bss->tl_shed_below, below, __ATOMIC_RELEASE);
+}
+
+tl_shed_counts CaptureProgram::ReadShedCounts() const {
+  tl_shed_counts total{};
+  std::vector<tl_shed_counts> values(ncpus_);
+  uint32_t zero = 0;
+  if (bpf_map__lookup_elem(skel_->maps.shed_counts, &zero, sizeof(zero), values.data(),
+                           values.size() * sizeof(tl_shed_counts), 0))
+    return total;
+  for (const auto& v : values) {
+    total.conns += v.conns;
+    total.calls += v.calls;
+    total.bytes += v.bytes;
+  }
+  return total;
+}
+
+uint64_t CaptureProgram::ProgramRunTimeNs() const {
+  uint64_t total = 0;
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, skel_->obj) {
+    const int fd = bpf_program__fd(prog);
+    if (fd < 0) continue;
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) total += info.run_time_ns;
+  }
+  return total;
+}
+
 KernelDrops CaptureProgram::ReadDrops() const {
   KernelDrops out;
   out.per_cpu.assign(ncpus_, {});

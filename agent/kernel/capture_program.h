@@ -116,6 +116,15 @@ class CaptureProgram {
   // so the owner can detach them together with the uprobes (DestroyLinksConcurrently).
   std::vector<BpfLink> ReleaseLinks() { return std::exchange(links_, {}); }
 
+  // Load shedding under the CPU budget (bpf/capture/shed.bpf.h): new connections whose tuple
+  // hash falls in this fraction [0, 1] of the hash space are not captured.
+  void SetShedFraction(double fraction);
+  // What shed connections did not have captured, summed over CPUs.
+  tl_shed_counts ReadShedCounts() const;
+  // Nanoseconds the kernel spent running this object's programs (bpf_prog_info.run_time_ns,
+  // counted only while kernel.bpf_stats_enabled is on; 0 otherwise).
+  uint64_t ProgramRunTimeNs() const;
+
  private:
   explicit CaptureProgram(const CaptureConfig& config);
   Status Open();

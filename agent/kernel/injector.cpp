@@ -32,6 +32,7 @@ std::string_view InjectStatName(int stat) {
     case TL_INJ_SKIP_EXCLUDED: return "skip_excluded";
     case TL_INJ_SPLIT_SEND: return "injected_split_send";
     case TL_INJ_SKIP_AMBIGUOUS: return "skip_ambiguous_context";
+    case TL_INJ_SKIP_SHED: return "skip_shed";
     default: return "unknown";
   }
 }

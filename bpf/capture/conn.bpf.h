@@ -86,6 +86,8 @@ static __always_inline bool conn__port_selected(const struct tl_tuple *t)
 static __always_inline void conn__emit(__u32 type, const struct tl_fd_key *key,
 				       const struct tl_conn_state *st, __u8 source, __u8 reason)
 {
+	if (st->ignored == TL_IGNORED_SHED)
+		return; /* shed: userspace never hears of it (counted in shed_counts) */
 	struct tl_conn_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		drops__count(TL_DROP_CTRL_RING_FULL);
@@ -156,14 +158,16 @@ static __always_inline struct tl_conn_state *conn__get_walk(__s32 fd, __u8 sourc
 	fresh.sk = (__u64)sk;
 	fresh.role = role;
 	sock__tuple(sk, &fresh.tuple);
-	fresh.ignored = !conn__port_selected(&fresh.tuple);
+	fresh.ignored = conn__port_selected(&fresh.tuple) ? shed__new_conn(&fresh.tuple) : TL_IGNORED_PORT;
 	if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST)) {
 		drops__count(TL_DROP_CONN_MAP_FULL);
 		return NULL;
 	}
-	struct tl_sock_owner owner = {.id = {.tgid = key.tgid, .fd = fd, .gen = fresh.gen}};
-	bpf_map_update_elem(&sock_conns, &fresh.sk, &owner, BPF_ANY);
-	conn__emit(TL_EV_CONN_OPEN, &key, &fresh, source, 0);
+	if (fresh.ignored != TL_IGNORED_SHED) { /* shed: no state events, no open either */
+		struct tl_sock_owner owner = {.id = {.tgid = key.tgid, .fd = fd, .gen = fresh.gen}};
+		bpf_map_update_elem(&sock_conns, &fresh.sk, &owner, BPF_ANY);
+		conn__emit(TL_EV_CONN_OPEN, &key, &fresh, source, 0);
+	}
 	return bpf_map_lookup_elem(&conns, &key);
 }
 

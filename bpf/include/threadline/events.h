@@ -16,12 +16,14 @@
 #include <linux/types.h>
 #endif
 
-#define TL_EVENT_ABI_VERSION 6 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only)
+#define TL_EVENT_ABI_VERSION 7 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only)
                                 * 4: what names a process at exec (tl_proc_event.start_boottime_ns,
                                 *    exe_name, args)
                                 * 5: ctx_tag in data events (was padding), the context maps
                                 * 6: the TCP header option (TL_CTX_REMOTE, range_len,
-                                *    tl_inject_out.flags, enum tl_tcpopt_stat) */
+                                *    tl_inject_out.flags, enum tl_tcpopt_stat)
+                                * 7: tl_conn_state.ignored = TL_IGNORED_SHED, tl_shed_counts,
+                                *    TL_INJ_SKIP_SHED */
 
 /* Upper bound of the payload prefix one data event carries. The effective bound is set at load
  * time (rodata capture_bytes, <= this) and must be a power of two for the verifier masks. */
@@ -214,7 +216,7 @@ struct tl_conn_state {
 	__u64 bytes[2];     /* socket (for TLS: ciphertext) stream positions, by direction */
 	struct tl_tuple tuple;
 	__u8 role;
-	__u8 ignored; /* filtered out by the port selection: tracked only to stay quiet */
+	__u8 ignored; /* TL_IGNORED_*: tracked only to stay quiet (0: captured) */
 	__u8 tls;     /* TLS seen on it: ciphertext is never emitted, plaintext comes from uprobes */
 	__u8 ctx_dir; /* ABI 4: direction of the last data event (TL_CTX_DIR_*): a change starts a
 	               * request or a response (bpf/capture/ctx.bpf.h) */
@@ -222,6 +224,18 @@ struct tl_conn_state {
 	               * writes that open with a HEADERS frame (bpf/capture/tcp_option.bpf.h) */
 	__u8 _pad[3];
 	__u64 tls_bytes[2]; /* plaintext stream positions, by direction */
+};
+
+/* tl_conn_state.ignored */
+#define TL_IGNORED_PORT 1 /* outside the --port selection */
+#define TL_IGNORED_SHED 2 /* ABI 7: shed under the CPU budget: no events at all (capture/shed.bpf.h) */
+
+/* ABI 7: value of the per-CPU "shed_counts" map: what connections shed under the CPU budget
+ * did not have captured. */
+struct tl_shed_counts {
+	__u64 conns; /* connections shed when first seen */
+	__u64 calls; /* their socket syscalls that moved data, skipped */
+	__u64 bytes; /* the bytes those moved */
 };
 
 /* Value of the "sock_conns" map (key: struct sock *), for TCP state changes, which arrive in
@@ -458,7 +472,9 @@ enum tl_inject_stat {
 	                                * again (over TL_PULL_MAX): sent in pieces (Nagle may delay) */
 	TL_INJ_SKIP_AMBIGUOUS = 15,    /* ABI 4: the sender's context is ambiguous (or not followed,
 	                                * or its parent has no kernel ids): no context on the wire */
-	TL_INJ__COUNT = 16,
+	TL_INJ_SKIP_SHED = 16,         /* ABI 7: the connection is shed under the CPU budget (no
+	                                * client span: the callee starts its own trace) */
+	TL_INJ__COUNT = 17,
 };
 
 /* --- trace context in a TCP header option (ABI 6; bpf/tcp_option.bpf.c, bpf/tcpopt/) ---

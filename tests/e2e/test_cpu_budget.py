@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""The agent's CPU budget (--cpu-budget) end to end: the built agent, real eBPF, nginx, wrk.
+
+A small budget (0.02 cores) and a load it cannot trace whole: wrk opening a new connection per
+request (Connection: close) to an nginx that only this agent traces (--pid). Asserted:
+  - the shed fraction on /metrics goes up, with a log line saying why;
+  - the agent's CPU (its /proc/PID/stat, measured here, not its own report) comes back near the
+    budget while the load goes on (without shedding it is several times over);
+  - every request is accounted for: SERVER spans + connections shed in the kernel cover what
+    wrk completed (one request per connection), and shed syscalls and bytes are counted;
+  - every span is whole (method, path, status 200, not an error): shedding is by connection,
+    never a stream cut in the middle;
+  - once the load stops, the fraction comes back to 0 by itself, and new connections are traced
+    again.
+Needs root (fails under CI=true without it), nginx and wrk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from e2e_util import (Agent, PeerProcess, deadline_loop, format_spans, free_port,  # noqa: E402
+                      main, parse_otlp_json_line, require_root, require_tool)
+
+BUDGET = 0.02       # cores
+LOAD_S = 20         # seconds of wrk
+# A 4 MiB ring: what the agent has not read yet when shedding starts is a backlog it still has to
+# process (at whatever CPU it gets); with the default 16 MiB that takes longer than this test.
+RING_MB = 4
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def metric(text: str, name: str, labels: str = "") -> int:
+    total = 0
+    for m in re.finditer(rf"^{re.escape(name)}(\{{.*\}})? (\d+)$", text, re.M):
+        if labels in (m.group(1) or ""):
+            total += int(m.group(2))
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of pid, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class CpuBudgetTest(unittest.TestCase):
+    def setUp(self):
+        require_root(self)
+        require_tool(self, "nginx", "wrk")
+        self.tmp = tempfile.mkdtemp(prefix=f"tl-budget-{os.getpid()}-")
+
+    def nginx(self) -> tuple[int, set[int]]:
+        port = free_port()
+        d = self.tmp
+        os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(textwrap.dedent(f"""\
+                daemon off;
+                master_process on;
+                worker_processes 1;
+                user root;
+                pid {d}/nginx.pid;
+                error_log {d}/error.log warn;
+                events {{ worker_connections 512; }}
+                http {{
+                  access_log off;
+                  client_body_temp_path {d}/tmp/body;
+                  proxy_temp_path {d}/tmp/proxy;
+                  fastcgi_temp_path {d}/tmp/fastcgi;
+                  uwsgi_temp_path {d}/tmp/uwsgi;
+                  scgi_temp_path {d}/tmp/scgi;
+                  server {{
+                    listen 127.0.0.1:{port};
+                    location / {{ return 200 "ok $uri\\n"; }}
+                  }}
+                }}
+                """))
+        p = PeerProcess(["nginx", "-p", d, "-c", conf], self, port=port)
+        pids = {p.pid}
+        with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:  # the worker
+            pids |= {int(x) for x in f.read().split()}
+        self.assertGreater(len(pids), 1, "nginx has no worker")
+        return port, pids
+
+    def test_load_over_budget_is_shed_by_connection_and_recovers(self):
+        port, nginx_pids = self.nginx()
+        mport = free_port()
+        spans_file = os.path.join(self.tmp, "spans.jsonl")  # a file: a pipe the test reads could block the agent
+        args = ["--output=json", "--output-file", spans_file, "--metrics-address", f"127.0.0.1:{mport}",
+                "--ui-address", "off", "--ring-buffer-mb", str(RING_MB), "--cpu-budget", str(BUDGET)]
+        for pid in sorted(nginx_pids):
+            args += ["--pid", str(pid)]
+        agent = Agent(args, self)
+        self.assertIn(f"cpu budget: {BUDGET:g} cores", "\n".join(agent.stderr_lines), agent.describe())
+        text = metrics(mport)
+        self.assertEqual(metric(text, "threadline_cpu_budget_millicores"), round(BUDGET * 1000), text)
+        self.assertEqual(metric(text, "threadline_load_shed_permille"), 0, text)
+
+        # The load: wrk on its own, a new connection per request.
+        wrk = subprocess.Popen(["wrk", "-t1", "-c8", f"-d{LOAD_S}s", "-H", "Connection: close",
+                                f"http://127.0.0.1:{port}/budget/load"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(lambda: wrk.poll() is None and wrk.kill())
+        t0 = time.monotonic()
+        samples = []  # (t, permille, agent cpu seconds, agent's own millicores)
+        while wrk.poll() is None:
+            text = metrics(mport)
+            samples.append((time.monotonic() - t0, metric(text, "threadline_load_shed_permille"),
+                            cpu_seconds(agent.pid), metric(text, "threadline_agent_cpu_millicores")))
+            time.sleep(0.5)
+        out = wrk.communicate(timeout=10)[0]
+        m = re.search(r"(\d+) requests in", out)
+        self.assertIsNotNone(m, out)
+        requests = int(m.group(1))
+        t_stop = time.monotonic() - t0
+
+        def usage(a: float, b: float) -> float:
+            """The agent's CPU in cores between load times a and b (from the samples)."""
+            pts = [s for s in samples if a <= s[0] <= b]
+            self.assertGreaterEqual(len(pts), 2, samples)
+            return (pts[-1][2] - pts[0][2]) / (pts[-1][0] - pts[0][0])
+
+        trace = " ".join(f"{t:.1f}s:{p}‰/{mc}m" for t, p, _, mc in samples)
+        peak = max(p for _, p, _, _ in samples)
+        self.assertGreater(peak, 0, f"never shed; samples {trace}\n{agent.describe()}")
+        err = "\n".join(agent.stderr_lines)
+        self.assertRegex(err, r"cpu budget: shedding \d+\.\d% of new connections \(was 0\.0%\): "
+                              r"(over CPU budget|ring buffer full)")
+        # Near the budget once the controller has had its few seconds: the last 6 s of load.
+        settled = usage(t_stop - 7, t_stop - 1)
+        first = usage(0, 2.5)
+        print(f"\nload: {requests} requests in {LOAD_S}s; agent CPU first 2.5 s {first:.3f} cores, "
+              f"last 6 s {settled:.3f} cores (budget {BUDGET}); peak shed {peak}‰\n"
+              f"samples (time: shed/agent's own millicores): {trace}", file=sys.stderr)
+        self.assertLess(settled, 1.6 * BUDGET, f"agent CPU {settled:.3f} cores while shedding; {trace}\n"
+                        + "\n".join(l for l in metrics(mport).splitlines() if l.startswith("threadline_")))
+
+        # Every request accounted for: a whole SERVER span, or a connection shed in the kernel.
+        spans, text = [], ""
+        for _ in deadline_loop(20, 0.5):
+            text = metrics(mport)
+            red = metric(text, "http_server_request_duration_seconds_count")
+            shed = metric(text, "threadline_load_shed_connections_total")
+            if red + shed >= requests:
+                break
+        with open(spans_file) as f:
+            spans = [s for line in f for s in parse_otlp_json_line(line) if s.is_server]
+        shed = metric(text, "threadline_load_shed_connections_total")
+        # Events the ring had no room for before shedding caught up: each may have cost one
+        # traced request its span (counted by the agent, not shed).
+        lost = metric(text, "threadline_kernel_events_lost_total")
+        self.assertGreater(shed, 0, text)
+        self.assertGreater(metric(text, "threadline_load_shed_syscalls_total"), 0, text)
+        self.assertGreater(metric(text, "threadline_load_shed_bytes_total"), 0, text)
+        # wrk counts completed requests only: up to its 8 connections in flight when it stopped
+        # may have been accepted (traced or shed) without one.
+        self.assertGreaterEqual(len(spans) + shed + lost, requests, f"{len(spans)} spans + {shed} shed + {lost} lost")
+        self.assertLessEqual(len(spans) + shed, requests + 8, f"{len(spans)} spans + {shed} shed")
+        self.assertGreater(len(spans), 0)
+        broken = [s for s in spans if s.pid not in nginx_pids or s.attrs.get("http.request.method") != "GET"
+                  or s.attrs.get("url.path") != "/budget/load"
+                  or s.attrs.get("http.response.status_code") != 200 or s.is_error]
+        self.assertEqual(broken, [], format_spans(broken))
+
+        # Load gone: back to 0 by itself, then new connections are traced again.
+        t_quiet = t0 + t_stop
+        for _ in deadline_loop(30, 0.5):
+            if metric(metrics(mport), "threadline_load_shed_permille") == 0:
+                break
+        recovery = time.monotonic() - t_quiet
+        text = metrics(mport)
+        self.assertEqual(metric(text, "threadline_load_shed_permille"), 0,
+                         f"still shedding 30 s after the load\n{agent.describe()}")
+        print(f"shed fraction back to 0 within {recovery:.1f} s of the load's end", file=sys.stderr)
+        self.assertRegex("\n".join(agent.stderr_lines),
+                         r"cpu budget: shedding 0\.0% of new connections \(was \d+\.\d%\): under CPU budget")
+        before = metric(text, "http_server_request_duration_seconds_count")
+        shed_before = metric(text, "threadline_load_shed_connections_total")
+        for i in range(20):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/budget/after/{i}", timeout=5) as r:
+                self.assertEqual(r.status, 200)
+        for _ in deadline_loop(10, 0.25):
+            text = metrics(mport)
+            if metric(text, "http_server_request_duration_seconds_count") >= before + 20:
+                break
+        self.assertEqual(metric(text, "http_server_request_duration_seconds_count"), before + 20, text)
+        self.assertEqual(metric(text, "threadline_load_shed_connections_total"), shed_before, text)
+
+
+if __name__ == "__main__":
+    main()
