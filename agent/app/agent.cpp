@@ -477,10 +477,8 @@ void Agent::PublishShedCounts() {
   metrics_.GetGauge("threadline_load_shed_connections_total", {},
                     "New connections the kernel did not capture under the CPU budget")
       .Set(static_cast<int64_t>(shed.conns));
-  metrics_.GetGauge("threadline_load_shed_syscalls_total", {},
-                    "Data syscalls of shed connections the kernel skipped")
-      .Set(static_cast<int64_t>(shed.calls));
-  metrics_.GetGauge("threadline_load_shed_bytes_total", {}, "Bytes those skipped syscalls moved")
+  metrics_.GetGauge("threadline_load_shed_bytes_total", {},
+                    "Bytes shed connections moved, not captured (counted when each is closed)")
       .Set(static_cast<int64_t>(shed.bytes));
 }
 

@@ -332,7 +332,6 @@ tl_shed_counts CaptureProgram::ReadShedCounts() const {
     return total;
   for (const auto& v : values) {
     total.conns += v.conns;
-    total.calls += v.calls;
     total.bytes += v.bytes;
   }
   return total;

@@ -121,6 +121,8 @@ static __always_inline void conn__forget(__u32 tgid, __s32 fd, __u8 reason)
 	struct tl_conn_state *st = bpf_map_lookup_elem(&conns, &key);
 	if (!st)
 		return;
+	if (st->ignored == TL_IGNORED_SHED)
+		shed__count(0, st->bytes[0] + st->bytes[1]);
 	conn__emit(TL_EV_CONN_CLOSE, &key, st, 0, reason);
 	bpf_map_delete_elem(&conns, &key);
 	ctx__conn_gone(tgid, fd);
@@ -163,11 +165,11 @@ static __always_inline struct tl_conn_state *conn__get_walk(__s32 fd, __u8 sourc
 		drops__count(TL_DROP_CONN_MAP_FULL);
 		return NULL;
 	}
-	if (fresh.ignored != TL_IGNORED_SHED) { /* shed: no state events, no open either */
+	if (fresh.ignored != TL_IGNORED_SHED) {
 		struct tl_sock_owner owner = {.id = {.tgid = key.tgid, .fd = fd, .gen = fresh.gen}};
 		bpf_map_update_elem(&sock_conns, &fresh.sk, &owner, BPF_ANY);
 		conn__emit(TL_EV_CONN_OPEN, &key, &fresh, source, 0);
-	}
+	} /* shed: no state events, no open either */
 	return bpf_map_lookup_elem(&conns, &key);
 }
 

@@ -31,58 +31,42 @@ static __always_inline __u32 shed__mix(__u32 h)
 	return h;
 }
 
-/* One endpoint; an IPv4-mapped IPv6 address hashes as the IPv4 one (the other end's socket may
- * be AF_INET). */
-static __always_inline __u32 shed__endpoint(const __u8 *addr, __u16 family, __u16 port)
+/* One endpoint. An IPv4 address (AF_INET: 4 bytes, the rest zero) and its v4-mapped IPv6 form
+ * (::ffff:a.b.c.d) fold to the same word, so both ends agree when one socket is AF_INET6. */
+static __always_inline __u32 shed__endpoint(const __u8 *addr, __u16 port)
 {
 	__u32 w[4];
 	__builtin_memcpy(w, addr, sizeof(w));
-	__u32 a = w[0];
-	if (family != TL_AF_INET)
-		a = (!w[0] && !w[1] && w[2] == bpf_htonl(0xffff)) ? w[3] : w[0] ^ w[1] ^ w[2] ^ w[3];
+	__u32 a = w[0] ^ w[1] ^ (w[2] & ~bpf_htonl(0xffff)) ^ w[3];
 	return shed__mix(a ^ shed__mix(0x9e3779b9u + port));
 }
 
 static __always_inline __u32 shed__conn_hash(const struct tl_tuple *t)
 {
 	/* A sum: the same for (local, peer) and (peer, local). */
-	return shed__mix(shed__endpoint(t->saddr, t->family, t->sport) +
-			 shed__endpoint(t->daddr, t->family, t->dport));
+	return shed__mix(shed__endpoint(t->saddr, t->sport) + shed__endpoint(t->daddr, t->dport));
 }
 
-/* Counts what a shed connection skipped: one connection when it is enrolled, then each data
- * syscall and its bytes. */
-static __always_inline void shed__count(__u64 conns, __u64 calls, __u64 bytes)
+/* Counts a shed connection: when it is enrolled (bytes 0), and the bytes it moved when it is
+ * closed. */
+static __always_inline void shed__count(__u64 conns, __u64 bytes)
 {
 	__u32 zero = 0;
 	struct tl_shed_counts *c = bpf_map_lookup_elem(&shed_counts, &zero);
 	if (!c)
 		return;
 	c->conns += conns; /* per-CPU slot: no atomics needed */
-	c->calls += calls;
 	c->bytes += bytes;
 }
 
-/* The two entry points are global functions, verified once on their own: inlined, the hash's
- * branches multiplied the verifier's states in the programs that enrol connections in a loop
- * (sendmmsg/recvmmsg: 8 messages) past its 1M-instruction budget. Callers see a scalar. */
-
-/* A new connection: TL_IGNORED_SHED (counted) or 0. */
+/* A new connection: TL_IGNORED_SHED (counted) or 0. A global function, verified once on its
+ * own: inlined into every program that enrols connections, its branches multiplied the
+ * verifier's states in sendmmsg/recvmmsg (8 messages in a loop) past the 1M-instruction limit.
+ * The caller sees a scalar. */
 __noinline int shed__new_conn(const struct tl_tuple *t)
 {
-	if (!t)
+	if (!t || (__u64)shed__conn_hash(t) >= tl_shed_below)
 		return 0;
-	__u64 below = tl_shed_below;
-	if (!below || (__u64)shed__conn_hash(t) >= below)
-		return 0;
-	shed__count(1, 0, 0);
+	shed__count(1, 0);
 	return TL_IGNORED_SHED;
-}
-
-/* A data syscall on an ignored connection (tl_conn_state.ignored): counted when it is shed. */
-__noinline int shed__skipped_io(__u32 ignored, __u64 size)
-{
-	if (ignored == TL_IGNORED_SHED)
-		shed__count(0, 1, size);
-	return 0;
 }

@@ -7,7 +7,7 @@ request (Connection: close) to an nginx that only this agent traces (--pid). Ass
   - the agent's CPU (its /proc/PID/stat, measured here, not its own report) comes back near the
     budget while the load goes on (without shedding it is several times over);
   - every request is accounted for: SERVER spans + connections shed in the kernel cover what
-    wrk completed (one request per connection), and shed syscalls and bytes are counted;
+    wrk completed (one request per connection), and the bytes shed connections moved are counted;
   - every span is whole (method, path, status 200, not an error): shedding is by connection,
     never a stream cut in the middle;
   - once the load stops, the fraction comes back to 0 by itself, and new connections are traced
@@ -168,7 +168,6 @@ class CpuBudgetTest(unittest.TestCase):
         # traced request its span (counted by the agent, not shed).
         lost = metric(text, "threadline_kernel_events_lost_total")
         self.assertGreater(shed, 0, text)
-        self.assertGreater(metric(text, "threadline_load_shed_syscalls_total"), 0, text)
         self.assertGreater(metric(text, "threadline_load_shed_bytes_total"), 0, text)
         # wrk counts completed requests only: up to its 8 connections in flight when it stopped
         # may have been accepted (traced or shed) without one.

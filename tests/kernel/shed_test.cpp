@@ -16,7 +16,7 @@ namespace {
 
 class ShedTest : public CaptureTest {
  protected:
-  // A request and a response on the pair: 4 data syscalls, 5 + 7 bytes each way.
+  // A request and a response on the pair: 5 + 7 bytes, seen at each end.
   static void Exchange(const SocketPair& p) {
     char buf[16];
     ASSERT_EQ(write(p.client, "hello", 5), 5);
@@ -25,6 +25,12 @@ class ShedTest : public CaptureTest {
     ASSERT_EQ(read(p.client, buf, sizeof(buf)), 7);
   }
   bool Captured(int fd) const { return rec_.OpenFor(self(), fd) != nullptr; }
+  // Closes both ends (a shed connection's bytes are counted when it is closed).
+  static void Close(SocketPair& p) {
+    ::close(p.client);
+    ::close(p.server);
+    p.client = p.server = -1;
+  }
 };
 
 TEST_F(ShedTest, HalfTheConnectionsShedWholeAndBothEndsAgree) {
@@ -57,15 +63,20 @@ TEST_F(ShedTest, HalfTheConnectionsShedWholeAndBothEndsAgree) {
   // 40 hashes at 0.5: all on one side has probability 2^-39.
   EXPECT_GT(shed, 0);
   EXPECT_LT(shed, kPairs);
+  EXPECT_EQ(capture_->ReadShedCounts().conns, 2u * shed);  // both ends
+  std::vector<int> shed_fds;
+  for (const auto& p : pairs)
+    if (!Captured(p->client)) shed_fds.insert(shed_fds.end(), {p->client, p->server});
+  const size_t closes_before = rec_.closes.size();
+  for (auto& p : pairs) Close(*p);
+  Drain();
   const tl_shed_counts counts = capture_->ReadShedCounts();
-  EXPECT_EQ(counts.conns, 2u * shed);  // both ends
-  EXPECT_EQ(counts.calls, 4u * shed);
-  EXPECT_EQ(counts.bytes, 24u * shed);
+  EXPECT_EQ(counts.conns, 2u * shed);
+  EXPECT_EQ(counts.bytes, 24u * shed);  // 12 bytes at each end
   // Shed connections produce nothing at all: no data, no open, no close.
-  for (const auto& p : pairs) {
-    if (Captured(p->client)) continue;
-    for (const auto& d : rec_.data) EXPECT_NE(d.ev.id.fd, p->client) << "data on a shed connection";
-  }
+  EXPECT_EQ(rec_.closes.size() - closes_before, 2u * (kPairs - shed));
+  for (const auto& d : rec_.data)
+    for (int fd : shed_fds) EXPECT_NE(d.ev.id.fd, fd) << "data on a shed connection";
 }
 
 TEST_F(ShedTest, DecisionIsMadeOnceAtFirstSightNeverMidStream) {
@@ -92,10 +103,10 @@ TEST_F(ShedTest, DecisionIsMadeOnceAtFirstSightNeverMidStream) {
   EXPECT_FALSE(Captured(shed.server));
   ASSERT_TRUE(Captured(after.client)) << "fraction 0: new connections are captured again";
   EXPECT_EQ(rec_.StreamFor(rec_.OpenFor(self(), after.client)->id, Direction::kEgress), "hello");
+  Close(shed);
   const tl_shed_counts counts = capture_->ReadShedCounts();
   EXPECT_EQ(counts.conns, 2u);
-  EXPECT_EQ(counts.calls, 8u);
-  EXPECT_EQ(counts.bytes, 48u);
+  EXPECT_EQ(counts.bytes, 48u);  // two exchanges, 12 bytes each, at each end
 }
 
 }  // namespace

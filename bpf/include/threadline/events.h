@@ -234,8 +234,7 @@ struct tl_conn_state {
  * did not have captured. */
 struct tl_shed_counts {
 	__u64 conns; /* connections shed when first seen */
-	__u64 calls; /* their socket syscalls that moved data, skipped */
-	__u64 bytes; /* the bytes those moved */
+	__u64 bytes; /* the bytes they moved, not captured (added when each is closed) */
 };
 
 /* Value of the "sock_conns" map (key: struct sock *), for TCP state changes, which arrive in
