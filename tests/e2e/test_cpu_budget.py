@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,7 @@ class CpuBudgetTest(unittest.TestCase):
         require_root(self)
         require_tool(self, "nginx", "wrk")
         self.tmp = tempfile.mkdtemp(prefix=f"tl-budget-{os.getpid()}-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)  # after the peers' cleanups (LIFO)
 
     def nginx(self) -> tuple[int, set[int]]:
         port = free_port()
