@@ -14,9 +14,11 @@ pairs), one agent per host, each tracing only its host's service.
   - A receiver no agent traces: the connection works, bytes identical, nothing counted as an
     error by the sender's agent.
   - Same node, one agent tracing both ends: the option and the tuple rule agree.
+  - The HTTP chain with Python calling a Service-like virtual address that its host DNATs to
+    Node (as kube-proxy does): the option survives the rewrite.
 
 Needs root (fails under CI=true without it), ip and nsenter (iproute2, util-linux), openssl,
-curl, node, go (golang-go).
+curl, node, go (golang-go), nft (nftables).
 """
 
 from __future__ import annotations
@@ -121,8 +123,10 @@ class TcpOptionTest(unittest.TestCase):
 
     # -- the Python -> Node -> Go chain ------------------------------------------------------
 
-    def run_chain(self, tls: bool) -> None:
+    def run_chain(self, tls: bool, service_nat: bool = False) -> None:
         go_leaf = go_peer(self, "chain_leaf.go", GO_LEAF)
+        if service_nat:
+            require_tool(self, "nft", hint="nftables")
         ns = Namespaces(self, prefix="tlopt", octet=78)
         scheme = "https" if tls else "http"
         env, leaf_args = {}, []
@@ -141,8 +145,19 @@ class TcpOptionTest(unittest.TestCase):
         node = PeerProcess(ns.exec_argv("b", [NODE_EXE, os.path.join(PEERS, "chain_service.js"), str(p_node),
                                               f"{scheme}://{ns.addr['c']}:{p_go}"]), self, env=env)
         wait_listening(node)
+        upstream = f"{scheme}://{ns.addr['b_left']}:{p_node}"
+        if service_nat:
+            # What kube-proxy does for a Service: the caller connects to a virtual address that
+            # no host has, and the caller's node rewrites the destination (DNAT, conntrack).
+            vip = ns.addr["a"].rsplit(".", 1)[0] + ".100"
+            for rule in ("add table ip tlopt_svc",
+                         "add chain ip tlopt_svc out { type nat hook output priority -100 ; }",
+                         f"add rule ip tlopt_svc out ip daddr {vip} tcp dport 80 "
+                         f"dnat to {ns.addr['b_left']}:{p_node}"):
+                run(*ns.exec_argv("a", ["nft", rule]))
+            upstream = f"{scheme}://{vip}:80"
         py = PeerProcess(ns.exec_argv("a", [PYTHON_EXE, os.path.join(PEERS, "chain_service.py"), str(p_py),
-                                            f"{scheme}://{ns.addr['b_left']}:{p_node}"]), self, env=env)
+                                            upstream]), self, env=env)
         wait_listening(py)
         curl = ["curl", "-sS", "--max-time", "10"] + (["--cacert", env["SSL_CERT_FILE"]] if tls else [])
         out = run(*ns.exec_argv("a", [*curl, f"{scheme}://127.0.0.1:{p_py}/chain/{scheme}"]))
@@ -218,6 +233,11 @@ class TcpOptionTest(unittest.TestCase):
 
     def test_chain_python_node_go_over_https_on_three_hosts(self):
         self.run_chain(tls=True)
+
+    def test_chain_through_a_service_address_rewritten_by_nat(self):
+        # Python calls Node at a Service-like virtual address DNATed on Python's host: the
+        # option rides on the rewritten segment and Node's agent still reads it.
+        self.run_chain(tls=False, service_nat=True)
 
     # -- one keep-alive connection under load -------------------------------------------------
 
