@@ -141,19 +141,24 @@ void PackAttributes(const Attributes& attrs, const std::vector<SpanEvent>& event
 
 StoredSpan StoredSpan::From(const Span& span) {
   StoredSpan s;
-  s.span_id = span.span_id;
-  s.parent_span_id = span.parent_span_id;
-  s.start_unix_ns = span.start_unix_ns;
-  s.end_unix_ns = span.end_unix_ns;
-  s.kind = span.kind;
-  s.status = span.status;
-  s.sampled = span.sampled();
-  s.pid = span.pid;
-  s.resource = span.resource;
-  s.name = span.name;
-  s.status_message = span.status_message;
-  PackAttributes(span.attributes, span.events, s.packed_attributes);
+  s.Assign(span);
   return s;
+}
+
+void StoredSpan::Assign(const Span& span) {
+  span_id = span.span_id;
+  parent_span_id = span.parent_span_id;
+  start_unix_ns = span.start_unix_ns;
+  end_unix_ns = span.end_unix_ns;
+  kind = span.kind;
+  status = span.status;
+  sampled = span.sampled();
+  pid = span.pid;
+  resource = span.resource;
+  name.assign(span.name);
+  status_message.assign(span.status_message);
+  packed_attributes.clear();
+  PackAttributes(span.attributes, span.events, packed_attributes);
 }
 
 std::string_view StoredSpan::service() const {

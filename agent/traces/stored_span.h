@@ -33,6 +33,9 @@ struct StoredSpan {
   std::string packed_attributes;
 
   static StoredSpan From(const Span& span);
+  // Makes this the stored form of `span`, reusing the strings' buffers (the trace store hands
+  // in spans of evicted traces, so a span stored in steady state allocates nothing).
+  void Assign(const Span& span);
 
   uint64_t duration_ns() const { return end_unix_ns > start_unix_ns ? end_unix_ns - start_unix_ns : 0; }
   // service.name of the resource, else "unknown_service" (what OpenTelemetry SDKs default to).

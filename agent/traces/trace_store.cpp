@@ -87,7 +87,54 @@ void TraceStore::PushBack(OpenTrace* t) {
   l.tail = t;
 }
 
-void TraceStore::Add(const Span& span) { Add(span.trace_id, StoredSpan::From(span)); }
+void TraceStore::Add(const Span& span) {
+  StoredSpan stored = NewSpan();
+  stored.Assign(span);
+  Add(span.trace_id, std::move(stored));
+}
+
+std::shared_ptr<CompletedTrace> TraceStore::NewTrace() {
+  if (spare_traces_.empty()) return std::make_shared<CompletedTrace>();
+  std::shared_ptr<CompletedTrace> t = std::move(spare_traces_.back());
+  spare_traces_.pop_back();
+  spare_bytes_ -= sizeof(CompletedTrace) + t->spans.capacity() * sizeof(StoredSpan);
+  return t;
+}
+
+StoredSpan TraceStore::NewSpan() {
+  if (spare_spans_.empty()) return {};
+  StoredSpan s = std::move(spare_spans_.back());
+  spare_spans_.pop_back();
+  spare_bytes_ -= s.MemoryBytes();
+  return s;
+}
+
+void TraceStore::Recycle(CompletedTracePtr trace) {
+  // Only when the store holds the last reference. The store lists it nowhere any more, so
+  // nobody can copy it from now on; a reader (Take, Find) or a completion hook still holding
+  // it frees it when done. The acquire fence pairs with the release in the last other holder's
+  // reference drop: its reads happen before this thread reuses the memory.
+  if (trace == nullptr || trace.use_count() != 1) return;
+  std::atomic_thread_fence(std::memory_order_acquire);
+  // The store made it (NewTrace) as a mutable object; readers only ever saw it const.
+  auto t = std::const_pointer_cast<CompletedTrace>(std::move(trace));
+  const size_t budget = options_.max_bytes / 8;
+  for (StoredSpan& s : t->spans) {
+    const size_t bytes = s.MemoryBytes();
+    if (bytes > kSpareSpanMaxBytes || spare_bytes_ + bytes > budget) continue;
+    s.resource = nullptr;  // the process's resource is the cache's to free
+    spare_bytes_ += bytes;
+    spare_spans_.push_back(std::move(s));
+  }
+  const size_t bytes = sizeof(CompletedTrace) + t->spans.capacity() * sizeof(StoredSpan);
+  if (t->spans.capacity() > kSpareTraceMaxSpans || spare_bytes_ + bytes > budget) return;
+  std::vector<StoredSpan> spans = std::move(t->spans);
+  spans.clear();
+  *t = CompletedTrace{};
+  t->spans = std::move(spans);  // keeps its capacity
+  spare_bytes_ += bytes;
+  spare_traces_.push_back(std::move(t));
+}
 
 void TraceStore::Add(const TraceId& trace_id, StoredSpan span) {
   spans_added_.Add(1);
@@ -99,6 +146,7 @@ void TraceStore::Add(const TraceId& trace_id, StoredSpan span) {
     t.has_root = false;
     t.truncated = false;
     t.bytes = kTraceOverheadBytes;
+    t.building = NewTrace();
     open_bytes_ += kTraceOverheadBytes;
     ++open_count_;
   } else {
@@ -110,7 +158,7 @@ void TraceStore::Add(const TraceId& trace_id, StoredSpan span) {
     t.truncated = true;
   } else {
     if (!span.parent_span_id.valid()) t.has_root = true;
-    t.spans.push_back(std::move(span));
+    t.building->spans.push_back(std::move(span));
     t.bytes += bytes;
     open_bytes_ += bytes;
     ++open_spans_;
@@ -164,16 +212,14 @@ size_t TraceStore::PickRoot(const std::vector<StoredSpan>& spans) {
 
 void TraceStore::Complete(OpenTrace* t, Why why) {
   Unlink(t);
-  auto done = std::make_shared<CompletedTrace>();
+  std::shared_ptr<CompletedTrace> done = std::move(t->building);
   done->trace_id = t->trace_id;
   done->truncated = t->truncated;
   done->bytes = t->bytes;
-  done->spans = std::move(t->spans);
   open_bytes_ -= t->bytes;
   open_spans_ -= done->spans.size();
   --open_count_;
   t->open = false;
-  t->spans = {};
 
   uint64_t replaces = 0;
   if (t->completed != nullptr) {
@@ -202,6 +248,7 @@ void TraceStore::Complete(OpenTrace* t, Why why) {
   }
   if (done->spans.empty() && replaces == 0) {  // every span was over the per-trace bound
     open_.erase(t->trace_id);
+    Recycle(std::move(done));
     return;
   }
   done->seq = next_seq_++;
@@ -297,6 +344,7 @@ void TraceStore::Publish(bool wait) {
   completed_bytes_gauge_.Set(static_cast<int64_t>(completed_bytes_));
   completed_spans_gauge_.Set(static_cast<int64_t>(completed_spans_));
   lock.unlock();
+  for (CompletedTracePtr& t : evicted) Recycle(std::move(t));
 }
 
 void TraceStore::PublishGauges() {

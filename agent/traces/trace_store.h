@@ -172,7 +172,9 @@ class TraceStore {
     TraceId trace_id;
     bool open = false;
     CompletedTracePtr completed;  // the published trace of this id, if any
-    std::vector<StoredSpan> spans;
+    // While open: the object this part will be published as, its spans filled in arrival
+    // order (one allocation per trace for both, none when it is a recycled one).
+    std::shared_ptr<CompletedTrace> building;
     uint64_t last_arrival_ns = 0;
     size_t bytes = 0;
     bool has_root = false;
@@ -195,6 +197,13 @@ class TraceStore {
   // Moves pending_ into the published deque; `wait`: take the lock even if a reader holds it.
   void Publish(bool wait);
   void PublishGauges();
+  // A trace object to fill: a recycled one (cleared, its span vector's capacity kept) or new.
+  std::shared_ptr<CompletedTrace> NewTrace();
+  // A span of a recycled trace (its strings' buffers kept), or a new one.
+  StoredSpan NewSpan();
+  // Takes back a trace the store no longer holds, when nobody else does (see Recycle in the
+  // source): its object and its spans are reused for the next traces.
+  void Recycle(CompletedTracePtr trace);
 
   TraceStoreOptions options_;
   NowFn now_;
@@ -217,6 +226,15 @@ class TraceStore {
   std::vector<Pending> pending_;  // completed, not published yet
   uint64_t next_seq_ = 1;
   std::vector<uint64_t> id_scratch_;
+  // Evicted traces and their spans kept for reuse (bounded; consumer thread only). In steady
+  // state a trace evicted for every one completed, so storing a span allocates nothing.
+  // Bounded by bytes (an eighth of max_bytes: a Tick's worth of evictions at 1000 spans per
+  // Tick), not counted in the store's bytes: it is the allocator's memory, not traces.
+  static constexpr size_t kSpareSpanMaxBytes = 2048;  // bigger spans are freed, not kept
+  static constexpr size_t kSpareTraceMaxSpans = 8;    // traces with more room are freed
+  std::vector<std::shared_ptr<CompletedTrace>> spare_traces_;
+  std::vector<StoredSpan> spare_spans_;
+  size_t spare_bytes_ = 0;
 
   // Readers' side, under mu_. completed_[i] has seq == first_seq_ + i; a slot is null once
   // its trace was replaced by a merged one.

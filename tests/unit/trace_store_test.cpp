@@ -1,7 +1,8 @@
 // The trace store: grouping by trace, completion after the quiet windows (fake clock), the
 // bounds (count, bytes, per trace) with the oldest evicted first, late spans merged, the
 // completion hook, unsampled spans kept and marked, the tee in the span pipeline, and readers
-// on another thread while the consumer adds and ticks.
+// on another thread while the consumer adds and ticks, evicted traces reused only when no reader
+// holds them.
 #include "agent/traces/trace_store.h"
 
 #include <gtest/gtest.h>
@@ -245,6 +246,59 @@ TEST(TraceStoreTest, TeePassesEverySpanOnUnchanged) {
   EXPECT_EQ(attrs[3].first, "event.exception.exception.message");
   EXPECT_EQ(std::get<std::string>(attrs[3].second), "closed early");
   EXPECT_EQ(kept.service(), "svc");
+}
+
+// Evicted traces and their spans are reused for the next ones (no allocation per stored span in
+// steady state), but never one a reader still holds, and a reused span keeps nothing of the
+// span it stored before.
+TEST(TraceStoreTest, EvictedTracesAreReusedOnlyWhenNobodyHoldsThem) {
+  Fixture f(TraceStoreOptions{.max_traces = 2});
+  auto add = [&](uint32_t trace, std::string name, bool with_error) {
+    Span s = MakeSpan(trace, 1, 0, trace, 1);
+    s.name = std::move(name);
+    if (with_error) {
+      s.status = StatusCode::kError;
+      s.status_message = "connection closed before the response, long enough to be on the heap";
+      s.events.push_back(SpanEvent{.name = "exception", .time_unix_ns = s.end_unix_ns,
+                                   .attributes = {{"exception.type", std::string("Closed")}}});
+    }
+    f.store.Add(s);
+    f.now += 300 * kMs;
+    f.store.Tick();
+  };
+  add(1, "GET /first/trace/held/by/a/reader", true);
+  const CompletedTracePtr held = f.store.Find(Trace(1));
+  ASSERT_NE(held, nullptr);
+  add(2, "GET /second/trace/evicted/and/reused", true);
+  for (uint32_t i = 3; i <= 20; ++i) add(i, "GET /items/" + std::to_string(i) + "/of/many/more", false);
+  EXPECT_EQ(f.Counter("threadline_trace_store_traces_evicted_total"), 18u);
+
+  // The held trace is as it was published.
+  ASSERT_EQ(held->trace_id, Trace(1));
+  ASSERT_EQ(held->spans.size(), 1u);
+  EXPECT_EQ(held->spans[0].name, "GET /first/trace/held/by/a/reader");
+  EXPECT_EQ(held->spans[0].status, StatusCode::kError);
+  EXPECT_EQ(held->spans[0].StringAttribute("event.exception.exception.type"), "Closed");
+  EXPECT_NE(held->spans[0].resource, nullptr);
+
+  // The latest traces (stored in reused spans) hold exactly their own span.
+  const auto snap = f.store.Take();
+  ASSERT_EQ(snap.traces.size(), 2u);
+  for (uint32_t i = 0; i < 2; ++i) {
+    const CompletedTrace& t = *snap.traces[i];
+    EXPECT_EQ(t.trace_id, Trace(19 + i));
+    ASSERT_EQ(t.spans.size(), 1u);
+    const StoredSpan& s = t.spans[0];
+    EXPECT_EQ(s.name, "GET /items/" + std::to_string(19 + i) + "/of/many/more");
+    EXPECT_EQ(s.status, StatusCode::kUnset);
+    EXPECT_TRUE(s.status_message.empty());
+    EXPECT_EQ(s.StringAttribute("event.exception.exception.type"), "");
+    EXPECT_EQ(s.StringAttribute("threadline.parent.source"), "root");
+    EXPECT_EQ(t.error_spans, 0u);
+    EXPECT_EQ(t.parts, 1u);
+    EXPECT_FALSE(t.truncated);
+    EXPECT_EQ(t.start_unix_ns, kT0 + (19 + i) * kMs);
+  }
 }
 
 TEST(TraceStoreTest, ReadersOnAnotherThreadSeeConsistentTraces) {
