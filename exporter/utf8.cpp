@@ -31,7 +31,8 @@ size_t ValidUtf8Length(std::string_view s) {
   return len;
 }
 
-std::string_view ValidUtf8(std::string_view s, std::string& scratch) {
+// Not ASCII only (ValidUtf8 checked): find the first invalid byte, if any.
+std::string_view ValidUtf8Slow(std::string_view s, std::string& scratch) {
   size_t i = 0;
   // ASCII eight bytes at a time: nearly every string we send is ASCII only.
   constexpr uint64_t kHighBits = 0x8080808080808080ULL;

@@ -52,6 +52,14 @@ TEST(InferRoute, Table) {
       {"/x86_64/pkg", "/x86_64/pkg"},
       {"/oauth2/callback", "/oauth2/callback"},
       {"/user-profile/settings", "/user-profile/settings"},
+      // Around the plain-word shortcut (letters and digits only): the same templates as the
+      // tests one by one give.
+      {"/h/deadbeefdeadbeef", "/h/{hex}"},           // 16 a-f letters: a hash
+      {"/h/deadbeefdeadbee", "/h/deadbeefdeadbee"},  // 15: a word
+      {"/w/abc1234", "/w/abc1234"},                  // 7 bytes: too short for an id
+      {"/w/abcd1234", "/w/{hex}"},                   // 8 hex with a digit
+      {"/w/abcd1234wxyz5678", "/w/{token}"},         // 16 with digits: generated
+      {"/w/Abcdefghijklmnopqrstuvwxyz", "/w/Abcdefghijklmnopqrstuvwxyz"},
   };
   for (const auto& [path, route] : cases) EXPECT_EQ(InferRoute(path), route) << path;
 }
