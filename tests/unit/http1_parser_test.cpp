@@ -387,6 +387,21 @@ TEST(Http1Syntax, HeaderLineGrammar) {
   EXPECT_FALSE(ParseHeaderLine(" cont\rinued", h));
   EXPECT_FALSE(ParseHeaderLine(std::string(70000, 'n') + ": v", h));  // name past 64 KiB
   EXPECT_TRUE(ParseHeaderLine(std::string(100, 'n') + ": v", h));
+  // Values checked eight bytes at a time: CR, LF or NUL at every position of a long value is
+  // refused; obs-text (0x80-0xff) and bytes next to the refused ones are not.
+  const std::string value = "abcdefghijklmnopqrstuvwxyz-0123";
+  for (size_t at = 0; at < value.size(); ++at) {
+    for (char bad : {'\r', '\n', '\0'}) {
+      std::string v = value;
+      v[at] = bad;
+      EXPECT_FALSE(ParseHeaderLine("Name: x" + v, h)) << at << " " << int(bad);
+    }
+    for (char fine : {'\x0e', '\x0b', '\x01', '\x80', '\xff', '\x8d'}) {
+      std::string v = value;
+      v[at] = fine;
+      EXPECT_TRUE(ParseHeaderLine("Name: x" + v, h)) << at << " " << int(fine);
+    }
+  }
 }
 
 TEST(Http1Syntax, FindRequestStartAfterBody) {
