@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstddef>
+#include <iterator>
 
 #include "exporter/otlp_protobuf.h"
 
@@ -85,9 +87,28 @@ void BatchSpanExporter::OnSpan(Span span) {
   }
   queue_.push_back(std::move(span));
   const size_t depth = queue_.size();
+  const bool spent = !spent_.empty();
   queue_depth_.Set(static_cast<int64_t>(depth));
   lock.unlock();
   if (depth == options_.max_export_batch_size) wake_.notify_one();
+  if (spent) CollectSpent();
+}
+
+void BatchSpanExporter::CollectSpent() {
+  std::lock_guard garbage_lock(garbage_mu_);
+  {
+    std::lock_guard lock(mu_);
+    garbage_.swap(spent_);  // spent_ gets the emptied buffer of the last time
+  }
+  garbage_.clear();  // here, outside mu_: the worker never waits for it
+}
+
+void BatchSpanExporter::Recycle(std::vector<Span>& batch) {
+  {
+    std::lock_guard lock(mu_);
+    if (spent_.empty()) spent_.swap(batch);
+  }
+  batch.clear();  // the producers had not taken the previous one: freed here
 }
 
 void BatchSpanExporter::Flush() {
@@ -96,6 +117,7 @@ void BatchSpanExporter::Flush() {
     flush_requested_ = true;
   }
   wake_.notify_one();
+  CollectSpent();
 }
 
 size_t BatchSpanExporter::queue_depth() const {
@@ -129,11 +151,13 @@ void BatchSpanExporter::Run() {
                      queue_.size() >= options_.max_export_batch_size;
     if (!due) continue;  // woken early for nothing
 
-    const size_t n = std::min(queue_.size(), options_.max_export_batch_size);
-    batch.clear();
-    for (size_t i = 0; i < n; ++i) {
-      batch.push_back(std::move(queue_.front()));
-      queue_.pop_front();
+    // batch is empty here (Recycle empties it).
+    if (queue_.size() <= options_.max_export_batch_size) {
+      batch.swap(queue_);  // queue_ goes on in batch's old buffer
+    } else {
+      const auto end = queue_.begin() + static_cast<std::ptrdiff_t>(options_.max_export_batch_size);
+      batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(end));
+      queue_.erase(queue_.begin(), end);
     }
     queue_depth_.Set(static_cast<int64_t>(queue_.size()));
     lock.unlock();
@@ -175,7 +199,7 @@ void BatchSpanExporter::ExportBatch(std::vector<Span>& batch) {
   const uint64_t n = batch.size();
   request_.clear();
   AppendOtlpProtobuf(batch, request_);
-  batch.clear();
+  Recycle(batch);
 
   RetrySchedule schedule(options_.retry, SteadyClock::now() + options_.export_timeout, uniform01_);
   for (;;) {

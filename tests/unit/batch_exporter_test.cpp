@@ -182,6 +182,33 @@ TEST(BatchSpanExporter, FullBatchesGoAtOnceAndFlushSendsTheRest) {
   EXPECT_EQ(latency.count, 3u);
 }
 
+// Spans are built (allocated) on the agent's consumer thread; the worker encodes them but
+// leaves them to be freed there (at the next OnSpan or Flush), where glibc's caches of that
+// thread get the memory back.
+TEST(BatchSpanExporter, SpansAreFreedOnTheThreadThatQueuedThem) {
+  Fixture f(Options());
+  std::mutex mu;
+  std::vector<std::thread::id> freed_on;
+  auto with_resource = [&](const std::string& name) {
+    Span s = NamedSpan(name);
+    s.resource = std::shared_ptr<const Resource>(new Resource, [&](const Resource* r) {
+      std::lock_guard l(mu);
+      freed_on.push_back(std::this_thread::get_id());
+      delete r;
+    });
+    return s;
+  };
+  for (int i = 0; i < 3; ++i) f.exporter->OnSpan(with_resource("s" + std::to_string(i)));
+  ASSERT_TRUE(f.state->WaitFor([&] { return f.state->delivered.size() == 3; }));
+  {
+    std::lock_guard l(mu);
+    EXPECT_TRUE(freed_on.empty()) << "the worker freed spans it should have left to the producer";
+  }
+  f.exporter->Flush();
+  std::lock_guard l(mu);
+  EXPECT_EQ(freed_on, std::vector<std::thread::id>(3, std::this_thread::get_id()));
+}
+
 TEST(BatchSpanExporter, ScheduleDelaySendsAPartialBatch) {
   BatchExporterOptions o = Options();
   o.max_export_batch_size = 50;
