@@ -842,6 +842,37 @@ class PeerProcess(_CollectedProcess):
                 pass
 
 
+def nginx_peer(test: unittest.TestCase, directory: str, port: int, http: str,
+               worker_connections: int = 64, ready_timeout: float = 20.0) -> PeerProcess:
+    """nginx (one master, one worker, as root) run from `directory` for a test, stopped at
+    cleanup: its pid file, error log and temporary paths are kept in `directory` (nothing of the
+    system's), and `http` is the inside of the `http {}` block (servers, upstreams) after
+    `access_log off`. Returns once it accepts on `port`."""
+    for d in ("logs", "tmp"):
+        os.makedirs(os.path.join(directory, d), exist_ok=True)
+    temp_paths = "\n".join(f"  {kind}_temp_path {directory}/tmp/{kind};"
+                            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = os.path.join(directory, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"daemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\n"
+                f"pid {directory}/nginx.pid;\nerror_log {directory}/logs/error.log warn;\n"
+                f"events {{ worker_connections {worker_connections}; }}\n"
+                f"http {{\n  access_log off;\n{temp_paths}\n{http}\n}}\n")
+    return PeerProcess(["nginx", "-p", directory, "-c", conf], test, port=port, cwd=directory,
+                       ready_timeout=ready_timeout)
+
+
+def nginx_pids(nginx: PeerProcess) -> set[int]:
+    """The master's pid and its workers' (the master's children)."""
+    pids = {nginx.pid}
+    try:
+        with open(f"/proc/{nginx.pid}/task/{nginx.pid}/children") as f:
+            pids |= {int(x) for x in f.read().split()}
+    except OSError:
+        pass
+    return pids
+
+
 def build_dir() -> str:
     """The build tree: THREADLINE_BUILD_DIR, else the folder holding the agent binary."""
     return os.environ.get("THREADLINE_BUILD_DIR") or os.path.dirname(os.path.abspath(agent_bin()))

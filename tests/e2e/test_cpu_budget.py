@@ -31,7 +31,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(__file__))
 
 from e2e_util import (Agent, PeerProcess, deadline_loop, format_spans, free_port,  # noqa: E402
-                      main, parse_otlp_json_line, require_root, require_tool)
+                      main, nginx_peer, nginx_pids, parse_otlp_json_line, require_root, require_tool)
 
 BUDGET = 0.02       # cores
 LOAD_S = 20         # seconds of wrk
@@ -70,35 +70,12 @@ class CpuBudgetTest(unittest.TestCase):
 
     def nginx(self) -> tuple[int, set[int]]:
         port = free_port()
-        d = self.tmp
-        os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(textwrap.dedent(f"""\
-                daemon off;
-                master_process on;
-                worker_processes 1;
-                user root;
-                pid {d}/nginx.pid;
-                error_log {d}/error.log warn;
-                events {{ worker_connections 512; }}
-                http {{
-                  access_log off;
-                  client_body_temp_path {d}/tmp/body;
-                  proxy_temp_path {d}/tmp/proxy;
-                  fastcgi_temp_path {d}/tmp/fastcgi;
-                  uwsgi_temp_path {d}/tmp/uwsgi;
-                  scgi_temp_path {d}/tmp/scgi;
-                  server {{
-                    listen 127.0.0.1:{port};
-                    location / {{ return 200 "ok $uri\\n"; }}
-                  }}
-                }}
-                """))
-        p = PeerProcess(["nginx", "-p", d, "-c", conf], self, port=port)
-        pids = {p.pid}
-        with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:  # the worker
-            pids |= {int(x) for x in f.read().split()}
+        p = nginx_peer(self, self.tmp, port, textwrap.dedent(f"""\
+              server {{
+                listen 127.0.0.1:{port};
+                location / {{ return 200 "ok $uri\\n"; }}
+              }}"""), worker_connections=512)
+        pids = nginx_pids(p)
         self.assertGreater(len(pids), 1, "nginx has no worker")
         return port, pids
 

@@ -18,12 +18,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import textwrap
 import unittest
 
 from e2e_util import (LOOPBACK, Agent, PeerProcess, agent_metrics, agent_spans, curl, deadline_loop,
                       format_spans, free_port, go_peer, main, npm_peer, require_root, require_tool, wait_for_spans)
-from test_tls import make_cert
+from test_tls import make_cert, nginx_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE_H2 = os.path.join(REPO, "tests", "e2e", "peers", "node_h2.js")
@@ -265,36 +264,7 @@ class Http2SpansTest(unittest.TestCase):
         node_port, nginx_port, go_port = free_port(), free_port(), free_port()
         agent = self.agent(node_port, nginx_port, go_port)
         node = self.node_h2(node_port, cert, key)
-        for d in ("logs", "tmp"):
-            os.makedirs(os.path.join(self.tmp, d), exist_ok=True)
-        conf = os.path.join(self.tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(textwrap.dedent(f"""\
-                daemon off;
-                master_process on;
-                worker_processes 1;
-                user root;
-                pid {self.tmp}/nginx.pid;
-                error_log {self.tmp}/logs/error.log warn;
-                events {{ worker_connections 64; }}
-                http {{
-                  access_log off;
-                  client_body_temp_path {self.tmp}/tmp/body;
-                  proxy_temp_path {self.tmp}/tmp/proxy;
-                  fastcgi_temp_path {self.tmp}/tmp/fastcgi;
-                  uwsgi_temp_path {self.tmp}/tmp/uwsgi;
-                  scgi_temp_path {self.tmp}/tmp/scgi;
-                  server {{
-                    listen 127.0.0.1:{nginx_port} ssl http2;
-                    ssl_certificate {cert};
-                    ssl_certificate_key {key};
-                    location / {{ return 200 "nginx $uri\\n"; }}
-                    location /missing {{ return 404; }}
-                  }}
-                }}
-                """))
-        PeerProcess(["nginx", "-p", self.tmp, "-c", conf], self, port=nginx_port, cwd=self.tmp,
-                    ready_timeout=20)
+        nginx_server(self, self.tmp, cert, key, nginx_port, http2=True)
         go_bin = go_peer(self, "go_h2_server.go", "go_h2_server")
         go = PeerProcess([go_bin, f"{LOOPBACK}:{go_port}", cert, key], self, port=go_port,
                          cwd=self.tmp, ready_timeout=20)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_util import (  # noqa: E402
     LOOPBACK, REPO, Agent, PeerProcess, SpanRecord, agent_spans, deadline_loop, free_port,
-    give_up, go_peer, main, require_root, require_tool, wait_for_spans)
+    give_up, go_peer, main, nginx_peer, nginx_pids, require_root, require_tool, wait_for_spans)
 
 IN_FLIGHT = 16
 REQUESTS = 200
@@ -225,45 +225,18 @@ class ParentingMatrix(unittest.TestCase):
     def nginx_front(self, backend: PeerProcess) -> Front:
         require_tool(self, "nginx")
         port = free_port()
-        d = os.path.join(self.tmp, "nginx")
-        os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(textwrap.dedent(f"""\
-                daemon off;
-                master_process on;
-                worker_processes 1;
-                user root;
-                pid {d}/nginx.pid;
-                error_log {d}/error.log warn;
-                events {{ worker_connections 256; }}
-                http {{
-                  access_log off;
-                  client_body_temp_path {d}/tmp/body;
-                  proxy_temp_path {d}/tmp/proxy;
-                  fastcgi_temp_path {d}/tmp/fastcgi;
-                  uwsgi_temp_path {d}/tmp/uwsgi;
-                  scgi_temp_path {d}/tmp/scgi;
-                  upstream backend {{ server 127.0.0.1:{backend.port}; keepalive 16; }}
-                  server {{
-                    listen 127.0.0.1:{port};
-                    keepalive_requests 100000;
-                    location /a/ {{
-                      proxy_pass http://backend/b/;
-                      proxy_http_version 1.1;
-                      proxy_set_header Connection "";
-                    }}
-                  }}
+        p = nginx_peer(self, os.path.join(self.tmp, "nginx"), port, textwrap.dedent(f"""\
+              upstream backend {{ server 127.0.0.1:{backend.port}; keepalive 16; }}
+              server {{
+                listen 127.0.0.1:{port};
+                keepalive_requests 100000;
+                location /a/ {{
+                  proxy_pass http://backend/b/;
+                  proxy_http_version 1.1;
+                  proxy_set_header Connection "";
                 }}
-                """))
-        p = PeerProcess(["nginx", "-p", d, "-c", conf], self, port=port)
-        pids = {p.pid}
-        try:  # the worker is a child of the master
-            with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
-                pids |= {int(x) for x in f.read().split()}
-        except OSError:
-            pass
-        return Front("nginx", port, forwarded_id, pids=pids)
+              }}"""), worker_connections=256)
+        return Front("nginx", port, forwarded_id, pids=nginx_pids(p))
 
     # -- running ----------------------------------------------------------------------------
     def agent(self, ports: list[int], extra: list[str] | None = None) -> Agent:

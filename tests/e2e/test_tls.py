@@ -21,7 +21,7 @@ import tempfile
 import textwrap
 import unittest
 
-from e2e_util import (LOOPBACK, Agent, PeerProcess, curl, format_events, format_spans,
+from e2e_util import (LOOPBACK, Agent, PeerProcess, nginx_peer, curl, format_events, format_spans,
                       free_port, main, require_root, require_tool, wait_for_spans)
 
 
@@ -39,36 +39,17 @@ def https_server(test: unittest.TestCase, cmd: list[str], port: int, cwd: str) -
     return PeerProcess(cmd, test, port=port, cwd=cwd, ready_timeout=20)
 
 
-def nginx_server(test: unittest.TestCase, tmp: str, cert: str, key: str, port: int) -> PeerProcess:
-    for d in ("logs", "tmp"):
-        os.makedirs(os.path.join(tmp, d), exist_ok=True)
-    conf = os.path.join(tmp, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(textwrap.dedent(f"""\
-            daemon off;
-            master_process on;
-            worker_processes 1;
-            user root;
-            pid {tmp}/nginx.pid;
-            error_log {tmp}/logs/error.log warn;
-            events {{ worker_connections 64; }}
-            http {{
-              access_log off;
-              client_body_temp_path {tmp}/tmp/body;
-              proxy_temp_path {tmp}/tmp/proxy;
-              fastcgi_temp_path {tmp}/tmp/fastcgi;
-              uwsgi_temp_path {tmp}/tmp/uwsgi;
-              scgi_temp_path {tmp}/tmp/scgi;
-              server {{
-                listen 127.0.0.1:{port} ssl;
-                ssl_certificate {cert};
-                ssl_certificate_key {key};
-                location / {{ return 200 "nginx $uri\\n"; }}
-                location /missing {{ return 404; }}
-              }}
-            }}
-            """))
-    return https_server(test, ["nginx", "-p", tmp, "-c", conf], port, tmp)
+def nginx_server(test: unittest.TestCase, tmp: str, cert: str, key: str, port: int,
+                 http2: bool = False) -> PeerProcess:
+    """nginx serving HTTPS (HTTP/1.1, and HTTP/2 by ALPN with `http2`) from libssl."""
+    return nginx_peer(test, tmp, port, textwrap.dedent(f"""\
+          server {{
+            listen 127.0.0.1:{port} ssl{" http2" if http2 else ""};
+            ssl_certificate {cert};
+            ssl_certificate_key {key};
+            location / {{ return 200 "nginx $uri\\n"; }}
+            location /missing {{ return 404; }}
+          }}"""))
 
 
 PYTHON_SERVER = textwrap.dedent("""\
