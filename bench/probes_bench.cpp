@@ -197,6 +197,9 @@ class CountingSink : public EventSink {
 class Tracer {
  public:
   // `batch_wakeups`: CaptureConfig::batch_wakeups (the agent's default: true).
+  // `args_hash`: stash syscall arguments in the pid_tgid hash even where task storage works
+  // (CaptureConfig::args_task_storage = false), to compare the two.
+  static inline bool args_hash = false;
   static std::unique_ptr<Tracer> Start(int drain_cpu, bool batch_wakeups, std::string* error) {
     if (auto st = PrepareBpfEnvironment(); !st.ok()) {
       *error = st.error().message;
@@ -206,6 +209,7 @@ class Tracer {
     cc.agent_tgid = 0;  // this process is the traced application here, not the agent
     cc.trace_all = false;
     cc.batch_wakeups = batch_wakeups;
+    cc.args_task_storage = !args_hash;
     auto capture = CaptureProgram::Create(cc);
     if (!capture.ok()) {
       *error = capture.error().message;
@@ -619,6 +623,9 @@ int Main(int argc, char** argv) {
   app.add_flag("--bpf-stats", bpf_stats,
                "Also report the time inside the read/write syscall programs per pair (kernel "
                "run_time_ns counters; adds their own cost to the timed figures)");
+  app.add_flag("--args-hash", Tracer::args_hash,
+               "Stash syscall arguments in the pid_tgid hash, not task storage (the fallback for "
+               "kernels without task storage; for comparing the two)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -83,7 +83,7 @@ static __always_inline __u64 args__stash(__u8 syscall, __s64 fd, __u64 buf, __u6
 		if (bpf_map_lookup_elem(&go_procs, &tgid))
 			a.g = ctx__current_g();
 	}
-	if (bpf_map_update_elem(&io_args, &pid_tgid, &a, BPF_ANY)) {
+	if (io_args__put(pid_tgid, &a)) {
 		drops__count(TL_DROP_ARGS_MAP_FULL);
 		return 0;
 	}
@@ -101,11 +101,11 @@ static __always_inline void args__stash_send(__u8 syscall, __s64 fd, __u64 buf, 
 /* Returns the stashed arguments (a copy) and forgets them. */
 static __always_inline bool args__take_of(__u64 pid_tgid, struct tl_io_args *out)
 {
-	struct tl_io_args *a = bpf_map_lookup_elem(&io_args, &pid_tgid);
+	struct tl_io_args *a = io_args__find(pid_tgid);
 	if (!a)
 		return false;
 	*out = *a;
-	bpf_map_delete_elem(&io_args, &pid_tgid);
+	io_args__drop(pid_tgid, a);
 	return true;
 }
 

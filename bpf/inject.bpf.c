@@ -212,7 +212,7 @@ int tl_inject_msg(struct sk_msg_md *msg)
 	__u64 enter_ts = 0, io_g = 0;
 	__s32 io_fd = -1;
 	if (!canary) {
-		struct tl_io_args *a = bpf_map_lookup_elem(&io_args, &pid_tgid);
+		struct tl_io_args *a = io_args__find(pid_tgid);
 		if (!a) {
 			stat__count(TL_INJ_SKIP_NO_SYSCALL);
 			return TL_SK_PASS;

@@ -121,6 +121,24 @@ size_t SelectedHintWords() {
 
 }  // namespace
 
+bool TaskStorageForSyscallArgs(std::string* why) {
+  auto missing = [why](std::string what) {
+    if (why) *why = std::move(what);
+    return false;
+  };
+  if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) != 1)
+    return missing("no task storage maps");
+  const std::pair<bpf_prog_type, const char*> kinds[] = {{BPF_PROG_TYPE_TRACEPOINT, "tracepoint"},
+                                                          {BPF_PROG_TYPE_SK_MSG, "sk_msg"}};
+  for (const auto& [type, kind] : kinds) {
+    if (libbpf_probe_bpf_helper(type, BPF_FUNC_task_storage_get, nullptr) != 1)
+      return missing(std::string("no bpf_task_storage_get in ") + kind + " programs");
+    if (libbpf_probe_bpf_helper(type, BPF_FUNC_get_current_task_btf, nullptr) != 1)
+      return missing(std::string("no bpf_get_current_task_btf in ") + kind + " programs");
+  }
+  return true;
+}
+
 Result<std::unique_ptr<CaptureProgram>> CaptureProgram::Create(const CaptureConfig& config) {
   if (!IsPowerOfTwo(config.capture_bytes) || config.capture_bytes > TL_MAX_CAPTURE)
     return Error{"capture bytes must be a power of two <= " + std::to_string(TL_MAX_CAPTURE)};
@@ -149,6 +167,14 @@ Status CaptureProgram::Open() {
   // Data events stop at 3/4 full so lifecycle events (open/close/exit) still find room.
   ro->ring_data_limit = static_cast<uint64_t>(config_.ring_buffer_bytes) * 3 / 4;
   ro->ring_wakeup_bytes = config_.ring_wakeup_bytes();
+  std::string no_task_storage = "turned off (CaptureConfig::args_task_storage)";
+  args_task_storage_ = config_.args_task_storage && TaskStorageForSyscallArgs(&no_task_storage);
+  ro->args_task_storage = args_task_storage_;
+  if (args_task_storage_) {
+    spdlog::info("syscall arguments in flight: task storage");
+  } else {
+    spdlog::info("syscall arguments in flight: hash by thread id ({})", no_task_storage);
+  }
 
   ncpus_ = libbpf_num_possible_cpus();
   if (ncpus_ <= 0) return Error::FromErrno("count possible CPUs", -ncpus_);
@@ -158,6 +184,15 @@ Status CaptureProgram::Open() {
   if (!err) err = bpf_map__set_max_entries(skel_->maps.sock_conns, config_.max_connections);
   selected_hint_words_ = SelectedHintWords();
   if (!err) err = bpf_map__set_max_entries(skel_->maps.selected_hint, static_cast<uint32_t>(selected_hint_words_));
+  // The stash map not used stays, as small as it can be (the code that names it is dead under
+  // the rodata switch, but libbpf 1.1 still needs every map it names to exist).
+  if (args_task_storage_) {
+    if (!err) err = bpf_map__set_max_entries(skel_->maps.io_args, 1);
+  } else {
+    if (!err) err = bpf_map__set_type(skel_->maps.io_args_task, BPF_MAP_TYPE_ARRAY);
+    if (!err) err = bpf_map__set_map_flags(skel_->maps.io_args_task, 0);
+    if (!err) err = bpf_map__set_max_entries(skel_->maps.io_args_task, 1);
+  }
   if (err) return Error::FromErrno("size capture maps", err);
   return OkStatus();
 }

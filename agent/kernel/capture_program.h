@@ -45,7 +45,16 @@ struct CaptureConfig {
   // bits are >= this: TraceIdRatioSampler::ThresholdFor(sampling.ratio), agent/spans/sampler.h.
   // The injection object takes it from here too. 0: every trace.
   uint64_t sample_threshold = 0;
+  // Where a send's arguments wait for its exit: true, in task storage when the kernel offers
+  // it to tracepoint and sk_msg programs (probed at load, TaskStorageForSyscallArgs), else the
+  // pid_tgid hash; false: the hash always (tests and benchmarks compare the two).
+  bool args_task_storage = true;
 };
+
+// Whether this kernel gives task storage (BPF_MAP_TYPE_TASK_STORAGE, bpf_task_storage_get,
+// bpf_get_current_task_btf) to tracepoint and sk_msg programs, the two kinds that read a
+// syscall's stashed arguments. `why` (optional) gets the first thing missing.
+bool TaskStorageForSyscallArgs(std::string* why = nullptr);
 
 struct AttachedHook {
   std::string program;
@@ -92,6 +101,9 @@ class CaptureProgram {
   void SetExecClassificationOn(bool on);
   const std::vector<AttachedHook>& hooks() const { return hooks_; }
   const CaptureConfig& config() const { return config_; }
+  // True when the syscall argument stash is in task storage (bpf/capture/shared.bpf.h,
+  // args_task_storage): the objects that share the capture maps must load with the same.
+  bool args_task_storage() const { return args_task_storage_; }
 
   // Selection map: which processes produce events (flags TL_SEL_*).
   Status Select(uint32_t tgid, uint32_t flags = TL_SEL_TRACE | TL_SEL_INHERIT);
@@ -132,6 +144,7 @@ class CaptureProgram {
   Status Attach();
 
   CaptureConfig config_;
+  bool args_task_storage_ = false;
   struct SkelDeleter {
     void operator()(capture_bpf* s) const;
   };

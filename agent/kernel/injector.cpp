@@ -65,6 +65,7 @@ Status Injector::Open() {
   skel_->rodata->agent_tgid = config_.agent_tgid;
   skel_->rodata->filter_by_process = !config_.trace_all;
   skel_->rodata->filter_by_cgroup = config_.filter_by_cgroup;
+  skel_->rodata->args_task_storage = capture_.args_task_storage();  // its maps are shared
   // The capture object's: both objects start new traces by the same rule.
   skel_->rodata->sample_threshold = capture_.config().sample_threshold;
   ncpus_ = libbpf_num_possible_cpus();

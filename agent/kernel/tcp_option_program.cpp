@@ -57,6 +57,7 @@ Status TcpOptionProgram::Open() {
   skel_->rodata->agent_tgid = config_.agent_tgid;
   skel_->rodata->filter_by_process = !config_.trace_all;
   skel_->rodata->filter_by_cgroup = config_.filter_by_cgroup;
+  skel_->rodata->args_task_storage = capture_.args_task_storage();  // its maps are shared
   skel_->rodata->port_filter = config_.port_filter;
   ncpus_ = libbpf_num_possible_cpus();
   if (ncpus_ <= 0) return Error::FromErrno("count possible CPUs", -ncpus_);

@@ -98,7 +98,8 @@ static __always_inline void proc__on_fork(struct task_struct *parent, struct tas
 static __always_inline void proc__on_exit(void)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	bpf_map_delete_elem(&io_args, &pid_tgid); /* a thread killed inside a syscall */
+	if (!args_task_storage) /* task storage goes with the task */
+		bpf_map_delete_elem(&io_args, &pid_tgid); /* a thread killed inside a syscall */
 	bpf_map_delete_elem(&tls_calls, &pid_tgid); /* ... or inside an SSL_* call */
 	bpf_map_delete_elem(&tls_thread_fd, &pid_tgid);
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();

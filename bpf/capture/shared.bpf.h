@@ -26,10 +26,20 @@ struct tl_io_args {
 	__u32 count; /* buffer length, iovcnt or vlen */
 	__u32 flags; /* recv/send flags */
 	__u8 syscall;
-	__u8 _pad[3];
+	__u8 live;   /* io_args_task only: 1 from the entry's stash until its exit takes it */
+	__u8 _pad[2];
 	__u64 g;     /* the calling goroutine (Go; while injection is on), for the sk_msg program,
 	              * which cannot read the task's registers (ctx__sender_context_g) */
 };
+
+/* Where the stash lives, fixed at load by runtime probing (agent/kernel/capture_program.cpp,
+ * logged with the hook choices): true, in the task's own storage ("io_args_task": a lookup
+ * through the task's storage cache, a plain store to stash, a store of `live` to take; no hash,
+ * no bucket lock, no element allocated and freed per send, and it goes with the task); false
+ * (kernels without task storage for tracepoint or sk_msg programs), in the "io_args" hash by
+ * pid_tgid (update at the entry, lookup and delete at the exit). The unused map is shrunk to
+ * one entry (io_args) or turned into a one-entry array (io_args_task) before load. */
+const volatile bool args_task_storage = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -37,6 +47,13 @@ struct {
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct tl_io_args);
 } io_args SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tl_io_args);
+} io_args_task SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -175,4 +192,42 @@ static __always_inline bool ports__selected(__u16 local, __u16 remote)
 	if (!port_filter)
 		return true;
 	return bpf_map_lookup_elem(&ports, &local) || bpf_map_lookup_elem(&ports, &remote);
+}
+
+/* --- the stash of a syscall in progress (io_args / io_args_task) ---------------------------- */
+
+/* The current thread's stash, or NULL when there is none (taken, or never made). The caller
+ * must be the thread itself (pid_tgid = bpf_get_current_pid_tgid()). */
+static __always_inline struct tl_io_args *io_args__find(__u64 pid_tgid)
+{
+	if (args_task_storage) {
+		struct tl_io_args *a =
+			bpf_task_storage_get(&io_args_task, bpf_get_current_task_btf(), 0, 0);
+		return a && a->live ? a : NULL;
+	}
+	return bpf_map_lookup_elem(&io_args, &pid_tgid);
+}
+
+/* Stashes *a for the current thread; non-zero when there was no room. */
+static __always_inline int io_args__put(__u64 pid_tgid, const struct tl_io_args *a)
+{
+	if (args_task_storage) {
+		struct tl_io_args *slot = bpf_task_storage_get(&io_args_task, bpf_get_current_task_btf(),
+							       0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!slot)
+			return -1;
+		*slot = *a;
+		slot->live = 1;
+		return 0;
+	}
+	return bpf_map_update_elem(&io_args, &pid_tgid, a, BPF_ANY);
+}
+
+/* Forgets the stash io_args__find returned. */
+static __always_inline void io_args__drop(__u64 pid_tgid, struct tl_io_args *a)
+{
+	if (args_task_storage)
+		a->live = 0;
+	else
+		bpf_map_delete_elem(&io_args, &pid_tgid);
 }

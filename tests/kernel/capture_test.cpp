@@ -313,6 +313,55 @@ TEST_F(CaptureTest, OneMebibyteWritePrefixCapturedFullSizeRight) {
   EXPECT_EQ(total, big.size());
 }
 
+// A send's event carries the time its syscall was entered, stashed by the entry program for the
+// exit (a client span starts there): in task storage where the kernel has it, else in the
+// pid_tgid hash. A write that blocks until the reader wakes 200 ms later must report an entry
+// time at least that far before its exit; a stash lost between the two would give the exit
+// time (the arguments are then rebuilt from the registers, with the exit as the entry).
+class SendEntryTimeTest : public CaptureTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(SendEntryTimeTest, BlockedWriteKeepsItsEntryTime) {
+  CaptureConfig config;
+  config.args_task_storage = GetParam();
+  Load(config);
+  if (HasFatalFailure()) return;
+  std::string why;
+  const bool kernel_has_task_storage = TaskStorageForSyscallArgs(&why);
+  EXPECT_EQ(capture_->args_task_storage(), GetParam() && kernel_has_task_storage);
+  if (GetParam() && InCi()) {
+    EXPECT_TRUE(kernel_has_task_storage) << why;
+  }
+  SocketPair p;
+  MakePair(p);
+  int small = 4096;
+  ASSERT_EQ(setsockopt(p.client, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+  ASSERT_EQ(setsockopt(p.server, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+  const std::string big(256 << 10, 'q');  // far more than both buffers: the write blocks
+  std::string received;
+  std::thread reader([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    received = DoRecv(Recv::kRead, p.server, big.size());
+  });
+  const ssize_t n = write(p.client, big.data(), big.size());
+  ASSERT_GT(n, 0);
+  shutdown(p.client, SHUT_WR);
+  reader.join();
+  Drain();
+  const ConnOpenEvent* c = rec_.OpenFor(self(), p.client);
+  ASSERT_NE(c, nullptr);
+  auto sends = rec_.DataFor(c->id, Direction::kEgress);
+  ASSERT_FALSE(sends.empty());
+  const auto& first = sends.front();
+  EXPECT_EQ(first.ev.size, static_cast<uint64_t>(n));
+  EXPECT_GE(first.ev.ts_ns - first.ev.enter_ts_ns, 150'000'000u)
+      << "the write blocked ~200 ms: its entry time must be from its entry";
+}
+
+INSTANTIATE_TEST_SUITE_P(ArgsStash, SendEntryTimeTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? std::string("TaskStorage") : std::string("Hash");
+                         });
+
 // The ring consumer maps the ring's data area once (not twice, as libbpf does, which doubled
 // the agent's RSS for it): records that wrap past the end of the area are copied into one
 // piece. A 64 KiB ring carrying ~1 MiB of records of every size wraps dozens of times; every
