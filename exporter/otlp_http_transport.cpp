@@ -127,6 +127,7 @@ Result<std::unique_ptr<OtlpHttpTransport>> OtlpHttpTransport::Create(const OtlpE
   ok &= curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &OnProgress) == CURLE_OK;
   // Only the URL given: never follow a redirect elsewhere with our headers.
   ok &= curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK;
+  ok &= CurlCountOwnSockets(c);  // a collector on this node is not traced receiving our exports
   if (!config.certificate_file.empty()) {
     ok &= curl_easy_setopt(c, CURLOPT_CAINFO, config.certificate_file.c_str()) == CURLE_OK;
   }

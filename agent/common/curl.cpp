@@ -11,6 +11,22 @@ bool CurlGlobalInit() {
   return ok;
 }
 
+namespace {
+std::atomic<uint64_t> own_client_sockets{0};
+
+int OnSocketOpened(void*, curl_socket_t, curlsocktype) {
+  NoteOwnClientSocketOpened();
+  return CURL_SOCKOPT_OK;
+}
+}  // namespace
+
+uint64_t OwnClientSocketsOpened() { return own_client_sockets.load(std::memory_order_acquire); }
+void NoteOwnClientSocketOpened() { own_client_sockets.fetch_add(1, std::memory_order_acq_rel); }
+
+bool CurlCountOwnSockets(CURL* c) {
+  return curl_easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, &OnSocketOpened) == CURLE_OK;
+}
+
 bool CurlSlistAppend(CurlSlistPtr& list, const std::string& line) {
   curl_slist* head = curl_slist_append(list.get(), line.c_str());
   if (head == nullptr) return false;

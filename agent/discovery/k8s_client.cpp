@@ -128,6 +128,7 @@ Result<K8sHttpResponse> K8sClient::Perform(const std::string& path,
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
   curl_easy_setopt(c, CURLOPT_USERAGENT, "threadline/0.1.0");
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  CurlCountOwnSockets(c);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, req.error.data());
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &OnBody);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &req);

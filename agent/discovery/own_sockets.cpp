@@ -10,6 +10,7 @@
 #include <string>
 
 #include "agent/common/clock.h"
+#include "agent/common/curl.h"
 
 namespace threadline {
 
@@ -57,6 +58,7 @@ OwnSockets::Endpoint OwnSockets::Key(const IpAddress& a, uint16_t port) {
 // An fd closed or reused meanwhile names at worst another socket of ours.
 void OwnSockets::Refresh(uint64_t now_ns) {
   last_refresh_ns_ = now_ns;
+  client_sockets_listed_ = OwnClientSocketsOpened();  // before the listing: a later one lists again
   refreshes_.Add(1);
   std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/proc/self/fd"), &::closedir);
   if (!dir) return;
@@ -85,7 +87,11 @@ bool OwnSockets::IsPeerOfAgent(const Tuple& t) {
   if (!SameHost(t.remote, now)) return false;
   Endpoint k = Key(t.remote, t.remote_port);
   if (ours_.count(k)) return true;
-  if (now - last_refresh_ns_ < min_refresh_interval_ns_) return false;
+  // The rate limit alone would miss an export connection opened within 100 ms of the last
+  // listing (a busy loopback workload lists every 100 ms), and a keep-alive export
+  // connection to a traced collector would then be traced for its whole life.
+  if (now - last_refresh_ns_ < min_refresh_interval_ns_ && OwnClientSocketsOpened() == client_sockets_listed_)
+    return false;
   Refresh(now);
   return ours_.count(k) > 0;
 }

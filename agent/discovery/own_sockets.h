@@ -20,8 +20,9 @@ class OwnSockets {
   explicit OwnSockets(MetricsRegistry& metrics, uint64_t min_refresh_interval_ns = 100'000'000);
 
   // True when the peer of `t` (t.remote) is a socket of this process. Only same-host peers are
-  // looked up; the listing is refreshed at most every min_refresh_interval_ns, and only when the
-  // endpoint is not known yet.
+  // looked up; the listing is refreshed when the endpoint is not known yet, at most every
+  // min_refresh_interval_ns unless our HTTP clients opened a socket since the last one
+  // (OwnClientSocketsOpened, agent/common/curl.h).
   bool IsPeerOfAgent(const Tuple& t);
 
  private:
@@ -33,6 +34,7 @@ class OwnSockets {
 
   uint64_t min_refresh_interval_ns_;
   uint64_t last_refresh_ns_ = 0;
+  uint64_t client_sockets_listed_ = 0;  // OwnClientSocketsOpened() before the last listing
   std::set<Endpoint> ours_;
   std::set<std::array<uint8_t, 16>> local_addresses_;
   uint64_t addresses_read_ns_ = 0;

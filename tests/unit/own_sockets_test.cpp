@@ -9,6 +9,7 @@
 
 #include <cstring>
 
+#include "agent/common/curl.h"
 #include "agent/common/metrics.h"
 #include "agent/discovery/own_sockets.h"
 
@@ -79,6 +80,33 @@ TEST(OwnSockets, PeerIsOursOnlyWhenOneOfOurSocketsHasThatEndpoint) {
   ASSERT_EQ(::connect(late.fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   EXPECT_TRUE(own.IsPeerOfAgent(ServerSideOf(LocalPort(late.fd))));
   EXPECT_GE(metrics.GetCounter("threadline_own_socket_listings_total").Value(), 2u);
+}
+
+// Between listings (rate-limited) an unknown peer is not ours, unless one of our HTTP clients
+// opened a socket since the last listing: then it is listed again at once.
+TEST(OwnSockets, ASocketOurClientsOpenedIsFoundWithinTheRateLimit) {
+  MetricsRegistry metrics;
+  OwnSockets own(metrics, /*min_refresh_interval_ns=*/3600'000'000'000ull);
+  Fd listener(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener.fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener.fd, 4), 0);
+  addr.sin_port = htons(LocalPort(listener.fd));
+  Fd first(::socket(AF_INET, SOCK_STREAM, 0));
+  ASSERT_EQ(::connect(first.fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_TRUE(own.IsPeerOfAgent(ServerSideOf(LocalPort(first.fd))));  // the first listing
+
+  Fd unannounced(::socket(AF_INET, SOCK_STREAM, 0));
+  ASSERT_EQ(::connect(unannounced.fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_FALSE(own.IsPeerOfAgent(ServerSideOf(LocalPort(unannounced.fd))));  // within the limit
+
+  NoteOwnClientSocketOpened();  // what curl's socket callback does for the exporter's sockets
+  Fd announced(::socket(AF_INET, SOCK_STREAM, 0));
+  ASSERT_EQ(::connect(announced.fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_TRUE(own.IsPeerOfAgent(ServerSideOf(LocalPort(announced.fd))));
+  EXPECT_EQ(metrics.GetCounter("threadline_own_socket_listings_total").Value(), 2u);
 }
 
 TEST(OwnSockets, PeersOnOtherHostsAreNeverOurs) {
