@@ -210,10 +210,11 @@ static __always_inline int exit__buffer(void *ctx, long ret, __u8 direction, __u
 		return 0;
 	if (sys == TL_SYS_WRITE && ret == sizeof(struct tl_node_marker) && tl_node_helpers)
 		ctx__node_marker(&a);
-	data__from_buffer(ctx, &a, direction, (__u64)ret);
+	const bool no_tls_call = data__from_buffer(ctx, &a, direction, (__u64)ret);
 	/* OpenSSL's socket BIO writes with write(); other write paths fall back to the return
-	 * probe (tls.bpf.h). */
-	if (direction == TL_DIR_EGRESS)
+	 * probe (tls.bpf.h). Not when data__from_buffer just found no SSL_* call in progress on
+	 * this thread: tls__on_socket_write would look it up again to find the same nothing. */
+	if (direction == TL_DIR_EGRESS && !no_tls_call)
 		tls__on_socket_write(a.fd);
 	return 0;
 }

@@ -63,10 +63,12 @@ static __always_inline __u32 data__read_user(struct tl_data_scratch *s, __u64 bu
  * is moving its records: the call learns its fd and the connection becomes TLS), or when the
  * connection is already known to be TLS. Ciphertext is never emitted: the plaintext comes from
  * the uprobes (tls.bpf.h), and no parser could read it anyway. */
-static __always_inline bool data__is_ciphertext(struct tl_conn_state *st, __s32 fd)
+static __always_inline bool data__is_ciphertext(struct tl_conn_state *st, __s32 fd,
+						bool *no_tls_call)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct tl_tls_call *call = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+	*no_tls_call = !call;
 	if (call) {
 		call->fd = fd;
 		st->tls = 1;
@@ -78,17 +80,21 @@ static __always_inline bool data__is_ciphertext(struct tl_conn_state *st, __s32 
 }
 
 /* Claims [pos, pos+size) of the stream for this event and returns the connection, or NULL when
- * the fd is not a traced TCP connection (or the bytes are TLS ciphertext). */
+ * the fd is not a traced TCP connection (or the bytes are TLS ciphertext). *no_tls_call: set
+ * when it looked for this thread's SSL_* call in progress and found none (the caller then need
+ * not look again: only this thread's uprobes write its entry). */
 static __always_inline struct tl_conn_state *data__begin(const struct tl_io_args *a, __u8 dir,
-							  __u64 size, __u64 *pos, bool btf_walk)
+							  __u64 size, __u64 *pos, bool btf_walk,
+							  bool *no_tls_call)
 {
+	*no_tls_call = false;
 	struct tl_conn_state *st = conn__get_walk(a->fd, TL_SRC_FIRST_IO, TL_ROLE_UNKNOWN, btf_walk);
 	if (!st)
 		return NULL;
 	*pos = __sync_fetch_and_add(&st->bytes[dir & 1], size);
 	if (st->ignored)
 		return NULL;
-	if (data__is_ciphertext(st, a->fd)) {
+	if (data__is_ciphertext(st, a->fd, no_tls_call)) {
 		if (dir == TL_DIR_INGRESS && a->syscall != TL_SYS_RECVMMSG)
 			opt__on_cipher_read(st, size);
 		return NULL;
@@ -158,19 +164,21 @@ static __always_inline void data__submit(struct tl_data_scratch *s, const struct
 		drops__count(TL_DROP_DATA_RING_FULL);
 }
 
-/* read/write/sendto/recvfrom */
-static __always_inline void data__from_buffer(void *ctx, const struct tl_io_args *a, __u8 dir,
+/* read/write/sendto/recvfrom. Returns true when it found no SSL_* call in progress on this
+ * thread (data__begin's no_tls_call). */
+static __always_inline bool data__from_buffer(void *ctx, const struct tl_io_args *a, __u8 dir,
 					      __u64 size)
 {
 	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_PEEK))
-		return; /* peeked bytes will be read again */
+		return false; /* peeked bytes will be read again */
 	__u64 pos;
-	struct tl_conn_state *st = data__begin(a, dir, size, &pos, true);
+	bool no_tls_call;
+	struct tl_conn_state *st = data__begin(a, dir, size, &pos, true, &no_tls_call);
 	if (!st)
-		return;
+		return no_tls_call;
 	struct tl_data_scratch *s = data__scratch();
 	if (!s)
-		return;
+		return no_tls_call;
 	__u8 flags = 0;
 	__u32 n = data__capture_limit(size);
 	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_TRUNC)) {
@@ -179,8 +187,9 @@ static __always_inline void data__from_buffer(void *ctx, const struct tl_io_args
 	}
 	n = data__read_user(s, a->buf, n, &flags);
 	if (data__starts_tls_record(st, a->fd, s, pos, n))
-		return;
+		return no_tls_call;
 	data__submit(s, a, st, dir, pos, size, n, flags);
+	return no_tls_call;
 }
 
 /* One walk over an iovec array (bpf_loop's context: on the caller's stack, the only place it
@@ -256,7 +265,8 @@ static __always_inline void data__from_iovec_n(void *ctx, const struct tl_io_arg
 	if (dir == TL_DIR_INGRESS && (a->flags & TL_MSG_PEEK))
 		return;
 	__u64 pos;
-	struct tl_conn_state *st = data__begin(a, dir, size, &pos, btf_walk);
+	bool no_tls_call;
+	struct tl_conn_state *st = data__begin(a, dir, size, &pos, btf_walk, &no_tls_call);
 	if (!st)
 		return;
 	struct tl_data_scratch *s = data__scratch();
@@ -327,7 +337,8 @@ static __always_inline void data__without_payload(void *ctx, const struct tl_io_
 						  __u8 dir, __u64 size)
 {
 	__u64 pos;
-	struct tl_conn_state *st = data__begin(a, dir, size, &pos, true);
+	bool no_tls_call;
+	struct tl_conn_state *st = data__begin(a, dir, size, &pos, true, &no_tls_call);
 	if (!st)
 		return;
 	struct tl_data_scratch *s = data__scratch();
