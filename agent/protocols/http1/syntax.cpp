@@ -119,15 +119,19 @@ bool HasBadFieldByte(std::string_view s) {
   constexpr uint64_t kOnes = 0x0101010101010101ULL;
   constexpr uint64_t kHigh = 0x8080808080808080ULL;
   auto has_zero = [](uint64_t v) { return (v - kOnes) & ~v & kHigh; };
-  size_t i = 0;
-  for (; i + 8 <= s.size(); i += 8) {
+  auto bad = [&](size_t at) {
     uint64_t w;
-    std::memcpy(&w, s.data() + i, 8);
-    if (has_zero(w) | has_zero(w ^ (kOnes * '\r')) | has_zero(w ^ (kOnes * '\n'))) return true;
+    std::memcpy(&w, s.data() + at, 8);
+    return has_zero(w) | has_zero(w ^ (kOnes * '\r')) | has_zero(w ^ (kOnes * '\n'));
+  };
+  if (s.size() < 8) {
+    for (char c : s)
+      if (kCharClass[static_cast<uint8_t>(c)] & kCharBadField) return true;
+    return false;
   }
-  for (; i < s.size(); ++i)
-    if (kCharClass[static_cast<uint8_t>(s[i])] & kCharBadField) return true;
-  return false;
+  for (size_t i = 0; i + 8 <= s.size(); i += 8)
+    if (bad(i)) return true;
+  return bad(s.size() - 8) != 0;  // the tail, as one word overlapping the last one checked
 }
 
 }  // namespace
