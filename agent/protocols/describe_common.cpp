@@ -27,11 +27,11 @@ void AddOutcome(Outcome outcome, ExchangeView& out) {
 
 void AddNetworkPeer(const ConnectionInfo& c, Attributes& attrs) {
   if (c.tuple_known) {
-    attrs.push_back({"network.peer.address", c.tuple.remote.ToString()});
-    attrs.push_back({"network.peer.port", static_cast<int64_t>(c.tuple.remote_port)});
-    attrs.push_back({"network.type", std::string(c.tuple.remote.is_v4 ? "ipv4" : "ipv6")});
+    EmplaceAttribute(attrs, "network.peer.address", AttributeValue(c.tuple.remote.ToString()));
+    AddInt(attrs, "network.peer.port", c.tuple.remote_port);
+    AddString(attrs, "network.type", c.tuple.remote.is_v4 ? "ipv4" : "ipv6");
   }
-  attrs.push_back({"network.transport", std::string("tcp")});
+  AddString(attrs, "network.transport", "tcp");
 }
 
 }  // namespace threadline

@@ -298,7 +298,7 @@ Span SpanBuilder::Build(const ConnectionInfo& c, Role role, const Record& r, Ide
   span.events = std::move(view.events);
   for (SpanEvent& ev : span.events)  // boot clock from Describe (0: at the end)
     ev.time_unix_ns = ev.time_unix_ns == 0 ? span.end_unix_ns : Epoch(ev.time_unix_ns);
-  span.attributes.push_back({"threadline.parent.source", std::string(id.parent_source)});
+  AddString(span.attributes, "threadline.parent.source", id.parent_source);
   if (id.injected) span.attributes.push_back({"threadline.traceparent.injected", true});
   if (id.tcp_option_sent) span.attributes.push_back({"threadline.tcp_option.sent", true});
   return span;

@@ -140,7 +140,7 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
       client = c.tuple.remote.ToString();
       AddInt(attrs, "client.port", c.tuple.remote_port);
     }
-    if (!client.empty()) AddString(attrs, "client.address", client);
+    if (!client.empty()) EmplaceAttribute(attrs, "client.address", AttributeValue(std::move(client)));
   }
   if (f.user_agent) AddString(attrs, "user_agent.original", *f.user_agent);
   if (f.request_body_bytes > 0)
