@@ -43,8 +43,11 @@
 //                              none is); and the agent's TLS probes on the system
 //                              libssl placed at the exported SSL_read/SSL_write entries (single-
 //                              stepped on Debian's build) or where the agent places them (their
-//                              internal callee, emulated: agent/kernel/tls_attacher.cpp), each
-//                              with this process not selected and selected.
+//                              internal callee, emulated: agent/kernel/tls_attacher.cpp), as
+//                              uprobe + uretprobe pairs, and at the agent's sites through one
+//                              uprobe session link (kernel 6.13+: the return is probed only in
+//                              a selected process), each with this process not selected and
+//                              selected.
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -502,7 +505,7 @@ constexpr size_t kProbeCheckCalls = 200;
 int64_t CountProbeRuns(CaptureProgram& capture, const std::function<void()>& calls) {
   static constexpr const char* kPrograms[] = {"tl_ssl_write_enter", "tl_ssl_write_ex_enter",
                                               "tl_ssl_read_enter", "tl_ssl_read_ex_enter",
-                                              "tl_ssl_return"};
+                                              "tl_ssl_return", "tl_ssl_session"};
   auto runs = [&]() -> int64_t {
     int64_t n = 0;
     for (const char* name : kPrograms) {
@@ -570,10 +573,23 @@ bool RunUprobeCases(Tracer& tracer, const TlsPair& tls, int tls_untraced, size_t
   tracer.Select(true);
   results->push_back(MedianOf("TLS, sockets traced, no uprobes (--tls off)", repeats, run, &tracer));
   results->back().base = tls_untraced;
-  for (bool cheap : {false, true}) {
+  struct Placement {
+    bool cheap;
+    bool sessions;
+    const char* where;
+  };
+  // Uprobe + uretprobe pairs at the exported entries, then at the agent's sites, then the
+  // agent's sites through one uprobe session link (its default on kernels 6.13+: the return is
+  // probed only in traced processes).
+  const Placement placements[] = {{false, false, "exported entries"},
+                                  {true, false, "agent's sites"},
+                                  {true, true, "agent's sites, sessions"}};
+  for (const Placement& placement : placements) {
+    const bool cheap = placement.cheap;
     TlsAttacherOptions options;
     options.scan_at_start = false;
     options.cheap_openssl_sites = cheap;
+    options.uprobe_sessions = placement.sessions;
     MetricsRegistry metrics;
     auto attacher = TlsAttacher::Create(tracer.capture(), options, metrics);
     if (!attacher.ok()) {
@@ -585,7 +601,11 @@ bool RunUprobeCases(Tracer& tracer, const TlsPair& tls, int tls_untraced, size_t
       *error = "attach to " + libssl + ": " + (report.ok() ? report->error : report.error().message);
       return false;
     }
-    std::string where = cheap ? "agent's sites" : "exported entries";
+    if (placement.sessions && !(*attacher)->uses_uprobe_sessions()) {
+      std::printf("probes_bench: no uprobe sessions on this kernel: the session cases are skipped\n");
+      continue;
+    }
+    std::string where = placement.where;
     // At least an SSL_write and an SSL_read entry per pair.
     auto check_runs = [&](CaseResult& c) {
       c.probe_runs_wanted = 2 * kProbeCheckCalls;

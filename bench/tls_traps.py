@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 import overhead  # noqa: E402  (nginx setup, free_port)
 
 PROGRAMS = ["tl_ssl_write_enter", "tl_ssl_write_ex_enter", "tl_ssl_read_enter",
-            "tl_ssl_read_ex_enter", "tl_ssl_return"]
+            "tl_ssl_read_ex_enter", "tl_ssl_return", "tl_ssl_session"]
 # The socket syscall programs nginx's keep-alive requests run (shown too: they carry the
 # ciphertext under the OpenSSL calls, or the plaintext with --scheme http). Their counts include
 # every other process's reads and writes on the machine (the idle column).
@@ -106,7 +106,7 @@ def main(argv):
         try:
             deadline = time.time() + 30
             # The return program is held once the attacher has put the uprobes on libssl.
-            while time.time() < deadline and "tl_ssl_return" not in counters(agent.pid):
+            while time.time() < deadline and not {"tl_ssl_return", "tl_ssl_session"} & set(counters(agent.pid)):
                 time.sleep(0.2)
             time.sleep(2)  # the agent's start-up scan is done
             urls = [f"{args.scheme}://127.0.0.1:{ports[args.scheme]}/"] * args.requests

@@ -393,6 +393,9 @@ SEC("uprobe") int tl_ssl_write_ex_enter(struct pt_regs *ctx) { return tls__enter
 SEC("uprobe") int tl_ssl_read_ex_enter(struct pt_regs *ctx) { return tls__enter(ctx, TL_DIR_INGRESS, 1); }
 /* One return program for all four: the stash says which call it was. */
 SEC("uretprobe") int tl_ssl_return(struct pt_regs *ctx) { return tls__exit(ctx); }
+/* The same calls through a uprobe session (entry and return in one program); loaded with
+ * expected_attach_type BPF_TRACE_UPROBE_SESSION (agent/kernel/capture_program.cpp). */
+SEC("uprobe") int tl_ssl_session(struct pt_regs *ctx) { return tls__session(ctx); }
 
 /* Go crypto/tls (go_tls.bpf.h), attached per Go executable with the Conn layout in the cookie. */
 /* func (c *Conn) Write(b []byte) (int, error): plaintext emitted at entry, no return probe */

@@ -185,7 +185,7 @@ static_assert(sizeof(tl_data_event) == 24 + 16 + 8 + 8 + 4 + 4 + 4 + 4);
 static_assert(sizeof(tl_state_event) == 24 + 16 + 8);
 static_assert(sizeof(tl_proc_event) == 24 + 8 + 16 + 128 + 8 + 8 + 64 + 256);
 static_assert(sizeof(tl_conn_state) == 8 + 8 + 8 + 16 + 40 + 8 + 16);
-static_assert(sizeof(tl_tls_call) == 8 * 4 + 4 + 4 + 8);
+static_assert(sizeof(tl_tls_call) == 8 * 4 + 4 + 4 + 8 + 8);
 static_assert(sizeof(tl_tls_key) == 16);
 static_assert(sizeof(tl_trace_ctx_event) == 24 + 16 + 8 + 8 + 16 + 8 + 8 + 8 + 8);
 static_assert(sizeof(tl_ctx_request) == 8 + 16 + 8 + 4 + 4 + 8);

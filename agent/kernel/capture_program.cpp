@@ -15,6 +15,7 @@
 #include <tuple>
 #include <utility>
 
+#include "agent/kernel/uprobe_session.h"
 #include "capture.skel.h"
 
 namespace threadline {
@@ -176,6 +177,12 @@ Status CaptureProgram::Open() {
     spdlog::info("syscall arguments in flight: hash by thread id ({})", no_task_storage);
   }
 
+  // The TLS uprobe session program (bpf/capture/tls.bpf.h, agent/kernel/uprobe_session.h):
+  // the kernel accepts the attach type at load on any version (kprobe programs' attach types are
+  // only checked at attach), and the TLS attacher falls back to uprobe + uretprobe pairs when the
+  // session link fails.
+  bpf_program__set_expected_attach_type(skel_->progs.tl_ssl_session,
+                                        static_cast<bpf_attach_type>(kBpfTraceUprobeSession));
   ncpus_ = libbpf_num_possible_cpus();
   if (ncpus_ <= 0) return Error::FromErrno("count possible CPUs", -ncpus_);
   int err = bpf_map__set_max_entries(skel_->maps.events, config_.ring_buffer_bytes);

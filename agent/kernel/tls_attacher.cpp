@@ -14,10 +14,20 @@
 
 #include "agent/discovery/proc_fs.h"
 #include "agent/kernel/capture_program.h"
+#include "agent/kernel/uprobe_session.h"
 #include "symbolizer/elf_file.h"
 #include "symbolizer/probe_site.h"
 
 namespace threadline {
+
+// One uprobe + uretprobe pair to attach (or one offset of the file's session link).
+struct OpenSslSite {
+  uint64_t file_offset = 0;
+  const char* entry_program = nullptr;
+  std::string label;  // for logs and the report
+  bool required = false;
+  uint64_t session_cookie = 0;  // TL_TLS_COOKIE_* (bpf/capture/tls.bpf.h)
+};
 
 namespace {
 
@@ -38,6 +48,14 @@ constexpr OpenSslCalls kOpenSslCalls[] = {
     {"SSL_read", "SSL_read_ex", "tl_ssl_read_enter", "tl_ssl_read_ex_enter"},
 };
 constexpr const char* kReturnProgram = "tl_ssl_return";
+// Entry and return of every OpenSSL site in one program, through a uprobe session.
+constexpr const char* kSessionProgram = "tl_ssl_session";
+// What the session program is told about each site (TL_TLS_COOKIE_* in bpf/capture/tls.bpf.h).
+constexpr uint64_t kCookieEgress = 1;
+constexpr uint64_t kCookieEx = 2;
+uint64_t SessionCookie(const OpenSslCalls& calls, bool ex) {
+  return (std::string_view(calls.plain) == "SSL_write" ? kCookieEgress : 0) | (ex ? kCookieEx : 0);
+}
 
 // When an exec'd process is looked at again: its libraries are mapped by the loader right after
 // exec, and an early dlopen (python's `import ssl`) soon after.
@@ -63,13 +81,6 @@ std::vector<uint8_t> ReadAt(const std::string& path, uint64_t offset, size_t n) 
   return bytes;
 }
 
-// One uprobe + uretprobe pair to attach.
-struct OpenSslSite {
-  uint64_t file_offset = 0;
-  const char* entry_program = nullptr;
-  std::string label;  // for logs and the report
-  bool required = false;
-};
 
 // Where to probe a file's OpenSSL calls, per direction. A uretprobe costs what the function's
 // first instruction costs (symbolizer/probe_site.h): when SSL_read (SSL_write) starts with an
@@ -98,14 +109,14 @@ std::vector<OpenSslSite> PlanOpenSslSites(const symbolizer::ElfFile& elf, const 
           break;
         sites.push_back({*offset, d.ex_program,
                          fmt::format("{}+{} at their common callee {:#x}", d.plain, d.ex, target),
-                         true});
+                         true, SessionCookie(d, true)});
         chosen = true;
         break;
       }
     }
     if (chosen) continue;
-    sites.push_back({plain->file_offset, d.plain_program, d.plain, true});
-    if (ex) sites.push_back({ex->file_offset, d.ex_program, d.ex, false});
+    sites.push_back({plain->file_offset, d.plain_program, d.plain, true, SessionCookie(d, false)});
+    if (ex) sites.push_back({ex->file_offset, d.ex_program, d.ex, false, SessionCookie(d, true)});
   }
   return sites;
 }
@@ -144,6 +155,7 @@ std::vector<BpfLink> TlsAttacher::ReleaseLinks() {
   for (auto& [key, file] : files_) {
     std::move(file.links.begin(), file.links.end(), std::back_inserter(links));
     file.links.clear();
+    file.session_link.reset();  // one per library: closed here, the rest go concurrently
   }
   return links;
 }
@@ -301,6 +313,19 @@ Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
   report.build_id = elf->build_id();
   const std::vector<OpenSslSite> sites =
       PlanOpenSslSites(*elf, open_path, options_.cheap_openssl_sites);
+  if (options_.uprobe_sessions && sessions_ != SessionSupport::kNo &&
+      AttachSessionLocked(state, open_path, report.path, sites)) {
+    for (const auto& site : sites) report.functions.emplace_back(site.label);
+    probes_attached_.Add(sites.size());
+    files_attached_.Add();
+    state.attached = true;
+    std::string fns;
+    for (const auto& f : report.functions) fns += (fns.empty() ? "" : ", ") + f;
+    spdlog::info("TLS: uprobes attached to {} ({}; one uprobe session, return probed in traced "
+                 "processes only; build id {})",
+                 report.path, fns, report.build_id.empty() ? "none" : report.build_id);
+    return report;
+  }
   std::vector<BpfLink> links;
   std::string failure;
   size_t required_probed = 0;
@@ -348,6 +373,46 @@ Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
   return report;
 }
 
+bool TlsAttacher::AttachSessionLocked(FileState& state, const std::string& open_path,
+                                      const std::string& shown,
+                                      const std::vector<OpenSslSite>& sites) {
+  bpf_program* prog = capture_.FindProgram(kSessionProgram);
+  if (prog == nullptr || bpf_program__fd(prog) < 0 || sites.empty()) {
+    sessions_ = SessionSupport::kNo;
+    return false;
+  }
+  std::vector<uint64_t> offsets;
+  std::vector<uint64_t> cookies;
+  for (const auto& site : sites) {
+    offsets.push_back(site.file_offset);
+    cookies.push_back(site.session_cookie);
+  }
+  auto link = AttachUprobeSession(bpf_program__fd(prog), open_path, offsets, cookies);
+  if (!link.ok()) {
+    if (sessions_ == SessionSupport::kUnknown) {
+      // The first attempt is the feature probe: a kernel without uprobe sessions (before 6.13)
+      // refuses the link type. Logged once; every file then gets uprobe + uretprobe pairs.
+      sessions_ = SessionSupport::kNo;
+      spdlog::info("TLS: OpenSSL calls probed with uprobe + uretprobe pairs (uprobe sessions "
+                   "unavailable: {}): every process that maps a probed library takes the return "
+                   "trap too",
+                   link.error().message);
+    } else {
+      spdlog::warn("TLS: {}: uprobe session refused ({}); trying uprobe + uretprobe pairs", shown,
+                   link.error().message);
+    }
+    return false;
+  }
+  if (sessions_ == SessionSupport::kUnknown) {
+    sessions_ = SessionSupport::kYes;
+    spdlog::info("TLS: OpenSSL calls probed with uprobe sessions (one link per library; the "
+                 "return is probed only in traced processes, so an untraced one takes one trap "
+                 "per call instead of two)");
+  }
+  state.session_link = std::move(*link);
+  return true;
+}
+
 std::optional<Result<TlsFileReport>> TlsAttacher::AttachGoLocked(const symbolizer::FileKey& key,
                                                                  FileState& state,
                                                                  const std::string& open_path) {
@@ -365,6 +430,11 @@ std::optional<Result<TlsFileReport>> TlsAttacher::AttachGoLocked(const symbolize
   state.attached = true;
   state.links = std::move(go->links);
   return Result<TlsFileReport>(TlsFileReport{shown, std::move(go->functions), go->build_id, {}});
+}
+
+bool TlsAttacher::uses_uprobe_sessions() const {
+  std::lock_guard lock(mu_);
+  return sessions_ == SessionSupport::kYes;
 }
 
 size_t TlsAttacher::attached_files() const {

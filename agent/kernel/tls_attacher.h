@@ -34,12 +34,14 @@
 #include "agent/common/bpf_handles.h"
 #include "agent/common/metrics.h"
 #include "agent/common/result.h"
+#include "agent/common/unique_fd.h"
 #include "agent/kernel/go_tls_probes.h"
 #include "symbolizer/proc_maps.h"
 
 namespace threadline {
 
 class CaptureProgram;
+struct OpenSslSite;  // tls_attacher.cpp
 
 struct TlsAttacherOptions {
   std::string proc_root = "/proc";
@@ -52,6 +54,11 @@ struct TlsAttacherOptions {
   // entries when that is cheaper (symbolizer/probe_site.h). false: always the exported
   // functions' entries (bench/probes_bench compares the two).
   bool cheap_openssl_sites = true;
+  // Attach the OpenSSL sites of a file as one uprobe session link (kernel 6.13+;
+  // agent/kernel/uprobe_session.h) whose entry skips the return probe in processes that are not
+  // traced; falls back to uprobe + uretprobe pairs where the kernel refuses it. false: always
+  // the pairs (bench/probes_bench compares the two).
+  bool uprobe_sessions = true;
 };
 
 // What was done with one file, for logs and tests.
@@ -80,6 +87,8 @@ class TlsAttacher {
   Result<TlsFileReport> AttachFile(const std::string& open_path);
 
   size_t attached_files() const;
+  // OpenSSL sites go through uprobe sessions (the kernel took the first session link).
+  bool uses_uprobe_sessions() const;
 
   // Stops the thread and hands over every probe's link, so the owner can detach them together
   // with others (DestroyLinksConcurrently); the attacher attaches nothing afterwards.
@@ -89,7 +98,10 @@ class TlsAttacher {
   struct FileState {
     bool attached = false;
     std::vector<BpfLink> links;
+    UniqueFd session_link;  // the file's OpenSSL sites as one uprobe session link
   };
+  // Whether the kernel takes uprobe session links: learnt at the first attempt.
+  enum class SessionSupport { kUnknown, kYes, kNo };
   TlsAttacher(CaptureProgram& capture, const TlsAttacherOptions& options, MetricsRegistry& metrics);
   // Caller holds mu_.
   size_t ScanProcessLocked(uint32_t pid);
@@ -100,6 +112,9 @@ class TlsAttacher {
                                                       FileState& state,
                                                       const std::string& open_path);
   void ScanLibraryDirsLocked();
+  // The OpenSSL sites of a file as one session link; false (logged) when the kernel refuses it.
+  bool AttachSessionLocked(FileState& state, const std::string& open_path,
+                           const std::string& shown, const std::vector<OpenSslSite>& sites);
   void Run();
 
   CaptureProgram& capture_;
@@ -109,6 +124,7 @@ class TlsAttacher {
   Counter& files_failed_;
   Counter& probes_attached_;
   GoTlsProbes go_probes_;
+  SessionSupport sessions_ = SessionSupport::kUnknown;
 
   mutable std::mutex mu_;  // files_ and the links
   std::map<symbolizer::FileKey, FileState> files_;

@@ -15,11 +15,11 @@
  * from the socket this thread last moved ciphertext on ("tls_thread_fd"). */
 #pragma once
 
-static __always_inline int tls__enter(struct pt_regs *ctx, __u8 direction, __u8 ex)
+/* The entry of a call of a selected process: its arguments, for what runs under it and at its
+ * return. `ret_addr`: non-zero for a uprobe session (the return runs the same program). */
+static __always_inline void tls__stash(struct pt_regs *ctx, __u64 pid_tgid, __u8 direction,
+				       __u8 ex, __u64 ret_addr)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!proc__selected(pid_tgid >> 32))
-		return 0;
 	struct tl_tls_call call = {
 		.ssl = PT_REGS_PARM1(ctx),
 		.buf = PT_REGS_PARM2(ctx),
@@ -29,11 +29,21 @@ static __always_inline int tls__enter(struct pt_regs *ctx, __u8 direction, __u8 
 		.fd = -1,
 		.direction = direction,
 		.ex = ex,
+		.session = ret_addr != 0,
+		.ret_addr = ret_addr,
 	};
 	if (bpf_map_update_elem(&tls_calls, &pid_tgid, &call, BPF_ANY))
 		drops__count(TL_DROP_TLS_CALLS_FULL);
 	if (direction == TL_DIR_EGRESS)
 		opt__on_tls_write(pid_tgid, -1, call.ssl, call.buf, call.enter_ts);
+}
+
+static __always_inline int tls__enter(struct pt_regs *ctx, __u8 direction, __u8 ex)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!proc__selected(pid_tgid >> 32))
+		return 0;
+	tls__stash(ctx, pid_tgid, direction, ex, 0);
 	return 0;
 }
 
@@ -165,5 +175,35 @@ static __always_inline int tls__exit(struct pt_regs *ctx)
 		return 0;
 	}
 	tls__emit(&call, fd, size, 0);
+	return 0;
+}
+
+/* The same calls through a uprobe session (BPF_TRACE_UPROBE_SESSION, one uprobe_multi link per
+ * library: agent/kernel/tls_attacher), where the entry decides whether the call's return is
+ * probed at all: returning 1 from the entry means no return probe, so no return trap and no
+ * return-address hijack. Used for: a process that is not selected (every process that maps a
+ * probed library takes the entry trap; with a uretprobe it took the return trap too, for
+ * nothing). The program runs at both ends; the return is told from an entry by the call's stash:
+ * the return's instruction pointer is the return address the entry read from the stack (an entry
+ * runs at the probed function's first instruction, which is never a return address). Whether the
+ * call is a read or a write, and of which convention, is the probe's cookie
+ * (TL_TLS_COOKIE_*). */
+#define TL_TLS_COOKIE_EGRESS 1
+#define TL_TLS_COOKIE_EX 2
+
+static __always_inline int tls__session(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct tl_tls_call *stashed = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+	if (stashed && stashed->session && stashed->ret_addr == PT_REGS_IP(ctx))
+		return tls__exit(ctx); /* the return (the entry asked for it); the value is ignored */
+	if (!proc__selected(pid_tgid >> 32))
+		return 1; /* no return probe */
+	__u64 ret_addr = 0;
+	if (bpf_probe_read_user(&ret_addr, sizeof(ret_addr), (void *)PT_REGS_SP(ctx)) || !ret_addr)
+		return 1; /* cannot tell the return apart: trace nothing rather than guess */
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	tls__stash(ctx, pid_tgid, cookie & TL_TLS_COOKIE_EGRESS ? TL_DIR_EGRESS : TL_DIR_INGRESS,
+		   cookie & TL_TLS_COOKIE_EX ? 1 : 0, ret_addr);
 	return 0;
 }

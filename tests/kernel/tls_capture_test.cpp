@@ -8,9 +8,18 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <sys/utsname.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 
+#include "agent/common/unique_fd.h"
 #include "agent/kernel/tls_attacher.h"
 #include "capture_harness.h"
 #include "socket_util.h"
@@ -48,8 +57,21 @@ SslCtxPtr ServerContext() {
   return ctx;
 }
 
-class TlsCaptureTest : public CaptureTest {
+// Kernel release as major * 100 + minor ("6.18.44-..." -> 618).
+int KernelVersion() {
+  utsname u{};
+  if (uname(&u) != 0) return 0;
+  int major = 0, minor = 0;
+  std::sscanf(u.release, "%d.%d", &major, &minor);
+  return major * 100 + minor;
+}
+
+// Each test runs twice: OpenSSL sites as uprobe + uretprobe pairs (the fallback on kernels
+// before 6.13), and as one uprobe session link per library (the default where the kernel has it).
+class TlsCaptureTest : public CaptureTest, public ::testing::WithParamInterface<bool> {
  protected:
+  bool sessions() const { return GetParam(); }
+
   void SetUp() override {
     CaptureTest::SetUp();
     if (IsSkipped()) return;
@@ -57,12 +79,41 @@ class TlsCaptureTest : public CaptureTest {
     if (HasFatalFailure()) return;
     TlsAttacherOptions options;
     options.scan_at_start = false;
+    options.uprobe_sessions = sessions();
     auto attacher = TlsAttacher::Create(*capture_, options, metrics_);
     ASSERT_TRUE(attacher.ok()) << attacher.error().message;
     attacher_ = std::move(attacher).value();
     // Our own maps: the libssl.so.3 this test binary links.
     attacher_->ScanProcess(self());
     ASSERT_GE(attacher_->attached_files(), 1u) << "no libssl found in this process's maps";
+    // Uprobe sessions came with Linux 6.13: there the attacher must have used them.
+    if (sessions() && KernelVersion() >= 613) {
+      ASSERT_TRUE(attacher_->uses_uprobe_sessions());
+    }
+    if (!sessions()) {
+      ASSERT_FALSE(attacher_->uses_uprobe_sessions());
+    }
+  }
+
+  // Runs of the capture object's OpenSSL programs during `calls()` (BPF_ENABLE_STATS while the
+  // counting fd is open). Other processes' calls into libssl meanwhile count too.
+  int64_t OpenSslProgramRuns(const std::function<void()>& calls) {
+    auto runs = [&] {
+      int64_t n = 0;
+      for (const char* name : {"tl_ssl_write_enter", "tl_ssl_write_ex_enter", "tl_ssl_read_enter",
+                               "tl_ssl_read_ex_enter", "tl_ssl_return", "tl_ssl_session"}) {
+        bpf_prog_info info{};
+        uint32_t len = sizeof(info);
+        if (bpf_obj_get_info_by_fd(bpf_program__fd(capture_->FindProgram(name)), &info, &len) == 0)
+          n += static_cast<int64_t>(info.run_cnt);
+      }
+      return n;
+    };
+    UniqueFd stats(bpf_enable_stats(BPF_STATS_RUN_TIME));
+    EXPECT_TRUE(stats.valid()) << "BPF_ENABLE_STATS: " << std::strerror(errno);
+    const int64_t before = runs();
+    calls();
+    return runs() - before;
   }
   void TearDown() override {
     attacher_.reset();  // before the capture program the probes use
@@ -105,7 +156,7 @@ class TlsCaptureTest : public CaptureTest {
   std::unique_ptr<TlsAttacher> attacher_;
 };
 
-TEST_F(TlsCaptureTest, SslWriteAndSslReadArePlaintextOnTheirConnections) {
+TEST_P(TlsCaptureTest, SslWriteAndSslReadArePlaintextOnTheirConnections) {
   SocketPair p;
   SslPtr client, server;
   Handshake(p, client, server);
@@ -149,7 +200,7 @@ TEST_F(TlsCaptureTest, SslWriteAndSslReadArePlaintextOnTheirConnections) {
     EXPECT_EQ(capture_->ReadDrops().Total(r), 0u) << DropReasonName(r);
 }
 
-TEST_F(TlsCaptureTest, ExVariantsLargeWritesAndBufferedReads) {
+TEST_P(TlsCaptureTest, ExVariantsLargeWritesAndBufferedReads) {
   SocketPair p;
   SslPtr client, server;
   Handshake(p, client, server);
@@ -191,6 +242,43 @@ TEST_F(TlsCaptureTest, ExVariantsLargeWritesAndBufferedReads) {
   EXPECT_EQ(pos, big.size());
   EXPECT_EQ(capture_->ReadDrops().Total(TL_DROP_TLS_NO_CONN), 0u);
 }
+
+// What the session buys: a process that is not traced takes the entry probe of each call (the
+// uprobe belongs to the library file) but, with a session, not its return probe; a traced one
+// takes both. With uprobe + uretprobe pairs both ends run in every process.
+TEST_P(TlsCaptureTest, UntracedProcessTakesNoReturnProbeWithSessions) {
+  SocketPair p;
+  SslPtr client, server;
+  Handshake(p, client, server);
+  if (HasFatalFailure()) return;
+  constexpr int kPairs = 500;  // SSL_write + SSL_read each: 2 calls per pair
+  auto exchange = [&] {
+    char buf[64] = {};
+    for (int i = 0; i < kPairs; ++i) {
+      ASSERT_EQ(SSL_write(client.get(), buf, sizeof(buf)), static_cast<int>(sizeof(buf)));
+      ASSERT_EQ(SSL_read(server.get(), buf, sizeof(buf)), static_cast<int>(sizeof(buf)));
+    }
+  };
+  const int64_t traced = OpenSslProgramRuns(exchange);
+  ASSERT_TRUE(capture_->Unselect(self()).ok());
+  const int64_t untraced = OpenSslProgramRuns(exchange);
+  // Both ends of every call: 4 runs per pair (entry and return of 2 calls).
+  EXPECT_GE(traced, 4 * kPairs);
+  if (attacher_->uses_uprobe_sessions()) {
+    // Entries only (others' libssl calls meanwhile could add a few).
+    EXPECT_GE(untraced, 2 * kPairs);
+    EXPECT_LT(untraced, 3 * kPairs);
+  } else {
+    EXPECT_GE(untraced, 4 * kPairs);
+  }
+  Drain();
+  EXPECT_EQ(capture_->ReadDrops().Total(TL_DROP_TLS_CALLS_FULL), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Attach, TlsCaptureTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "UprobeSessions" : "UprobePairs";
+                         });
 
 }  // namespace
 }  // namespace threadline::testing

@@ -255,7 +255,9 @@ struct tl_tls_call {
 	__u8 direction; /* enum tl_direction: write = egress, read = ingress */
 	__u8 ex;        /* 1: SSL_read_ex/SSL_write_ex (returns 1/0, size via out_len) */
 	__u8 emitted;   /* the plaintext went out already, at the first write underneath */
-	__u8 _pad[5];
+	__u8 session;   /* stashed by a uprobe session's entry: its return runs the same program */
+	__u8 _pad[4];
+	__u64 ret_addr; /* session: the call's return address (how the program tells its return) */
 };
 
 /* Key of the "tls_conns" map: which socket fd an SSL object was last seen using. */
