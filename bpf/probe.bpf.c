@@ -183,6 +183,24 @@ int probe_uretprobe(struct pt_regs *ctx)
 	return 0;
 }
 
+/* A uprobe session (BPF_TRACE_UPROBE_SESSION, Linux 6.13+; userspace loads it with that
+ * expected_attach_type and attaches it with a uprobe_multi link): the program runs at a call's
+ * entry and, when the entry returned 0, at its return. The probe calls the function twice: the
+ * first entry asks for its return (run 2), the second entry declines it (returns 1), so exactly
+ * three runs prove both what the TLS probes rely on (bpf/capture/tls.bpf.h tls__session). The
+ * probing thread is the only caller, so `hits` needs no atomic fetch. */
+SEC("uprobe")
+int probe_uprobe_session(struct pt_regs *ctx)
+{
+	if (!probe__is_self())
+		return 1;
+	__u64 run = hits;
+	hits = run + 1;
+	if (run == 0)
+		observed = probe__regs_arg1(ctx);
+	return run == 0 ? 0 : 1;
+}
+
 /* hrtimer_nanosleep: a global, non-inlined, arch-independent function every nanosleep() and
  * clock_nanosleep() goes through. */
 SEC("kprobe/hrtimer_nanosleep")

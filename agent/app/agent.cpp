@@ -327,6 +327,9 @@ Status Agent::Start() {
   for (const auto& h : capture_->hooks()) attached += h.attached;
   if (options_.tls) {
     TlsAttacherOptions tls_options{.proc_root = options_.proc_root, .agent_pid = sel.agent_pid};
+    // The hook choice "uprobe session" (capability probe); the attacher still falls back to
+    // pairs if a library's session link is refused.
+    tls_options.uprobe_sessions = caps.Works(ProbeKind::kUprobeSession);
     // In a container (--proc-root /host/proc) the library directories to scan are the host's,
     // seen through init's root, not the image's own.
     if (options_.proc_root != "/proc")

@@ -30,6 +30,7 @@
 #include "agent/common/bpf_handles.h"
 #include "agent/common/unique_fd.h"
 #include "agent/kernel/bpf_env.h"
+#include "agent/kernel/uprobe_session.h"
 #include "agent/kernel/tracefs.h"
 #include "probe.skel.h"
 
@@ -44,6 +45,7 @@ enum class Attach {
   kAuto,       // bpf_program__attach: the SEC() name says where
   kUprobe,     // a function of our own binary, pid-filtered
   kUretprobe,
+  kUprobeSession,  // a uprobe_multi session link on a function of our own binary
   kSkMsg,      // verdict program of probe_sockhash, holding one loopback socket of ours
   kSockops,    // a cgroup created for the probe
 };
@@ -55,6 +57,7 @@ enum class Trigger {
   kForkAndExit,
   kUprobeCall,
   kUretprobeCall,
+  kUprobeSessionCalls,
   kSkMsgSend,
   kSockopsChild,
   kHdrOptExchange,
@@ -95,6 +98,8 @@ const std::vector<ProbeSpec>& ProbeSpecs() {
        Trigger::kUprobeCall},
       {ProbeKind::kUretprobe, "own binary, own pid", {"probe_uretprobe"}, {}, Attach::kUretprobe,
        Trigger::kUretprobeCall},
+      {ProbeKind::kUprobeSession, "own binary, all processes (filtered in the program)",
+       {"probe_uprobe_session"}, {}, Attach::kUprobeSession, Trigger::kUprobeSessionCalls},
       {ProbeKind::kKprobe, "hrtimer_nanosleep", {"probe_kprobe"}, {}, Attach::kAuto,
        Trigger::kNanosleep},
       {ProbeKind::kFentry, "hrtimer_nanosleep", {"probe_fentry"}, {}, Attach::kAuto,
@@ -153,6 +158,7 @@ struct ProbeSession {
   std::optional<capabilities::ScopedCgroup> cgroup;
   std::vector<BpfLink> links;
   std::optional<ProgAttachment> prog_attachment;
+  UniqueFd session_link;  // a uprobe session link (no libbpf bpf_link for it in libbpf 1.1)
   std::optional<capabilities::LoopbackListener> listener;
   UniqueFd client;
   UniqueFd server;
@@ -213,6 +219,9 @@ Status Open(const ProbeSpec& spec, const ProbeSettings& settings, ProbeSession& 
   bpf_object__for_each_program(prog, s.skel->obj) {
     bpf_program__set_autoload(prog, Contains(spec.programs, bpf_program__name(prog)));
   }
+  // Loaded (when this kind asks for it) as a session program: the attach type is fixed at load.
+  bpf_program__set_expected_attach_type(s.skel->progs.probe_uprobe_session,
+                                        static_cast<bpf_attach_type>(kBpfTraceUprobeSession));
   for (std::string_view optional_map : {kRingBufferMap, kSockhashMap}) {
     bpf_map* map = bpf_object__find_map_by_name(s.skel->obj, std::string(optional_map).c_str());
     if (map != nullptr) bpf_map__set_autocreate(map, Contains(spec.maps, optional_map));
@@ -249,6 +258,16 @@ Status AttachProbe(const ProbeSpec& spec, const ProbeSettings& settings, ProbeSe
                                               site.path.c_str(), site.file_offset));
       if (!link) return Error{site.path + "+" + Hex(site.file_offset), errno};
       s.links.push_back(std::move(link));
+      return OkStatus();
+    }
+
+    case Attach::kUprobeSession: {
+      ASSIGN_OR_RETURN(capabilities::UprobeSite site,
+                       capabilities::LocateOwnCode(
+                           reinterpret_cast<uintptr_t>(&threadline_capability_uprobe_target)));
+      ASSIGN_OR_RETURN(s.session_link,
+                       AttachUprobeSession(bpf_program__fd(Program(s, spec.programs.front())),
+                                           site.path, {site.file_offset}, {0}));
       return OkStatus();
     }
 
@@ -343,6 +362,25 @@ Step TriggerAndVerify(const ProbeSpec& spec, const ProbeSettings& settings, Prob
         return Error{"fired, but saw " + Hex(observed) + " instead of " + Hex(expected), EIO};
       }
       return std::string(ret ? "saw the return value " : "saw the argument ") + Hex(observed);
+    }
+
+    case Trigger::kUprobeSessionCalls: {
+      (void)capabilities::CallUprobeTarget(settings.cookie);
+      (void)capabilities::CallUprobeTarget(settings.cookie);
+      const uint64_t runs = ReadCounter(bss.hits);
+      if (runs == 0) return Error{"attached, but never fired on a call of our own function", ENODATA};
+      if (ReadCounter(bss.observed) != settings.cookie) {
+        return Error{"fired, but saw " + Hex(ReadCounter(bss.observed)) + " instead of " +
+                         Hex(settings.cookie),
+                     EIO};
+      }
+      // Entry, its return, entry whose return was declined.
+      if (runs != 3) {
+        return Error{"two calls ran the program " + std::to_string(runs) +
+                         " times, expected 3 (entry, return, entry that declined its return)",
+                     EIO};
+      }
+      return std::string("saw the argument, the return it asked for, and none it declined");
     }
 
     case Trigger::kSkMsgSend: {

@@ -34,7 +34,7 @@ const std::vector<ProbeKind>& AllProbeKinds() {
       ProbeKind::kTpBtf,             ProbeKind::kRawTracepoint,  ProbeKind::kUprobe,
       ProbeKind::kUretprobe,         ProbeKind::kKprobe,         ProbeKind::kFentry,
       ProbeKind::kSkMsg,             ProbeKind::kSockops,        ProbeKind::kRingBuffer,
-      ProbeKind::kProbeWriteUser,    ProbeKind::kTcpHeaderOption,
+      ProbeKind::kProbeWriteUser,    ProbeKind::kTcpHeaderOption, ProbeKind::kUprobeSession,
   };
   return kinds;
 }
@@ -55,6 +55,7 @@ std::string_view ProbeKindName(ProbeKind kind) {
     case ProbeKind::kRingBuffer: return "ring buffer";
     case ProbeKind::kProbeWriteUser: return "bpf_probe_write_user";
     case ProbeKind::kTcpHeaderOption: return "tcp header option";
+    case ProbeKind::kUprobeSession: return "uprobe session";
   }
   return "unknown";
 }

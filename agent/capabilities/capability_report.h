@@ -29,6 +29,9 @@ enum class ProbeKind {
   // sockops header-option callbacks (BPF_SOCK_OPS_{HDR_OPT_LEN,WRITE_HDR_OPT,PARSE_HDR_OPT}_CB):
   // an option written on loopback segments and read back on the other end.
   kTcpHeaderOption = 13,
+  // A uprobe session (BPF_TRACE_UPROBE_SESSION via a uprobe_multi link, Linux 6.13+): entry and
+  // return in one program, the entry deciding whether the return is probed.
+  kUprobeSession = 14,
 };
 
 // All kinds, in the order the report lists them.

@@ -60,7 +60,11 @@ const std::vector<HookSpec>& HookSpecs() {
        true,
        "none: kernel events cannot reach the agent"},
       {"TLS libraries (OpenSSL)",
-       {{"uprobe + uretprobe",
+       {{"uprobe session",
+         {ProbeKind::kUprobe, ProbeKind::kUprobeSession},
+         "SSL_read/SSL_write(_ex) entry for the buffer, return for the byte count, one link per "
+         "library; the return probed only in traced processes"},
+        {"uprobe + uretprobe",
          {ProbeKind::kUprobe, ProbeKind::kUretprobe},
          "SSL_read/SSL_write(_ex) entry for the buffer, return for the byte count"}},
        {},

@@ -15,7 +15,7 @@ from e2e_util import (CONN_KINDS, Agent, Event, HttpServer, agent_bin, curl, dea
 
 PROBE_KINDS = ("syscall tracepoint", "tp_btf", "raw tracepoint", "uprobe", "uretprobe",
                "kprobe", "fentry", "sk_msg", "sockops", "ring buffer", "bpf_probe_write_user",
-               "tcp header option")
+               "tcp header option", "uprobe session")
 # The base hooks: the agent cannot work without them, so on any supported kernel they are there.
 REQUIRED_KINDS = ("syscall tracepoint", "ring buffer")
 

@@ -194,6 +194,28 @@ TEST_F(CapabilitiesTest, TcpHeaderOptionProbeIsARealExchange) {
   EXPECT_NE(r.detail.find("arrived intact"), std::string::npos) << r.detail;
 }
 
+// Uprobe sessions (Linux 6.13+): proven by two calls of our own function, the first entry asking
+// for its return and the second declining it (three program runs), and then chosen for the
+// OpenSSL probes; before 6.13 the TLS hook falls back to uprobe + uretprobe pairs.
+TEST_F(CapabilitiesTest, UprobeSessionProbeSeesTheReturnItAskedForOnly) {
+  const CapabilityReport& report = ProbeCapabilities();
+  const ProbeResult& r = ResultFor(report, ProbeKind::kUprobeSession);
+  utsname uts{};
+  ASSERT_EQ(::uname(&uts), 0);
+  int major = 0, minor = 0;
+  std::sscanf(uts.release, "%d.%d", &major, &minor);
+  const HookChoice* tls = report.FindChoice("TLS libraries (OpenSSL)");
+  ASSERT_NE(tls, nullptr);
+  if (major < 6 || (major == 6 && minor < 13)) {
+    EXPECT_FALSE(r.works()) << r.detail;
+    EXPECT_EQ(tls->chosen, report.Works(ProbeKind::kUretprobe) ? "uprobe + uretprobe" : tls->chosen);
+    return;
+  }
+  EXPECT_TRUE(r.works()) << r.detail;
+  EXPECT_NE(r.detail.find("none it declined"), std::string::npos) << r.detail;
+  EXPECT_EQ(tls->chosen, "uprobe session");
+}
+
 TEST_F(CapabilitiesTest, ReportTextNamesEveryKindAndHook) {
   const CapabilityReport& report = ProbeCapabilities();
   const std::string text = FormatReport(report);
