@@ -40,6 +40,7 @@ ProtocolDispatcher::ProtocolDispatcher(const DispatcherConfig& config, RecordSin
                                        MetricsRegistry& metrics)
     : config_(config),
       out_(out),
+      conns_(0, ConnIdHash{}, std::equal_to<ConnId>{}, RecyclingAllocatorFor<ConnId, State>(&conn_nodes_)),
       detected_other_(metrics.GetCounter("threadline_protocol_connections_total",
                                          {{"protocol", "other"}},
                                          "Connections by the protocol detected on them")),

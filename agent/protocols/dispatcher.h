@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "agent/common/metrics.h"
+#include "agent/common/node_recycler.h"
 #include "agent/conn/stream_consumer.h"
 #include "agent/protocols/protocol.h"
 #include "agent/protocols/record.h"
@@ -65,7 +66,10 @@ class ProtocolDispatcher : public StreamConsumer {
   std::vector<std::unique_ptr<Protocol>> protocols_;  // ProtocolTable() order
   std::vector<Counter*> detected_;                    // by protocols_ index
   std::vector<Counter*> switched_;                    // by protocols_ index
-  std::unordered_map<ConnId, State, ConnIdHash> conns_;
+  // Connections come and go (one entry each): the map's nodes are reused, not allocated per
+  // connection.
+  NodeRecycler conn_nodes_;  // before conns_: outlives it
+  RecyclingMap<ConnId, State, ConnIdHash> conns_;
   Counter& detected_other_;
   Counter& ignored_;
 };

@@ -55,6 +55,7 @@
 
 #include "agent/common/clock.h"
 #include "agent/common/metrics.h"
+#include "agent/common/node_recycler.h"
 #include "agent/discovery/resource.h"
 #include "agent/ingest/event_types.h"
 #include "agent/protocols/describe.h"
@@ -122,7 +123,10 @@ class SpanBuilder final : public RecordSink, private InFlightSpans {
   ResourceCache& resources_;
   const BootClock& clock_;
   SpanSink& out_;
-  std::unordered_map<ConnId, ConnState, ConnIdHash> conns_;
+  // One entry per connection with a request in flight; the map's nodes are reused, not
+  // allocated per connection.
+  NodeRecycler conn_nodes_;  // before conns_: outlives it
+  RecyclingMap<ConnId, ConnState, ConnIdHash> conns_;
   std::vector<std::unique_ptr<ParentRule>> rules_;
 
   // The counter of threadline_spans_parent_source_total for (role, source): found by a short

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "agent/common/metrics.h"
+#include "agent/common/node_recycler.h"
 #include "agent/spans/span.h"
 #include "agent/traces/stored_span.h"
 
@@ -54,56 +55,6 @@ struct TraceStoreOptions {
 
 struct TraceIdHash {
   size_t operator()(const TraceId& id) const;
-};
-
-// Keeps the freed single-object blocks of one size (a node-based container's nodes) for the
-// next insert, so a map whose entries come and go (the store's, one per trace) does not
-// allocate per entry in steady state (pipeline_bench: 1 allocation per trace). Bounded; one
-// thread (the consumer's).
-class NodeRecycler {
- public:
-  static constexpr size_t kMaxKept = 4096;
-  NodeRecycler() = default;
-  NodeRecycler(const NodeRecycler&) = delete;
-  NodeRecycler& operator=(const NodeRecycler&) = delete;
-  ~NodeRecycler() {
-    for (void* p : kept_) ::operator delete(p);
-  }
-  void* Allocate(size_t bytes) {
-    if (bytes == block_bytes_ && !kept_.empty()) {
-      void* p = kept_.back();
-      kept_.pop_back();
-      return p;
-    }
-    return ::operator new(bytes);
-  }
-  // `single`: a one-object block (a node), worth keeping; arrays (buckets) go back at once.
-  void Release(void* p, size_t bytes, bool single) {
-    if (single && block_bytes_ == 0) block_bytes_ = bytes;
-    if (single && bytes == block_bytes_ && kept_.size() < kMaxKept) {
-      kept_.push_back(p);
-      return;
-    }
-    ::operator delete(p);
-  }
-
- private:
-  size_t block_bytes_ = 0;
-  std::vector<void*> kept_;
-};
-
-// std::allocator_traits-conforming front of a NodeRecycler (which must outlive the container).
-template <typename T>
-struct RecyclingAllocator {
-  using value_type = T;
-  NodeRecycler* recycler;
-  explicit RecyclingAllocator(NodeRecycler* r) : recycler(r) {}
-  template <typename U>
-  RecyclingAllocator(const RecyclingAllocator<U>& o) : recycler(o.recycler) {}  // NOLINT: rebind
-  T* allocate(size_t n) { return static_cast<T*>(recycler->Allocate(n * sizeof(T))); }
-  void deallocate(T* p, size_t n) { recycler->Release(p, n * sizeof(T), n == 1); }
-  template <typename U>
-  bool operator==(const RecyclingAllocator<U>& o) const { return recycler == o.recycler; }
 };
 
 // A completed trace: immutable once published (readers share it without locks).
