@@ -389,7 +389,12 @@ bool TlsAttacher::AttachSessionLocked(FileState& state, const std::string& open_
   }
   auto link = AttachUprobeSession(bpf_program__fd(prog), open_path, offsets, cookies);
   if (!link.ok()) {
-    if (sessions_ == SessionSupport::kUnknown) {
+    // What a kernel without uprobe sessions (or without the right to make them) answers; any
+    // other failure (the file gone since it was looked at) is this file's, not the kernel's.
+    const int err = link.error().code;
+    const bool kernel_refuses = err == EINVAL || err == EOPNOTSUPP || err == 524 /* ENOTSUPP */ ||
+                                err == EPERM || err == EACCES || err == E2BIG;
+    if (sessions_ == SessionSupport::kUnknown && kernel_refuses) {
       // The first attempt is the feature probe: a kernel without uprobe sessions (before 6.13)
       // refuses the link type. Logged once; every file then gets uprobe + uretprobe pairs.
       sessions_ = SessionSupport::kNo;
