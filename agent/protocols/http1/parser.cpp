@@ -42,15 +42,21 @@ bool MessageParser::in_message() const {
   }
 }
 
-void MessageParser::ConsumeLine(std::string_view& in, size_t limit, bool& complete,
-                                bool& overflow) {
+std::string_view MessageParser::ConsumeLine(std::string_view& in, size_t limit, bool& complete,
+                                            bool& overflow) {
   size_t nl = in.find('\n');
   complete = nl != std::string_view::npos;
   size_t take = complete ? nl : in.size();
   overflow = line_.size() + take + (complete ? 1 : 0) > limit;
-  if (overflow) return;
+  if (overflow) return {};
+  if (complete && line_.empty()) {
+    const std::string_view line = in.substr(0, take);
+    in.remove_prefix(take + 1);
+    return line;
+  }
   line_.append(in.data(), take);
   in.remove_prefix(complete ? take + 1 : take);
+  return line_;
 }
 
 void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) {
@@ -76,14 +82,14 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
           StartMessage(PosOf(in.data()));
         }
         bool checked = line_.size() >= kPlausibilityWindow;
-        ConsumeLine(in, std::min(limits_.max_start_line, limits_.max_header_bytes), complete,
-                    overflow);
+        const std::string_view line = ConsumeLine(
+            in, std::min(limits_.max_start_line, limits_.max_header_bytes), complete, overflow);
         std::string_view window = std::string_view(line_).substr(0, kPlausibilityWindow);
         if (overflow) {
           Fail(FailureReason::kHeaderTooLarge, true);
           EnterResync(false);
         } else if (complete) {
-          OnStartLine(syntax::StripCr(line_), line_.size() + 1);
+          OnStartLine(syntax::StripCr(line), line.size() + 1);
           line_.clear();
         } else if (!checked &&
                    !(kind_ == MessageKind::kRequest ? syntax::PlausibleRequestPrefix(window)
@@ -100,7 +106,7 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
         size_t limit = state_ == State::kChunkSize      ? limits_.max_chunk_line
                        : state_ == State::kChunkDataEnd ? 2
                                                         : header_budget_;
-        ConsumeLine(in, limit, complete, overflow);
+        const std::string_view whole = ConsumeLine(in, limit, complete, overflow);
         if (overflow) {
           if (state_ == State::kHeaders) {
             Fail(FailureReason::kHeaderTooLarge, true);
@@ -110,8 +116,8 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
                                                        : FailureReason::kBadChunk);
           }
         } else if (complete) {
-          size_t wire = line_.size() + 1;
-          std::string_view line = syntax::StripCr(line_);
+          size_t wire = whole.size() + 1;
+          std::string_view line = syntax::StripCr(whole);
           if (state_ == State::kHeaders) {
             header_budget_ -= wire;
             msg_.header_bytes += wire;
