@@ -327,13 +327,12 @@ Status Agent::Start() {
   for (const auto& h : capture_->hooks()) attached += h.attached;
   if (options_.tls) {
     TlsAttacherOptions tls_options{.proc_root = options_.proc_root, .agent_pid = sel.agent_pid};
-    // The hook choice "uprobe session" (capability probe); the attacher still falls back to
-    // pairs if a library's session link is refused. The choice needs plain uprobes too, as the
-    // hook report says: a session link can be allowed where a perf-event uprobe is not (the base
-    // DaemonSet without SYS_ADMIN), and TLS capture there would contradict both the report
-    // ("not traced") and the deployment's documented privileges (TLS comes with the tls-capture
-    // overlay). Whether the base pod should trace TLS through sessions is a decision of its own.
-    tls_options.uprobe_sessions = caps.Works(ProbeKind::kUprobeSession) && caps.Works(ProbeKind::kUprobe);
+    // Sessions exactly where the hook report chose them (hook_choices.cpp: they need plain
+    // uprobes too, so the base DaemonSet without SYS_ADMIN, where a session link is allowed but
+    // a perf-event uprobe is not, does not trace TLS while reporting it untraced). The attacher
+    // still falls back to pairs if a library's session link is refused.
+    const HookChoice* tls_hook = caps.FindChoice("TLS libraries (OpenSSL)");
+    tls_options.uprobe_sessions = tls_hook != nullptr && tls_hook->active && tls_hook->chosen == "uprobe session";
     // In a container (--proc-root /host/proc) the library directories to scan are the host's,
     // seen through init's root, not the image's own.
     if (options_.proc_root != "/proc")

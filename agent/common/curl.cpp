@@ -1,5 +1,6 @@
 #include "agent/common/curl.h"
 
+#include <atomic>
 #include <mutex>
 
 namespace threadline {

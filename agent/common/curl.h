@@ -4,7 +4,6 @@
 
 #include <curl/curl.h>
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>

@@ -1,6 +1,7 @@
 #include "agent/kernel/tls_attacher.h"
 
 #include <bpf/libbpf.h>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -26,7 +27,7 @@ struct OpenSslSite {
   const char* entry_program = nullptr;
   std::string label;  // for logs and the report
   bool required = false;
-  uint64_t session_cookie = 0;  // TL_TLS_COOKIE_* (bpf/capture/tls.bpf.h)
+  uint64_t session_cookie = 0;  // enum tl_tls_cookie (threadline/events.h)
 };
 
 namespace {
@@ -50,11 +51,10 @@ constexpr OpenSslCalls kOpenSslCalls[] = {
 constexpr const char* kReturnProgram = "tl_ssl_return";
 // Entry and return of every OpenSSL site in one program, through a uprobe session.
 constexpr const char* kSessionProgram = "tl_ssl_session";
-// What the session program is told about each site (TL_TLS_COOKIE_* in bpf/capture/tls.bpf.h).
-constexpr uint64_t kCookieEgress = 1;
-constexpr uint64_t kCookieEx = 2;
+// What the session program is told about each site.
 uint64_t SessionCookie(const OpenSslCalls& calls, bool ex) {
-  return (std::string_view(calls.plain) == "SSL_write" ? kCookieEgress : 0) | (ex ? kCookieEx : 0);
+  return (std::string_view(calls.plain) == "SSL_write" ? TL_TLS_COOKIE_EGRESS : 0) |
+         (ex ? TL_TLS_COOKIE_EX : 0);
 }
 
 // When an exec'd process is looked at again: its libraries are mapped by the loader right after
@@ -319,11 +319,10 @@ Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
     probes_attached_.Add(sites.size());
     files_attached_.Add();
     state.attached = true;
-    std::string fns;
-    for (const auto& f : report.functions) fns += (fns.empty() ? "" : ", ") + f;
     spdlog::info("TLS: uprobes attached to {} ({}; one uprobe session, return probed in traced "
                  "processes only; build id {})",
-                 report.path, fns, report.build_id.empty() ? "none" : report.build_id);
+                 report.path, fmt::join(report.functions, ", "),
+                 report.build_id.empty() ? "none" : report.build_id);
     return report;
   }
   std::vector<BpfLink> links;
@@ -366,10 +365,8 @@ Result<TlsFileReport> TlsAttacher::AttachLocked(const symbolizer::FileKey& key,
   files_attached_.Add();
   state.attached = true;
   state.links = std::move(links);
-  std::string fns;
-  for (const auto& f : report.functions) fns += (fns.empty() ? "" : ", ") + f;
-  spdlog::info("TLS: uprobes attached to {} ({}; build id {})", report.path, fns,
-               report.build_id.empty() ? "none" : report.build_id);
+  spdlog::info("TLS: uprobes attached to {} ({}; build id {})", report.path,
+               fmt::join(report.functions, ", "), report.build_id.empty() ? "none" : report.build_id);
   return report;
 }
 

@@ -17,9 +17,8 @@
 
 namespace threadline {
 
-// enum bpf_attach_type values of the kernel's UAPI (include/uapi/linux/bpf.h, 6.13+), absent
-// from older userspace headers.
-inline constexpr uint32_t kBpfTraceUprobeMulti = 48;
+// BPF_TRACE_UPROBE_SESSION of enum bpf_attach_type (the kernel's UAPI include/uapi/linux/bpf.h,
+// 6.13+), absent from older userspace headers.
 inline constexpr uint32_t kBpfTraceUprobeSession = 57;
 
 // A session link of `prog_fd` at `offsets` of the file at `path` (cookies[i] for offsets[i]),

@@ -187,9 +187,7 @@ static __always_inline int tls__exit(struct pt_regs *ctx)
  * the return's instruction pointer is the return address the entry read from the stack (an entry
  * runs at the probed function's first instruction, which is never a return address). Whether the
  * call is a read or a write, and of which convention, is the probe's cookie
- * (TL_TLS_COOKIE_*). */
-#define TL_TLS_COOKIE_EGRESS 1
-#define TL_TLS_COOKIE_EX 2
+ * (enum tl_tls_cookie, threadline/events.h). */
 
 static __always_inline int tls__session(struct pt_regs *ctx)
 {

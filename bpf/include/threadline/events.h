@@ -260,6 +260,13 @@ struct tl_tls_call {
 	__u64 ret_addr; /* session: the call's return address (how the program tells its return) */
 };
 
+/* The cookie of each OpenSSL site of a uprobe session link (tls.bpf.h tls__session, set by
+ * agent/kernel/tls_attacher.cpp): which call the site is. */
+enum tl_tls_cookie {
+	TL_TLS_COOKIE_EGRESS = 1, /* SSL_write family; else SSL_read */
+	TL_TLS_COOKIE_EX = 2,     /* the _ex convention (size via out_len) */
+};
+
 /* Key of the "tls_conns" map: which socket fd an SSL object was last seen using. */
 struct tl_tls_key {
 	__u32 tgid;
