@@ -65,6 +65,15 @@ inline std::string KernelConfigText() {
   return text.str();
 }
 
+// True when the running kernel's release is major.minor or later.
+inline bool KernelAtLeast(int major, int minor) {
+  utsname uts{};
+  if (::uname(&uts) != 0) return false;
+  int have_major = 0, have_minor = 0;
+  std::sscanf(uts.release, "%d.%d", &have_major, &have_minor);
+  return have_major > major || (have_major == major && have_minor >= minor);
+}
+
 // "y", "m", a value, or "n" for "# CONFIG_X is not set"; nullopt when the config is unknown
 // or does not mention the option.
 inline std::optional<std::string> KernelConfigValue(std::string_view option) {

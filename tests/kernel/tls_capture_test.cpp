@@ -10,7 +10,6 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <sys/utsname.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -57,15 +56,6 @@ SslCtxPtr ServerContext() {
   return ctx;
 }
 
-// Kernel release as major * 100 + minor ("6.18.44-..." -> 618).
-int KernelVersion() {
-  utsname u{};
-  if (uname(&u) != 0) return 0;
-  int major = 0, minor = 0;
-  std::sscanf(u.release, "%d.%d", &major, &minor);
-  return major * 100 + minor;
-}
-
 // Each test runs twice: OpenSSL sites as uprobe + uretprobe pairs (the fallback on kernels
 // before 6.13), and as one uprobe session link per library (the default where the kernel has it).
 class TlsCaptureTest : public CaptureTest, public ::testing::WithParamInterface<bool> {
@@ -87,7 +77,7 @@ class TlsCaptureTest : public CaptureTest, public ::testing::WithParamInterface<
     attacher_->ScanProcess(self());
     ASSERT_GE(attacher_->attached_files(), 1u) << "no libssl found in this process's maps";
     // Uprobe sessions came with Linux 6.13: there the attacher must have used them.
-    if (sessions() && KernelVersion() >= 613) {
+    if (sessions() && testing::KernelAtLeast(6, 13)) {
       ASSERT_TRUE(attacher_->uses_uprobe_sessions());
     }
     if (!sessions()) {
