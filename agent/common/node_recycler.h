@@ -11,10 +11,10 @@
 namespace threadline {
 
 // Keeps the freed single-object blocks of one size (a node-based container's nodes) for the
-// next insert, so a map whose entries come and go (the trace store's, one per trace; the protocol
-// dispatcher's and the span builder's, one per connection) does not allocate per entry in
-// steady state (pipeline_bench: 1 allocation per trace, 2 per connection). Bounded; one
-// thread (the consumer's).
+// next insert, so a container whose entries come and go (the trace store's, one per trace; the
+// connection table's list and indexes, the protocol dispatcher's and the span builder's maps, one
+// per connection) does not allocate per entry in steady state (pipeline_bench: 1 allocation per
+// trace, 5 per connection). Bounded; one thread (the consumer's).
 class NodeRecycler {
  public:
   static constexpr size_t kMaxKept = 4096;
