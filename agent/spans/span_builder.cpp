@@ -12,6 +12,10 @@ constexpr size_t kMaxInFlightPerConnection = 1024;
 // Kernel-chosen ids waiting for their request (requests the parser never produced: gaps, a
 // protocol we do not parse after all); TCP option contexts likewise.
 constexpr size_t kMaxKernelIdsPerConnection = 64;
+// Ended connections' states kept for reuse (spare_states_), and the most requests in flight one
+// of them may keep room for (a connection that once had a deep pipeline gives its room back).
+constexpr size_t kMaxSpareStates = 1024;
+constexpr size_t kMaxSpareInFlight = 8;
 }  // namespace
 
 SpanBuilder::SpanBuilder(SpanBuilderConfig config, ResourceCache& resources,
@@ -85,7 +89,7 @@ void SpanBuilder::OnKernelTraceContext(const TraceCtxEvent& e) {
     r.trace_flags = e.trace_flags;
     r.trace_id.bytes = e.trace_id;
     r.span_id.bytes = e.span_id;
-    auto& remote = conns_[e.id].remote;
+    auto& remote = StateOf(e.id).remote;
     if (remote.size() >= kMaxKernelIdsPerConnection) {
       remote.erase(remote.begin());
       remote_unmatched_.Add(1);
@@ -104,7 +108,7 @@ void SpanBuilder::OnKernelTraceContext(const TraceCtxEvent& e) {
   k.trace_id.bytes = e.trace_id;
   k.span_id.bytes = e.span_id;
   k.parent_span_id.bytes = e.parent_span_id;
-  auto& ids = conns_[e.id].kernel_ids;
+  auto& ids = StateOf(e.id).kernel_ids;
   if (ids.size() >= kMaxKernelIdsPerConnection) {
     ids.erase(ids.begin());
     kernel_ids_unmatched_.Add(1);
@@ -159,6 +163,15 @@ std::optional<RemoteContext> SpanBuilder::TakeRemoteContext(const ConnectionInfo
   return out;
 }
 
+SpanBuilder::ConnState& SpanBuilder::StateOf(const ConnId& conn) {
+  auto [it, made] = conns_.try_emplace(conn);
+  if (made && !spare_states_.empty()) {
+    it->second = std::move(spare_states_.back());
+    spare_states_.pop_back();
+  }
+  return it->second;
+}
+
 Identity* SpanBuilder::Find(const ConnId& conn, const SpanId& span) {
   auto it = conns_.find(conn);
   if (it == conns_.end()) return nullptr;
@@ -194,7 +207,7 @@ void SpanBuilder::Fix(const ConnectionInfo& c, Role role, const RequestView& req
   for (const auto& rule : rules_) rule->OnIdentity(q, id);
 
   (role == Role::kServer ? server_started_ : client_started_).Add(1);
-  auto& in_flight = conns_[c.id].in_flight;
+  auto& in_flight = StateOf(c.id).in_flight;
   if (in_flight.size() >= kMaxInFlightPerConnection) {
     in_flight.erase(in_flight.begin());
     lost_in_flight_limit_.Add(1);
@@ -210,7 +223,7 @@ void SpanBuilder::OnRequest(const ConnectionInfo& c, Role role, const RequestVie
 
 Identity SpanBuilder::TakeIdentity(const ConnectionInfo& c, Role role, const RequestView& request) {
   for (int attempt = 0; attempt < 2; ++attempt) {
-    auto& in_flight = conns_[c.id].in_flight;
+    auto& in_flight = StateOf(c.id).in_flight;
     auto match = std::find_if(in_flight.begin(), in_flight.end(), [&](const InFlight& f) {
       return f.stream_id == request.stream_id && f.first_pos == request.edge.first.pos &&
              f.first_ts == request.edge.first.ts_ns;
@@ -263,6 +276,15 @@ void SpanBuilder::OnConnectionDone(const ConnectionInfo& c) {
   // The protocol flushed what it could at the close; requests still here never became spans.
   lost_connection_closed_.Add(it->second.in_flight.size());
   remote_unmatched_.Add(it->second.remote.size());
+  ConnState& state = it->second;
+  if (spare_states_.size() < kMaxSpareStates && state.in_flight.capacity() <= kMaxSpareInFlight &&
+      state.kernel_ids.capacity() <= kMaxSpareInFlight &&
+      state.remote.capacity() <= kMaxSpareInFlight) {
+    state.in_flight.clear();
+    state.kernel_ids.clear();
+    state.remote.clear();
+    spare_states_.push_back(std::move(state));
+  }
   conns_.erase(it);
 }
 

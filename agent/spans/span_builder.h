@@ -106,6 +106,9 @@ class SpanBuilder final : public RecordSink, private InFlightSpans {
   };
 
   Identity* Find(const ConnId& conn, const SpanId& span) override;
+  // The state of `conn`, made on first use with the vectors of a connection that ended (see
+  // spare_states_).
+  ConnState& StateOf(const ConnId& conn);
   // Fixes the request's identity and registers it in flight.
   void Fix(const ConnectionInfo& c, Role role, const RequestView& request);
   std::optional<KernelIds> TakeKernelIds(const ConnectionInfo& c, Role role,
@@ -127,6 +130,10 @@ class SpanBuilder final : public RecordSink, private InFlightSpans {
   // allocated per connection.
   NodeRecycler conn_nodes_;  // before conns_: outlives it
   RecyclingMap<ConnId, ConnState, ConnIdHash> conns_;
+  // States of ended connections, emptied with their vectors' storage kept, for the next
+  // connections: with a connection per request, each one's in-flight vector cost an allocation
+  // (pipeline_bench --workload close). Bounded in number and in what each may keep.
+  std::vector<ConnState> spare_states_;
   std::vector<std::unique_ptr<ParentRule>> rules_;
 
   // The counter of threadline_spans_parent_source_total for (role, source): found by a short
