@@ -74,6 +74,7 @@ void ProtocolDispatcher::Decide(State& s, const ConnectionInfo& c, Direction dir
     if (protocols_[i]->Detect(bytes, dir, c)) {
       s.decided = true;
       s.parser = protocols_[i]->NewConnection(c, bytes, dir);
+      s.maker = protocols_[i].get();
       detected_[i]->Add(1);
       return;
     }
@@ -101,13 +102,18 @@ void ProtocolDispatcher::Switch(State& s, const ConnectionInfo& c, Direction dir
   std::optional<Handover> h = s.parser->TakeHandover();
   if (!h) return;
   std::unique_ptr<ConnectionParser> next;
+  Protocol* maker = nullptr;
   for (size_t i = 0; i < protocols_.size() && !next; ++i) {
     if (protocols_[i]->id() != h->to) continue;
     next = protocols_[i]->TakeOver(c, *h);
-    if (next) switched_[i]->Add(1);
+    if (next) {
+      switched_[i]->Add(1);
+      maker = protocols_[i].get();
+    }
   }
   if (!next) return;  // the protocol is not in the table: the connection stays opaque
   s.parser = std::move(next);
+  s.maker = maker;
   BoundOutput out(c, *s.parser, out_);
   for (const http1::HeldChunk& held : h->held) {
     if (s.parser->done()) return;
@@ -137,6 +143,7 @@ void ProtocolDispatcher::OnConnectionClosed(const ConnectionInfo& c, CloseReason
   if (it->second.parser) {
     BoundOutput out(c, *it->second.parser, out_);
     it->second.parser->OnClose(c.last_activity_ns, reason == CloseReason::kEvicted, out);
+    if (it->second.maker != nullptr) it->second.maker->Recycle(std::move(it->second.parser));
   }
   conns_.erase(it);
   out_.OnConnectionDone(c);

@@ -5,7 +5,8 @@
 // after detection (counted), so its bytes cost one lookup per chunk and nothing else.
 //
 // Bounded: one small state per open connection, removed on close; the parsers bound their own
-// buffers.
+// buffers. A closed connection's parser goes back to the protocol that made it
+// (Protocol::Recycle), which may pool it for the next connection.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +52,7 @@ class ProtocolDispatcher : public StreamConsumer {
     bool decided = false;  // parser set, or left alone (no protocol, or ignored)
     uint32_t detect_chunks = 0;  // chunks seen while undecided
     std::unique_ptr<ConnectionParser> parser;
+    Protocol* maker = nullptr;  // the protocol that made `parser`: it gets it back at the end
   };
   class BoundOutput;
 

@@ -110,6 +110,10 @@ class Protocol {
                                                      Handover& /*handover*/) {
     return nullptr;
   }
+  // A parser this protocol made (NewConnection or TakeOver) whose connection ended (closed
+  // through OnClose, or evicted): the protocol may keep it for a later NewConnection rather
+  // than destroy it (a connection per request would otherwise allocate one per request).
+  virtual void Recycle(std::unique_ptr<ConnectionParser> /*parser*/) {}
 };
 
 // A row of the protocol table: how to make a Protocol.

@@ -86,5 +86,64 @@ TEST(Http1ProtocolTest, RequestViewsCarryPositionsCarrierAndEvidence) {
   EXPECT_EQ(out.statuses, (std::vector<int>{200, 404}));
 }
 
+// Ended connections' parsers are pooled by the protocol and reused: nothing of a connection
+// (role, request direction, requests waiting, a half-read message) may reach the next one.
+TEST(Http1ProtocolTest, ConnectionsOneAfterAnotherStartFresh) {
+  MetricsRegistry metrics;
+  Recorder out;
+  ProtocolDispatcher dispatcher(DispatcherConfig{}, out, metrics);
+  auto feed = [&](const ConnectionInfo& c, Direction dir, const std::string& bytes, uint64_t pos) {
+    dispatcher.OnStreamData(c, dir, pos, {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()},
+                            ChunkMeta{.ts_ns = 1000 + pos, .pos = pos});
+  };
+  const std::string request = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+  const std::string response = "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n";
+
+  // A server connection closed before its response, then one evicted with a request waiting
+  // and another half read.
+  ConnectionInfo server;
+  server.id = ConnId{10, 3, 1};
+  server.role = Role::kServer;
+  dispatcher.OnConnectionOpened(server);
+  feed(server, Direction::kIngress, request, 0);
+  dispatcher.OnConnectionClosed(server, CloseReason::kSyscall);
+  ASSERT_EQ(out.statuses, std::vector<int>{0});
+  ConnectionInfo evicted = server;
+  evicted.id.gen = 2;
+  dispatcher.OnConnectionOpened(evicted);
+  feed(evicted, Direction::kIngress, request + "GET /half HTTP/1.1\r\nHo", 0);
+  dispatcher.OnConnectionClosed(evicted, CloseReason::kEvicted);
+  ASSERT_EQ(out.statuses.size(), 1u);  // evicted: nothing reported
+
+  // A client connection on the same fd: requests go out, the response comes in.
+  ConnectionInfo client = server;
+  client.id.gen = 3;
+  client.role = Role::kClient;
+  out = Recorder{};
+  dispatcher.OnConnectionOpened(client);
+  feed(client, Direction::kEgress, request, 0);
+  feed(client, Direction::kIngress, response, 0);
+  ASSERT_EQ(out.requests.size(), 1u);
+  EXPECT_EQ(out.requests[0].role, Role::kClient);
+  EXPECT_EQ(out.requests[0].target, "/a");
+  EXPECT_EQ(out.statuses, std::vector<int>{201});
+  dispatcher.OnConnectionClosed(client, CloseReason::kSyscall);
+  EXPECT_EQ(out.statuses, std::vector<int>{201});  // nothing left waiting
+
+  // Role unknown: decided from this connection's bytes alone.
+  ConnectionInfo unknown = server;
+  unknown.id.gen = 4;
+  unknown.role = Role::kUnknown;
+  out = Recorder{};
+  dispatcher.OnConnectionOpened(unknown);
+  feed(unknown, Direction::kIngress, request, 0);
+  feed(unknown, Direction::kEgress, response, 0);
+  ASSERT_EQ(out.requests.size(), 1u);
+  EXPECT_EQ(out.requests[0].role, Role::kServer);
+  EXPECT_EQ(out.requests[0].first_pos, 0u);
+  EXPECT_EQ(out.statuses, std::vector<int>{201});
+  EXPECT_EQ(dispatcher.tracked(), 1u);
+}
+
 }  // namespace
 }  // namespace threadline

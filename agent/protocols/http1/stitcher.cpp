@@ -1,5 +1,6 @@
 #include "agent/protocols/http1/stitcher.h"
 
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -166,6 +167,23 @@ void Http1Connection::Abandon() {
   finished_ = 0;
   held_.clear();
   held_bytes_ = 0;
+}
+
+void Http1Connection::Reset(Role role) {
+  // Rebuilt rather than member by member, so no state added later can leak from one connection
+  // into the next; only the containers' storage is carried over, emptied.
+  PendingQueue pending = std::move(pending_);
+  std::vector<HeldChunk> held = std::move(held_);
+  pending.clear();
+  held.clear();
+  const Http1Limits limits = limits_;
+  Http1Metrics& metrics = metrics_;
+  const std::span<const std::string_view> switch_tokens = switch_tokens_;
+  MessagePool* pool = pool_;
+  std::destroy_at(this);
+  std::construct_at(this, role, limits, metrics, switch_tokens, pool);
+  pending_ = std::move(pending);
+  held_ = std::move(held);
 }
 
 size_t Http1Connection::CountRequests() const {

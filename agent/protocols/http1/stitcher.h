@@ -106,6 +106,10 @@ class Http1Connection {
   // The agent lets go of the connection (evicted): requests still waiting are counted as
   // abandoned, nothing is emitted, later calls are ignored.
   void Abandon();
+  // Back to the state of a new connection of `role` (same limits, metrics, tokens and pool),
+  // keeping only the storage of the request queue and the held chunks: a connection object
+  // pooled by the protocol (protocol.cpp) serves the next connection without allocating.
+  void Reset(Role role);
 
   bool gave_up() const { return gave_up_; }
   bool upgraded() const { return upgraded_; }  // after 101 or a CONNECT tunnel
