@@ -24,20 +24,27 @@
 //
 // Only the pipeline's time is measured: the per-round rewrite of positions and timestamps (the
 // part the kernel would do) happens before the round's clock starts.
+#include <arpa/inet.h>
 #include <malloc.h>
+#include <netinet/in.h>
 #include <sched.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "agent/common/clock.h"
@@ -54,6 +61,7 @@
 #include "bench/alloc_counter.h"
 #include "exporter/json_lines.h"
 #include "exporter/otlp_protobuf.h"
+#include "exporter/otlp_transport.h"
 #include "threadline/events.h"
 
 // Instruction counts that do not depend on the machine's load: under
@@ -224,12 +232,160 @@ class ProtobufSink : public SpanSink {
   uint64_t bytes_out_ = 0;
 };
 
-enum class Encoding { kNone, kJson, kProtobuf, kOtlpDown };
+// An OTLP/HTTP receiver on 127.0.0.1 that reads every request whole and discards it (one
+// thread, blocking reads of up to 1 MiB, an empty 200 answer), pinned to another CPU than the
+// pipeline: what overhead.py's `full` mode sends into, in-process.
+class DiscardingReceiver {
+ public:
+  explicit DiscardingReceiver(int cpu) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        listen(listen_fd_, 4) != 0 || getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      std::fprintf(stderr, "pipeline_bench: receiver: %s\n", std::strerror(errno));
+      std::exit(1);
+    }
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this, cpu] { Run(cpu); });
+  }
+  ~DiscardingReceiver() {
+    shutdown(listen_fd_, SHUT_RDWR);
+    if (conn_fd_ >= 0) shutdown(conn_fd_, SHUT_RDWR);
+    thread_.join();
+    close(listen_fd_);
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  void Run(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    (void)sched_setaffinity(0, sizeof(set), &set);
+    std::vector<char> buf(1 << 20);
+    for (;;) {
+      const int c = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) return;
+      conn_fd_ = c;
+      std::string head;
+      size_t skip = 0;
+      for (;;) {
+        const ssize_t n = read(c, buf.data(), buf.size());
+        if (n <= 0) break;
+        std::string_view data(buf.data(), static_cast<size_t>(n));
+        while (!data.empty()) {
+          if (skip > 0) {
+            const size_t take = std::min(skip, data.size());
+            skip -= take;
+            data.remove_prefix(take);
+            if (skip == 0) Answer(c);
+            continue;
+          }
+          head.append(data);
+          data = {};
+          const size_t end = head.find("\r\n\r\n");
+          if (end == std::string::npos) break;
+          size_t length = 0;
+          for (size_t at = 0; (at = head.find('\n', at)) < end; ++at) {
+            constexpr std::string_view kName = "content-length:";
+            std::string line = head.substr(at + 1, kName.size());
+            for (char& ch : line) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+            if (line == kName) length = std::strtoull(head.c_str() + at + 1 + kName.size(), nullptr, 10);
+          }
+          const std::string rest = head.substr(end + 4);
+          head.clear();
+          if (length == 0) Answer(c);
+          skip = length;
+          // The body's first bytes came with the headers.
+          const size_t take = std::min(skip, rest.size());
+          skip -= take;
+          if (take > 0 && skip == 0) Answer(c);
+          head.append(rest.substr(take));
+        }
+      }
+      conn_fd_ = -1;
+      close(c);
+    }
+  }
+  static void Answer(int c) {
+    static constexpr std::string_view kOk =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n";
+    (void)!write(c, kOk.data(), kOk.size());
+  }
+
+  int listen_fd_ = -1;
+  std::atomic<int> conn_fd_{-1};
+  uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+// ProtobufSink's batches sent as the agent's exporter sends them (the OTLP/HTTP transport, i.e.
+// curl) into a DiscardingReceiver, on the pipeline's thread: the transport's CPU (user and
+// system, which on loopback includes the kernel's delivery of the segments) is counted apart.
+class HttpExportSink : public SpanSink {
+ public:
+  HttpExportSink(size_t max_batch, int receiver_cpu) : max_batch_(max_batch), receiver_(receiver_cpu) {
+    batch_.reserve(max_batch);
+    OtlpExporterConfig config;
+    config.protocol = OtlpProtocol::kHttpProtobuf;
+    config.endpoint = "http://127.0.0.1:" + std::to_string(receiver_.port()) + "/v1/traces";
+    auto transport = CreateOtlpTransport(config);
+    if (!transport.ok()) {
+      std::fprintf(stderr, "pipeline_bench: transport: %s\n", transport.error().message.c_str());
+      std::exit(1);
+    }
+    transport_ = std::move(transport).value();
+  }
+  void OnSpan(Span span) override {
+    batch_.push_back(std::move(span));
+    if (batch_.size() >= max_batch_) Flush();
+  }
+  void Flush() override {
+    if (batch_.empty()) return;
+    wire_.clear();
+    AppendOtlpProtobuf(batch_, wire_);
+    bytes_out_ += wire_.size();
+    batch_.clear();
+    const uint64_t t0 = ThreadCpuNs();
+    const ExportResult r = transport_->Send(wire_.view(), std::chrono::steady_clock::now() + std::chrono::seconds(10));
+    send_cpu_ns_ += ThreadCpuNs() - t0;
+    ++requests_;
+    if (!r.ok) {
+      std::fprintf(stderr, "pipeline_bench: export failed: %s\n", r.message.c_str());
+      std::exit(1);
+    }
+  }
+  uint64_t bytes_out() const { return bytes_out_; }
+  uint64_t send_cpu_ns() const { return send_cpu_ns_; }
+  uint64_t requests() const { return requests_; }
+
+ private:
+  static uint64_t ThreadCpuNs() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
+  }
+
+  size_t max_batch_;
+  DiscardingReceiver receiver_;
+  std::unique_ptr<OtlpTransport> transport_;
+  std::vector<Span> batch_;
+  ByteBuffer wire_;
+  uint64_t bytes_out_ = 0;
+  uint64_t send_cpu_ns_ = 0;
+  uint64_t requests_ = 0;
+};
+
+enum class Encoding { kNone, kJson, kProtobuf, kHttp, kOtlpDown };
 std::string_view Name(Encoding e) {
   switch (e) {
     case Encoding::kNone: return "none";
     case Encoding::kJson: return "otlp-json";
     case Encoding::kProtobuf: return "otlp-proto";
+    case Encoding::kHttp: return "otlp-http";
     case Encoding::kOtlpDown: return "otlp-down";
   }
   return "?";
@@ -238,6 +394,8 @@ std::string_view Name(Encoding e) {
 // Whether the throughput runs keep the web view's trace store (--trace-store; the agent's
 // default is on, --ui-address off drops it).
 bool g_trace_store = true;
+// The CPU the http encoding's receiver runs on (another than the pipeline's).
+int g_receiver_cpu = 0;
 
 // The agent's pipeline, wired as Agent::Start wires it (agent/app/agent.cpp).
 struct Pipeline {
@@ -250,6 +408,10 @@ struct Pipeline {
       auto pb = std::make_unique<ProtobufSink>(JsonLinesSink::kDefaultMaxBatchSpans);
       protobuf = pb.get();
       sink = std::move(pb);
+    } else if (encoding == Encoding::kHttp) {
+      auto http = std::make_unique<HttpExportSink>(JsonLinesSink::kDefaultMaxBatchSpans, g_receiver_cpu);
+      http_export = http.get();
+      sink = std::move(http);
     } else if (encoding == Encoding::kOtlpDown) {
       // The agent's exporter with its defaults (queue 2048 spans, batches of 512, retries for
       // up to 300 s), towards a port where every connection is refused.
@@ -304,6 +466,7 @@ struct Pipeline {
   std::unique_ptr<std::FILE, FileCloser> devnull;
   std::unique_ptr<SpanSink> sink;
   ProtobufSink* protobuf = nullptr;
+  HttpExportSink* http_export = nullptr;
   BatchSpanExporter* otlp = nullptr;
   std::unique_ptr<SampledSpanFilter> filter;
   std::unique_ptr<TraceStore> store;
@@ -325,6 +488,8 @@ struct ThroughputResult {
   AllocStats alloc;  // delta over the timed rounds
   uint64_t bytes_out = 0;
   uint64_t decode_errors = 0;
+  uint64_t send_cpu_ns = 0;  // http: the transport's thread CPU
+  uint64_t requests = 0;     // http: export requests sent
 };
 
 enum class Workload { kKeepAlive, kClose };
@@ -464,6 +629,11 @@ ThroughputResult RunThroughput(Workload workload, Encoding encoding, size_t conn
   res.alloc = AllocStats{a1.allocations - a0.allocations, a1.bytes - a0.bytes,
                          a1.live_bytes - a0.live_bytes};
   if (p.protobuf) res.bytes_out = p.protobuf->bytes_out();  // JSON lines go to /dev/null uncounted
+  if (p.http_export) {
+    res.bytes_out = p.http_export->bytes_out();
+    res.send_cpu_ns = p.http_export->send_cpu_ns();
+    res.requests = p.http_export->requests();
+  }
   return res;
 }
 
@@ -587,8 +757,10 @@ int Main(int argc, char** argv) {
                "protocols -> spans -> OTLP encoding, on one core"};
   app.add_option("--workload", workload_name, "keepalive | close")
       ->check(CLI::IsMember({"keepalive", "close"}));
-  app.add_option("--encode", encode, "none | json | proto | all")
-      ->check(CLI::IsMember({"none", "json", "proto", "all"}));
+  app.add_option("--encode", encode,
+                 "none | json | proto | http (proto sent by the OTLP/HTTP transport into a local "
+                 "discarding receiver; not in all) | all")
+      ->check(CLI::IsMember({"none", "json", "proto", "http", "all"}));
   app.add_option("--connections", connections, "Connections the events are spread over")
       ->check(CLI::Range(1, 60000));
   app.add_option("--events", events, "Kernel events per encoding (timed)");
@@ -618,6 +790,7 @@ int Main(int argc, char** argv) {
 
   const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   if (cpu < 0) cpu = static_cast<int>(ncpu - 1);
+  g_receiver_cpu = cpu == 0 && ncpu > 1 ? 1 : 0;
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
@@ -631,6 +804,7 @@ int Main(int argc, char** argv) {
   if (encode == "none" || encode == "all") encodings.push_back(Encoding::kNone);
   if (encode == "json" || encode == "all") encodings.push_back(Encoding::kJson);
   if (encode == "proto" || encode == "all") encodings.push_back(Encoding::kProtobuf);
+  if (encode == "http") encodings.push_back(Encoding::kHttp);
 
   Replayer shape(workload, 1);
   std::printf("pipeline_bench: workload %s, %zu connections, %s per span; request %zu B, "
@@ -658,6 +832,18 @@ int Main(int argc, char** argv) {
                 static_cast<unsigned long long>(r.events), static_cast<unsigned long long>(r.spans),
                 r.seconds, eps, sps, r.alloc.bytes / spans, r.alloc.allocations / spans,
                 static_cast<unsigned long long>(r.decode_errors));
+    if (enc == Encoding::kHttp) {
+      std::printf("otlp-http: %llu export requests, %.0f B each; the transport's thread CPU %.0f ns "
+                  "per span (%.1f us per request), included above\n",
+                  static_cast<unsigned long long>(r.requests),
+                  static_cast<double>(r.bytes_out) / static_cast<double>(std::max<uint64_t>(1, r.requests)),
+                  static_cast<double>(r.send_cpu_ns) / spans,
+                  static_cast<double>(r.send_cpu_ns) / 1e3 / static_cast<double>(std::max<uint64_t>(1, r.requests)));
+      std::printf("RESULT {\"bench\":\"otlp_http_send\",\"workload\":\"%s\",\"requests\":%llu,"
+                  "\"bytes\":%llu,\"send_cpu_ns_per_span\":%.1f}\n",
+                  workload_name.c_str(), static_cast<unsigned long long>(r.requests),
+                  static_cast<unsigned long long>(r.bytes_out), static_cast<double>(r.send_cpu_ns) / spans);
+    }
     const uint64_t expected_spans = r.events / shape.events_per_round();
     if (r.spans == 0 || r.events == 0 || r.decode_errors || r.spans < expected_spans * 9 / 10) {
       std::fprintf(stderr, "pipeline_bench: %s: %llu spans from %llu events (expected ~%llu), "
