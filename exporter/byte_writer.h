@@ -54,6 +54,13 @@ class ByteWriter {
     pos_ += s.size();
   }
 
+  // The end as a raw pointer, for an encoder that writes a run of bytes it has ensured room for
+  // through a local pointer and then moves the end there (set_pos). Stores through a `char*`
+  // may alias anything, so each Put*Unchecked reloads and stores pos_; a local pointer stays in
+  // a register.
+  char* pos() { return pos_; }
+  void set_pos(char* p) { pos_ = p; }
+
   // Bytes written so far (from the buffer's start), and direct access for encoders that patch
   // what they wrote (valid until the next Ensure/Put).
   size_t offset() const { return static_cast<size_t>(pos_ - base_); }

@@ -1,5 +1,6 @@
 #include "exporter/otlp_protobuf.h"
 
+#include <cstring>
 #include <type_traits>
 
 #include "exporter/protobuf_writer.h"
@@ -53,6 +54,18 @@ constexpr uint32_t kStatusMessage = 2;             // Status
 constexpr uint32_t kStatusCode = 3;
 }  // namespace field
 
+// One-byte tags of the KeyValue and AnyValue members (fields below 16).
+constexpr char Tag1(uint32_t field, protobuf::WireType type) {
+  return static_cast<char>(protobuf::Tag(field, type));
+}
+constexpr char kKeyValueKeyTag = Tag1(field::kKeyValueKey, protobuf::WireType::kLengthDelimited);
+constexpr char kKeyValueValueTag = Tag1(field::kKeyValueValue, protobuf::WireType::kLengthDelimited);
+constexpr char kAnyStringTag = Tag1(field::kAnyString, protobuf::WireType::kLengthDelimited);
+constexpr char kAnyBoolTag = Tag1(field::kAnyBool, protobuf::WireType::kVarint);
+constexpr char kAnyIntTag = Tag1(field::kAnyInt, protobuf::WireType::kVarint);
+constexpr char kAnyDoubleTag = Tag1(field::kAnyDouble, protobuf::WireType::kFixed64);
+constexpr size_t kMaxVarint = 10;
+
 // Tag (one byte for fields 1..15) + length varint + bytes.
 constexpr size_t LengthDelimitedSize(size_t length) { return 1 + VarintSize(length) + length; }
 
@@ -89,42 +102,60 @@ class Encoder {
     if (valid) w_.BytesField(field, {reinterpret_cast<const char*>(bytes.data()), N});
   }
 
-  // Every KeyValue's size is known before it is written: no length to patch.
+  // Every KeyValue's size is known before it is written: no length to patch, and its bytes
+  // (tag, length, key, AnyValue header and member; ~20 per attribute, ~19 attributes per HTTP
+  // span) go through one room check and a local pointer.
   void WriteAttributes(uint32_t field, const Attributes& attrs) {
     for (const Attribute& a : attrs) {
       const std::string_view key = ValidUtf8(a.key.view(), key_scratch_);
-      const size_t key_size = key.empty() ? 0 : LengthDelimitedSize(key.size());
       std::visit(
           [&](const auto& x) {
             using T = std::decay_t<decltype(x)>;
             if constexpr (std::is_same_v<T, std::string>) {
               const std::string_view v = ValidUtf8(x, scratch_);
-              const size_t any = LengthDelimitedSize(v.size());
-              KeyValueHeader(field, key, key_size, any);
-              w_.BytesField(field::kAnyString, v);
+              char* p = KeyValueHeader(field, key, LengthDelimitedSize(v.size()));
+              *p++ = kAnyStringTag;
+              p = protobuf::PutVarint(p, v.size());
+              w_.EndRaw(protobuf::PutBytes(p, v.data(), v.size()));
             } else if constexpr (std::is_same_v<T, int64_t>) {
-              const size_t any = 1 + VarintSize(static_cast<uint64_t>(x));
-              KeyValueHeader(field, key, key_size, any);
-              w_.Int64Field(field::kAnyInt, x);
+              const uint64_t u = static_cast<uint64_t>(x);  // negative: ten bytes, as protobuf writes
+              char* p = KeyValueHeader(field, key, 1 + VarintSize(u));
+              *p++ = kAnyIntTag;
+              w_.EndRaw(protobuf::PutVarint(p, u));
             } else if constexpr (std::is_same_v<T, double>) {
-              KeyValueHeader(field, key, key_size, 1 + 8);
-              w_.DoubleField(field::kAnyDouble, x);
+              uint64_t bits;
+              std::memcpy(&bits, &x, sizeof bits);
+              char* p = KeyValueHeader(field, key, 1 + 8);
+              *p++ = kAnyDoubleTag;
+              w_.EndRaw(protobuf::PutLittle(p, bits));
             } else {
               static_assert(std::is_same_v<T, bool>);
-              KeyValueHeader(field, key, key_size, 1 + 1);
-              w_.BoolField(field::kAnyBool, x);
+              char* p = KeyValueHeader(field, key, 1 + 1);
+              *p++ = kAnyBoolTag;
+              *p++ = x ? 1 : 0;
+              w_.EndRaw(p);
             }
           },
           a.value);
     }
   }
 
-  // The KeyValue's tag and length, its key, and the AnyValue's tag and length; the caller
-  // writes the AnyValue's one member (`any_size` bytes).
-  void KeyValueHeader(uint32_t field, std::string_view key, size_t key_size, size_t any_size) {
-    w_.LengthPrefix(field, key_size + LengthDelimitedSize(any_size));
-    if (!key.empty()) w_.BytesField(field::kKeyValueKey, key);
-    w_.LengthPrefix(field::kKeyValueValue, any_size);
+  // Ensures room for the whole KeyValue (`any_size` bytes of AnyValue) and writes the
+  // KeyValue's tag and length, its key, and the AnyValue's tag and length. Returns where the
+  // AnyValue's one member goes; the caller writes it and ends the raw run.
+  char* KeyValueHeader(uint32_t field, std::string_view key, size_t any_size) {
+    const size_t key_size = key.empty() ? 0 : LengthDelimitedSize(key.size());
+    const size_t kv_size = key_size + LengthDelimitedSize(any_size);
+    char* p = w_.BeginRaw(kMaxVarint * 2 + kv_size);
+    p = protobuf::PutVarint(p, protobuf::Tag(field, protobuf::WireType::kLengthDelimited));
+    p = protobuf::PutVarint(p, kv_size);
+    if (!key.empty()) {
+      *p++ = kKeyValueKeyTag;
+      p = protobuf::PutVarint(p, key.size());
+      p = protobuf::PutBytes(p, key.data(), key.size());
+    }
+    *p++ = kKeyValueValueTag;
+    return protobuf::PutVarint(p, any_size);
   }
 
   void WriteSpan(const Span& s) {

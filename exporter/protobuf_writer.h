@@ -9,10 +9,12 @@
 // the guess was wrong (once per message; a good guess makes it a no-op).
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <type_traits>
 
 #include "exporter/byte_writer.h"
 
@@ -31,6 +33,65 @@ constexpr size_t VarintSize(uint64_t v) {
 
 constexpr uint32_t Tag(uint32_t field, WireType type) {
   return (field << 3) | static_cast<uint32_t>(type);
+}
+
+// Raw writes through a local pointer, for runs whose room was ensured at once (Writer::BeginRaw).
+// Each returns the pointer past what it wrote.
+inline char* PutVarint(char* p, uint64_t v) {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>(static_cast<uint8_t>(v) | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+// `n` bytes of `s`. Keys and values are mostly under 32 bytes, where a call to memcpy (and its
+// size dispatch) costs more than the copy: those are two overlapping loads and stores of the
+// widest word that fits, touching no byte outside either range.
+inline char* PutBytes(char* p, const char* s, size_t n) {
+  if (n >= 8) {
+    if (n > 16) {
+      if (n > 32) {
+        std::memcpy(p, s, n);
+        return p + n;
+      }
+      char a[16], b[16];
+      std::memcpy(a, s, 16);
+      std::memcpy(b, s + n - 16, 16);
+      std::memcpy(p, a, 16);
+      std::memcpy(p + n - 16, b, 16);
+      return p + n;
+    }
+    uint64_t a, b;
+    std::memcpy(&a, s, 8);
+    std::memcpy(&b, s + n - 8, 8);
+    std::memcpy(p, &a, 8);
+    std::memcpy(p + n - 8, &b, 8);
+  } else if (n >= 4) {
+    uint32_t a, b;
+    std::memcpy(&a, s, 4);
+    std::memcpy(&b, s + n - 4, 4);
+    std::memcpy(p, &a, 4);
+    std::memcpy(p + n - 4, &b, 4);
+  } else if (n > 0) {
+    const char first = s[0], middle = s[n / 2], last = s[n - 1];
+    p[0] = first;
+    p[n / 2] = middle;
+    p[n - 1] = last;
+  }
+  return p + n;
+}
+
+template <typename T>
+inline char* PutLittle(char* p, T v) {
+  static_assert(std::is_integral_v<T>);
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(p, &v, sizeof(T));
+  } else {
+    for (size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<char>(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  return p + sizeof(T);
 }
 
 class Writer {
@@ -90,6 +151,14 @@ class Writer {
   }
   void EndMessage(size_t mark);
 
+  // Room for `n` bytes, and a pointer to write them through with the raw Put* functions above;
+  // EndRaw() with the pointer past the last byte written (at most `n` after the start).
+  char* BeginRaw(size_t n) {
+    w_.Ensure(n);
+    return w_.pos();
+  }
+  void EndRaw(char* p) { w_.set_pos(p); }
+
  private:
   static constexpr size_t kMaxVarint = 10;
   // The reserved length size travels in the mark's top bits (offsets stay far below 2^56).
@@ -104,7 +173,7 @@ class Writer {
   }
   template <typename T>
   void PutLittle(T v) {
-    for (size_t i = 0; i < sizeof(T); ++i) w_.PutUnchecked(static_cast<char>(static_cast<uint8_t>(v >> (8 * i))));
+    w_.set_pos(protobuf::PutLittle(w_.pos(), v));
   }
 
   ByteWriter w_;
