@@ -16,6 +16,13 @@ using test::Bytes;
 using test::Meta;
 using test::RecordingListener;
 
+// Every header field stored, for the tests that look at fields the agent does not read.
+ParserLimits AllFields() {
+  ParserLimits limits;
+  limits.stored_fields = StoredFields::kAll;
+  return limits;
+}
+
 struct ParserHarness {
   explicit ParserHarness(MessageKind kind, ParserLimits limits = {})
       : parser(kind, limits, listener) {}
@@ -34,7 +41,7 @@ TEST(Http1Parser, CurlRequest) {
   EXPECT_EQ(m.method, "GET");
   EXPECT_EQ(m.target, "/index.html");
   EXPECT_EQ(m.version_minor, 1);
-  EXPECT_EQ(m.headers.size(), 3u);
+  EXPECT_EQ(m.headers.size(), 2u);  // Accept: nothing reads it, so it is not stored
   EXPECT_EQ(m.headers.Get("user-agent"), "curl/7.88.1");
   EXPECT_EQ(m.headers.Get("HOST"), "localhost:8080");
   EXPECT_EQ(m.header_bytes, test::kCurlGet.size());
@@ -50,7 +57,7 @@ TEST(Http1Parser, CurlRequest) {
 }
 
 TEST(Http1Parser, PythonHttp10ResponseWithLength) {
-  ParserHarness h(MessageKind::kResponse);
+  ParserHarness h(MessageKind::kResponse, AllFields());
   std::string r = test::PythonOk(42);
   h.Feed(std::string_view(r).substr(0, 100), 1000, 7);
   h.Feed(std::string_view(r).substr(100), 2000, 8);
@@ -92,7 +99,7 @@ TEST(Http1Parser, NodeChunked) {
 }
 
 TEST(Http1Parser, ChunkExtensionsAndTrailers) {
-  ParserHarness h(MessageKind::kRequest);
+  ParserHarness h(MessageKind::kRequest, AllFields());
   std::string req =
       "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nTrailer: Digest\r\n\r\n"
       "4;name=value;flag\r\nabcd\r\n"
@@ -144,7 +151,7 @@ TEST(Http1Parser, SplitAtEveryOffsetGivesSameMessages) {
 }
 
 TEST(Http1Parser, HeadResponseHasNoBodyDespiteContentLength) {
-  ParserHarness h(MessageKind::kResponse);
+  ParserHarness h(MessageKind::kResponse, AllFields());
   h.listener.context.head = true;
   std::string head_response = test::NginxOk(615).substr(0, test::NginxOk(615).size() - 615);
   h.Feed(head_response);
@@ -281,7 +288,7 @@ TEST(Http1Parser, HugeHeaderBlockFailsWithBoundedMemory) {
 }
 
 TEST(Http1Parser, ObsFoldBareLfAndBadHeaders) {
-  ParserHarness h(MessageKind::kResponse);
+  ParserHarness h(MessageKind::kResponse, AllFields());
   h.Feed("HTTP/1.1 200 OK\nX-Folded: first\n   second\n\tthird\nContent-Length: 0\n\n");
   ASSERT_EQ(h.listener.messages.size(), 1u);
   EXPECT_EQ(h.listener.messages[0].headers.Get("x-folded"), "first second third");
@@ -294,7 +301,7 @@ TEST(Http1Parser, ObsFoldBareLfAndBadHeaders) {
 }
 
 TEST(Http1Parser, HeaderStorageIsBoundedButFramingSeesEveryField) {
-  ParserHarness h(MessageKind::kResponse);
+  ParserHarness h(MessageKind::kResponse, AllFields());
   std::string r = "HTTP/1.1 200 OK\r\n";
   for (int i = 0; i < 100; ++i) r += "X-H" + std::to_string(i) + ": " + std::string(10, 'v') + "\r\n";
   r += "X-Long: " + std::string(20'000, 'l') + "\r\n";
@@ -309,11 +316,45 @@ TEST(Http1Parser, HeaderStorageIsBoundedButFramingSeesEveryField) {
 }
 
 TEST(Http1Parser, LongValueIsCapped) {
-  ParserHarness h(MessageKind::kRequest);
+  ParserHarness h(MessageKind::kRequest, AllFields());
   h.Feed("GET / HTTP/1.1\r\nCookie: " + std::string(20'000, 'c') + "\r\n\r\n");
   ASSERT_EQ(h.listener.messages.size(), 1u);
   EXPECT_EQ(h.listener.messages[0].headers.Get("cookie")->size(), HeaderList::kMaxValueBytes);
   EXPECT_TRUE(h.listener.messages[0].headers.values_truncated());
+}
+
+TEST(Http1Parser, OnlyFieldsTheAgentReadsAreStored) {
+  ParserHarness h(MessageKind::kRequest);
+  const std::string req =
+      "POST /x HTTP/1.1\r\nHOST: a\r\nAccept: */*\r\nX-Custom: 1\r\n  folded\r\n"
+      "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
+      "TraceState: k=v\r\nUser-Agent: ua\r\nX-Forwarded-For: 10.0.0.1\r\nX-Request-Id: r1\r\n"
+      "Content-Length: 3\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nabc";
+  h.Feed(req);
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  const Message& m = h.listener.messages[0];
+  std::string names;
+  for (Header f : m.headers.fields()) names += std::string(f.name) + "=" + std::string(f.value) + ";";
+  // The fold after an unstored field is not joined to the field before it (Accept's neighbour).
+  EXPECT_EQ(names,
+            "HOST=a;traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01;"
+            "TraceState=k=v;User-Agent=ua;X-Forwarded-For=10.0.0.1;X-Request-Id=r1;"
+            "Content-Type=text/plain;");
+  // Unstored fields still frame the message and count in its size.
+  EXPECT_EQ(m.body_bytes, 3u);
+  EXPECT_TRUE(m.connection_close);
+  EXPECT_EQ(m.header_bytes, req.size() - 3);
+  // And are still checked: a bad unstored field fails the message as before.
+  h.Feed("GET / HTTP/1.1\r\nX-Bad\r\n\r\n");
+  ASSERT_EQ(h.listener.failures.size(), 1u);
+  EXPECT_EQ(h.listener.failures[0], FailureReason::kBadHeader);
+
+  ParserHarness resp(MessageKind::kResponse);
+  resp.Feed("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+            "Server: s\r\n\r\n");
+  ASSERT_EQ(resp.listener.messages.size(), 1u);
+  EXPECT_EQ(resp.listener.messages[0].headers.size(), 1u);
+  EXPECT_EQ(resp.listener.messages[0].headers.Get("upgrade"), "h2c");
 }
 
 TEST(Http1Parser, GarbageIsRejectedWithoutBuffering) {

@@ -137,7 +137,7 @@ struct PoolHarness : Http1Connection::Output {
   void OnExchange(Exchange&& e) override {
     // What a span needs, read before the messages go back to the pool.
     seen.push_back(e.request->method + " " + e.request->target + " " + std::to_string(e.response->status_code) +
-                   " " + std::string(e.request->headers.Get("x-id").value_or("-")) + " " +
+                   " " + std::string(e.request->headers.Get("x-request-id").value_or("-")) + " " +
                    std::to_string(e.request->headers.size()));
   }
   MetricsRegistry metrics;
@@ -152,7 +152,7 @@ TEST(Http1Stitcher, PooledMessagesAreReusedAndCleared) {
   for (int i = 0; i < 50; ++i) {
     // Every other request carries an extra header: a reused message must not keep it.
     std::string req = "GET /items/" + std::to_string(1000 + i) + "?q=1 HTTP/1.1\r\nHost: x\r\n" +
-                      (i % 2 ? "X-Id: " + std::to_string(i) + "\r\n" : std::string()) + "\r\n";
+                      (i % 2 ? "X-Request-Id: " + std::to_string(i) + "\r\n" : std::string()) + "\r\n";
     h.conn.OnData(kIn, Bytes(req), Meta(1000 + 10 * i, 1), h);
     h.conn.OnData(kOut, Bytes(i % 3 ? test::NginxOk(i) : std::string(test::kNginxNotModified)),
                   Meta(1005 + 10 * i, 2), h);
@@ -278,7 +278,9 @@ TEST(Http1Stitcher, RequestWithoutResponseThenClose) {
 }
 
 TEST(Http1Stitcher, PythonHttp10UntilClose) {
-  ConnHarness h;
+  Http1Limits limits;
+  limits.parser.stored_fields = StoredFields::kAll;  // Server is not a field the agent reads
+  ConnHarness h(Role::kServer, limits);
   h.Data(kIn, "GET /stream HTTP/1.0\r\nHost: x\r\n\r\n", 1000);
   h.Data(kOut, test::kPythonUntilClose, 2000, 5);
   EXPECT_TRUE(h.exchanges.empty());

@@ -104,6 +104,22 @@ std::optional<std::string_view> HeaderList::Get(std::string_view name) const {
   return h->value;
 }
 
+bool IsReadField(MessageKind kind, std::string_view name) {
+  auto is = [&](std::string_view known) { return EqualsIgnoreCase(name, known); };
+  if (kind == MessageKind::kResponse) return is("upgrade");
+  // By length first: most fields a request carries are decided by one comparison or none.
+  switch (name.size()) {
+    case 4: return is("host");
+    case 7: return is("upgrade");
+    case 10: return is("user-agent") || is("tracestate") || is("request-id");
+    case 11: return is("traceparent");
+    case 12: return is("x-request-id") || is("x-b3-traceid") || is("content-type");
+    case 15: return is("x-forwarded-for") || is("x-amzn-trace-id");
+    case 16: return is("x-correlation-id");
+    default: return false;
+  }
+}
+
 void MessagePool::Lend(Message& m) {
   if (free_.empty()) return;
   Buffers& b = free_.back();

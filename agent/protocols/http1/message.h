@@ -36,6 +36,9 @@ class HeaderList {
   static constexpr size_t kMaxValueBytes = 8 * 1024;
 
   void Add(std::string_view name, std::string_view value);
+  // A field that is not stored (StoredFields::kRead): an obs-fold that follows it is not
+  // joined to the field stored before it.
+  void Skip() { last_dropped_ = true; }
   // The buffer moves out (the list is empty after); an empty list adopts a returned one
   // (cleared, capacity kept): see MessagePool.
   std::string ReleaseBuffer();
@@ -73,8 +76,11 @@ class HeaderList {
 
  private:
   static constexpr size_t kFieldHead = 6;  // name length (2 bytes), value length (4 bytes)
-  // A browser's request or nginx's response fits, so most messages never grow the buffer.
-  static constexpr size_t kInitialBytes = 768;
+  // The fields the agent reads of a request (StoredFields::kRead: Host, User-Agent,
+  // traceparent, ...) fit, so most messages never grow the buffer; with every field stored
+  // (kAll) a browser's request grows it once. (768 before only read fields were stored: a
+  // request waiting for its response held the difference, 512 B per open connection.)
+  static constexpr size_t kInitialBytes = 256;
 
   std::string text_;
   size_t last_at_ = 0;  // offset of the last stored field's head
@@ -95,6 +101,21 @@ inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
 }
 
 enum class MessageKind : uint8_t { kRequest, kResponse };
+
+// Which header fields a Message stores (every field is parsed and checked either way, framing
+// fields are interpreted either way, and header_bytes counts them all).
+//  kRead: only the fields something in the agent reads (IsReadField); the others are counted
+//         in header_bytes and skipped. Copying fields nobody reads (a response's Server, Date,
+//         ETag, ...) was most of the parser's cost per span. A new reader of a field adds its
+//         name to IsReadField (message.cpp), or the field is simply absent.
+//  kAll:  every field, as sent (tests; a future capture of arbitrary headers).
+enum class StoredFields : uint8_t { kRead, kAll };
+
+// Whether the agent reads field `name` (ASCII case-insensitive) of a `kind` message: the span's
+// attributes (Host, User-Agent, X-Forwarded-For; a response's Upgrade), trace context
+// (traceparent, tracestate), the correlation evidence of the context rules (X-Request-Id and
+// the like) and the h2c handover (Content-Type).
+bool IsReadField(MessageKind kind, std::string_view name);
 
 // How the end of the body was found (RFC 9112 §6.3).
 enum class Framing : uint8_t {

@@ -337,7 +337,10 @@ void MessageParser::OnHeaderLine(std::string_view line) {
   } else if (EqualsIgnoreCase(h.name, "expect")) {
     if (syntax::ListHasToken(h.value, "100-continue")) msg_.expect_continue = true;
   }
-  msg_.headers.Add(h.name, h.value);
+  if (limits_.stored_fields == StoredFields::kAll || IsReadField(kind_, h.name))
+    msg_.headers.Add(h.name, h.value);
+  else
+    msg_.headers.Skip();
 }
 
 void MessageParser::OnHeadersDone() {
@@ -434,6 +437,8 @@ void MessageParser::OnTrailerLine(std::string_view line) {
     FinishTruncated(FailureReason::kBadHeader);
     return;
   }
+  // Trailer fields: nothing in the agent reads them.
+  if (limits_.stored_fields != StoredFields::kAll) return;
   if (h.continuation) msg_.trailers.AppendToLast(h.value);
   else msg_.trailers.Add(h.name, h.value);
 }

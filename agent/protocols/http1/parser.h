@@ -28,6 +28,7 @@ struct ParserLimits {
   // resync_failure_bytes skipped without finding a message start count as one failure.
   size_t max_resync_line = 8 * 1024;
   size_t resync_failure_bytes = 256 * 1024;
+  StoredFields stored_fields = StoredFields::kRead;  // which header fields a Message keeps
 };
 
 // Why a message (or a stretch of bytes) could not be parsed; fixed set, used as metric label.

@@ -64,12 +64,6 @@ std::string_view StripCr(std::string_view line) {
   return line;
 }
 
-std::string_view TrimOws(std::string_view s) {
-  while (!s.empty() && IsOws(s.front())) s.remove_prefix(1);
-  while (!s.empty() && IsOws(s.back())) s.remove_suffix(1);
-  return s;
-}
-
 bool ParseRequestLine(std::string_view line, Message& out) {
   size_t sp1 = line.find(' ');
   size_t sp2 = line.rfind(' ');
