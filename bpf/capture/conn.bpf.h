@@ -114,6 +114,22 @@ static __always_inline void conn__emit(__u32 type, const struct tl_fd_key *key,
 	bpf_ringbuf_submit(e, ring__flags());
 }
 
+/* The connection's socket stops reporting state changes (conn__state_change) under its id: once
+ * the fd is closed (or reused) userspace has dropped the connection and ignores them, and with a
+ * connection per request most of a socket's changes come after close() (FIN_WAIT1, FIN_WAIT2 and
+ * CLOSE on the side that closes first, LAST_ACK and CLOSE on the other): 4 of the 6 state events
+ * per request of an nginx Connection: close run, each a ring record. Another fd holding the same
+ * socket (dup, a forked child) registered itself as the owner when first seen and keeps it. */
+static __always_inline void conn__disown_sock(const struct tl_fd_key *key,
+					      const struct tl_conn_state *st)
+{
+	__u64 sk = st->sk;
+	struct tl_sock_owner *owner = bpf_map_lookup_elem(&sock_conns, &sk);
+	if (owner && owner->id.tgid == key->tgid && owner->id.fd == key->fd &&
+	    owner->id.gen == st->gen)
+		bpf_map_delete_elem(&sock_conns, &sk);
+}
+
 /* Stops tracking (tgid, fd), telling userspace why. */
 static __always_inline void conn__forget(__u32 tgid, __s32 fd, __u8 reason)
 {
@@ -124,6 +140,7 @@ static __always_inline void conn__forget(__u32 tgid, __s32 fd, __u8 reason)
 	if (st->ignored == TL_IGNORED_SHED)
 		shed__count(0, st->bytes[0] + st->bytes[1]);
 	conn__emit(TL_EV_CONN_CLOSE, &key, st, 0, reason);
+	conn__disown_sock(&key, st);
 	bpf_map_delete_elem(&conns, &key);
 	ctx__conn_gone(tgid, fd);
 }
@@ -143,6 +160,7 @@ static __always_inline struct tl_conn_state *conn__get_walk(__s32 fd, __u8 sourc
 		if (f && st->file == (__u64)f)
 			return st;
 		conn__emit(TL_EV_CONN_CLOSE, &key, st, 0, TL_CLOSE_FD_REPLACED);
+		conn__disown_sock(&key, st);
 		bpf_map_delete_elem(&conns, &key);
 		ctx__conn_gone(key.tgid, fd);
 	}

@@ -99,9 +99,9 @@ struct {
 	__type(value, __u8);
 } ports SEC(".maps");
 
-/* The sockets of tracked connections (key: struct sock *), for TCP state changes, which arrive in
- * softirq context where the current task says nothing about the owner; the TCP option's parse
- * side asks it whether this agent follows a socket. */
+/* The sockets of tracked connections while their fd is open (key: struct sock *), for TCP state
+ * changes, which arrive in softirq context where the current task says nothing about the owner;
+ * the TCP option's parse side asks it whether this agent follows a socket. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);

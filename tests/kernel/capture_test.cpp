@@ -516,6 +516,43 @@ TEST_F(CaptureTest, FdReuseGivesANewConnectionId) {
   close(again);
 }
 
+// TCP state changes are reported while the fd is open only: after close() the connection is
+// gone for userspace, so the closing side's FIN_WAIT1/FIN_WAIT2/CLOSE and the other side's
+// LAST_ACK/CLOSE would be ring records nobody reads (a connection per request made 4 of them).
+TEST_F(CaptureTest, NoStateChangesAfterTheFdIsClosed) {
+  Load();
+  if (HasFatalFailure()) return;
+  SocketPair p;
+  MakePair(p);
+  ASSERT_EQ(write(p.client, "x", 1), 1);
+  char c;
+  ASSERT_EQ(read(p.server, &c, 1), 1);
+  Drain();
+  ASSERT_NE(rec_.OpenFor(self(), p.client), nullptr);
+  ASSERT_NE(rec_.OpenFor(self(), p.server), nullptr);
+  const ConnId client = rec_.OpenFor(self(), p.client)->id;
+  const ConnId server = rec_.OpenFor(self(), p.server)->id;
+  close(p.server);  // the server closes first, as nginx does with Connection: close
+  p.server = -1;
+  ASSERT_EQ(read(p.client, &c, 1), 0);  // the FIN arrived: the client is in CLOSE_WAIT
+  Drain();
+  close(p.client);
+  p.client = -1;
+  Drain();
+  ASSERT_NE(rec_.CloseFor(client), nullptr);
+  ASSERT_NE(rec_.CloseFor(server), nullptr);
+  constexpr int kTcpClose = 7, kTcpCloseWait = 8;
+  std::vector<int> client_states;
+  for (const ConnStateEvent& e : rec_.states) {
+    EXPECT_NE(e.id, server) << "state " << e.new_state << " of the server socket after its close";
+    if (e.id == client) client_states.push_back(e.new_state);
+  }
+  // Its last change while open; LAST_ACK and CLOSE came after its close.
+  ASSERT_FALSE(client_states.empty());
+  EXPECT_EQ(client_states.back(), kTcpCloseWait);
+  for (int s : client_states) EXPECT_NE(s, kTcpClose);
+}
+
 TEST_F(CaptureTest, Dup2OverATrackedSocketEndsIt) {
   Load();
   if (HasFatalFailure()) return;
