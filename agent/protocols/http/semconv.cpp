@@ -107,40 +107,58 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
   // Where the request was addressed: the Host header (:authority), else the socket.
   std::optional<HostPort> host;
   if (f.authority) host = ParseHostHeader(*f.authority);
-  const IpAddress& server_ip = server ? c.tuple.local : c.tuple.remote;
+  AddressText addresses(c);
   const uint16_t server_port = server ? c.tuple.local_port : c.tuple.remote_port;
-  const std::string server_address = host ? std::string(host->host) : server_ip.ToString();
+  const std::string_view server_address =
+      host ? host->host : (server ? addresses.local() : addresses.remote());
   const uint16_t port = host && host->port ? *host->port : (host ? default_port : server_port);
   AddString(attrs, "server.address", server_address);
   AddInt(attrs, "server.port", port);
 
   if (!server) {
-    std::string authority =
-        IsIpv6Literal(server_address) ? "[" + server_address + "]" : server_address;
-    if (port != default_port) authority += ":" + std::to_string(port);
-    std::string full = std::string(scheme) + "://" + authority + std::string(target.path);
-    if (target.has_query) full += "?" + query;
-    AddString(attrs, "url.full", f.method == "CONNECT" ? f.target : full);
+    if (f.method == "CONNECT") {
+      AddString(attrs, "url.full", f.target);
+    } else {
+      // Built in the attribute's own string, sized once (as temporaries joined with `+` it
+      // was up to four allocations per client span).
+      const bool bracket = IsIpv6Literal(server_address);
+      char port_text[8];
+      size_t port_size = 0;
+      if (port != default_port) {
+        port_text[0] = ':';
+        port_size = static_cast<size_t>(std::to_chars(port_text + 1, port_text + sizeof(port_text), port).ptr - port_text);
+      }
+      std::string full;
+      full.reserve(scheme.size() + 3 + server_address.size() + 2 + port_size + target.path.size() +
+                   (target.has_query ? 1 + query.size() : 0));
+      full.append(scheme).append("://");
+      if (bracket) full += '[';
+      full.append(server_address);
+      if (bracket) full += ']';
+      full.append(port_text, port_size).append(target.path);
+      if (target.has_query) full.append("?").append(query);
+      EmplaceAttribute(attrs, "url.full", AttributeValue(std::move(full)));
+    }
   }
 
-  AddNetworkPeer(c, attrs);
+  AddNetworkPeer(c, addresses, attrs);
   AddString(attrs, "network.protocol.name", "http");
   AddString(attrs, "network.protocol.version", f.version);
 
   if (server) {
     // The original client when a proxy says so, else the socket peer.
-    std::string client;
+    std::string_view client;
     if (f.forwarded_for) {
       std::string_view first = *f.forwarded_for;
       size_t comma = first.find(',');
       if (comma != std::string_view::npos) first = first.substr(0, comma);
-      client = std::string(Trim(first));
+      client = Trim(first);
     }
     if (client.empty() && c.tuple_known) {
-      client = c.tuple.remote.ToString();
+      client = addresses.remote();
       AddInt(attrs, "client.port", c.tuple.remote_port);
     }
-    if (!client.empty()) EmplaceAttribute(attrs, "client.address", AttributeValue(std::move(client)));
+    if (!client.empty()) AddString(attrs, "client.address", client);
   }
   if (f.user_agent) AddString(attrs, "user_agent.original", *f.user_agent);
   if (f.request_body_bytes > 0)
@@ -154,7 +172,9 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
     const bool error = server ? f.status_code >= 500 : f.status_code >= 400;
     if (error) {
       out.status = StatusCode::kError;
-      AddString(attrs, "error.type", std::to_string(f.status_code));
+      char code[8];
+      AddString(attrs, "error.type",
+                std::string_view(code, static_cast<size_t>(std::to_chars(code, code + sizeof(code), f.status_code).ptr - code)));
     }
     if (f.response_incomplete) attrs.push_back({"threadline.response.incomplete", true});
   }
