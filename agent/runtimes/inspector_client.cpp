@@ -181,6 +181,12 @@ Result<InspectorTarget> ListInspectorTarget(uint16_t port, std::chrono::millisec
 Result<std::string> EvaluateInInspector(uint16_t port, const InspectorTarget& target,
                                         const std::string& expression,
                                         std::chrono::milliseconds timeout) {
+  return EvaluateInInspector(port, target, [&](uint16_t) { return expression; }, timeout);
+}
+
+Result<std::string> EvaluateInInspector(uint16_t port, const InspectorTarget& target,
+                                        const std::function<std::string(uint16_t session_port)>& make_expression,
+                                        std::chrono::milliseconds timeout) {
   using namespace inspector_internal;
   const auto deadline = Clock::now() + timeout;
   ASSIGN_OR_RETURN(UniqueFd fd, ConnectLoopback(port, deadline));
@@ -200,9 +206,13 @@ Result<std::string> EvaluateInInspector(uint16_t port, const InspectorTarget& ta
   if (!buf.starts_with("HTTP/1.1 101")) return Error{"inspector WebSocket upgrade refused: " + buf.substr(0, buf.find("\r\n"))};
   buf.erase(0, head_end + 4);
 
+  sockaddr_in local{};
+  socklen_t local_len = sizeof(local);
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0)
+    return Error::FromErrno("getsockname", errno);
   Json call = {{"id", 1},
                {"method", "Runtime.evaluate"},
-               {"params", {{"expression", expression}, {"includeCommandLineAPI", true},
+               {"params", {{"expression", make_expression(ntohs(local.sin_port))}, {"includeCommandLineAPI", true},
                            {"returnByValue", true}, {"silent", true}}}};
   uint8_t mask[4];
   if (::getrandom(mask, sizeof(mask), 0) != sizeof(mask)) return Error::FromErrno("getrandom", errno);

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "agent/common/result.h"
@@ -25,6 +26,11 @@ Result<InspectorTarget> ListInspectorTarget(uint16_t port, std::chrono::millisec
 // error with the exception text otherwise.
 Result<std::string> EvaluateInInspector(uint16_t port, const InspectorTarget& target,
                                         const std::string& expression,
+                                        std::chrono::milliseconds timeout);
+// The same, with an expression made once the WebSocket is up, from the local port of the
+// agent's end of the session's connection (so the code can be told which socket is the session).
+Result<std::string> EvaluateInInspector(uint16_t port, const InspectorTarget& target,
+                                        const std::function<std::string(uint16_t session_port)>& make_expression,
                                         std::chrono::milliseconds timeout);
 
 // Pieces exposed for tests.

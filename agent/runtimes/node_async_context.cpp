@@ -38,7 +38,7 @@ using std::chrono::milliseconds;
 constexpr milliseconds kAttemptDelays[] = {milliseconds(1000), milliseconds(3000), milliseconds(10000)};
 constexpr milliseconds kInspectorOpenWait(3000);
 constexpr milliseconds kInspectorCallTimeout(3000);
-constexpr milliseconds kInspectorCloseWait(1000);
+constexpr milliseconds kInspectorCloseWait(3000);
 
 std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -116,6 +116,36 @@ bool OwnsSocket(const std::string& proc, const std::vector<uint64_t>& inodes) {
     if (inode && std::find(inodes.begin(), inodes.end(), *inode) != inodes.end()) return true;
   }
   return false;
+}
+
+// The Node process's end of the agent's inspector session: the socket on `inspector_port` whose
+// peer is the agent's `session_port`, as its fd number and what /proc/<pid>/fd/<fd> reads
+// ("socket:[inode]"); {-1, ""} when it cannot be found. The helper waits for that socket to close
+// before it closes the inspector (node_helper_js.h says why). Looked up here, by the agent, so
+// that the application's main thread never scans its network namespace's socket table.
+std::pair<int, std::string> SessionSocket(const std::string& proc, uint16_t inspector_port,
+                                          uint16_t session_port) {
+  constexpr uint8_t kTcpEstablished = 1;
+  std::vector<uint64_t> inodes;
+  for (auto [table, family] : {std::pair{"/net/tcp", AF_INET}, std::pair{"/net/tcp6", AF_INET6}}) {
+    auto text = discovery::ReadProcFile(proc + table);
+    if (!text.ok()) continue;
+    for (const TcpSocketEntry& e : discovery::ParseProcNetTcp(*text, static_cast<uint16_t>(family)))
+      if (e.state == kTcpEstablished && e.tuple.local_port == inspector_port &&
+          e.tuple.remote_port == session_port && e.inode != 0)
+        inodes.push_back(e.inode);
+  }
+  if (inodes.empty()) return {-1, ""};
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(proc + "/fd", ec)) {
+    auto target = discovery::ReadLink(entry.path().string());
+    auto inode = target.ok() ? discovery::ParseBracketedInode(*target, "socket") : std::nullopt;
+    if (!inode || std::find(inodes.begin(), inodes.end(), *inode) == inodes.end()) continue;
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    return {std::atoi(name.c_str()), *target};
+  }
+  return {-1, ""};
 }
 
 // While alive after Enter, the calling thread is in another network namespace; back home at the
@@ -293,7 +323,13 @@ std::string NodeAsyncContext::Load(uint32_t pid) {
   if (!target.ok()) {
     detail = target.error().message;
   } else {
-    auto answer = EvaluateInInspector(port, *target, kNodeAsyncContextHelperJs, kInspectorCallTimeout);
+    auto answer = EvaluateInInspector(
+        port, *target,
+        [&](uint16_t session_port) {
+          const auto [session_fd, session_link] = SessionSocket(proc, port, session_port);
+          return NodeAsyncContextHelperJs(session_fd, session_link);
+        },
+        kInspectorCallTimeout);
     if (!answer.ok()) {
       detail = answer.error().message;
     } else {
@@ -319,7 +355,14 @@ std::string NodeAsyncContext::Load(uint32_t pid) {
   bool closed = wait_closed(kInspectorCloseWait);
   if (!closed) {
     auto again = target.ok() ? target : ListInspectorTarget(port, kInspectorCallTimeout);
-    if (again.ok()) (void)EvaluateInInspector(port, *again, kNodeInspectorCloseJs, kInspectorCallTimeout);
+    if (again.ok())
+      (void)EvaluateInInspector(
+          port, *again,
+          [&](uint16_t session_port) {
+            const auto [session_fd, session_link] = SessionSocket(proc, port, session_port);
+            return NodeInspectorCloseJs(session_fd, session_link);
+          },
+          kInspectorCallTimeout);
     closed = wait_closed(kInspectorCloseWait);
   }
   const auto open_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - opened).count();

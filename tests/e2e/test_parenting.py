@@ -31,6 +31,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 import unittest
 import urllib.request
 import uuid
@@ -377,6 +378,37 @@ class ParentingMatrix(unittest.TestCase):
         scores = self.run_fronts(agent, [backend], [front])
         self.assert_no_wrong(scores)
         self.assert_right(scores, ["node"])
+
+    def test_node_async_context_leaves_every_node_process_running(self) -> None:
+        """The helper loaded into 16 Node processes in a row, by one agent: every one of them still
+        runs afterwards and none still listens on the inspector port. (Closing the inspector while
+        the agent's session was still connected crashed Node v20 with SIGSEGV in about 1 load of
+        30 on a busy machine: the helper now waits for the session's socket to close.)"""
+        require_tool(self, "node")
+        lock = open(os.path.join(tempfile.gettempdir(), "threadline-node-inspector-9229.lock"), "w")
+        self.addCleanup(lock.close)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        nodes = []
+        for _ in range(16):
+            port = free_port()
+            nodes.append(PeerProcess(["node", "-e", f"require('http').createServer((q, s) => s.end('x'))"
+                                      f".listen({port}, '{LOOPBACK}', () => console.log('listening'))"],
+                                     self, port=port))
+        metrics_port = free_port()
+        agent = Agent(["--output=none", "--stats-interval", "0", "--node-async-context", "on",
+                       "--metrics-address", f"{LOOPBACK}:{metrics_port}",
+                       *[a for n in nodes for a in ("--pid", str(n.pid))]], self)
+        loaded: list[str] = []
+        for _ in deadline_loop(60.0, 0.2):
+            loaded = [l for l in agent.stderr_lines if "helper loaded into pid" in l]
+            if len(loaded) >= len(nodes):
+                break
+        self.assertEqual(len(loaded), len(nodes), agent.stderr_tail())
+        self.assertTrue(all("then closed" in l for l in loaded), "\n".join(loaded))
+        time.sleep(2.0)  # a crash came within moments of the inspector closing
+        dead = {n.pid: n.proc.poll() for n in nodes if n.proc.poll() is not None}
+        self.assertEqual(dead, {}, f"Node processes ended (pid: exit status, -11 is SIGSEGV): {dead}")
+        self.assertEqual([n.pid for n in nodes if listens_on(n.pid, 9229)], [])
 
     def test_node_async_context_in_another_network_namespace(self) -> None:
         """A Node front and its backend in a network namespace of their own (as in a container):
