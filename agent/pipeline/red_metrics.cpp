@@ -5,23 +5,53 @@
 
 namespace threadline {
 
+// What this stage reads of a span's attributes, found in one pass over them (a FindAttribute
+// scan for each, three to five per span, was ~400 instructions per HTTP span). The first
+// attribute of a name counts, as FindAttribute's.
+struct RedAttributes {
+  const AttributeValue* db_system = nullptr;
+  const AttributeValue* db_operation = nullptr;
+  const AttributeValue* db_collection = nullptr;
+  const AttributeValue* error_type = nullptr;
+  const AttributeValue* method = nullptr;
+  const AttributeValue* status_code = nullptr;
+};
+
 namespace {
-std::string_view StringAttr(const Attributes& attrs, std::string_view key, std::string_view fallback) {
-  const AttributeValue* v = FindAttribute(attrs, key);
+
+RedAttributes ReadRedAttributes(const Attributes& attrs) {
+  RedAttributes r;
+  auto take = [](const AttributeValue*& slot, const Attribute& a, std::string_view key, std::string_view name) {
+    if (slot == nullptr && key == name) slot = &a.value;
+  };
+  for (const Attribute& a : attrs) {
+    const std::string_view key = a.key.view();
+    switch (key.size()) {  // names of different lengths never compare
+      case 10: take(r.error_type, a, key, "error.type"); break;
+      case 14: take(r.db_system, a, key, "db.system.name"); break;
+      case 17: take(r.db_operation, a, key, "db.operation.name"); break;
+      case 18: take(r.db_collection, a, key, "db.collection.name"); break;
+      case 19: take(r.method, a, key, "http.request.method"); break;
+      case 25: take(r.status_code, a, key, "http.response.status_code"); break;
+      default: break;
+    }
+  }
+  return r;
+}
+
+std::string_view StringOr(const AttributeValue* v, std::string_view fallback) {
   if (v && std::holds_alternative<std::string>(*v)) return std::get<std::string>(*v);
   return fallback;
 }
 
-std::string_view StatusClass(const Span& span) {
+std::string_view StatusClass(const AttributeValue* v) {
   static constexpr std::string_view kClasses[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
-  const AttributeValue* v = FindAttribute(span.attributes, "http.response.status_code");
   if (v && std::holds_alternative<int64_t>(*v)) {
     int64_t code = std::get<int64_t>(*v);
     if (code >= 100 && code < 600) return kClasses[code / 100 - 1];
   }
   return "none";  // no response (connection closed, lost)
 }
-
 
 // The series' label values joined into `key` (reused, so a known series costs no allocation).
 void SeriesKey(std::string& key, char family, std::initializer_list<std::string_view> parts) {
@@ -34,7 +64,7 @@ void SeriesKey(std::string& key, char family, std::initializer_list<std::string_
 }
 
 std::string_view ServiceOf(const Span& span) {
-  return span.resource ? StringAttr(span.resource->attributes, "service.name", "unknown_service")
+  return span.resource ? StringOr(FindAttribute(span.resource->attributes, "service.name"), "unknown_service")
                        : "unknown_service";
 }
 }  // namespace
@@ -49,12 +79,12 @@ RedMetricsSink::RedMetricsSink(SpanSink& next, MetricsRegistry& metrics, size_t 
                                       "Database spans whose RED label set was folded into "
                                       "db_collection_name=_other")) {}
 
-Histogram& RedMetricsSink::SeriesFor(const Span& span, bool count_overflow) {
+Histogram& RedMetricsSink::SeriesFor(const Span& span, const RedAttributes& attrs, bool count_overflow) {
   const bool server = span.kind == SpanKind::kServer;
   const std::string_view service = ServiceOf(span);
-  const std::string_view method = StringAttr(span.attributes, "http.request.method", "_OTHER");
+  const std::string_view method = StringOr(attrs.method, "_OTHER");
   std::string_view route = RouteOfSpanName(span.name);
-  const std::string_view status = StatusClass(span);
+  const std::string_view status = StatusClass(attrs.status_code);
   SeriesKey(key_, server ? 's' : 'c', {service, method, route, status});
   auto it = series_.find(key_);
   if (it != series_.end()) return *it->second;
@@ -78,11 +108,12 @@ Histogram& RedMetricsSink::SeriesFor(const Span& span, bool count_overflow) {
   return h;
 }
 
-Histogram& RedMetricsSink::DbSeriesFor(const Span& span, std::string_view system, bool count_overflow) {
+Histogram& RedMetricsSink::DbSeriesFor(const Span& span, const RedAttributes& attrs, std::string_view system,
+                                       bool count_overflow) {
   const std::string_view service = ServiceOf(span);
-  const std::string_view operation = StringAttr(span.attributes, "db.operation.name", "");
-  std::string_view collection = StringAttr(span.attributes, "db.collection.name", "");
-  const std::string_view error = StringAttr(span.attributes, "error.type", "");
+  const std::string_view operation = StringOr(attrs.db_operation, "");
+  std::string_view collection = StringOr(attrs.db_collection, "");
+  const std::string_view error = StringOr(attrs.error_type, "");
   SeriesKey(key_, 'd', {service, system, operation, collection, error});
   auto it = db_series_.find(key_);
   if (it != db_series_.end()) return *it->second;
@@ -107,12 +138,13 @@ Histogram& RedMetricsSink::DbSeriesFor(const Span& span, std::string_view system
 
 Histogram* RedMetricsSink::HistogramFor(const Span& span, bool count_overflow) {
   if (span.kind != SpanKind::kServer && span.kind != SpanKind::kClient) return nullptr;
-  const std::string_view db_system = StringAttr(span.attributes, "db.system.name", "");
+  const RedAttributes attrs = ReadRedAttributes(span.attributes);
+  const std::string_view db_system = StringOr(attrs.db_system, "");
   if (!db_system.empty())
-    return span.kind == SpanKind::kClient ? &DbSeriesFor(span, db_system, count_overflow) : nullptr;
+    return span.kind == SpanKind::kClient ? &DbSeriesFor(span, attrs, db_system, count_overflow) : nullptr;
   // HTTP requests (HTTP/1 and HTTP/2); gRPC calls have no method or status class to file them
   // under here.
-  if (FindAttribute(span.attributes, "http.request.method") != nullptr) return &SeriesFor(span, count_overflow);
+  if (attrs.method != nullptr) return &SeriesFor(span, attrs, count_overflow);
   return nullptr;
 }
 

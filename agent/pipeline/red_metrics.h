@@ -26,6 +26,8 @@
 
 namespace threadline {
 
+struct RedAttributes;  // what the stage reads of a span (red_metrics.cpp)
+
 class RedMetricsSink : public SpanSink {
  public:
   // Spans go on to `next` unchanged; `next` must outlive this sink.
@@ -41,8 +43,9 @@ class RedMetricsSink : public SpanSink {
   // The histogram `span` is counted in, or nullptr (database spans of a server's own side).
   // `count_overflow`: a label set folded into _other is counted (once per span, when observed).
   Histogram* HistogramFor(const Span& span, bool count_overflow);
-  Histogram& SeriesFor(const Span& span, bool count_overflow);
-  Histogram& DbSeriesFor(const Span& span, std::string_view system, bool count_overflow);
+  Histogram& SeriesFor(const Span& span, const RedAttributes& attrs, bool count_overflow);
+  Histogram& DbSeriesFor(const Span& span, const RedAttributes& attrs, std::string_view system,
+                         bool count_overflow);
 
   SpanSink& next_;
   MetricsRegistry& metrics_;
