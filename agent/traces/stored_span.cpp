@@ -1,6 +1,7 @@
 #include "agent/traces/stored_span.h"
 
 #include <cstring>
+#include <type_traits>
 #include <variant>
 
 namespace threadline {
@@ -12,6 +13,7 @@ namespace {
 // Packing runs for every span the agent builds (the store is a tee of the span pipeline), so
 // it sizes the buffer once and writes through a pointer.
 size_t LengthSize(size_t n) {
+  if (n < 0x80) [[likely]] return 1;
   size_t k = 1;
   while (n >= 0x80) {
     n >>= 7;
@@ -21,7 +23,7 @@ size_t LengthSize(size_t n) {
 }
 
 char* PutLength(size_t n, char* p) {
-  while (n >= 0x80) {
+  while (n >= 0x80) [[unlikely]] {
     *p++ = static_cast<char>((n & 0x7f) | 0x80);
     n >>= 7;
   }
@@ -29,40 +31,76 @@ char* PutLength(size_t n, char* p) {
   return p;
 }
 
-size_t EntrySize(size_t key_size, const AttributeValue& value) {
-  const size_t head = 1 + LengthSize(key_size) + key_size;
-  if (const auto* str = std::get_if<std::string>(&value)) return head + LengthSize(str->size()) + str->size();
-  if (std::holds_alternative<bool>(value)) return head + 1;
-  return head + 8;
+// Keys and most values are 4-32 bytes: copied with overlapping word moves instead of a call to
+// memcpy each (three calls per attribute were ~40% of packing, callgrind).
+char* Put(std::string_view v, char* p) {
+  const size_t n = v.size();
+  const char* s = v.data();
+  if (n > 16 && n <= 32) {
+    uint64_t a, b, c, d;
+    std::memcpy(&a, s, 8);
+    std::memcpy(&b, s + 8, 8);
+    std::memcpy(&c, s + n - 16, 8);
+    std::memcpy(&d, s + n - 8, 8);
+    std::memcpy(p, &a, 8);
+    std::memcpy(p + 8, &b, 8);
+    std::memcpy(p + n - 16, &c, 8);
+    std::memcpy(p + n - 8, &d, 8);
+  } else if (n >= 8 && n <= 16) {
+    uint64_t a, b;
+    std::memcpy(&a, s, 8);
+    std::memcpy(&b, s + n - 8, 8);
+    std::memcpy(p, &a, 8);
+    std::memcpy(p + n - 8, &b, 8);
+  } else if (n >= 4 && n < 8) {
+    uint32_t a, b;
+    std::memcpy(&a, s, 4);
+    std::memcpy(&b, s + n - 4, 4);
+    std::memcpy(p, &a, 4);
+    std::memcpy(p + n - 4, &b, 4);
+  } else if (n < 4) {
+    for (size_t i = 0; i < n; ++i) p[i] = s[i];
+  } else {
+    std::memcpy(p, s, n);
+  }
+  return p + n;
 }
 
+size_t EntrySize(size_t key_size, const AttributeValue& value) {
+  const size_t head = 1 + LengthSize(key_size) + key_size;
+  switch (value.index()) {
+    case 0: {
+      const size_t n = std::get<0>(value).size();
+      return head + LengthSize(n) + n;
+    }
+    case 3: return head + 1;  // bool
+    default: return head + 8;  // int64_t, double
+  }
+}
+
+// One entry; the key is key_head followed by key_tail (an event attribute's prefix and name).
 char* PutEntry(std::string_view key_head, std::string_view key_tail, const AttributeValue& value, char* p) {
-  if (std::holds_alternative<std::string>(value)) {
-    *p++ = static_cast<char>(packed_detail::kString);
-  } else if (std::holds_alternative<int64_t>(value)) {
-    *p++ = static_cast<char>(packed_detail::kInt);
-  } else if (std::holds_alternative<double>(value)) {
-    *p++ = static_cast<char>(packed_detail::kDouble);
-  } else {
-    *p++ = static_cast<char>(packed_detail::kBool);
-  }
+  static_assert(std::is_same_v<std::variant_alternative_t<0, AttributeValue>, std::string> &&
+                std::is_same_v<std::variant_alternative_t<1, AttributeValue>, int64_t> &&
+                std::is_same_v<std::variant_alternative_t<2, AttributeValue>, double> &&
+                std::is_same_v<std::variant_alternative_t<3, AttributeValue>, bool>);
+  static constexpr char kTags[] = {packed_detail::kString, packed_detail::kInt, packed_detail::kDouble,
+                                   packed_detail::kBool};
+  const size_t index = value.index();
+  *p++ = kTags[index];
   p = PutLength(key_head.size() + key_tail.size(), p);
-  std::memcpy(p, key_head.data(), key_head.size());
-  p += key_head.size();
-  std::memcpy(p, key_tail.data(), key_tail.size());
-  p += key_tail.size();
-  if (const auto* str = std::get_if<std::string>(&value)) {
-    p = PutLength(str->size(), p);
-    std::memcpy(p, str->data(), str->size());
-    return p + str->size();
+  p = Put(key_head, p);
+  if (!key_tail.empty()) p = Put(key_tail, p);
+  switch (index) {
+    case 0: {
+      const std::string& str = std::get<0>(value);
+      p = PutLength(str.size(), p);
+      return Put(str, p);
+    }
+    case 1: std::memcpy(p, &std::get<1>(value), 8); return p + 8;
+    case 2: std::memcpy(p, &std::get<2>(value), 8); return p + 8;
+    default: *p++ = std::get<3>(value) ? 1 : 0; return p;
   }
-  if (const auto* b = std::get_if<bool>(&value)) {
-    *p++ = *b ? 1 : 0;
-    return p;
-  }
-  if (const auto* i = std::get_if<int64_t>(&value)) std::memcpy(p, i, 8);
-  else std::memcpy(p, &std::get<double>(value), 8);
-  return p + 8;
 }
 
 }  // namespace

@@ -248,6 +248,40 @@ TEST(TraceStoreTest, TeePassesEverySpanOnUnchanged) {
   EXPECT_EQ(kept.service(), "svc");
 }
 
+// Packing copies short keys and values with word moves by length class (stored_span.cpp): every
+// length from 0 to past 32, for keys, values and event keys (prefix + name), reads back whole.
+TEST(TraceStoreTest, PackedAttributesOfEveryLengthReadBackWhole) {
+  std::string text;
+  for (int i = 0; i < 80; ++i) text += static_cast<char>('a' + i % 26);
+  Attributes attrs;
+  for (size_t n = 0; n <= 40; ++n) {
+    attrs.push_back(Attribute{AttributeKey(text.substr(0, n)), AttributeValue(text.substr(n, 40 - n))});
+    attrs.push_back(Attribute{AttributeKey(text.substr(1, n)), AttributeValue(static_cast<int64_t>(n) - 20)});
+  }
+  attrs.push_back({"d", 2.5});
+  attrs.push_back({"b", true});
+  std::vector<SpanEvent> events(1);
+  events[0].name = "ev";
+  for (size_t n = 0; n <= 40; ++n)
+    events[0].attributes.push_back(Attribute{AttributeKey(text.substr(2, n)), AttributeValue(text.substr(0, n))});
+  std::string packed = "x";  // appends
+  PackAttributes(attrs, events, packed);
+  ASSERT_EQ(packed[0], 'x');
+  std::vector<std::pair<std::string, AttributeValue>> got;
+  ForEachAttribute(std::string_view(packed).substr(1),
+                   [&](std::string_view k, const AttributeValue& v) { got.emplace_back(std::string(k), v); });
+  ASSERT_EQ(got.size(), attrs.size() + events[0].attributes.size());
+  for (size_t i = 0; i < attrs.size(); ++i) {
+    EXPECT_EQ(got[i].first, attrs[i].key.view()) << i;
+    EXPECT_EQ(got[i].second, attrs[i].value) << i;
+  }
+  for (size_t i = 0; i < events[0].attributes.size(); ++i) {
+    const auto& [k, v] = got[attrs.size() + i];
+    EXPECT_EQ(k, "event.ev." + std::string(events[0].attributes[i].key.view())) << i;
+    EXPECT_EQ(v, events[0].attributes[i].value) << i;
+  }
+}
+
 // Evicted traces and their spans are reused for the next ones (no allocation per stored span in
 // steady state), but never one a reader still holds, and a reused span keeps nothing of the
 // span it stored before.
