@@ -55,6 +55,7 @@
 #include "agent/pipeline/red_metrics.h"
 #include "agent/pipeline/sampled_filter.h"
 #include "agent/protocols/dispatcher.h"
+#include "agent/spans/span_buffers.h"
 #include "agent/spans/span_builder.h"
 #include "agent/traces/trace_store.h"
 #include "exporter/otlp_config.h"
@@ -221,6 +222,9 @@ class ProtobufSink : public SpanSink {
     wire_.clear();
     AppendOtlpProtobuf(batch_, wire_);
     bytes_out_ += wire_.size();
+    // As the agent's exporter does (BatchSpanExporter::CollectSpent).
+    SpanBuffers& buffers = SpanBuffers::Local();
+    for (Span& span : batch_) buffers.Give(span);
     batch_.clear();
   }
   uint64_t bytes_out() const { return bytes_out_; }
@@ -348,6 +352,9 @@ class HttpExportSink : public SpanSink {
     wire_.clear();
     AppendOtlpProtobuf(batch_, wire_);
     bytes_out_ += wire_.size();
+    // As the agent's exporter does (BatchSpanExporter::CollectSpent).
+    SpanBuffers& buffers = SpanBuffers::Local();
+    for (Span& span : batch_) buffers.Give(span);
     batch_.clear();
     const uint64_t t0 = ThreadCpuNs();
     const ExportResult r = transport_->Send(wire_.view(), std::chrono::steady_clock::now() + std::chrono::seconds(10));

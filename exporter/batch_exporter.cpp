@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <iterator>
 
+#include "agent/spans/span_buffers.h"
 #include "exporter/otlp_protobuf.h"
 
 namespace threadline {
@@ -100,7 +101,11 @@ void BatchSpanExporter::CollectSpent() {
     std::lock_guard lock(mu_);
     garbage_.swap(spent_);  // spent_ gets the emptied buffer of the last time
   }
-  garbage_.clear();  // here, outside mu_: the worker never waits for it
+  // Here, outside mu_: the worker never waits for it. The spans' buffers go to this thread's
+  // pool for the spans it builds next (span_buffers.h); the rest is freed.
+  SpanBuffers& buffers = SpanBuffers::Local();
+  for (Span& span : garbage_) buffers.Give(span);
+  garbage_.clear();
 }
 
 void BatchSpanExporter::Recycle(std::vector<Span>& batch) {

@@ -1,5 +1,7 @@
 #include "exporter/json_lines.h"
 
+#include "agent/spans/span_buffers.h"
+
 #include <array>
 #include <charconv>
 #include <cmath>
@@ -393,6 +395,9 @@ void JsonLinesSink::WriteBatch() {
   } else {
     write_errors_.Add();
   }
+  // Their buffers serve the next spans (this is the thread that built them).
+  SpanBuffers& buffers = SpanBuffers::Local();
+  for (Span& span : batch_) buffers.Give(span);
   batch_.clear();
 }
 

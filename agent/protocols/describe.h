@@ -11,6 +11,7 @@
 #include "agent/protocols/record.h"
 #include "agent/spans/redaction.h"
 #include "agent/spans/span.h"
+#include "agent/spans/span_buffers.h"
 
 namespace threadline {
 
@@ -91,8 +92,9 @@ inline void EmplaceAttribute(Attributes& a, AttributeKey&& key, AttributeValue&&
   a.push_back(Attribute{std::move(key), std::move(value)});
 #endif
 }
+// A long value (url.path) goes into a spent span's string buffer (span_buffers.h).
 inline void AddString(Attributes& a, AttributeKey key, std::string_view value) {
-  EmplaceAttribute(a, std::move(key), AttributeValue(std::in_place_type<std::string>, value));
+  EmplaceAttribute(a, std::move(key), AttributeValue(std::in_place_type<std::string>, PooledString(value)));
 }
 inline void AddInt(Attributes& a, AttributeKey key, int64_t value) {
   EmplaceAttribute(a, std::move(key), AttributeValue(value));

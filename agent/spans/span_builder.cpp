@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "agent/spans/span_buffers.h"
+
 namespace threadline {
 
 namespace {
@@ -312,7 +314,12 @@ Span SpanBuilder::Build(const ConnectionInfo& c, Role role, const Record& r, Ide
   span.start_unix_ns = Epoch(start);
   span.end_unix_ns = Epoch(end);
 
+  // Buffers of exported spans when there are (span_buffers.h): no allocation for the vector
+  // and the name.
   ExchangeView view;
+  SpanBuffers& buffers = SpanBuffers::Local();
+  view.attributes = buffers.TakeAttributes();
+  view.name = buffers.TakeString();
   Describe(r, role, c, config_.describe, view);
   span.name = std::move(view.name);
   span.status = view.status;
