@@ -2,7 +2,6 @@
 
 #include <string_view>
 
-#include "agent/protocols/http1/message.h"
 #include "agent/protocols/http1/syntax.h"
 
 namespace threadline::http1 {
@@ -16,10 +15,7 @@ std::string_view AsView(std::span<const uint8_t> b) {
 bool LooksLikeHttp1Request(std::span<const uint8_t> first_bytes) {
   std::string_view s = AsView(first_bytes);
   size_t nl = s.find('\n');
-  if (nl != std::string_view::npos) {
-    Message scratch;
-    return syntax::ParseRequestLine(syntax::StripCr(s.substr(0, nl)), scratch);
-  }
+  if (nl != std::string_view::npos) return syntax::IsRequestLine(syntax::StripCr(s.substr(0, nl)));
   // Incomplete line: only a known method is enough to commit (an extension method needs its
   // version to be seen), and PRI is HTTP/2's preface, never an HTTP/1 request here.
   size_t sp = s.find(' ');

@@ -64,21 +64,35 @@ std::string_view StripCr(std::string_view line) {
   return line;
 }
 
-bool ParseRequestLine(std::string_view line, Message& out) {
+namespace {
+struct RequestLineParts {
+  std::string_view method, target;
+  uint8_t version_minor = 0;
+};
+bool SplitRequestLine(std::string_view line, RequestLineParts& out) {
   size_t sp1 = line.find(' ');
   size_t sp2 = line.rfind(' ');
   if (sp1 == std::string_view::npos || sp2 == sp1) return false;
-  std::string_view method = line.substr(0, sp1);
-  std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  uint8_t minor = 0;
-  if (!IsToken(method, kMaxMethodBytes) || !IsValidTarget(target) ||
-      !IsHttp1Version(line.substr(sp2 + 1), &minor))
-    return false;
+  out.method = line.substr(0, sp1);
+  out.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  return IsToken(out.method, kMaxMethodBytes) && IsValidTarget(out.target) &&
+         IsHttp1Version(line.substr(sp2 + 1), &out.version_minor);
+}
+}  // namespace
+
+bool ParseRequestLine(std::string_view line, Message& out) {
+  RequestLineParts parts;
+  if (!SplitRequestLine(line, parts)) return false;
   out.kind = MessageKind::kRequest;
-  out.method.assign(method);
-  out.target.assign(target);
-  out.version_minor = minor;
+  out.method.assign(parts.method);
+  out.target.assign(parts.target);
+  out.version_minor = parts.version_minor;
   return true;
+}
+
+bool IsRequestLine(std::string_view line) {
+  RequestLineParts parts;
+  return SplitRequestLine(line, parts);
 }
 
 bool ParseStatusLine(std::string_view line, Message& out) {

@@ -46,6 +46,9 @@ inline std::string_view TrimOws(std::string_view s) {
 
 // "GET /x HTTP/1.1" → method, target, version_minor. Only HTTP/1.x is accepted.
 bool ParseRequestLine(std::string_view line, Message& out);
+// Whether ParseRequestLine would accept `line`, without a Message to fill (protocol detection,
+// once per connection).
+bool IsRequestLine(std::string_view line);
 // "HTTP/1.1 200 OK" (reason may be empty or missing) → status_code, reason, version_minor.
 bool ParseStatusLine(std::string_view line, Message& out);
 
