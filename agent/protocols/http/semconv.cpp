@@ -119,8 +119,9 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
     if (f.method == "CONNECT") {
       AddString(attrs, "url.full", f.target);
     } else {
-      // Built in the attribute's own string, sized once (as temporaries joined with `+` it
-      // was up to four allocations per client span).
+      // Built in the attribute's own string, sized once, in a spent span's buffer when there is
+      // one (span_buffers.h); as temporaries joined with `+` it was up to four allocations per
+      // client span.
       const bool bracket = IsIpv6Literal(server_address);
       char port_text[8];
       size_t port_size = 0;
@@ -128,7 +129,7 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
         port_text[0] = ':';
         port_size = static_cast<size_t>(std::to_chars(port_text + 1, port_text + sizeof(port_text), port).ptr - port_text);
       }
-      std::string full;
+      std::string full = SpanBuffers::Local().TakeString();
       full.reserve(scheme.size() + 3 + server_address.size() + 2 + port_size + target.path.size() +
                    (target.has_query ? 1 + query.size() : 0));
       full.append(scheme).append("://");
