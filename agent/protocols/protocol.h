@@ -41,7 +41,7 @@ struct Handover {
   Direction request_dir = Direction::kEgress;
   // The request that asked for the switch, answered in the new protocol (HTTP/2: on stream 1).
   // It was announced as an HTTP/1 request (stream id 0): its Record keeps that identity.
-  std::optional<http1::Message> request;
+  std::unique_ptr<http1::Message> request;
   // Where the new protocol starts in the direction whose chunk carried the switch (the
   // dispatcher feeds the rest of that chunk to the new parser).
   Direction switch_dir = Direction::kIngress;

@@ -66,14 +66,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     void OnExchange(Exchange&& e) override {
       if (e.request) CheckMessage(*e.request);
       if (e.response) CheckMessage(*e.response);
-      Check(e.request.has_value() || e.response.has_value());
+      Check(e.request != nullptr || e.response != nullptr);
       if (e.request) Check(++with_request <= announced);
     }
     size_t announced = 0;
     size_t with_request = 0;
   } out;
   static constexpr std::string_view kSwitchTokens[] = {"h2c"};
-  Http1Connection conn(role, limits, http1_metrics, kSwitchTokens);
+  // Shared by every input, as the agent's is by every connection: reused messages must carry
+  // nothing of the ones before.
+  static MessagePool& pool = *new MessagePool();
+  Http1Connection conn(role, limits, http1_metrics, kSwitchTokens, &pool);
 
   uint64_t ts = 1000;
   uint64_t pos[2] = {0, 0};  // stream positions by direction (egress, ingress)

@@ -38,7 +38,7 @@ struct Recorder : RecordSink {
   void OnRecord(const ConnectionInfo&, Role, Record&& r) override {
     ASSERT_TRUE(std::holds_alternative<http1::Exchange>(r.detail));
     const auto& e = std::get<http1::Exchange>(r.detail);
-    ASSERT_TRUE(e.request.has_value());
+    ASSERT_TRUE(e.request != nullptr);
     // The neutral request is the exchange's request, pointed at where the record holds it.
     EXPECT_EQ(r.request.evidence.target.data(), e.request->target.data());
     EXPECT_EQ(r.request.edge.first.pos, e.request->first_chunk.pos);

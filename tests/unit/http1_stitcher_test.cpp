@@ -169,22 +169,26 @@ TEST(Http1Stitcher, PooledMessagesAreReusedAndCleared) {
 
 TEST(Http1Stitcher, MessagePoolIsBounded) {
   MessagePool pool;
-  for (size_t i = 0; i < MessagePool::kMaxBuffers + 10; ++i) {
-    Message m;
-    m.target.assign(100, 'x');
-    m.headers.Add("Name", std::string(MessagePool::kMaxRetainedBytes * 2, 'v'));  // too large to keep
+  for (size_t i = 0; i < MessagePool::kMaxMessages + 10; ++i) {
+    auto m = std::make_unique<Message>();
+    m->target.assign(i % 2 ? 100 : MessagePool::kMaxRetainedBytes * 2, 'x');
+    m->headers.Add("Name", std::string(MessagePool::kMaxRetainedBytes * 2, 'v'));  // too large to keep
+    m->trailers.Add("T", "v");
+    m->status_code = 200;
     pool.Give(std::move(m));
   }
-  EXPECT_EQ(pool.size(), MessagePool::kMaxBuffers);
-  Message m;
-  pool.Lend(m);
-  EXPECT_EQ(pool.size(), MessagePool::kMaxBuffers - 1);
-  EXPECT_TRUE(m.target.empty());
-  EXPECT_GE(m.target.capacity(), 100u);  // the small buffer is kept
-  EXPECT_TRUE(m.headers.empty());
-  EXPECT_EQ(m.headers.fields().begin(), m.headers.fields().end());
-  m.headers.Add("A", "b");  // a lent (here: fresh) header buffer works as a new one
-  EXPECT_EQ(m.headers.Get("a").value_or(""), "b");
+  EXPECT_EQ(pool.size(), MessagePool::kMaxMessages);
+  std::unique_ptr<Message> m = pool.New();
+  EXPECT_EQ(pool.size(), MessagePool::kMaxMessages - 1);
+  EXPECT_TRUE(m->target.empty());
+  EXPECT_GE(m->target.capacity(), 100u);  // the small buffer is kept
+  EXPECT_LE(m->headers.capacity(), MessagePool::kMaxRetainedBytes);  // the large one is not
+  EXPECT_TRUE(m->headers.empty());
+  EXPECT_TRUE(m->trailers.empty());
+  EXPECT_EQ(m->status_code, 0);
+  EXPECT_EQ(m->headers.fields().begin(), m->headers.fields().end());
+  m->headers.Add("A", "b");  // a lent (here: fresh) header buffer works as a new one
+  EXPECT_EQ(m->headers.Get("a").value_or(""), "b");
 }
 
 // A client that keeps 20 requests in flight for 500 requests: the queue of pending requests

@@ -98,7 +98,7 @@ class RecordingListener : public MessageParser::Listener {
  public:
   RequestContext ContextForResponse() override { return context; }
   void OnRequestHeaders(const Message& m) override { headers_seen.push_back(m.method); }
-  void OnMessage(Message&& m) override { messages.push_back(std::move(m)); }
+  void OnMessage(std::unique_ptr<Message> m) override { messages.push_back(std::move(*m)); }
   void OnFailure(FailureReason r, bool lost) override {
     failures.push_back(r);
     if (lost) ++lost_messages;

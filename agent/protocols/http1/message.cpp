@@ -120,21 +120,30 @@ bool IsReadField(MessageKind kind, std::string_view name) {
   }
 }
 
-void MessagePool::Lend(Message& m) {
-  if (free_.empty()) return;
-  Buffers& b = free_.back();
-  m.target = std::move(b.target);
-  m.target.clear();
-  m.headers.AdoptBuffer(std::move(b.header_text));
-  free_.pop_back();
+void Message::Reset() {
+  std::string target_buffer = std::move(target);
+  std::string header_buffer = headers.ReleaseBuffer();
+  std::destroy_at(this);
+  std::construct_at(this);
+  target = std::move(target_buffer);
+  target.clear();
+  headers.AdoptBuffer(std::move(header_buffer));
 }
 
-void MessagePool::Give(Message&& m) {
-  if (free_.size() >= kMaxBuffers) return;
-  Buffers& b = free_.emplace_back();
-  if (m.target.capacity() <= kMaxRetainedBytes) b.target = std::move(m.target);
-  std::string text = m.headers.ReleaseBuffer();
-  if (text.capacity() <= kMaxRetainedBytes) b.header_text = std::move(text);
+std::unique_ptr<Message> MessagePool::New() {
+  if (free_.empty()) return std::make_unique<Message>();
+  std::unique_ptr<Message> m = std::move(free_.back());
+  free_.pop_back();
+  m->Reset();
+  return m;
+}
+
+void MessagePool::Give(std::unique_ptr<Message> m) {
+  if (m == nullptr || free_.size() >= kMaxMessages) return;
+  if (m->target.capacity() > kMaxRetainedBytes) std::string().swap(m->target);
+  if (m->headers.capacity() > kMaxRetainedBytes) (void)m->headers.ReleaseBuffer();
+  if (!m->trailers.empty()) m->trailers = HeaderList{};
+  free_.push_back(std::move(m));
 }
 
 std::string_view ToString(Framing f) {

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -70,6 +71,7 @@ class HeaderList {
   };
   Range fields() const { return Range{this}; }
   size_t size() const { return count_; }
+  size_t capacity() const { return text_.capacity(); }  // bytes of the buffer
   bool empty() const { return count_ == 0; }
   uint32_t dropped_fields() const { return dropped_fields_; }  // past kMaxHeaders
   bool values_truncated() const { return values_truncated_; }  // some value or name was capped
@@ -163,41 +165,46 @@ struct Message {
   bool is_interim() const { return kind == MessageKind::kResponse && status_code / 100 == 1; }
   // Any byte of this message was not seen (size known or not).
   bool missing_bytes() const { return truncated || body_bytes_not_captured > 0; }
+  // Back to a default Message, keeping the capacity of the target and of the header text.
+  void Reset();
 };
 
-// The heap buffers of messages whose exchange was reported (request target, header text),
-// kept for the next messages of any connection: in steady state a keep-alive request and its
-// response allocate nothing here (pipeline_bench: 3 allocations per span less). Only the
-// buffers travel, not whole Messages (moving a Message costs more than malloc). One per
-// protocol instance, used on the consumer thread only. Bounded: kMaxBuffers sets, a buffer
-// kept only up to kMaxRetainedBytes (a message with a huge header block gives it back to
-// malloc).
+// Messages whose exchange was reported, kept (with their buffers: request target, header text)
+// for the next messages of any connection: in steady state a keep-alive request and its
+// response allocate nothing here. Messages travel by pointer from the parser to the pairing,
+// the Exchange and back here, never moved by value: a Message move (its strings, two field
+// lists, metadata) cost more than the malloc/free pair a buffer pool saved, and a Message held
+// inline by each parser and in each pending request slot was ~1.4 KiB of every open
+// connection. One per protocol instance, used on the consumer thread only. Bounded:
+// kMaxMessages, a buffer kept only up to kMaxRetainedBytes (a message with a huge header
+// block gives it back to malloc).
 class MessagePool {
  public:
-  static constexpr size_t kMaxBuffers = 64;
+  static constexpr size_t kMaxMessages = 64;
   static constexpr size_t kMaxRetainedBytes = 4096;
 
-  MessagePool() { free_.reserve(kMaxBuffers); }
-  // Gives `m`, a default Message, a returned message's buffers when there are some.
-  void Lend(Message& m);
-  // `m` is done with (its exchange was reported): keep its buffers, unless full.
-  void Give(Message&& m);
+  MessagePool() { free_.reserve(kMaxMessages); }
+  // A default Message (a returned one, reset, when there is one).
+  std::unique_ptr<Message> New();
+  // `m` is done with (its exchange was reported): keep it, unless full.
+  void Give(std::unique_ptr<Message> m);
   size_t size() const { return free_.size(); }
 
  private:
-  struct Buffers {
-    std::string target;
-    std::string header_text;
-  };
-  std::vector<Buffers> free_;
+  std::vector<std::unique_ptr<Message>> free_;
 };
+
+// A new message from `pool`, or from the heap without one.
+inline std::unique_ptr<Message> NewMessage(MessagePool* pool) {
+  return pool != nullptr ? pool->New() : std::make_unique<Message>();
+}
 
 using threadline::Outcome;
 std::string_view ToString(Framing f);
 
 struct Exchange {
-  std::optional<Message> request;   // empty for kResponseWithoutRequest
-  std::optional<Message> response;  // the final (non-1xx) response; empty when none was seen
+  std::unique_ptr<Message> request;   // null for kResponseWithoutRequest
+  std::unique_ptr<Message> response;  // the final (non-1xx) response; null when none was seen
   uint32_t interim_responses = 0;   // 1xx responses before the final one (100 Continue, 103)
   Outcome outcome = Outcome::kComplete;
   uint64_t closed_ts_ns = 0;  // kClosedBeforeResponse: when the connection was closed

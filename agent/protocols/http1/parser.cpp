@@ -120,10 +120,10 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
           std::string_view line = syntax::StripCr(whole);
           if (state_ == State::kHeaders) {
             header_budget_ -= wire;
-            msg_.header_bytes += wire;
+            msg_->header_bytes += wire;
             OnHeaderLine(line);
           } else {
-            msg_.body_wire_bytes += wire;
+            msg_->body_wire_bytes += wire;
             if (state_ == State::kTrailers) {
               header_budget_ -= wire;
               OnTrailerLine(line);
@@ -143,8 +143,8 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
       case State::kChunkData: {
         uint64_t n = std::min<uint64_t>(in.size(), body_remaining_);
         body_remaining_ -= n;
-        msg_.body_bytes += n;
-        msg_.body_wire_bytes += n;
+        msg_->body_bytes += n;
+        msg_->body_wire_bytes += n;
         in.remove_prefix(n);
         if (body_remaining_ == 0) {
           if (state_ == State::kBodyLength) FinishMessage();
@@ -153,8 +153,8 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
         break;
       }
       case State::kBodyUntilClose:
-        msg_.body_bytes += in.size();
-        msg_.body_wire_bytes += in.size();
+        msg_->body_bytes += in.size();
+        msg_->body_wire_bytes += in.size();
         in = {};
         break;
       case State::kResync:
@@ -195,9 +195,9 @@ void MessageParser::Gap(uint64_t len, GapReason /*reason*/, const ChunkMeta& met
         uint64_t n = std::min(len, body_remaining_);
         body_remaining_ -= n;
         len -= n;
-        msg_.body_bytes += n;
-        msg_.body_wire_bytes += n;
-        msg_.body_bytes_not_captured += n;
+        msg_->body_bytes += n;
+        msg_->body_wire_bytes += n;
+        msg_->body_bytes_not_captured += n;
         if (body_remaining_ == 0) {
           if (state_ == State::kBodyLength) {
             FinishMessage();
@@ -210,9 +210,9 @@ void MessageParser::Gap(uint64_t len, GapReason /*reason*/, const ChunkMeta& met
         break;
       }
       case State::kBodyUntilClose:
-        msg_.body_bytes += len;
-        msg_.body_wire_bytes += len;
-        msg_.body_bytes_not_captured += len;
+        msg_->body_bytes += len;
+        msg_->body_wire_bytes += len;
+        msg_->body_bytes_not_captured += len;
         return;
       case State::kChunkSize:
       case State::kChunkDataEnd:
@@ -238,7 +238,7 @@ void MessageParser::Close() {
     case State::kChunkData:
     case State::kChunkDataEnd:
     case State::kTrailers:
-      msg_.truncated = true;
+      msg_->truncated = true;
       FinishMessage();
       break;
     default:
@@ -278,11 +278,12 @@ void MessageParser::Release() {
 void MessageParser::StartMessage(uint64_t first_byte_pos) {
   // A long line of an earlier message must not pin its buffer for the connection's lifetime.
   if (line_.empty() && line_.capacity() > kRetainedLineCapacity) std::string().swap(line_);
-  msg_ = Message{};
-  if (pool_) pool_->Lend(msg_);
-  msg_.kind = kind_;
-  msg_.first_chunk = meta_;
-  msg_.first_chunk.pos = first_byte_pos;
+  // The message a failure left behind is reused; one handed over is replaced.
+  if (msg_) msg_->Reset();
+  else msg_ = NewMessage(pool_);
+  msg_->kind = kind_;
+  msg_->first_chunk = meta_;
+  msg_->first_chunk.pos = first_byte_pos;
   msg_started_ = true;
   content_length_ = 0;
   has_content_length_ = content_length_invalid_ = has_transfer_encoding_ = false;
@@ -291,15 +292,15 @@ void MessageParser::StartMessage(uint64_t first_byte_pos) {
 }
 
 void MessageParser::OnStartLine(std::string_view line, size_t wire) {
-  bool ok = kind_ == MessageKind::kRequest ? syntax::ParseRequestLine(line, msg_)
-                                           : syntax::ParseStatusLine(line, msg_);
+  bool ok = kind_ == MessageKind::kRequest ? syntax::ParseRequestLine(line, *msg_)
+                                           : syntax::ParseStatusLine(line, *msg_);
   if (!ok || wire > limits_.max_header_bytes) {
     Fail(ok ? FailureReason::kHeaderTooLarge : FailureReason::kBadStartLine, ok);
     EnterResync(false);
     return;
   }
   header_budget_ = limits_.max_header_bytes - wire;
-  msg_.header_bytes = wire;
+  msg_->header_bytes = wire;
   state_ = State::kHeaders;
 }
 
@@ -317,7 +318,7 @@ void MessageParser::OnHeaderLine(std::string_view line) {
   if (h.continuation) {
     // obs-fold (RFC 9112 §5.2): replaced by SP. Before the first field it is whitespace after
     // the start line, whose lines are consumed without further processing (§2.2).
-    msg_.headers.AppendToLast(h.value);
+    msg_->headers.AppendToLast(h.value);
     return;
   }
   if (EqualsIgnoreCase(h.name, "content-length")) {
@@ -329,61 +330,61 @@ void MessageParser::OnHeaderLine(std::string_view line) {
     has_transfer_encoding_ = true;
     chunked_final_ = EqualsIgnoreCase(syntax::LastListElement(h.value), "chunked");
   } else if (EqualsIgnoreCase(h.name, "connection")) {
-    if (syntax::ListHasToken(h.value, "close")) msg_.connection_close = true;
+    if (syntax::ListHasToken(h.value, "close")) msg_->connection_close = true;
     if (syntax::ListHasToken(h.value, "keep-alive")) saw_keep_alive_ = true;
     if (syntax::ListHasToken(h.value, "upgrade")) saw_connection_upgrade_ = true;
   } else if (EqualsIgnoreCase(h.name, "upgrade")) {
     saw_upgrade_field_ = true;
   } else if (EqualsIgnoreCase(h.name, "expect")) {
-    if (syntax::ListHasToken(h.value, "100-continue")) msg_.expect_continue = true;
+    if (syntax::ListHasToken(h.value, "100-continue")) msg_->expect_continue = true;
   }
   if (limits_.stored_fields == StoredFields::kAll || IsReadField(kind_, h.name))
-    msg_.headers.Add(h.name, h.value);
+    msg_->headers.Add(h.name, h.value);
   else
-    msg_.headers.Skip();
+    msg_->headers.Skip();
 }
 
 void MessageParser::OnHeadersDone() {
-  if (msg_.version_minor == 0 && !saw_keep_alive_) msg_.connection_close = true;
-  msg_.te_and_cl = has_transfer_encoding_ && has_content_length_;
+  if (msg_->version_minor == 0 && !saw_keep_alive_) msg_->connection_close = true;
+  msg_->te_and_cl = has_transfer_encoding_ && has_content_length_;
   bool bad_framing = false;
   bool no_body = false;
   next_state_after_message_ = State::kStartLine;
   if (kind_ == MessageKind::kRequest) {
-    msg_.upgrade_requested = saw_connection_upgrade_ && saw_upgrade_field_;
+    msg_->upgrade_requested = saw_connection_upgrade_ && saw_upgrade_field_;
     // What follows an upgrade request is another protocol's if the answer is 101: held until
     // the answer tells (a client may speak the new protocol before the agent saw the 101).
-    if (msg_.upgrade_requested) next_state_after_message_ = State::kHeld;
-    if (msg_.method == "CONNECT") {
+    if (msg_->upgrade_requested) next_state_after_message_ = State::kHeld;
+    if (msg_->method == "CONNECT") {
       // CONNECT has no content; what follows belongs to the tunnel unless it is refused.
       no_body = true;
       next_state_after_message_ = State::kPaused;
     } else if (has_transfer_encoding_) {
       // A request whose final coding is not chunked cannot be framed (RFC 9112 §6.3 ¶4).
       bad_framing = !chunked_final_;
-      msg_.framing = Framing::kChunked;
+      msg_->framing = Framing::kChunked;
     } else if (has_content_length_) {
       bad_framing = content_length_invalid_;
-      msg_.framing = Framing::kContentLength;
+      msg_->framing = Framing::kContentLength;
     } else {
       no_body = true;
     }
-    if (!bad_framing) listener_.OnRequestHeaders(msg_);
+    if (!bad_framing) listener_.OnRequestHeaders(*msg_);
   } else {
     RequestContext ctx = listener_.ContextForResponse();
-    uint16_t code = msg_.status_code;
+    uint16_t code = msg_->status_code;
     if (code == 101 || (ctx.connect && code / 100 == 2)) {
       no_body = true;
       next_state_after_message_ = State::kStopped;
     } else if (ctx.head || code / 100 == 1 || code == 204 || code == 304) {
       no_body = true;
     } else if (has_transfer_encoding_) {
-      msg_.framing = chunked_final_ ? Framing::kChunked : Framing::kUntilClose;
+      msg_->framing = chunked_final_ ? Framing::kChunked : Framing::kUntilClose;
     } else if (has_content_length_) {
       bad_framing = content_length_invalid_;
-      msg_.framing = Framing::kContentLength;
+      msg_->framing = Framing::kContentLength;
     } else {
-      msg_.framing = Framing::kUntilClose;
+      msg_->framing = Framing::kUntilClose;
     }
   }
   if (bad_framing) {
@@ -393,11 +394,11 @@ void MessageParser::OnHeadersDone() {
   }
   if (state_ != State::kHeaders) return;  // a listener stopped us
   if (no_body) {
-    msg_.framing = Framing::kNone;
+    msg_->framing = Framing::kNone;
     FinishMessage();
     return;
   }
-  switch (msg_.framing) {
+  switch (msg_->framing) {
     case Framing::kContentLength:
       body_remaining_ = content_length_;
       state_ = State::kBodyLength;
@@ -439,8 +440,8 @@ void MessageParser::OnTrailerLine(std::string_view line) {
   }
   // Trailer fields: nothing in the agent reads them.
   if (limits_.stored_fields != StoredFields::kAll) return;
-  if (h.continuation) msg_.trailers.AppendToLast(h.value);
-  else msg_.trailers.Add(h.name, h.value);
+  if (h.continuation) msg_->trailers.AppendToLast(h.value);
+  else msg_->trailers.Add(h.name, h.value);
 }
 
 void MessageParser::OnResyncBytes(std::string_view& in) {
@@ -471,8 +472,8 @@ void MessageParser::OnResyncBytes(std::string_view& in) {
                                              : syntax::ParseStatusLine(start, probe);
     if (ok) {
       StartMessage(line_meta_.pos + pos);
-      msg_.first_chunk = line_meta_;
-      msg_.first_chunk.pos = line_meta_.pos + pos;
+      msg_->first_chunk = line_meta_;
+      msg_->first_chunk.pos = line_meta_.pos + pos;
       OnStartLine(start, line_.size() + 1 - pos);
     }
   }
@@ -480,7 +481,7 @@ void MessageParser::OnResyncBytes(std::string_view& in) {
 }
 
 void MessageParser::FinishMessage() {
-  msg_.last_chunk = meta_;
+  msg_->last_chunk = meta_;
   ++messages_;
   resync_skipped_ = 0;
   msg_started_ = false;
@@ -491,8 +492,8 @@ void MessageParser::FinishMessage() {
 }
 
 void MessageParser::FinishTruncated(FailureReason reason) {
-  msg_.truncated = true;
-  msg_.last_chunk = meta_;
+  msg_->truncated = true;
+  msg_->last_chunk = meta_;
   msg_started_ = false;
   EnterResync(false);
   listener_.OnFailure(reason, false);
@@ -512,7 +513,7 @@ void MessageParser::EnterResync(bool keep_line) {
   next_state_after_message_ = State::kStartLine;
   if (!keep_line) line_.clear();
   line_meta_ = meta_;
-  if (keep_line) line_meta_.pos = msg_.first_chunk.pos;  // the kept line is the start line begun
+  if (keep_line) line_meta_.pos = msg_->first_chunk.pos;  // the kept line is the start line begun
 }
 
 void MessageParser::CountSkipped(uint64_t n) {

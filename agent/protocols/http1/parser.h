@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -63,7 +64,8 @@ class MessageParser {
     // A request's header block is complete (its body may follow). The Message is still
     // being filled; it is handed over by OnMessage.
     virtual void OnRequestHeaders(const Message&) {}
-    virtual void OnMessage(Message&&) = 0;
+    // Never null. (By pointer: see MessagePool.)
+    virtual void OnMessage(std::unique_ptr<Message>) = 0;
     // `message_lost`: a message was there but is gone (its request/response slot must still
     // be accounted for when pairing). False for garbage that never looked like a message.
     virtual void OnFailure(FailureReason, bool message_lost) = 0;
@@ -155,7 +157,9 @@ class MessageParser {
   ChunkMeta meta_;    // of the chunk (or gap) being processed
   const char* chunk_begin_ = nullptr;  // first byte of the chunk being fed (positions)
   ChunkMeta line_meta_;  // of the chunk where the resync line began, pos: the line's first byte
-  Message msg_;
+  // The message being parsed: from the pool at its start line, handed over whole at its end
+  // (null in between: an idle connection holds no Message).
+  std::unique_ptr<Message> msg_;
   bool msg_started_ = false;
 
   // Framing fields, read from every header (stored or not).

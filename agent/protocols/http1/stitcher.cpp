@@ -214,10 +214,11 @@ void Http1Connection::OnRequestHeaders(const Message& m) {
   }
 }
 
-void Http1Connection::OnRequest(Message&& m) {
+void Http1Connection::OnRequest(std::unique_ptr<Message> m) {
   consecutive_failures_ = 0;
   if (dropping_request_) {
     dropping_request_ = false;
+    if (pool_) pool_->Give(std::move(m));
     return;
   }
   for (auto it = pending_.rbegin(); it != pending_.rend(); ++it) {
@@ -253,36 +254,39 @@ RequestContext Http1Connection::ContextForResponse() const {
   return {};
 }
 
-void Http1Connection::OnResponse(Message&& m) {
+void Http1Connection::OnResponse(std::unique_ptr<Message> m) {
   consecutive_failures_ = 0;
   Pending* p = Unanswered();
-  bool switching = m.status_code == 101 ||
-                   (p != nullptr && p->context.connect && m.status_code / 100 == 2);
-  if (m.is_interim() && m.status_code != 101) {
+  const uint16_t status = m->status_code;
+  bool switching = status == 101 || (p != nullptr && p->context.connect && status / 100 == 2);
+  if (m->is_interim() && status != 101) {
     if (p != nullptr) ++p->interim;
+    if (pool_) pool_->Give(std::move(m));
     return;
   }
   if (p == nullptr && pending_.size() - finished_ >= limits_.max_pending_requests) {
     // Answers nothing, behind a request still arriving (its body, say): only so many wait.
     CountFailure(FailureReason::kTooManyPipelined);
+    if (pool_) pool_->Give(std::move(m));
   } else if (p == nullptr) {
     // Answers nothing we know of: a finished entry of its own, delivered in order.
     Pending& lone = pending_.emplace_back();
     lone.kind = Pending::Kind::kLost;
     lone.answered = true;
-    lone.outcome = m.status_code == 101 ? Outcome::kUpgraded : Outcome::kResponseWithoutRequest;
+    lone.outcome = status == 101 ? Outcome::kUpgraded : Outcome::kResponseWithoutRequest;
     lone.response = std::move(m);
   } else if (p->kind == Pending::Kind::kDropped) {
     ++p->answers;
+    if (pool_) pool_->Give(std::move(m));
   } else {
     p->answered = true;
     // The answer to an upgrade request ends the hold: replayed as HTTP/1 unless switching.
-    if (p->asks_upgrade && m.status_code != 101) release_held_ = true;
+    if (p->asks_upgrade && status != 101) release_held_ = true;
     if (p->kind == Pending::Kind::kLost) {
       p->outcome = Outcome::kResponseWithoutRequest;
-    } else if (m.status_code == 101) {
+    } else if (status == 101) {
       p->outcome = Outcome::kUpgraded;
-      if (p->request) HandOver(*p, m);
+      if (p->request) HandOver(*p, *m);
     } else if (p->context.connect) {
       p->outcome = switching ? Outcome::kTunnel : Outcome::kComplete;
       if (!switching) request_parser_.Resume();  // refused: requests may follow
@@ -379,8 +383,8 @@ void Http1Connection::Deliver(Output& out) {
     // Dropped requests, a lost request whose response was never seen, a request cut short
     // before its header block ended, a request the new protocol answers: nothing to report.
     const bool reportable = p.handed_over                     ? false
-                            : p.kind == Pending::Kind::kRequest ? p.request.has_value()
-                            : p.kind == Pending::Kind::kLost  ? p.response.has_value()
+                            : p.kind == Pending::Kind::kRequest ? p.request != nullptr
+                            : p.kind == Pending::Kind::kLost  ? p.response != nullptr
                                                               : false;
     if (reportable) {
       Exchange e;
@@ -394,8 +398,8 @@ void Http1Connection::Deliver(Output& out) {
       // What the output left in (or moved back to) the Exchange is done with: its buffers
       // serve the next messages.
       if (pool_) {
-        if (e.request) pool_->Give(std::move(*e.request));
-        if (e.response) pool_->Give(std::move(*e.response));
+        pool_->Give(std::move(e.request));
+        pool_->Give(std::move(e.response));
       }
     }
     pending_.pop_front();

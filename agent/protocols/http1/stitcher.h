@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -64,8 +65,8 @@ struct HeldChunk {
 
 // The connection switched, by a 101, to a protocol another parser takes over.
 struct Switch {
-  std::string token;               // the 101's Upgrade token, as listed in switch_tokens
-  std::optional<Message> request;  // the request that asked: the new protocol answers it
+  std::string token;                 // the 101's Upgrade token, as listed in switch_tokens
+  std::unique_ptr<Message> request;  // the request that asked: the new protocol answers it
   // The response-direction stream position where the new protocol's bytes start (the rest of
   // the chunk that carried the 101, or the next chunk).
   uint64_t response_resume_pos = 0;
@@ -129,9 +130,9 @@ class Http1Connection {
  private:
   struct Pending {
     enum class Kind : uint8_t { kRequest, kLost, kDropped } kind = Kind::kRequest;
-    RequestContext context;           // kRequest: known from its header block
-    std::optional<Message> request;   // kRequest: set when the whole request was parsed
-    std::optional<Message> response;  // the final response
+    RequestContext context;             // kRequest: known from its header block
+    std::unique_ptr<Message> request;   // kRequest: set when the whole request was parsed
+    std::unique_ptr<Message> response;  // the final response
     bool answered = false;            // a final response (or a lost one) was assigned
     uint32_t interim = 0;
     uint32_t dropped = 0;   // kDropped: requests folded into this entry
@@ -146,7 +147,7 @@ class Http1Connection {
    public:
     explicit RequestSide(Http1Connection& c) : c_(c) {}
     void OnRequestHeaders(const Message& m) override { c_.OnRequestHeaders(m); }
-    void OnMessage(Message&& m) override { c_.OnRequest(std::move(m)); }
+    void OnMessage(std::unique_ptr<Message> m) override { c_.OnRequest(std::move(m)); }
     void OnFailure(FailureReason r, bool lost) override { c_.OnRequestFailure(r, lost); }
 
    private:
@@ -156,7 +157,7 @@ class Http1Connection {
    public:
     explicit ResponseSide(Http1Connection& c) : c_(c) {}
     RequestContext ContextForResponse() override { return c_.ContextForResponse(); }
-    void OnMessage(Message&& m) override { c_.OnResponse(std::move(m)); }
+    void OnMessage(std::unique_ptr<Message> m) override { c_.OnResponse(std::move(m)); }
     void OnFailure(FailureReason r, bool lost) override { c_.OnResponseFailure(r, lost); }
 
    private:
@@ -164,10 +165,10 @@ class Http1Connection {
   };
 
   void OnRequestHeaders(const Message& m);
-  void OnRequest(Message&& m);
+  void OnRequest(std::unique_ptr<Message> m);
   void OnRequestFailure(FailureReason r, bool lost);
   RequestContext ContextForResponse() const;
-  void OnResponse(Message&& m);
+  void OnResponse(std::unique_ptr<Message> m);
   void OnResponseFailure(FailureReason r, bool lost);
 
   MessageParser* ParserFor(Direction dir, std::span<const uint8_t> first_bytes);
