@@ -226,7 +226,7 @@ class ForwardedRule final : public ParentRule {
     Slots& s = proc->second;
     for (size_t i = 0; i < s.live;) {
       if (pred(s.items[i])) {
-        // Not with itself: swapping a Candidate moves its six strings three times (~350
+        // Not with itself: swapping a Candidate moves its six strings three times (~500
         // instructions), and the ended request is the last live one whenever it was the only one.
         if (i != s.live - 1) std::swap(s.items[i], s.items[s.live - 1]);
         --s.live;

@@ -32,7 +32,7 @@ char* PutLength(size_t n, char* p) {
 }
 
 // Keys and most values are 4-32 bytes: copied with overlapping word moves instead of a call to
-// memcpy each (three calls per attribute were ~40% of packing, callgrind).
+// memcpy each (three calls per attribute, ~60 per HTTP span).
 char* Put(std::string_view v, char* p) {
   const size_t n = v.size();
   const char* s = v.data();
