@@ -79,6 +79,25 @@ bool Contains(const std::array<std::string_view, N>& set, std::string_view s) {
   return std::find(set.begin(), set.end(), s) != set.end();
 }
 
+// For each first letter, the lengths of the sensitive query keys that start with it (bit n:
+// length n): most keys of a query ("page", "id", "sort") are ruled out by one test instead of
+// 28 comparisons, for every query parameter of every span.
+constexpr std::array<uint32_t, 26> kSensitiveQueryKeyLengths = [] {
+  std::array<uint32_t, 26> m{};
+  for (std::string_view k : kSensitiveQueryKeys) m[static_cast<size_t>(k[0] - 'a')] |= 1u << k.size();
+  return m;
+}();
+
+// `normalized` (see NormalizeKey) is one of kSensitiveQueryKeys.
+bool IsSensitiveNormalizedQueryKey(std::string_view normalized) {
+  static_assert(std::all_of(kSensitiveQueryKeys.begin(), kSensitiveQueryKeys.end(), [](std::string_view k) {
+    return !k.empty() && k.size() < 32 && k[0] >= 'a' && k[0] <= 'z';
+  }));
+  if (normalized.empty() || normalized.size() >= 32 || normalized[0] < 'a' || normalized[0] > 'z') return false;
+  if (!(kSensitiveQueryKeyLengths[static_cast<size_t>(normalized[0] - 'a')] >> normalized.size() & 1u)) return false;
+  return Contains(kSensitiveQueryKeys, normalized);
+}
+
 std::string RedactQueryPart(std::string_view part, const RedactionOptions& options) {
   size_t eq = part.find('=');
   if (eq == std::string_view::npos || eq + 1 == part.size() ||
@@ -111,7 +130,7 @@ bool IsSensitiveQueryKey(std::string_view key, const RedactionOptions& options) 
     if (open != std::string_view::npos) name = name.substr(open + 1, name.size() - open - 2);
   }
   std::string normalized = NormalizeKey(name);
-  if (Contains(kSensitiveQueryKeys, normalized)) return true;
+  if (IsSensitiveNormalizedQueryKey(normalized)) return true;
   return std::any_of(options.extra_query_keys.begin(), options.extra_query_keys.end(),
                      [&](const std::string& k) { return NormalizeKey(k) == normalized; });
 }

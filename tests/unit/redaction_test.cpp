@@ -44,6 +44,19 @@ TEST(RedactQuery, Table) {
   for (const auto& [in, out] : cases) EXPECT_EQ(RedactQuery(in), out) << in;
 }
 
+// Every key of the list (redaction.cpp's kSensitiveQueryKeys, filtered by first letter and
+// length before it is searched), and words of the same first letter and length that are not.
+TEST(RedactQuery, EveryListedKeyAndItsNeighbours) {
+  for (const char* k : {"awsaccesskeyid", "signature", "sig", "xgoogsignature", "xgoogcredential",
+                        "xamzsignature", "xamzcredential", "xamzsecuritytoken", "token", "accesstoken",
+                        "idtoken", "refreshtoken", "apikey", "key", "password", "passwd", "pwd", "secret",
+                        "clientsecret", "auth", "session", "sessionid", "jwt", "code", "privatekey",
+                        "credential", "credentials", "authorization"})
+    EXPECT_TRUE(IsSensitiveQueryKey(k)) << k;
+  for (const char* k : {"tokenz", "sag", "kez", "pxd", "passwx", "authz", "cod", "sessio", "", "1token", "_"})
+    EXPECT_FALSE(IsSensitiveQueryKey(k)) << k;
+}
+
 TEST(RedactQuery, ExtraKeys) {
   RedactionOptions opts;
   opts.extra_query_keys = {"ssn", "Card-Number"};
