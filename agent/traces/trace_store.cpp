@@ -66,7 +66,9 @@ TraceStore::TraceStore(TraceStoreOptions options, MetricsRegistry& metrics, NowF
       completed_bytes_gauge_(metrics.GetGauge("threadline_trace_store_bytes", {{"state", "complete"}})),
       completed_spans_gauge_(metrics.GetGauge("threadline_trace_store_spans", {{"state", "complete"}},
                                               "Spans held by the trace store, in open or complete traces")),
-      open_spans_gauge_(metrics.GetGauge("threadline_trace_store_spans", {{"state", "open"}})) {
+      open_spans_gauge_(metrics.GetGauge("threadline_trace_store_spans", {{"state", "open"}})),
+      // Outside the byte bound: memory of evicted traces kept to build the next ones (Recycle).
+      spare_bytes_gauge_(metrics.GetGauge("threadline_trace_store_bytes", {{"state", "spare"}})) {
   if (options_.max_traces == 0) options_.max_traces = 1;
 }
 
@@ -351,6 +353,7 @@ void TraceStore::PublishGauges() {
   open_traces_gauge_.Set(static_cast<int64_t>(open_count_));
   open_bytes_gauge_.Set(static_cast<int64_t>(open_bytes_));
   open_spans_gauge_.Set(static_cast<int64_t>(open_spans_));
+  spare_bytes_gauge_.Set(static_cast<int64_t>(spare_bytes_));
 }
 
 TraceStore::Snapshot TraceStore::Take() const {

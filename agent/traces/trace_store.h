@@ -212,6 +212,7 @@ class TraceStore {
   Gauge& completed_bytes_gauge_;
   Gauge& completed_spans_gauge_;
   Gauge& open_spans_gauge_;
+  Gauge& spare_bytes_gauge_;  // evicted traces' memory kept for reuse (<= max_bytes / 8)
 };
 
 // The tee in the span pipeline: every span goes to the store and on to `next` unchanged.

@@ -306,6 +306,10 @@ TEST(TraceStoreTest, EvictedTracesAreReusedOnlyWhenNobodyHoldsThem) {
   add(2, "GET /second/trace/evicted/and/reused", true);
   for (uint32_t i = 3; i <= 20; ++i) add(i, "GET /items/" + std::to_string(i) + "/of/many/more", false);
   EXPECT_EQ(f.Counter("threadline_trace_store_traces_evicted_total"), 18u);
+  // What it keeps for reuse is on /metrics, outside the byte bound and within an eighth of it.
+  const int64_t spare = f.Gauge("threadline_trace_store_bytes", {{"state", "spare"}});
+  EXPECT_GT(spare, 0);
+  EXPECT_LE(spare, static_cast<int64_t>(TraceStoreOptions{}.max_bytes / 8));
 
   // The held trace is as it was published.
   ASSERT_EQ(held->trace_id, Trace(1));
