@@ -103,6 +103,10 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
       case State::kTrailers:
       case State::kChunkSize:
       case State::kChunkDataEnd: {
+        if (state_ == State::kHeaders && line_.empty()) {
+          ReadWholeHeaderLines(in);
+          if (state_ != State::kHeaders || in.empty()) break;
+        }
         size_t limit = state_ == State::kChunkSize      ? limits_.max_chunk_line
                        : state_ == State::kChunkDataEnd ? 2
                                                         : header_budget_;
@@ -163,6 +167,21 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
     }
   }
   if (state_ == State::kHeld || state_ == State::kStopped) NoteSwitchPos(in);
+}
+
+void MessageParser::ReadWholeHeaderLines(std::string_view& in) {
+  // What the general path does for a line whole in the chunk (ConsumeLine's view of `in`),
+  // without going back through the state switch and the limit choice for every line. A line
+  // not whole here, or over the budget, is left to the general path (which reports overflow).
+  while (state_ == State::kHeaders && !in.empty()) {
+    const size_t nl = in.find('\n');
+    if (nl == std::string_view::npos || nl + 1 > header_budget_) return;
+    const std::string_view line = syntax::StripCr(in.substr(0, nl));
+    in.remove_prefix(nl + 1);
+    header_budget_ -= nl + 1;
+    msg_->header_bytes += nl + 1;
+    OnHeaderLine(line);
+  }
 }
 
 void MessageParser::NoteSwitchPos(std::string_view rest) {

@@ -128,6 +128,8 @@ class MessageParser {
   std::string_view ConsumeLine(std::string_view& in, size_t limit, bool& complete, bool& overflow);
   void OnStartLine(std::string_view line, size_t wire_bytes);
   void OnHeaderLine(std::string_view line);
+  // kHeaders with nothing buffered: reads the header lines whole in `in`, one after another.
+  void ReadWholeHeaderLines(std::string_view& in);
   void OnHeadersDone();
   void OnChunkSizeLine(std::string_view line);
   void OnTrailerLine(std::string_view line);
