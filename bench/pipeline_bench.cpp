@@ -226,8 +226,13 @@ class ProtobufSink : public SpanSink {
     SpanBuffers& buffers = SpanBuffers::Local();
     for (Span& span : batch_) buffers.Give(span);
     batch_.clear();
+    Encoded(wire_);
   }
   uint64_t bytes_out() const { return bytes_out_; }
+
+ protected:
+  // Each batch's bytes, once encoded (HttpExportSink sends them).
+  virtual void Encoded(const ByteBuffer& /*wire*/) {}
 
  private:
   size_t max_batch_;
@@ -329,10 +334,9 @@ class DiscardingReceiver {
 // ProtobufSink's batches sent as the agent's exporter sends them (the OTLP/HTTP transport, i.e.
 // curl) into a DiscardingReceiver, on the pipeline's thread: the transport's CPU (user and
 // system, which on loopback includes the kernel's delivery of the segments) is counted apart.
-class HttpExportSink : public SpanSink {
+class HttpExportSink : public ProtobufSink {
  public:
-  HttpExportSink(size_t max_batch, int receiver_cpu) : max_batch_(max_batch), receiver_(receiver_cpu) {
-    batch_.reserve(max_batch);
+  HttpExportSink(size_t max_batch, int receiver_cpu) : ProtobufSink(max_batch), receiver_(receiver_cpu) {
     OtlpExporterConfig config;
     config.protocol = OtlpProtocol::kHttpProtobuf;
     config.endpoint = "http://127.0.0.1:" + std::to_string(receiver_.port()) + "/v1/traces";
@@ -343,21 +347,13 @@ class HttpExportSink : public SpanSink {
     }
     transport_ = std::move(transport).value();
   }
-  void OnSpan(Span span) override {
-    batch_.push_back(std::move(span));
-    if (batch_.size() >= max_batch_) Flush();
-  }
-  void Flush() override {
-    if (batch_.empty()) return;
-    wire_.clear();
-    AppendOtlpProtobuf(batch_, wire_);
-    bytes_out_ += wire_.size();
-    // As the agent's exporter does (BatchSpanExporter::CollectSpent).
-    SpanBuffers& buffers = SpanBuffers::Local();
-    for (Span& span : batch_) buffers.Give(span);
-    batch_.clear();
+  uint64_t send_cpu_ns() const { return send_cpu_ns_; }
+  uint64_t requests() const { return requests_; }
+
+ protected:
+  void Encoded(const ByteBuffer& wire) override {
     const uint64_t t0 = ThreadCpuNs();
-    const ExportResult r = transport_->Send(wire_.view(), std::chrono::steady_clock::now() + std::chrono::seconds(10));
+    const ExportResult r = transport_->Send(wire.view(), std::chrono::steady_clock::now() + std::chrono::seconds(10));
     send_cpu_ns_ += ThreadCpuNs() - t0;
     ++requests_;
     if (!r.ok) {
@@ -365,9 +361,6 @@ class HttpExportSink : public SpanSink {
       std::exit(1);
     }
   }
-  uint64_t bytes_out() const { return bytes_out_; }
-  uint64_t send_cpu_ns() const { return send_cpu_ns_; }
-  uint64_t requests() const { return requests_; }
 
  private:
   static uint64_t ThreadCpuNs() {
@@ -376,12 +369,8 @@ class HttpExportSink : public SpanSink {
     return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
   }
 
-  size_t max_batch_;
   DiscardingReceiver receiver_;
   std::unique_ptr<OtlpTransport> transport_;
-  std::vector<Span> batch_;
-  ByteBuffer wire_;
-  uint64_t bytes_out_ = 0;
   uint64_t send_cpu_ns_ = 0;
   uint64_t requests_ = 0;
 };
@@ -418,6 +407,7 @@ struct Pipeline {
     } else if (encoding == Encoding::kHttp) {
       auto http = std::make_unique<HttpExportSink>(JsonLinesSink::kDefaultMaxBatchSpans, g_receiver_cpu);
       http_export = http.get();
+      protobuf = http.get();  // it encodes as ProtobufSink does, then sends
       sink = std::move(http);
     } else if (encoding == Encoding::kOtlpDown) {
       // The agent's exporter with its defaults (queue 2048 spans, batches of 512, retries for
@@ -611,6 +601,10 @@ ThroughputResult RunThroughput(Workload workload, Encoding encoding, size_t conn
   ThroughputResult res;
   res.encoding = encoding;
   const uint64_t spans_before = p.Spans();
+  // The sinks' counters include the warm-up: only the timed rounds count.
+  const uint64_t bytes_before = p.protobuf ? p.protobuf->bytes_out() : 0;
+  const uint64_t send_ns_before = p.http_export ? p.http_export->send_cpu_ns() : 0;
+  const uint64_t requests_before = p.http_export ? p.http_export->requests() : 0;
   const AllocStats a0 = CurrentAllocStats();
   std::chrono::nanoseconds busy{0};
   for (uint64_t i = 0; i < rounds; ++i, ++r) {
@@ -635,11 +629,10 @@ ThroughputResult RunThroughput(Workload workload, Encoding encoding, size_t conn
   res.seconds = std::chrono::duration<double>(busy).count();
   res.alloc = AllocStats{a1.allocations - a0.allocations, a1.bytes - a0.bytes,
                          a1.live_bytes - a0.live_bytes};
-  if (p.protobuf) res.bytes_out = p.protobuf->bytes_out();  // JSON lines go to /dev/null uncounted
+  if (p.protobuf) res.bytes_out = p.protobuf->bytes_out() - bytes_before;  // JSON lines go to /dev/null uncounted
   if (p.http_export) {
-    res.bytes_out = p.http_export->bytes_out();
-    res.send_cpu_ns = p.http_export->send_cpu_ns();
-    res.requests = p.http_export->requests();
+    res.send_cpu_ns = p.http_export->send_cpu_ns() - send_ns_before;
+    res.requests = p.http_export->requests() - requests_before;
   }
   return res;
 }

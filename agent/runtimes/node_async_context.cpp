@@ -94,47 +94,28 @@ bool CatchesSigusr1(const std::string& proc) {
   return false;
 }
 
-// Inodes of the sockets listening on `port` in the process's network namespace.
-std::vector<uint64_t> ListenersOn(const std::string& proc, uint16_t port) {
-  constexpr uint8_t kTcpListen = 10;
+// Inodes of the TCP sockets in the process's network namespace that `keep` selects.
+template <typename Keep>
+std::vector<uint64_t> TcpSocketInodes(const std::string& proc, Keep keep) {
   std::vector<uint64_t> out;
   for (auto [table, family] : {std::pair{"/net/tcp", AF_INET}, std::pair{"/net/tcp6", AF_INET6}}) {
     auto text = discovery::ReadProcFile(proc + table);
     if (!text.ok()) continue;
     for (const TcpSocketEntry& e : discovery::ParseProcNetTcp(*text, static_cast<uint16_t>(family)))
-      if (e.state == kTcpListen && e.tuple.local_port == port) out.push_back(e.inode);
+      if (e.inode != 0 && keep(e)) out.push_back(e.inode);
   }
   return out;
 }
 
-// Is one of these sockets the process's own?
-bool OwnsSocket(const std::string& proc, const std::vector<uint64_t>& inodes) {
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(proc + "/fd", ec)) {
-    auto target = discovery::ReadLink(entry.path().string());
-    auto inode = target.ok() ? discovery::ParseBracketedInode(*target, "socket") : std::nullopt;
-    if (inode && std::find(inodes.begin(), inodes.end(), *inode) != inodes.end()) return true;
-  }
-  return false;
+// Inodes of the sockets listening on `port` in the process's network namespace.
+std::vector<uint64_t> ListenersOn(const std::string& proc, uint16_t port) {
+  constexpr uint8_t kTcpListen = 10;
+  return TcpSocketInodes(proc, [&](const TcpSocketEntry& e) { return e.state == kTcpListen && e.tuple.local_port == port; });
 }
 
-// The Node process's end of the agent's inspector session: the socket on `inspector_port` whose
-// peer is the agent's `session_port`, as its fd number and what /proc/<pid>/fd/<fd> reads
-// ("socket:[inode]"); {-1, ""} when it cannot be found. The helper waits for that socket to close
-// before it closes the inspector (node_helper_js.h says why). Looked up here, by the agent, so
-// that the application's main thread never scans its network namespace's socket table.
-std::pair<int, std::string> SessionSocket(const std::string& proc, uint16_t inspector_port,
-                                          uint16_t session_port) {
-  constexpr uint8_t kTcpEstablished = 1;
-  std::vector<uint64_t> inodes;
-  for (auto [table, family] : {std::pair{"/net/tcp", AF_INET}, std::pair{"/net/tcp6", AF_INET6}}) {
-    auto text = discovery::ReadProcFile(proc + table);
-    if (!text.ok()) continue;
-    for (const TcpSocketEntry& e : discovery::ParseProcNetTcp(*text, static_cast<uint16_t>(family)))
-      if (e.state == kTcpEstablished && e.tuple.local_port == inspector_port &&
-          e.tuple.remote_port == session_port && e.inode != 0)
-        inodes.push_back(e.inode);
-  }
+// The process's fd for one of these sockets and what /proc/<pid>/fd/<fd> reads
+// ("socket:[inode]"); {-1, ""} when it holds none of them.
+std::pair<int, std::string> FdOfSocket(const std::string& proc, const std::vector<uint64_t>& inodes) {
   if (inodes.empty()) return {-1, ""};
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(proc + "/fd", ec)) {
@@ -146,6 +127,24 @@ std::pair<int, std::string> SessionSocket(const std::string& proc, uint16_t insp
     return {std::atoi(name.c_str()), *target};
   }
   return {-1, ""};
+}
+
+// Is one of these sockets the process's own?
+bool OwnsSocket(const std::string& proc, const std::vector<uint64_t>& inodes) {
+  return FdOfSocket(proc, inodes).first >= 0;
+}
+
+// The Node process's end of the agent's inspector session: the socket on `inspector_port` whose
+// peer is the agent's `session_port`. The helper waits for that socket to close before it closes
+// the inspector (node_helper_js.h says why). Looked up here, by the agent, so that the
+// application's main thread never scans its network namespace's socket table.
+std::pair<int, std::string> SessionSocket(const std::string& proc, uint16_t inspector_port,
+                                          uint16_t session_port) {
+  constexpr uint8_t kTcpEstablished = 1;
+  return FdOfSocket(proc, TcpSocketInodes(proc, [&](const TcpSocketEntry& e) {
+                      return e.state == kTcpEstablished && e.tuple.local_port == inspector_port &&
+                             e.tuple.remote_port == session_port;
+                    }));
 }
 
 // While alive after Enter, the calling thread is in another network namespace; back home at the
