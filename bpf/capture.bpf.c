@@ -31,6 +31,7 @@
 #include "capture/ctx.bpf.h"
 #include "capture/shed.bpf.h"
 #include "capture/conn.bpf.h"
+#include "capture/shed_turn.bpf.h"
 #include "capture/trace_ctx.bpf.h"
 #include "capture/tcp_option.bpf.h"
 #include "capture/data.bpf.h"

@@ -435,9 +435,11 @@ void Agent::StartCpuBudget() {
   last_bpf_ns_ = capture_->ProgramRunTimeNs();
   last_ring_drops_ = 0;
   metrics_.GetGauge("threadline_load_shed_permille", {},
-                    "Share of new connections the kernel does not capture (CPU budget / ring full), in 1/1000");
+                    "Share of connections the kernel does not capture (CPU budget / ring full), in 1/1000: "
+                    "new ones when they open, established ones at their next request boundary");
   spdlog::info("cpu budget: {:.3g} cores, measured as the agent's user+system time{}; over it or when the "
-               "ring buffer fills, a hashed share of new connections is not captured",
+               "ring buffer fills, a hashed share of connections is not captured (new ones when they open, "
+               "established ones from their next request)",
                settings.budget_cores,
                BpfRunTimeStatsEnabled() ? " plus its BPF programs' run time (kernel.bpf_stats_enabled=1)"
                                         : " (BPF program time not counted: kernel.bpf_stats_enabled=0)");
@@ -468,7 +470,7 @@ void Agent::CpuBudgetTick(uint64_t now) {
                         "Changes of the shed fraction under the CPU budget")
         .Add();
     char note[64];
-    std::snprintf(note, sizeof(note), "shedding %.1f%% of new connections", f * 100);
+    std::snprintf(note, sizeof(note), "shedding %.1f%% of connections", f * 100);
     health_.SetNote(f > 0 ? std::string(note) + " (cpu budget)" : "");
     if (f > before)
       spdlog::warn("cpu budget: {} (was {:.1f}%): {}", note, before * 100, cpu_budget_->reason());
@@ -476,6 +478,19 @@ void Agent::CpuBudgetTick(uint64_t now) {
       spdlog::info("cpu budget: {} (was {:.1f}%): {}", note, before * 100, cpu_budget_->reason());
   }
   PublishShedCounts();
+}
+
+// Established connections are shed and resumed by the kernel at their own request boundaries
+// (bpf/capture/shed_turn.bpf.h), one by one after each change of the fraction: one line per
+// tick in which that happened says how many, never a line per connection.
+void Agent::LogShedTurns(const tl_shed_counts& shed) {
+  const uint64_t established = shed.established - logged_shed_.established;
+  const uint64_t resumed = shed.resumed - logged_shed_.resumed;
+  if (established == 0 && resumed == 0) return;
+  spdlog::info("cpu budget: at a request boundary, {} established connection(s) shed and {} resumed "
+               "(so far {} shed, {} resumed; {} requests and {} bytes not captured)",
+               established, resumed, shed.established, shed.resumed, shed.requests, shed.bytes);
+  logged_shed_ = shed;
 }
 
 void Agent::PublishShedCounts() {
@@ -486,6 +501,16 @@ void Agent::PublishShedCounts() {
   metrics_.GetGauge("threadline_load_shed_bytes_total", {},
                     "Bytes shed connections moved, not captured (counted when each is closed)")
       .Set(static_cast<int64_t>(shed.bytes));
+  metrics_.GetGauge("threadline_load_shed_established_total", {},
+                    "Established connections the kernel stopped capturing at a request boundary")
+      .Set(static_cast<int64_t>(shed.established));
+  metrics_.GetGauge("threadline_load_shed_resumed_total", {},
+                    "Shed connections captured again at a request boundary (met mid-life, a new generation)")
+      .Set(static_cast<int64_t>(shed.resumed));
+  metrics_.GetGauge("threadline_load_shed_requests_total", {},
+                    "Requests on shed connections of known role, not captured (one per request boundary)")
+      .Set(static_cast<int64_t>(shed.requests));
+  if (cpu_budget_) LogShedTurns(shed);
 }
 
 TraceStoreOptions Agent::TraceStoreOptionsFrom(const AgentOptions& options) {

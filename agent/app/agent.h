@@ -81,6 +81,7 @@ class Agent : public EventSink {
   void StartCpuBudget();
   void CpuBudgetTick(uint64_t now);
   void PublishShedCounts();
+  void LogShedTurns(const tl_shed_counts& shed);
   // Traceparent injection: load, canary, switch on (or say loudly why not). Never fatal.
   void StartInjection(struct CapabilityReport& caps);
   void PublishInjectStats();
@@ -154,6 +155,7 @@ class Agent : public EventSink {
   double last_cpu_s_ = 0;       // ProcessCpuSeconds() at last_budget_ns_
   uint64_t last_bpf_ns_ = 0;    // CaptureProgram::ProgramRunTimeNs() at last_budget_ns_
   uint64_t last_ring_drops_ = 0;
+  tl_shed_counts logged_shed_{};  // as of the last LogShedTurns line
   mutable std::mutex caps_json_mu_;
   std::string caps_json_;
 };

@@ -4,8 +4,10 @@
 // Once a second the agent measures the CPU it used (CpuUsageMeter: its own user + system time,
 // plus the time the kernel spent in its BPF programs when kernel.bpf_stats_enabled is on) and
 // whether the ring buffer dropped events, and asks the controller for the shed fraction: the
-// share of NEW connections the kernel does not capture (bpf/capture/shed.bpf.h; by connection,
-// so every connection is traced whole or not at all).
+// share of connections the kernel does not capture, by a hash of the connection: new ones when
+// they are first seen (bpf/capture/shed.bpf.h), established ones of known role at their next
+// request boundary, where they are ended for userspace, and resumed at a later boundary once
+// the fraction falls (bpf/capture/shed_turn.bpf.h). Never in the middle of an exchange.
 //
 // The rule, with hysteresis so it does not flap:
 //   - events dropped (the ring was full): data is being lost at random right now, so shed more
@@ -49,7 +51,7 @@ class CpuBudgetController {
   // One tick. Returns true when the shed fraction changed; reason() then says why (one line).
   bool Tick(const CpuBudgetSample& sample);
 
-  double fraction() const { return fraction_; }  // of new connections shed, [0, 1]
+  double fraction() const { return fraction_; }  // of connections shed, [0, 1]
   const std::string& reason() const { return reason_; }
   const CpuBudgetSettings& settings() const { return s_; }
 

@@ -81,7 +81,8 @@ struct AgentOptions {
   uint32_t ring_buffer_mb = 16;              // [limits.ring_buffer_mb]
   uint32_t max_connections = 65536;          // [limits.max_connections]
   // CPU the agent may use, in cores (0.5 = half of one core); over it (or when the ring fills)
-  // the kernel sheds a share of new connections (agent/app/cpu_budget.h). 0: no budget.
+  // the kernel sheds a share of connections, at their request boundaries (agent/app/cpu_budget.h).
+  // 0: no budget.
   double cpu_budget_cores = 0.5;             // [limits.cpu_budget]
   // OTLP [exporters.otlp.*]; the standard OTEL_EXPORTER_OTLP_* variables are their environment
   // source. endpoint is a base URL (http/protobuf appends v1/traces); traces_endpoint is used as

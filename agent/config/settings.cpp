@@ -377,8 +377,9 @@ std::vector<Setting> BuildSettings() {
     Setting s{"limits.cpu_budget", "--cpu-budget", {}, false,
               "CPU the agent may use, in cores (0.5: half of one core; its own user+system time, plus its "
               "BPF programs' run time when kernel.bpf_stats_enabled=1). Over it, or when the ring buffer "
-              "fills, the kernel stops capturing a hashed share of NEW connections (each traced whole or "
-              "not at all) until the load falls; 0 or off: no budget (docs/performance.md)",
+              "fills, the kernel stops capturing a hashed share of connections (new ones when they open, "
+              "established ones at a request boundary; never mid-exchange) until the load falls; 0 or off: "
+              "no budget (docs/performance.md)",
               {}, {}};
     s.set = [](AgentOptions& o, const std::vector<std::string>& v) -> Status {
       if (AsciiLower(Trim(v.at(0))) == "off") {

@@ -99,7 +99,7 @@ ConnectionTable::ConnectionTable(const ConnectionTableConfig& config, StreamCons
                                              {{"source", std::string(ToString(s))}});
   }
   for (CloseReason r : {CloseReason::kSyscall, CloseReason::kFdReplaced,
-                        CloseReason::kProcessExit, CloseReason::kEvicted}) {
+                        CloseReason::kProcessExit, CloseReason::kEvicted, CloseReason::kShed}) {
     closed_[static_cast<size_t>(r)] = &Named(metrics, "closed", "Connections closed",
                                              {{"reason", std::string(ToString(r))}});
   }

@@ -151,7 +151,7 @@ class ConnectionTable : public EventSink {
 
   // Indexed by the enum's value.
   std::array<Counter*, 4> opened_{};
-  std::array<Counter*, 5> closed_{};
+  std::array<Counter*, 6> closed_{};
   std::array<Counter*, 3> gap_bytes_{};
   std::array<Counter*, kHoldLimitCount> hold_limit_hits_{};
   Counter& evicted_lru_;

@@ -86,6 +86,7 @@ std::string_view ToString(CloseReason r) {
     case CloseReason::kFdReplaced: return "fd-replaced";
     case CloseReason::kProcessExit: return "process-exit";
     case CloseReason::kEvicted: return "evicted";
+    case CloseReason::kShed: return "shed";
   }
   return "?";
 }

@@ -63,6 +63,7 @@ enum class CloseReason : uint8_t {
   kFdReplaced = TL_CLOSE_FD_REPLACED,
   kProcessExit = TL_CLOSE_PROC_EXIT,
   kEvicted = TL_CLOSE_EVICTED,
+  kShed = TL_CLOSE_SHED,  // shed at a request boundary under the CPU budget (still open)
 };
 
 std::string_view ToString(Direction d);
@@ -184,7 +185,8 @@ static_assert(sizeof(tl_conn_event) == 24 + 16 + 40 + 16 + 8 + 16);
 static_assert(sizeof(tl_data_event) == 24 + 16 + 8 + 8 + 4 + 4 + 4 + 4);
 static_assert(sizeof(tl_state_event) == 24 + 16 + 8);
 static_assert(sizeof(tl_proc_event) == 24 + 8 + 16 + 128 + 8 + 8 + 64 + 256);
-static_assert(sizeof(tl_conn_state) == 8 + 8 + 8 + 16 + 40 + 8 + 16);
+static_assert(sizeof(tl_conn_state) == 8 + 8 + 8 + 16 + 40 + 8 + 16 + 8 + 8);
+static_assert(sizeof(tl_shed_counts) == 5 * 8);
 static_assert(sizeof(tl_tls_call) == 8 * 4 + 4 + 4 + 8 + 8);
 static_assert(sizeof(tl_tls_key) == 16);
 static_assert(sizeof(tl_trace_ctx_event) == 24 + 16 + 8 + 8 + 16 + 8 + 8 + 8 + 8);

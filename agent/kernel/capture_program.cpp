@@ -375,6 +375,9 @@ tl_shed_counts CaptureProgram::ReadShedCounts() const {
   for (const auto& v : values) {
     total.conns += v.conns;
     total.bytes += v.bytes;
+    total.established += v.established;
+    total.resumed += v.resumed;
+    total.requests += v.requests;
   }
   return total;
 }

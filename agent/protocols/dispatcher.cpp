@@ -142,7 +142,12 @@ void ProtocolDispatcher::OnConnectionClosed(const ConnectionInfo& c, CloseReason
   if (it == conns_.end()) return;
   if (it->second.parser) {
     BoundOutput out(c, *it->second.parser, out_);
-    it->second.parser->OnClose(c.last_activity_ns, reason == CloseReason::kEvicted, out);
+    // Shed under the CPU budget (bpf/capture/shed_turn.bpf.h) is, like an eviction, the agent
+    // letting go of a live connection, at a request boundary: nothing should be open there, and
+    // what is (a pipelined request, an HTTP/2 stream crossing the boundary) is abandoned and
+    // counted, not reported as closed before its response.
+    const bool let_go = reason == CloseReason::kEvicted || reason == CloseReason::kShed;
+    it->second.parser->OnClose(c.last_activity_ns, let_go, out);
     if (it->second.maker != nullptr) it->second.maker->Recycle(std::move(it->second.parser));
   }
   conns_.erase(it);

@@ -87,7 +87,8 @@ static __always_inline void conn__emit(__u32 type, const struct tl_fd_key *key,
 				       const struct tl_conn_state *st, __u8 source, __u8 reason)
 {
 	if (st->ignored == TL_IGNORED_SHED)
-		return; /* shed: userspace never hears of it (counted in shed_counts) */
+		return; /* shed: userspace never hears of it (counted in shed_counts), or, shed when
+			 * established, heard its TL_CLOSE_SHED already (shed_turn.bpf.h) */
 	struct tl_conn_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		drops__count(TL_DROP_CTRL_RING_FULL);
@@ -137,8 +138,8 @@ static __always_inline void conn__forget(__u32 tgid, __s32 fd, __u8 reason)
 	struct tl_conn_state *st = bpf_map_lookup_elem(&conns, &key);
 	if (!st)
 		return;
-	if (st->ignored == TL_IGNORED_SHED)
-		shed__count(0, st->bytes[0] + st->bytes[1]);
+	if (st->ignored == TL_IGNORED_SHED) /* since it was shed (0 when new) */
+		shed__count(0, st->bytes[0] + st->bytes[1] - st->shed_from);
 	conn__emit(TL_EV_CONN_CLOSE, &key, st, 0, reason);
 	conn__disown_sock(&key, st);
 	bpf_map_delete_elem(&conns, &key);
@@ -178,7 +179,7 @@ static __always_inline struct tl_conn_state *conn__get_walk(__s32 fd, __u8 sourc
 	fresh.sk = (__u64)sk;
 	fresh.role = role;
 	sock__tuple(sk, &fresh.tuple);
-	fresh.ignored = conn__port_selected(&fresh.tuple) ? shed__new_conn(&fresh.tuple) : TL_IGNORED_PORT;
+	fresh.ignored = conn__port_selected(&fresh.tuple) ? shed__new_conn(&fresh) : TL_IGNORED_PORT;
 	if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST)) {
 		drops__count(TL_DROP_CONN_MAP_FULL);
 		return NULL;

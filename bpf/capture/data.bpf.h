@@ -91,6 +91,7 @@ static __always_inline struct tl_conn_state *data__begin(const struct tl_io_args
 	struct tl_conn_state *st = conn__get_walk(a->fd, TL_SRC_FIRST_IO, TL_ROLE_UNKNOWN, btf_walk);
 	if (!st)
 		return NULL;
+	shed__at_turn(st, a->fd, dir); /* may end or resume it for userspace: before the claim */
 	*pos = __sync_fetch_and_add(&st->bytes[dir & 1], size);
 	if (st->ignored)
 		return NULL;

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /* Load shedding under the agent's CPU budget (agent/app/cpu_budget.h decides the fraction).
  *
- * Shedding is by connection, decided once when a connection is first seen (conn__get): a new
+ * Shedding is by connection, decided when a connection is first seen (conn__get): a new
  * connection whose tuple hash falls below the threshold is tracked but never captured (no data,
- * no lifecycle events), so every connection is either traced whole or not at all, never cut
- * mid-stream. The hash is of the unordered endpoint pair: both ends of a connection on this
+ * no lifecycle events), so it is traced whole or not at all, never cut mid-stream. The same
+ * threshold is applied again at each request boundary of an established connection
+ * (shed_turn.bpf.h): there a captured connection is ended for userspace and a shed one resumes,
+ * so a keep-alive load is shed too, and never in the middle of an exchange. The hash is of the unordered endpoint pair: both ends of a connection on this
  * node (and the peer's agent, without NAT) make the same decision, so a client span and its
  * server span are kept or shed together. A higher fraction sheds a superset of what a lower one
  * sheds. What is skipped is counted here (the agent exports it as threadline_load_shed_*). */
@@ -59,13 +61,19 @@ static __always_inline void shed__count(__u64 conns, __u64 bytes)
 	c->bytes += bytes;
 }
 
-/* A new connection: TL_IGNORED_SHED (counted) or 0. A global function, verified once on its
- * own: inlined into every program that enrols connections, its branches multiplied the
- * verifier's states in sendmmsg/recvmmsg (8 messages in a loop) past the 1M-instruction limit.
- * The caller sees a scalar. */
-__noinline int shed__new_conn(const struct tl_tuple *t)
+/* A new connection (its tuple filled in): keeps its hash for the request boundaries
+ * (shed_turn.bpf.h) and returns TL_IGNORED_SHED (counted) or 0. A global function, verified
+ * once on its own: inlined into every program that enrols connections, its branches multiplied
+ * the verifier's states in sendmmsg/recvmmsg (8 messages in a loop) past the 1M-instruction
+ * limit. The caller sees a scalar. The hash is computed here once, not at each boundary: its
+ * byte loads spill registers, and that frame on top of sendmmsg's did not fit the 512-byte
+ * stack. */
+__noinline int shed__new_conn(struct tl_conn_state *fresh)
 {
-	if (!t || (__u64)shed__conn_hash(t) >= tl_shed_below)
+	if (!fresh)
+		return 0;
+	fresh->shed_hash = shed__conn_hash(&fresh->tuple);
+	if ((__u64)fresh->shed_hash >= tl_shed_below)
 		return 0;
 	shed__count(1, 0);
 	return TL_IGNORED_SHED;

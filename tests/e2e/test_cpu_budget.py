@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The agent's CPU budget (--cpu-budget) end to end: the built agent, real eBPF, nginx, wrk.
 
-A small budget (0.02 cores) and a load it cannot trace whole: wrk opening a new connection per
-request (Connection: close) to an nginx that only this agent traces (--pid). Asserted:
+A small budget (0.02 cores) and a load it cannot trace whole, to an nginx that only this agent
+traces (--pid), in two shapes: wrk opening a new connection per request (Connection: close),
+shed when connections are new; and wrk on 32 keep-alive connections that all predate shedding,
+shed at their request boundaries (and resumed at a later one). Asserted:
   - the shed fraction on /metrics goes up, with a log line saying why;
   - the agent's CPU (its /proc/PID/stat, measured here, not its own report) comes back near the
     budget while the load goes on (without shedding it is several times over);
@@ -17,6 +19,7 @@ Needs root (fails under CI=true without it), nginx and wrk.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
@@ -39,6 +42,7 @@ LOAD_S = 20         # seconds of wrk
 # process (at whatever CPU it gets); with the default 16 MiB that takes longer than this test.
 RING_MB = 4
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+KA_CONNS = 8      # the test's own keep-alive connections (shed and resumed)
 
 
 def metrics(port: int) -> str:
@@ -70,9 +74,12 @@ class CpuBudgetTest(unittest.TestCase):
 
     def nginx(self) -> tuple[int, set[int]]:
         port = free_port()
+        # keepalive_requests: nginx would otherwise close a keep-alive connection every 1000
+        # requests, and wrk's reconnections would be shed as new ones.
         p = nginx_peer(self, self.tmp, port, textwrap.dedent(f"""\
               server {{
                 listen 127.0.0.1:{port};
+                keepalive_requests 100000000;
                 location / {{ return 200 "ok $uri\\n"; }}
               }}"""), worker_connections=512)
         pids = nginx_pids(p)
@@ -121,7 +128,7 @@ class CpuBudgetTest(unittest.TestCase):
         peak = max(p for _, p, _, _ in samples)
         self.assertGreater(peak, 0, f"never shed; samples {trace}\n{agent.describe()}")
         err = "\n".join(agent.stderr_lines)
-        self.assertRegex(err, r"cpu budget: shedding \d+\.\d% of new connections \(was 0\.0%\): "
+        self.assertRegex(err, r"cpu budget: shedding \d+\.\d% of connections \(was 0\.0%\): "
                               r"(over CPU budget|ring buffer full)")
         # Near the budget once the controller has had its few seconds: the last 6 s of load.
         settled = usage(t_stop - 7, t_stop - 1)
@@ -137,12 +144,16 @@ class CpuBudgetTest(unittest.TestCase):
         for _ in deadline_loop(20, 0.5):
             text = metrics(mport)
             red = metric(text, "http_server_request_duration_seconds_count")
-            shed = metric(text, "threadline_load_shed_connections_total")
+            # A connection traced when new but shed at its first request (the fraction rose in
+            # between) counts as an established one.
+            shed = (metric(text, "threadline_load_shed_connections_total")
+                    + metric(text, "threadline_load_shed_established_total"))
             if red + shed >= requests:
                 break
         with open(spans_file) as f:
             spans = [s for line in f for s in parse_otlp_json_line(line) if s.is_server]
-        shed = metric(text, "threadline_load_shed_connections_total")
+        shed = (metric(text, "threadline_load_shed_connections_total")
+                + metric(text, "threadline_load_shed_established_total"))
         # Events the ring had no room for before shedding caught up: each may have cost one
         # traced request its span (counted by the agent, not shed).
         lost = metric(text, "threadline_kernel_events_lost_total")
@@ -169,7 +180,7 @@ class CpuBudgetTest(unittest.TestCase):
                          f"still shedding 30 s after the load\n{agent.describe()}")
         print(f"shed fraction back to 0 within {recovery:.1f} s of the load's end", file=sys.stderr)
         self.assertRegex("\n".join(agent.stderr_lines),
-                         r"cpu budget: shedding 0\.0% of new connections \(was \d+\.\d%\): under CPU budget")
+                         r"cpu budget: shedding 0\.0% of connections \(was \d+\.\d%\): under CPU budget")
         before = metric(text, "http_server_request_duration_seconds_count")
         shed_before = metric(text, "threadline_load_shed_connections_total")
         for i in range(20):
@@ -181,6 +192,138 @@ class CpuBudgetTest(unittest.TestCase):
                 break
         self.assertEqual(metric(text, "http_server_request_duration_seconds_count"), before + 20, text)
         self.assertEqual(metric(text, "threadline_load_shed_connections_total"), shed_before, text)
+
+
+    def test_keep_alive_load_over_budget_is_shed_at_request_boundaries_and_resumes(self):
+        port, nginx_pids = self.nginx()
+        mport = free_port()
+        spans_file = os.path.join(self.tmp, "spans.jsonl")
+        args = ["--output=json", "--output-file", spans_file, "--metrics-address", f"127.0.0.1:{mport}",
+                "--ui-address", "off", "--ring-buffer-mb", str(RING_MB), "--cpu-budget", str(BUDGET)]
+        for pid in sorted(nginx_pids):
+            args += ["--pid", str(pid)]
+        agent = Agent(args, self)
+
+        # Keep-alive connections of our own that outlive the load: opened and traced before it,
+        # used all through it (so they cross request boundaries while shedding), used again
+        # after it. Requests on them carry their own path, apart from wrk's.
+        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(KA_CONNS)]
+        for c in conns:
+            self.addCleanup(c.close)
+        ours = {"n": 0}
+
+        def ask(c: http.client.HTTPConnection, path: str):
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+
+        for i, c in enumerate(conns):
+            ask(c, f"/budget/ka/{i}")
+        ours["n"] += len(conns)
+
+        # The load: wrk's keep-alive connections, opened once, before anything is shed.
+        wrk = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{LOAD_S}s", f"http://127.0.0.1:{port}/budget/keepalive"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(lambda: wrk.poll() is None and wrk.kill())
+        t0 = time.monotonic()
+        samples = []
+        while wrk.poll() is None:
+            text = metrics(mport)
+            samples.append((time.monotonic() - t0, metric(text, "threadline_load_shed_permille"),
+                            cpu_seconds(agent.pid), metric(text, "threadline_agent_cpu_millicores")))
+            for i, c in enumerate(conns):
+                ask(c, f"/budget/ka/{i}")
+            ours["n"] += len(conns)
+            time.sleep(0.5)
+        out = wrk.communicate(timeout=10)[0]
+        m = re.search(r"(\d+) requests in", out)
+        self.assertIsNotNone(m, out)
+        requests = int(m.group(1))
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        t_stop = time.monotonic() - t0
+
+        def usage(a: float, b: float) -> float:
+            pts = [s for s in samples if a <= s[0] <= b]
+            self.assertGreaterEqual(len(pts), 2, samples)
+            return (pts[-1][2] - pts[0][2]) / (pts[-1][0] - pts[0][0])
+
+        trace = " ".join(f"{t:.1f}s:{p}‰/{mc}m" for t, p, _, mc in samples)
+        peak = max(p for _, p, _, _ in samples)
+        self.assertGreater(peak, 0, f"never shed; samples {trace}\n{agent.describe()}")
+        settled = usage(t_stop - 7, t_stop - 1)
+        first = usage(0, 2.5)
+        text = metrics(mport)
+        established = metric(text, "threadline_load_shed_established_total")
+        print(f"\nkeep-alive load: {requests} requests in {LOAD_S}s ({m.group(1) if m else '?'} req/s); agent "
+              f"CPU first 2.5 s {first:.3f} cores, last 6 s {settled:.3f} cores (budget {BUDGET}); peak "
+              f"shed {peak}‰; established connections shed {established}, new shed "
+              f"{metric(text, 'threadline_load_shed_connections_total')}\n"
+              f"samples (time: shed/agent's own millicores): {trace}", file=sys.stderr)
+        self.assertGreater(established, 0, text)
+        self.assertRegex("\n".join(agent.stderr_lines),
+                         r"cpu budget: at a request boundary, \d+ established connection\(s\) shed")
+        self.assertLess(settled, 1.6 * BUDGET, f"agent CPU {settled:.3f} cores while shedding; {trace}\n"
+                        + "\n".join(l for l in text.splitlines() if l.startswith("threadline_")))
+
+        # Every request accounted for: a whole SERVER span, or a request shed in the kernel
+        # (counted at the request boundary of a shed connection), or an event the ring lost.
+        total = requests + ours["n"]
+        for _ in deadline_loop(20, 0.5):
+            text = metrics(mport)
+            if (metric(text, "http_server_request_duration_seconds_count")
+                    + metric(text, "threadline_load_shed_requests_total") >= total):
+                break
+        with open(spans_file) as f:
+            spans = [s for line in f for s in parse_otlp_json_line(line) if s.is_server]
+        shed_requests = metric(text, "threadline_load_shed_requests_total")
+        lost = metric(text, "threadline_kernel_events_lost_total")
+        print(f"accounting: {len(spans)} spans + {shed_requests} shed requests + {lost} lost events; "
+              f"{total} requests completed", file=sys.stderr)
+        self.assertGreater(shed_requests, 0, text)
+        self.assertGreater(metric(text, "threadline_load_shed_bytes_total"), 0, text)
+        self.assertGreaterEqual(len(spans) + shed_requests + lost, total,
+                                f"{len(spans)} spans + {shed_requests} shed + {lost} lost")
+        # wrk's 32 connections may each have had one request in flight when it stopped.
+        self.assertLessEqual(len(spans) + shed_requests, total + 32, f"{len(spans)} spans + {shed_requests} shed")
+        self.assertGreater(len(spans), 0)
+        # Whole: a connection is only ever ended for userspace where a response ended.
+        broken = [s for s in spans if s.pid not in nginx_pids or s.attrs.get("http.request.method") != "GET"
+                  or not re.fullmatch(r"/budget/(keepalive|ka/\d+)", str(s.attrs.get("url.path")))
+                  or s.attrs.get("http.response.status_code") != 200 or s.is_error]
+        self.assertEqual(broken, [], format_spans(broken))
+
+        # Load gone: back to 0 by itself; our connections that were shed are captured again at
+        # their next request, each request traced whole.
+        for _ in deadline_loop(30, 0.5):
+            if metric(metrics(mport), "threadline_load_shed_permille") == 0:
+                break
+        text = metrics(mport)
+        self.assertEqual(metric(text, "threadline_load_shed_permille"), 0,
+                         f"still shedding 30 s after the load\n{agent.describe()}")
+        resumed_before = metric(text, "threadline_load_shed_resumed_total")
+        before = metric(text, "http_server_request_duration_seconds_count")
+        for r in range(3):
+            for i, c in enumerate(conns):
+                ask(c, f"/budget/ka-after/{i}/{r}")
+        after = 3 * len(conns)
+        for _ in deadline_loop(10, 0.25):
+            text = metrics(mport)
+            if metric(text, "http_server_request_duration_seconds_count") >= before + after:
+                break
+        resumed = metric(text, "threadline_load_shed_resumed_total")
+        print(f"after the load: {after} requests on our {len(conns)} keep-alive connections; connections "
+              f"resumed {resumed} ({resumed - resumed_before} since the fraction came back to 0)", file=sys.stderr)
+        self.assertEqual(metric(text, "http_server_request_duration_seconds_count"), before + after, text)
+        self.assertGreater(resumed, 0, text)
+        with open(spans_file) as f:
+            later = [s for line in f for s in parse_otlp_json_line(line)
+                     if s.is_server and str(s.attrs.get("url.path", "")).startswith("/budget/ka-after/")]
+        self.assertEqual(sorted(s.attrs.get("url.path") for s in later),
+                         sorted(f"/budget/ka-after/{i}/{r}" for r in range(3) for i in range(len(conns))),
+                         format_spans(later))
+        self.assertTrue(all(s.attrs.get("http.response.status_code") == 200 and not s.is_error for s in later),
+                        format_spans(later))
 
 
 if __name__ == "__main__":

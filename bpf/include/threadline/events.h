@@ -16,14 +16,17 @@
 #include <linux/types.h>
 #endif
 
-#define TL_EVENT_ABI_VERSION 7 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only)
+#define TL_EVENT_ABI_VERSION 8 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only)
                                 * 4: what names a process at exec (tl_proc_event.start_boottime_ns,
                                 *    exe_name, args)
                                 * 5: ctx_tag in data events (was padding), the context maps
                                 * 6: the TCP header option (TL_CTX_REMOTE, range_len,
                                 *    tl_inject_out.flags, enum tl_tcpopt_stat)
                                 * 7: tl_conn_state.ignored = TL_IGNORED_SHED, tl_shed_counts,
-                                *    TL_INJ_SKIP_SHED */
+                                *    TL_INJ_SKIP_SHED
+                                * 8: established connections shed and resumed at a request
+                                *    boundary: TL_CLOSE_SHED, tl_conn_state.shed_from,
+                                *    tl_shed_counts.established/resumed */
 
 /* Upper bound of the payload prefix one data event carries. The effective bound is set at load
  * time (rodata capture_bytes, <= this) and must be a power of two for the verifier masks. */
@@ -75,6 +78,9 @@ enum tl_close_reason {
 	TL_CLOSE_FD_REPLACED = 2, /* dup2/dup3 over it, or a new socket found behind the same fd */
 	TL_CLOSE_PROC_EXIT = 3,   /* reported by userspace when the process exits */
 	TL_CLOSE_EVICTED = 4,     /* userspace table limit (never sent by the kernel) */
+	TL_CLOSE_SHED = 5,        /* ABI 8: still open, but shed under the CPU budget at a request
+	                           * boundary (capture/shed.bpf.h); if it is resumed, a new
+	                           * generation opens (source TL_SRC_FIRST_IO) */
 };
 
 enum tl_syscall {
@@ -224,17 +230,29 @@ struct tl_conn_state {
 	               * writes that open with a HEADERS frame (bpf/capture/tcp_option.bpf.h) */
 	__u8 _pad[3];
 	__u64 tls_bytes[2]; /* plaintext stream positions, by direction */
+	__u64 shed_from;    /* ABI 8: bytes[0] + bytes[1] when it was last shed (0: shed when new):
+	                     * what it moved while shed is counted from there */
+	__u32 shed_hash;    /* ABI 8: shed__conn_hash of the tuple, computed when it is enrolled */
+	__u32 _pad2;
 };
 
 /* tl_conn_state.ignored */
 #define TL_IGNORED_PORT 1 /* outside the --port selection */
-#define TL_IGNORED_SHED 2 /* ABI 7: shed under the CPU budget: no events at all (capture/shed.bpf.h) */
+#define TL_IGNORED_SHED 2 /* ABI 7: shed under the CPU budget: no events at all (capture/shed.bpf.h);
+                          * ABI 8: also set on an established connection at a request boundary */
 
 /* ABI 7: value of the per-CPU "shed_counts" map: what connections shed under the CPU budget
  * did not have captured. */
 struct tl_shed_counts {
 	__u64 conns; /* connections shed when first seen */
-	__u64 bytes; /* the bytes they moved, not captured (added when each is closed) */
+	__u64 bytes; /* the bytes shed connections moved, not captured (added when each is closed
+	              * or resumed) */
+	__u64 established; /* ABI 8: times an established connection was shed at a request boundary */
+	__u64 resumed;     /* ABI 8: times a shed connection was captured again at a request
+	                    * boundary (a new generation, met mid-life) */
+	__u64 requests;    /* ABI 8: requests not captured: the request boundaries shed connections
+	                    * of known role crossed (a connection shed when new and never resumed
+	                    * counts its first request too) */
 };
 
 /* Value of the "sock_conns" map (key: struct sock *), for TCP state changes, which arrive in
