@@ -15,8 +15,9 @@
 //   - over budget for `over_ticks` ticks in a row: keep kept * target*budget/usage (clamped),
 //     i.e. aim at `target` of the budget assuming the cost follows the traced share;
 //   - under low_water*budget, with no drops, for `calm_ticks` ticks in a row: shed less, the
-//     kept share growing by at most 2x (at least +0.25) per step, so recovery from shedding
-//     everything takes a few steps, and stops where the estimate says the budget would be hit;
+//     kept share growing by at most 2x, or by +0.25 when the estimate (cost ~ traced share)
+//     says target*budget allows that much, so recovery from shedding everything takes a few
+//     steps once the load is gone, and a step never jumps far past the budget under load;
 //   - between low_water*budget and budget: hold.
 // Pure logic (no clock, no kernel): the unit tests drive it tick by tick.
 #pragma once

@@ -82,7 +82,10 @@ class CpuBudgetTest(unittest.TestCase):
                 keepalive_requests 100000000;
                 location / {{ return 200 "ok $uri\\n"; }}
               }}"""), worker_connections=512)
-        pids = nginx_pids(p)
+        for _ in deadline_loop(5, 0.1):  # the master may not have forked its worker yet
+            pids = nginx_pids(p)
+            if len(pids) > 1:
+                break
         self.assertGreater(len(pids), 1, "nginx has no worker")
         return port, pids
 
@@ -307,15 +310,18 @@ class CpuBudgetTest(unittest.TestCase):
             for i, c in enumerate(conns):
                 ask(c, f"/budget/ka-after/{i}/{r}")
         after = 3 * len(conns)
+        # The shed counters on /metrics are refreshed once a second.
         for _ in deadline_loop(10, 0.25):
             text = metrics(mport)
-            if metric(text, "http_server_request_duration_seconds_count") >= before + after:
+            if (metric(text, "http_server_request_duration_seconds_count") >= before + after
+                    and metric(text, "threadline_load_shed_resumed_total") > resumed_before):
                 break
         resumed = metric(text, "threadline_load_shed_resumed_total")
         print(f"after the load: {after} requests on our {len(conns)} keep-alive connections; connections "
               f"resumed {resumed} ({resumed - resumed_before} since the fraction came back to 0)", file=sys.stderr)
         self.assertEqual(metric(text, "http_server_request_duration_seconds_count"), before + after, text)
-        self.assertGreater(resumed, 0, text)
+        # Our connections made requests while the fraction was high: nearly all were shed then.
+        self.assertGreater(resumed, resumed_before, text)
         with open(spans_file) as f:
             later = [s for line in f for s in parse_otlp_json_line(line)
                      if s.is_server and str(s.attrs.get("url.path", "")).startswith("/budget/ka-after/")]

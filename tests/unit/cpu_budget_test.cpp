@@ -99,6 +99,20 @@ TEST(CpuBudget, RecoversWhenLoadFalls) {
   EXPECT_NE(c.reason().find("under CPU budget"), std::string::npos);
 }
 
+TEST(CpuBudget, RestoringUnderLoadFollowsTheEstimate) {
+  // A keep-alive load shed to a sliver: calm at 7 millicores of a 20 millicore budget. The
+  // next step may keep up to 0.8*20/7 of the kept share (~6%), not the blind +25 points that
+  // made it 10x the load and over budget again within the tick.
+  CpuBudgetController c(Budget(0.02));
+  for (int i = 0; i < 40 && c.fraction() < 0.97; ++i) c.Tick(Cpu(0.2));
+  const double kept = 1 - c.fraction();
+  ASSERT_LT(kept, 0.05);
+  ASSERT_FALSE(c.Tick(Cpu(0.007)));
+  ASSERT_TRUE(c.Tick(Cpu(0.007)));
+  EXPECT_LE(1 - c.fraction(), kept * 0.8 * 0.02 / 0.007 + 0.001);
+  EXPECT_GT(1 - c.fraction(), kept);
+}
+
 TEST(CpuBudget, OneCalmTickDoesNotRestore) {
   CpuBudgetController c(Budget(0.5));
   c.Tick(Cpu(1.0));
