@@ -74,7 +74,7 @@ __noinline int shed__turn(struct tl_conn_state *st, __s32 fd, __u32 dir)
 		st->ignored = TL_IGNORED_SHED;
 		st->shed_from = moved;
 		st->ctx_dir = now;
-		bpf_map_delete_elem(&sock_conns, &st->sk);
+		conn__disown_sock(&key, st); /* its TCP state changes are for nobody now */
 		/* No ctx__conn_gone: at a request boundary no server request is in flight (it ended
 		 * at its response's first byte), and the socket behind the fd stays the same. */
 		c->established++;
