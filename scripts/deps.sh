@@ -54,10 +54,11 @@ DEPS_RUN=(
 # golang-golang-x-net-dev: Go's h2c server (golang.org/x/net/http2/h2c: h2c by Upgrade and by
 # prior knowledge) in tests/e2e/test_http2.py, built in GOPATH mode from Debian's sources.
 # nftables (nft): tests/e2e/test_tcp_option.py DNATs a Service-like address as kube-proxy does.
+# python3-aiohttp: the asyncio front (aiohttp server and client) of tests/e2e/test_parenting.py.
 DEPS_TEST_PEERS=(
   nodejs nginx openssl golang-go yamllint mmdebstrap libcap2-bin chromium prometheus
   postgresql python3-psycopg2 mariadb-server mariadb-client redis-server redis-tools python3-redis python3-pymysql
-  nghttp2-client golang-golang-x-net-dev nftables
+  nghttp2-client golang-golang-x-net-dev nftables python3-aiohttp
 )
 # What bench/overhead.py drives: nginx (HTTP and HTTPS with a self-signed cert made by openssl),
 # wrk (max throughput), hey (fixed-rate latency), perf (profiles of bench/pipeline_bench).

@@ -23,9 +23,10 @@ if [[ "$(id -u)" != 0 ]]; then
   echo "test.sh: warning: not root and no sudo; kernel and e2e tests will $(ci_mode && echo fail || echo skip)." >&2
 fi
 
-# Build packages plus the third-party peers the e2e tests run (node/npm for the OTel JS SDK).
+# Build packages plus the third-party peers the e2e tests run (node/npm for the OTel JS SDK), and
+# what the benchmarks' smoke tests (`ctest -L bench`) and test_cpu_budget drive (wrk, hey).
 # Not root: the e2e tests skip anyway, so missing peers are no reason to stop here.
-"$repo/scripts/deps.sh" --with-test-peers || [[ "$(id -u)" != 0 ]]
+"$repo/scripts/deps.sh" --with-test-peers --with-bench || [[ "$(id -u)" != 0 ]]
 "$repo/scripts/build.sh"
 
 log="$build_dir/ctest.log"
