@@ -16,83 +16,23 @@
 #include <string_view>
 #include <type_traits>
 
+#include "agent/common/raw_bytes.h"
 #include "exporter/byte_writer.h"
 
 namespace threadline::protobuf {
 
 enum class WireType : uint8_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
 
-constexpr size_t VarintSize(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
+using raw::VarintSize;
 
 constexpr uint32_t Tag(uint32_t field, WireType type) {
   return (field << 3) | static_cast<uint32_t>(type);
 }
 
 // Raw writes through a local pointer, for runs whose room was ensured at once (Writer::BeginRaw).
-// Each returns the pointer past what it wrote.
-inline char* PutVarint(char* p, uint64_t v) {
-  while (v >= 0x80) {
-    *p++ = static_cast<char>(static_cast<uint8_t>(v) | 0x80);
-    v >>= 7;
-  }
-  *p++ = static_cast<char>(v);
-  return p;
-}
-
-// `n` bytes of `s`. Keys and values are mostly under 32 bytes, where a call to memcpy (and its
-// size dispatch) costs more than the copy: those are two overlapping loads and stores of the
-// widest word that fits, touching no byte outside either range.
-inline char* PutBytes(char* p, const char* s, size_t n) {
-  if (n >= 8) {
-    if (n > 16) {
-      if (n > 32) {
-        std::memcpy(p, s, n);
-        return p + n;
-      }
-      char a[16], b[16];
-      std::memcpy(a, s, 16);
-      std::memcpy(b, s + n - 16, 16);
-      std::memcpy(p, a, 16);
-      std::memcpy(p + n - 16, b, 16);
-      return p + n;
-    }
-    uint64_t a, b;
-    std::memcpy(&a, s, 8);
-    std::memcpy(&b, s + n - 8, 8);
-    std::memcpy(p, &a, 8);
-    std::memcpy(p + n - 8, &b, 8);
-  } else if (n >= 4) {
-    uint32_t a, b;
-    std::memcpy(&a, s, 4);
-    std::memcpy(&b, s + n - 4, 4);
-    std::memcpy(p, &a, 4);
-    std::memcpy(p + n - 4, &b, 4);
-  } else if (n > 0) {
-    const char first = s[0], middle = s[n / 2], last = s[n - 1];
-    p[0] = first;
-    p[n / 2] = middle;
-    p[n - 1] = last;
-  }
-  return p + n;
-}
-
-template <typename T>
-inline char* PutLittle(char* p, T v) {
-  static_assert(std::is_integral_v<T>);
-  if constexpr (std::endian::native == std::endian::little) {
-    std::memcpy(p, &v, sizeof(T));
-  } else {
-    for (size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<char>(static_cast<uint8_t>(v >> (8 * i)));
-  }
-  return p + sizeof(T);
-}
+using raw::PutBytes;
+using raw::PutLittle;
+using raw::PutVarint;
 
 class Writer {
  public:
@@ -164,16 +104,11 @@ class Writer {
   // The reserved length size travels in the mark's top bits (offsets stay far below 2^56).
   static constexpr unsigned kReservedShift = 56;
 
-  void PutVarint(uint64_t v) {
-    while (v >= 0x80) {
-      w_.PutUnchecked(static_cast<char>(static_cast<uint8_t>(v) | 0x80));
-      v >>= 7;
-    }
-    w_.PutUnchecked(static_cast<char>(v));
-  }
+  // Through a local pointer (raw_bytes.h), not a store of the writer's position per byte.
+  void PutVarint(uint64_t v) { w_.set_pos(raw::PutVarint(w_.pos(), v)); }
   template <typename T>
   void PutLittle(T v) {
-    w_.set_pos(protobuf::PutLittle(w_.pos(), v));
+    w_.set_pos(raw::PutLittle(w_.pos(), v));
   }
 
   ByteWriter w_;

@@ -510,7 +510,7 @@ void Agent::PublishShedCounts() {
   metrics_.GetGauge("threadline_load_shed_requests_total", {},
                     "Requests on shed connections of known role, not captured (one per request boundary)")
       .Set(static_cast<int64_t>(shed.requests));
-  if (cpu_budget_) LogShedTurns(shed);
+  LogShedTurns(shed);
 }
 
 TraceStoreOptions Agent::TraceStoreOptionsFrom(const AgentOptions& options) {

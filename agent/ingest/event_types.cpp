@@ -27,23 +27,22 @@ IpAddress IpAddress::FromKernel(uint16_t family, const uint8_t* b) {
   return family == AF_INET6 ? V6(b) : V4(b);
 }
 
-std::string IpAddress::ToString() const {
+std::string_view IpAddress::Format(char (&buf)[kTextSize]) const {
   if (is_v4) {
-    // Runs for several attributes of every span: digits by hand (inet_ntop formats IPv4 with
-    // sprintf), and at most 15 characters, which the string holds without allocating.
-    std::string out;
+    // Digits by hand (inet_ntop formats IPv4 with sprintf).
+    char* p = buf;
     for (int i = 0; i < 4; ++i) {
-      if (i) out += '.';
+      if (i) *p++ = '.';
       const unsigned v = bytes[i];
-      if (v >= 100) out += static_cast<char>('0' + v / 100);
-      if (v >= 10) out += static_cast<char>('0' + v / 10 % 10);
-      out += static_cast<char>('0' + v % 10);
+      if (v >= 100) *p++ = static_cast<char>('0' + v / 100);
+      if (v >= 10) *p++ = static_cast<char>('0' + v / 10 % 10);
+      *p++ = static_cast<char>('0' + v % 10);
     }
-    return out;
+    return std::string_view(buf, static_cast<size_t>(p - buf));
   }
-  char buf[INET6_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET6, bytes.data(), buf, sizeof(buf));
-  return buf;
+  static_assert(kTextSize >= INET6_ADDRSTRLEN);
+  if (inet_ntop(AF_INET6, bytes.data(), buf, kTextSize) == nullptr) return {};
+  return std::string_view(buf);
 }
 
 namespace {

@@ -25,7 +25,11 @@ struct IpAddress {
   static IpAddress V4(const uint8_t* b);
   static IpAddress V6(const uint8_t* b);  // normalises v4-mapped
   static IpAddress FromKernel(uint16_t family, const uint8_t* b);
-  std::string ToString() const;
+  static constexpr size_t kTextSize = 46;  // INET6_ADDRSTRLEN
+  // The text form written into `buf`, a view of it: no string made (span attributes format the
+  // connection's addresses for every span).
+  std::string_view Format(char (&buf)[kTextSize]) const;
+  std::string ToString() const { char buf[kTextSize]; return std::string(Format(buf)); }
   bool operator==(const IpAddress&) const = default;
 };
 

@@ -39,14 +39,9 @@ SampledSpanFilter::SampledSpanFilter(SpanSink& next, MetricsRegistry& metrics, T
 }
 
 void SampledSpanFilter::Keep(Span& span, std::string_view reason, Counter& counter) {
-  // Built in the vector (no braced temporary moved in; see EmplaceAttribute in
-  // protocols/describe.h). Every protocol's Describe reserves the vector with room to spare
-  // (HTTP: 28 for ~20), so this does not grow it.
-#if defined(__cpp_aggregate_paren_init)
-  span.attributes.emplace_back(kSamplingReasonAttribute, AttributeValue(std::in_place_type<std::string>, reason));
-#else
-  span.attributes.push_back({kSamplingReasonAttribute, std::string(reason)});
-#endif
+  // Every protocol's Describe reserves the vector with room to spare (HTTP: 28 for ~20), so
+  // this does not grow it.
+  EmplaceAttribute(span.attributes, kSamplingReasonAttribute, AttributeValue(std::in_place_type<std::string>, reason));
   counter.Add(1);
   next_.OnSpan(std::move(span));
 }

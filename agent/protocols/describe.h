@@ -50,27 +50,23 @@ void AddOutcome(Outcome outcome, ExchangeView& out);
 // std::string for each was ~460 instructions per HTTP server span (callgrind, pipeline_bench).
 class AddressText {
  public:
-  static constexpr size_t kTextSize = 46;  // INET6_ADDRSTRLEN
-  // The text form written into `buf`, a view of it (IpAddress::ToString without the string).
-  static std::string_view Format(const IpAddress& address, char (&buf)[kTextSize]);
-
   explicit AddressText(const ConnectionInfo& conn) : conn_(conn) {}
   AddressText(const AddressText&) = delete;
   AddressText& operator=(const AddressText&) = delete;
   std::string_view remote() {
-    if (remote_.empty()) remote_ = Format(conn_.tuple.remote, remote_buf_);
+    if (remote_.empty()) remote_ = conn_.tuple.remote.Format(remote_buf_);
     return remote_;
   }
   std::string_view local() {
-    if (local_.empty()) local_ = Format(conn_.tuple.local, local_buf_);
+    if (local_.empty()) local_ = conn_.tuple.local.Format(local_buf_);
     return local_;
   }
 
  private:
   const ConnectionInfo& conn_;
   std::string_view remote_, local_;
-  char remote_buf_[kTextSize];
-  char local_buf_[kTextSize];
+  char remote_buf_[IpAddress::kTextSize];
+  char local_buf_[IpAddress::kTextSize];
 };
 
 // network.peer.address/port and network.type when the connection's tuple is known, and
@@ -80,18 +76,8 @@ inline void AddNetworkPeer(const ConnectionInfo& conn, Attributes& attrs) {
   AddressText text(conn);
   AddNetworkPeer(conn, text, attrs);
 }
-// Attribute helpers for the protocols' Describe functions. The attribute is built in the
-// span's vector, its string made once inside its value, not built as a braced temporary and
-// moved in: an HTTP span adds ~18 attributes, and the temporaries' moves and destructors were
-// ~1,000 instructions per span (callgrind, pipeline_bench). That needs C++20's parenthesised
-// aggregate initialisation, which clang 14 (it builds the fuzz targets) lacks: there, a move.
-inline void EmplaceAttribute(Attributes& a, AttributeKey&& key, AttributeValue&& value) {
-#if defined(__cpp_aggregate_paren_init)
-  a.emplace_back(std::move(key), std::move(value));
-#else
-  a.push_back(Attribute{std::move(key), std::move(value)});
-#endif
-}
+// Attribute helpers for the protocols' Describe functions (built in place: EmplaceAttribute,
+// spans/span.h).
 // A long value (url.path) goes into a spent span's string buffer (span_buffers.h).
 inline void AddString(Attributes& a, AttributeKey key, std::string_view value) {
   EmplaceAttribute(a, std::move(key), AttributeValue(std::in_place_type<std::string>, PooledString(value)));

@@ -2,28 +2,7 @@
 // that a protocol's Describe links without the others (the fuzz targets).
 #include "agent/protocols/describe.h"
 
-#include <arpa/inet.h>
-#include <sys/socket.h>
-
 namespace threadline {
-
-std::string_view AddressText::Format(const IpAddress& a, char (&buf)[kTextSize]) {
-  if (a.is_v4) {
-    // Digits by hand, as IpAddress::ToString (inet_ntop formats IPv4 with sprintf).
-    char* p = buf;
-    for (int i = 0; i < 4; ++i) {
-      if (i) *p++ = '.';
-      const unsigned v = a.bytes[i];
-      if (v >= 100) *p++ = static_cast<char>('0' + v / 100);
-      if (v >= 10) *p++ = static_cast<char>('0' + v / 10 % 10);
-      *p++ = static_cast<char>('0' + v % 10);
-    }
-    return std::string_view(buf, static_cast<size_t>(p - buf));
-  }
-  static_assert(kTextSize >= INET6_ADDRSTRLEN);
-  if (inet_ntop(AF_INET6, a.bytes.data(), buf, kTextSize) == nullptr) return {};
-  return std::string_view(buf);
-}
 
 void AddOutcome(Outcome outcome, ExchangeView& out) {
   switch (outcome) {

@@ -106,8 +106,6 @@ class ContextRule final : public ParentRule {
 };
 
 // Headers that carry one request's identity from service to service.
-constexpr std::array<std::string_view, 5> kCorrelationHeaders = {
-    "x-request-id", "x-correlation-id", "request-id", "x-amzn-trace-id", "x-b3-traceid"};
 
 // A target's path (without scheme and authority), split into segments from the end; the query
 // stays on the last segment.

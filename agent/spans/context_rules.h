@@ -26,13 +26,20 @@
 // never over a "context" decision.
 #pragma once
 
+#include <array>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "agent/common/metrics.h"
 #include "agent/spans/parent_rules.h"
 
 namespace threadline {
+
+// The correlation headers forwarded_header compares (lower case). A protocol that stores only
+// the fields the agent reads must store these (HTTP/1: http1::IsReadField, tested together).
+inline constexpr std::array<std::string_view, 5> kCorrelationHeaders = {
+    "x-request-id", "x-correlation-id", "request-id", "x-amzn-trace-id", "x-b3-traceid"};
 
 // context, forwarded (forwarded_header, forwarded_target) and ambiguous, in that order.
 std::vector<std::unique_ptr<ParentRule>> ConcurrencyParentRules(InFlightSpans& in_flight,

@@ -56,6 +56,8 @@ __noinline int shed__turn(struct tl_conn_state *st, __s32 fd, __u32 dir)
 	if (!request || prev == now)
 		return 0;
 	const bool below = (__u64)st->shed_hash < tl_shed_below; /* hashed when enrolled */
+	if (!shed && !below)
+		return 0; /* captured and staying so: most boundaries while shedding is partial */
 	__u32 zero = 0;
 	struct tl_shed_counts *c = bpf_map_lookup_elem(&shed_counts, &zero);
 	if (!c)
@@ -67,8 +69,6 @@ __noinline int shed__turn(struct tl_conn_state *st, __s32 fd, __u32 dir)
 		return 0;
 	}
 	if (!shed) {
-		if (!below)
-			return 0;
 		/* Captured until here: userspace gets the positions the last response ended at. */
 		conn__emit(TL_EV_CONN_CLOSE, &key, st, 0, TL_CLOSE_SHED);
 		st->ignored = TL_IGNORED_SHED;

@@ -58,6 +58,13 @@ def metric(text: str, name: str, labels: str = "") -> int:
     return total
 
 
+def agent_cores(test: unittest.TestCase, samples: list, a: float, b: float) -> float:
+    """The agent's CPU in cores between load times a and b, from sample_during's samples."""
+    pts = [s for s in samples if a <= s[0] <= b]
+    test.assertGreaterEqual(len(pts), 2, samples)
+    return (pts[-1][2] - pts[0][2]) / (pts[-1][0] - pts[0][0])
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of every thread of pid, from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
@@ -89,6 +96,25 @@ class CpuBudgetTest(unittest.TestCase):
         self.assertGreater(len(pids), 1, "nginx has no worker")
         return port, pids
 
+    def sample_during(self, wrk: subprocess.Popen, agent: Agent, mport: int, each=None):
+        """Every 0.5 s while wrk runs: (t, shed permille, the agent's CPU seconds from /proc, its
+        own millicores); `each` runs at every sample. Returns the samples, wrk's output, the
+        requests it completed, when the load started (monotonic) and when it stopped (load
+        time, s)."""
+        t0 = time.monotonic()
+        samples = []
+        while wrk.poll() is None:
+            text = metrics(mport)
+            samples.append((time.monotonic() - t0, metric(text, "threadline_load_shed_permille"),
+                            cpu_seconds(agent.pid), metric(text, "threadline_agent_cpu_millicores")))
+            if each is not None:
+                each()
+            time.sleep(0.5)
+        out = wrk.communicate(timeout=10)[0]
+        m = re.search(r"(\d+) requests in", out)
+        self.assertIsNotNone(m, out)
+        return samples, out, int(m.group(1)), t0, time.monotonic() - t0
+
     def test_load_over_budget_is_shed_by_connection_and_recovers(self):
         port, nginx_pids = self.nginx()
         mport = free_port()
@@ -108,24 +134,10 @@ class CpuBudgetTest(unittest.TestCase):
                                 f"http://127.0.0.1:{port}/budget/load"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.addCleanup(lambda: wrk.poll() is None and wrk.kill())
-        t0 = time.monotonic()
-        samples = []  # (t, permille, agent cpu seconds, agent's own millicores)
-        while wrk.poll() is None:
-            text = metrics(mport)
-            samples.append((time.monotonic() - t0, metric(text, "threadline_load_shed_permille"),
-                            cpu_seconds(agent.pid), metric(text, "threadline_agent_cpu_millicores")))
-            time.sleep(0.5)
-        out = wrk.communicate(timeout=10)[0]
-        m = re.search(r"(\d+) requests in", out)
-        self.assertIsNotNone(m, out)
-        requests = int(m.group(1))
-        t_stop = time.monotonic() - t0
+        samples, out, requests, t0, t_stop = self.sample_during(wrk, agent, mport)
 
         def usage(a: float, b: float) -> float:
-            """The agent's CPU in cores between load times a and b (from the samples)."""
-            pts = [s for s in samples if a <= s[0] <= b]
-            self.assertGreaterEqual(len(pts), 2, samples)
-            return (pts[-1][2] - pts[0][2]) / (pts[-1][0] - pts[0][0])
+            return agent_cores(self, samples, a, b)
 
         trace = " ".join(f"{t:.1f}s:{p}‰/{mc}m" for t, p, _, mc in samples)
         peak = max(p for _, p, _, _ in samples)
@@ -229,27 +241,16 @@ class CpuBudgetTest(unittest.TestCase):
         wrk = subprocess.Popen(["wrk", "-t1", "-c32", f"-d{LOAD_S}s", f"http://127.0.0.1:{port}/budget/keepalive"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.addCleanup(lambda: wrk.poll() is None and wrk.kill())
-        t0 = time.monotonic()
-        samples = []
-        while wrk.poll() is None:
-            text = metrics(mport)
-            samples.append((time.monotonic() - t0, metric(text, "threadline_load_shed_permille"),
-                            cpu_seconds(agent.pid), metric(text, "threadline_agent_cpu_millicores")))
+        def our_requests() -> None:
             for i, c in enumerate(conns):
                 ask(c, f"/budget/ka/{i}")
             ours["n"] += len(conns)
-            time.sleep(0.5)
-        out = wrk.communicate(timeout=10)[0]
-        m = re.search(r"(\d+) requests in", out)
-        self.assertIsNotNone(m, out)
-        requests = int(m.group(1))
+
+        samples, out, requests, _, t_stop = self.sample_during(wrk, agent, mport, our_requests)
         m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        t_stop = time.monotonic() - t0
 
         def usage(a: float, b: float) -> float:
-            pts = [s for s in samples if a <= s[0] <= b]
-            self.assertGreaterEqual(len(pts), 2, samples)
-            return (pts[-1][2] - pts[0][2]) / (pts[-1][0] - pts[0][0])
+            return agent_cores(self, samples, a, b)
 
         trace = " ".join(f"{t:.1f}s:{p}‰/{mc}m" for t, p, _, mc in samples)
         peak = max(p for _, p, _, _ in samples)

@@ -7,6 +7,7 @@
 #include "agent/protocols/http1/detect.h"
 #include "agent/protocols/http1/parser.h"
 #include "agent/protocols/http1/syntax.h"
+#include "agent/spans/context_rules.h"
 #include "tests/unit/http1_test_util.h"
 
 namespace threadline::http1 {
@@ -355,6 +356,19 @@ TEST(Http1Parser, OnlyFieldsTheAgentReadsAreStored) {
   ASSERT_EQ(resp.listener.messages.size(), 1u);
   EXPECT_EQ(resp.listener.messages[0].headers.size(), 1u);
   EXPECT_EQ(resp.listener.messages[0].headers.Get("upgrade"), "h2c");
+}
+
+// The fields other parts of the agent read from an HTTP/1 request must be stored, or they
+// read as absent: the parent rules' correlation headers (spans/context_rules.h) and the span
+// attributes' and trace context's (protocols/http1/describe.cpp, HeaderCarrier).
+TEST(Http1Parser, EveryFieldTheAgentReadsIsStored) {
+  for (std::string_view name : kCorrelationHeaders) EXPECT_TRUE(IsReadField(MessageKind::kRequest, name)) << name;
+  for (std::string_view name : {"host", "user-agent", "x-forwarded-for", "traceparent", "tracestate",
+                                "content-type", "upgrade", "X-Request-ID"})
+    EXPECT_TRUE(IsReadField(MessageKind::kRequest, name)) << name;
+  EXPECT_TRUE(IsReadField(MessageKind::kResponse, "Upgrade"));
+  EXPECT_FALSE(IsReadField(MessageKind::kRequest, "accept"));
+  EXPECT_FALSE(IsReadField(MessageKind::kResponse, "server"));
 }
 
 TEST(Http1Parser, GarbageIsRejectedWithoutBuffering) {

@@ -79,7 +79,7 @@ enum tl_close_reason {
 	TL_CLOSE_PROC_EXIT = 3,   /* reported by userspace when the process exits */
 	TL_CLOSE_EVICTED = 4,     /* userspace table limit (never sent by the kernel) */
 	TL_CLOSE_SHED = 5,        /* ABI 8: still open, but shed under the CPU budget at a request
-	                           * boundary (capture/shed.bpf.h); if it is resumed, a new
+	                           * boundary (capture/shed_turn.bpf.h); if it is resumed, a new
 	                           * generation opens (source TL_SRC_FIRST_IO) */
 };
 
