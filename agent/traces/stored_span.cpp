@@ -23,7 +23,7 @@ using raw::VarintSize;
 
 char* Put(std::string_view v, char* p) { return PutBytes(p, v.data(), v.size()); }
 
-size_t EntrySize(size_t key_size, const AttributeValue& value) {
+[[gnu::always_inline]] inline size_t EntrySize(size_t key_size, const AttributeValue& value) {
   const size_t head = 1 + VarintSize(key_size) + key_size;
   switch (value.index()) {
     case 0: {
@@ -36,7 +36,10 @@ size_t EntrySize(size_t key_size, const AttributeValue& value) {
 }
 
 // One entry; the key is key_head followed by key_tail (an event attribute's prefix and name).
-char* PutEntry(std::string_view key_head, std::string_view key_tail, const AttributeValue& value, char* p) {
+// Inlined into the two loops of PackAttributes: as a call (GCC made it one) its prologue and the
+// key_tail test cost ~15 of its ~45 instructions per attribute.
+[[gnu::always_inline]] inline char* PutEntry(std::string_view key_head, std::string_view key_tail,
+                                             const AttributeValue& value, char* p) {
   static_assert(std::is_same_v<std::variant_alternative_t<0, AttributeValue>, std::string> &&
                 std::is_same_v<std::variant_alternative_t<1, AttributeValue>, int64_t> &&
                 std::is_same_v<std::variant_alternative_t<2, AttributeValue>, double> &&

@@ -150,8 +150,11 @@ class TraceStore {
   void PublishGauges();
   // A trace object to fill: a recycled one (cleared, its span vector's capacity kept) or new.
   std::shared_ptr<CompletedTrace> NewTrace();
-  // A span of a recycled trace (its strings' buffers kept), or a new one.
-  StoredSpan NewSpan();
+  // The open entry of `trace_id` (opened, or taken out of its arrival list) for a span arriving.
+  OpenTrace& Arrive(const TraceId& trace_id);
+  // After a span was placed at the back of t's spans: counts it, or takes it out again when it
+  // would pass the per-trace bound; then the arrival time, the list and the bounds.
+  void Settle(OpenTrace& t);
   // Takes back a trace the store no longer holds, when nobody else does (see Recycle in the
   // source): its object and its spans are reused for the next traces.
   void Recycle(CompletedTracePtr trace);
