@@ -143,6 +143,9 @@ static __always_inline bool args__recover(struct tl_io_args *out, __u8 syscall, 
 	out->count = i_count >= 0 ? (__u32)regs__arg(r, i_count) : 0;
 	out->flags = i_flags >= 0 ? (__u32)regs__arg(r, i_flags) : 0;
 	out->syscall = syscall;
+	out->live = 0;
+	out->tls_call = TL_TLS_CALL_ASK; /* io_args__tls_call reads the thread's slot if asked */
+	out->_pad = 0;
 	out->g = 0;
 	return true;
 }

@@ -228,7 +228,8 @@ int tl_inject_msg(struct sk_msg_md *msg)
 		bpf_map_update_elem(&inj_msg_seen, &pid_tgid, &enter_ts, BPF_ANY);
 		struct tl_fd_key key = {.tgid = tgid, .fd = a->fd};
 		struct tl_conn_state *st = bpf_map_lookup_elem(&conns, &key);
-		if ((st && st->tls) || bpf_map_lookup_elem(&tls_calls, &pid_tgid)) {
+		if ((st && st->tls) ||
+		    (io_args__tls_call(a) && bpf_map_lookup_elem(&tls_calls, &pid_tgid))) {
 			stat__count(TL_INJ_SKIP_TLS);
 			return TL_SK_PASS;
 		}

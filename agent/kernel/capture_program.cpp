@@ -129,8 +129,10 @@ bool TaskStorageForSyscallArgs(std::string* why) {
   };
   if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) != 1)
     return missing("no task storage maps");
+  // kprobe: the TLS uprobes keep the thread's SSL-call byte in the same storage.
   const std::pair<bpf_prog_type, const char*> kinds[] = {{BPF_PROG_TYPE_TRACEPOINT, "tracepoint"},
-                                                          {BPF_PROG_TYPE_SK_MSG, "sk_msg"}};
+                                                          {BPF_PROG_TYPE_SK_MSG, "sk_msg"},
+                                                          {BPF_PROG_TYPE_KPROBE, "kprobe"}};
   for (const auto& [type, kind] : kinds) {
     if (libbpf_probe_bpf_helper(type, BPF_FUNC_task_storage_get, nullptr) != 1)
       return missing(std::string("no bpf_task_storage_get in ") + kind + " programs");

@@ -46,14 +46,17 @@ struct CaptureConfig {
   // The injection object takes it from here too. 0: every trace.
   uint64_t sample_threshold = 0;
   // Where a send's arguments wait for its exit: true, in task storage when the kernel offers
-  // it to tracepoint and sk_msg programs (probed at load, TaskStorageForSyscallArgs), else the
-  // pid_tgid hash; false: the hash always (tests and benchmarks compare the two).
+  // it to tracepoint, sk_msg and kprobe programs (probed at load, TaskStorageForSyscallArgs),
+  // else the pid_tgid hash; false: the hash always (tests and benchmarks compare the two). With
+  // task storage, the socket programs also skip the tls_calls lookup on threads that have no
+  // SSL_* call stashed (a byte in the same storage).
   bool args_task_storage = true;
 };
 
 // Whether this kernel gives task storage (BPF_MAP_TYPE_TASK_STORAGE, bpf_task_storage_get,
 // bpf_get_current_task_btf) to tracepoint and sk_msg programs, the two kinds that read a
-// syscall's stashed arguments. `why` (optional) gets the first thing missing.
+// syscall's stashed arguments, and to kprobe programs (the TLS uprobes, which keep the thread's
+// "SSL call stashed" byte there). `why` (optional) gets the first thing missing.
 bool TaskStorageForSyscallArgs(std::string* why = nullptr);
 
 struct AttachedHook {

@@ -63,12 +63,19 @@ static __always_inline __u32 data__read_user(struct tl_data_scratch *s, __u64 bu
  * is moving its records: the call learns its fd and the connection becomes TLS), or when the
  * connection is already known to be TLS. Ciphertext is never emitted: the plaintext comes from
  * the uprobes (tls.bpf.h), and no parser could read it anyway. */
-static __always_inline bool data__is_ciphertext(struct tl_conn_state *st, __s32 fd,
+static __always_inline bool data__is_ciphertext(struct tl_conn_state *st,
+						const struct tl_io_args *a, bool ask_byte,
 						bool *no_tls_call)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct tl_tls_call *call = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+	/* The thread's SSL-call byte first (task storage): most I/O is not under an SSL call, and
+	 * then no tls_calls lookup is needed. Not in sendmmsg/recvmmsg (`ask_byte` false), whose
+	 * per-message loop inlines this: one branch more per message takes them past the verifier's
+	 * instruction limit. */
+	struct tl_tls_call *call =
+		!ask_byte || io_args__tls_call(a) ? bpf_map_lookup_elem(&tls_calls, &pid_tgid) : NULL;
 	*no_tls_call = !call;
+	const __s32 fd = a->fd;
 	if (call) {
 		call->fd = fd;
 		st->tls = 1;
@@ -95,7 +102,7 @@ static __always_inline struct tl_conn_state *data__begin(const struct tl_io_args
 	*pos = __sync_fetch_and_add(&st->bytes[dir & 1], size);
 	if (st->ignored)
 		return NULL;
-	if (data__is_ciphertext(st, a->fd, no_tls_call)) {
+	if (data__is_ciphertext(st, a, btf_walk, no_tls_call)) {
 		if (dir == TL_DIR_INGRESS && a->syscall != TL_SYS_RECVMMSG)
 			opt__on_cipher_read(st, size);
 		return NULL;

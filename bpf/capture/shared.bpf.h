@@ -18,6 +18,9 @@ const volatile bool filter_by_process = false;
 const volatile bool filter_by_cgroup = false;
 const volatile bool port_filter = false; /* true: only connections with a port in "ports" */
 
+/* tl_io_args.tls_call of arguments rebuilt at an exit: the task's slot has the answer. */
+#define TL_TLS_CALL_ASK 2
+
 /* A syscall in progress (map "io_args"), stashed at entry for the exit. */
 struct tl_io_args {
 	__u64 enter_ts;
@@ -27,7 +30,11 @@ struct tl_io_args {
 	__u32 flags; /* recv/send flags */
 	__u8 syscall;
 	__u8 live;   /* io_args_task only: 1 from the entry's stash until its exit takes it */
-	__u8 _pad[2];
+	__u8 tls_call; /* io_args_task only: in the task's slot, 1 while the thread has an SSL_* call
+	                * stashed in "tls_calls" (set by the TLS uprobes, tls__thread_mark; kept by
+	                * io_args__put); in a copy taken at an exit, the slot's value then, or
+	                * TL_TLS_CALL_ASK when the arguments were rebuilt (args__recover) */
+	__u8 _pad;
 	__u64 g;     /* the calling goroutine (Go; while injection is on), for the sk_msg program,
 	              * which cannot read the task's registers (ctx__sender_context_g) */
 };
@@ -216,8 +223,10 @@ static __always_inline int io_args__put(__u64 pid_tgid, const struct tl_io_args 
 							       0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (!slot)
 			return -1;
+		const __u8 tls_call = slot->tls_call; /* the thread's, not the syscall's */
 		*slot = *a;
 		slot->live = 1;
+		slot->tls_call = tls_call;
 		return 0;
 	}
 	return bpf_map_update_elem(&io_args, &pid_tgid, a, BPF_ANY);
@@ -230,4 +239,19 @@ static __always_inline void io_args__drop(__u64 pid_tgid, struct tl_io_args *a)
 		a->live = 0;
 	else
 		bpf_map_delete_elem(&io_args, &pid_tgid);
+}
+
+/* Has the current thread an SSL_* call stashed in "tls_calls"? (the socket programs ask it per
+ * traced event: I/O under an SSL call is ciphertext.) With task storage, the byte the TLS uprobes
+ * keep in the thread's slot answers, so a thread that is not inside an SSL call (every thread of
+ * a process without TLS) pays no hash lookup; `a` is the syscall's arguments as taken at its
+ * exit (a stash's copy carries the byte). Without task storage: true, the hash answers. */
+static __always_inline bool io_args__tls_call(const struct tl_io_args *a)
+{
+	if (!args_task_storage)
+		return true;
+	if (a->tls_call != TL_TLS_CALL_ASK)
+		return a->tls_call;
+	struct tl_io_args *slot = bpf_task_storage_get(&io_args_task, bpf_get_current_task_btf(), 0, 0);
+	return slot && slot->tls_call;
 }

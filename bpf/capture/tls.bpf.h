@@ -15,11 +15,33 @@
  * from the socket this thread last moved ciphertext on ("tls_thread_fd"). */
 #pragma once
 
+/* The thread's SSL-call byte (io_args__tls_call, shared.bpf.h), which spares the socket programs
+ * their tls_calls lookup on threads without an SSL_* call stashed: set before a call is stashed,
+ * cleared when it is taken. False when it could not be set (no task storage for this thread:
+ * the call must then not be stashed, or the socket I/O under it would pass for plaintext). */
+static __always_inline bool tls__thread_mark(bool in_call)
+{
+	if (!args_task_storage)
+		return true;
+	struct tl_io_args *slot =
+		bpf_task_storage_get(&io_args_task, bpf_get_current_task_btf(), 0,
+				     in_call ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	if (!slot)
+		return !in_call;
+	slot->tls_call = in_call;
+	return true;
+}
+
 /* The entry of a call of a selected process: its arguments, for what runs under it and at its
- * return. `ret_addr`: non-zero for a uprobe session (the return runs the same program). */
-static __always_inline void tls__stash(struct pt_regs *ctx, __u64 pid_tgid, __u8 direction,
+ * return. `ret_addr`: non-zero for a uprobe session (the return runs the same program). False
+ * when nothing was stashed. */
+static __always_inline bool tls__stash(struct pt_regs *ctx, __u64 pid_tgid, __u8 direction,
 				       __u8 ex, __u64 ret_addr)
 {
+	if (!tls__thread_mark(true)) {
+		drops__count(TL_DROP_TLS_CALLS_FULL);
+		return false;
+	}
 	struct tl_tls_call call = {
 		.ssl = PT_REGS_PARM1(ctx),
 		.buf = PT_REGS_PARM2(ctx),
@@ -32,10 +54,13 @@ static __always_inline void tls__stash(struct pt_regs *ctx, __u64 pid_tgid, __u8
 		.session = ret_addr != 0,
 		.ret_addr = ret_addr,
 	};
-	if (bpf_map_update_elem(&tls_calls, &pid_tgid, &call, BPF_ANY))
+	if (bpf_map_update_elem(&tls_calls, &pid_tgid, &call, BPF_ANY)) {
 		drops__count(TL_DROP_TLS_CALLS_FULL);
+		return false; /* the byte stays set: only a lookup more per socket syscall */
+	}
 	if (direction == TL_DIR_EGRESS)
 		opt__on_tls_write(pid_tgid, -1, call.ssl, call.buf, call.enter_ts);
+	return true;
 }
 
 static __always_inline int tls__enter(struct pt_regs *ctx, __u8 direction, __u8 ex)
@@ -138,6 +163,7 @@ static __always_inline int tls__exit(struct pt_regs *ctx)
 		return 0;
 	struct tl_tls_call call = *stashed;
 	bpf_map_delete_elem(&tls_calls, &pid_tgid);
+	tls__thread_mark(false);
 
 	long ret = PT_REGS_RC(ctx);
 	__u64 size = 0;
@@ -201,7 +227,7 @@ static __always_inline int tls__session(struct pt_regs *ctx)
 	if (bpf_probe_read_user(&ret_addr, sizeof(ret_addr), (void *)PT_REGS_SP(ctx)) || !ret_addr)
 		return 1; /* cannot tell the return apart: trace nothing rather than guess */
 	__u64 cookie = bpf_get_attach_cookie(ctx);
-	tls__stash(ctx, pid_tgid, cookie & TL_TLS_COOKIE_EGRESS ? TL_DIR_EGRESS : TL_DIR_INGRESS,
-		   cookie & TL_TLS_COOKIE_EX ? 1 : 0, ret_addr);
-	return 0;
+	/* Nothing stashed: no return probe either (it would pass for an entry). */
+	return tls__stash(ctx, pid_tgid, cookie & TL_TLS_COOKIE_EGRESS ? TL_DIR_EGRESS : TL_DIR_INGRESS,
+			  cookie & TL_TLS_COOKIE_EX ? 1 : 0, ret_addr) ? 0 : 1;
 }
