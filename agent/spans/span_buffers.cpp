@@ -17,10 +17,13 @@ void SpanBuffers::GiveString(std::string& s) {
 }
 
 void SpanBuffers::Give(Span& span) {
-  GiveString(span.name);
+  // Most of a span's strings ("GET", "http", "1.1", an address) live in their own storage:
+  // tested here, without a call each (~15 string values per HTTP span, ~200 instructions).
+  static const size_t kOwnStorage = std::string().capacity();
+  if (span.name.capacity() > kOwnStorage) GiveString(span.name);
   Attributes& attrs = span.attributes;
   for (Attribute& a : attrs) {
-    if (auto* s = std::get_if<std::string>(&a.value)) GiveString(*s);
+    if (auto* s = std::get_if<std::string>(&a.value); s != nullptr && s->capacity() > kOwnStorage) GiveString(*s);
   }
   if (attrs.capacity() == 0 || attrs.capacity() > kMaxAttributes || vectors_.size() >= kMaxVectors) return;
   attrs.clear();
