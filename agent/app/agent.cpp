@@ -434,6 +434,9 @@ void Agent::StartCpuBudget() {
   last_cpu_s_ = ProcessCpuSeconds();
   last_bpf_ns_ = capture_->ProgramRunTimeNs();
   last_ring_drops_ = 0;
+  last_spans_ = metrics_.GetCounter("threadline_spans_created_total", {{"kind", "server"}}).Value() +
+                metrics_.GetCounter("threadline_spans_created_total", {{"kind", "client"}}).Value();
+  last_shed_requests_ = capture_->ReadShedCounts().requests;
   metrics_.GetGauge("threadline_load_shed_permille", {},
                     "Share of connections the kernel does not capture (CPU budget / ring full), in 1/1000: "
                     "new ones when they open, established ones at their next request boundary");
@@ -451,13 +454,22 @@ void Agent::CpuBudgetTick(uint64_t now) {
   const uint64_t bpf_ns = BpfRunTimeStatsEnabled() ? capture_->ProgramRunTimeNs() : last_bpf_ns_;
   const KernelDrops drops = capture_->ReadDrops();
   const uint64_t ring_drops = drops.Total(TL_DROP_DATA_RING_FULL) + drops.Total(TL_DROP_CTRL_RING_FULL);
+  // The load: spans built (the traced work) and requests the kernel did not capture.
+  const tl_shed_counts shed = capture_->ReadShedCounts();
+  const uint64_t spans = metrics_.GetCounter("threadline_spans_created_total", {{"kind", "server"}}).Value() +
+                         metrics_.GetCounter("threadline_spans_created_total", {{"kind", "client"}}).Value();
   CpuBudgetSample sample;
   sample.cpu_cores = (cpu_s - last_cpu_s_ + static_cast<double>(bpf_ns - last_bpf_ns_) / 1e9) / elapsed_s;
   sample.ring_drops = ring_drops - last_ring_drops_;
+  sample.load_known = true;
+  sample.traced_per_s = static_cast<double>(spans - last_spans_) / elapsed_s;
+  sample.shed_per_s = static_cast<double>(shed.requests - last_shed_requests_) / elapsed_s;
   last_budget_ns_ = now;
   last_cpu_s_ = cpu_s;
   last_bpf_ns_ = bpf_ns;
   last_ring_drops_ = ring_drops;
+  last_spans_ = spans;
+  last_shed_requests_ = shed.requests;
   metrics_.GetGauge("threadline_agent_cpu_millicores", {},
                     "CPU the agent used over the last second, as the CPU budget counts it")
       .Set(static_cast<int64_t>(sample.cpu_cores * 1000 + 0.5));
@@ -477,7 +489,7 @@ void Agent::CpuBudgetTick(uint64_t now) {
     else
       spdlog::info("cpu budget: {} (was {:.1f}%): {}", note, before * 100, cpu_budget_->reason());
   }
-  PublishShedCounts();
+  PublishShedCounts(shed);
 }
 
 // Established connections are shed and resumed by the kernel at their own request boundaries
@@ -493,8 +505,7 @@ void Agent::LogShedTurns(const tl_shed_counts& shed) {
   logged_shed_ = shed;
 }
 
-void Agent::PublishShedCounts() {
-  const tl_shed_counts shed = capture_->ReadShedCounts();
+void Agent::PublishShedCounts(const tl_shed_counts& shed) {
   metrics_.GetGauge("threadline_load_shed_connections_total", {},
                     "New connections the kernel did not capture under the CPU budget")
       .Set(static_cast<int64_t>(shed.conns));
@@ -674,7 +685,7 @@ void Agent::PublishKernelDrops() {
 
 void Agent::LogStats(bool final_report) {
   PublishKernelDrops();
-  if (cpu_budget_) PublishShedCounts();
+  if (cpu_budget_) PublishShedCounts(capture_->ReadShedCounts());
   PublishInjectStats();
   PublishTcpOptionStats();
   std::string line;

@@ -80,7 +80,7 @@ class Agent : public EventSink {
   // shed fraction (agent/app/cpu_budget.h), say each change and export it.
   void StartCpuBudget();
   void CpuBudgetTick(uint64_t now);
-  void PublishShedCounts();
+  void PublishShedCounts(const tl_shed_counts& shed);
   void LogShedTurns(const tl_shed_counts& shed);
   // Traceparent injection: load, canary, switch on (or say loudly why not). Never fatal.
   void StartInjection(struct CapabilityReport& caps);
@@ -155,6 +155,8 @@ class Agent : public EventSink {
   double last_cpu_s_ = 0;       // ProcessCpuSeconds() at last_budget_ns_
   uint64_t last_bpf_ns_ = 0;    // CaptureProgram::ProgramRunTimeNs() at last_budget_ns_
   uint64_t last_ring_drops_ = 0;
+  uint64_t last_spans_ = 0;          // threadline_spans_created_total at last_budget_ns_
+  uint64_t last_shed_requests_ = 0;  // tl_shed_counts.requests at last_budget_ns_
   tl_shed_counts logged_shed_{};  // as of the last LogShedTurns line
   mutable std::mutex caps_json_mu_;
   std::string caps_json_;
