@@ -57,6 +57,10 @@ bool CpuBudgetController::Tick(const CpuBudgetSample& sample) {
 
   const double floor = Floor();
   const double offered = sample.load_known ? sample.traced_per_s + sample.shed_per_s : 0;
+  // Shedding less goes by the most offered over the last few ticks: the counts dip for a tick
+  // under a busy machine (wrk's rate halves) and a dip is not room.
+  recent_offered_[recent_at_++ % recent_offered_.size()] = offered;
+  const double offered_hi = std::max(offered, *std::max_element(recent_offered_.begin(), recent_offered_.end()));
   const double kept = 1.0 - fraction_;
   // What the traced share may be scaled by for usage to reach target*budget: only the part of
   // usage above the floor follows the traced share.
@@ -90,7 +94,7 @@ bool CpuBudgetController::Tick(const CpuBudgetSample& sample) {
   } else if (calm_run_ >= s_.calm_ticks && fraction_ > 0) {
     // The whole offered load fits (nothing offered at all: the load is gone), predicted from the
     // cost per span; under low_water, not target, for the estimate's error.
-    const bool fits = sample.load_known && (offered < 1 || (span_cost_ > 0 && floor + span_cost_ * offered <=
+    const bool fits = sample.load_known && (offered < 1 || (span_cost_ > 0 && floor + span_cost_ * offered_hi <=
                                                                                    s_.low_water * budget));
     if (fits) {
       next_kept = 1;
@@ -104,7 +108,7 @@ bool CpuBudgetController::Tick(const CpuBudgetSample& sample) {
         // the kept share. It holds where the kept share does not say what is traced (a few
         // keep-alive connections, whole ones shed: nothing traced at a 2% kept share) and where
         // usage is mostly the floor, which does not scale with the share.
-        const double load_cost = span_cost_ * offered;  // cores, were all of it traced
+        const double load_cost = span_cost_ * offered_hi;  // cores, were all of it traced
         next_kept = std::min(kept * 2, kept + (s_.target * budget - sample.cpu_cores) / load_cost);
         if (kept <= 0) next_kept = std::min(0.25, room / load_cost);
         if (ceiling_ > 0) {
@@ -113,9 +117,9 @@ bool CpuBudgetController::Tick(const CpuBudgetSample& sample) {
           // connection is somewhere in the gap, and one of them does not fit), no further, until
           // the load falls.
           // (Scaled only once the load fell by a tenth: the load's wobble would move it.)
-          if (ceiling_load_ > 0 && offered < 0.75 * ceiling_load_) failed_probes_ = 0;
-          ceiling = ceiling_load_ > 0 && offered < 0.9 * ceiling_load_
-                        ? std::min(1.0, ceiling_ * ceiling_load_ / offered)
+          if (ceiling_load_ > 0 && offered_hi < 0.75 * ceiling_load_) failed_probes_ = 0;
+          ceiling = ceiling_load_ > 0 && offered_hi < 0.9 * ceiling_load_
+                        ? std::min(1.0, ceiling_ * ceiling_load_ / offered_hi)
                         : ceiling_;
           next_kept = failed_probes_ < kMaxFailedProbes ? std::min(next_kept, kept + (ceiling - kept) / 2) : kept;
         }

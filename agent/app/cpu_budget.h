@@ -32,7 +32,8 @@
 // request boundaries of shed connections); offered = traced + shed. The controller learns
 //   - the idle floor: usage in ticks where nothing was traced;
 //   - the cost per span: (usage - floor) / traced in ticks with at least kMinTracedPerS spans/s,
-// and when calm:
+// and when calm (offered: the most over the last 3 ticks; the counts dip for a tick when the
+// machine is busy, and a dip is not room):
 //   - if floor + cost * offered <= low_water*budget, the whole offered load fits (nothing
 //     offered: the load is gone): shed nothing, at once, without the hold after a cut. This is
 //     what makes recovery after the load quick (two calm ticks, not a doubling every two);
@@ -50,6 +51,7 @@
 // Pure logic (no clock, no kernel): the unit tests drive it tick by tick.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -112,7 +114,9 @@ class CpuBudgetController {
   double raised_load_ = 0;    // offered load then
   int since_raise_ = 1 << 20;
   bool raised_since_cut_ = false;
-  int failed_probes_ = 0;     // steps that shed less and went over, since the load last fell
+  int failed_probes_ = 0;
+  std::array<double, 3> recent_offered_{};  // the offered load of the last ticks
+  size_t recent_at_ = 0;     // steps that shed less and went over, since the load last fell
   int over_run_ = 0;
   int calm_run_ = 0;
   std::string reason_;
