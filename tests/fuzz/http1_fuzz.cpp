@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <optional>
+#include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "agent/common/metrics.h"
@@ -35,6 +37,30 @@ void CheckMessage(const Message& m) {
   Check(m.last_chunk.ts_ns >= m.first_chunk.ts_ns);
   Check(m.is_request() ? !m.method.empty() : m.status_code >= 100);
 }
+
+// One MessageParser's output as text: every message's fields and sizes and every failure.
+// Two parsers fed the same bytes in different pieces write the same when either of them met no
+// failure: a header line whole in a chunk is read in one pass (syntax::ScanFieldLine), a line
+// fed in pieces the general way, and both accept and refuse the same lines. (After a failure
+// the pieces may legitimately matter: a start line is refused early by its first bytes when it
+// comes in pieces, and resynchronisation keeps a long line's tail by the piece.)
+struct Transcript : MessageParser::Listener {
+  void OnMessage(std::unique_ptr<Message> m) override {
+    text += m->is_request() ? m->method + " " + m->target : std::to_string(m->status_code);
+    text += " " + std::to_string(m->header_bytes) + " " + std::to_string(m->body_bytes) + " " +
+            std::to_string(m->body_wire_bytes) + " " + std::to_string(m->connection_close) +
+            std::to_string(m->expect_continue) + std::to_string(m->upgrade_requested) +
+            std::to_string(static_cast<int>(m->framing));
+    for (Header h : m->headers.fields()) text += "[" + std::string(h.name) + ":" + std::string(h.value) + "]";
+    text += "\n";
+  }
+  void OnFailure(FailureReason r, bool lost) override {
+    text += "failure " + std::string(ToString(r)) + (lost ? " lost\n" : "\n");
+    ++failures;
+  }
+  std::string text;
+  size_t failures = 0;
+};
 
 }  // namespace
 
@@ -78,6 +104,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static MessagePool& pool = *new MessagePool();
   Http1Connection conn(role, limits, http1_metrics, kSwitchTokens, &pool);
 
+  // The same data bytes (ingress) fed to one parser as the input splits them and to another a
+  // byte at a time.
+  ParserLimits every_field = limits.parser;
+  every_field.stored_fields = StoredFields::kAll;
+  const MessageKind kind = (config & 0x20) ? MessageKind::kResponse : MessageKind::kRequest;
+  Transcript as_split, bytewise;
+  MessageParser split_parser(kind, every_field, as_split);
+  MessageParser byte_parser(kind, every_field, bytewise);
+
   uint64_t ts = 1000;
   uint64_t pos[2] = {0, 0};  // stream positions by direction (egress, ingress)
   size_t i = 1;
@@ -94,6 +129,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         size_t n = std::min<size_t>(len, size - i);
         uint64_t& at = pos[dir == Direction::kEgress ? 0 : 1];
         conn.OnData(dir, {data + i, n}, ChunkMeta{ts, ts - 1, op, 0, at}, out);
+        if (dir == Direction::kIngress) {
+          split_parser.Feed({data + i, n}, ChunkMeta{ts, ts - 1, op, 0, at});
+          for (size_t b = 0; b < n; ++b) byte_parser.Feed({data + i + b, 1}, ChunkMeta{ts, ts - 1, op, 0, at + b});
+        }
         at += n;
         i += n;
         break;
@@ -136,5 +175,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   conn.OnClose(ts, out);
   Check(conn.pending_requests() == 0);
+  if (as_split.failures == 0 || bytewise.failures == 0) Check(as_split.text == bytewise.text);
   return 0;
 }

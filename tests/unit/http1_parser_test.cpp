@@ -2,7 +2,9 @@
 // RFC 9112 corner cases.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <string>
+#include <vector>
 
 #include "agent/protocols/http1/detect.h"
 #include "agent/protocols/http1/parser.h"
@@ -414,6 +416,133 @@ TEST(Http1Parser, ConnectRequestPausesUntilResumed) {
   ASSERT_EQ(h.listener.messages.size(), 2u);
 }
 
+// The header block's lines read in one pass (ScanFieldLine) when whole in a chunk, the general
+// way (ConsumeLine, ParseHeaderLine) when fed a byte at a time or split: the same messages and
+// the same failures, for good and bad lines alike (obs-fold, bare LF, CR or NUL in a value,
+// whitespace before the colon, trailing OWS, an empty value, CR CR LF).
+TEST(Http1Parser, HeaderLinesSameWholeSplitAndBytewise) {
+  using namespace std::string_literals;  // keeps the NUL below
+  const std::string stream =
+      "GET /a HTTP/1.1\r\nHost: x \r\nX-Folded: one\r\n two\r\n\tthree\nX-Request-Id: r1\n"
+      "Accept:\r\nUser-Agent:\t ua \t\r\n"
+      "traceparent:00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"
+      "GET /b HTTP/1.1\r\nX-Bad: a\rb\r\n\r\n"
+      "GET /c HTTP/1.1\r\nX-Nul: a\0b\r\n\r\n"s +
+      "GET /d HTTP/1.1\r\nX-CrCr: a\r\r\n\r\n"
+      "GET /e HTTP/1.1\r\nBad Name: v\r\n\r\n"
+      "GET /f HTTP/1.1\r\n: empty name\r\n\r\n"
+      "POST /g HTTP/1.1\r\ncontent-length: 3\r\nCONNECTION: Keep-Alive , close\r\nX-Long: " +
+      std::string(100, 'v') +
+      "\r\n\r\nabc"
+      "GET /h HTTP/1.1\nTransfer-Encoding: gzip, Chunked\nExpect: 100-continue\n\n3\r\nabc\r\n0\r\n\r\n"
+      "GET /i HTTP/1.0\r\nConnection: keep-alive\r\nX-Amzn-Trace-Id: Root=1\r\n\r\n";
+  ASSERT_NE(stream.find("a\0b"s), std::string::npos);
+  auto run = [&](auto feed) {
+    ParserHarness h(MessageKind::kRequest, AllFields());
+    feed(h);
+    std::string out = test::Summary(h.listener.messages);
+    for (FailureReason r : h.listener.failures) out += std::string(ToString(r)) + "\n";
+    for (const Message& m : h.listener.messages)
+      out += std::to_string(m.connection_close) + std::to_string(m.expect_continue) + "\n";
+    return out;
+  };
+  const std::string whole = run([&](ParserHarness& h) { h.Feed(stream); });
+  ParserHarness check(MessageKind::kRequest, AllFields());
+  check.Feed(stream);
+  ASSERT_EQ(check.listener.messages.size(), 4u) << whole;
+  EXPECT_EQ(check.listener.messages[0].headers.Get("x-folded"), "one two three");
+  EXPECT_EQ(check.listener.messages[0].headers.Get("user-agent"), "ua");
+  EXPECT_EQ(check.listener.messages[0].headers.Get("accept"), "");
+  EXPECT_EQ(check.listener.messages[0].headers.Get("host"), "x");
+  EXPECT_EQ(check.listener.messages[1].target, "/g");
+  EXPECT_TRUE(check.listener.messages[1].connection_close);
+  EXPECT_EQ(check.listener.messages[1].body_bytes, 3u);
+  EXPECT_EQ(check.listener.messages[2].framing, Framing::kChunked);
+  EXPECT_TRUE(check.listener.messages[2].expect_continue);
+  EXPECT_FALSE(check.listener.messages[3].connection_close);  // HTTP/1.0 with keep-alive
+  EXPECT_EQ(check.listener.failures,
+            std::vector<FailureReason>(5, FailureReason::kBadHeader));
+
+  EXPECT_EQ(run([&](ParserHarness& h) {
+              for (size_t i = 0; i < stream.size(); ++i) h.Feed(std::string_view(stream).substr(i, 1));
+            }),
+            whole);
+  for (size_t cut = 1; cut < stream.size(); ++cut) {
+    ASSERT_EQ(run([&](ParserHarness& h) {
+                h.Feed(std::string_view(stream).substr(0, cut));
+                h.Feed(std::string_view(stream).substr(cut));
+              }),
+              whole)
+        << "cut at " << cut;
+  }
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    ASSERT_EQ(run([&](ParserHarness& h) {
+                size_t off = 0;
+                for (size_t piece : test::RandomPieces(stream.size(), seed)) {
+                  h.Feed(std::string_view(stream).substr(off, piece));
+                  off += piece;
+                }
+              }),
+              whole)
+        << "seed " << seed;
+  }
+}
+
+// A megabyte of header fields in one chunk: the one-pass reader stops at the header budget
+// (the general path then reports it, as before), and with a budget that allows it, a 1 MB field
+// is read whole and stored capped.
+TEST(Http1Parser, MegabyteHeaderInOneChunk) {
+  std::string big = "GET /big HTTP/1.1\r\nHost: a\r\n";
+  for (int i = 0; i < 1000; ++i) big += "X-Filler: " + std::string(1000, 'f') + "\r\n";
+  big += "\r\nGET /after HTTP/1.1\r\nHost: b\r\n\r\n";
+  {
+    ParserHarness h(MessageKind::kRequest);
+    h.Feed(big);
+    ASSERT_GE(h.listener.failures.size(), 1u);
+    EXPECT_EQ(h.listener.failures[0], FailureReason::kHeaderTooLarge);
+    ASSERT_EQ(h.listener.messages.size(), 1u);
+    EXPECT_EQ(h.listener.messages[0].target, "/after");
+    EXPECT_LE(h.parser.buffered_bytes(), ParserLimits{}.max_header_bytes);
+  }
+  ParserLimits roomy = AllFields();
+  roomy.max_header_bytes = 4 << 20;
+  {
+    ParserHarness h(MessageKind::kRequest, roomy);
+    h.Feed(big);
+    EXPECT_TRUE(h.listener.failures.empty());
+    ASSERT_EQ(h.listener.messages.size(), 2u);
+    EXPECT_EQ(h.listener.messages[0].headers.dropped_fields(), 1001u - HeaderList::kMaxHeaders);
+    EXPECT_EQ(h.listener.messages[0].header_bytes, big.find("GET /after"));
+  }
+  {
+    const std::string one = "GET /one HTTP/1.1\r\nX-Huge: " + std::string(1 << 20, 'h') +
+                            " \r\nX-Request-Id: after-huge\r\n\r\n";
+    ParserHarness h(MessageKind::kRequest, roomy);
+    h.Feed(one);
+    ASSERT_EQ(h.listener.messages.size(), 1u);
+    EXPECT_EQ(h.listener.messages[0].headers.Get("x-huge")->size(), HeaderList::kMaxValueBytes);
+    EXPECT_EQ(h.listener.messages[0].headers.Get("x-request-id"), "after-huge");
+    EXPECT_EQ(h.listener.messages[0].header_bytes, one.size());
+  }
+}
+
+// A line end split between data events: the CR ending one chunk, the LF starting the next.
+TEST(Http1Parser, CrLfSplitAcrossChunks) {
+  ParserHarness h(MessageKind::kRequest);
+  h.Feed("GET / HTTP/1.1\r\nHost: a\r");
+  h.Feed("\nX-Request-Id: r\r");
+  h.Feed("\n\r");
+  h.Feed("\n");
+  ASSERT_EQ(h.listener.messages.size(), 1u);
+  EXPECT_EQ(h.listener.messages[0].headers.Get("host"), "a");
+  EXPECT_EQ(h.listener.messages[0].headers.Get("x-request-id"), "r");
+  EXPECT_TRUE(h.listener.failures.empty());
+  h.Feed("GET / HTTP/1.1\r\nHost: a\r");
+  h.Feed("x\r\n\r\n");  // the CR was inside the value after all
+  ASSERT_EQ(h.listener.failures.size(), 1u);
+  EXPECT_EQ(h.listener.failures[0], FailureReason::kBadHeader);
+}
+
 // The field-line grammar at its edges (RFC 9112 §5): a token name ending at the colon, a value
 // trimmed of OWS, continuation lines, and CR/LF/NUL refused anywhere.
 TEST(Http1Syntax, HeaderLineGrammar) {
@@ -456,6 +585,110 @@ TEST(Http1Syntax, HeaderLineGrammar) {
       v[at] = fine;
       EXPECT_TRUE(ParseHeaderLine("Name: x" + v, h)) << at << " " << int(fine);
     }
+  }
+}
+
+// ScanFieldLine (one pass) accepts exactly the lines ParseHeaderLine accepts, with the same
+// name and value, and tells an unfinished line from a bad one: every base line with every
+// special byte put at every position, ended by CRLF or bare LF, and every prefix of it.
+TEST(Http1Syntax, ScanFieldLineAgreesWithParseHeaderLine) {
+  using syntax::Scan;
+  const std::vector<std::string> bases = {"Host: example.com", "X-Request-Id: abcdefghijklmnopq",
+                                          "A:b", "Name:  v  ", "Accept:", " folded", "\tfolded",
+                                          "", "Content-Length:\t12\t"};
+  const std::string specials("\r\n\0 \t:(\x80x\x0b", 10);
+  std::vector<std::string> lines;
+  for (const std::string& base : bases) {
+    lines.push_back(base);
+    for (size_t i = 0; i <= base.size(); ++i) {
+      for (char c : specials) {
+        lines.push_back(base.substr(0, i) + c + base.substr(i));
+        if (i < base.size()) lines.push_back(base.substr(0, i) + c + base.substr(i + 1));
+      }
+    }
+  }
+  for (const std::string& line : lines) {
+    for (std::string_view ending : {"\r\n", "\n"}) {
+      const std::string in = line + std::string(ending) + "Next: v\r\n";
+      syntax::ScannedLine out;
+      const Scan scan = syntax::ScanFieldLine(in, out);
+      const size_t nl = in.find('\n');
+      const std::string_view first = syntax::StripCr(std::string_view(in).substr(0, nl));
+      syntax::HeaderLine h;
+      const bool ok = syntax::ParseHeaderLine(first, h);
+      const std::string what = "line '" + in.substr(0, nl) + "'";
+      if (first.empty()) {
+        ASSERT_EQ(scan, Scan::kEnd) << what;
+        EXPECT_EQ(out.wire, nl + 1) << what;
+      } else if (scan == Scan::kField) {
+        ASSERT_TRUE(ok && !h.continuation) << what;
+        EXPECT_EQ(out.name, h.name) << what;
+        EXPECT_EQ(out.value, h.value) << what;
+        EXPECT_EQ(out.wire, nl + 1) << what;
+      } else {
+        ASSERT_EQ(scan, Scan::kOther) << what;
+        EXPECT_TRUE(!ok || h.continuation) << what;
+      }
+      for (size_t cut = 0; cut <= nl; ++cut) {
+        syntax::ScannedLine part;
+        const Scan prefix = syntax::ScanFieldLine(std::string_view(in).substr(0, cut), part);
+        if (scan == Scan::kField || scan == Scan::kEnd)
+          EXPECT_EQ(prefix, Scan::kIncomplete) << what << " cut " << cut;
+        else
+          EXPECT_NE(prefix, Scan::kField) << what << " cut " << cut;
+      }
+    }
+  }
+}
+
+// Known field names are found by length, third byte and masked words: exactly the names equal
+// to one ignoring ASCII case, for any byte at any position.
+TEST(Http1Syntax, IdentifyFieldIsExact) {
+  auto brute = [](std::string_view name) {
+    for (const auto& k : field_name_detail::kKnown)
+      if (EqualsIgnoreCase(name, k.lower)) return k.field;
+    return FieldName::kOther;
+  };
+  for (const auto& k : field_name_detail::kKnown) {
+    std::string upper(k.lower);
+    for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    EXPECT_EQ(IdentifyField(k.lower), k.field) << k.lower;
+    EXPECT_EQ(IdentifyField(upper), k.field) << upper;
+    for (size_t i = 0; i < k.lower.size(); ++i) {
+      for (int b = 0; b < 256; ++b) {
+        std::string m(k.lower);
+        m[i] = static_cast<char>(b);
+        ASSERT_EQ(IdentifyField(m), brute(m)) << k.lower << " byte " << b << " at " << i;
+      }
+    }
+    EXPECT_EQ(IdentifyField(std::string(k.lower) + "s"), FieldName::kOther);
+    EXPECT_EQ(IdentifyField(k.lower.substr(1)), FieldName::kOther);
+    EXPECT_EQ(IdentifyField(k.lower.substr(0, k.lower.size() - 1)), FieldName::kOther);
+  }
+  for (std::string_view other : {"", "a", "te", "via", "date", "accept", "x-request-ie", "cookie",
+                                 "x-b3-spanid", "content-lengtH ", "transfer-encodinG"})
+    EXPECT_EQ(IdentifyField(other), brute(other)) << other;
+  // A stored list answers "absent" for a known field it lacks, and still finds any other.
+  HeaderList list;
+  list.Add("X-Custom", "1");
+  list.Add("Traceparent", "tp");
+  EXPECT_TRUE(list.MayHave("x-custom"));
+  EXPECT_EQ(list.Get("X-CUSTOM"), "1");
+  EXPECT_EQ(list.Get("traceparent"), "tp");
+  EXPECT_FALSE(list.MayHave("x-request-id"));
+  EXPECT_FALSE(list.Get("tracestate").has_value());
+  EXPECT_FALSE(list.Get("x-other").has_value());
+  EXPECT_FALSE(HeaderList().MayHave("x-custom"));
+}
+
+TEST(Http1Syntax, ConnectionOptionsAsListHasToken) {
+  for (std::string_view list : {"close", "Keep-Alive", "upgrade", "keep-alive, Upgrade", " close ,",
+                                "te, close;x=1", "closed", "keep-alive2", ",,,", "", "UPGRADE , CLOSE",
+                                "x-close, keep-alive ; a=b, upgradeX"}) {
+    const uint8_t options = syntax::ConnectionOptions(list);
+    EXPECT_EQ((options & syntax::kConnectionClose) != 0, syntax::ListHasToken(list, "close")) << list;
+    EXPECT_EQ((options & syntax::kConnectionKeepAlive) != 0, syntax::ListHasToken(list, "keep-alive")) << list;
+    EXPECT_EQ((options & syntax::kConnectionUpgrade) != 0, syntax::ListHasToken(list, "upgrade")) << list;
   }
 }
 

@@ -39,6 +39,10 @@ HeaderList::Iterator& HeaderList::Iterator::operator++() {
 }
 
 void HeaderList::Add(std::string_view name, std::string_view value) {
+  Add(name, value, IdentifyField(name));
+}
+
+void HeaderList::Add(std::string_view name, std::string_view value, FieldName field) {
   if (count_ >= kMaxHeaders) {
     ++dropped_fields_;
     last_dropped_ = true;
@@ -58,6 +62,7 @@ void HeaderList::Add(std::string_view name, std::string_view value) {
   text_.append(name);
   text_.append(value);
   ++count_;
+  known_ |= Bit(field);  // bit 0 (kOther) is never looked at
 }
 
 std::string HeaderList::ReleaseBuffer() {
@@ -92,32 +97,14 @@ void HeaderList::AppendToLast(std::string_view continuation) {
   std::memcpy(text_.data() + last_at_ + 2, &value_len, 4);
 }
 
-std::optional<Header> HeaderList::Find(std::string_view name) const {
+std::optional<Header> HeaderList::FindStored(std::string_view name) const {
   for (Header h : fields())
     if (EqualsIgnoreCase(h.name, name)) return h;
   return std::nullopt;
 }
 
-std::optional<std::string_view> HeaderList::Get(std::string_view name) const {
-  std::optional<Header> h = Find(name);
-  if (!h) return std::nullopt;
-  return h->value;
-}
-
 bool IsReadField(MessageKind kind, std::string_view name) {
-  auto is = [&](std::string_view known) { return EqualsIgnoreCase(name, known); };
-  if (kind == MessageKind::kResponse) return is("upgrade");
-  // By length first: most fields a request carries are decided by one comparison or none.
-  switch (name.size()) {
-    case 4: return is("host");
-    case 7: return is("upgrade");
-    case 10: return is("user-agent") || is("tracestate") || is("request-id");
-    case 11: return is("traceparent");
-    case 12: return is("x-request-id") || is("x-b3-traceid") || is("content-type");
-    case 15: return is("x-forwarded-for") || is("x-amzn-trace-id");
-    case 16: return is("x-correlation-id");
-    default: return false;
-  }
+  return IsReadField(kind, IdentifyField(name));
 }
 
 void Message::Reset() {

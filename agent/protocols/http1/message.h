@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "agent/conn/stream_consumer.h"
+#include "agent/protocols/http1/field_name.h"
 #include "agent/protocols/outcome.h"
 
 namespace threadline::http1 {
@@ -37,6 +38,8 @@ class HeaderList {
   static constexpr size_t kMaxValueBytes = 8 * 1024;
 
   void Add(std::string_view name, std::string_view value);
+  // The same, with the name already identified (the parser identifies every field it reads).
+  void Add(std::string_view name, std::string_view value, FieldName field);
   // A field that is not stored (StoredFields::kRead): an obs-fold that follows it is not
   // joined to the field stored before it.
   void Skip() { last_dropped_ = true; }
@@ -47,10 +50,24 @@ class HeaderList {
   // obs-fold: a continuation line joins the last stored field's value with one SP.
   void AppendToLast(std::string_view continuation);
 
+  // False when no field named `name` is stored, known without looking at the fields when
+  // `name` is one of the FieldNames (most lookups are for a known field a request does not
+  // carry: a correlation header, traceparent). Inline: with a literal name it is one bit test.
+  bool MayHave(std::string_view name) const {
+    const FieldName field = IdentifyField(name);
+    return field == FieldName::kOther ? count_ > 0 : (known_ & Bit(field)) != 0;
+  }
   // The first field named `name` (ASCII case-insensitive), or nullopt.
-  std::optional<Header> Find(std::string_view name) const;
+  std::optional<Header> Find(std::string_view name) const {
+    if (!MayHave(name)) return std::nullopt;
+    return FindStored(name);
+  }
   // Its value, or nullopt.
-  std::optional<std::string_view> Get(std::string_view name) const;
+  std::optional<std::string_view> Get(std::string_view name) const {
+    std::optional<Header> h = Find(name);
+    if (!h) return std::nullopt;
+    return h->value;
+  }
 
   // Iterates the fields in arrival order as Header views: `for (Header h : list.fields())`.
   class Iterator {
@@ -77,6 +94,8 @@ class HeaderList {
   bool values_truncated() const { return values_truncated_; }  // some value or name was capped
 
  private:
+  std::optional<Header> FindStored(std::string_view name) const;  // by looking at every field
+
   static constexpr size_t kFieldHead = 6;  // name length (2 bytes), value length (4 bytes)
   // The fields the agent reads of a request (StoredFields::kRead: Host, User-Agent,
   // traceparent, ...) fit, so most messages never grow the buffer; with every field stored
@@ -87,13 +106,14 @@ class HeaderList {
   std::string text_;
   size_t last_at_ = 0;  // offset of the last stored field's head
   uint32_t count_ = 0;
+  uint32_t known_ = 0;  // bit 1 << FieldName of each known field stored
   uint32_t dropped_fields_ = 0;
   bool values_truncated_ = false;
   bool last_dropped_ = false;  // an obs-fold after a dropped field is dropped too
 };
 
-// ASCII case-insensitive equality. Inline: the parser compares every header name with five
-// framing headers, and most comparisons end at the size check.
+// ASCII case-insensitive equality. Inline: look-ups by name compare stored names with it, and
+// most comparisons end at the size check (the parser identifies names with IdentifyField).
 inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; };
@@ -109,7 +129,8 @@ enum class MessageKind : uint8_t { kRequest, kResponse };
 //  kRead: only the fields something in the agent reads (IsReadField); the others are counted
 //         in header_bytes and skipped. Copying fields nobody reads (a response's Server, Date,
 //         ETag, ...) was most of the parser's cost per span. A new reader of a field adds its
-//         name to IsReadField (message.cpp), or the field is simply absent.
+//         name to FieldName (field_name.h) and IsReadField (message.cpp), or the field is
+//         simply absent.
 //  kAll:  every field, as sent (tests; a future capture of arbitrary headers).
 enum class StoredFields : uint8_t { kRead, kAll };
 
@@ -117,7 +138,12 @@ enum class StoredFields : uint8_t { kRead, kAll };
 // attributes (Host, User-Agent, X-Forwarded-For; a response's Upgrade), trace context
 // (traceparent, tracestate), the correlation evidence of the context rules (X-Request-Id and
 // the like) and the h2c handover (Content-Type).
+// (A stored field must be one of the FieldNames: HeaderList::MayHave answers "absent" for a
+// known name without looking at the fields.)
 bool IsReadField(MessageKind kind, std::string_view name);
+inline bool IsReadField(MessageKind kind, FieldName field) {
+  return ((kind == MessageKind::kRequest ? kReadRequestFields : kReadResponseFields) & Bit(field)) != 0;
+}
 
 // How the end of the body was found (RFC 9112 §6.3).
 enum class Framing : uint8_t {

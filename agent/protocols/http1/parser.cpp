@@ -171,16 +171,31 @@ void MessageParser::Feed(std::span<const uint8_t> bytes, const ChunkMeta& meta) 
 
 void MessageParser::ReadWholeHeaderLines(std::string_view& in) {
   // What the general path does for a line whole in the chunk (ConsumeLine's view of `in`),
-  // without going back through the state switch and the limit choice for every line. A line
+  // without going back through the state switch and the limit choice for every line, and for a
+  // plain field line in one pass over its bytes (ScanFieldLine: finding the line end and
+  // checking the bytes were two passes, then the name's and the value's bounds a third). A line
   // not whole here, or over the budget, is left to the general path (which reports overflow).
   while (state_ == State::kHeaders && !in.empty()) {
-    const size_t nl = in.find('\n');
-    if (nl == std::string_view::npos || nl + 1 > header_budget_) return;
-    const std::string_view line = syntax::StripCr(in.substr(0, nl));
-    in.remove_prefix(nl + 1);
-    header_budget_ -= nl + 1;
-    msg_->header_bytes += nl + 1;
-    OnHeaderLine(line);
+    syntax::ScannedLine line;
+    const syntax::Scan scan = syntax::ScanFieldLine(in, line);
+    if (scan == syntax::Scan::kIncomplete) return;
+    if (scan == syntax::Scan::kOther) {
+      // An obs-fold or a bad line: parsed (and refused) as every line was before.
+      const size_t nl = in.find('\n');
+      if (nl == std::string_view::npos || nl + 1 > header_budget_) return;
+      const std::string_view whole = syntax::StripCr(in.substr(0, nl));
+      in.remove_prefix(nl + 1);
+      header_budget_ -= nl + 1;
+      msg_->header_bytes += nl + 1;
+      OnHeaderLine(whole);
+      continue;
+    }
+    if (line.wire > header_budget_) return;
+    in.remove_prefix(line.wire);
+    header_budget_ -= line.wire;
+    msg_->header_bytes += line.wire;
+    if (scan == syntax::Scan::kEnd) OnHeadersDone();
+    else OnField(line.name, line.value, IdentifyField(line.name));
   }
 }
 
@@ -340,25 +355,40 @@ void MessageParser::OnHeaderLine(std::string_view line) {
     msg_->headers.AppendToLast(h.value);
     return;
   }
-  if (EqualsIgnoreCase(h.name, "content-length")) {
-    auto n = syntax::ParseContentLength(h.value);
-    if (!n || (has_content_length_ && *n != content_length_)) content_length_invalid_ = true;
-    if (n) content_length_ = *n;
-    has_content_length_ = true;
-  } else if (EqualsIgnoreCase(h.name, "transfer-encoding")) {
-    has_transfer_encoding_ = true;
-    chunked_final_ = EqualsIgnoreCase(syntax::LastListElement(h.value), "chunked");
-  } else if (EqualsIgnoreCase(h.name, "connection")) {
-    if (syntax::ListHasToken(h.value, "close")) msg_->connection_close = true;
-    if (syntax::ListHasToken(h.value, "keep-alive")) saw_keep_alive_ = true;
-    if (syntax::ListHasToken(h.value, "upgrade")) saw_connection_upgrade_ = true;
-  } else if (EqualsIgnoreCase(h.name, "upgrade")) {
-    saw_upgrade_field_ = true;
-  } else if (EqualsIgnoreCase(h.name, "expect")) {
-    if (syntax::ListHasToken(h.value, "100-continue")) msg_->expect_continue = true;
+  OnField(h.name, h.value, IdentifyField(h.name));
+}
+
+void MessageParser::OnField(std::string_view name, std::string_view value, FieldName field) {
+  switch (field) {
+    case FieldName::kContentLength: {
+      auto n = syntax::ParseContentLength(value);
+      if (!n || (has_content_length_ && *n != content_length_)) content_length_invalid_ = true;
+      if (n) content_length_ = *n;
+      has_content_length_ = true;
+      break;
+    }
+    case FieldName::kTransferEncoding:
+      has_transfer_encoding_ = true;
+      chunked_final_ = EqualsIgnoreCase(syntax::LastListElement(value), "chunked");
+      break;
+    case FieldName::kConnection: {
+      const uint8_t options = syntax::ConnectionOptions(value);
+      if (options & syntax::kConnectionClose) msg_->connection_close = true;
+      if (options & syntax::kConnectionKeepAlive) saw_keep_alive_ = true;
+      if (options & syntax::kConnectionUpgrade) saw_connection_upgrade_ = true;
+      break;
+    }
+    case FieldName::kUpgrade:
+      saw_upgrade_field_ = true;
+      break;
+    case FieldName::kExpect:
+      if (syntax::ListHasToken(value, "100-continue")) msg_->expect_continue = true;
+      break;
+    default:
+      break;
   }
-  if (limits_.stored_fields == StoredFields::kAll || IsReadField(kind_, h.name))
-    msg_->headers.Add(h.name, h.value);
+  if (limits_.stored_fields == StoredFields::kAll || IsReadField(kind_, field))
+    msg_->headers.Add(name, value, field);
   else
     msg_->headers.Skip();
 }

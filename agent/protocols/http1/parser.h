@@ -128,6 +128,8 @@ class MessageParser {
   std::string_view ConsumeLine(std::string_view& in, size_t limit, bool& complete, bool& overflow);
   void OnStartLine(std::string_view line, size_t wire_bytes);
   void OnHeaderLine(std::string_view line);
+  // A field line parsed (not an obs-fold): framing fields interpreted, read fields stored.
+  void OnField(std::string_view name, std::string_view value, FieldName field);
   // kHeaders with nothing buffered: reads the header lines whole in `in`, one after another.
   void ReadWholeHeaderLines(std::string_view& in);
   void OnHeadersDone();

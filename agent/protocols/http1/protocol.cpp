@@ -154,6 +154,9 @@ std::unique_ptr<Protocol> CreateProtocol(const ProtocolOptions& options, Metrics
 }
 
 size_t HeaderCarrier::Values(std::string_view key, std::span<std::string_view> out) const {
+  // Most keys asked for (correlation headers, traceparent) are known fields a request does
+  // not carry: answered without looking at the fields.
+  if (!headers_.MayHave(key)) return 0;
   size_t n = 0;
   for (Header h : headers_.fields()) {
     if (!EqualsIgnoreCase(h.name, key)) continue;

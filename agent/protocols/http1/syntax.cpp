@@ -124,14 +124,7 @@ namespace {
 // passes here (a byte loop was the parser's largest cost per span after the name scan).
 // (v - 0x01..) & ~v & 0x80.. is non-zero exactly when some byte of v is zero.
 bool HasBadFieldByte(std::string_view s) {
-  constexpr uint64_t kOnes = 0x0101010101010101ULL;
-  constexpr uint64_t kHigh = 0x8080808080808080ULL;
-  auto has_zero = [](uint64_t v) { return (v - kOnes) & ~v & kHigh; };
-  auto bad = [&](size_t at) {
-    uint64_t w;
-    std::memcpy(&w, s.data() + at, 8);
-    return has_zero(w) | has_zero(w ^ (kOnes * '\r')) | has_zero(w ^ (kOnes * '\n'));
-  };
+  auto bad = [&](size_t at) { return detail::FieldBreaks(detail::LoadLittle64(s.data() + at)); };
   if (s.size() < 8) {
     for (char c : s)
       if (kCharClass[static_cast<uint8_t>(c)] & kCharBadField) return true;
@@ -211,6 +204,31 @@ bool ListHasToken(std::string_view list, std::string_view token) {
     list.remove_prefix(comma + 1);
   }
   return false;
+}
+
+uint8_t ConnectionOptions(std::string_view list) {
+  // The usual value is one option alone ("keep-alive", "close", "Upgrade").
+  switch (list.size()) {
+    case 5: if (EqualsIgnoreCase(list, "close")) return kConnectionClose; break;
+    case 7: if (EqualsIgnoreCase(list, "upgrade")) return kConnectionUpgrade; break;
+    case 10: if (EqualsIgnoreCase(list, "keep-alive")) return kConnectionKeepAlive; break;
+    default: break;
+  }
+  uint8_t options = 0;
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    const std::string_view item = TrimOws(list.substr(0, comma));
+    const std::string_view token = TrimOws(item.substr(0, item.find(';')));
+    switch (token.size()) {
+      case 5: if (EqualsIgnoreCase(token, "close")) options |= kConnectionClose; break;
+      case 7: if (EqualsIgnoreCase(token, "upgrade")) options |= kConnectionUpgrade; break;
+      case 10: if (EqualsIgnoreCase(token, "keep-alive")) options |= kConnectionKeepAlive; break;
+      default: break;
+    }
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return options;
 }
 
 std::string_view LastListElement(std::string_view list) {

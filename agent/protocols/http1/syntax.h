@@ -5,10 +5,16 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string_view>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "agent/protocols/http1/message.h"
 
@@ -52,6 +58,107 @@ bool IsRequestLine(std::string_view line);
 // "HTTP/1.1 200 OK" (reason may be empty or missing) → status_code, reason, version_minor.
 bool ParseStatusLine(std::string_view line, Message& out);
 
+// A field line read straight from the bytes of a chunk (ScanFieldLine).
+enum class Scan : uint8_t {
+  kField,       // "name: value" with its line end, valid: name, value (OWS trimmed) and wire set
+  kEnd,         // the empty line that ends a header block (CRLF or bare LF): wire set
+  kIncomplete,  // no line end in the bytes given (nothing in them is invalid so far)
+  kOther,       // anything else: an obs-fold, a bad name, CR/NUL in the value, ... (the line is
+                // parsed the general way: ParseHeaderLine, which also tells what is wrong)
+};
+struct ScannedLine {
+  std::string_view name;
+  std::string_view value;
+  size_t wire = 0;  // bytes of the line with its line end
+};
+
+namespace detail {
+inline uint64_t LoadLittle64(const char* p) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  if constexpr (std::endian::native == std::endian::big) w = __builtin_bswap64(w);
+  return w;
+}
+// One bit (0x80) in each byte of `w` that is CR, LF or NUL; exact at the lowest such byte, which
+// is all FirstFieldBreak reads ((v - 0x01..) & ~v & 0x80.. can only misreport bytes above a
+// byte that is really zero: the borrow runs upwards).
+inline uint64_t FieldBreaks(uint64_t w) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHigh = 0x8080808080808080ULL;
+  auto zero = [](uint64_t v) { return (v - kOnes) & ~v & kHigh; };
+  return zero(w) | zero(w ^ (kOnes * '\r')) | zero(w ^ (kOnes * '\n'));
+}
+}  // namespace detail
+
+// The first CR, LF or NUL in [p, end), or end: sixteen bytes at a time (SSE2, x86-64's
+// baseline) while sixteen are left, then eight, then one.
+inline const char* FirstFieldBreak(const char* p, const char* end) {
+#if defined(__SSE2__)
+  const __m128i cr = _mm_set1_epi8('\r');
+  const __m128i lf = _mm_set1_epi8('\n');
+  const __m128i nul = _mm_setzero_si128();
+  while (end - p >= 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i hits = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)),
+                                      _mm_cmpeq_epi8(v, nul));
+    if (const auto breaks = static_cast<unsigned>(_mm_movemask_epi8(hits)))
+      return p + std::countr_zero(breaks);
+    p += 16;
+  }
+#endif
+  while (end - p >= 8) {
+    if (const uint64_t breaks = detail::FieldBreaks(detail::LoadLittle64(p)))
+      return p + (std::countr_zero(breaks) >> 3);
+    p += 8;
+  }
+  while (p < end && !(kCharClass[static_cast<uint8_t>(*p)] & kCharBadField)) ++p;
+  return p;
+}
+
+// Reads the line at the start of `in` in one pass: the name's bytes checked by class while it
+// is found, then the value's line end found and its bytes checked together (the first CR, LF or
+// NUL must be the line end). Inline: it runs for every field line of every message. Accepts
+// exactly what ParseHeaderLine accepts (for the line before the first LF, one CR stripped),
+// except obs-folds, which it leaves to the general way (kOther).
+inline Scan ScanFieldLine(std::string_view in, ScannedLine& out) {
+  const char* const begin = in.data();
+  const char* const end = begin + in.size();
+  const char* p = begin;
+  while (p < end && IsTchar(static_cast<uint8_t>(*p))) ++p;
+  if (p == end) return Scan::kIncomplete;
+  if (*p != ':' || p == begin) {
+    if (p != begin) return Scan::kOther;
+    if (*p == '\n') {
+      out.wire = 1;
+      return Scan::kEnd;
+    }
+    if (*p != '\r') return Scan::kOther;
+    if (p + 1 == end) return Scan::kIncomplete;
+    if (p[1] != '\n') return Scan::kOther;
+    out.wire = 2;
+    return Scan::kEnd;
+  }
+  if (p - begin > (1 << 16)) return Scan::kOther;
+  out.name = std::string_view(begin, static_cast<size_t>(p - begin));
+  ++p;
+  while (p < end && (*p == ' ' || *p == '\t')) ++p;
+  const char* const value = p;
+  p = FirstFieldBreak(p, end);
+  if (p == end) return Scan::kIncomplete;
+  const char* value_end = p;
+  if (*p == '\r') {
+    if (p + 1 == end) return Scan::kIncomplete;
+    if (p[1] != '\n') return Scan::kOther;  // a CR inside the value
+    ++p;
+  } else if (*p != '\n') {
+    return Scan::kOther;  // NUL
+  }
+  out.wire = static_cast<size_t>(p + 1 - begin);
+  while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t')) --value_end;
+  out.value = std::string_view(value, static_cast<size_t>(value_end - value));
+  return Scan::kField;
+}
+
 struct HeaderLine {
   std::string_view name;
   std::string_view value;  // OWS trimmed
@@ -66,6 +173,12 @@ std::optional<uint64_t> ParseContentLength(std::string_view value);
 
 // Whether a comma-separated list (Connection, Transfer-Encoding, Expect) holds `token`.
 bool ListHasToken(std::string_view list, std::string_view token);
+// The Connection options the parser acts on (RFC 9112 §9.3, §9.6; RFC 9110 §7.8), found in one
+// pass over the list (as ListHasToken would for each).
+inline constexpr uint8_t kConnectionClose = 1;
+inline constexpr uint8_t kConnectionKeepAlive = 2;
+inline constexpr uint8_t kConnectionUpgrade = 4;
+uint8_t ConnectionOptions(std::string_view list);
 // The last element of a comma-separated list, OWS trimmed (for the final transfer coding).
 std::string_view LastListElement(std::string_view list);
 
