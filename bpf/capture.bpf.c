@@ -209,9 +209,15 @@ SYS_ENTER(sendto) { args__stash_send(TL_SYS_SENDTO, ctx->args[0], ctx->args[1], 
 static __always_inline int exit__buffer(void *ctx, long ret, __u8 direction, __u8 sys, int i_flags)
 {
 	struct tl_io_args a;
+	a.fd = -1; /* stays -1 unless a stash or the registers filled it */
+	a.tls_call = TL_TLS_CALL_ASK;
 	if (direction == TL_DIR_INGRESS ? !args__at_exit(&a, ret, sys, 0, 1, 2, i_flags)
-					: !args__take_or_recover(&a, ret, sys, 0, 1, 2, i_flags))
+					: !args__take_or_recover(&a, ret, sys, 0, 1, 2, i_flags)) {
+		/* A failed write taken from its stash: it may end an SSL_write without a return. */
+		if (sys == TL_SYS_WRITE && ret < 0 && a.fd >= 0)
+			tls__on_socket_write_failed(&a);
 		return 0;
+	}
 	if (sys == TL_SYS_WRITE && ret == sizeof(struct tl_node_marker) && tl_node_helpers)
 		ctx__node_marker(&a);
 	const bool no_tls_call = data__from_buffer(ctx, &a, direction, (__u64)ret);
@@ -219,7 +225,7 @@ static __always_inline int exit__buffer(void *ctx, long ret, __u8 direction, __u
 	 * probe (tls.bpf.h). Not when data__from_buffer just found no SSL_* call in progress on
 	 * this thread: tls__on_socket_write would look it up again to find the same nothing. */
 	if (direction == TL_DIR_EGRESS && !no_tls_call)
-		tls__on_socket_write(a.fd);
+		tls__on_socket_write(a.fd, ret, a.count);
 	return 0;
 }
 

@@ -74,8 +74,12 @@ static __always_inline bool data__is_ciphertext(struct tl_conn_state *st,
 	 * instruction limit. */
 	struct tl_tls_call *call =
 		!ask_byte || io_args__tls_call(a) ? bpf_map_lookup_elem(&tls_calls, &pid_tgid) : NULL;
-	*no_tls_call = !call;
 	const __s32 fd = a->fd;
+	/* An SSL_write without its return probe: its stash may outlive it (a call that made no
+	 * write), so only its own socket's I/O counts as under it. */
+	if (call && call->no_return && call->fd != fd)
+		call = NULL;
+	*no_tls_call = !call;
 	if (call) {
 		call->fd = fd;
 		st->tls = 1;

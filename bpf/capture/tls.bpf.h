@@ -33,10 +33,11 @@ static __always_inline bool tls__thread_mark(bool in_call)
 }
 
 /* The entry of a call of a selected process: its arguments, for what runs under it and at its
- * return. `ret_addr`: non-zero for a uprobe session (the return runs the same program). False
- * when nothing was stashed. */
+ * return. `ret_addr`: non-zero for a uprobe session (the return runs the same program).
+ * `own_fd` >= 0: an SSL_write that goes without its return probe, on that socket
+ * (tls__write_fd_without_return). False when nothing was stashed. */
 static __always_inline bool tls__stash(struct pt_regs *ctx, __u64 pid_tgid, __u8 direction,
-				       __u8 ex, __u64 ret_addr)
+				       __u8 ex, __u64 ret_addr, __s32 own_fd)
 {
 	if (!tls__thread_mark(true)) {
 		drops__count(TL_DROP_TLS_CALLS_FULL);
@@ -48,11 +49,12 @@ static __always_inline bool tls__stash(struct pt_regs *ctx, __u64 pid_tgid, __u8
 		.num = (__u32)PT_REGS_PARM3(ctx),
 		.out_len = ex ? PT_REGS_PARM4(ctx) : 0,
 		.enter_ts = bpf_ktime_get_boot_ns(),
-		.fd = -1,
+		.fd = own_fd,
 		.direction = direction,
 		.ex = ex,
 		.session = ret_addr != 0,
 		.ret_addr = ret_addr,
+		.no_return = own_fd >= 0,
 	};
 	if (bpf_map_update_elem(&tls_calls, &pid_tgid, &call, BPF_ANY)) {
 		drops__count(TL_DROP_TLS_CALLS_FULL);
@@ -68,8 +70,74 @@ static __always_inline int tls__enter(struct pt_regs *ctx, __u8 direction, __u8 
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!proc__selected(pid_tgid >> 32))
 		return 0;
-	tls__stash(ctx, pid_tgid, direction, ex, 0);
+	tls__stash(ctx, pid_tgid, direction, ex, 0, -1);
 	return 0;
+}
+
+/* Forgets the thread's call (its return, or the end of a call without one). */
+static __always_inline void tls__take(__u64 pid_tgid)
+{
+	bpf_map_delete_elem(&tls_calls, &pid_tgid);
+	tls__thread_mark(false);
+}
+
+/* Plaintext emitted (at the first socket write under an SSL_write) but not written by the call:
+ * the library's retry on that object passes it again and must not emit it twice. */
+static __always_inline void tls__owe(__u32 tgid, __u64 ssl, __u64 owed)
+{
+	struct tl_tls_key key = {.tgid = tgid, .ssl = ssl};
+	__u64 *credit = bpf_map_lookup_elem(&tls_write_credit, &key);
+	if (credit)
+		owed += *credit;
+	bpf_map_update_elem(&tls_write_credit, &key, &owed, BPF_ANY);
+}
+
+/* The largest plaintext of one TLS record: a write of more takes several records. */
+#define TL_TLS_RECORD_MAX 16384
+/* Most a record's ciphertext adds to its plaintext (header, explicit IV, MAC or tag, padding:
+ * TLS 1.3 AEAD 22, TLS 1.2 GCM 29, CBC with SHA-1/256 up to ~70): a single write larger than the
+ * plaintext plus this holds more than one record (OpenSSL's multi-block CBC writes four or
+ * eight records at once). */
+#define TL_TLS_RECORD_SLACK 128
+
+/* At the return of an SSL_write that returned all its `num` bytes after exactly one socket write
+ * under it, whole and of one record's size: on this connection a write of `num` bytes fits one
+ * record (the record size is the library's: 16 KiB, or smaller with max_send_fragment or the
+ * max_fragment_length extension). A later write no larger needs no return probe: it either
+ * returns all of it or fails, whether or not the caller asked for partial writes, and the socket
+ * write under it tells which (tls__on_socket_write, tls__on_socket_write_failed). Learned per
+ * connection (a new connection, or a new generation on a reused fd, starts over), never from a
+ * memory-BIO caller (no write under its calls). */
+static __always_inline void tls__learn_fits(__u64 pid_tgid, __s32 fd, __u32 num)
+{
+	if (num > TL_TLS_RECORD_MAX)
+		return;
+	struct tl_fd_key key = {.tgid = pid_tgid >> 32, .fd = fd};
+	struct tl_conn_state *st = bpf_map_lookup_elem(&conns, &key);
+	if (st && st->tls_write_fits < num)
+		st->tls_write_fits = (__u16)num;
+}
+
+/* At a uprobe session's entry of SSL_write: the socket of an SSL object whose writes of `num`
+ * bytes are known to fit one record on its current connection (tls__learn_fits), else -1. Then
+ * the call goes without its return probe: its plaintext is emitted at the socket write under it
+ * as before, and that write's exit ends the call instead of the return. Memory-BIO callers
+ * (Node, asyncio's SSLObject) never qualify: only the return gives their count. A recycled
+ * SSL object is mapped to its new socket by its first call that moves bytes (tls_conns); its
+ * new connection has learned nothing. */
+static __always_inline __s32 tls__write_fd_without_return(__u64 pid_tgid, __u64 ssl, __u64 num)
+{
+	if (num == 0 || num > TL_TLS_RECORD_MAX)
+		return -1;
+	struct tl_tls_key key = {.tgid = pid_tgid >> 32, .ssl = ssl};
+	__s32 *fd = bpf_map_lookup_elem(&tls_conns, &key);
+	if (!fd)
+		return -1;
+	struct tl_fd_key ck = {.tgid = key.tgid, .fd = *fd};
+	struct tl_conn_state *st = bpf_map_lookup_elem(&conns, &ck);
+	if (!st || st->tls_write_fits < num)
+		return -1;
+	return ck.fd;
 }
 
 /* The socket fd of this SSL object: the one used under this very call (learned now), else the
@@ -134,25 +202,54 @@ static __always_inline void tls__emit(const struct tl_tls_call *call, __s32 fd, 
  * SSL_write writes all `num` bytes or fails and must be retried with the same arguments (or, in
  * partial-write mode, with the rest): bytes emitted here but not reported written by the call
  * become a credit (tls_write_credit) that the retry consumes instead of emitting them again. */
-static __always_inline void tls__on_socket_write(__s32 fd)
+static __always_inline void tls__on_socket_write(__s32 fd, long ret, __u32 requested)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct tl_tls_call *call = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
-	if (!call || call->direction != TL_DIR_EGRESS || call->emitted || call->fd != fd)
+	if (!call || call->direction != TL_DIR_EGRESS || call->fd != fd)
 		return;
-	call->emitted = 1;
-	struct tl_tls_key key = {.tgid = pid_tgid >> 32, .ssl = call->ssl};
-	fd_map__set(&tls_conns, &key, fd);
-	__u64 *credit = bpf_map_lookup_elem(&tls_write_credit, &key);
-	if (credit) {
-		if (*credit >= call->num) {
-			*credit -= call->num; /* a retry of bytes already emitted */
-			return;
+	/* The write wrote all it was given: the record (or its rest) is out. */
+	const bool whole = ret == requested;
+	call->writes = call->writes == 0 && whole && requested <= call->num + TL_TLS_RECORD_SLACK ? 1 : 2;
+	const bool ends_call = call->no_return && whole; /* one record: the call returns num */
+	if (!call->emitted) {
+		call->emitted = 1;
+		struct tl_tls_key key = {.tgid = pid_tgid >> 32, .ssl = call->ssl};
+		fd_map__set(&tls_conns, &key, fd);
+		struct tl_tls_call copy = *call;
+		bool retry = false;
+		__u64 *credit = bpf_map_lookup_elem(&tls_write_credit, &key);
+		if (credit) {
+			if (*credit >= copy.num) {
+				*credit -= copy.num; /* a retry of bytes already emitted */
+				retry = true;
+			} else {
+				bpf_map_delete_elem(&tls_write_credit, &key);
+			}
 		}
-		bpf_map_delete_elem(&tls_write_credit, &key);
+		if (!retry)
+			tls__emit(&copy, fd, copy.num, 0);
 	}
-	struct tl_tls_call copy = *call;
-	tls__emit(&copy, fd, copy.num, 0);
+	if (ends_call)
+		tls__take(pid_tgid);
+}
+
+/* At the exit of a failed write() (EAGAIN on a non-blocking socket, EINTR, a reset) under an
+ * SSL_write without its return probe, on its own socket: the call fails with it (OpenSSL's
+ * socket BIO does not retry) and the caller retries it later with the same arguments, or in
+ * partial-write mode with the same (one record's) arguments: what was emitted already is owed,
+ * as the return would have settled it. `a`: the write's arguments. */
+static __always_inline void tls__on_socket_write_failed(const struct tl_io_args *a)
+{
+	if (!io_args__tls_call(a))
+		return;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct tl_tls_call *call = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
+	if (!call || !call->no_return || call->fd != a->fd)
+		return;
+	if (call->emitted)
+		tls__owe(pid_tgid >> 32, call->ssl, call->num);
+	tls__take(pid_tgid);
 }
 
 static __always_inline int tls__exit(struct pt_regs *ctx)
@@ -162,8 +259,7 @@ static __always_inline int tls__exit(struct pt_regs *ctx)
 	if (!stashed)
 		return 0;
 	struct tl_tls_call call = *stashed;
-	bpf_map_delete_elem(&tls_calls, &pid_tgid);
-	tls__thread_mark(false);
+	tls__take(pid_tgid);
 
 	long ret = PT_REGS_RC(ctx);
 	__u64 size = 0;
@@ -184,14 +280,10 @@ static __always_inline int tls__exit(struct pt_regs *ctx)
 	 * then sent the client's plaintext to the server connection for good. */
 	__s32 fd = tls__conn_fd(pid_tgid, &call, size > 0);
 	if (call.emitted) {
-		if (size < call.num) {
-			struct tl_tls_key key = {.tgid = pid_tgid >> 32, .ssl = call.ssl};
-			__u64 owed = call.num - size;
-			__u64 *credit = bpf_map_lookup_elem(&tls_write_credit, &key);
-			if (credit)
-				owed += *credit;
-			bpf_map_update_elem(&tls_write_credit, &key, &owed, BPF_ANY);
-		}
+		if (size < call.num)
+			tls__owe(pid_tgid >> 32, call.ssl, call.num - size);
+		else if (call.writes == 1)
+			tls__learn_fits(pid_tgid, call.fd, call.num);
 		return 0;
 	}
 	if (size == 0)
@@ -227,7 +319,14 @@ static __always_inline int tls__session(struct pt_regs *ctx)
 	if (bpf_probe_read_user(&ret_addr, sizeof(ret_addr), (void *)PT_REGS_SP(ctx)) || !ret_addr)
 		return 1; /* cannot tell the return apart: trace nothing rather than guess */
 	__u64 cookie = bpf_get_attach_cookie(ctx);
-	/* Nothing stashed: no return probe either (it would pass for an entry). */
-	return tls__stash(ctx, pid_tgid, cookie & TL_TLS_COOKIE_EGRESS ? TL_DIR_EGRESS : TL_DIR_INGRESS,
-			  cookie & TL_TLS_COOKIE_EX ? 1 : 0, ret_addr) ? 0 : 1;
+	const __u8 ex = cookie & TL_TLS_COOKIE_EX ? 1 : 0;
+	__s32 own_fd = -1;
+	if (cookie & TL_TLS_COOKIE_EGRESS) {
+		const __u64 num = ex ? PT_REGS_PARM3(ctx) : (__u32)PT_REGS_PARM3(ctx);
+		own_fd = tls__write_fd_without_return(pid_tgid, PT_REGS_PARM1(ctx), num);
+	}
+	if (!tls__stash(ctx, pid_tgid, cookie & TL_TLS_COOKIE_EGRESS ? TL_DIR_EGRESS : TL_DIR_INGRESS,
+			ex, ret_addr, own_fd))
+		return 1; /* nothing stashed: no return probe either (it would pass for an entry) */
+	return own_fd >= 0 ? 1 : 0; /* 1: no return probe */
 }

@@ -16,7 +16,7 @@
 #include <linux/types.h>
 #endif
 
-#define TL_EVENT_ABI_VERSION 8 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only)
+#define TL_EVENT_ABI_VERSION 9 /* 3: TL_EV_TRACE_CTX and the injection maps (append-only)
                                 * 4: what names a process at exec (tl_proc_event.start_boottime_ns,
                                 *    exe_name, args)
                                 * 5: ctx_tag in data events (was padding), the context maps
@@ -26,7 +26,9 @@
                                 *    TL_INJ_SKIP_SHED
                                 * 8: established connections shed and resumed at a request
                                 *    boundary: TL_CLOSE_SHED, tl_conn_state.shed_from,
-                                *    tl_shed_counts.established/resumed */
+                                *    tl_shed_counts.established/resumed
+                                * 9: SSL_write without its return probe: tl_conn_state.tls_write_fits,
+                                *    tl_tls_call.writes/no_return (were padding) */
 
 /* Upper bound of the payload prefix one data event carries. The effective bound is set at load
  * time (rodata capture_bytes, <= this) and must be a power of two for the verifier masks. */
@@ -228,7 +230,10 @@ struct tl_conn_state {
 	               * request or a response (bpf/capture/ctx.bpf.h) */
 	__u8 h2;      /* ABI 6: this client wrote the HTTP/2 preface: the TCP option marks the
 	               * writes that open with a HEADERS frame (bpf/capture/tcp_option.bpf.h) */
-	__u8 _pad[3];
+	__u8 _pad;
+	__u16 tls_write_fits; /* ABI 9: the largest SSL_write seen to fit one TLS record on this
+	                       * connection (bpf/capture/tls.bpf.h tls__learn_fits): a write no
+	                       * larger goes without its return probe */
 	__u64 tls_bytes[2]; /* plaintext stream positions, by direction */
 	__u64 shed_from;    /* ABI 8: bytes[0] + bytes[1] when it was last shed (0: shed when new):
 	                     * what it moved while shed is counted from there */
@@ -274,7 +279,12 @@ struct tl_tls_call {
 	__u8 ex;        /* 1: SSL_read_ex/SSL_write_ex (returns 1/0, size via out_len) */
 	__u8 emitted;   /* the plaintext went out already, at the first write underneath */
 	__u8 session;   /* stashed by a uprobe session's entry: its return runs the same program */
-	__u8 _pad[4];
+	__u8 writes;    /* ABI 9: socket writes under the call: 1 = one, whole, of one record's
+	                 * size; 2 = anything else */
+	__u8 no_return; /* ABI 9: no return probe (a session's SSL_write on a socket known to take
+	                 * it in one record): `fd` is set at the entry, only that socket's I/O is
+	                 * under the call, and its socket writes end it (tls__on_socket_write) */
+	__u8 _pad[2];
 	__u64 ret_addr; /* session: the call's return address (how the program tells its return) */
 };
 
