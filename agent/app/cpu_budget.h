@@ -114,9 +114,9 @@ class CpuBudgetController {
   double raised_load_ = 0;    // offered load then
   int since_raise_ = 1 << 20;
   bool raised_since_cut_ = false;
-  int failed_probes_ = 0;
+  int failed_probes_ = 0;     // steps that shed less and went over, since the load last fell
   std::array<double, 3> recent_offered_{};  // the offered load of the last ticks
-  size_t recent_at_ = 0;     // steps that shed less and went over, since the load last fell
+  size_t recent_at_ = 0;      // where the next tick's offered load goes in recent_offered_
   int over_run_ = 0;
   int calm_run_ = 0;
   std::string reason_;
