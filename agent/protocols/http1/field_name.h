@@ -11,6 +11,8 @@
 #include <cstring>
 #include <string_view>
 
+#include "agent/common/raw_bytes.h"
+
 namespace threadline::http1 {
 
 // The framing fields the parser interprets (Content-Length, Transfer-Encoding, Connection,
@@ -118,19 +120,6 @@ constexpr bool SlotsDistinct() {
 }
 static_assert(SlotsDistinct());
 
-inline uint64_t Load8(const char* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
-  return v;
-}
-inline uint64_t Load4(const char* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap32(v);
-  return v;
-}
-
 }  // namespace field_name_detail
 
 // ASCII case-insensitive and exact for any bytes; kOther for every name not known. With a
@@ -145,11 +134,11 @@ inline FieldName IdentifyField(std::string_view name) {
   const char* s = name.data();
   uint64_t diff;
   if (n >= 8) {
-    diff = ((Load8(s) | p.first_mask) ^ p.first) |
-           ((Load8(s + n - 8) | p.last_mask) ^ p.last) |
-           ((Load8(s + MiddleOffset(n)) | p.middle_mask) ^ p.middle);
+    diff = ((raw::GetLittle<uint64_t>(s) | p.first_mask) ^ p.first) |
+           ((raw::GetLittle<uint64_t>(s + n - 8) | p.last_mask) ^ p.last) |
+           ((raw::GetLittle<uint64_t>(s + MiddleOffset(n)) | p.middle_mask) ^ p.middle);
   } else {
-    diff = ((Load4(s) | p.first_mask) ^ p.first) | ((Load4(s + n - 4) | p.last_mask) ^ p.last);
+    diff = ((raw::GetLittle<uint32_t>(s) | p.first_mask) ^ p.first) | ((raw::GetLittle<uint32_t>(s + n - 4) | p.last_mask) ^ p.last);
   }
   return diff == 0 ? kKnown[slot - 1].field : FieldName::kOther;
 }

@@ -124,7 +124,7 @@ namespace {
 // passes here (a byte loop was the parser's largest cost per span after the name scan).
 // (v - 0x01..) & ~v & 0x80.. is non-zero exactly when some byte of v is zero.
 bool HasBadFieldByte(std::string_view s) {
-  auto bad = [&](size_t at) { return detail::FieldBreaks(detail::LoadLittle64(s.data() + at)); };
+  auto bad = [&](size_t at) { return detail::FieldBreaks(raw::GetLittle<uint64_t>(s.data() + at)); };
   if (s.size() < 8) {
     for (char c : s)
       if (kCharClass[static_cast<uint8_t>(c)] & kCharBadField) return true;
@@ -206,25 +206,26 @@ bool ListHasToken(std::string_view list, std::string_view token) {
   return false;
 }
 
+namespace {
+// The option `token` names (ASCII case-insensitive), or 0.
+uint8_t ConnectionOption(std::string_view token) {
+  switch (token.size()) {
+    case 5: return EqualsIgnoreCase(token, "close") ? kConnectionClose : 0;
+    case 7: return EqualsIgnoreCase(token, "upgrade") ? kConnectionUpgrade : 0;
+    case 10: return EqualsIgnoreCase(token, "keep-alive") ? kConnectionKeepAlive : 0;
+    default: return 0;
+  }
+}
+}  // namespace
+
 uint8_t ConnectionOptions(std::string_view list) {
   // The usual value is one option alone ("keep-alive", "close", "Upgrade").
-  switch (list.size()) {
-    case 5: if (EqualsIgnoreCase(list, "close")) return kConnectionClose; break;
-    case 7: if (EqualsIgnoreCase(list, "upgrade")) return kConnectionUpgrade; break;
-    case 10: if (EqualsIgnoreCase(list, "keep-alive")) return kConnectionKeepAlive; break;
-    default: break;
-  }
+  if (const uint8_t alone = ConnectionOption(list)) return alone;
   uint8_t options = 0;
   while (!list.empty()) {
     const size_t comma = list.find(',');
     const std::string_view item = TrimOws(list.substr(0, comma));
-    const std::string_view token = TrimOws(item.substr(0, item.find(';')));
-    switch (token.size()) {
-      case 5: if (EqualsIgnoreCase(token, "close")) options |= kConnectionClose; break;
-      case 7: if (EqualsIgnoreCase(token, "upgrade")) options |= kConnectionUpgrade; break;
-      case 10: if (EqualsIgnoreCase(token, "keep-alive")) options |= kConnectionKeepAlive; break;
-      default: break;
-    }
+    options |= ConnectionOption(TrimOws(item.substr(0, item.find(';'))));
     if (comma == std::string_view::npos) break;
     list.remove_prefix(comma + 1);
   }

@@ -16,6 +16,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "agent/common/raw_bytes.h"
 #include "agent/protocols/http1/message.h"
 
 namespace threadline::http1::syntax {
@@ -73,12 +74,6 @@ struct ScannedLine {
 };
 
 namespace detail {
-inline uint64_t LoadLittle64(const char* p) {
-  uint64_t w;
-  std::memcpy(&w, p, 8);
-  if constexpr (std::endian::native == std::endian::big) w = __builtin_bswap64(w);
-  return w;
-}
 // One bit (0x80) in each byte of `w` that is CR, LF or NUL; exact at the lowest such byte, which
 // is all FirstFieldBreak reads ((v - 0x01..) & ~v & 0x80.. can only misreport bytes above a
 // byte that is really zero: the borrow runs upwards).
@@ -107,7 +102,7 @@ inline const char* FirstFieldBreak(const char* p, const char* end) {
   }
 #endif
   while (end - p >= 8) {
-    if (const uint64_t breaks = detail::FieldBreaks(detail::LoadLittle64(p)))
+    if (const uint64_t breaks = detail::FieldBreaks(raw::GetLittle<uint64_t>(p)))
       return p + (std::countr_zero(breaks) >> 3);
     p += 8;
   }
