@@ -58,7 +58,12 @@ from ci_mode import in_ci  # noqa: E402  (CI=true, 1, yes or on)
 SKIP = 77
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MODES = ["off", "bpf", "pipeline", "full"]
+# "base": the full mode with another build's agent (--baseline-agent), interleaved with the
+# others, so that two builds are compared within one run on the same machine (two separate runs
+# of this script differ by more than most changes: `off` runs of one scenario varied by up to
+# 30% between runs 36 minutes apart on 2026-12-07).
 MODE_HELP = {
+    "base": "the full mode with the --baseline-agent binary (another build, for A/B)",
     "off": "no agent",
     "bpf": "capture programs + ring drained, no userspace work (bench/bpf_only)",
     "pipeline": "agent --output none (parse + spans, no output)",
@@ -207,9 +212,10 @@ def agent_command(args, mode, server_pids):
         return pin + [args.bpf_only] + sel
     sel = [] if args.trace_all else ["--pid", str(server_pids[0])]  # descendants included
     out = ["--output", "none"] if mode == "pipeline" else full_agent_args(args)
+    binary = args.baseline_agent if mode == "base" else args.agent
     # The CPU budget (default 0.5 cores) would shed part of the very load being measured: these
     # tables are the cost of tracing all of it.
-    return pin + [args.agent] + sel + out + ["--cpu-budget", "off"]
+    return pin + [binary] + sel + out + ["--cpu-budget", "off"]
 
 
 class Agent:
@@ -617,6 +623,23 @@ def build_rows(results, scenario_list, modes):
     return rows
 
 
+def print_ab(results, scenario_list):
+    """This build's full mode against the baseline build's, repeat by repeat (each pair ran in
+    the same repeat, minutes apart at most)."""
+    print("\nA/B, this build's full mode against --baseline-agent's (per repeat; >1 = this build faster):")
+    for sc in scenario_list:
+        full, base = results.get((sc.name, "full"), []), results.get((sc.name, "base"), [])
+        n = min(len(full), len(base))
+        if not n:
+            continue
+        rps = [full[i].rps / base[i].rps for i in range(n) if base[i].rps]
+        cpu = [full[i].agent_cpu_us_per_req - base[i].agent_cpu_us_per_req for i in range(n)]
+        app = [full[i].app_cpu_us_per_req - base[i].app_cpu_us_per_req for i in range(n)]
+        print(f"  {sc.name:16s} req/s {' '.join(f'{r:.3f}' for r in rps)} (median {spread(rps, '{:.3f}')}); "
+              f"agent CPU us/req {' '.join(f'{c:+.1f}' for c in cpu)}; "
+              f"app CPU us/req {' '.join(f'{c:+.1f}' for c in app)}")
+
+
 def format_table(rows, markdown):
     if not rows:
         return ""
@@ -637,7 +660,10 @@ def format_table(rows, markdown):
 def ensure_prerequisites(args):
     if os.geteuid() != 0:
         raise Prerequisite("needs root (BPF, nginx as root)")
-    for binary, flag in ((args.agent, "--agent"), (args.bpf_only, "--bpf-only")):
+    binaries = [(args.agent, "--agent"), (args.bpf_only, "--bpf-only")]
+    if args.baseline_agent:
+        binaries.append((args.baseline_agent, "--baseline-agent"))
+    for binary, flag in binaries:
         if not os.access(binary, os.X_OK):
             raise Prerequisite(f"{binary} not built (ninja -C build threadline bpf_only, or pass {flag})")
     if not args.no_deps:
@@ -654,6 +680,9 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agent", default=os.path.join(REPO, "build", "threadline"))
+    p.add_argument("--baseline-agent",
+                   help="another build's agent: adds the mode 'base' (its full mode) to the run, "
+                        "interleaved with the others, for a same-run A/B of two builds")
     p.add_argument("--bpf-only", default=os.path.join(REPO, "build", "bench", "bpf_only"))
     p.add_argument("--repeats", type=int, default=3, help="measurements per scenario and mode")
     p.add_argument("--duration", type=float, default=6, help="seconds of wrk per measurement")
@@ -702,6 +731,15 @@ def main(argv):
     modes = [m for m in args.modes.split(",") if m]
     if "off" not in modes:
         modes.insert(0, "off")
+    if args.baseline_agent and "base" not in modes:
+        modes.append("base")
+    if "base" in modes and not args.baseline_agent:
+        print("overhead: mode 'base' needs --baseline-agent", file=sys.stderr)
+        return 1
+    unknown = [m for m in modes if m not in MODE_HELP]
+    if unknown:
+        print(f"overhead: unknown mode(s) {','.join(unknown)}", file=sys.stderr)
+        return 1
     ports = {"http": free_port(), "https": free_port(), "python": free_port()}
     args.sink_port = free_port()
     all_sc = scenarios(ports)
@@ -722,12 +760,18 @@ def main(argv):
           f"{args.latency_duration}s fixed rate) per scenario and mode, modes interleaved; "
           "hey reports latency in 0.1 ms steps")
     for m in modes:
-        print(f"  {m:9s} {MODE_HELP[m] if m != 'full' or not args.full_agent_args else 'agent ' + args.full_agent_args}")
+        text = MODE_HELP[m]
+        if m in ("full", "base") and args.full_agent_args:
+            text = "agent " + args.full_agent_args
+        if m == "base":
+            text += f": {args.baseline_agent}"
+        print(f"  {m:9s} {text}")
     sys.stdout.flush()
 
     results = {}
     failures = []
-    sink = OtlpSink(args.sink_port, args.load_cpu) if "full" in modes and not args.full_agent_args else None
+    exporting = "full" in modes or "base" in modes
+    sink = OtlpSink(args.sink_port, args.load_cpu) if exporting and not args.full_agent_args else None
     tmp = tempfile.mkdtemp(prefix="tl-bench-")
     os.chmod(tmp, 0o755)
     try:
@@ -772,6 +816,8 @@ def main(argv):
     if args.markdown:
         print()
         print(format_table(rows, markdown=True))
+    if "base" in modes and "full" in modes:
+        print_ab(results, scenario_list)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({f"{k[0]}/{k[1]}": [s.__dict__ for s in v] for k, v in results.items()}, f, indent=1)
@@ -789,7 +835,7 @@ def main(argv):
                 failures.append(f"{sc.name}/{mode}: the agent received no events")
     # The full mode really exported: the agent flushes its queue when stopped, so every run of
     # it reaches the receiver.
-    if sink and any(samples for (_, mode), samples in results.items() if mode == "full"):
+    if sink and any(samples for (_, mode), samples in results.items() if mode in ("full", "base")):
         m = re.search(r"sink: (\d+) export requests", sink_report)
         if not m or int(m.group(1)) == 0:
             failures.append(f"full: the OTLP receiver got no export request ({sink_report or 'no report'})")
