@@ -207,25 +207,30 @@ class NullSpanSink : public SpanSink {
   void OnSpan(Span) override {}
 };
 
-// What the OTLP exporters do before the network, on the pipeline's own thread: batches of spans
-// -> serialized ExportTraceServiceRequest (the same encoder, into a reused buffer). (The agent's BatchSpanExporter does this on
-// its export thread; the collector-down run below drives the real one.)
+// What the OTLP exporter does before the network, on the pipeline's own thread, as the agent's
+// BatchSpanExporter does it: each span encoded as it arrives (AppendOtlpSpan) and its buffers
+// given back at once; per batch, the serialized ExportTraceServiceRequest written around those
+// bytes (AppendOtlpRequest, which the agent does on its export thread; the collector-down run
+// below drives the real exporter).
 class ProtobufSink : public SpanSink {
  public:
-  explicit ProtobufSink(size_t max_batch) : max_batch_(max_batch) { batch_.reserve(max_batch); }
+  explicit ProtobufSink(size_t max_batch) : max_batch_(max_batch) { spans_.reserve(max_batch); }
   void OnSpan(Span span) override {
-    batch_.push_back(std::move(span));
-    if (batch_.size() >= max_batch_) Flush();
+    const size_t offset = encoded_.size();
+    const size_t size = AppendOtlpSpan(span, encoded_);
+    spans_.push_back(EncodedSpan{.resource = std::move(span.resource),
+                                 .offset = static_cast<uint32_t>(offset),
+                                 .size = static_cast<uint32_t>(size)});
+    SpanBuffers::Local().Give(span);
+    if (spans_.size() >= max_batch_) Flush();
   }
   void Flush() override {
-    if (batch_.empty()) return;
+    if (spans_.empty()) return;
     wire_.clear();
-    AppendOtlpProtobuf(batch_, wire_);
+    AppendOtlpRequest(encoded_.view(), spans_, wire_);
     bytes_out_ += wire_.size();
-    // As the agent's exporter does (BatchSpanExporter::CollectSpent).
-    SpanBuffers& buffers = SpanBuffers::Local();
-    for (Span& span : batch_) buffers.Give(span);
-    batch_.clear();
+    spans_.clear();
+    encoded_.clear();
     Encoded(wire_);
   }
   uint64_t bytes_out() const { return bytes_out_; }
@@ -236,7 +241,8 @@ class ProtobufSink : public SpanSink {
 
  private:
   size_t max_batch_;
-  std::vector<Span> batch_;
+  std::vector<EncodedSpan> spans_;
+  ByteBuffer encoded_;
   ByteBuffer wire_;
   uint64_t bytes_out_ = 0;
 };

@@ -7,7 +7,6 @@
 #include <iterator>
 
 #include "agent/spans/span_buffers.h"
-#include "exporter/otlp_protobuf.h"
 
 namespace threadline {
 
@@ -81,53 +80,50 @@ void BatchSpanExporter::OnSpan(Span span) {
     dropped_shutdown_.Add();
     return;
   }
-  if (queue_.size() >= options_.max_queue_size) {
+  if (queued_ >= options_.max_queue_size) {
     lock.unlock();
     dropped_queue_full_.Add();
     return;
   }
-  queue_.push_back(std::move(span));
-  const size_t depth = queue_.size();
-  const bool spent = !spent_.empty();
+  if (chunks_.empty() || chunks_.back()->spans.size() >= options_.max_export_batch_size) {
+    if (free_chunks_.empty()) {
+      chunks_.push_back(std::make_unique<Chunk>());
+      chunks_.back()->spans.reserve(options_.max_export_batch_size);
+    } else {
+      chunks_.push_back(std::move(free_chunks_.back()));
+      free_chunks_.pop_back();
+      chunks_.back()->spans.clear();  // the spent batch's resource references, dropped here
+    }
+  }
+  // Encoded under mu_: the worker takes it only to take a chunk, and the span is in this
+  // thread's cache now (~1 us; a worker that finds mu_ taken waits that long at most).
+  Chunk& chunk = *chunks_.back();
+  const size_t offset = chunk.bytes.size();
+  const size_t size = AppendOtlpSpan(span, chunk.bytes);
+  chunk.spans.push_back(EncodedSpan{.resource = std::move(span.resource),
+                                    .offset = static_cast<uint32_t>(offset),
+                                    .size = static_cast<uint32_t>(size)});
+  const size_t depth = ++queued_;
   queue_depth_.Set(static_cast<int64_t>(depth));
   lock.unlock();
   if (depth == options_.max_export_batch_size) wake_.notify_one();
-  if (spent) CollectSpent();
-}
-
-void BatchSpanExporter::CollectSpent() {
-  std::lock_guard garbage_lock(garbage_mu_);
-  {
-    std::lock_guard lock(mu_);
-    garbage_.swap(spent_);  // spent_ gets the emptied buffer of the last time
-  }
-  // Here, outside mu_: the worker never waits for it. The spans' buffers go to this thread's
-  // pool for the spans it builds next (span_buffers.h); the rest is freed.
-  SpanBuffers& buffers = SpanBuffers::Local();
-  for (Span& span : garbage_) buffers.Give(span);
-  garbage_.clear();
-}
-
-void BatchSpanExporter::Recycle(std::vector<Span>& batch) {
-  {
-    std::lock_guard lock(mu_);
-    if (spent_.empty()) spent_.swap(batch);
-  }
-  batch.clear();  // the producers had not taken the previous one: freed here
+  // The span's strings and vectors go back to this thread's pool for the spans it builds next
+  // (span_buffers.h); the rest is freed here, on the thread that allocated it.
+  SpanBuffers::Local().Give(span);
 }
 
 void BatchSpanExporter::Flush() {
   {
     std::lock_guard lock(mu_);
     flush_requested_ = true;
+    for (auto& chunk : free_chunks_) chunk->spans.clear();  // as OnSpan does when it takes one
   }
   wake_.notify_one();
-  CollectSpent();
 }
 
 size_t BatchSpanExporter::queue_depth() const {
   std::lock_guard lock(mu_);
-  return queue_.size();
+  return queued_;
 }
 
 uint64_t BatchSpanExporter::DroppedTotal() const {
@@ -136,46 +132,48 @@ uint64_t BatchSpanExporter::DroppedTotal() const {
 }
 
 void BatchSpanExporter::Run() {
-  std::vector<Span> batch;
-  batch.reserve(options_.max_export_batch_size);
   SteadyClock::time_point next_tick = SteadyClock::now() + options_.schedule_delay;
   std::unique_lock lock(mu_);
   for (;;) {
     wake_.wait_until(lock, next_tick, [&] {
-      return stopping_ || flush_requested_ || queue_.size() >= options_.max_export_batch_size;
+      return stopping_ || flush_requested_ || queued_ >= options_.max_export_batch_size;
     });
     const SteadyClock::time_point now = SteadyClock::now();
     if (stopping_ && now >= shutdown_deadline_) break;
-    if (queue_.empty()) {
+    if (queued_ == 0) {
       flush_requested_ = false;
       if (stopping_) break;
       if (now >= next_tick) next_tick = now + options_.schedule_delay;
       continue;
     }
     const bool due = stopping_ || flush_requested_ || now >= next_tick ||
-                     queue_.size() >= options_.max_export_batch_size;
+                     queued_ >= options_.max_export_batch_size;
     if (!due) continue;  // woken early for nothing
 
-    // batch is empty here (Recycle empties it).
-    if (queue_.size() <= options_.max_export_batch_size) {
-      batch.swap(queue_);  // queue_ goes on in batch's old buffer
-    } else {
-      const auto end = queue_.begin() + static_cast<std::ptrdiff_t>(options_.max_export_batch_size);
-      batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(end));
-      queue_.erase(queue_.begin(), end);
-    }
-    queue_depth_.Set(static_cast<int64_t>(queue_.size()));
+    // The first chunk: full (max_export_batch_size spans) unless it is the only one.
+    std::unique_ptr<Chunk> batch = std::move(chunks_.front());
+    chunks_.pop_front();
+    queued_ -= batch->spans.size();
+    queue_depth_.Set(static_cast<int64_t>(queued_));
     lock.unlock();
-    ExportBatch(batch);
+    ExportBatch(*batch);
+    // Back to the producers with its resource references: they drop them (OnSpan, Flush), on
+    // the thread that took them. Chunks are only ever made when none is free, so there are at
+    // most max_queue_size / max_export_batch_size + 2 of them; only kFreeChunks keep their
+    // bytes' storage.
+    batch->bytes.clear();
     lock.lock();
+    if (free_chunks_.size() >= kFreeChunks) batch->bytes = ByteBuffer();
+    free_chunks_.push_back(std::move(batch));
     next_tick = SteadyClock::now() + options_.schedule_delay;
   }
   // Shutdown deadline passed (or nothing left): whatever is still queued will not be sent.
-  if (!queue_.empty()) {
-    dropped_shutdown_.Add(queue_.size());
-    queue_.clear();
+  if (queued_ > 0) {
+    dropped_shutdown_.Add(queued_);
+    queued_ = 0;
     queue_depth_.Set(0);
   }
+  chunks_.clear();
   worker_done_ = true;
   worker_done_cv_.notify_all();
 }
@@ -200,11 +198,10 @@ void BatchSpanExporter::RecordPartialSuccess(uint64_t rejected, const std::strin
   }
 }
 
-void BatchSpanExporter::ExportBatch(std::vector<Span>& batch) {
-  const uint64_t n = batch.size();
+void BatchSpanExporter::ExportBatch(const Chunk& batch) {
+  const uint64_t n = batch.spans.size();
   request_.clear();
-  AppendOtlpProtobuf(batch, request_);
-  Recycle(batch);
+  AppendOtlpRequest(batch.bytes.view(), batch.spans, request_);
 
   RetrySchedule schedule(options_.retry, SteadyClock::now() + options_.export_timeout, uniform01_);
   for (;;) {

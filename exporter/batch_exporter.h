@@ -1,7 +1,8 @@
 // BatchSpanExporter: the OpenTelemetry batch span processor's behaviour in front of an OTLP
-// transport. OnSpan() only appends to a bounded in-memory queue; one worker thread takes
-// batches off it and sends them, with retries, so the kernel-event consumer thread that calls
-// OnSpan() never waits on the network.
+// transport. OnSpan() encodes the span (OTLP protobuf, AppendOtlpSpan) into a bounded
+// in-memory queue; one worker thread takes batches off it, writes each into a request around
+// the spans' bytes (AppendOtlpRequest) and sends it, with retries, so the kernel-event consumer
+// thread that calls OnSpan() never waits on the network.
 //
 // Queue full: the NEWEST span (the one being offered) is dropped and counted, as the OTel SDK
 // batch processors do. Why not evict the oldest instead:
@@ -11,7 +12,8 @@
 //   - rejecting at the door is O(1) and touches nothing the worker is reading, so the producer
 //     never contends with a batch being taken;
 //   - it means the same as the SDKs' dropped-span counts, so users compare like with like.
-// Memory is bounded by max_queue_size spans queued plus one batch in flight.
+// Memory is bounded by max_queue_size spans queued plus one batch in flight (as bytes: ~0.6 KB
+// per HTTP span).
 //
 // Export of a batch: each attempt gets request_timeout (never past the batch's budget); a
 // retryable failure waits (RetrySchedule: exponential backoff, full jitter, server delay
@@ -34,6 +36,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -45,6 +48,7 @@
 #include "agent/spans/span.h"
 #include "exporter/otlp_transport.h"
 #include "exporter/byte_writer.h"
+#include "exporter/otlp_protobuf.h"
 #include "exporter/retry_policy.h"
 
 namespace threadline {
@@ -76,8 +80,9 @@ class BatchSpanExporter : public SpanSink {
   BatchSpanExporter(const BatchSpanExporter&) = delete;
   BatchSpanExporter& operator=(const BatchSpanExporter&) = delete;
 
-  // Never blocks on the network: takes a mutex for a queue push. Drops (counted) when the
-  // queue is full or after Shutdown().
+  // Never blocks on the network: encodes the span under a mutex into the queue (the worker
+  // holds it only to take a batch). Drops (counted), without encoding, when the queue is full
+  // or after Shutdown().
   void OnSpan(Span span) override;
   // Asks the worker to send what is queued now instead of at the next schedule tick. Does not
   // wait (it is called on the consumer thread).
@@ -107,20 +112,22 @@ class BatchSpanExporter : public SpanSink {
 
  private:
 
+  // Spans encoded for one request (at most max_export_batch_size): their framed bytes
+  // (AppendOtlpSpan) back to back, and where each one is with its resource.
+  struct Chunk {
+    ByteBuffer bytes;
+    std::vector<EncodedSpan> spans;
+  };
+
   void Run();
-  // Exports one batch (retrying); returns when it is delivered or dropped.
-  void ExportBatch(std::vector<Span>& batch);
+  // Exports one chunk (retrying); returns when it is delivered or dropped.
+  void ExportBatch(const Chunk& batch);
   // An accepted request's partial_success: `rejected` spans (at most the batch's) and why.
   void RecordPartialSuccess(uint64_t rejected, const std::string& message);
   // Waits until `until` or until a shutdown deadline earlier than it; returns false if the
   // shutdown deadline has passed (the caller must give up).
   bool WaitForRetry(std::chrono::steady_clock::time_point until);
   uint64_t DroppedTotal() const;
-  // Worker: hands an encoded batch to the producers to destroy (or destroys it when they have
-  // not taken the previous one yet). `batch` is empty afterwards.
-  void Recycle(std::vector<Span>& batch);
-  // Producers: destroys a spent batch the worker left, if there is one.
-  void CollectSpent();
 
   const BatchExporterOptions options_;
   std::unique_ptr<OtlpTransport> transport_;
@@ -128,15 +135,18 @@ class BatchSpanExporter : public SpanSink {
 
   mutable std::mutex mu_;
   std::condition_variable wake_;
-  // Spans waiting, oldest first. A vector, not a deque: the worker takes a whole batch by
-  // swapping buffers, so no memory changes hands per span.
-  std::vector<Span> queue_;
-  // A batch the worker has encoded, left for a producer to destroy (the next OnSpan or Flush).
-  // Spans are built on the producer's thread; freeing their strings there keeps glibc's
-  // per-thread caches and arena with the thread that allocates: freed on the worker, every
-  // block went back through the producer's arena lock and the producer's mallocs missed their
-  // cache (about 1 us per request of the agent's CPU in nginx keep-alive on defaults).
-  std::vector<Span> spent_;
+  // Spans waiting, oldest first, already encoded: OnSpan() encodes each span on the producer's
+  // thread while it is still in cache (on the worker, a batch later, the same encoding cost
+  // about twice its instructions' worth), gives its buffers back at once (SpanBuffers, on the
+  // thread that allocates them) and appends its bytes to the last chunk. Only the last chunk
+  // is ever short; the worker takes the first one whole.
+  std::deque<std::unique_ptr<Chunk>> chunks_;
+  size_t queued_ = 0;  // spans in chunks_
+  // Sent chunks, for OnSpan to reuse; the first kFreeChunks keep their bytes' storage (so
+  // neither side allocates in steady state). Their `spans` still hold resource references,
+  // which the producers drop (OnSpan when it takes one, Flush).
+  std::vector<std::unique_ptr<Chunk>> free_chunks_;
+  static constexpr size_t kFreeChunks = 2;
   bool flush_requested_ = false;
   bool stopping_ = false;        // Shutdown() called: OnSpan() drops, the worker drains and stops
   std::chrono::steady_clock::time_point shutdown_deadline_ = std::chrono::steady_clock::time_point::max();
@@ -145,9 +155,6 @@ class BatchSpanExporter : public SpanSink {
   bool shut_down_ = false;
   ShutdownReport report_;
   std::mutex shutdown_mu_;       // serialises Shutdown() callers
-
-  std::mutex garbage_mu_;         // producers only: one of them destroys a spent batch at a time
-  std::vector<Span> garbage_;      // under garbage_mu_: emptied, its buffer goes back as spent_'s
 
   // Worker thread only.
   ByteBuffer request_;  // the batch being sent, serialized; reused, so it stops allocating

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <type_traits>
+#include <vector>
 #include <variant>
 
 #include "exporter/protobuf_writer.h"
@@ -82,8 +83,10 @@ class Encoder {
  public:
   explicit Encoder(ByteBuffer& out) : w_(out) {}
 
-  void Request(std::span<const Span> spans) {
-    for (const ResourceGroup& group : GroupByResource(spans)) {
+  // One ResourceSpans per group; `write_spans(group)` appends the group's framed spans.
+  template <typename Groups, typename WriteSpans>
+  void Request(const Groups& groups, WriteSpans&& write_spans) {
+    for (const auto& group : groups) {
       // A request of 512 spans is a few hundred KiB: three length bytes.
       const size_t rs = w_.BeginMessage(field::kRequestResourceSpans, 3);
       const size_t resource = w_.BeginMessage(field::kResourceSpansResource, 2);
@@ -94,12 +97,34 @@ class Encoder {
                                                    LengthDelimitedSize(kScopeVersion.size()));
       w_.BytesField(field::kScopeName, kScopeName);
       w_.BytesField(field::kScopeVersion, kScopeVersion);
-      for (const Span* span : group.spans) WriteSpan(*span);
+      write_spans(group);
       w_.EndMessage(ss);
       w_.EndMessage(rs);
     }
   }
 
+  void Request(std::span<const Span> spans) {
+    Request(GroupByResource(spans), [&](const ResourceGroup& group) {
+      for (const Span* span : group.spans) WriteSpan(*span);
+    });
+  }
+
+  void Request(std::string_view encoded, std::span<const EncodedSpan> spans) {
+    std::vector<const Resource*> resources;
+    resources.reserve(spans.size());
+    for (const EncodedSpan& e : spans) resources.push_back(e.resource.get());
+    Request(GroupIndicesByResource(resources), [&](const ResourceIndexGroup& group) {
+      for (uint32_t i : group.items) {
+        const EncodedSpan& e = spans[i];
+        char* p = w_.BeginRaw(e.size);
+        std::memcpy(p, encoded.data() + e.offset, e.size);
+        w_.EndRaw(p + e.size);
+      }
+    });
+  }
+
+  // The span as a ScopeSpans.spans field.
+  void WriteSpan(const Span& s) { WriteSpanBody(s); }
  private:
   // A proto3 string field: omitted when empty, made valid UTF-8 when it is not.
   void String(uint32_t field, std::string_view s) {
@@ -192,7 +217,7 @@ class Encoder {
     return protobuf::PutVarint(p, any_size);
   }
 
-  void WriteSpan(const Span& s) {
+  void WriteSpanBody(const Span& s) {
     // A span with its attributes takes a few hundred bytes: two length bytes.
     const size_t mark = w_.BeginMessage(field::kScopeSpansSpans, 2);
     Id(field::kSpanTraceId, s.trace_id.bytes, s.trace_id.valid());
@@ -245,6 +270,16 @@ uint32_t OtlpSpanFlags(const Span& span) {
 
 void AppendOtlpProtobuf(std::span<const Span> spans, ByteBuffer& out) {
   Encoder(out).Request(spans);
+}
+
+size_t AppendOtlpSpan(const Span& span, ByteBuffer& out) {
+  const size_t before = out.size();
+  Encoder(out).WriteSpan(span);  // the writer commits the size when the encoder goes away
+  return out.size() - before;
+}
+
+void AppendOtlpRequest(std::string_view encoded, std::span<const EncodedSpan> spans, ByteBuffer& out) {
+  Encoder(out).Request(encoded, spans);
 }
 
 }  // namespace threadline

@@ -29,7 +29,9 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
+#include <string_view>
 
 #include "agent/spans/span.h"
 #include "exporter/byte_writer.h"
@@ -45,7 +47,27 @@ inline constexpr uint32_t kOtlpContextIsRemote = 0x00000200;
 uint32_t OtlpSpanFlags(const Span& span);
 
 // Appends one ExportTraceServiceRequest holding all `spans`, grouped by resource, in input
-// order within a group. An empty input appends nothing (the empty request).
+// order within a group. An empty input appends nothing (the empty request). The same bytes as
+// AppendOtlpSpan for each span and then AppendOtlpRequest over them.
 void AppendOtlpProtobuf(std::span<const Span> spans, ByteBuffer& out);
+
+// A span encoded ahead of its request (BatchSpanExporter encodes each span on the thread that
+// built it, while it is still in cache, and sends the bytes a batch later): where its framed
+// bytes are in a buffer, and its resource (which the request writes once per group).
+struct EncodedSpan {
+  std::shared_ptr<const Resource> resource;  // may be null: the group without a resource
+  uint32_t offset = 0;                       // in the buffer given to AppendOtlpRequest
+  uint32_t size = 0;
+};
+
+// Appends `span` as one framed ScopeSpans.spans field (tag, length, Span message), the bytes
+// AppendOtlpRequest concatenates. Returns the number of bytes appended.
+size_t AppendOtlpSpan(const Span& span, ByteBuffer& out);
+
+// Appends one ExportTraceServiceRequest holding the spans encoded in `encoded` (AppendOtlpSpan's
+// bytes, located by `spans`), grouped by resource as GroupByResource groups spans: by pointer,
+// groups with equal attributes merged, in order of first appearance, input order within a
+// group. An empty `spans` appends nothing.
+void AppendOtlpRequest(std::string_view encoded, std::span<const EncodedSpan> spans, ByteBuffer& out);
 
 }  // namespace threadline

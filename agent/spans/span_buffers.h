@@ -1,10 +1,10 @@
 // Heap buffers of spans that have been exported, kept for the next spans built on the same
 // thread. After the pipeline's other allocations were pooled, a keep-alive HTTP span still
 // made three (its attribute vector, its name and its url.path value) that died a batch later
-// when the exporter was done with it. The batch exporter hands each spent batch back to the
-// consumer thread that built it (BatchSpanExporter::CollectSpent); there its spans' buffers
-// go into this thread's pool instead of back to malloc, and the span builder and AddString
-// take them from it.
+// when the exporter was done with it. The batch exporter encodes each span on the consumer
+// thread that built it and gives it back there at once (BatchSpanExporter::OnSpan); its
+// buffers go into this thread's pool instead of back to malloc, and the span builder and
+// AddString take them from it.
 //
 // One pool per thread (thread_local), so no locks: spans are built and given back on the
 // consumer thread; a buffer given on another thread serves the spans built there, or none.

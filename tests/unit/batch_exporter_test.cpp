@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/spans/span_buffers.h"
 #include "exporter/otlp_messages.h"
 
 namespace threadline {
@@ -182,9 +183,10 @@ TEST(BatchSpanExporter, FullBatchesGoAtOnceAndFlushSendsTheRest) {
   EXPECT_EQ(latency.count, 3u);
 }
 
-// Spans are built (allocated) on the agent's consumer thread; the worker encodes them but
-// leaves them to be freed there (at the next OnSpan or Flush), where glibc's caches of that
-// thread get the memory back.
+// Spans are built (allocated) on the agent's consumer thread; OnSpan encodes them there and
+// gives their buffers back at once; the resource references travel with the encoded bytes and
+// the worker leaves them to be dropped there too (at the next OnSpan that reuses the chunk, or
+// Flush), where glibc's caches of that thread get any memory back.
 TEST(BatchSpanExporter, SpansAreFreedOnTheThreadThatQueuedThem) {
   Fixture f(Options());
   std::mutex mu;
@@ -207,6 +209,39 @@ TEST(BatchSpanExporter, SpansAreFreedOnTheThreadThatQueuedThem) {
   f.exporter->Flush();
   std::lock_guard l(mu);
   EXPECT_EQ(freed_on, std::vector<std::thread::id>(3, std::this_thread::get_id()));
+}
+
+// OnSpan encodes the span and gives its buffers to this thread's SpanBuffers before it returns
+// (nothing of the Span waits in the queue); the request the worker sends holds the spans in
+// order, under their resources, across batches and chunk reuse.
+TEST(BatchSpanExporter, SpansAreEncodedAndGivenBackInOnSpan) {
+  BatchExporterOptions o = Options();
+  o.max_export_batch_size = 2;
+  o.max_queue_size = 6;
+  Fixture f(o);
+  SpanBuffers& buffers = SpanBuffers::Local();
+  auto resource = [](const std::string& service) {
+    return std::make_shared<const Resource>(Resource{.attributes = {{"service.name", service}}});
+  };
+  const auto a = resource("a"), b = resource("b");
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 4; ++i) {
+      Span s = NamedSpan("r" + std::to_string(round) + "s" + std::to_string(i));
+      s.attributes = {{"http.route", std::string(100, 'x')}};  // a heap string and vector
+      s.resource = i % 2 == 0 ? a : b;
+      const size_t vectors = buffers.vectors();
+      f.exporter->OnSpan(std::move(s));
+      EXPECT_EQ(buffers.vectors(), std::min(vectors + 1, SpanBuffers::kMaxVectors));
+    }
+    ASSERT_TRUE(f.state->WaitFor([&] { return f.state->delivered.size() == 4u * (round + 1); }));
+  }
+  std::vector<std::string> want;
+  for (int round = 0; round < 3; ++round)
+    for (int i = 0; i < 4; ++i) want.push_back("r" + std::to_string(round) + "s" + std::to_string(i));
+  // Batches of two: "s0" (a) and "s1" (b) are one request, grouped by resource in order.
+  EXPECT_EQ(f.state->delivered, want);
+  EXPECT_EQ(f.Exported(), 12u);
+  EXPECT_EQ(f.exporter->queue_depth(), 0u);
 }
 
 TEST(BatchSpanExporter, ScheduleDelaySendsAPartialBatch) {

@@ -72,7 +72,8 @@ Span FullSpan() {
 }
 
 // Our bytes for `spans`, decoded; fails the test unless the generated classes write exactly the
-// same bytes back (so the field order, varints and omitted defaults are protobuf's own).
+// same bytes back (so the field order, varints and omitted defaults are protobuf's own), and
+// unless the exporter's two steps (AppendOtlpSpan, AppendOtlpRequest) write the same bytes.
 pb::collector::ExportTraceServiceRequest Decode(const std::vector<Span>& spans) {
   ByteBuffer buffer;
   AppendOtlpProtobuf(spans, buffer);
@@ -80,6 +81,22 @@ pb::collector::ExportTraceServiceRequest Decode(const std::vector<Span>& spans) 
   // Appends to what the buffer holds.
   AppendOtlpProtobuf(spans, buffer);
   EXPECT_EQ(buffer.view(), wire + wire);
+  // The batch exporter's way: each span encoded on its own, behind whatever the buffer already
+  // holds, then the request written around those bytes. The same request.
+  ByteBuffer encoded;
+  const std::vector<Span> before = {FullSpan()};
+  AppendOtlpProtobuf(before, encoded);
+  std::vector<EncodedSpan> refs;
+  for (const Span& s : spans) {
+    const size_t offset = encoded.size();
+    const size_t size = AppendOtlpSpan(s, encoded);
+    EXPECT_EQ(encoded.size(), offset + size);
+    refs.push_back(EncodedSpan{.resource = s.resource, .offset = static_cast<uint32_t>(offset),
+                               .size = static_cast<uint32_t>(size)});
+  }
+  ByteBuffer two_step;
+  AppendOtlpRequest(encoded.view(), refs, two_step);
+  EXPECT_EQ(two_step.view(), wire) << "AppendOtlpSpan + AppendOtlpRequest differ from AppendOtlpProtobuf";
   pb::collector::ExportTraceServiceRequest req;
   EXPECT_TRUE(req.ParseFromString(wire));
   EXPECT_EQ(req.SerializeAsString(), wire) << "not what protobuf itself writes";
