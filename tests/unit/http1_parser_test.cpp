@@ -641,6 +641,47 @@ TEST(Http1Syntax, ScanFieldLineAgreesWithParseHeaderLine) {
   }
 }
 
+// The name is skipped sixteen bytes at a time over letters, digits and '-' before the tchar
+// table decides: every byte value at every position of names shorter and longer than sixteen
+// (and of the value after them), with more bytes after the line and with none.
+TEST(Http1Syntax, ScanFieldLineEveryByteEveryPosition) {
+  using syntax::Scan;
+  const std::vector<std::string> bases = {
+      "Host: 127.0.0.1:8080", "X-Correlation-Id-And-More-0123456789: some value here",
+      "Accept-Ranges: bytes", "Content-Length:612", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM: v",
+      "a-z_A-Z~0-9!x#y$z%w&v'u*t+s.r^q`p|o: x"};
+  for (const std::string& base : bases) {
+    for (size_t i = 0; i < base.size(); ++i) {
+      for (int b = 0; b < 256; ++b) {
+        std::string line = base;
+        line[i] = static_cast<char>(b);
+        for (std::string_view after : {"", "Next-Field-With-A-Long-Name: v\r\n\r\n"}) {
+          const std::string in = line + "\r\n" + std::string(after);
+          syntax::ScannedLine out;
+          const Scan scan = syntax::ScanFieldLine(in, out);
+          const size_t nl = in.find('\n');
+          const std::string_view first = syntax::StripCr(std::string_view(in).substr(0, nl));
+          syntax::HeaderLine h;
+          const bool ok = syntax::ParseHeaderLine(first, h);
+          const std::string what = "base '" + base + "' byte " + std::to_string(b) + " at " +
+                                   std::to_string(i) + (after.empty() ? "" : " +after");
+          if (first.empty()) {
+            ASSERT_EQ(scan, Scan::kEnd) << what;
+          } else if (scan == Scan::kField) {
+            ASSERT_TRUE(ok && !h.continuation) << what;
+            ASSERT_EQ(out.name, h.name) << what;
+            ASSERT_EQ(out.value, h.value) << what;
+            ASSERT_EQ(out.wire, nl + 1) << what;
+          } else {
+            ASSERT_EQ(scan, Scan::kOther) << what;
+            ASSERT_TRUE(!ok || h.continuation) << what;
+          }
+        }
+      }
+    }
+  }
+}
+
 // Known field names are found by length, third byte and masked words: exactly the names equal
 // to one ignoring ASCII case, for any byte at any position.
 TEST(Http1Syntax, IdentifyFieldIsExact) {
@@ -689,6 +730,69 @@ TEST(Http1Syntax, ConnectionOptionsAsListHasToken) {
     EXPECT_EQ((options & syntax::kConnectionClose) != 0, syntax::ListHasToken(list, "close")) << list;
     EXPECT_EQ((options & syntax::kConnectionKeepAlive) != 0, syntax::ListHasToken(list, "keep-alive")) << list;
     EXPECT_EQ((options & syntax::kConnectionUpgrade) != 0, syntax::ListHasToken(list, "upgrade")) << list;
+  }
+  // The options are compared as masked words: every byte value at every position of each,
+  // alone and in a list, against the byte-by-byte ListHasToken.
+  for (std::string_view option : {"close", "upgrade", "keep-alive", "Keep-Alive", "UPGRADE"}) {
+    for (size_t i = 0; i < option.size(); ++i) {
+      for (int b = 0; b < 256; ++b) {
+        std::string token(option);
+        token[i] = static_cast<char>(b);
+        for (const std::string& list : {token, "te, " + token, token + " ;a=b"}) {
+          const uint8_t options = syntax::ConnectionOptions(list);
+          ASSERT_EQ((options & syntax::kConnectionClose) != 0, syntax::ListHasToken(list, "close")) << list;
+          ASSERT_EQ((options & syntax::kConnectionKeepAlive) != 0, syntax::ListHasToken(list, "keep-alive")) << list;
+          ASSERT_EQ((options & syntax::kConnectionUpgrade) != 0, syntax::ListHasToken(list, "upgrade")) << list;
+        }
+      }
+    }
+  }
+}
+
+// The request line against a byte-by-byte reading of its grammar (the target is checked sixteen
+// bytes at a time): every byte value at every position, targets shorter and longer than 16.
+TEST(Http1Syntax, RequestLineEveryByteEveryPosition) {
+  auto reference = [](std::string_view line, std::string_view& method, std::string_view& target,
+                      uint8_t& minor) {
+    const size_t sp1 = line.find(' ');
+    const size_t sp2 = line.rfind(' ');
+    if (sp1 == std::string_view::npos || sp2 == sp1) return false;
+    method = line.substr(0, sp1);
+    target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    const std::string_view version = line.substr(sp2 + 1);
+    if (method.empty() || method.size() > syntax::kMaxMethodBytes) return false;
+    for (char c : method)
+      if (!syntax::IsTchar(static_cast<uint8_t>(c))) return false;
+    if (target.empty()) return false;
+    for (char c : target) {
+      const auto u = static_cast<uint8_t>(c);
+      if (u <= ' ' || u == 0x7f) return false;
+    }
+    if (version.size() != 8 || version.substr(0, 7) != "HTTP/1." || version[7] < '0' || version[7] > '9')
+      return false;
+    minor = static_cast<uint8_t>(version[7] - '0');
+    return true;
+  };
+  for (size_t target_size : {1, 2, 15, 16, 17, 31, 32, 33, 47}) {
+    std::string target = "/";
+    for (size_t i = 1; i < target_size; ++i) target += static_cast<char>('a' + i % 26);
+    const std::string base = "GET " + target + " HTTP/1.1";
+    for (size_t i = 0; i < base.size(); ++i) {
+      for (int b = 0; b < 256; ++b) {
+        std::string line = base;
+        line[i] = static_cast<char>(b);
+        std::string_view method, want_target;
+        uint8_t minor = 0;
+        const bool want = reference(line, method, want_target, minor);
+        Message m;
+        ASSERT_EQ(syntax::ParseRequestLine(line, m), want) << line << " byte " << b << " at " << i;
+        ASSERT_EQ(syntax::IsRequestLine(line), want) << line;
+        if (!want) continue;
+        ASSERT_EQ(m.method, method);
+        ASSERT_EQ(m.target, want_target);
+        ASSERT_EQ(m.version_minor, minor);
+      }
+    }
   }
 }
 

@@ -191,6 +191,76 @@ TEST(Http1Stitcher, MessagePoolIsBounded) {
   EXPECT_EQ(m->headers.Get("a").value_or(""), "b");
 }
 
+// Message::Reset clears member by member (not by rebuilding the Message): a reset Message equals
+// a new one in every member, whatever it held, and keeps its buffers.
+TEST(Http1Message, ResetEqualsDefault) {
+  Message m;
+  m.kind = MessageKind::kResponse;
+  m.version_minor = 0;
+  m.method = "PROPPATCH";
+  m.target.assign(300, 't');
+  m.status_code = 404;
+  m.reason = "Not Found";
+  for (int i = 0; i < 70; ++i) m.headers.Add("Host", std::string(i == 3 ? 9000 : 10, 'v'));
+  m.headers.Skip();
+  m.header_bytes = 1;
+  m.framing = Framing::kChunked;
+  m.body_bytes = 2;
+  m.body_wire_bytes = 3;
+  m.body_bytes_not_captured = 4;
+  m.truncated = true;
+  m.trailers.Add("T", "v");
+  m.connection_close = m.upgrade_requested = m.expect_continue = m.te_and_cl = true;
+  m.first_chunk = ChunkMeta{1, 2, 3, 4, 5, 6};
+  m.last_chunk = ChunkMeta{7, 8, 9, 10, 11, 12};
+  const size_t target_capacity = m.target.capacity();
+  const size_t header_capacity = m.headers.capacity();
+  m.Reset();
+  const Message d;
+  EXPECT_EQ(m.kind, d.kind);
+  EXPECT_EQ(m.version_minor, d.version_minor);
+  EXPECT_EQ(m.method, d.method);
+  EXPECT_EQ(m.target, d.target);
+  EXPECT_EQ(m.status_code, d.status_code);
+  EXPECT_EQ(m.reason, d.reason);
+  for (const HeaderList* l : {&m.headers, &m.trailers}) {
+    EXPECT_EQ(l->size(), 0u);
+    EXPECT_TRUE(l->empty());
+    EXPECT_EQ(l->fields().begin(), l->fields().end());
+    EXPECT_EQ(l->dropped_fields(), 0u);
+    EXPECT_FALSE(l->values_truncated());
+    EXPECT_FALSE(l->Find("Host"));
+    EXPECT_FALSE(l->MayHave("X-Other"));
+  }
+  EXPECT_FALSE(m.trailers.holds_buffer());
+  EXPECT_EQ(m.header_bytes, d.header_bytes);
+  EXPECT_EQ(m.framing, d.framing);
+  EXPECT_EQ(m.body_bytes, d.body_bytes);
+  EXPECT_EQ(m.body_wire_bytes, d.body_wire_bytes);
+  EXPECT_EQ(m.body_bytes_not_captured, d.body_bytes_not_captured);
+  EXPECT_EQ(m.truncated, d.truncated);
+  EXPECT_EQ(m.connection_close, d.connection_close);
+  EXPECT_EQ(m.upgrade_requested, d.upgrade_requested);
+  EXPECT_EQ(m.expect_continue, d.expect_continue);
+  EXPECT_EQ(m.te_and_cl, d.te_and_cl);
+  for (const auto& [a, b] : {std::pair{m.first_chunk, d.first_chunk}, std::pair{m.last_chunk, d.last_chunk}}) {
+    EXPECT_EQ(a.ts_ns, b.ts_ns);
+    EXPECT_EQ(a.enter_ts_ns, b.enter_ts_ns);
+    EXPECT_EQ(a.tid, b.tid);
+    EXPECT_EQ(a.syscall, b.syscall);
+    EXPECT_EQ(a.pos, b.pos);
+    EXPECT_EQ(a.ctx_tag, b.ctx_tag);
+  }
+  EXPECT_EQ(m.target.capacity(), target_capacity);
+  EXPECT_EQ(m.headers.capacity(), header_capacity);
+  // An obs-fold right after the reset joins nothing (the skipped field before it is forgotten).
+  m.headers.AppendToLast("x");
+  EXPECT_TRUE(m.headers.empty());
+  m.headers.Add("Host", "h");
+  m.headers.AppendToLast("more");
+  EXPECT_EQ(m.headers.Get("host").value_or(""), "h more");
+}
+
 // A client that keeps 20 requests in flight for 500 requests: the queue of pending requests
 // never drains, so its storage is moved down as it goes (PendingQueue); every response must
 // still pair with its own request, in order.

@@ -120,6 +120,20 @@ constexpr bool SlotsDistinct() {
 }
 static_assert(SlotsDistinct());
 
+// Whether the `n` bytes at `s` equal the lower-case word PatternOf(lower) was made of, ignoring
+// ASCII case (exact for any bytes); `n` must be lower's size (4 to 24).
+inline bool Matches(const char* s, size_t n, const Pattern& p) {
+  uint64_t diff;
+  if (n >= 8) {
+    diff = ((raw::GetLittle<uint64_t>(s) | p.first_mask) ^ p.first) |
+           ((raw::GetLittle<uint64_t>(s + n - 8) | p.last_mask) ^ p.last) |
+           ((raw::GetLittle<uint64_t>(s + MiddleOffset(n)) | p.middle_mask) ^ p.middle);
+  } else {
+    diff = ((raw::GetLittle<uint32_t>(s) | p.first_mask) ^ p.first) | ((raw::GetLittle<uint32_t>(s + n - 4) | p.last_mask) ^ p.last);
+  }
+  return diff == 0;
+}
+
 }  // namespace field_name_detail
 
 // ASCII case-insensitive and exact for any bytes; kOther for every name not known. With a
@@ -130,17 +144,7 @@ inline FieldName IdentifyField(std::string_view name) {
   if (n - kMinSize > kMaxSize - kMinSize) return FieldName::kOther;  // (unsigned: n < kMinSize too)
   const uint8_t slot = kSlots[SlotOf(n, name[2])];
   if (slot == 0) return FieldName::kOther;
-  const Pattern& p = kPatterns[slot - 1];
-  const char* s = name.data();
-  uint64_t diff;
-  if (n >= 8) {
-    diff = ((raw::GetLittle<uint64_t>(s) | p.first_mask) ^ p.first) |
-           ((raw::GetLittle<uint64_t>(s + n - 8) | p.last_mask) ^ p.last) |
-           ((raw::GetLittle<uint64_t>(s + MiddleOffset(n)) | p.middle_mask) ^ p.middle);
-  } else {
-    diff = ((raw::GetLittle<uint32_t>(s) | p.first_mask) ^ p.first) | ((raw::GetLittle<uint32_t>(s + n - 4) | p.last_mask) ^ p.last);
-  }
-  return diff == 0 ? kKnown[slot - 1].field : FieldName::kOther;
+  return Matches(name.data(), n, kPatterns[slot - 1]) ? kKnown[slot - 1].field : FieldName::kOther;
 }
 
 // Whether the agent reads field `field` of a request (`request`) or a response: see IsReadField

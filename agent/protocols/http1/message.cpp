@@ -30,7 +30,8 @@ Header HeaderList::Iterator::operator*() const {
   const uint16_t name_len = ReadU16(at_);
   const uint32_t value_len = ReadU32(at_ + 2);
   const char* name = at_ + kFieldHead;
-  return Header{std::string_view(name, name_len), std::string_view(name + name_len, value_len)};
+  return Header{std::string_view(name, name_len), std::string_view(name + name_len, value_len),
+                static_cast<FieldName>(at_[6])};
 }
 
 HeaderList::Iterator& HeaderList::Iterator::operator++() {
@@ -57,24 +58,13 @@ void HeaderList::Add(std::string_view name, std::string_view value, FieldName fi
   char head[kFieldHead];
   std::memcpy(head, &name_len, 2);
   std::memcpy(head + 2, &value_len, 4);
+  head[6] = static_cast<char>(field);
   last_at_ = text_.size();
   text_.append(head, kFieldHead);
   text_.append(name);
   text_.append(value);
   ++count_;
   known_ |= Bit(field);  // bit 0 (kOther) is never looked at
-}
-
-std::string HeaderList::ReleaseBuffer() {
-  std::string buffer = std::move(text_);
-  *this = HeaderList{};
-  return buffer;
-}
-
-void HeaderList::AdoptBuffer(std::string&& buffer) {
-  if (count_ != 0 || !text_.empty()) return;
-  text_ = std::move(buffer);
-  text_.clear();
 }
 
 void HeaderList::AppendToLast(std::string_view continuation) {
@@ -97,6 +87,12 @@ void HeaderList::AppendToLast(std::string_view continuation) {
   std::memcpy(text_.data() + last_at_ + 2, &value_len, 4);
 }
 
+Header HeaderList::FindKnown(FieldName field) const {
+  const char* at = text_.data();
+  while (static_cast<FieldName>(at[6]) != field) at += kFieldHead + ReadU16(at) + ReadU32(at + 2);
+  return *Iterator(at);
+}
+
 std::optional<Header> HeaderList::FindStored(std::string_view name) const {
   for (Header h : fields())
     if (EqualsIgnoreCase(h.name, name)) return h;
@@ -107,14 +103,32 @@ bool IsReadField(MessageKind kind, std::string_view name) {
   return IsReadField(kind, IdentifyField(name));
 }
 
+// Reset below names every member: a new one must be added there (and to the unit test).
+static_assert(sizeof(void*) != 8 || sizeof(Message) == 360, "a Message member was added or changed: reset it in Message::Reset");
+
 void Message::Reset() {
-  std::string target_buffer = std::move(target);
-  std::string header_buffer = headers.ReleaseBuffer();
-  std::destroy_at(this);
-  std::construct_at(this);
-  target = std::move(target_buffer);
+  // Every member of Message: one added there is reset here (the unit test
+  // Http1Message.ResetEqualsDefault compares a reset Message with a new one member by member).
+  kind = MessageKind::kRequest;
+  version_minor = 1;
+  method.clear();
   target.clear();
-  headers.AdoptBuffer(std::move(header_buffer));
+  status_code = 0;
+  reason.clear();
+  headers.Clear();
+  header_bytes = 0;
+  framing = Framing::kNone;
+  body_bytes = 0;
+  body_wire_bytes = 0;
+  body_bytes_not_captured = 0;
+  truncated = false;
+  if (trailers.holds_buffer()) trailers.Free();  // rare: nothing reads trailers
+  connection_close = false;
+  upgrade_requested = false;
+  expect_continue = false;
+  te_and_cl = false;
+  first_chunk = ChunkMeta{};
+  last_chunk = ChunkMeta{};
 }
 
 std::unique_ptr<Message> MessagePool::New() {
@@ -128,8 +142,8 @@ std::unique_ptr<Message> MessagePool::New() {
 void MessagePool::Give(std::unique_ptr<Message> m) {
   if (m == nullptr || free_.size() >= kMaxMessages) return;
   if (m->target.capacity() > kMaxRetainedBytes) std::string().swap(m->target);
-  if (m->headers.capacity() > kMaxRetainedBytes) (void)m->headers.ReleaseBuffer();
-  if (!m->trailers.empty()) m->trailers = HeaderList{};
+  if (m->headers.capacity() > kMaxRetainedBytes) m->headers.Free();
+  if (m->trailers.holds_buffer()) m->trailers.Free();
   free_.push_back(std::move(m));
 }
 

@@ -194,8 +194,17 @@ void MessageParser::ReadWholeHeaderLines(std::string_view& in) {
     in.remove_prefix(line.wire);
     header_budget_ -= line.wire;
     msg_->header_bytes += line.wire;
-    if (scan == syntax::Scan::kEnd) OnHeadersDone();
-    else OnField(line.name, line.value, IdentifyField(line.name));
+    if (scan == syntax::Scan::kEnd) {
+      OnHeadersDone();
+      continue;
+    }
+    const FieldName field = IdentifyField(line.name);
+    // Most fields are neither framing fields nor read (Server, Date, Accept, ETag, ...): only
+    // skipped (what OnField does with them), without the call.
+    if (field == FieldName::kOther && limits_.stored_fields != StoredFields::kAll)
+      msg_->headers.Skip();
+    else
+      OnField(line.name, line.value, field);
   }
 }
 

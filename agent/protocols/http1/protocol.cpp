@@ -156,10 +156,11 @@ std::unique_ptr<Protocol> CreateProtocol(const ProtocolOptions& options, Metrics
 size_t HeaderCarrier::Values(std::string_view key, std::span<std::string_view> out) const {
   // Most keys asked for (correlation headers, traceparent) are known fields a request does
   // not carry: answered without looking at the fields.
-  if (!headers_.MayHave(key)) return 0;
+  const FieldName field = IdentifyField(key);
+  if (field == FieldName::kOther ? headers_.empty() : !headers_.MayHave(field)) return 0;
   size_t n = 0;
   for (Header h : headers_.fields()) {
-    if (!EqualsIgnoreCase(h.name, key)) continue;
+    if (field != FieldName::kOther ? h.field != field : !EqualsIgnoreCase(h.name, key)) continue;
     if (n < out.size()) out[n] = h.value;
     ++n;
   }

@@ -39,6 +39,25 @@ bool IsHttp1Version(std::string_view v, uint8_t* minor) {
 
 bool IsValidTarget(std::string_view t) {
   if (t.empty()) return false;
+#if defined(__SSE2__)
+  // Sixteen bytes at a time (the last sixteen overlapping): a byte loop over every request's
+  // target was ~150 instructions per request. A byte is bad when it is <= SP (CTLs and SP:
+  // unsigned min) or DEL.
+  if (t.size() >= 16) {
+    const __m128i space = _mm_set1_epi8(' ');
+    const __m128i del = _mm_set1_epi8(0x7f);
+    auto bad = [&](const char* at) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
+      return _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(v, space), v),
+                                            _mm_cmpeq_epi8(v, del))) != 0;
+    };
+    const char* p = t.data();
+    const char* const end = p + t.size();
+    for (; end - p >= 16; p += 16)
+      if (bad(p)) return false;
+    return p == end || !bad(end - 16);
+  }
+#endif
   for (char c : t)
     if (c == ' ' || IsCtl(static_cast<uint8_t>(c))) return false;
   return true;
@@ -207,12 +226,17 @@ bool ListHasToken(std::string_view list, std::string_view token) {
 }
 
 namespace {
-// The option `token` names (ASCII case-insensitive), or 0.
+// The option `token` names (ASCII case-insensitive), or 0: compared as masked words, as field
+// names are (a byte loop per option was ~110 instructions for every Connection field).
+constexpr field_name_detail::Pattern kClose = field_name_detail::PatternOf("close");
+constexpr field_name_detail::Pattern kUpgrade = field_name_detail::PatternOf("upgrade");
+constexpr field_name_detail::Pattern kKeepAlive = field_name_detail::PatternOf("keep-alive");
 uint8_t ConnectionOption(std::string_view token) {
+  using field_name_detail::Matches;
   switch (token.size()) {
-    case 5: return EqualsIgnoreCase(token, "close") ? kConnectionClose : 0;
-    case 7: return EqualsIgnoreCase(token, "upgrade") ? kConnectionUpgrade : 0;
-    case 10: return EqualsIgnoreCase(token, "keep-alive") ? kConnectionKeepAlive : 0;
+    case 5: return Matches(token.data(), 5, kClose) ? kConnectionClose : 0;
+    case 7: return Matches(token.data(), 7, kUpgrade) ? kConnectionUpgrade : 0;
+    case 10: return Matches(token.data(), 10, kKeepAlive) ? kConnectionKeepAlive : 0;
     default: return 0;
   }
 }

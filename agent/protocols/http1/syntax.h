@@ -110,6 +110,37 @@ inline const char* FirstFieldBreak(const char* p, const char* end) {
   return p;
 }
 
+// The first byte in [p, end) that is not an ASCII letter, digit or '-' (the bytes of almost
+// every field name, all of them tchars), sixteen bytes at a time (SSE2) while sixteen are left;
+// where it stops is where a byte-by-byte tchar scan takes over (so what is a name is still
+// decided by kCharClass alone). A byte loop over the name was ~35 instructions per field line.
+inline const char* SkipNameLetters(const char* p, const char* end) {
+#if defined(__SSE2__)
+  // Unsigned range checks with signed compares: x - lo + 0x80 < -128 + (hi - lo + 1).
+  const __m128i to_letter = _mm_set1_epi8(static_cast<char>(0x80 - 'a'));
+  const __m128i letters = _mm_set1_epi8(static_cast<char>(-128 + 26));
+  const __m128i to_digit = _mm_set1_epi8(static_cast<char>(0x80 - '0'));
+  const __m128i digits = _mm_set1_epi8(static_cast<char>(-128 + 10));
+  const __m128i dash = _mm_set1_epi8('-');
+  const __m128i case_bit = _mm_set1_epi8(0x20);
+  while (end - p >= 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    // A letter of either case is 'a'..'z' with bit 5 set (no other byte is: '@', '[' .. '`'
+    // and '{' .. DEL are not in range either way). Digits and '-' are checked as they are
+    // (with bit 5 set, 0x10..0x19 and CR would pass).
+    const __m128i letter =
+        _mm_cmplt_epi8(_mm_add_epi8(_mm_or_si128(v, case_bit), to_letter), letters);
+    const __m128i digit = _mm_cmplt_epi8(_mm_add_epi8(v, to_digit), digits);
+    const __m128i ok = _mm_or_si128(_mm_or_si128(letter, digit), _mm_cmpeq_epi8(v, dash));
+    if (const auto stop = static_cast<unsigned>(_mm_movemask_epi8(ok)) ^ 0xffffu)
+      return p + std::countr_zero(stop);
+    p += 16;
+  }
+#endif
+  (void)end;
+  return p;
+}
+
 // Reads the line at the start of `in` in one pass: the name's bytes checked by class while it
 // is found, then the value's line end found and its bytes checked together (the first CR, LF or
 // NUL must be the line end). Inline: it runs for every field line of every message. Accepts
@@ -118,7 +149,7 @@ inline const char* FirstFieldBreak(const char* p, const char* end) {
 inline Scan ScanFieldLine(std::string_view in, ScannedLine& out) {
   const char* const begin = in.data();
   const char* const end = begin + in.size();
-  const char* p = begin;
+  const char* p = SkipNameLetters(begin, end);
   while (p < end && IsTchar(static_cast<uint8_t>(*p))) ++p;
   if (p == end) return Scan::kIncomplete;
   if (*p != ':' || p == begin) {
