@@ -174,14 +174,30 @@ double ThreadCpuNs() {
 
 // ns per write()+read() pair over `iterations` (wall clock); `cpu_ns`, when given, gets the
 // thread's CPU ns per pair.
+// --exchange: each "pair" is a request and its response on the same connection (write+read one
+// way, then write+read back), as a keep-alive client and server make them: every syscall
+// changes the direction of its connection's data, which is where the context rule and the
+// request boundary run (bpf/capture/trace_ctx.bpf.h, shed_turn.bpf.h). 4 data events per pair.
+bool g_exchange = false;
+
 double TimePairs(const SocketPair& p, size_t iterations, double* cpu_ns = nullptr) {
   const double cpu0 = ThreadCpuNs();
-  char buf[64];
+  char buf[64], reply[64];
   std::memset(buf, 'x', sizeof(buf));
+  std::memset(reply, 'y', sizeof(reply));
+  if (g_exchange) {
+    // An HTTP/1 request line: the connection was made before the programs attached (its role
+    // unknown), so the kernel starts a server request only on bytes that look like one.
+    std::memcpy(buf, "GET /x HTTP/1.1\r\n", 17);
+    std::memcpy(reply, "HTTP/1.1 200 OK\r\n", 17);
+  }
   const auto t0 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < iterations; ++i) {
     if (::write(p.writer.get(), buf, sizeof(buf)) != static_cast<ssize_t>(sizeof(buf)) ||
-        ::read(p.reader.get(), buf, sizeof(buf)) != static_cast<ssize_t>(sizeof(buf))) {
+        ::read(p.reader.get(), buf, sizeof(buf)) != static_cast<ssize_t>(sizeof(buf)) ||
+        (g_exchange &&
+         (::write(p.reader.get(), reply, sizeof(reply)) != static_cast<ssize_t>(sizeof(reply)) ||
+          ::read(p.writer.get(), reply, sizeof(reply)) != static_cast<ssize_t>(sizeof(reply))))) {
       std::perror("probes_bench: write/read");
       std::exit(1);
     }
@@ -642,6 +658,8 @@ int Main(int argc, char** argv) {
   bool no_uprobes = false;
   app.add_flag("--no-uprobes", no_uprobes, "Skip the uprobe cases (kinds and OpenSSL)");
   bool bpf_stats = false;
+  app.add_flag("--exchange", g_exchange,
+               "Each pair is a request and its response (write+read, then back): 4 data events");
   app.add_flag("--bpf-stats", bpf_stats,
                "Also report the time inside the read/write syscall programs per pair (kernel "
                "run_time_ns counters; adds their own cost to the timed figures)");
@@ -677,9 +695,9 @@ int Main(int argc, char** argv) {
   }
   SocketPair tcp = LoopbackTcp();
   SocketPair unix_pair = UnixPair();
-  std::printf("probes_bench: %zu write(64 B)+read(64 B) pairs per run, median of %d runs, loop "
+  std::printf("probes_bench: %zu write(64 B)+read(64 B) pairs%s per run, median of %d runs, loop "
               "on CPU %d, ring reader on CPU %d\n",
-              iterations, repeats, cpu, drain_cpu);
+              iterations, g_exchange ? " and their replies (--exchange)" : "", repeats, cpu, drain_cpu);
 
   std::vector<CaseResult> results;
   results.push_back(RunCase("untraced (no program loaded), TCP", tcp, iterations, repeats, nullptr));
@@ -784,7 +802,7 @@ int Main(int argc, char** argv) {
   }
   // The selected TCP case must really have been traced: two data events per pair.
   const CaseResult& selected = results[3];
-  const uint64_t expected = 2ull * iterations * static_cast<uint64_t>(repeats);
+  const uint64_t expected = (g_exchange ? 4ull : 2ull) * iterations * static_cast<uint64_t>(repeats);
   if (selected.events + selected.lost < expected) {
     std::fprintf(stderr, "probes_bench: the selected case produced %llu data events (+%llu lost), "
                  "expected >= %llu: the loop was not traced\n",

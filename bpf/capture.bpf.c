@@ -19,6 +19,8 @@
  * sockops program in bpf/tcp_option.bpf.c), separate objects that share some of these maps;
  * go_ctx.bpf.h follows goroutines in Go programs.
  */
+/* The object that owns the shared maps' settings (capture/ctx.bpf.h: tl_node_helpers). */
+#define TL_CAPTURE_OBJECT 1
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>

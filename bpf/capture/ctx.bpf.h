@@ -33,8 +33,30 @@
 
 #include <bpf/bpf_core_read.h>
 
-/* The server request in flight on each server connection. LRU: a connection that vanished
- * without a close we saw ages out. */
+/* Added to a go_procs value (TL_GO_PROC_*, which may be 0) by ctx__sender_context_go's callers. */
+#define TL_CTX_GO_PROC 0x80000000u
+
+#ifndef READ_ONCE
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
+#endif
+
+/* Node processes the async-context helper was loaded into (--node-async-context): the
+ * capture object knows (tl_node_helpers, set by userspace, agent/runtimes/node_async_context;
+ * TL_CAPTURE_OBJECT), and only then can "ctx_node_pairs" hold pairings (ctx__node_marker makes
+ * them). Other objects that include this file (injection) always look. */
+#ifdef TL_CAPTURE_OBJECT
+__u32 tl_node_helpers = 0;
+#define ctx__node_pairs_maybe() (tl_node_helpers != 0)
+#else
+#define ctx__node_pairs_maybe() true
+#endif
+
+/* The server request of each server connection: in flight while its seq is not 0. The entry
+ * lives with the connection (deleted when it is gone, ctx__conn_gone) and is rewritten in place
+ * at each request (ctx__server_request) and has its seq cleared when the response starts
+ * (ctx__request_end): a keep-alive connection pays no hash update and delete per request. LRU: a
+ * connection that vanished without a close we saw ages out. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -121,26 +143,46 @@ static __always_inline bool ctx__request_of(__u32 tgid, __s32 fd, __u32 seq,
 		return false;
 	struct tl_fd_key key = {.tgid = tgid, .fd = fd};
 	struct tl_ctx_request *r = bpf_map_lookup_elem(&ctx_reqs, &key);
-	if (!r || (seq && r->seq != seq))
+	if (!r)
 		return false;
-	out->seq = r->seq;
+	const __u32 now = READ_ONCE(r->seq);
+	if (!now || (seq && now != seq))
+		return false; /* answered already, or another request now */
+	out->seq = now;
 	out->has_ids = r->has_ids;
 	out->trace_flags = r->trace_flags;
 	__builtin_memcpy(out->trace_id, r->trace_id, 16);
 	__builtin_memcpy(out->span_id, r->span_id, 8);
-	return true;
+	/* Rewritten in place by the connection's next request (seq cleared first, written last):
+	 * ids copied while that happened are not this request's. */
+	return READ_ONCE(r->seq) == now;
 }
 
 /* The rule (see the top of this file), for a sender whose goroutine is `g` (0 when unknown; only
  * read for Go processes). For program types without access to the task's registers (sk_msg):
  * the capture object's syscall entry stashes g for them (tl_io_args.g). */
+static __always_inline __u8 ctx__sender_context_go(__u64 pid_tgid, __s32 fd, __u32 go_flags,
+						   __u64 g, struct tl_sender_ctx *out);
+
 static __always_inline __u8 ctx__sender_context_g(__u64 pid_tgid, __s32 fd, __u64 g,
 						  struct tl_sender_ctx *out)
+{
+	const __u32 tgid = pid_tgid >> 32;
+	const __u32 *go = bpf_map_lookup_elem(&go_procs, &tgid);
+	return ctx__sender_context_go(pid_tgid, fd, go ? *go | TL_CTX_GO_PROC : 0, g, out);
+}
+
+/* The rule with go_procs already looked up: go_flags is its value with TL_CTX_GO_PROC added, or
+ * 0 for a process that is not in go_procs (not Go, or not looked at). */
+static __always_inline __u8 ctx__sender_context_go(__u64 pid_tgid, __s32 fd, __u32 go_flags,
+						   __u64 g, struct tl_sender_ctx *out)
 {
 	__builtin_memset(out, 0, sizeof(*out));
 	const __u32 tgid = pid_tgid >> 32;
 	struct tl_fd_key sock = {.tgid = tgid, .fd = fd};
-	struct tl_ctx_pair *pair = bpf_map_lookup_elem(&ctx_node_pairs, &sock);
+	/* Only the Node helper's markers make pairings: no lookup while none is loaded. */
+	struct tl_ctx_pair *pair =
+		ctx__node_pairs_maybe() ? bpf_map_lookup_elem(&ctx_node_pairs, &sock) : NULL;
 	if (pair) {
 		if (pair->in_fd < 0)
 			return out->kind = TL_CTAG_ROOT;
@@ -148,9 +190,8 @@ static __always_inline __u8 ctx__sender_context_g(__u64 pid_tgid, __s32 fd, __u6
 					   ? TL_CTAG_NODE_ASYNC
 					   : TL_CTAG_ENDED;
 	}
-	__u32 *go = bpf_map_lookup_elem(&go_procs, &tgid);
-	if (go) {
-		if (!(*go & TL_GO_PROC_TRACKED) || !g)
+	if (go_flags) {
+		if (!(go_flags & TL_GO_PROC_TRACKED) || !g)
 			return out->kind = TL_CTAG_UNTRACKED;
 		struct tl_go_tls_key gk = {.tgid = tgid, .g = g};
 		struct tl_go_ctx *c = bpf_map_lookup_elem(&ctx_goroutines, &gk);
@@ -178,31 +219,45 @@ static __always_inline __u8 ctx__sender_context(__u64 pid_tgid, __s32 fd,
 						struct tl_sender_ctx *out)
 {
 	__u32 tgid = pid_tgid >> 32;
-	__u64 g = bpf_map_lookup_elem(&go_procs, &tgid) ? ctx__current_g() : 0;
-	return ctx__sender_context_g(pid_tgid, fd, g, out);
+	const __u32 *go = bpf_map_lookup_elem(&go_procs, &tgid);
+	const __u32 go_flags = go ? *go | TL_CTX_GO_PROC : 0;
+	return ctx__sender_context_go(pid_tgid, fd, go_flags, go ? ctx__current_g() : 0, out);
 }
 
-/* The request in flight on (tgid, fd) is no longer (its response starts, or the connection
- * closed): it leaves its reading thread's count. True when there was one. */
-static __always_inline bool ctx__request_end(__u32 tgid, __s32 fd)
+/* The request in flight in ctx_reqs entry r (of connection tgid) is no longer: its seq is
+ * cleared (the entry stays for the connection's next request) and it leaves its reading
+ * thread's count. True when there was one. */
+static __always_inline bool ctx__request_end_at(__u32 tgid, struct tl_ctx_request *r)
 {
-	struct tl_fd_key key = {.tgid = tgid, .fd = fd};
-	struct tl_ctx_request *r = bpf_map_lookup_elem(&ctx_reqs, &key);
-	if (!r)
+	if (!r || !r->seq)
 		return false;
+	WRITE_ONCE(r->seq, 0);
 	__u64 reader = ((__u64)tgid << 32) | r->reader_tid;
-	bpf_map_delete_elem(&ctx_reqs, &key);
 	struct tl_ctx_thread *t = bpf_map_lookup_elem(&ctx_threads, &reader);
 	if (t && t->inflight > 0)
 		__sync_fetch_and_add(&t->inflight, -1);
 	return true;
 }
 
+/* The request in flight on (tgid, fd) is no longer (its response starts, or the connection
+ * closed). True when there was one. */
+static __always_inline bool ctx__request_end(__u32 tgid, __s32 fd)
+{
+	struct tl_fd_key key = {.tgid = tgid, .fd = fd};
+	return ctx__request_end_at(tgid, bpf_map_lookup_elem(&ctx_reqs, &key));
+}
+
 /* Connection (tgid, fd) is gone (closed, or its fd now holds another file): its request in
- * flight ends, and a Node pairing of the fd must not speak for the next socket on that number. */
+ * flight ends and its entry goes, and a Node pairing of the fd must not speak for the next
+ * socket on that number. */
 static __always_inline void ctx__conn_gone(__u32 tgid, __s32 fd)
 {
 	struct tl_fd_key key = {.tgid = tgid, .fd = fd};
-	ctx__request_end(tgid, fd);
-	bpf_map_delete_elem(&ctx_node_pairs, &key);
+	struct tl_ctx_request *r = bpf_map_lookup_elem(&ctx_reqs, &key);
+	if (r) {
+		ctx__request_end_at(tgid, r);
+		bpf_map_delete_elem(&ctx_reqs, &key);
+	}
+	if (ctx__node_pairs_maybe())
+		bpf_map_delete_elem(&ctx_node_pairs, &key);
 }

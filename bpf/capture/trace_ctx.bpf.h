@@ -37,9 +37,9 @@ __u32 tl_tcpopt_on = 0;
 __u32 tl_ctx_classify_on = 0;
 
 /* Node processes the async-context helper was loaded into (--node-async-context): the fd of its
- * marker, by tgid (events.h, struct tl_node_marker). tl_node_helpers: any loaded (a write's
- * exit looks further only then). Both set by userspace (agent/runtimes/node_async_context). */
-__u32 tl_node_helpers = 0;
+ * marker, by tgid (events.h, struct tl_node_marker). tl_node_helpers (capture/ctx.bpf.h): any
+ * loaded (a write's exit looks further only then). Both set by userspace
+ * (agent/runtimes/node_async_context). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -65,7 +65,7 @@ static __always_inline void ctx__node_marker(const struct tl_io_args *a)
 		pair.in_fd = m.in_fd;
 		/* Answered already (its response started): no request will ever have this number,
 		 * so the pairing says "ended", never the connection's next request. */
-		pair.seq = r ? r->seq : TL_CTX_TAG_SEQ_MASK + 1;
+		pair.seq = r && r->seq ? r->seq : TL_CTX_TAG_SEQ_MASK + 1;
 	}
 	struct tl_fd_key out = {.tgid = tgid, .fd = m.out_fd};
 	bpf_map_update_elem(&ctx_node_pairs, &out, &pair, BPF_ANY);
@@ -253,8 +253,11 @@ static __always_inline __u32 ctx__server_request(__u64 pid_tgid,
 	if (!w)
 		return 0;
 	const __u32 tgid = pid_tgid >> 32;
+	struct tl_fd_key key = {.tgid = tgid, .fd = a->fd};
+	/* The connection's entry, from its previous request (ctx.bpf.h: kept, rewritten in place). */
+	struct tl_ctx_request *prev = bpf_map_lookup_elem(&ctx_reqs, &key);
 	/* A request still in flight here (pipelined, or its response was never seen) ends now. */
-	ctx__request_end(tgid, a->fd);
+	ctx__request_end_at(tgid, prev);
 	__builtin_memset(w, 0, sizeof(*w));
 	struct tl_ctx_request *r = &w->req;
 	r->gen = a->gen;
@@ -262,8 +265,18 @@ static __always_inline __u32 ctx__server_request(__u64 pid_tgid,
 	r->reader_tid = (__u32)pid_tgid;
 	if (tl_inject_on)
 		ctx__server_ids(pid_tgid, payload, a, w);
-	struct tl_fd_key key = {.tgid = tgid, .fd = a->fd};
-	bpf_map_update_elem(&ctx_reqs, &key, r, BPF_ANY);
+	if (prev) {
+		/* seq is 0 (ended above, or by the response): readers (ctx__request_of) take nothing
+		 * from the entry until seq is written, last. */
+		const __u32 seq = r->seq;
+		r->seq = 0;
+		*prev = *r;
+		barrier();
+		WRITE_ONCE(prev->seq, seq);
+		r->seq = seq;
+	} else {
+		bpf_map_update_elem(&ctx_reqs, &key, r, BPF_ANY);
+	}
 
 	if (bpf_map_lookup_elem(&go_procs, &tgid)) {
 		/* Threads say nothing in Go; the goroutine probes follow the request (go_ctx.bpf.h). */

@@ -225,6 +225,7 @@ TEST_F(ContextRuleTest, GoProcessesNeverUseTheThread) {
 TEST_F(ContextRuleTest, NodeHelperPairingDecidesWhileItsRequestIsInFlight) {
   Load();
   if (HasFatalFailure()) return;
+  capture_->SetNodeHelpersOn(true);  // as the agent does once a helper is loaded: pairs count
   const int pairs = capture_->MapFd("ctx_node_pairs");
   ASSERT_GE(pairs, 0);
   SocketPair a, b, back;
