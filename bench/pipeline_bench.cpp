@@ -204,7 +204,7 @@ std::string Response() {
 
 class NullSpanSink : public SpanSink {
  public:
-  void OnSpan(Span) override {}
+  void OnSpan(Span&&) override {}
 };
 
 // What the OTLP exporter does before the network, on the pipeline's own thread, as the agent's
@@ -215,7 +215,7 @@ class NullSpanSink : public SpanSink {
 class ProtobufSink : public SpanSink {
  public:
   explicit ProtobufSink(size_t max_batch) : max_batch_(max_batch) { spans_.reserve(max_batch); }
-  void OnSpan(Span span) override {
+  void OnSpan(Span&& span) override {
     const size_t offset = encoded_.size();
     const size_t size = AppendOtlpSpan(span, encoded_);
     spans_.push_back(EncodedSpan{.resource = std::move(span.resource),

@@ -73,7 +73,7 @@ BatchSpanExporter::~BatchSpanExporter() {
   Shutdown(SteadyClock::now() + std::chrono::seconds(5));
 }
 
-void BatchSpanExporter::OnSpan(Span span) {
+void BatchSpanExporter::OnSpan(Span&& span) {
   std::unique_lock lock(mu_);
   if (stopping_) {
     lock.unlock();

@@ -83,7 +83,7 @@ class BatchSpanExporter : public SpanSink {
   // Never blocks on the network: encodes the span under a mutex into the queue (the worker
   // holds it only to take a batch). Drops (counted), without encoding, when the queue is full
   // or after Shutdown().
-  void OnSpan(Span span) override;
+  void OnSpan(Span&& span) override;
   // Asks the worker to send what is queued now instead of at the next schedule tick. Does not
   // wait (it is called on the consumer thread).
   void Flush() override;

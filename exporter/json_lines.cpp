@@ -374,7 +374,7 @@ JsonLinesSink::JsonLinesSink(std::FILE* out, size_t max_batch_spans, MetricsRegi
   batch_.reserve(max_batch_spans_);
 }
 
-void JsonLinesSink::OnSpan(Span span) {
+void JsonLinesSink::OnSpan(Span&& span) {
   batch_.push_back(std::move(span));
   if (batch_.size() >= max_batch_spans_) WriteBatch();
 }

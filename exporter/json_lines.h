@@ -53,7 +53,7 @@ class JsonLinesSink : public SpanSink {
   explicit JsonLinesSink(std::FILE* out, size_t max_batch_spans = kDefaultMaxBatchSpans,
                          MetricsRegistry& metrics = MetricsRegistry::Global());
 
-  void OnSpan(Span span) override;
+  void OnSpan(Span&& span) override;
   void Flush() override;
 
   size_t held() const { return batch_.size(); }

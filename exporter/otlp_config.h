@@ -75,7 +75,7 @@ Result<OtlpExporterConfig> OtlpExporterConfigFromEnv(const EnvLookup& env);
 // The whole OTLP exporter: the transport `config` names behind a BatchSpanExporter (started).
 //   auto config = OtlpExporterConfigFromEnv(WithOverrides(flags, ProcessEnv()));
 //   auto exporter = CreateOtlpSpanExporter(*config);   // a SpanSink
-//   ... exporter->OnSpan(span) ...; (*exporter)->Shutdown(steady_clock::now() + 5s);
+//   ... exporter->OnSpan(std::move(span)) ...; (*exporter)->Shutdown(steady_clock::now() + 5s);
 Result<std::unique_ptr<BatchSpanExporter>> CreateOtlpSpanExporter(
     const OtlpExporterConfig& config, MetricsRegistry& metrics = MetricsRegistry::Global());
 

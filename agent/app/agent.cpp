@@ -84,7 +84,7 @@ class NullConsumer : public StreamConsumer {};
 // --output=none still runs the whole pipeline (connections, parsing, spans, counters).
 class NullSpanSink : public SpanSink {
  public:
-  void OnSpan(Span) override {}
+  void OnSpan(Span&&) override {}
 };
 }  // namespace
 

@@ -189,7 +189,7 @@ ConsoleTreeSink::ConsoleTreeSink(std::FILE* out, ConsoleTreeOptions options, Now
   if (options_.max_spans == 0) options_.max_spans = 1;
 }
 
-void ConsoleTreeSink::OnSpan(Span span) {
+void ConsoleTreeSink::OnSpan(Span&& span) {
   const uint64_t now = now_();
   auto idx = index_.find(span.trace_id);
   TraceList::iterator it;

@@ -51,7 +51,7 @@ class ConsoleTreeSink : public SpanSink {
                            NowFn now = &ConsoleTreeSink::SteadyNowNs,
                            MetricsRegistry& metrics = MetricsRegistry::Global());
 
-  void OnSpan(Span span) override;
+  void OnSpan(Span&& span) override;
   // Prints every trace whose quiet window has passed.
   void Poll();
   // Prints everything held.

@@ -157,7 +157,7 @@ Exemplar ExemplarOf(const Span& span) {
 }
 }  // namespace
 
-void RedMetricsSink::OnSpan(Span span) {
+void RedMetricsSink::OnSpan(Span&& span) {
   if (Histogram* h = HistogramFor(span, /*count_overflow=*/true)) {
     const Exemplar e = ExemplarOf(span);
     // A kept span can stand for its bucket (the exemplar links to a trace that is exported).

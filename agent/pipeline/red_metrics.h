@@ -33,7 +33,7 @@ class RedMetricsSink : public SpanSink {
   // Spans go on to `next` unchanged; `next` must outlive this sink.
   RedMetricsSink(SpanSink& next, MetricsRegistry& metrics, size_t max_series = 2000);
 
-  void OnSpan(Span span) override;
+  void OnSpan(Span&& span) override;
   // Makes `span`, observed before as unsampled and kept later by the tail rule
   // (agent/pipeline/sampled_filter.h), the exemplar of its bucket. Not counted again.
   void SetExemplar(const Span& span);

@@ -46,7 +46,7 @@ void SampledSpanFilter::Keep(Span& span, std::string_view reason, Counter& count
   next_.OnSpan(std::move(span));
 }
 
-void SampledSpanFilter::OnSpan(Span span) {
+void SampledSpanFilter::OnSpan(Span&& span) {
   if (span.sampled()) {
     const bool root = !span.parent_span_id.valid();
     Keep(span, root ? "ratio" : "parent", root ? kept_ratio_ : kept_parent_);
@@ -83,7 +83,7 @@ SampledSpanFilter::Verdict SampledSpanFilter::Judge(const Span& span) const {
   return Verdict::kNone;
 }
 
-void SampledSpanFilter::Hold(Span span) {
+void SampledSpanFilter::Hold(Span&& span) {
   // Room first: the oldest held traces are decided now, with what they have.
   while (held_spans_ >= tail_.max_spans && !held_order_.empty()) DecideOldest(kBufferFull);
   const Verdict verdict = Judge(span);

@@ -73,7 +73,7 @@ class SampledSpanFilter : public SpanSink {
   SampledSpanFilter(SpanSink& next, MetricsRegistry& metrics, TailKeepOptions tail = {},
                     NowFn now = &TraceStore::SteadyNowNs);
 
-  void OnSpan(Span span) override;
+  void OnSpan(Span&& span) override;
   void Flush() override { next_.Flush(); }
 
   // The local trace `id` is complete: decides what is held for it.
@@ -100,7 +100,7 @@ class SampledSpanFilter : public SpanSink {
 
   void Keep(Span& span, std::string_view reason, Counter& counter);
   Verdict Judge(const Span& span) const;
-  void Hold(Span span);
+  void Hold(Span&& span);
   void Decide(std::unordered_map<TraceId, Held, TraceIdHash>::iterator it, Trigger trigger);
   // Pops held_order_'s oldest entry and decides its trace (a bound was reached).
   void DecideOldest(Trigger trigger);

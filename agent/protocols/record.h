@@ -47,6 +47,16 @@ class CarrierReader {
   virtual ~CarrierReader() = default;
   // Stores up to out.size() values of `key` in `out` (in order) and returns how many there are.
   virtual size_t Values(std::string_view key, std::span<std::string_view> out) const = 0;
+  // The first value of each of `keys` into out[i] (empty when absent; out.size() >= keys.size()).
+  // For a rule that reads several fields of every request (the forwarded rule's five
+  // correlation headers): a carrier can answer all in one look at its fields instead of one
+  // look (and one call) per key.
+  virtual void FirstValues(std::span<const std::string_view> keys, std::span<std::string_view> out) const {
+    for (size_t i = 0; i < keys.size(); ++i) {
+      std::array<std::string_view, 1> v;
+      out[i] = Values(keys[i], v) >= 1 ? v[0] : std::string_view();
+    }
+  }
 };
 
 // What a parenting rule may correlate a request with when no carrier decides: where a request

@@ -43,7 +43,6 @@ void FillRandom(std::array<uint8_t, N>& b) {
 }
 }  // namespace
 
-bool TraceId::valid() const { return AnyNonZero(bytes); }
 std::string TraceId::Hex() const { return ToHex(bytes); }
 TraceId TraceId::Random() {
   TraceId id;
@@ -51,7 +50,6 @@ TraceId TraceId::Random() {
   return id;
 }
 
-bool SpanId::valid() const { return AnyNonZero(bytes); }
 std::string SpanId::Hex() const { return ToHex(bytes); }
 SpanId SpanId::Random() {
   SpanId id;

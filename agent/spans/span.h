@@ -18,7 +18,15 @@ namespace threadline {
 // 16 bytes; all-zero is invalid (W3C trace-context).
 struct TraceId {
   std::array<uint8_t, 16> bytes{};
-  bool valid() const;
+  // Inline, two word loads: a span's ids are tested several times after it is built (trace
+  // store, root pick, sampled filter, encoder), and the out-of-line byte loop was ~26
+  // instructions a call.
+  bool valid() const {
+    uint64_t a, b;
+    std::memcpy(&a, bytes.data(), 8);
+    std::memcpy(&b, bytes.data() + 8, 8);
+    return (a | b) != 0;
+  }
   std::string Hex() const;  // 32 lowercase hex digits
   static TraceId Random();  // never all-zero
   bool operator==(const TraceId&) const = default;
@@ -27,7 +35,11 @@ struct TraceId {
 // 8 bytes; all-zero is invalid (and means "no parent" in parent_span_id).
 struct SpanId {
   std::array<uint8_t, 8> bytes{};
-  bool valid() const;
+  bool valid() const {  // inline, one word load (see TraceId::valid)
+    uint64_t a;
+    std::memcpy(&a, bytes.data(), 8);
+    return a != 0;
+  }
   std::string Hex() const;  // 16 lowercase hex digits
   static SpanId Random();   // never all-zero
   bool operator==(const SpanId&) const = default;
@@ -188,7 +200,11 @@ inline constexpr std::string_view kScopeVersion = "0.1.0";
 class SpanSink {
  public:
   virtual ~SpanSink() = default;
-  virtual void OnSpan(Span span) = 0;
+  // The span is the sink's to keep (move from it) or to pass on by the same reference; what
+  // is left of it is the caller's to destroy. By reference, not by value: a span goes through
+  // four sinks (RED, trace store, sampled filter, output), and a by-value hop moved and
+  // destroyed a whole Span each time (~230 instructions per hop, callgrind, pipeline_bench).
+  virtual void OnSpan(Span&& span) = 0;
   // Called periodically and at shutdown: write out anything held.
   virtual void Flush() {}
 };

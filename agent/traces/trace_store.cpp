@@ -196,7 +196,8 @@ void TraceStore::EnforceOpenBounds() {
 }
 
 size_t TraceStore::PickRoot(const std::vector<StoredSpan>& spans) {
-  if (spans.empty()) return 0;
+  // Nothing to choose from (most local traces are one span: a request that called nothing).
+  if (spans.size() <= 1) return 0;
   // Most traces are a handful of spans: a scan beats sorting an index (and allocates nothing).
   constexpr size_t kScanBelow = 16;
   std::vector<uint64_t> ids;

@@ -222,7 +222,7 @@ class TraceStore {
 class TraceStoreSink : public SpanSink {
  public:
   TraceStoreSink(TraceStore& store, SpanSink& next) : store_(store), next_(next) {}
-  void OnSpan(Span span) override {
+  void OnSpan(Span&& span) override {
     store_.Add(span);
     next_.OnSpan(std::move(span));
   }

@@ -26,13 +26,13 @@ using conn_test::MockClock;
 
 struct Collect : SpanSink {
   std::vector<Span> spans;
-  void OnSpan(Span s) override { spans.push_back(std::move(s)); }
+  void OnSpan(Span&& s) override { spans.push_back(std::move(s)); }
 };
 
 // Records every span the builder emits, then passes it on.
 struct Tap : SpanSink {
   explicit Tap(SpanSink& next) : next(next) {}
-  void OnSpan(Span s) override {
+  void OnSpan(Span&& s) override {
     spans.push_back(s);
     next.OnSpan(std::move(s));
   }

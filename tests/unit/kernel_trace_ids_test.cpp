@@ -76,7 +76,7 @@ TEST(KernelTraceIdsTest, DecodesEveryField) {
 
 struct Collect : SpanSink {
   std::vector<Span> spans;
-  void OnSpan(Span s) override { spans.push_back(std::move(s)); }
+  void OnSpan(Span&& s) override { spans.push_back(std::move(s)); }
 };
 
 const AttributeValue* Attr(const Span& s, std::string_view key) { return FindAttribute(s.attributes, key); }

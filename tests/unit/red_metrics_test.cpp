@@ -14,7 +14,7 @@ namespace {
 
 struct Collect : SpanSink {
   std::vector<Span> spans;
-  void OnSpan(Span s) override { spans.push_back(std::move(s)); }
+  void OnSpan(Span&& s) override { spans.push_back(std::move(s)); }
 };
 
 Span HttpSpan(SpanKind kind, std::string name, std::string method, int64_t status, uint64_t duration_ns) {
@@ -146,7 +146,7 @@ TEST(RedMetricsSink, SpansOfOtherProtocolsPassUncounted) {
   grpc.kind = SpanKind::kServer;
   grpc.name = "threadline.test.Echo/Say";
   grpc.attributes.push_back({"rpc.system", std::string("grpc")});
-  red.OnSpan(grpc);
+  red.OnSpan(std::move(grpc));
   EXPECT_EQ(next.spans.size(), 1u);
   for (const auto& h : m.SnapshotAll().histograms)
     EXPECT_NE(h.name, "http_server_request_duration_seconds");

@@ -222,9 +222,9 @@ TEST(SampledSpanFilterTest, PassesSampledSpansAndCountsTheOthers) {
   dropped.flags = 0;
   also_kept.flags = kTraceFlagSampled | 0x02;  // W3C level 2 random bit alongside
   also_kept.parent_span_id.bytes[7] = 1;        // follows its parent's decision
-  filter.OnSpan(kept);
-  filter.OnSpan(dropped);
-  filter.OnSpan(also_kept);
+  filter.OnSpan(std::move(kept));
+  filter.OnSpan(std::move(dropped));
+  filter.OnSpan(std::move(also_kept));
   ASSERT_EQ(out.spans.size(), 2u);
   EXPECT_EQ(out.spans[0].name, "a");
   EXPECT_EQ(metrics.GetCounter("threadline_spans_dropped_total", {{"reason", "not_sampled"}}).Value(), 1u);

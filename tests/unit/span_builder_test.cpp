@@ -107,7 +107,7 @@ std::unique_ptr<Protocol> CreateLineProtocol(const ProtocolOptions&, MetricsRegi
 constexpr std::array kLineTable = {ProtocolSpec{"line", &CreateLineProtocol}};
 
 struct Collect : SpanSink {
-  void OnSpan(Span s) override { spans.push_back(std::move(s)); }
+  void OnSpan(Span&& s) override { spans.push_back(std::move(s)); }
   std::vector<Span> spans;
 };
 

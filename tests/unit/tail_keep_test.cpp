@@ -17,7 +17,7 @@ namespace threadline {
 namespace {
 
 struct Collect : SpanSink {
-  void OnSpan(Span s) override { spans.push_back(std::move(s)); }
+  void OnSpan(Span&& s) override { spans.push_back(std::move(s)); }
   std::vector<Span> spans;
 };
 

@@ -18,6 +18,7 @@ class HeaderCarrier final : public CarrierReader {
  public:
   explicit HeaderCarrier(const HeaderList& headers) : headers_(headers) {}
   size_t Values(std::string_view key, std::span<std::string_view> out) const override;
+  void FirstValues(std::span<const std::string_view> keys, std::span<std::string_view> out) const override;
 
  private:
   const HeaderList& headers_;
