@@ -32,6 +32,8 @@ bool IsSensitiveQueryKey(std::string_view key, const RedactionOptions& options =
 // by REDACTED. Keys, order, '&' separators, empty parts ("a&&b") and parts without '=' are kept
 // byte for byte; only '&' separates parameters (WHATWG URL). An empty value stays empty.
 std::string RedactQuery(std::string_view query, const RedactionOptions& options = {});
+// RedactQuery appended to `out` (into a string that already has its capacity).
+void AppendRedactedQuery(std::string& out, std::string_view query, const RedactionOptions& options = {});
 
 // "scheme://user:pass@host/..." -> "scheme://REDACTED:REDACTED@host/..." (and "user@" ->
 // "REDACTED@"), per the semconv rule for url.full. Strings without an authority are unchanged.

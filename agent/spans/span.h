@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <utility>
 #include <vector>
 
 namespace threadline {
@@ -125,12 +126,14 @@ using Attributes = std::vector<Attribute>;
 // as a braced temporary and moved in: an HTTP span adds ~18 attributes, and the temporaries'
 // moves and destructors were ~1,000 instructions per span (callgrind, pipeline_bench). That
 // needs C++20's parenthesised aggregate initialisation, which clang 14 (it builds the fuzz
-// targets) lacks: there, a move.
-inline Attribute& EmplaceAttribute(Attributes& a, AttributeKey&& key, AttributeValue&& value) {
+// targets) lacks: there, a move. `value` is an AttributeValue, or anything that converts to one
+// (the value then made right in the attribute: InPlaceValue, protocols/describe.h).
+template <class Value>
+inline Attribute& EmplaceAttribute(Attributes& a, AttributeKey&& key, Value&& value) {
 #if defined(__cpp_aggregate_paren_init)
-  return a.emplace_back(std::move(key), std::move(value));
+  return a.emplace_back(std::move(key), std::forward<Value>(value));
 #else
-  a.push_back(Attribute{std::move(key), std::move(value)});
+  a.push_back(Attribute{std::move(key), std::forward<Value>(value)});
   return a.back();
 #endif
 }

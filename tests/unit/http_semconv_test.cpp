@@ -5,6 +5,7 @@
 // list, so that changes to how the attributes are built cannot change what a span says.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <variant>
 
@@ -438,6 +439,68 @@ TEST(HttpSemconvTest, Http2ResetAndStatusNotDecoded) {
             "client.port=40000\n"
             "client.address=\"2001:db8::a0b\"\n"
             "error.type=\"REFUSED_STREAM\"\n");
+}
+
+
+// A span outlives the exchange it describes (it is exported after the connection's buffers
+// are reused or freed): every value, short (made in the attribute's own storage) or long (in a
+// pooled buffer), fixed ("http", "tcp", "ipv4") or read from the request (method, target,
+// query, Host, User-Agent), is a copy. The facts here are views into buffers overwritten
+// after Describe; the span must not change. A long query (redacted right into url.query's
+// string) is read back from there into url.full.
+TEST(HttpSemconvTest, ValuesAreCopiesThatOutliveTheExchange) {
+  std::string method = "GET";
+  std::string target = "/v2/orders/7f3a9c1b2d4e5f60?session=abc&page=2&sort=name&filter=open";
+  std::string host = "orders.internal.example.com:9090";
+  std::string agent = "okhttp/4.12.0";
+  std::string version = "1.1";
+  http::ExchangeFacts f = Get(target);
+  f.method = method;
+  f.authority = host;
+  f.user_agent = agent;
+  f.version = version;
+  ExchangeView v;
+  http::Describe(f, Role::kClient, V4Conn(Role::kClient), {}, v);
+  for (std::string* s : {&method, &target, &host, &agent, &version}) std::fill(s->begin(), s->end(), 'X');
+  const std::string query = "session=REDACTED&page=2&sort=name&filter=open";
+  EXPECT_EQ(Render(v),
+            "GET /v2/orders/{hex} [UNSET]\n"
+            "http.request.method=\"GET\"\n"
+            "url.path=\"/v2/orders/7f3a9c1b2d4e5f60\"\n"
+            "url.query=\"" + query + "\"\n"
+            "url.scheme=\"http\"\n"
+            "server.address=\"orders.internal.example.com\"\n"
+            "server.port=9090\n"
+            "url.full=\"http://orders.internal.example.com:9090/v2/orders/7f3a9c1b2d4e5f60?" + query + "\"\n"
+            "network.peer.address=\"192.168.100.23\"\n"
+            "network.peer.port=9090\n"
+            "network.type=\"ipv4\"\n"
+            "network.transport=\"tcp\"\n"
+            "network.protocol.name=\"http\"\n"
+            "network.protocol.version=\"1.1\"\n"
+            "user_agent.original=\"okhttp/4.12.0\"\n"
+            "http.response.status_code=200\n"
+            "http.response.body.size=612\n");
+  // The same again with the pool holding spent strings (long values go into those).
+  Span spent;
+  spent.name = std::string(200, 'n');
+  spent.attributes.push_back({"a", std::string(300, 'v')});
+  spent.attributes.push_back({"b", std::string(100, 'w')});
+  SpanBuffers::Local().Give(spent);
+  method = "GET";
+  target = "/v2/orders/7f3a9c1b2d4e5f60?session=abc&page=2&sort=name&filter=open";
+  host = "orders.internal.example.com:9090";
+  agent = "okhttp/4.12.0";
+  version = "1.1";
+  f = Get(target);
+  f.method = method;
+  f.authority = host;
+  f.user_agent = agent;
+  f.version = version;
+  ExchangeView w;
+  http::Describe(f, Role::kClient, V4Conn(Role::kClient), {}, w);
+  for (std::string* s : {&method, &target, &host, &agent, &version}) std::fill(s->begin(), s->end(), 'X');
+  EXPECT_EQ(Render(w), Render(v));
 }
 
 }  // namespace

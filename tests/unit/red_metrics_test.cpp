@@ -114,6 +114,51 @@ Histogram::Data DbSeries(MetricsRegistry& m, const std::string& operation, const
       .Read();
 }
 
+// Label sets that differ in any one value are distinct series; equal ones from different span
+// strings and Resource objects are one. The service name is remembered for the last resource
+// seen: a span of another resource (or of none) is counted under its own.
+TEST(RedMetricsSink, SeriesByEveryLabelValue) {
+  MetricsRegistry m;
+  Collect next;
+  RedMetricsSink red(next, m);
+  auto span = [](std::shared_ptr<const Resource> resource, std::string name, std::string method, int64_t status) {
+    Span s = HttpSpan(SpanKind::kServer, std::move(name), std::move(method), status, 1'000'000);
+    s.resource = std::move(resource);
+    return s;
+  };
+  auto shop = std::make_shared<const Resource>(Resource{{{"service.name", std::string("shop")}}});
+  auto shop_again = std::make_shared<const Resource>(Resource{{{"service.name", std::string("shop")}}});
+  auto shopx = std::make_shared<const Resource>(Resource{{{"service.name", std::string("shopx")}}});
+  const std::string long_route = "/a/very/long/route/with/more/than/eight/bytes/{id}";
+  for (int i = 0; i < 3; ++i) {
+    red.OnSpan(span(shop, "GET " + long_route, "GET", 200));
+    red.OnSpan(span(shop_again, "GET " + long_route, "GET", 200));
+    red.OnSpan(span(shopx, "GET " + long_route, "GET", 200));
+    red.OnSpan(span(shop, "GET " + long_route + "x", "GET", 200));
+    red.OnSpan(span(shop, "GET " + long_route, "GET", 404));
+    red.OnSpan(span(shop, "GETX " + long_route, "GETX", 200));
+    red.OnSpan(span(nullptr, "GET " + long_route, "GET", 200));
+  }
+  auto count = [&m](const std::string& service, const std::string& method, const std::string& route,
+                    const std::string& status) {
+    return m.GetHistogram("http_server_request_duration_seconds",
+                          {{"service_name", service},
+                           {"http_request_method", method},
+                           {"http_route", route},
+                           {"http_response_status_class", status}},
+                          {})
+        .Read()
+        .count;
+  };
+  EXPECT_EQ(m.SnapshotAll().histograms.size(), 6u);
+  EXPECT_EQ(count("shop", "GET", long_route, "2xx"), 6u);
+  EXPECT_EQ(count("shopx", "GET", long_route, "2xx"), 3u);
+  EXPECT_EQ(count("shop", "GET", long_route + "x", "2xx"), 3u);
+  EXPECT_EQ(count("shop", "GET", long_route, "4xx"), 3u);
+  EXPECT_EQ(count("shop", "GETX", long_route, "2xx"), 3u);
+  EXPECT_EQ(count("unknown_service", "GET", long_route, "2xx"), 3u);
+}
+
 TEST(RedMetricsSink, DatabaseClientSpansBySystemOperationCollection) {
   MetricsRegistry m;
   Collect next;

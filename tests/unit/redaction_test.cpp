@@ -66,6 +66,35 @@ TEST(RedactQuery, ExtraKeys) {
   EXPECT_FALSE(IsSensitiveQueryKey("ssn"));
 }
 
+// Keys are decoded and normalised on the stack up to 64 bytes and in strings past that: both
+// ways must judge a key alike (the innermost bracketed name of a long key, a long encoded key,
+// extra keys longer than the stack), and AppendRedactedQuery appends what RedactQuery returns.
+TEST(RedactQuery, LongKeysAndAppending) {
+  const std::string pad(70, 'a');
+  EXPECT_TRUE(IsSensitiveQueryKey(pad + "[password]"));
+  EXPECT_TRUE(IsSensitiveQueryKey(pad + "%5Bpassword%5D"));
+  EXPECT_TRUE(IsSensitiveQueryKey("user%5B" + std::string(30, '_') + "pass" + std::string(40, '-') + "word%5D"));
+  EXPECT_FALSE(IsSensitiveQueryKey(pad + "password"));
+  EXPECT_FALSE(IsSensitiveQueryKey(pad));
+  std::string encoded;
+  for (char c : std::string("access_token")) encoded += "%" + std::string(1, "0123456789ABCDEF"[c >> 4]) + "0123456789ABCDEF"[c & 15];
+  EXPECT_GT(encoded.size(), 32u);
+  EXPECT_TRUE(IsSensitiveQueryKey(encoded));
+  EXPECT_TRUE(IsSensitiveQueryKey(std::string(64, '-') + "token"));  // 69 bytes, normalised "token"
+  RedactionOptions opts;
+  const std::string long_extra = "x" + std::string(80, 'y');
+  opts.extra_query_keys = {long_extra};
+  EXPECT_TRUE(IsSensitiveQueryKey(long_extra, opts));
+  EXPECT_TRUE(IsSensitiveQueryKey("X" + std::string(80, 'Y'), opts));
+  EXPECT_FALSE(IsSensitiveQueryKey(long_extra.substr(1), opts));
+
+  const std::string query = "q=" + pad + "&" + pad + "[secret]=s&token=t&page=2";
+  std::string out = "prefix?";
+  AppendRedactedQuery(out, query);
+  EXPECT_EQ(out, "prefix?" + RedactQuery(query));
+  EXPECT_EQ(RedactQuery(query), "q=" + pad + "&" + pad + "[secret]=REDACTED&token=REDACTED&page=2");
+}
+
 TEST(RedactUserInfo, Table) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"https://user:pass@example.com/x", "https://REDACTED:REDACTED@example.com/x"},

@@ -95,13 +95,23 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
   AddString(attrs, "http.request.method", method);
   if (method != f.method) AddString(attrs, "http.request.method_original", f.method);
 
-  const std::string query =
-      target.has_query ? RedactQuery(target.query, options.redaction) : std::string();
   // TLS: plaintext taken at the TLS library.
   const std::string_view scheme = f.scheme.value_or(c.tls ? "https" : "http");
   const uint16_t default_port = scheme == "https" ? 443 : 80;
   if (!target.path.empty()) AddString(attrs, "url.path", target.path);
-  if (target.has_query && !query.empty()) AddString(attrs, "url.query", query);
+  // url.query redacted right into the attribute's own string (redacting never shortens a
+  // query, so an empty one stays empty and is left out); url.full reads it back from there.
+  size_t query_index = 0;
+  if (target.has_query && !target.query.empty()) {
+    query_index = attrs.size();
+    EmplaceAttribute(attrs, "url.query", InPlaceValue{[&] {
+                       AttributeValue v(std::in_place_type<std::string>,
+                                        target.query.size() > std::string().capacity() ? SpanBuffers::Local().TakeString()
+                                                                                       : std::string());
+                       AppendRedactedQuery(*std::get_if<std::string>(&v), target.query, options.redaction);
+                       return v;
+                     }});
+  }
   AddString(attrs, "url.scheme", scheme);
 
   // Where the request was addressed: the Host header (:authority), else the socket.
@@ -122,6 +132,9 @@ void Describe(const ExchangeFacts& f, Role role, const ConnectionInfo& c,
       // Built in the attribute's own string, sized once, in a spent span's buffer when there is
       // one (span_buffers.h); as temporaries joined with `+` it was up to four allocations per
       // client span.
+      const std::string_view query =
+          target.has_query && !target.query.empty() ? std::string_view(*std::get_if<std::string>(&attrs[query_index].value))
+                                                    : std::string_view();
       const bool bracket = IsIpv6Literal(server_address);
       char port_text[8];
       size_t port_size = 0;
