@@ -122,31 +122,25 @@ bool IsSensitiveQueryKey(std::string_view key, const RedactionOptions& options) 
   // pipeline_bench). Decoding never lengthens a key, nor does normalising; longer keys take
   // the same steps in strings.
   constexpr size_t kStack = 64;
+  // `to` writes at most in.size() bytes: into `stack` when that fits, else into `heap`.
+  const auto transformed = [](std::string_view in, char (&stack)[kStack], std::string& heap,
+                              size_t (*to)(std::string_view, char*)) -> std::string_view {
+    if (in.size() <= kStack) return std::string_view(stack, to(in, stack));
+    heap.resize(in.size());
+    heap.resize(to(in, heap.data()));
+    return heap;
+  };
   char decoded_buf[kStack];
   char normalized_buf[kStack];
   std::string decoded_str, normalized_str;
-  std::string_view decoded;
-  if (key.size() <= kStack) {
-    decoded = std::string_view(decoded_buf, PercentDecodeTo(key, decoded_buf));
-  } else {
-    decoded_str.resize(key.size());
-    decoded_str.resize(PercentDecodeTo(key, decoded_str.data()));
-    decoded = decoded_str;
-  }
+  const std::string_view decoded = transformed(key, decoded_buf, decoded_str, PercentDecodeTo);
   std::string_view name = decoded;
   // "user[password]" and "a[b][secret]": the innermost name says what the value is.
   if (name.ends_with(']')) {
     size_t open = name.rfind('[');
     if (open != std::string_view::npos) name = name.substr(open + 1, name.size() - open - 2);
   }
-  std::string_view normalized;
-  if (name.size() <= kStack) {
-    normalized = std::string_view(normalized_buf, NormalizeKeyTo(name, normalized_buf));
-  } else {
-    normalized_str.resize(name.size());
-    normalized_str.resize(NormalizeKeyTo(name, normalized_str.data()));
-    normalized = normalized_str;
-  }
+  const std::string_view normalized = transformed(name, normalized_buf, normalized_str, NormalizeKeyTo);
   if (IsSensitiveNormalizedQueryKey(normalized)) return true;
   return std::any_of(options.extra_query_keys.begin(), options.extra_query_keys.end(),
                      [&](const std::string& k) { return NormalizeKey(k) == normalized; });

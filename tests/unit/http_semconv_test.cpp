@@ -449,19 +449,23 @@ TEST(HttpSemconvTest, Http2ResetAndStatusNotDecoded) {
 // after Describe; the span must not change. A long query (redacted right into url.query's
 // string) is read back from there into url.full.
 TEST(HttpSemconvTest, ValuesAreCopiesThatOutliveTheExchange) {
-  std::string method = "GET";
-  std::string target = "/v2/orders/7f3a9c1b2d4e5f60?session=abc&page=2&sort=name&filter=open";
-  std::string host = "orders.internal.example.com:9090";
-  std::string agent = "okhttp/4.12.0";
-  std::string version = "1.1";
-  http::ExchangeFacts f = Get(target);
-  f.method = method;
-  f.authority = host;
-  f.user_agent = agent;
-  f.version = version;
+  // Describes a client exchange from request buffers, then overwrites those buffers.
+  const auto describe = [](ExchangeView& v) {
+    std::string method = "GET";
+    std::string target = "/v2/orders/7f3a9c1b2d4e5f60?session=abc&page=2&sort=name&filter=open";
+    std::string host = "orders.internal.example.com:9090";
+    std::string agent = "okhttp/4.12.0";
+    std::string version = "1.1";
+    http::ExchangeFacts f = Get(target);
+    f.method = method;
+    f.authority = host;
+    f.user_agent = agent;
+    f.version = version;
+    http::Describe(f, Role::kClient, V4Conn(Role::kClient), {}, v);
+    for (std::string* s : {&method, &target, &host, &agent, &version}) std::fill(s->begin(), s->end(), 'X');
+  };
   ExchangeView v;
-  http::Describe(f, Role::kClient, V4Conn(Role::kClient), {}, v);
-  for (std::string* s : {&method, &target, &host, &agent, &version}) std::fill(s->begin(), s->end(), 'X');
+  describe(v);
   const std::string query = "session=REDACTED&page=2&sort=name&filter=open";
   EXPECT_EQ(Render(v),
             "GET /v2/orders/{hex} [UNSET]\n"
@@ -487,19 +491,8 @@ TEST(HttpSemconvTest, ValuesAreCopiesThatOutliveTheExchange) {
   spent.attributes.push_back({"a", std::string(300, 'v')});
   spent.attributes.push_back({"b", std::string(100, 'w')});
   SpanBuffers::Local().Give(spent);
-  method = "GET";
-  target = "/v2/orders/7f3a9c1b2d4e5f60?session=abc&page=2&sort=name&filter=open";
-  host = "orders.internal.example.com:9090";
-  agent = "okhttp/4.12.0";
-  version = "1.1";
-  f = Get(target);
-  f.method = method;
-  f.authority = host;
-  f.user_agent = agent;
-  f.version = version;
   ExchangeView w;
-  http::Describe(f, Role::kClient, V4Conn(Role::kClient), {}, w);
-  for (std::string* s : {&method, &target, &host, &agent, &version}) std::fill(s->begin(), s->end(), 'X');
+  describe(w);
   EXPECT_EQ(Render(w), Render(v));
 }
 
