@@ -11,6 +11,8 @@ same run and interleaved:
   full      the agent as deployed: spans exported over OTLP/HTTP (protobuf, batched) into a
             local receiver that accepts and discards them (started by this script, on the load
             generator's CPU)
+  base      (with --baseline-agent) the full mode with another build's agent, for a same-run
+            A/B of two builds
 
 it measures: max requests/s (wrk), p50/p99 latency at a fixed rate (hey -q), application CPU
 per request (/proc/<pid>/stat of the server's processes, which includes the time the BPF
